@@ -1,0 +1,138 @@
+"""Width domains read from files: XDMF (DOLFINx's own format) and gmsh ``.msh``.
+
+Rank 0 checks the file first and broadcasts the verdict, so a missing or
+unreadable file raises the same :class:`MeshError` (naming the path) on every
+rank instead of leaving some ranks waiting in a collective read.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from mpi4py import MPI
+
+import dolfinx.mesh
+import numpy as np
+
+from .errors import MeshError, fmt
+from .gmsh_domains import distribute_gmsh
+
+__all__ = ["SUFFIXES", "read_mesh", "read_msh", "read_xdmf"]
+
+#: Recognised file suffixes and their reader.
+SUFFIXES = {".xdmf": "xdmf", ".xmf": "xdmf", ".msh": "msh"}
+
+
+def _path(path: object) -> Path:
+    if not isinstance(path, str | os.PathLike) or not str(path):
+        raise MeshError(f"expected a file path, got {fmt(path)}", "path")
+    return Path(path)
+
+
+def _check_on_root(comm: MPI.Comm, check) -> None:
+    """Run ``check()`` (may raise MeshError) on rank 0; raise its error everywhere."""
+    error = None
+    if comm.rank == 0:
+        try:
+            check()
+        except MeshError as e:
+            error = e
+    error = comm.bcast(error, root=0)
+    if error is not None:
+        raise error
+
+
+def _exists(path: Path) -> None:
+    if not path.is_file():
+        raise MeshError(f"file not found: {path.absolute()}", "path")
+
+
+def read_xdmf(
+    path: str | os.PathLike, name: str = "mesh", *, comm: MPI.Comm | None = None
+) -> dolfinx.mesh.Mesh:
+    """Read the mesh (grid) ``name`` from an XDMF file written by DOLFINx. Collective."""
+    from dolfinx.io import XDMFFile
+
+    comm = MPI.COMM_WORLD if comm is None else comm
+    path = _path(path)
+    if not isinstance(name, str) or not name:
+        raise MeshError(f"expected a non-empty string, got {fmt(name)}", "name")
+
+    def check():
+        _exists(path)
+        try:
+            root = ET.parse(path).getroot()
+        except (ET.ParseError, OSError) as e:
+            msg = f"cannot read {path.absolute()}: not an XDMF file ({e})"
+            raise MeshError(msg, "path") from None
+        grids = [g.get("Name") for g in root.iter("Grid")]
+        if name not in grids:
+            found = ", ".join(str(g) for g in grids) or "none"
+            raise MeshError(f"no mesh {name!r} in {path.absolute()} (found: {found})", "name")
+
+    _check_on_root(comm, check)
+    try:
+        with XDMFFile(comm, str(path), "r") as f:
+            return f.read_mesh(name=name)
+    except RuntimeError as e:
+        raise MeshError(f"cannot read {path.absolute()}: {e}", "path") from None
+
+
+def read_msh(
+    path: str | os.PathLike, gdim: int | None = None, *, comm: MPI.Comm | None = None
+) -> dolfinx.mesh.Mesh:
+    """Read a gmsh ``.msh`` file on rank 0 and distribute it. Collective.
+
+    The cells are the elements of the highest dimension; if they have no
+    physical group, all of them are taken. ``gdim`` defaults to the smallest
+    dimension holding the node coordinates (at least the cell dimension).
+    """
+    path = _path(path)
+    if gdim is not None and (
+        isinstance(gdim, bool) or not isinstance(gdim, int) or gdim not in (1, 2, 3)
+    ):
+        raise MeshError(f"expected 1, 2, 3 or null, got {fmt(gdim)}", "gdim")
+
+    def build(gmsh):
+        _exists(path)
+        model = gmsh.model
+        try:
+            gmsh.merge(str(path))
+        except Exception as e:
+            raise MeshError(f"cannot read {path.absolute()}: {e}", "path") from None
+        dims = [d for d in (3, 2, 1) if any(len(t) for t in model.mesh.getElements(d)[1])]
+        if not dims:
+            raise MeshError(f"cannot read {path.absolute()}: no mesh elements", "path")
+        tdim = dims[0]
+        if not model.getPhysicalGroups(tdim):
+            model.addPhysicalGroup(tdim, [t for _, t in model.getEntities(tdim)], 1)
+        if gdim is not None:
+            return gdim
+        x = np.asarray(model.mesh.getNodes()[1]).reshape(-1, 3)
+        used = np.flatnonzero(np.abs(x).max(axis=0) > 0) if len(x) else []
+        return max(tdim, int(used[-1]) + 1 if len(used) else 1)
+
+    return distribute_gmsh(build, comm, f"reading {path}")
+
+
+def read_mesh(
+    path: str | os.PathLike,
+    name: str = "mesh",
+    gdim: int | None = None,
+    *,
+    comm: MPI.Comm | None = None,
+) -> dolfinx.mesh.Mesh:
+    """Read a mesh file by suffix: ``.xdmf``/``.xmf`` (grid ``name``) or ``.msh`` (``gdim``)."""
+    path = _path(path)
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        suffix = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
+        expected = ", ".join(SUFFIXES)
+        raise MeshError(f"unsupported file {path} ({suffix}); expected {expected}", "path")
+    if kind == "xdmf":
+        if gdim is not None:
+            raise MeshError("only used for .msh files (XDMF stores the geometry)", "gdim")
+        return read_xdmf(path, name, comm=comm)
+    return read_msh(path, gdim, comm=comm)
