@@ -1,0 +1,149 @@
+"""The continuum network: the discrete model of DESIGN.md §2 on a width space.
+
+    U⁰ = E X,   U^{n+1} = scheme step with Zⁿ = Kⁿ Uⁿ + bⁿ 1ᵀ,   Ŷ = Cᵀ M_L U^{N_t} + d 1ᵀ
+
+Inputs X are (n_in × S) with one column per sample, states U are (n × S) row
+blocks of V_h, outputs Ŷ are (n_out × S) on every width rank.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import dolfinx.fem
+import numpy as np
+
+from pontryx.forms import get_activation
+from pontryx.forms.embedding import embedding_functions
+from pontryx.solver.controls import Controls
+from pontryx.solver.kernels import Kernel, make_kernel
+from pontryx.solver.schemes import make_scheme
+
+__all__ = ["ContinuumNetwork"]
+
+
+class ContinuumNetwork:
+    """A continuum network of depth T with ``layers`` = N_t layers.
+
+    Parameters mirror the YAML ``model:`` section: ``kernel`` (a name or a
+    :class:`Kernel`), ``kernel_options`` (e.g. ``{"rank": 8}``), ``activation``,
+    ``scheme`` (imex_euler | midpoint | verlet), ``epsilon`` (width diffusion ε ≥ 0),
+    ``embedding`` (bump | coordinate | image) and whether the embedding E and
+    readout C, d are trainable.
+    """
+
+    def __init__(
+        self,
+        space,
+        n_in: int,
+        n_out: int,
+        *,
+        kernel: str | Kernel = "dense",
+        kernel_options: dict | None = None,
+        activation: str = "tanh",
+        scheme: str = "imex_euler",
+        T: float = 1.0,
+        layers: int = 16,
+        epsilon: float = 0.0,
+        embedding: str = "bump",
+        input_shape: Sequence[int] | None = None,
+        train_embedding: bool = False,
+        train_readout: bool = True,
+    ):
+        if not T > 0:
+            raise ValueError(f"model.T: expected T > 0, got {T}")
+        if int(layers) < 1:
+            raise ValueError(f"model.layers: expected at least 1 layer, got {layers}")
+        if not epsilon >= 0:
+            raise ValueError(f"model.epsilon: expected ε ≥ 0, got {epsilon}")
+        self.space = space
+        self.n_in, self.n_out = int(n_in), int(n_out)
+        self.T, self.layers, self.epsilon = float(T), int(layers), float(epsilon)
+        self.dt = self.T / self.layers
+        self.kernel = (
+            kernel
+            if isinstance(kernel, Kernel)
+            else make_kernel(space, kernel, **(kernel_options or {}))
+        )
+        self.activation = get_activation(activation)
+        self.scheme = make_scheme(
+            scheme, space, self.kernel, self.activation, self.dt, self.epsilon
+        )
+        self.embedding_kind = embedding
+        self.input_shape = tuple(input_shape) if input_shape else (self.n_in,)
+        self.E0 = self._embedding_matrix(embedding)
+        self.layer_names = (*self.kernel.shapes(), "b")
+        self.trainable = (
+            *self.layer_names,
+            *(("E",) if train_embedding else ()),
+            *(("C", "d") if train_readout else ()),
+        )
+
+    # -- set-up --------------------------------------------------------------
+    def _embedding_matrix(self, kind) -> np.ndarray:
+        lo, hi = self.space.bounding_box
+        shape = self.input_shape if len(self.input_shape) == 2 else None
+        family = embedding_functions(kind, self.n_in, lo, hi, shape)
+        f = dolfinx.fem.Function(self.space.V)
+        E = np.empty((self.space.n, self.n_in))
+        for j in range(self.n_in):
+            f.interpolate(lambda x, j=j: family(x)[j])
+            E[:, j] = f.x.array[: self.space.n]
+        return E
+
+    def init_controls(self, seed: int = 0, gain: float = 0.5) -> Controls:
+        """Seeded initial controls, identical on any number of ranks (drawn in
+        the canonical dof order): W (or A, G, or κ, a, r) gain-normalised
+        normal, b = 0, E from the embedding family, C normal, d = 0."""
+        sp, K = self.space, self.kernel
+
+        def rng(name, layer=0):
+            return np.random.default_rng([seed, zlib.crc32(name.encode()), layer])
+
+        per_layer = [K.init(lambda name, n=n: rng(name, n), gain) for n in range(self.layers)]
+        arrays = {k: np.stack([p[k] for p in per_layer]) for k in K.shapes()}
+        arrays["b"] = np.zeros((self.layers, sp.n))
+        arrays["E"] = self.E0.copy()
+        Cc = rng("C").standard_normal((sp.N, self.n_out)) * np.sqrt(sp.N) / sp.area
+        arrays["C"] = sp.from_canonical(Cc)
+        arrays["d"] = np.zeros(self.n_out)
+        return Controls(arrays, sp.comm)
+
+    def regularisation_weights(self) -> dict[str, np.ndarray]:
+        """ω with ‖θⁿ‖² = Σ ω θⁿ², the lumped L² norms of the layer controls."""
+        return {**self.kernel.weights(), "b": self.space.m}
+
+    # -- the model -------------------------------------------------------------
+    def embed(self, controls, X: np.ndarray) -> np.ndarray:
+        """U⁰ = E X."""
+        return controls["E"] @ X
+
+    def readout(self, controls, U: np.ndarray) -> np.ndarray:
+        """Ŷ = Cᵀ M_L U + d 1ᵀ (summed over the width ranks)."""
+        return (
+            self.space.sum(controls["C"].T @ (self.space.m[:, None] * U)) + controls["d"][:, None]
+        )
+
+    def layer_controls(self, controls, n: int) -> dict[str, np.ndarray]:
+        return {k: controls[k][n] for k in self.kernel.shapes()}
+
+    def forward(self, controls, X: np.ndarray, keep: Sequence[int] | None = None):
+        """Ŷ for inputs X; with ``keep`` also the list of states U at those
+        layer indices (0 … N_t). Only the current state is held otherwise."""
+        state = self.scheme.initial_state(self.embed(controls, X))
+        kept = {}
+        keep = set(keep or ())
+        for n in range(self.layers):
+            if n in keep:
+                kept[n] = state[0].copy()
+            ctx = self.kernel.layer(self.layer_controls(controls, n))
+            state, _ = self.scheme.step(ctx, controls["b"][n], state)
+            self.kernel.release(ctx)
+        if self.layers in keep:
+            kept[self.layers] = state[0].copy()
+        Yhat = self.readout(controls, state[0])
+        return (Yhat, [kept[n] for n in sorted(kept)]) if keep else Yhat
+
+    def destroy(self):
+        self.scheme.destroy()

@@ -1,0 +1,171 @@
+"""The width discretisation: V_h on a distributed mesh and its assembled operators.
+
+Holds, for the rows of V_h this rank owns (DOLFINx's owner-contiguous global
+numbering), the lumped mass m (M_L = diag m), the stiffness matrix A as a PETSc
+matrix, the dof coordinates, and the MPI plumbing that the batched solver needs
+on row-distributed multivectors U ∈ R^{N×S} (local block: ``n × S``):
+
+* :meth:`allgather` — all N rows on every width rank (for dense kernels),
+* :meth:`reduce_scatter` — sum partial N-row blocks and keep the owned rows,
+* :meth:`canonical` — a partition-independent numbering of the dofs (sorted by
+  coordinates), so that initial controls, saved models and checkpoints do not
+  depend on the number of ranks.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from mpi4py import MPI
+
+import dolfinx.fem
+import dolfinx.fem.petsc
+import numpy as np
+from petsc4py import PETSc
+
+from pontryx import forms
+
+__all__ = ["WidthSpace"]
+
+
+class WidthSpace:
+    """V_h = P_degree on ``mesh`` with assembled M_L and A (DESIGN.md §2).
+
+    Lumping: ``"rowsum"`` (m_i = ∫ φ_i dx) or ``"hrz"`` (diagonal scaling
+    m_i = M_ii |Ω| / Σ_k M_kk). ``"auto"`` takes row sums when they are all
+    positive (P1; P2 on intervals, i.e. Simpson's rule) and HRZ otherwise
+    (P2 on triangles/tetrahedra, whose vertex row sums vanish or are negative).
+    """
+
+    def __init__(self, mesh, degree: int = 1, lumping: str = "auto"):
+        self.mesh = mesh
+        self.comm: MPI.Comm = mesh.comm
+        self.V = forms.function_space(mesh, degree)
+        self.degree = degree
+        imap = self.V.dofmap.index_map
+        self.n = imap.size_local
+        self.N = imap.size_global
+        self.offset = imap.local_range[0]
+        self._counts = np.array(self.comm.allgather(self.n), dtype=np.int64)
+        self.lumping = self._lump(lumping)
+        self.area = self.comm.allreduce(float(self.m.sum()), op=MPI.SUM)
+
+    # -- assembled operators ------------------------------------------------
+    def _assemble_vector(self, form) -> np.ndarray:
+        b = dolfinx.fem.assemble_vector(dolfinx.fem.form(form))
+        b.scatter_reverse(dolfinx.la.InsertMode.add)
+        return b.array[: self.n].copy()
+
+    def _lump(self, lumping: str) -> str:
+        if lumping not in ("auto", "rowsum", "hrz"):
+            raise ValueError(f"model.lumping: expected auto, rowsum or hrz, got {lumping!r}")
+        rowsum = self._assemble_vector(forms.row_sum_form(self.V))
+        positive = self.comm.allreduce(bool(np.all(rowsum > 0)), op=MPI.LAND)
+        if lumping == "rowsum" and not positive:
+            raise ValueError(
+                f"model.lumping: row-sum lumping of P{self.degree} on this cell is not positive; "
+                "use hrz or auto"
+            )
+        if lumping == "rowsum" or (lumping == "auto" and positive):
+            self.m = rowsum
+            return "rowsum"
+        Mmat = self.assemble_matrix(forms.mass_form(self.V))
+        diag = Mmat.getDiagonal().array.copy()
+        Mmat.destroy()
+        area = self.comm.allreduce(float(rowsum.sum()), op=MPI.SUM)
+        self.m = diag * area / self.comm.allreduce(float(diag.sum()), op=MPI.SUM)
+        return "hrz"
+
+    def assemble_matrix(self, form) -> PETSc.Mat:
+        A = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(form))
+        A.assemble()
+        return A
+
+    @cached_property
+    def A(self) -> PETSc.Mat:
+        """Stiffness matrix (PETSc AIJ, rows distributed like V_h)."""
+        return self.assemble_matrix(forms.stiffness_form(self.V))
+
+    @cached_property
+    def x(self) -> np.ndarray:
+        """Coordinates of the owned dofs, shape (n, gdim)."""
+        gdim = self.mesh.geometry.dim
+        return self.V.tabulate_dof_coordinates()[: self.n, :gdim].copy()
+
+    @cached_property
+    def bounding_box(self) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.x.min(axis=0), self.x.max(axis=0)
+        self.comm.Allreduce(MPI.IN_PLACE, lo, op=MPI.MIN)
+        self.comm.Allreduce(MPI.IN_PLACE, hi, op=MPI.MAX)
+        return lo, hi
+
+    # -- row-distributed multivectors --------------------------------------
+    def allgather(self, X: np.ndarray) -> np.ndarray:
+        """All N rows of the row-distributed (n, …) array X, on every width rank."""
+        X = np.ascontiguousarray(X)
+        if self.comm.size == 1:
+            return X
+        tail = X.shape[1:]
+        width = int(np.prod(tail, dtype=np.int64))
+        out = np.empty((self.N, *tail), dtype=X.dtype)
+        self.comm.Allgatherv(X, [out, self._counts * width])
+        return out
+
+    def reduce_scatter(self, Y: np.ndarray) -> np.ndarray:
+        """Owned rows of Σ_ranks Y for a partial full-height (N, …) array Y."""
+        Y = np.ascontiguousarray(Y)
+        if self.comm.size == 1:
+            return Y
+        tail = Y.shape[1:]
+        width = int(np.prod(tail, dtype=np.int64))
+        out = np.empty((self.n, *tail), dtype=Y.dtype)
+        self.comm.Reduce_scatter(Y, out, self._counts * width, op=MPI.SUM)
+        return out
+
+    def sum(self, value):
+        """Sum of a local partial value (scalar or array) over the width ranks."""
+        return self.comm.allreduce(value, op=MPI.SUM)
+
+    @cached_property
+    def canonical(self) -> np.ndarray:
+        """``canonical[i]`` = partition-independent index of global dof i (all N).
+
+        Dofs are ordered lexicographically by their coordinates, rounded to
+        1e-10 of the domain size, so every partition gives the same numbering."""
+        X = self.allgather(self.x)
+        lo, hi = self.bounding_box
+        scale = max(float(np.max(hi - lo)), 1.0)
+        key = np.round((X - lo) / scale, 10)
+        order = np.lexsort(key.T[::-1])
+        canon = np.empty(self.N, dtype=np.int64)
+        canon[order] = np.arange(self.N)
+        return canon
+
+    @property
+    def owned_canonical(self) -> np.ndarray:
+        return self.canonical[self.offset : self.offset + self.n]
+
+    def to_canonical(self, X: np.ndarray, axis_full: bool = False) -> np.ndarray:
+        """Gather row-distributed X (n, …) into canonical order (N, …); if
+        ``axis_full`` also permute a second axis of length N (dense kernels)."""
+        full = self.allgather(X)
+        out = np.empty_like(full)
+        out[self.canonical] = full
+        if axis_full:
+            tmp = np.empty_like(out)
+            tmp[:, self.canonical] = out
+            out = tmp
+        return out
+
+    def from_canonical(self, Xc: np.ndarray, axis_full: bool = False) -> np.ndarray:
+        """Owned rows (n, …) of a canonical-ordered (N, …) array; inverse of
+        :meth:`to_canonical`."""
+        out = Xc[self.owned_canonical]
+        if axis_full:
+            out = out[:, self.canonical]
+        return np.ascontiguousarray(out)
+
+    def destroy(self):
+        if "A" in self.__dict__:
+            self.A.destroy()
+            del self.__dict__["A"]

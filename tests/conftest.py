@@ -1,0 +1,48 @@
+"""Shared fixtures. ``mpi4py.MPI`` is imported first: the wheel's PETSc and
+DOLFINx find libmpi only once MPI is loaded."""
+
+from mpi4py import MPI  # noqa: I001  (must come first)
+
+import gc
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from petsc4py import PETSc
+
+
+@pytest.fixture(scope="session")
+def comm():
+    return MPI.COMM_WORLD
+
+
+@pytest.fixture(autouse=True)
+def _petsc_garbage_cleanup():
+    """Collect Python garbage and PETSc's collective garbage between tests,
+    as DOLFINx's own conftest does, so destroyed objects never leak across
+    tests and no rank waits on a collective destroy."""
+    yield
+    gc.collect()
+    PETSc.garbage_cleanup()
+
+
+@pytest.fixture
+def mpi_tmp_path(request):
+    """A temporary directory shared by all ranks of COMM_WORLD (made on rank 0,
+    broadcast, removed after the test)."""
+    world = MPI.COMM_WORLD
+    path = tempfile.mkdtemp(prefix="pontryx-") if world.rank == 0 else None
+    path = Path(world.bcast(path, root=0))
+    yield path
+    world.barrier()
+    if world.rank == 0:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_runtest_setup(item):
+    size = MPI.COMM_WORLD.size
+    if item.get_closest_marker("serial") and size > 1:
+        pytest.skip("serial test: runs on one rank only")
+    if item.get_closest_marker("parallel") and size < 2:
+        pytest.skip("parallel test: needs at least 2 ranks")
