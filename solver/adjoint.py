@@ -66,7 +66,7 @@ def gradient_sweep(net, controls, X, misfit_fn, checkpoint=None) -> SweepResult:
 
     def run(n, state):
         ctx = kernel.layer(net.layer_controls(controls, n))
-        out = scheme.step(ctx, b[n], state)
+        out = scheme.step(ctx, b[n], state, n=n)
         kernel.release(ctx)
         return out
 
@@ -92,7 +92,7 @@ def gradient_sweep(net, controls, X, misfit_fn, checkpoint=None) -> SweepResult:
     def back(n, record, lam):
         ctx = kernel.layer(net.layer_controls(controls, n))
         g = {name: grad[name][n] for name in net.layer_names}
-        lam = scheme.adjoint(ctx, record, lam, g)
+        lam = scheme.adjoint(ctx, record, lam, g, n=n)
         kernel.release(ctx)
         return lam
 
@@ -103,7 +103,7 @@ def gradient_sweep(net, controls, X, misfit_fn, checkpoint=None) -> SweepResult:
     elif checkpoint == "reverse":
         for n in reversed(range(L)):
             ctx = kernel.layer(net.layer_controls(controls, n))
-            state, record = scheme.reverse(ctx, b[n], state)
+            state, record = scheme.reverse(ctx, b[n], state, n=n)
             kernel.release(ctx)
             lam = back(n, record, lam)
     else:

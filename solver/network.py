@@ -110,6 +110,26 @@ class ContinuumNetwork:
         arrays["d"] = np.zeros(self.n_out)
         return Controls(arrays, sp.comm)
 
+    def controls_from_fields(self, controls, w=None, b=None, c=None, stage: float = 0.5):
+        """Set controls from continuous fields, sampled at t_n + stage·Δt:
+        ``w(t, x, y)`` (dense kernel; x: (n, d) owned points, y: (N, d) all points,
+        returns (n, N)), ``b(t, x)`` → (n,), ``c(x)`` → (n, n_out) readout functions.
+        Used by the convergence studies (deep and width limits)."""
+        sp = self.space
+        x = sp.x
+        if w is not None:
+            if "W" not in controls:
+                raise ValueError("controls_from_fields: w(t, x, y) needs the dense kernel")
+            y = sp.allgather(x)
+            for n in range(self.layers):
+                controls["W"][n] = w((n + stage) * self.dt, x, y)
+        if b is not None:
+            for n in range(self.layers):
+                controls["b"][n] = b((n + stage) * self.dt, x)
+        if c is not None:
+            controls["C"][...] = c(x)
+        return controls
+
     def regularisation_weights(self) -> dict[str, np.ndarray]:
         """ω with ‖θⁿ‖² = Σ ω θⁿ², the lumped L² norms of the layer controls."""
         return {**self.kernel.weights(), "b": self.space.m}
@@ -138,7 +158,7 @@ class ContinuumNetwork:
             if n in keep:
                 kept[n] = state[0].copy()
             ctx = self.kernel.layer(self.layer_controls(controls, n))
-            state, _ = self.scheme.step(ctx, controls["b"][n], state)
+            state, _ = self.scheme.step(ctx, controls["b"][n], state, n=n)
             self.kernel.release(ctx)
         if self.layers in keep:
             kept[self.layers] = state[0].copy()

@@ -21,8 +21,15 @@ midpoint in σ; with ε = 0 the explicit midpoint ResNet):
     U^{n+1} = 2U* − Uⁿ − Δt σ(Z₁) + Δt σ(Z₂)   (= Uⁿ + Δt σ(Z₂) when ε = 0).
 Hamiltonian / Verlet network (order 2, ε = 0; Haber–Ruthotto 2017, Chang et al.
 2018), with K* = M_L⁻¹ Kᵀ M_L the discrete 𝒦*:
-    V^{n+1} = Vⁿ − Δt σ(K* Uⁿ + b),  U^{n+1} = Uⁿ + Δt σ(K V^{n+1} + b);
-    reversible, so its adjoint may recompute states backwards.
+    V^{n+1} = Vⁿ − cₙ Δt σ(K* Uⁿ + b),  U^{n+1} = Uⁿ + Δt σ(K V^{n+1} + b);
+    V is staggered (V^{n+1} ≈ v(t_{n+½})), so the first layer takes the half
+    step c₀ = ½ from V⁰ = v(0) = 0 (Störmer–Verlet start) and cₙ = 1 after it;
+    with c₀ = 1 the scheme would be first order (measured: 1.03). Order 2 holds
+    for controls constant in depth; both half-updates share θⁿ, so depth-varying
+    controls (which the staggered grid would need at t_n and t_{n+½}) give order 1.
+    Reversible, so its adjoint may recompute states backwards.
+
+The optional keyword ``n`` (layer index) only matters for Verlet's first layer.
 """
 
 from __future__ import annotations
@@ -75,14 +82,14 @@ class IMEXEuler(Scheme):
     name = "imex_euler"
     order = 1
 
-    def step(self, ctx, b, state):
+    def step(self, ctx, b, state, n=None):
         (U,) = state
         Z = self.kernel.apply(ctx, U)
         Z += b[:, None]
         Un = self._S(1.0, U + self.dt * self.sigma.f(Z))
         return (Un,), (U, Z)
 
-    def adjoint(self, ctx, record, lam, grad):
+    def adjoint(self, ctx, record, lam, grad, n=None):
         U, Z = record
         Q = self._ST(1.0, lam[0])
         D = self.dt * self.sigma.df(Z) * Q
@@ -96,7 +103,7 @@ class IMEXMidpoint(Scheme):
     order = 2
     stage_fractions = (0.0, 0.5)
 
-    def step(self, ctx, b, state):
+    def step(self, ctx, b, state, n=None):
         (U,) = state
         dt, f, K = self.dt, self.sigma.f, self.kernel
         Z1 = K.apply(ctx, U)
@@ -111,7 +118,7 @@ class IMEXMidpoint(Scheme):
             Un = 2.0 * Us - U + dt * (f(Z2) - s1)
         return (Un,), (U, Z1, Us, Z2)
 
-    def adjoint(self, ctx, record, lam, grad):
+    def adjoint(self, ctx, record, lam, grad, n=None):
         U, Z1, Us, Z2 = record
         (L,) = lam
         dt, df, K = self.dt, self.sigma.df, self.kernel
@@ -145,17 +152,21 @@ class Verlet(Scheme):
     def initial_state(self, U0):
         return (U0, 0.0 * U0)
 
-    def step(self, ctx, b, state):
+    @staticmethod
+    def _c(n):
+        return 0.5 if n == 0 else 1.0
+
+    def step(self, ctx, b, state, n=None):
         U, V = state
         dt, f, K = self.dt, self.sigma.f, self.kernel
         Y1 = K.apply_adjoint(ctx, U)
         Y1 += b[:, None]
-        Vn = V - dt * f(Y1)
+        Vn = V - self._c(n) * dt * f(Y1)
         Y2 = K.apply(ctx, Vn)
         Y2 += b[:, None]
         return (U + dt * f(Y2), Vn), (U, Vn, Y1, Y2)
 
-    def reverse(self, ctx, b, state):
+    def reverse(self, ctx, b, state, n=None):
         """(Uⁿ, Vⁿ) and the layer's record, recomputed from (U^{n+1}, V^{n+1})."""
         Un1, Vn1 = state
         dt, f, K = self.dt, self.sigma.f, self.kernel
@@ -164,9 +175,9 @@ class Verlet(Scheme):
         U = Un1 - dt * f(Y2)
         Y1 = K.apply_adjoint(ctx, U)
         Y1 += b[:, None]
-        return (U, Vn1 + dt * f(Y1)), (U, Vn1, Y1, Y2)
+        return (U, Vn1 + self._c(n) * dt * f(Y1)), (U, Vn1, Y1, Y2)
 
-    def adjoint(self, ctx, record, lam, grad):
+    def adjoint(self, ctx, record, lam, grad, n=None):
         U, Vn, Y1, Y2 = record
         LU, LV = lam
         dt, df, K = self.dt, self.sigma.df, self.kernel
@@ -174,7 +185,7 @@ class Verlet(Scheme):
         D2 = dt * df(Y2) * LU
         K.vjp(ctx, Vn, D2, grad)
         LV = LV + K.apply_T(ctx, D2)
-        D1 = -dt * df(Y1) * LV
+        D1 = -self._c(n) * dt * df(Y1) * LV
         # ⟨D1, K* U⟩ = ⟨M_L U, K (M_L⁻¹ D1)⟩
         K.vjp(ctx, D1 / m, m * U, grad)
         grad["b"] += D1.sum(axis=1) + D2.sum(axis=1)
