@@ -25,7 +25,7 @@ import ufl
 
 from .operators import lumped_measure
 
-__all__ = ["LayerForms", "hamiltonian_density", "imex_euler_layer_forms"]
+__all__ = ["LayerForms", "costate_step_form", "hamiltonian_density", "imex_euler_layer_forms"]
 
 
 @dataclass
@@ -60,3 +60,21 @@ def hamiltonian_density(p, u, z, epsilon, activation):
     """H = ∫ p (εΔu + σ(z)) dx, integrated by parts with ∂_n u = 0:
     ∫ −ε ∇p·∇u + p σ(z) dx (one sample; the regulariser is added outside)."""
     return (-epsilon * ufl.inner(ufl.grad(p), ufl.grad(u)) + p * activation.ufl(z)) * ufl.dx
+
+
+def costate_step_form(p, p_next, g, dt, epsilon):
+    """One backward step of the continuous costate equation (DESIGN.md §1)
+
+        −∂_t p = ε Δp + 𝒦*[σ'(z) p],   ∂_n p = 0,
+
+    implicit in the diffusion and explicit in the nonlocal term g = 𝒦*[σ'(z) p]
+    (a coefficient evaluated at t_{n+1}):
+
+        ∫ (pⁿ − p^{n+1} − Δt g) v dx_L + Δt ε ∫ ∇pⁿ·∇v dx = 0.
+    """
+    V = p.function_space
+    v = ufl.TestFunction(V)
+    dxL = lumped_measure(V.mesh)
+    return (p - p_next - dt * g) * v * dxL + dt * epsilon * ufl.inner(
+        ufl.grad(p), ufl.grad(v)
+    ) * ufl.dx

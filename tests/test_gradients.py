@@ -1,0 +1,239 @@
+"""Gradients: Taylor tests (rate ≥ 1.95) for every kernel, depth scheme, ε and
+checkpointing mode and every trainable control; bit-identical checkpointing;
+an independent NumPy backpropagation; the continuous adjoint at order 1 in Δt;
+equal gradients on any number of ranks (width and data axes)."""
+
+from mpi4py import MPI
+
+import numpy as np
+import pytest
+
+from pontryx.meshes import create_mesh
+from pontryx.solver import (
+    ContinuumNetwork,
+    Layout,
+    ReducedFunctional,
+    WidthSpace,
+    gradient_sweep,
+    shard,
+    taylor_test,
+)
+from pontryx.solver.continuous_adjoint import continuous_adjoint_gradient
+
+KERNELS = [("dense", {}), ("lowrank", {"rank": 3}), ("local", {})]
+SCHEMES = [
+    ("imex_euler", 0.0, [None, "sqrt"]),
+    ("imex_euler", 0.1, [None, 2]),
+    ("midpoint", 0.0, [None, "sqrt"]),
+    ("midpoint", 0.1, [None, 2]),
+    ("verlet", 0.0, [None, "sqrt", "reverse"]),
+]
+CASES = [(k, o, s, e, c) for k, o in KERNELS for s, e, cks in SCHEMES for c in cks]
+
+
+def _problem(
+    comm=MPI.COMM_WORLD,
+    kernel="dense",
+    options=None,
+    scheme="imex_euler",
+    epsilon=0.0,
+    layers=4,
+    checkpoint=None,
+    S=8,
+    task="classification",
+):
+    sp = WidthSpace(create_mesh({"kind": "unit_square", "n": 3}, comm))
+    net = ContinuumNetwork(
+        sp,
+        2,
+        2,
+        kernel=kernel,
+        kernel_options=dict(options or {}),
+        scheme=scheme,
+        epsilon=epsilon,
+        layers=layers,
+        train_embedding=True,
+    )
+    theta = net.init_controls(seed=0, gain=1.0)
+    theta["b"][...] = 0.2 * np.random.default_rng(1).standard_normal(theta["b"].shape)
+    rng = np.random.default_rng(2)  # the same samples on every rank
+    X = rng.standard_normal((S, 2))
+    y = rng.integers(0, 2, S) if task == "classification" else rng.standard_normal((S, 2))
+    rf = ReducedFunctional(net, X, y, task, alpha=1e-2, beta=1e-2, checkpoint=checkpoint)
+    return net, theta, rf
+
+
+def _direction(theta, names, seed=5):
+    d = theta.subset(names).zeros_like()
+    rng = np.random.default_rng(seed)
+    for k in d:
+        d[k][...] = rng.standard_normal(d[k].shape)
+    # replicated "d" must agree on all ranks; the others are per-rank rows
+    d["d"][...] = theta.comm.bcast(d["d"] if theta.comm.rank == 0 else None)
+    return d
+
+
+@pytest.mark.parametrize("kernel,options,scheme,epsilon,checkpoint", CASES)
+def test_taylor(kernel, options, scheme, epsilon, checkpoint):
+    net, theta, rf = _problem(
+        kernel=kernel, options=options, scheme=scheme, epsilon=epsilon, checkpoint=checkpoint
+    )
+    result = taylor_test(rf, theta, _direction(theta, net.trainable), h0=1e-3)
+    assert result.min_rate >= 1.95, result.table()
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_taylor_every_control_separately(task):
+    net, theta, rf = _problem(epsilon=0.1, task=task)
+    for name in net.trainable:
+        d = _direction(theta, net.trainable).subset([name])
+        result = taylor_test(rf, theta, d, h0=1e-3)
+        assert result.min_rate >= 1.95, (name, result.table())
+
+
+@pytest.mark.parametrize(
+    "scheme,epsilon,checkpoint",
+    [
+        ("imex_euler", 0.1, "sqrt"),
+        ("imex_euler", 0.0, 3),
+        ("midpoint", 0.1, 1),
+        ("verlet", 0.0, "sqrt"),
+    ],
+)
+def test_checkpointing_is_bit_identical(scheme, epsilon, checkpoint):
+    _, theta, rf_full = _problem(scheme=scheme, epsilon=epsilon, layers=9)
+    _, _, rf_ck = _problem(scheme=scheme, epsilon=epsilon, layers=9, checkpoint=checkpoint)
+    J1, g1 = rf_full.value_and_gradient(theta)
+    J2, g2 = rf_ck.value_and_gradient(theta)
+    assert J1 == J2
+    assert all(np.array_equal(g1[k], g2[k]) for k in g1)
+
+
+def test_reversible_verlet_gradient_equals_stored():
+    _, theta, rf_full = _problem(scheme="verlet", layers=9)
+    _, _, rf_rev = _problem(scheme="verlet", layers=9, checkpoint="reverse")
+    _, g1 = rf_full.value_and_gradient(theta)
+    _, g2 = rf_rev.value_and_gradient(theta)
+    assert (g1 - g2).norm() < 1e-10 * g1.norm()
+
+
+def test_reverse_needs_reversible_scheme():
+    _, theta, rf = _problem(checkpoint="reverse")
+    with pytest.raises(ValueError, match=r"training\.checkpointing"):
+        rf.value_and_gradient(theta)
+
+
+def test_dense_gradient_equals_numpy_backpropagation():
+    """ε = 0 dense ResNet u ← u + Δt σ(W M_L u + b), backpropagated by hand in NumPy."""
+    net, theta, rf = _problem(layers=5, S=7)
+    rf.alpha = rf.beta = 0.0
+    _, grad = rf.value_and_gradient(theta)
+    sp, L, dt = net.space, net.layers, net.dt
+    W = [sp.to_canonical(theta["W"][n], axis_full=True) for n in range(L)]
+    b = [sp.to_canonical(theta["b"][n]) for n in range(L)]
+    m, E, C = (sp.to_canonical(a) for a in (sp.m, theta["E"], theta["C"]))
+    X, y = rf.X, rf.y
+    us, zs = [E @ X], []
+    for n in range(L):
+        zs.append(W[n] @ (m[:, None] * us[-1]) + b[n][:, None])
+        us.append(us[-1] + dt * np.tanh(zs[-1]))
+    Y = C.T @ (m[:, None] * us[-1]) + theta["d"][:, None]
+    P = np.exp(Y - Y.max(0))
+    P /= P.sum(0)
+    P[y, np.arange(len(y))] -= 1
+    G = P / len(y)
+    gu = m[:, None] * (C @ G)
+    gW, gb = [None] * L, [None] * L
+    for n in reversed(range(L)):
+        delta = dt * (1 - np.tanh(zs[n]) ** 2) * gu
+        gW[n] = delta @ (m[:, None] * us[n]).T
+        gb[n] = delta.sum(1)
+        gu = gu + m[:, None] * (W[n].T @ delta)
+    ref = {
+        "W": np.stack(gW),
+        "b": np.stack(gb),
+        "E": gu @ X.T,
+        "C": (m[:, None] * us[-1]) @ G.T,
+        "d": G.sum(1),
+    }
+    for k, r in ref.items():
+        if k in ("W",):
+            ours = np.stack([sp.to_canonical(grad[k][n], axis_full=True) for n in range(L)])
+        elif k == "b":
+            ours = np.stack([sp.to_canonical(grad[k][n]) for n in range(L)])
+        elif k == "d":
+            ours = grad[k]
+        else:
+            ours = sp.to_canonical(grad[k])
+        assert np.max(np.abs(ours - r)) <= 1e-10 * np.max(np.abs(r)), k
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1])
+def test_continuous_adjoint_converges_at_order_one(epsilon):
+    """‖∇J_continuous − ∇J_discrete‖ / ‖∇J_discrete‖ = O(Δt)."""
+    sp = WidthSpace(create_mesh({"kind": "unit_interval", "n": 8}))
+    X = np.random.default_rng(2).standard_normal((2, 5))
+    G = np.random.default_rng(3).standard_normal((2, 5)) / 5
+
+    def w(t, x, y):
+        return np.cos(2 * x[:, None, 0] - y[None, :, 0] + t)
+
+    def rel_difference(layers):
+        net = ContinuumNetwork(sp, 2, 2, layers=layers, epsilon=epsilon)
+        theta = net.controls_from_fields(
+            net.init_controls(seed=1, gain=1.0), w, lambda t, x: 0.3 * np.sin(3 * x[:, 0] + t)
+        )
+        misfit = lambda Y: (float(np.sum(G * Y)), G, 0.0)  # noqa: E731
+        disc = gradient_sweep(net, theta, X, misfit).gradient
+        cont = continuous_adjoint_gradient(net, theta, X, misfit)
+        num = sum(np.sum((disc[k] - cont[k]) ** 2) for k in cont)
+        den = sum(np.sum(disc[k] ** 2) for k in cont)
+        return np.sqrt(sp.sum(num) / sp.sum(den))
+
+    Ns = [8, 16, 32, 64]
+    errors = [rel_difference(N) for N in Ns]
+    order = -np.polyfit(np.log(Ns), np.log(errors), 1)[0]
+    assert abs(order - 1.0) < 0.15, (errors, order)
+
+
+@pytest.mark.parametrize("axis", ["width", "data"])
+@pytest.mark.parametrize("kernel,options", KERNELS)
+def test_same_gradient_on_any_number_of_ranks(axis, kernel, options):
+    world = MPI.COMM_WORLD
+    rng = np.random.default_rng(9)
+    X, y = rng.standard_normal((6, 2)), rng.integers(0, 2, 6)
+
+    def run(layout):
+        sp = WidthSpace(create_mesh({"kind": "unit_square", "n": 3}, layout.width))
+        net = ContinuumNetwork(
+            sp,
+            2,
+            2,
+            kernel=kernel,
+            kernel_options=dict(options),
+            epsilon=0.1,
+            layers=3,
+            train_embedding=True,
+        )
+        theta = net.init_controls(seed=4, gain=1.0)
+        part = shard(len(X), layout.group, layout.n_data)
+        rf = ReducedFunctional(net, X[part], y[part], alpha=1e-2, beta=1e-2, layout=layout)
+        J, g = rf.value_and_gradient(theta)
+        full = {}
+        for k, v in g.items():
+            if k == "d":
+                full[k] = v
+            elif v.ndim >= 2 and v.shape[0] == net.layers:  # layer controls
+                full[k] = np.stack(
+                    [sp.to_canonical(v[n], axis_full=(k == "W")) for n in range(net.layers)]
+                )
+            else:
+                full[k] = sp.to_canonical(v)
+        return J, full
+
+    J1, g1 = run(Layout.create(MPI.COMM_SELF))
+    kw = {"width": world.size} if axis == "width" else {"data": world.size}
+    J2, g2 = run(Layout.create(world, **kw))
+    assert abs(J1 - J2) <= 1e-13 * abs(J1)
+    for k in g1:
+        assert np.max(np.abs(g1[k] - g2[k])) <= 1e-12 * max(np.max(np.abs(g1[k])), 1e-300), k
