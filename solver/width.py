@@ -94,7 +94,8 @@ class WidthSpace:
 
     @cached_property
     def bounding_box(self) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = self.x.min(axis=0), self.x.max(axis=0)
+        lo = self.x.min(axis=0, initial=np.inf)
+        hi = self.x.max(axis=0, initial=-np.inf)
         self.comm.Allreduce(MPI.IN_PLACE, lo, op=MPI.MIN)
         self.comm.Allreduce(MPI.IN_PLACE, hi, op=MPI.MAX)
         return lo, hi
