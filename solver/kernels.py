@@ -6,7 +6,8 @@ All three share one interface, used by every depth scheme and its adjoint:
 * ``weights``    — lumped-mass weights ω with ‖θ‖² = Σ ω θ² (the L² norms of
                    the regulariser: ∫∫ w² ≈ Σ_ij m_i m_j W_ij² etc.),
 * ``layer(θⁿ)``  — prepare layer n (assemble, gather, …),
-* ``apply``      — K U,  ``apply_T`` — Kᵀ D,
+* ``apply``      — K U,  ``apply_T`` — Kᵀ D (both return new arrays, which
+                   the schemes may overwrite in place),
 * ``vjp``        — accumulate ∂/∂θ ⟨D, K(θ) U⟩ (the kernel part of ∂J/∂θⁿ).
 
 Parametrisations (n owned rows, N global dofs, S samples):
@@ -98,7 +99,9 @@ class DenseKernel(Kernel):
 
     def apply_T(self, ctx, D):
         sp = self.space
-        return sp.m[:, None] * sp.reduce_scatter(ctx["W"].T @ D)
+        Y = sp.reduce_scatter(ctx["W"].T @ D)
+        Y *= sp.m[:, None]
+        return Y
 
     def vjp(self, ctx, U, D, out):
         sp = self.space

@@ -86,16 +86,22 @@ class IMEXEuler(Scheme):
         (U,) = state
         Z = self.kernel.apply(ctx, U)
         Z += b[:, None]
-        Un = self._S(1.0, U + self.dt * self.sigma.f(Z))
-        return (Un,), (U, Z)
+        Y = self.sigma.f(Z)  # U + Δt σ(Z), formed in place (same rounding)
+        Y *= self.dt
+        Y += U
+        return (self._S(1.0, Y),), (U, Z)
 
     def adjoint(self, ctx, record, lam, grad, n=None):
         U, Z = record
         Q = self._ST(1.0, lam[0])
-        D = self.dt * self.sigma.df(Z) * Q
+        D = self.sigma.df(Z)  # Δt σ'(Z) ∘ Q, formed in place (same rounding)
+        D *= self.dt
+        D *= Q
         grad["b"] += D.sum(axis=1)
         self.kernel.vjp(ctx, U, D, grad)
-        return (Q + self.kernel.apply_T(ctx, D),)
+        L = self.kernel.apply_T(ctx, D)
+        L += Q
+        return (L,)
 
 
 class IMEXMidpoint(Scheme):
