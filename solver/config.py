@@ -1,0 +1,618 @@
+"""The YAML parameter file: one pydantic schema for a whole run (DESIGN.md §6).
+
+A configuration has the sections ``mesh`` (the width domain Ω, keys of
+:data:`pontryx.meshes.MESH_KINDS`), ``model`` (the continuum network), ``data``
+(keys of :data:`pontryx.solver.data.DATASET_KEYS`), ``training``, ``parallel``
+(the width × data layout), ``petsc`` (options database) and ``output``.
+:func:`load_config` reads a file with ``yaml.safe_load``, applies ``--set``
+overrides (values parsed as YAML scalars), validates everything with pydantic
+(unknown keys are errors, types are strict) and returns a :class:`Config` whose
+:meth:`Config.resolved` mapping has every default filled in. Every problem is a
+:class:`ConfigError` whose message is one line naming the key path::
+
+    config error: model.T: expected a number > 0, got -1
+
+Values of ``mesh`` and ``data`` are checked by the mesh and data builders
+themselves (before any output is written); the schema checks their kind/name,
+their keys and that a data or mesh file exists.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from pontryx.forms.activations import ACTIVATIONS
+from pontryx.forms.embedding import EMBEDDINGS
+from pontryx.meshes import DEFAULT_KIND, MESH_KINDS, REQUIRED
+from pontryx.solver.data import DATASET_KEYS
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "apply_override",
+    "flatten_petsc",
+    "key_paths",
+    "load_config",
+    "read_yaml",
+    "validate_config",
+]
+
+KERNEL_TYPES = ("dense", "lowrank", "local")
+SCHEME_NAMES = ("imex_euler", "midpoint", "verlet")
+REVERSIBLE_SCHEMES = ("verlet",)
+LUMPINGS = ("auto", "rowsum", "hrz")
+SECTIONS = ("mesh", "model", "data", "training", "parallel", "petsc", "output")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration: ``key`` is the dotted key path (may be empty)."""
+
+    def __init__(self, key: str, message: str):
+        self.key, self.message = key, " ".join(str(message).split())
+        super().__init__(f"{key}: {self.message}" if key else self.message)
+
+    def __reduce__(self):  # keep key and message when pickled (MPI broadcast)
+        return (type(self), (self.key, self.message))
+
+
+class FieldError(ValueError):
+    """Raised inside validators: ``key`` is relative to the validated object."""
+
+    def __init__(self, key: str, message: str, absolute: bool = False):
+        self.key, self.absolute = key, absolute  # absolute: key is a full path
+        super().__init__(message)
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A short one-line rendering of a user value, in YAML spelling."""
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, Mapping):
+        text = "a mapping"
+    elif isinstance(value, list | tuple):
+        text = f"a list {value!r}"
+    else:
+        text = repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ----------------------------------------------------------------- types ---
+
+_EXP_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _yaml_float(v):
+    """YAML 1.1 (PyYAML) reads ``1e-4`` as a string; accept that spelling as a number."""
+    if isinstance(v, str) and _EXP_FLOAT.match(v.strip()):
+        return float(v)
+    return v
+
+
+Number = Annotated[float, BeforeValidator(_yaml_float), Field(allow_inf_nan=False)]
+PositiveNumber = Annotated[Number, Field(gt=0)]
+NonNegative = Annotated[Number, Field(ge=0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, frozen=True)
+
+
+# ----------------------------------------------------------------- model ---
+
+
+class KernelSection(Section):
+    """The kernel 𝒦(t): dense w(t,x,y), low-rank Σ_r a_r g_r, or local (PDE)."""
+
+    type: Literal[KERNEL_TYPES] = Field("dense", description="dense | lowrank | local")
+    rank: PositiveInt | None = Field(
+        None, description="R of the low-rank kernel (required for lowrank, ≤ number of dofs)"
+    )
+
+    @model_validator(mode="after")
+    def check_rank(self):
+        if self.type == "lowrank" and self.rank is None:
+            raise FieldError("rank", "required for the low-rank kernel (a positive integer)")
+        if self.type != "lowrank" and self.rank is not None:
+            raise FieldError("rank", f"applies to the lowrank kernel only, not {self.type}")
+        return self
+
+
+class EmbeddingSection(Section):
+    type: Literal[EMBEDDINGS] = Field("bump", description="bump | coordinate | image")
+    trainable: bool = Field(False, description="train the embedding E")
+
+
+class ReadoutSection(Section):
+    trainable: bool = Field(True, description="train the readout C, d")
+
+
+class InitSection(Section):
+    seed: NonNegativeInt = Field(0, description="seed of the initial controls")
+    gain: PositiveNumber = Field(0.5, description="scale of the initial kernel")
+
+
+class ModelSection(Section):
+    degree: Annotated[int, Field(ge=1, le=3)] = Field(1, description="Lagrange degree of V_h")
+    kernel: KernelSection = KernelSection()
+    activation: Literal[tuple(ACTIVATIONS)] = Field("tanh", description="σ")
+    epsilon: NonNegative = Field(0.0, description="width diffusion ε ≥ 0")
+    T: PositiveNumber = Field(1.0, description="depth (final time)")
+    layers: PositiveInt = Field(16, description="number of layers N_t (Δt = T/N_t)")
+    scheme: Literal[SCHEME_NAMES] = Field("imex_euler", description="depth scheme")
+    embedding: EmbeddingSection = EmbeddingSection()
+    readout: ReadoutSection = ReadoutSection()
+    init: InitSection = InitSection()
+    lumping: Literal[LUMPINGS] = Field("auto", description="mass lumping")
+
+    @model_validator(mode="after")
+    def check_consistent(self):
+        if self.scheme == "verlet" and self.epsilon != 0:
+            raise FieldError(
+                "epsilon", f"the verlet scheme needs epsilon = 0, got {self.epsilon:g}"
+            )
+        return self
+
+
+# -------------------------------------------------------------- training ---
+
+
+def _checkpointing(v):
+    if v is None or v in ("sqrt", "reverse"):
+        return v
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+        return v
+    raise FieldError("", f"expected null, 'sqrt', 'reverse' or an integer ≥ 1, got {show(v)}")
+
+
+class TrainingSection(Section):
+    method: str = Field("lmvm", description="training method (see `pontryx train --help`)")
+    max_iterations: NonNegativeInt = Field(100, description="iterations of the method")
+    alpha: NonNegative = Field(1e-4, description="α, L² regularisation of w, b")
+    beta: NonNegative = Field(0.0, description="β, H¹-in-depth regularisation of w, b")
+    checkpointing: Annotated[Any, BeforeValidator(_checkpointing)] = Field(
+        None, description="adjoint memory: null (store all) | 'sqrt' | k | 'reverse' (verlet)"
+    )
+    test_every: NonNegativeInt = Field(
+        10, description="test metric every k iterations (0: only at the end)"
+    )
+    options: dict[str, Any] = Field({}, description="options of the method (a mapping)")
+
+    @field_validator("method")
+    @classmethod
+    def check_method(cls, v):
+        names = trainer_names()
+        if names is not None and v not in names:
+            raise ValueError(f"unknown method {show(v)}; expected one of {', '.join(names)}")
+        return v
+
+
+def trainer_names() -> list[str] | None:
+    """Names of the registered training methods (None while none is importable)."""
+    try:
+        from pontryx.solver.training import TRAINERS
+    except ImportError:
+        return None
+    return sorted(TRAINERS)
+
+
+# -------------------------------------------------------------- parallel ---
+
+
+class ParallelSection(Section):
+    width: PositiveInt | None = Field(None, description="ranks sharing one mesh (null: auto)")
+    data: PositiveInt | None = Field(None, description="sample groups (null: auto)")
+
+    @model_validator(mode="after")
+    def check_layout(self, info: ValidationInfo):
+        P = (info.context or {}).get("ranks")
+        if P is None:
+            return self
+        w, d = self.width, self.data
+        if w is not None and d is not None and w * d != P:
+            raise FieldError("", f"width × data = {w} × {d} = {w * d} ≠ {P} MPI ranks")
+        if w is not None and w > P:
+            raise FieldError("width", f"expected at most {P} (the number of MPI ranks), got {w}")
+        if d is not None and d > P:
+            raise FieldError("data", f"expected at most {P} (the number of MPI ranks), got {d}")
+        if w is not None and d is None and P % w:
+            raise FieldError("width", f"{w} does not divide the {P} MPI ranks")
+        if d is not None and w is None and P % d:
+            raise FieldError("data", f"{d} does not divide the {P} MPI ranks")
+        return self
+
+    def sizes(self, ranks: int) -> tuple[int, int]:
+        """(width, data) for ``ranks`` MPI ranks (all on the width axis by default)."""
+        if self.width is None and self.data is None:
+            return ranks, 1
+        if self.width is None:
+            return ranks // self.data, self.data
+        if self.data is None:
+            return self.width, ranks // self.width
+        return self.width, self.data
+
+
+# ---------------------------------------------------------------- output ---
+
+
+class ParaViewSection(Section):
+    enabled: bool = Field(True, description="write ParaView (VTX/ADIOS2 .bp) files")
+    samples: NonNegativeInt = Field(4, description="test samples whose u(t,x) is written")
+    kernel_rows: NonNegativeInt = Field(3, description="rows w(t, x_i, ·) of the kernel written")
+
+
+def _paraview_shorthand(v):
+    return {"enabled": v} if isinstance(v, bool) else v
+
+
+class OutputSection(Section):
+    directory: str | None = Field(None, description="run directory (null: runs/<config name>)")
+    checkpoint_every: PositiveInt = Field(10, description="checkpoint every K iterations")
+    keep_checkpoints: PositiveInt = Field(2, description="newest checkpoints kept")
+    model: bool = Field(True, description="write model.npz")
+    plots: bool = Field(True, description="write PNG plots")
+    paraview: Annotated[ParaViewSection, BeforeValidator(_paraview_shorthand)] = ParaViewSection()
+
+
+# --------------------------------------------------------- mesh, data, petsc ---
+
+
+def _relative_to(path: Any, base: Path | None) -> Any:
+    if not isinstance(path, str) or not path or base is None:
+        return path
+    p = Path(os.path.expanduser(path))
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _mesh(v: Any, info: ValidationInfo) -> dict:
+    if not isinstance(v, Mapping):
+        raise FieldError("", f"expected a mapping with a 'kind', got {show(v)}")
+    kind = v.get("kind", DEFAULT_KIND)
+    if not isinstance(kind, str) or kind not in MESH_KINDS:
+        raise FieldError("kind", f"expected one of {', '.join(MESH_KINDS)}, got {show(kind)}")
+    defaults = MESH_KINDS[kind]
+    for key in v:
+        if key != "kind" and key not in defaults:
+            allowed = ", ".join(["kind", *defaults])
+            raise FieldError(
+                str(key), f"unknown key for mesh kind {kind!r}; expected one of {allowed}"
+            )
+    out = {"kind": kind, **defaults, **{k: val for k, val in v.items() if k != "kind"}}
+    for key, val in out.items():
+        if val is REQUIRED:
+            raise FieldError(key, f"required for mesh kind {kind!r}")
+    if kind == "file":
+        out["path"] = _relative_to(out["path"], (info.context or {}).get("base_dir"))
+        if isinstance(out["path"], str) and not Path(out["path"]).is_file():
+            raise FieldError("path", f"file {v['path']!r} does not exist")
+    return out
+
+
+def _data(v: Any, info: ValidationInfo) -> dict:
+    names = list(DATASET_KEYS)
+    if not isinstance(v, Mapping):
+        raise FieldError("", f"expected a mapping with a 'name', got {show(v)}")
+    name = v.get("name")
+    if name is None:
+        raise FieldError("name", f"required; one of {', '.join(names)}")
+    if not isinstance(name, str) or name not in DATASET_KEYS:
+        raise FieldError("name", f"expected one of {', '.join(names)}, got {show(name)}")
+    accepted = DATASET_KEYS[name]
+    for key in v:
+        if key != "name" and key not in accepted:
+            allowed = ", ".join(["name", *accepted])
+            raise FieldError(
+                str(key), f"unknown key for data set {name!r}; expected one of {allowed}"
+            )
+    out = {"name": name, **accepted, **v}
+    for key, val in out.items():
+        if val is ...:
+            raise FieldError(key, f"required for data set {name!r}")
+    if name == "file":
+        out["path"] = _relative_to(out["path"], (info.context or {}).get("base_dir"))
+        if not isinstance(out["path"], str):
+            raise FieldError("path", f"expected a file path, got {show(v['path'])}")
+        if not Path(out["path"]).is_file():
+            raise FieldError("path", f"file {v['path']!r} does not exist")
+    return out
+
+
+_OPTION_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def flatten_petsc(tree: Mapping, prefix: str = "") -> dict[str, str | None]:
+    """{pontryx_tao: {type: lmvm}} → {"pontryx_tao_type": "lmvm"} (PETSc option names
+    without the dash; null is a flag without a value, booleans become true/false)."""
+    out: dict[str, str | None] = {}
+    for key, value in tree.items():
+        if not isinstance(key, str) or not _OPTION_NAME.match(key):
+            raise FieldError(str(key), "expected an option name of letters, digits and _")
+        name = f"{prefix}_{key}" if prefix else key
+        if isinstance(value, Mapping):
+            try:
+                out.update(flatten_petsc(value, name))
+            except FieldError as e:
+                raise FieldError(f"{key}.{e.key}" if e.key else key, str(e)) from None
+        elif value is None:
+            out[name] = None
+        elif isinstance(value, bool):
+            out[name] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            out[name] = str(value)
+        else:
+            raise FieldError(key, f"expected a string, number, boolean or null, got {show(value)}")
+    return out
+
+
+def _petsc(v: Any) -> dict:
+    if not isinstance(v, Mapping):
+        raise FieldError("", f"expected a mapping of PETSc options, got {show(v)}")
+    flatten_petsc(v)
+    return dict(v)
+
+
+# ---------------------------------------------------------------- config ---
+
+
+class Config(Section):
+    """A whole run. ``mesh``, ``data`` and ``petsc`` are plain mappings (checked
+    against MESH_KINDS, DATASET_KEYS and PETSc's option syntax)."""
+
+    mesh: dict[str, Any] = Field({"kind": DEFAULT_KIND}, description="the width domain Ω")
+    model: ModelSection = ModelSection()
+    data: dict[str, Any] = Field(description="the data set")
+    training: TrainingSection = TrainingSection()
+    parallel: ParallelSection = ParallelSection()
+    petsc: dict[str, Any] = Field({}, description="PETSc options (nested mapping)")
+    output: OutputSection = OutputSection()
+
+    @field_validator("mesh", mode="before")
+    @classmethod
+    def check_mesh(cls, v, info: ValidationInfo):
+        return _mesh(v, info)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def check_data(cls, v, info: ValidationInfo):
+        return _data(v, info)
+
+    @field_validator("petsc", mode="before")
+    @classmethod
+    def check_petsc(cls, v):
+        return _petsc(v)
+
+    @model_validator(mode="after")
+    def check_consistent(self):
+        m, t = self.model, self.training
+        if t.checkpointing == "reverse" and m.scheme not in REVERSIBLE_SCHEMES:
+            raise FieldError(
+                "training.checkpointing",
+                f"'reverse' needs a reversible scheme ({', '.join(REVERSIBLE_SCHEMES)}), "
+                f"not {m.scheme}",
+                absolute=True,
+            )
+        if m.embedding.type == "image":
+            d = self.data
+            image = d["name"] == "digits" or (
+                d["name"] == "file"
+                and isinstance(d.get("input_shape"), list)
+                and len(d["input_shape"]) == 2
+            )
+            if not image:
+                raise FieldError(
+                    "model.embedding.type",
+                    "'image' needs image inputs (digits, or a file with a 2-entry input_shape)",
+                    absolute=True,
+                )
+            if self.mesh["kind"] in ("interval", "unit_interval"):
+                raise FieldError(
+                    "model.embedding.type", "'image' needs a 2D or 3D mesh", absolute=True
+                )
+        return self
+
+    @property
+    def petsc_options(self) -> dict[str, str | None]:
+        return flatten_petsc(self.petsc)
+
+    def resolved(self) -> dict:
+        """The configuration with every default filled in (what config.yaml holds)."""
+        return self.model_dump(mode="python")
+
+
+# ------------------------------------------------------------ error text ---
+
+
+def _field_info(loc: tuple) -> Any:
+    """The pydantic FieldInfo at ``loc`` (None when not a plain section field)."""
+    cls, info = Config, None
+    for part in loc:
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            return None
+        info = cls.model_fields.get(part)
+        if info is None:
+            return None
+        cls = info.annotation
+    return info
+
+
+def _section_keys(loc: tuple) -> list[str] | None:
+    cls = Config
+    for part in loc:
+        info = cls.model_fields.get(part) if isinstance(cls, type) else None
+        if info is None:
+            return None
+        cls = info.annotation
+    return list(cls.model_fields) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def _kind(loc) -> str:
+    info = _field_info(loc)
+    return "an integer" if info is not None and info.annotation in (int, int | None) else "a number"
+
+
+def _bound(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _message(err: dict) -> tuple[str, str]:
+    loc = tuple(
+        p
+        for p in err["loc"]
+        if isinstance(p, str) and not p.startswith(("literal[", "constrained-"))
+    )
+    loc = tuple(p for p in loc if p not in ("function-before", "function-after"))
+    typ, ctx, got = err["type"], err.get("ctx") or {}, show(err.get("input"))
+    error = ctx.get("error")
+    if isinstance(error, FieldError):
+        path = (
+            error.key if error.absolute else ".".join([*loc, *([error.key] if error.key else [])])
+        )
+        return path, str(error)
+    if typ == "extra_forbidden":
+        keys = _section_keys(loc[:-1])
+        expected = f"; expected one of {', '.join(keys)}" if keys else ""
+        return ".".join(loc), f"unknown key{expected}"
+    if typ == "missing":
+        return ".".join(loc), "required key is missing"
+    texts = {
+        "greater_than": lambda: f"expected {_kind(loc)} > {_bound(ctx['gt'])}, got {got}",
+        "greater_than_equal": lambda: f"expected {_kind(loc)} ≥ {_bound(ctx['ge'])}, got {got}",
+        "less_than_equal": lambda: f"expected {_kind(loc)} ≤ {_bound(ctx['le'])}, got {got}",
+        "less_than": lambda: f"expected {_kind(loc)} < {_bound(ctx['lt'])}, got {got}",
+        "int_type": lambda: f"expected an integer, got {got}",
+        "int_parsing": lambda: f"expected an integer, got {got}",
+        "int_from_float": lambda: f"expected an integer, got {got}",
+        "float_type": lambda: f"expected a number, got {got}",
+        "float_parsing": lambda: f"expected a number, got {got}",
+        "finite_number": lambda: f"expected a finite number, got {got}",
+        "bool_type": lambda: f"expected true or false, got {got}",
+        "string_type": lambda: f"expected a string, got {got}",
+        "dict_type": lambda: f"expected a mapping, got {got}",
+        "model_type": lambda: f"expected a mapping, got {got}",
+        "model_attributes_type": lambda: f"expected a mapping, got {got}",
+        "literal_error": lambda: (
+            f"expected one of {ctx['expected'].replace(' or ', ', ')}, got {got}"
+        ),
+    }
+    if typ in texts:
+        return ".".join(loc), texts[typ]()
+    msg = err["msg"].removeprefix("Value error, ")
+    return ".".join(loc), msg[:1].lower() + msg[1:]
+
+
+# ------------------------------------------------------------------ load ---
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """The mapping in a YAML file (``yaml.safe_load``); ConfigError for a missing
+    file, a syntax error (with its line) or a top level that is not a mapping."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(
+            "",
+            f"file {str(path)!r} not found" if not p.exists() else f"{str(path)!r} is not a file",
+        )
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError("", f"cannot read {str(path)!r}: {e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError("", f"{p.name}: YAML syntax error{where}: {problem}") from None
+    if raw is None:
+        raise ConfigError(
+            "", f"{p.name} is empty; expected a mapping with the sections {', '.join(SECTIONS)}"
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            "", f"{p.name}: expected a mapping of sections at the top level, got {show(raw)}"
+        )
+    return raw
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """``--set model.layers=8``: set a key path; the value is parsed as YAML."""
+    key, sep, text = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise ConfigError("--set", f"expected KEY.PATH=VALUE, got {assignment!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(key, f"--set value {text!r} is not a YAML value") from None
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(
+                ".".join(parts[: i + 1]), f"is {show(child)}, not a mapping (--set {key})"
+            )
+        node = child
+    node[parts[-1]] = value
+
+
+def validate_config(raw: Mapping, *, ranks: int | None = None, base_dir=None) -> Config:
+    """Validate a raw mapping; ConfigError (the first problem) otherwise."""
+    context = {"ranks": ranks, "base_dir": Path(base_dir) if base_dir is not None else None}
+    try:
+        return Config.model_validate(raw, context=context)
+    except ValidationError as e:
+        key, message = _message(e.errors()[0])
+        raise ConfigError(key, message) from None
+
+
+def load_config(path, overrides=(), *, ranks: int | None = None) -> Config:
+    """Read, override and validate a YAML parameter file. Relative data and mesh
+    file paths are taken from the file's directory."""
+    raw = read_yaml(path)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return validate_config(raw, ranks=ranks, base_dir=Path(path).resolve().parent)
+
+
+def key_paths(cls: type[BaseModel] = Config, prefix: str = "") -> dict[str, tuple[Any, str]]:
+    """Every key path of the schema → (default, description), for the reference."""
+    out = {}
+    for name, info in cls.model_fields.items():
+        path = f"{prefix}{name}"
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.update(key_paths(ann, path + "."))
+        else:
+            default = None if info.is_required() else info.get_default(call_default_factory=True)
+            out[path] = (default, info.description or "")
+    return out
+
+
+def is_finite(x) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)

@@ -1,0 +1,165 @@
+"""The trained model as a portable ``.npz`` of named arrays (``model.npz``).
+
+Everything the forward pass of DESIGN.md §2 needs, in the canonical
+(partition-independent) dof order, so that it can be re-run with NumPy alone:
+
+    U⁰ = E X,  Zⁿ = Kⁿ Uⁿ + bⁿ 1ᵀ,  (M_L + Δt ε A) U^{n+1} = M_L (Uⁿ + Δt σ(Zⁿ)),
+    Ŷ = Cᵀ M_L U^{N_t} + d 1ᵀ,      Kⁿ = Wⁿ M_L | Aⁿ Gⁿᵀ M_L | M_L⁻¹ Lⁿ.
+
+Arrays (N dofs, N_t layers, n_in inputs, n_out outputs, R rank):
+
+* mesh: ``x`` (N, gdim) dof coordinates, ``cells`` (n_cells, k) dofs of each cell
+  (basix order: the cell's vertices first), ``cell_type``, ``degree``, ``gdim``;
+* operators: ``m`` (N,) lumped mass M_L; if ε > 0 the stiffness matrix A as CSR
+  ``stiffness_data``, ``stiffness_indices``, ``stiffness_indptr``, ``stiffness_shape``;
+* controls: ``b`` (N_t, N); dense ``W`` (N_t, N, N); low-rank ``A``, ``G``
+  (N_t, N, R); local ``kappa``, ``r`` (N_t, N), ``a`` (N_t, N, gdim) and the
+  assembled ``L_data``/``L_indices`` (N_t, nnz), ``L_indptr`` (N+1,);
+  ``E`` (N, n_in), ``C`` (N, n_out), ``d`` (n_out,);
+* metadata (0-d arrays): ``format`` ("pontryx-model"), ``version``, ``kernel``,
+  ``scheme``, ``activation``, ``smooth_relu_delta``, ``epsilon``, ``T``,
+  ``layers``, ``dt``, ``n_in``, ``n_out``, ``task``, ``embedding``; and
+  ``input_shape``, ``classes``.
+
+Load with ``numpy.load(path, allow_pickle=False)``; nothing in it needs pickle.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse
+
+from pontryx.forms.activations import SMOOTH_RELU_DELTA
+from pontryx.solver.outputs.atomic import atomic_path
+from pontryx.solver.outputs.canonical import from_canonical, to_canonical
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "canonical_csr",
+    "controls_from_model",
+    "load_model",
+    "mesh_arrays",
+    "model_arrays",
+    "save_model",
+]
+
+FORMAT = "pontryx-model"
+VERSION = 1
+
+
+def canonical_csr(space, mat) -> scipy.sparse.csr_matrix | None:
+    """A distributed PETSc AIJ matrix on V_h as a canonical-order CSR matrix on
+    width rank 0 (None elsewhere). Collective on the width comm."""
+    indptr, indices, data = mat.getValuesCSR()
+    rows = np.repeat(np.arange(space.n) + space.offset, np.diff(indptr))
+    parts = space.comm.gather((rows, np.asarray(indices), np.asarray(data)), root=0)
+    if space.comm.rank != 0:
+        return None
+    canon = space.canonical
+    r = canon[np.concatenate([p[0] for p in parts])]
+    c = canon[np.concatenate([p[1] for p in parts]).astype(np.int64)]
+    v = np.concatenate([p[2] for p in parts])
+    out = scipy.sparse.csr_matrix((v, (r, c)), shape=(space.N, space.N))
+    out.sort_indices()
+    return out
+
+
+def mesh_arrays(space) -> dict[str, np.ndarray]:
+    """Canonical dof coordinates, cells and lumped mass (on every width rank)."""
+    mesh, V = space.mesh, space.V
+    tdim = mesh.topology.dim
+    n_cells = mesh.topology.index_map(tdim).size_local
+    local = V.dofmap.list[:n_cells]
+    glob = V.dofmap.index_map.local_to_global(local.ravel()).reshape(local.shape)
+    cells = space.canonical[np.concatenate(space.comm.allgather(glob))]
+    cells = cells[np.lexsort(np.sort(cells, axis=1).T[::-1])]
+    return {
+        "x": space.to_canonical(space.x),
+        "cells": cells.astype(np.int64),
+        "cell_type": np.array(mesh.topology.cell_type.name),
+        "degree": np.array(space.degree),
+        "gdim": np.array(mesh.geometry.dim),
+        "m": space.to_canonical(space.m),
+    }
+
+
+def _csr(prefix: str, A) -> dict[str, np.ndarray]:
+    return {
+        f"{prefix}_data": A.data,
+        f"{prefix}_indices": A.indices.astype(np.int64),
+        f"{prefix}_indptr": A.indptr.astype(np.int64),
+    }
+
+
+def model_arrays(net, controls, *, task: str, input_shape, classes=()) -> dict | None:
+    """All arrays of ``model.npz`` on width rank 0 (None elsewhere). Collective."""
+    sp = net.space
+    out = mesh_arrays(sp)
+    canon = to_canonical(net, controls)
+    out.update(canon)
+    if net.epsilon > 0:
+        A = canonical_csr(sp, sp.A)
+        if A is not None:
+            out.update(_csr("stiffness", A), stiffness_shape=np.array(A.shape))
+    if net.kernel.name == "local":
+        mats = []
+        for n in range(net.layers):
+            ctx = net.kernel.layer(net.layer_controls(controls, n))
+            mats.append(canonical_csr(sp, ctx["L"]))
+            net.kernel.release(ctx)
+        if sp.comm.rank == 0:
+            out["L_indptr"] = mats[0].indptr.astype(np.int64)
+            out["L_indices"] = np.stack([M.indices for M in mats]).astype(np.int64)
+            out["L_data"] = np.stack([M.data for M in mats])
+    if sp.comm.rank != 0:
+        return None
+    numeric = all(isinstance(c, int | float | np.integer | np.floating) for c in classes)
+    out.update(
+        format=np.array(FORMAT),
+        version=np.array(VERSION),
+        kernel=np.array(net.kernel.name),
+        kernel_rank=np.array(getattr(net.kernel, "rank", 0)),
+        scheme=np.array(net.scheme.name),
+        activation=np.array(net.activation.name),
+        smooth_relu_delta=np.array(SMOOTH_RELU_DELTA),
+        epsilon=np.array(net.epsilon),
+        T=np.array(net.T),
+        layers=np.array(net.layers),
+        dt=np.array(net.dt),
+        n_in=np.array(net.n_in),
+        n_out=np.array(net.n_out),
+        task=np.array(task),
+        embedding=np.array(net.embedding_kind),
+        input_shape=np.array(tuple(input_shape), dtype=np.int64),
+        classes=np.array(classes if numeric else [str(c) for c in classes]),
+    )
+    return out
+
+
+def save_model(path: str | os.PathLike, net, controls, **meta) -> None:
+    """Write ``model.npz`` atomically (rank 0 of the width comm writes). Collective."""
+    arrays = model_arrays(net, controls, **meta)
+    if arrays is not None:
+        with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def load_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of a model file (no pickle); ValueError if it is not one."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    if str(arrays.get("format", "")) != FORMAT:
+        raise ValueError(f"{path}: not a pontryx model file")
+    return arrays
+
+
+def controls_from_model(net, arrays: dict[str, np.ndarray]):
+    """The network's controls (this rank's rows) from model arrays."""
+    for key, want in (("kernel", net.kernel.name), ("layers", net.layers)):
+        if key in arrays and arrays[key].item() != want:
+            raise ValueError(f"model: file has {key} {arrays[key].item()!r}, network has {want!r}")
+    return from_canonical(net, arrays)

@@ -1,0 +1,100 @@
+"""ParaView output: u(t, x) over depth and the learned controls, as VTX (ADIOS2 .bp).
+
+* ``states.bp``   — one field ``u_<k>`` per chosen sample k, the state
+  u_k(t_n, ·) at the depths t_n = nΔt, n = 0 … N_t (a time series);
+* ``controls.bp`` — the bias b(t_n, ·) and the kernel at t_n, n = 0 … N_t−1:
+  for the dense and low-rank kernels a few rows ``w_<i>`` = w(t_n, x_i, ·)
+  (x_i evenly spread dofs in the canonical order, listed in the field names'
+  companion ``controls.txt``); for the local kernel the fields κ, r, a.
+
+Open the ``.bp`` directories in ParaView (reader "ADIOS2VTXReader"); the time
+slider runs through the layers. Collective on the width communicator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dolfinx.fem
+import dolfinx.io
+import numpy as np
+
+__all__ = ["kernel_rows", "write_controls", "write_states"]
+
+
+def _function(V, name: str, values: np.ndarray | None = None) -> dolfinx.fem.Function:
+    f = dolfinx.fem.Function(V, name=name)
+    if values is not None:
+        _set(f, values)
+    return f
+
+
+def _set(f, values: np.ndarray) -> None:
+    n = f.function_space.dofmap.index_map.size_local * f.function_space.dofmap.index_map_bs
+    f.x.array[:n] = np.ravel(values)
+    f.x.scatter_forward()
+
+
+def write_states(path: str | Path, net, controls, X: np.ndarray, labels=None) -> None:
+    """u_k(t_n, ·) for the samples X (n_in × S) into ``path`` (a .bp directory)."""
+    sp = net.space
+    S = X.shape[1]
+    _, states = net.forward(controls, X, keep=range(net.layers + 1))
+    names = [f"u_{k}" + (f"_class{labels[k]}" if labels is not None else "") for k in range(S)]
+    fields = [_function(sp.V, name) for name in names]
+    with dolfinx.io.VTXWriter(sp.comm, Path(path), fields, engine="BP4") as writer:
+        for n, U in enumerate(states):
+            for k, f in enumerate(fields):
+                _set(f, U[:, k])
+            writer.write(n * net.dt)
+
+
+def kernel_rows(space, count: int) -> np.ndarray:
+    """``count`` canonical dof indices evenly spread over 0 … N−1."""
+    if count <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.linspace(0, space.N - 1, count + 2)[1:-1].round().astype(np.int64))
+
+
+def _row(space, local_rows: np.ndarray, canonical_index: int) -> np.ndarray:
+    """Row ``canonical_index`` of a row-distributed array, on every rank."""
+    owned = np.flatnonzero(space.owned_canonical == canonical_index)
+    mine = local_rows[owned[0]] if owned.size else None
+    values = space.comm.allgather(mine)
+    return next(v for v in values if v is not None)
+
+
+def write_controls(path: str | Path, net, controls, rows: int = 3) -> list[tuple[str, list]]:
+    """b(t_n, ·) and the kernel fields into ``path``; returns (field, x_i) pairs of
+    the kernel rows written."""
+    sp = net.space
+    kind = net.kernel.name
+    fields = {"b": _function(sp.V, "b")}
+    picked = kernel_rows(sp, rows) if kind in ("dense", "lowrank") else []
+    coords = sp.to_canonical(sp.x)
+    rows_info = []
+    for i in picked:
+        name = f"w_{i}"
+        fields[name] = _function(sp.V, name)
+        rows_info.append((name, [float(c) for c in coords[i]]))
+    if kind == "local":
+        fields["kappa"] = _function(sp.V, "kappa")
+        fields["r"] = _function(sp.V, "r")
+        Va = dolfinx.fem.functionspace(sp.mesh, ("Lagrange", sp.degree, (sp.mesh.geometry.dim,)))
+        fields["a"] = _function(Va, "a")
+    # the column axis of dense W is DOLFINx's global dof numbering
+    cols = slice(sp.offset, sp.offset + sp.n)
+    with dolfinx.io.VTXWriter(sp.comm, Path(path), list(fields.values()), engine="BP4") as w:
+        for n in range(net.layers):
+            _set(fields["b"], controls["b"][n])
+            for i in picked:
+                if kind == "dense":
+                    row = _row(sp, controls["W"][n], i)[cols]
+                else:  # w(t, x_i, y) = Σ_r A_r(x_i) G_r(y)
+                    row = controls["G"][n] @ _row(sp, controls["A"][n], i)
+                _set(fields[f"w_{i}"], row)
+            if kind == "local":
+                for key in ("kappa", "r", "a"):
+                    _set(fields[key], controls[key][n])
+            w.write(n * net.dt)
+    return rows_info

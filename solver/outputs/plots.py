@@ -1,0 +1,190 @@
+"""PNG plots of a run (matplotlib, Agg backend, drawn on world rank 0).
+
+* ``curves.png``            loss and misfit (log scale), train/test metric per iteration;
+* ``decision_boundary.png`` 2D inputs: the predicted class over the input plane with
+                            the test samples (regression with 1 input: ŷ(x) and the data);
+* ``features.png``          the transported features, as in Ruthotto–Haber's
+                            concentric-ellipses figure: inputs, u(T) projected on its
+                            two principal directions (the L²(M_L) inner product), and
+                            the readout coordinates Ŷ, coloured by class;
+* ``digits.png``            image inputs: a few inputs with u(0) and u(T) on the mesh.
+
+The network evaluations are collective on the width communicator; only rank 0
+of it draws (pass ``draw=False`` on the other ranks of a data-parallel layout:
+they skip the evaluation altogether).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["plot_curves", "plot_decision_boundary", "plot_digits", "plot_features"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    from pontryx.solver.outputs.atomic import atomic_path
+
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def plot_curves(rows: list[dict], path: Path, metric: str = "accuracy") -> None:
+    """Loss/misfit and train/test metric against the iteration (rank 0 only)."""
+    if not rows:
+        return
+    plt = _pyplot()
+    it = np.array([r["iteration"] for r in rows])
+
+    def col(key):
+        return np.array([np.nan if r.get(key) in (None, "") else float(r[key]) for r in rows])
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key in ("loss", "misfit"):
+        v = col(key)
+        if np.any(np.isfinite(v) & (v > 0)):
+            a1.semilogy(it, v, label=key)
+    a1.set_xlabel("iteration")
+    a1.set_title("objective J(θ)")
+    a1.legend()
+    a2.plot(it, col("train_metric"), label=f"train {metric}")
+    test = col("test_metric")
+    if np.any(np.isfinite(test)):
+        ok = np.isfinite(test)
+        a2.plot(it[ok], test[ok], "o-", label=f"test {metric}")
+    a2.set_xlabel("iteration")
+    a2.set_title(metric)
+    a2.legend()
+    _save(fig, path)
+
+
+def _predict(net, controls, X: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Ŷ (S × n_out) for inputs X (S × n_in), in chunks. Collective (width comm)."""
+    out = [
+        net.forward(controls, np.ascontiguousarray(X[i : i + chunk].T)).T
+        for i in range(0, len(X), chunk)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, net.n_out))
+
+
+def plot_decision_boundary(net, controls, dataset, path: Path, *, draw: bool, grid: int = 80):
+    """Predicted class over the input plane (2 inputs) or ŷ(x) (1 input, regression)."""
+    X, y = dataset.X_test, dataset.y_test
+    lo = np.minimum(X.min(axis=0), dataset.X_train.min(axis=0))
+    hi = np.maximum(X.max(axis=0), dataset.X_train.max(axis=0))
+    pad = 0.05 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    if dataset.n_in == 2 and dataset.task == "classification":
+        g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid))
+        Yhat = _predict(net, controls, np.column_stack([g0.ravel(), g1.ravel()]))
+        if not draw:
+            return
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        k = dataset.n_classes
+        cls = Yhat.argmax(axis=1).reshape(g0.shape)
+        ax.contourf(g0, g1, cls, levels=np.arange(k + 1) - 0.5, cmap="coolwarm", alpha=0.35)
+        if k == 2:
+            p = Yhat[:, 1] - Yhat[:, 0]
+            ax.contour(g0, g1, p.reshape(g0.shape), levels=[0.0], colors="k", linewidths=1)
+        ax.scatter(X[:, 0], X[:, 1], c=y, s=6, cmap="coolwarm", vmin=0, vmax=max(k - 1, 1))
+        ax.set_title("decision boundary (test samples)")
+        ax.set_xlabel("ξ₁")
+        ax.set_ylabel("ξ₂")
+        _save(fig, path)
+    elif dataset.n_in == 1 and dataset.task == "regression":
+        xs = np.linspace(lo[0], hi[0], 400)[:, None]
+        Yhat = _predict(net, controls, xs)
+        if not draw:
+            return
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        ax.plot(dataset.X_train[:, 0], dataset.y_train[:, 0], ".", ms=3, label="train")
+        ax.plot(xs[:, 0], Yhat[:, 0], "k-", label="network ŷ(x)")
+        ax.set_xlabel("x")
+        ax.legend()
+        ax.set_title("regression")
+        _save(fig, path)
+
+
+def _gather_rows(space, U: np.ndarray) -> np.ndarray:
+    """Canonical (N × S) rows of a row-distributed U, on every width rank."""
+    return space.to_canonical(U)
+
+
+def plot_features(net, controls, dataset, path: Path, *, draw: bool, samples: int = 300):
+    """Inputs, u(T) on its two leading L²(M_L) principal directions, and Ŷ."""
+    sp = net.space
+    X, y = dataset.X_test[:samples], dataset.y_test[:samples]
+    Yhat, (UT,) = net.forward(controls, np.ascontiguousarray(X.T), keep=[net.layers])
+    U = _gather_rows(sp, UT)
+    m = sp.to_canonical(sp.m)
+    if not draw:
+        return
+    plt = _pyplot()
+    # principal directions of u_s(T) in L²(M_L): SVD of M_L^{1/2} (U − mean)
+    Uc = (U - U.mean(axis=1, keepdims=True)) * np.sqrt(m)[:, None]
+    _, s, Vt = np.linalg.svd(Uc, full_matrices=False)
+    proj = Vt[:2].T * s[:2]
+    classify = dataset.task == "classification"
+    c = y if classify else np.ravel(y)[: len(X)]
+    panels = [("inputs ξ", X[:, :2])] if dataset.n_in >= 2 else []
+    panels.append(("features u(T): 2 principal directions", proj))
+    if net.n_out >= 2:
+        panels.append(("readout Ŷ (first two outputs)", Yhat.T[:, :2]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4), squeeze=False)
+    for ax, (title, P) in zip(axes[0], panels):
+        if P.shape[1] < 2:
+            P = np.column_stack([P[:, 0], np.zeros(len(P))])
+        ax.scatter(P[:, 0], P[:, 1], c=c, s=6, cmap="coolwarm" if classify else "viridis")
+        ax.set_title(title, fontsize=10)
+    _save(fig, path)
+
+
+def _triangles(cells: np.ndarray, cell_type: str) -> np.ndarray:
+    if cell_type == "triangle":
+        return cells[:, :3]
+    if cell_type == "quadrilateral":  # basix vertex order 0 1 / 2 3
+        return np.concatenate([cells[:, [0, 1, 3]], cells[:, [0, 3, 2]]])
+    raise ValueError(cell_type)
+
+
+def plot_digits(net, controls, dataset, mesh: dict, path: Path, *, draw: bool, count: int = 4):
+    """A few image inputs with u(0) and u(T) on the (2D) mesh."""
+    sp = net.space
+    X, y = dataset.X_test[:count], dataset.y_test[:count]
+    _, (U0, UT) = net.forward(controls, np.ascontiguousarray(X.T), keep=[0, net.layers])
+    U0, UT = _gather_rows(sp, U0), _gather_rows(sp, UT)
+    if not draw or int(mesh["gdim"]) != 2:
+        return
+    plt = _pyplot()
+    import matplotlib.tri as mtri
+
+    x = mesh["x"]
+    tri = mtri.Triangulation(x[:, 0], x[:, 1], _triangles(mesh["cells"], str(mesh["cell_type"])))
+    fig, axes = plt.subplots(3, len(X), figsize=(2.6 * len(X), 7.5), squeeze=False)
+    for k in range(len(X)):
+        axes[0, k].imshow(X[k].reshape(dataset.input_shape), cmap="gray_r")
+        axes[0, k].set_title(f"input (label {y[k]})", fontsize=9)
+        axes[1, k].tripcolor(tri, U0[:, k], shading="gouraud")
+        axes[1, k].set_title("u(0, x)", fontsize=9)
+        axes[2, k].tripcolor(tri, UT[:, k], shading="gouraud")
+        axes[2, k].set_title("u(T, x)", fontsize=9)
+        for ax in axes[:, k]:
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    _save(fig, path)

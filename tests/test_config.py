@@ -1,0 +1,158 @@
+"""The YAML schema (solver/config.py): defaults, resolution, overrides, PETSc
+option flattening, one-line error messages, and the README's schema reference."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pontryx.meshes import MESH_KINDS
+from pontryx.solver.config import (
+    Config,
+    ConfigError,
+    apply_override,
+    flatten_petsc,
+    key_paths,
+    load_config,
+    read_yaml,
+    validate_config,
+)
+from pontryx.solver.data import DATASET_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+MINIMAL = {"data": {"name": "ellipses"}}
+
+pytestmark = pytest.mark.serial  # pure Python, no MPI: once is enough
+
+
+def test_defaults_and_resolution():
+    c = validate_config(MINIMAL, ranks=1)
+    r = c.resolved()
+    assert r["mesh"] == {"kind": "unit_square", **MESH_KINDS["unit_square"]}
+    assert r["data"] == {"name": "ellipses", **DATASET_KEYS["ellipses"]}
+    assert r["model"]["kernel"] == {"type": "dense", "rank": None}
+    assert r["training"]["method"] == "lmvm" and r["output"]["checkpoint_every"] == 10
+    # the resolved configuration validates to itself (reproducible from config.yaml)
+    again = validate_config(yaml.safe_load(yaml.safe_dump(r)), ranks=1).resolved()
+    assert again == r
+
+
+def test_yaml_exponent_numbers_and_paraview_shorthand():
+    c = validate_config(
+        {**MINIMAL, "training": {"alpha": "1e-4"}, "output": {"paraview": False}}, ranks=1
+    )
+    assert c.training.alpha == 1e-4 and c.output.paraview.enabled is False
+
+
+def test_parallel_sizes():
+    assert validate_config(MINIMAL, ranks=4).parallel.sizes(4) == (4, 1)
+    c = validate_config({**MINIMAL, "parallel": {"data": 2}}, ranks=4)
+    assert c.parallel.sizes(4) == (2, 2)
+    c = validate_config({**MINIMAL, "parallel": {"width": 1}}, ranks=4)
+    assert c.parallel.sizes(4) == (1, 4)
+    with pytest.raises(ConfigError, match=r"^parallel.width: 3 does not divide"):
+        validate_config({**MINIMAL, "parallel": {"width": 3}}, ranks=4)
+
+
+def test_overrides_are_yaml_values():
+    raw = {"model": {"layers": 4}}
+    apply_override(raw, "model.layers=8")
+    apply_override(raw, "mesh.n=[4, 2]")
+    apply_override(raw, "training.options.petsc_options={tao_ls_type: armijo}")
+    apply_override(raw, "model.kernel.rank=")
+    assert raw == {
+        "model": {"layers": 8, "kernel": {"rank": None}},
+        "mesh": {"n": [4, 2]},
+        "training": {"options": {"petsc_options": {"tao_ls_type": "armijo"}}},
+    }
+    with pytest.raises(ConfigError, match=r"^--set: expected KEY.PATH=VALUE"):
+        apply_override(raw, "model.layers")
+    with pytest.raises(ConfigError, match=r"^model.layers: is 8, not a mapping"):
+        apply_override(raw, "model.layers.x=1")
+
+
+def test_flatten_petsc():
+    tree = {
+        "pontryx_tao": {"type": "lmvm", "gatol": 1e-8, "monitor": None},
+        "log_view": None,
+        "options_left": False,
+    }
+    assert flatten_petsc(tree) == {
+        "pontryx_tao_type": "lmvm",
+        "pontryx_tao_gatol": "1e-08",
+        "pontryx_tao_monitor": None,
+        "log_view": None,
+        "options_left": "false",
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({**MINIMAL, "model": {"T": -1}}, "model.T: expected a number > 0, got -1"),
+        ({**MINIMAL, "model": {"layers": 2.5}}, "model.layers: expected an integer, got 2.5"),
+        ({**MINIMAL, "modle": {}}, "modle: unknown key; expected one of mesh, model, data"),
+        ({**MINIMAL, "training": {"alpha": "abc"}}, "training.alpha: expected a number, got 'abc'"),
+        ({**MINIMAL, "petsc": {"a": {"b": [1]}}}, "petsc.a.b: expected a string, number"),
+        ({"data": {"name": "elipses"}}, "data.name: expected one of ellipses"),
+        ({**MINIMAL, "model": {"kernel": {"type": "lowrank"}}}, "model.kernel.rank: required"),
+        (
+            {**MINIMAL, "output": {"plots": "yes"}},
+            "output.plots: expected true or false, got 'yes'",
+        ),
+        ({**MINIMAL, "model": {"T": float("inf")}}, "model.T: expected a finite number"),
+    ],
+)
+def test_messages_are_one_line_with_the_key(raw, message):
+    with pytest.raises(ConfigError) as info:
+        validate_config(raw, ranks=2)
+    text = str(info.value)
+    assert text.startswith(message) and "\n" not in text
+
+
+def test_read_yaml_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        read_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  T: 1\n   layers: 3\n")
+    with pytest.raises(ConfigError, match=r"YAML syntax error at line 3"):
+        read_yaml(bad)
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level"):
+        read_yaml(tmp_path / "list.yaml")
+    (tmp_path / "empty.yaml").write_text("# nothing\n")
+    with pytest.raises(ConfigError, match="empty"):
+        read_yaml(tmp_path / "empty.yaml")
+
+
+def test_relative_data_path_from_config_directory(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.csv").write_text("a,b,y\n0,1,0\n1,0,1\n0,0,0\n1,1,1\n")
+    cfg = tmp_path / "sub" / "c.yaml"
+    cfg.write_text("data: {name: file, path: d.csv}\n")
+    c = load_config(cfg, ranks=1)
+    assert c.data["path"] == str((tmp_path / "sub" / "d.csv").resolve())
+
+
+def test_examples_validate_against_the_schema():
+    examples = sorted((ROOT / "examples").glob("*.yaml"))
+    assert len(examples) >= 7
+    for path in examples:
+        load_config(path, ranks=2)
+        assert path.read_text().lstrip().startswith("#"), f"{path.name} has no comment header"
+
+
+def test_readme_documents_every_key():
+    """Every key path of the schema appears in README.md's schema reference."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [
+        k for k in key_paths() if f"`{k}`" not in readme and k not in ("mesh", "data", "petsc")
+    ]
+    assert not missing, f"README.md does not document: {missing}"
+    for kind in MESH_KINDS:
+        assert f"`{kind}`" in readme
+    for name in DATASET_KEYS:
+        assert re.search(rf"`{name}`", readme)
+    for section in Config.model_fields:
+        assert f"### `{section}`" in readme
