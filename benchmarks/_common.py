@@ -1,0 +1,289 @@
+"""Shared helpers of the benchmark scripts: command line, timing, the machine's
+GEMM rate, fresh-process workers, peak memory, fits and Markdown tables.
+
+Every benchmark measures the quantities it compares side by side in one run
+(e.g. a kernel's GFLOP/s and the dense GEMM rate of the same shapes), so the
+ratios it prints mean something on a loaded or throttled machine too.
+Nothing here imports DOLFINx: :func:`problem` does so lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "out"
+VENV = ROOT / ".venv"
+MPIRUN = VENV / "bin" / "mpirun"
+PYTHON = sys.executable
+
+MODES = ("smoke", "quick", "full")
+
+
+# -- command line ----------------------------------------------------------------
+def parser(description: str) -> argparse.ArgumentParser:
+    """--smoke (seconds: proves the script runs), default quick, --full; --threads;
+    --worker JSON (internal: run one configuration in this fresh process)."""
+    p = argparse.ArgumentParser(description=description)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--smoke", action="store_true", help="tiniest sizes (seconds)")
+    g.add_argument("--full", action="store_true", help="all sizes (long)")
+    p.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="BLAS threads (default: all cores)"
+    )
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    return p
+
+
+def mode(args) -> str:
+    return "smoke" if args.smoke else "full" if args.full else "quick"
+
+
+def limit_threads(n: int):
+    """Limit the BLAS/OpenMP thread pools of this process to ``n`` threads."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=int(n))
+
+
+def thread_env(n: int) -> dict:
+    """Environment for a child process with ``n`` BLAS/OpenMP threads (and no
+    inherited MPI launcher variables, so a child mpirun starts cleanly)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PMI_", "PMIX_", "HYDRA_", "MPIR_", "OMPI_"))
+    }
+    for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[key] = str(n)
+    return env
+
+
+# -- timing ------------------------------------------------------------------------
+def best_time(fn, repeats: int = 3, warmup: int = 1) -> float:
+    """Best wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def best_times(fns: dict, repeats: int = 3, warmup: int = 1) -> dict:
+    """Best wall time of each callable, the callables interleaved round by round
+    so that a load change on the machine hits all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    best = dict.fromkeys(fns, math.inf)
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[key] = min(best[key], time.perf_counter() - t)
+    return best
+
+
+def gemm_operands(N: int, S: int, seed: int = 0):
+    """Operands and output of the dense kernel's GEMM (N×N)@(N×S), float64."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((N, N)), rng.standard_normal((N, S)), np.empty((N, S))
+
+
+def gemm_call(N: int, S: int):
+    """A callable doing one (N×N)@(N×S) GEMM into a preallocated output."""
+    A, B, C = gemm_operands(N, S)
+    return lambda: np.matmul(A, B, out=C)
+
+
+def gflops(flops: float, seconds: float) -> float:
+    return flops / seconds / 1e9
+
+
+# -- memory ------------------------------------------------------------------------
+def peak_rss_mb() -> float:
+    """High-water mark of this process's resident set (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def rss_mb() -> float:
+    """Current resident set of this process (MB)."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+# -- fresh-process workers -------------------------------------------------------
+def run_worker(
+    script: str | Path,
+    config: dict,
+    *,
+    threads: int,
+    ranks: int | None = None,
+    python: str | Path = PYTHON,
+    extra_env: dict | None = None,
+    timeout: float = 3600,
+) -> dict:
+    """Run ``script --worker JSON`` in a fresh process (under ``mpirun -n ranks``
+    if given, with ``extra_env`` added to its environment) and return the JSON
+    object it prints on its last stdout line."""
+    cmd = [str(python), str(script), "--worker", json.dumps(config), "--threads", str(threads)]
+    if ranks is not None:
+        cmd = [str(MPIRUN), "-n", str(ranks), *cmd]
+    env = {**thread_env(threads), **(extra_env or {})}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"worker {Path(script).name} {config} failed ({proc.returncode}):\n"
+            + proc.stderr[-3000:]
+        )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"worker {Path(script).name} printed no result:\n{proc.stdout[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def emit(result: dict) -> None:
+    """A worker's result: one JSON line on stdout (rank 0 only)."""
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.rank == 0:
+        print(json.dumps(result), flush=True)
+
+
+# -- the discrete model ------------------------------------------------------------
+def mesh_n_for(N: int, degree: int = 1) -> int:
+    """n with N ≈ (degree·n + 1)² dofs of P_degree on the unit square."""
+    return max(1, round((math.sqrt(N) - 1) / degree))
+
+
+def problem(
+    n: int,
+    S: int,
+    layers: int,
+    *,
+    kernel: str = "dense",
+    kernel_options: dict | None = None,
+    scheme: str = "imex_euler",
+    epsilon: float = 0.0,
+    n_in: int = 4,
+    n_out: int = 3,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    checkpoint=None,
+    layout=None,
+    comm=None,
+    seed: int = 0,
+):
+    """A classification problem on unit_square n×n (P1, N = (n+1)² dofs) with S
+    random samples: returns (space, net, θ, rf, X (n_in × S_local))."""
+    from mpi4py import MPI
+
+    from pontryx.meshes import create_mesh
+    from pontryx.solver import ContinuumNetwork, ReducedFunctional, WidthSpace, shard
+
+    if layout is not None:
+        comm = layout.width
+    comm = comm or MPI.COMM_WORLD
+    space = WidthSpace(create_mesh({"kind": "unit_square", "n": n}, comm), degree=1)
+    net = ContinuumNetwork(
+        space,
+        n_in,
+        n_out,
+        kernel=kernel,
+        kernel_options=dict(kernel_options or {}),
+        scheme=scheme,
+        layers=layers,
+        epsilon=epsilon,
+    )
+    theta = net.init_controls(seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    X = rng.uniform(-1.0, 1.0, size=(S, n_in))
+    y = rng.integers(0, n_out, size=S)
+    if layout is not None:
+        part = shard(S, layout.data.rank, layout.data.size)
+        X, y = X[part], y[part]
+    rf = ReducedFunctional(
+        net, X, y, "classification", alpha=alpha, beta=beta, layout=layout, checkpoint=checkpoint
+    )
+    return space, net, theta, rf, rf.X
+
+
+# -- fits and tables ---------------------------------------------------------------
+def fit_exponent(x, y) -> float:
+    """p in y ≈ c·x^p (least squares in log–log)."""
+    x, y = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def fmt(v, digits: int = 3) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    a = abs(v)
+    if a != 0 and (a < 1e-3 or a >= 1e5):
+        return f"{v:.{digits - 1}e}"
+    return f"{v:.{digits}g}"
+
+
+def table(headers, rows) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def section(title: str, body: str, level: int = 2) -> str:
+    return f"{'#' * level} {title}\n\n{body.strip()}\n"
+
+
+def report(text: str) -> None:
+    """Print on rank 0 (the script's Markdown output)."""
+    try:
+        from mpi4py import MPI
+
+        if MPI.COMM_WORLD.rank != 0:
+            return
+    except ImportError:
+        pass
+    print(text, flush=True)
+
+
+def machine() -> dict:
+    """CPU model, cores, memory and load, for the results header."""
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+            mem = f"{kb / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory": mem, "load": load}

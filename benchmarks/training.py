@@ -1,0 +1,203 @@
+"""Training time-to-accuracy per method (the hook for ``pontryx.solver.training``).
+
+For each method (lmvm, adam, msa, emsa, oneshot) a fresh process trains the
+same network from the same initial controls on ``ellipses`` (and ``digits``
+with --full) with :func:`pontryx.solver.training.train` (default options of
+every method) and reports the wall time and iterations until the test accuracy
+first reaches the target (99 % on ellipses, 90 % on digits), checked every few
+iterations by ``train``'s ``test_rf`` (the checks themselves are not timed); or
+the best accuracy within the time budget. A method whose single iteration
+outruns the budget is stopped and reported as timed out; methods missing from
+``TRAINERS`` are "not available"; if the trainers are not installed at all the
+script says so and exits 0. The model is small, so one BLAS thread is the
+default (threads only contend at this size).
+
+    .venv/bin/python benchmarks/training.py [--smoke | --full] [--threads T]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import _common as C
+
+METHODS = ("lmvm", "adam", "msa", "emsa", "oneshot")
+TARGETS = {"ellipses": 0.99, "digits": 0.90}
+MODEL = {"mesh": 8, "layers": 8, "alpha": 1e-4}
+SETTINGS = {
+    "smoke": {
+        "data": {"ellipses": 64},
+        "methods": ("lmvm",),
+        "eval_every": 1,
+        "budget": 10.0,
+        "max_iterations": 2,
+    },
+    "quick": {"data": {"ellipses": 1000}, "eval_every": 5, "budget": 20.0, "max_iterations": 10**5},
+    "full": {
+        "data": {"ellipses": 1000, "digits": None},
+        "eval_every": 5,
+        "budget": 300.0,
+        "max_iterations": 10**6,
+    },
+}
+
+
+def trainers():
+    """(train, TRAINERS) or None when the trainers are not installed."""
+    try:
+        from pontryx.solver.training import TRAINERS, train
+    except ImportError:
+        return None
+    return train, TRAINERS
+
+
+class _Stop(Exception):
+    """Raised by the callback to end a run: target reached or budget spent."""
+
+
+class _TimedTest:
+    """The test functional, timing its own evaluations (excluded from the clock)."""
+
+    def __init__(self, rf):
+        self.rf, self.seconds = rf, 0.0
+
+    def __call__(self, controls):
+        t = time.perf_counter()
+        value = self.rf(controls)
+        self.seconds += time.perf_counter() - t
+        return value
+
+    def metric(self):
+        return self.rf.metric()
+
+
+def worker(cfg: dict, threads: int) -> None:
+    from mpi4py import MPI
+
+    from pontryx.meshes import create_mesh
+    from pontryx.solver import ContinuumNetwork, ReducedFunctional, WidthSpace, load_dataset
+
+    train, TRAINERS = trainers()
+    if cfg["method"] not in TRAINERS:
+        return C.emit({"status": "not available"})
+    desc = {"name": cfg["data"]}
+    if cfg["size"] is not None:
+        desc.update(n_train=cfg["size"], n_test=cfg["size"])
+    ds = load_dataset(desc)
+    with C.limit_threads(threads):
+        space = WidthSpace(create_mesh({"kind": "unit_square", "n": MODEL["mesh"]}, MPI.COMM_WORLD))
+        image = len(ds.input_shape) == 2
+        net = ContinuumNetwork(
+            space,
+            ds.X_train.shape[1],
+            ds.n_classes,
+            layers=MODEL["layers"],
+            embedding="image" if image else "bump",
+            input_shape=ds.input_shape,
+        )
+        theta = net.init_controls(seed=0)
+        rf = ReducedFunctional(net, ds.X_train, ds.y_train, alpha=MODEL["alpha"])
+        test = _TimedTest(ReducedFunctional(net, ds.X_test, ds.y_test))
+        out = {"status": "ok", "time": None, "iterations": 0, "best": 0.0, "reason": ""}
+        t0 = time.perf_counter()
+
+        def clock():
+            return time.perf_counter() - t0 - test.seconds
+
+        def callback(rec):
+            out["iterations"] = rec.iteration
+            if rec.test_metric is None:
+                return
+            out["best"] = max(out["best"], rec.test_metric)
+            if rec.test_metric >= cfg["target"]:
+                out["time"] = clock()
+                raise _Stop
+            if clock() > cfg["budget"]:
+                out["reason"] = "time budget"
+                raise _Stop
+
+        try:
+            res = train(
+                rf,
+                theta,
+                cfg["method"],
+                {},
+                max_iterations=cfg["max_iterations"],
+                callback=callback,
+                test_rf=test,
+                eval_every=cfg["eval_every"],
+            )
+            out["reason"] = res.reason
+        except _Stop:
+            pass
+        out["elapsed"] = clock()
+        C.emit(out)
+
+
+def main(argv=None) -> str:
+    p = C.parser(__doc__.splitlines()[0])
+    p.set_defaults(threads=1)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker(json.loads(args.worker), args.threads)
+    title = "Training: time to accuracy"
+    if trainers() is None:
+        text = C.section(title, "The trainers (`pontryx.solver.training`) are not installed.")
+        C.report(text)
+        return text
+    mode = C.mode(args)
+    s = SETTINGS[mode]
+    rows = []
+    for data, size in s["data"].items():
+        for method in s.get("methods", METHODS):
+            cfg = {
+                "method": method,
+                "data": data,
+                "size": size,
+                "target": TARGETS[data],
+                "eval_every": s["eval_every"],
+                "budget": s["budget"],
+                "max_iterations": s["max_iterations"],
+            }
+            try:
+                r = C.run_worker(__file__, cfg, threads=args.threads, timeout=s["budget"] + 60)
+            except subprocess.TimeoutExpired:
+                rows.append([data, method, "timed out", "–", "–", "an iteration outran the budget"])
+                continue
+            except RuntimeError as e:
+                rows.append([data, method, "failed", "–", "–", str(e).splitlines()[-1][:80]])
+                continue
+            if r["status"] != "ok":
+                rows.append([data, method, r["status"], "–", "–", ""])
+                continue
+            reached = r["time"] is not None
+            rows.append(
+                [
+                    data,
+                    method,
+                    r["time"] if reached else "not reached",
+                    r["iterations"],
+                    f"{100 * r['best']:.1f} %",
+                    "" if reached else f"{r['reason']} after {r['elapsed']:.0f} s",
+                ]
+            )
+    body = (
+        f"Dense kernel on unit_square n = {MODEL['mesh']} (P1), {MODEL['layers']} layers, tanh, "
+        f"α = {MODEL['alpha']:g}, default options of every method, {args.threads} thread(s); "
+        f"test accuracy checked every {s['eval_every']} iterations (not timed), "
+        f"time budget {s['budget']:g} s per method. Targets: "
+        + ", ".join(f"{d} {100 * t:.0f} %" for d, t in TARGETS.items() if d in s["data"])
+        + ".\n\n"
+        + C.table(
+            ["data", "method", "time to target s", "iterations", "best test acc.", "note"], rows
+        )
+    )
+    text = C.section(title, body)
+    C.report(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

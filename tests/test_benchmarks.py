@@ -1,0 +1,69 @@
+"""Every benchmark script runs in its tiniest ``--smoke`` mode (seconds each).
+
+These prove the scripts run and print their Markdown tables; they time nothing
+and assert no performance (the benchmarks report numbers, tests do not). Serial
+only: the scripts start their own ``mpirun`` workers where they need ranks.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPTS = (
+    "forward_throughput",
+    "gradient_cost",
+    "peers",
+    "scaling",
+    "memory",
+    "deep_limit",
+    "width_limit",
+    "training",
+)
+
+
+def _run(*args, timeout=300):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "HYDRA_", "MPIR_"))}
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=BENCH.parent,
+    )
+
+
+@pytest.mark.serial
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_benchmark_smoke(name):
+    proc = _run(BENCH / f"{name}.py", "--smoke", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.lstrip().startswith("## "), proc.stdout[-2000:]
+    if name not in ("training",):
+        assert "|---|" in proc.stdout  # a Markdown table
+
+
+@pytest.mark.serial
+def test_run_all_writes_results(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    proc = _run(BENCH / "run_all.py", "--smoke", "--only", "deep_limit", "--output", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    for heading in ("# pontryx benchmark results", "## Machine", "## Versions", "## Deep limit"):
+        assert heading in text
+    assert "Fitted order" in text
+
+
+@pytest.mark.serial
+def test_run_all_rejects_unknown_benchmark():
+    proc = _run(BENCH / "run_all.py", "--smoke", "--only", "nonsense")
+    assert proc.returncode != 0
+    assert "--only: unknown benchmark 'nonsense'" in proc.stderr
