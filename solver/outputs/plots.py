@@ -4,8 +4,9 @@
 * ``decision_boundary.png`` 2D inputs: the predicted class over the input plane with
                             the test samples (regression with 1 input: ŷ(x) and the data);
 * ``features.png``          the transported features, as in Ruthotto–Haber's
-                            concentric-ellipses figure: inputs, u(T) projected on its
-                            two principal directions (the L²(M_L) inner product), and
+                            concentric-ellipses figure: inputs, u(T) projected (two
+                            classes: on the readout direction c₁ − c₀ and a principal
+                            direction; else two principal directions, in L²(M_L)), and
                             the readout coordinates Ŷ, coloured by class;
 * ``digits.png``            image inputs: a few inputs with u(0) and u(T) on the mesh.
 
@@ -126,31 +127,47 @@ def _gather_rows(space, U: np.ndarray) -> np.ndarray:
 
 
 def plot_features(net, controls, dataset, path: Path, *, draw: bool, samples: int = 300):
-    """Inputs, u(T) on its two leading L²(M_L) principal directions, and Ŷ."""
+    """Inputs, the transported features u(T) in a 2D projection, and Ŷ.
+
+    The projection of u(T) uses the L²(M_L) inner product: for two classes the
+    readout direction c₁ − c₀ (the coordinate the classifier thresholds) and the
+    leading principal direction orthogonal to it; otherwise the two leading
+    principal directions."""
     sp = net.space
     X, y = dataset.X_test[:samples], dataset.y_test[:samples]
     Yhat, (UT,) = net.forward(controls, np.ascontiguousarray(X.T), keep=[net.layers])
     U = _gather_rows(sp, UT)
     m = sp.to_canonical(sp.m)
+    C = sp.to_canonical(controls["C"])
     if not draw:
         return
     plt = _pyplot()
-    # principal directions of u_s(T) in L²(M_L): SVD of M_L^{1/2} (U − mean)
-    Uc = (U - U.mean(axis=1, keepdims=True)) * np.sqrt(m)[:, None]
-    _, s, Vt = np.linalg.svd(Uc, full_matrices=False)
-    proj = Vt[:2].T * s[:2]
+    w = np.sqrt(m)[:, None]
+    Uc = (U - U.mean(axis=1, keepdims=True)) * w  # M_L^{1/2}(u − ū): Euclidean = L²(M_L)
     classify = dataset.task == "classification"
+    if classify and net.n_out == 2:
+        r = (C[:, 1] - C[:, 0]) * np.sqrt(m)
+        r /= np.linalg.norm(r)
+        first = r @ Uc
+        rest = Uc - np.outer(r, first)
+        _, s, Vt = np.linalg.svd(rest, full_matrices=False)
+        proj = np.column_stack([first, Vt[0] * s[0]])
+        title = "features u(T): on c₁ − c₀ (x) and a principal direction (y)"
+    else:
+        _, s, Vt = np.linalg.svd(Uc, full_matrices=False)
+        proj = Vt[:2].T * s[:2] if len(s) > 1 else np.column_stack([Vt[0] * s[0], 0 * s[0]])
+        title = "features u(T): 2 principal directions"
     c = y if classify else np.ravel(y)[: len(X)]
     panels = [("inputs ξ", X[:, :2])] if dataset.n_in >= 2 else []
-    panels.append(("features u(T): 2 principal directions", proj))
+    panels.append((title, proj))
     if net.n_out >= 2:
         panels.append(("readout Ŷ (first two outputs)", Yhat.T[:, :2]))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4), squeeze=False)
-    for ax, (title, P) in zip(axes[0], panels):
+    for ax, (text, P) in zip(axes[0], panels):
         if P.shape[1] < 2:
             P = np.column_stack([P[:, 0], np.zeros(len(P))])
         ax.scatter(P[:, 0], P[:, 1], c=c, s=6, cmap="coolwarm" if classify else "viridis")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(text, fontsize=9)
     _save(fig, path)
 
 
