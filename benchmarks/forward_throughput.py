@@ -39,7 +39,7 @@ def measure(n: int, S: int, layers: int, repeats: int) -> dict:
 
 
 def main(argv=None) -> str:
-    args = C.parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
     mode = C.mode(args)
     repeats = 2 if mode == "smoke" else 5
     rows = []

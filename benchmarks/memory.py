@@ -67,11 +67,11 @@ def worker(cfg: dict, threads: int) -> None:
 
 
 def main(argv=None) -> str:
-    args = C.parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
     if args.worker:
         return worker(json.loads(args.worker), args.threads)
     mode = C.mode(args)
-    repeats = 1 if mode == "smoke" else 2
+    repeats = 1 if mode == "smoke" else 3
     rows, fits = [], []
     for kern, n, S, depths in CONFIGS[mode]:
         res = {}

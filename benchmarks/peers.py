@@ -22,7 +22,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import _common as C
@@ -89,9 +88,9 @@ def worker(cfg: dict, threads: int) -> None:
             if not cfg.get("also_time"):
                 return C.emit({"N": space.N, "J": J})
             del grad
-        t = time.perf_counter()
+        t = C.now()
         rf.value_and_gradient(theta)
-        first = time.perf_counter() - t
+        first = C.now() - t
         best = C.best_time(lambda: rf.value_and_gradient(theta), repeats=cfg["repeats"], warmup=0)
         C.emit(
             {
@@ -211,7 +210,7 @@ def main(argv=None) -> str:
     p.add_argument("--setup-peers", action="store_true", help="create the peer venvs and exit")
     p.add_argument("--torch-python", help="Python 3.11 interpreter for .venv-torch")
     p.add_argument("--jax-python", help="Python 3.12 interpreter for .venv-jax")
-    args = p.parse_args(argv)
+    args = C.parse(p, argv)
     if args.worker:
         import json
 

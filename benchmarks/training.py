@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import _common as C
 
@@ -64,9 +63,9 @@ class _TimedTest:
         self.rf, self.seconds = rf, 0.0
 
     def __call__(self, controls):
-        t = time.perf_counter()
+        t = C.now()
         value = self.rf(controls)
-        self.seconds += time.perf_counter() - t
+        self.seconds += C.now() - t
         return value
 
     def metric(self):
@@ -101,10 +100,10 @@ def worker(cfg: dict, threads: int) -> None:
         rf = ReducedFunctional(net, ds.X_train, ds.y_train, alpha=MODEL["alpha"])
         test = _TimedTest(ReducedFunctional(net, ds.X_test, ds.y_test))
         out = {"status": "ok", "time": None, "iterations": 0, "best": 0.0, "reason": ""}
-        t0 = time.perf_counter()
+        t0 = C.now()
 
         def clock():
-            return time.perf_counter() - t0 - test.seconds
+            return C.now() - t0 - test.seconds
 
         def callback(rec):
             out["iterations"] = rec.iteration
@@ -139,7 +138,7 @@ def worker(cfg: dict, threads: int) -> None:
 def main(argv=None) -> str:
     p = C.parser(__doc__.splitlines()[0])
     p.set_defaults(threads=1)
-    args = p.parse_args(argv)
+    args = C.parse(p, argv)
     if args.worker:
         return worker(json.loads(args.worker), args.threads)
     title = "Training: time to accuracy"
