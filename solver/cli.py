@@ -1,0 +1,390 @@
+"""The ``pontryx`` command line (entry point ``pontryx.solver.cli:main``).
+
+Commands::
+
+    pontryx train CONFIG.yaml [--output DIR] [--set KEY.PATH=VALUE ...]
+                  [--resume | --overwrite] [--quiet]
+    pontryx evaluate RUN_DIR [--data KEY=VALUE | --data FILE] [--json]
+    pontryx check-gradient CONFIG.yaml [--set ...] [--seed S] [--h0 H] [--steps K]
+    pontryx validate CONFIG.yaml [--set ...]
+    pontryx info [--json]
+
+Exit codes: 0 success, 1 internal error, 2 bad input (configuration, command
+line, run directory), 3 non-finite loss or gradient, and for ``check-gradient``
+1 when an observed Taylor rate is below 1.95.
+
+Under MPI every rank runs the same command. Bad input fails identically on
+every rank (one line on rank 0). Any other exception on any rank prints one
+line (after its traceback) and calls ``MPI.COMM_WORLD.Abort``, so the whole job
+ends instead of the other ranks waiting forever in a collective.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from mpi4py import MPI
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_NON_FINITE", "main"]
+
+EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_NON_FINITE = 1, 2, 3
+#: Seconds the ranks that failed on bad input wait for the others to fail likewise
+#: before aborting the job (bad input fails on every rank at the same point).
+AGREE_TIMEOUT = 10.0
+TAYLOR_RATE = 1.95
+
+
+# ------------------------------------------------------------------ parser ---
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pontryx",
+        description="Continuum networks (width = finite-element mesh, depth = time) "
+        "trained as PDE-constrained optimal control problems on FEniCSx/PETSc/MPI.",
+        epilog="Run any command under `mpirun -n P`. Exit codes: 0 ok, 1 internal error, "
+        "2 bad input, 3 non-finite loss/gradient.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def overrides(sp):
+        sp.add_argument(
+            "--set",
+            metavar="KEY.PATH=VALUE",
+            action="append",
+            default=[],
+            help="override a configuration value (parsed as YAML), e.g. "
+            "--set model.layers=8 --set training.max_iterations=50; repeatable",
+        )
+
+    t = sub.add_parser(
+        "train",
+        help="train a continuum network from a YAML configuration",
+        description="Train a continuum network described by CONFIG.yaml; results go to a "
+        "run directory (config.yaml, metrics.jsonl/.csv, summary.json, model.npz, "
+        "checkpoints/, paraview/, plots/).",
+    )
+    t.add_argument("config", metavar="CONFIG.yaml", help="the parameter file")
+    t.add_argument(
+        "--output",
+        "-o",
+        metavar="DIR",
+        help="run directory (default: output.directory of the config, else runs/<config name>)",
+    )
+    overrides(t)
+    mode = t.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in the run directory "
+        "(start fresh if there is none)",
+    )
+    mode.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of an existing run directory",
+    )
+    t.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser(
+        "evaluate",
+        help="evaluate a trained model (RUN_DIR/model.npz) on its data or other data",
+        description="Load RUN_DIR/config.yaml and RUN_DIR/model.npz and report loss and "
+        "accuracy (or RMSE) on the training and test sets.",
+    )
+    e.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pontryx train")
+    e.add_argument(
+        "--data",
+        metavar="KEY=VALUE|FILE",
+        action="append",
+        default=[],
+        help="override the data section (e.g. --data n_test=5000 --data seed=1), "
+        "or a .csv/.npz file to evaluate on",
+    )
+    e.add_argument("--json", action="store_true", help="print the results as JSON")
+    e.set_defaults(func=cmd_evaluate)
+
+    g = sub.add_parser(
+        "check-gradient",
+        help="Taylor test of the adjoint gradient for a configuration",
+        description="Taylor remainders |J(θ+hδ) − J(θ) − h⟨∇J, δ⟩| at the initial controls "
+        "along a seeded random direction over all trainable controls; exit 0 only if "
+        f"every observed rate is ≥ {TAYLOR_RATE}.",
+    )
+    g.add_argument("config", metavar="CONFIG.yaml")
+    overrides(g)
+    g.add_argument("--seed", type=int, default=0, help="seed of the direction (default 0)")
+    g.add_argument("--h0", type=float, default=1e-2, help="first step (default 1e-2)")
+    g.add_argument("--steps", type=int, default=4, help="number of halvings (default 4)")
+    g.set_defaults(func=cmd_check_gradient)
+
+    v = sub.add_parser(
+        "validate",
+        help="check a configuration (schema, mesh, data, model) without training",
+        description="Validate CONFIG.yaml: the schema, then build the mesh, data set, network "
+        "and trainer exactly as `train` would, writing nothing.",
+    )
+    v.add_argument("config", metavar="CONFIG.yaml")
+    overrides(v)
+    v.set_defaults(func=cmd_validate)
+
+    i = sub.add_parser(
+        "info",
+        help="versions, MPI ranks and PETSc configuration",
+        description="Versions of pontryx, DOLFINx, PETSc, MPI; ranks; PETSc external packages.",
+    )
+    i.add_argument("--json", action="store_true", help="print as JSON")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+# ---------------------------------------------------------------- helpers ---
+
+
+def _say(text: str = "") -> None:
+    if MPI.COMM_WORLD.rank == 0:
+        print(text, flush=True)
+
+
+def _load(path: str, overrides, comm=MPI.COMM_WORLD):
+    from pontryx.solver.config import load_config
+
+    return load_config(path, overrides, ranks=comm.size)
+
+
+def _run_dir(args, config) -> Path:
+    if args.output:
+        return Path(args.output)
+    if config.output.directory:
+        return Path(config.output.directory)
+    return Path("runs") / Path(args.config).stem
+
+
+# --------------------------------------------------------------- commands ---
+
+
+def cmd_train(args) -> int:
+    from pontryx.solver.run import train
+
+    config = _load(args.config, args.set)
+    train(
+        config,
+        _run_dir(args, config),
+        resume=args.resume,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        source=args.config,
+    )
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from pontryx.solver.run import build_problem, make_method
+
+    config = _load(args.config, args.set)
+    problem = build_problem(config)
+    trainer = make_method(problem)
+    _say(f"{args.config}: valid")
+    for line in problem.describe():
+        _say("  " + line)
+    _say(f"  method: {config.training.method}, {config.training.max_iterations} iterations")
+    if hasattr(trainer, "destroy"):
+        trainer.destroy()
+    problem.destroy()
+    return 0
+
+
+def _data_overrides(config, specs) -> dict:
+    from pontryx.solver.config import ConfigError, apply_override
+
+    data = dict(config.data)
+    for spec in specs:
+        if "=" in spec:
+            holder = {"data": data}
+            apply_override(holder, "data." + spec)
+            data = holder["data"]
+        elif Path(spec).suffix.lower() in (".csv", ".npz", ".txt"):
+            if not Path(spec).is_file():
+                raise ConfigError("--data", f"file {spec!r} does not exist")
+            data = {"name": "file", "path": str(Path(spec).resolve())}
+            if config.data["name"] == "file":
+                data["task"] = config.data.get("task", "classification")
+            elif config.data["name"] == "sine":
+                data["task"] = "regression"
+        else:
+            raise ConfigError("--data", f"expected KEY=VALUE or a .csv/.npz file, got {spec!r}")
+    return data
+
+
+def cmd_evaluate(args) -> int:
+    from pontryx.solver.config import ConfigError, read_yaml, validate_config
+    from pontryx.solver.outputs import model_io
+    from pontryx.solver.run import build_problem, config_errors, evaluate
+
+    comm = MPI.COMM_WORLD
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError("evaluate", f"{run_dir / 'config.yaml'} not found (not a run directory)")
+    if not (run_dir / "model.npz").is_file():
+        raise ConfigError(
+            "evaluate", f"{run_dir / 'model.npz'} not found (the run has not finished)"
+        )
+    raw = read_yaml(run_dir / "config.yaml")
+    raw["parallel"] = {"width": None, "data": None}  # any number of ranks
+    config = validate_config(raw, ranks=comm.size, base_dir=run_dir)
+    if args.data:
+        raw["data"] = _data_overrides(config, args.data)
+        config = validate_config(raw, ranks=comm.size, base_dir=Path.cwd())
+    problem = build_problem(config)
+    try:
+        arrays = model_io.load_model(run_dir / "model.npz")
+    except (OSError, ValueError) as e:
+        raise ConfigError("evaluate", f"cannot read {run_dir / 'model.npz'}: {e}") from None
+    with config_errors():
+        controls = model_io.controls_from_model(problem.net, arrays)
+    results = evaluate(problem, controls)
+    if args.json:
+        _say(json.dumps({"run_dir": str(run_dir), "metric": problem.metric_name, **results}))
+    else:
+        m = problem.metric_name
+        _say(f"{run_dir}: {problem.dataset.description}")
+        for split, r in results.items():
+            _say(
+                f"  {split:5s}  {r['samples']:6d} samples  loss {r['loss']:.6e}  "
+                f"misfit {r['misfit']:.6e}  {m} {r[m]:.4f}"
+            )
+    problem.destroy()
+    return 0
+
+
+def cmd_check_gradient(args) -> int:
+    from pontryx.solver.config import ConfigError
+    from pontryx.solver.outputs.canonical import random_direction
+    from pontryx.solver.run import build_problem
+    from pontryx.solver.taylor import taylor_test
+
+    if args.steps < 2:
+        raise ConfigError("--steps", f"expected at least 2 steps (one rate), got {args.steps}")
+    if not args.h0 > 0:
+        raise ConfigError("--h0", f"expected a positive step, got {args.h0}")
+    config = _load(args.config, args.set)
+    problem = build_problem(config)
+    net, controls = problem.net, problem.controls
+    direction = random_direction(net, controls, net.trainable, seed=args.seed)
+    result = taylor_test(problem.rf, controls, direction, h0=args.h0, steps=args.steps)
+    rates = result.rates
+    ok = bool(rates) and min(rates) >= TAYLOR_RATE
+    _say(f"Taylor test of ∇J for {args.config} along a random direction (seed {args.seed}) ")
+    _say(f"over {', '.join(net.trainable)}:")
+    _say(result.table())
+    _say(f"observed rates: {', '.join(f'{r:.3f}' for r in rates)}")
+    _say(
+        f"{'PASS' if ok else 'FAIL'}: minimum rate {min(rates):.3f} "
+        f"{'≥' if ok else '<'} {TAYLOR_RATE}"
+    )
+    problem.destroy()
+    return 0 if ok else 1
+
+
+def cmd_info(args) -> int:
+    from pontryx.solver.outputs.environment import environment
+
+    env = environment(MPI.COMM_WORLD)
+    if args.json:
+        _say(json.dumps(env, indent=2))
+        return 0
+    v, p = env["versions"], env["petsc"]
+    _say(f"pontryx   {v['pontryx']}  (Python {v['python']})")
+    _say(f"DOLFINx   {v['dolfinx']}  (basix {v['basix']}, UFL {v['ufl']}, FFCx {v['ffcx']})")
+    _say(
+        f"PETSc     {v['petsc']}  (petsc4py {v['petsc4py']}, {p['scalar_type']}, "
+        f"{p['int_type']} indices)"
+    )
+    _say(f"MPI       {v['mpi']}  (MPI {v['mpi_standard']}, mpi4py {v['mpi4py']})")
+    _say(f"NumPy     {v['numpy']}, SciPy {v['scipy']}")
+    _say(f"ranks     {env['ranks']}")
+    packages = ", ".join(f"{k} {'yes' if on else 'no'}" for k, on in p["external_packages"].items())
+    _say(f"PETSc external packages: {packages}")
+    config = ", ".join(f"{k}={val or '(unset)'}" for k, val in p["config"].items())
+    _say(f"petsc4py.get_config(): {config}")
+    dx = ", ".join(f"{k} {'yes' if on else 'no'}" for k, on in env["dolfinx"].items())
+    _say(f"DOLFINx features: {dx}")
+    return 0
+
+
+# ------------------------------------------------------------ error exits ---
+
+
+class _Agreement:
+    """A duplicate of COMM_WORLD on which failing ranks agree that all of them
+    failed on bad input (then they exit cleanly) before aborting the job."""
+
+    def __init__(self):
+        self.comm = MPI.COMM_WORLD.Dup() if MPI.COMM_WORLD.size > 1 else None
+
+    def all_failed(self, timeout: float = AGREE_TIMEOUT) -> bool:
+        if self.comm is None:
+            return True
+        request = self.comm.Ibarrier()
+        deadline = time.monotonic() + timeout
+        while not request.Test():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+
+def _fail(agreement: _Agreement, code: int, message: str, *, expected: bool) -> int:
+    """Report and leave: if every rank failed the same expected way, rank 0
+    prints and all return ``code``; otherwise this rank prints and aborts."""
+    world = MPI.COMM_WORLD
+    if expected and agreement.all_failed():
+        if world.rank == 0:
+            print(message, file=sys.stderr, flush=True)
+        return code
+    prefix = f"[rank {world.rank}/{world.size}] " if world.size > 1 else ""
+    print(prefix + message, file=sys.stderr, flush=True)
+    if world.size > 1:
+        world.Abort(code)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (the console script exits with it)."""
+    args = _parser().parse_args(argv)
+    agreement = _Agreement()
+    try:
+        from pontryx.solver.config import ConfigError
+        from pontryx.solver.outputs import CheckpointError, RunDirError
+        from pontryx.solver.training import NonFiniteError
+
+        try:
+            return args.func(args)
+        except (ConfigError, RunDirError, CheckpointError) as e:
+            prefix = "config error: " if isinstance(e, ConfigError) else "error: "
+            return _fail(agreement, EXIT_BAD_INPUT, prefix + str(e), expected=True)
+        except NonFiniteError as e:
+            return _fail(agreement, EXIT_NON_FINITE, f"error: {e}", expected=True)
+    except KeyboardInterrupt:
+        return _fail(agreement, 130, "interrupted", expected=False)
+    except BaseException as e:
+        if isinstance(e, SystemExit) and e.code in (0, None):
+            raise
+        traceback.print_exc()
+        text = " ".join(str(e).split()) or type(e).__name__
+        return _fail(
+            agreement, EXIT_INTERNAL, f"pontryx: error: {type(e).__name__}: {text}", expected=False
+        )
+    finally:
+        if agreement.comm is not None:
+            agreement.comm.Free()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

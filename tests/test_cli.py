@@ -1,0 +1,478 @@
+"""The ``pontryx`` command line, in process (every rank runs ``main``, as under
+``mpirun``): every command, every example (shortened), a table of malformed
+configurations, run-directory rules, restart, and the non-finite stop.
+
+Subprocess tests (SIGKILL and resume, a fault on one rank under mpirun, the
+installed entry point) are in test_cli_subprocess.py."""
+
+import json
+from pathlib import Path
+
+from mpi4py import MPI
+
+import numpy as np
+import pytest
+import yaml
+
+from pontryx.solver.cli import main
+from pontryx.solver.data import load_dataset
+from pontryx.solver.outputs import model_io, read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+SMALL = """
+mesh: {kind: unit_square, n: 3}
+model: {layers: 3, T: 2.0, init: {gain: 1.0}}
+data: {name: ellipses, n_train: 24, n_test: 12}
+training: {method: lmvm, max_iterations: 6, test_every: 2}
+output: {checkpoint_every: 2, paraview: {samples: 2, kernel_rows: 1}}
+"""
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """Run ``main(args)`` on every rank; (exit code, rank 0's stdout, rank 0's stderr)."""
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    comm = MPI.COMM_WORLD
+    codes = comm.allgather(code)
+    assert len(set(codes)) == 1, f"ranks disagree on the exit code: {codes}"
+    out, err = comm.bcast((out, err) if comm.rank == 0 else None, root=0)
+    return code, out, err
+
+
+def write(path: Path, text: str) -> Path:
+    if MPI.COMM_WORLD.rank == 0:
+        path.write_text(text)
+    MPI.COMM_WORLD.Barrier()
+    return path
+
+
+@pytest.fixture
+def small(mpi_tmp_path):
+    return write(mpi_tmp_path / "small.yaml", SMALL)
+
+
+# ------------------------------------------------------------- commands ---
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["train"], ["evaluate"], ["check-gradient"], ["validate"], ["info"]]
+)
+def test_help_everywhere(capsys, command):
+    code, out, _ = cli(capsys, *command, "--help")
+    assert code == 0 and "usage: pontryx" in out
+
+
+def test_train_help_lists_the_batch_script_options(capsys):
+    _, out, _ = cli(capsys, "train", "--help")
+    for opt in ("--output", "--set", "--resume", "--overwrite", "--quiet"):
+        assert opt in out
+
+
+def test_info(capsys):
+    code, out, _ = cli(capsys, "info")
+    assert code == 0
+    for word in (
+        "pontryx",
+        "DOLFINx",
+        "PETSc",
+        "MPI",
+        "mumps",
+        "superlu_dist",
+        "hypre",
+        "scalapack",
+        "petsc4py.get_config()",
+    ):
+        assert word in out
+    assert f"ranks     {MPI.COMM_WORLD.size}" in out
+    code, out, _ = cli(capsys, "info", "--json")
+    info = json.loads(out)
+    assert info["versions"]["dolfinx"].startswith("0.11")
+    assert set(info["petsc"]["external_packages"]) >= {"mumps", "hypre", "ml", "scalapack"}
+
+
+def test_validate(capsys, small):
+    code, out, err = cli(capsys, "validate", small)
+    assert code == 0 and "valid" in out and "N = 16 dofs" in out and not err
+
+
+def test_train_writes_the_run_directory(capsys, small, mpi_tmp_path):
+    run = mpi_tmp_path / "run"
+    code, out, err = cli(capsys, "train", small, "--output", run)
+    assert code == 0, err
+    assert out.count("\niter ") + out.startswith("iter ") == 6  # one line per iteration
+    assert "results in" in out
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "metrics.csv",
+        "summary.json",
+        "model.npz",
+        "plots/curves.png",
+        "plots/decision_boundary.png",
+        "plots/features.png",
+        "paraview/states.bp",
+        "paraview/controls.bp",
+        "paraview/controls.json",
+    ):
+        assert (run / name).exists(), name
+    rows = read_metrics(run)
+    assert [r["iteration"] for r in rows] == list(range(1, 7))
+    assert [r["test_metric"] is not None for r in rows] == [False, True] * 3
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["iterations"] == 6
+    assert summary["ranks"] == MPI.COMM_WORLD.size and summary["dofs"] == 16
+    assert {"train", "test", "time", "versions", "layout"} <= set(summary)
+    assert summary["versions"]["dolfinx"].startswith("0.11")
+    # the resolved configuration reproduces the run (it validates, has all defaults)
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["model"]["scheme"] == "imex_euler" and resolved["data"]["seed"] == 0
+    assert resolved["output"]["directory"] == str(run)
+    assert [p.name for p in sorted((run / "checkpoints").iterdir())] == [
+        "iter-00000004",
+        "iter-00000006",
+    ]
+
+    # existing output is never overwritten silently
+    before = (run / "summary.json").read_bytes()
+    code, out, err = cli(capsys, "train", small, "--output", run)
+    assert code == 2 and "not empty" in err and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert (run / "summary.json").read_bytes() == before
+
+    # --resume of a finished run trains no further; --overwrite starts again
+    code, out, _ = cli(capsys, "train", small, "--output", run, "--resume", "--quiet")
+    assert code == 0 and out == ""
+    assert len(read_metrics(run)) == 6
+    code, _, _ = cli(
+        capsys,
+        "train",
+        small,
+        "--output",
+        run,
+        "--overwrite",
+        "--quiet",
+        "--set",
+        "training.max_iterations=2",
+    )
+    assert code == 0 and len(read_metrics(run)) == 2
+
+    # evaluate reproduces the summary's numbers from model.npz and config.yaml
+    code, _, _ = cli(capsys, "train", small, "--output", run, "--overwrite", "--quiet")
+    code, out, err = cli(capsys, "evaluate", run, "--json")
+    assert code == 0, err
+    ev = json.loads(out)
+    summary = json.loads((run / "summary.json").read_text())
+    for split in ("train", "test"):
+        assert ev[split]["accuracy"] == pytest.approx(summary[split]["accuracy"], abs=1e-12)
+        assert ev[split]["loss"] == pytest.approx(summary[split]["loss"], rel=1e-10)
+    code, out, _ = cli(capsys, "evaluate", run, "--data", "n_test=40", "--data", "seed=3")
+    assert code == 0 and "40 samples" in out
+    code, _, err = cli(capsys, "evaluate", run, "--data", "n_test=-1")
+    assert code == 2 and err.startswith("config error: data.n_test")
+    code, _, err = cli(capsys, "evaluate", mpi_tmp_path / "nothing")
+    assert code == 2 and "not found" in err
+
+
+def test_evaluate_on_a_data_file(capsys, small, mpi_tmp_path):
+    run = mpi_tmp_path / "run"
+    assert cli(capsys, "train", small, "--output", run, "--quiet")[0] == 0
+    d = load_dataset({"name": "ellipses", "n_train": 30, "n_test": 1, "seed": 5})
+    X, y = d.X_train, d.y_train
+    if MPI.COMM_WORLD.rank == 0:
+        np.savez(mpi_tmp_path / "d.npz", X=X, y=y)
+    MPI.COMM_WORLD.Barrier()
+    code, out, err = cli(capsys, "evaluate", run, "--data", mpi_tmp_path / "d.npz", "--json")
+    assert code == 0, err
+    ev = json.loads(out)
+    assert ev["train"]["samples"] + ev["test"]["samples"] == 30
+    write(run / "model.npz", "not a model")
+    code, _, err = cli(capsys, "evaluate", run)
+    assert code == 2 and "cannot read" in err and "Traceback" not in err
+
+
+def test_check_gradient(capsys, small):
+    code, out, err = cli(capsys, "check-gradient", small)
+    assert code == 0, out + err
+    assert "observed rates" in out and "PASS" in out
+    rates = [float(r) for r in out.split("observed rates:")[1].splitlines()[0].split(",")]
+    assert len(rates) == 3 and min(rates) >= 1.95
+    code, out, _ = cli(
+        capsys,
+        "check-gradient",
+        small,
+        "--set",
+        "model.kernel.type=lowrank",
+        "--set",
+        "model.kernel.rank=2",
+        "--set",
+        "model.epsilon=0.1",
+    )
+    assert code == 0 and "PASS" in out
+    # steps so small that round-off dominates: the test reports failure
+    code, out, _ = cli(capsys, "check-gradient", small, "--h0", "1e-12")
+    assert code == 1 and "FAIL" in out
+    code, _, err = cli(capsys, "check-gradient", small, "--steps", "1")
+    assert code == 2 and "--steps" in err
+
+
+# ------------------------------------------------------------- examples ---
+
+SHORT = {  # the smallest mesh of each kind used by the examples
+    "unit_square": ["mesh.n=3"],
+    "rectangle": ["mesh.n=[3, 3]"],
+    "interval": ["mesh.n=6"],
+    "unit_cube": ["mesh.n=1"],
+    "disk": ["mesh.h=0.6"],
+}
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_example_runs_shortened(capsys, example, mpi_tmp_path):
+    code, out, err = cli(capsys, "validate", example)  # as shipped: mesh, data, model, method
+    assert code == 0 and "valid" in out, err
+    cfg = yaml.safe_load(example.read_text())
+    kind = cfg.get("mesh", {}).get("kind", "unit_square")
+    overrides = [
+        *SHORT[kind],
+        "training.max_iterations=2",
+        "data.n_train=20",
+        "output.checkpoint_every=1",
+        "output.paraview.samples=1",
+    ]
+    overrides += ["data.n_test=20"]
+    if cfg["model"].get("kernel", {}).get("type") == "lowrank":
+        overrides.append("model.kernel.rank=3")
+    sets = [a for o in overrides for a in ("--set", o)]
+    run = mpi_tmp_path / example.stem
+    code, _, err = cli(capsys, "train", example, "--output", run, "--quiet", *sets)
+    assert code == 0, err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["iterations"] == 2 and np.isfinite(summary["train"]["loss"])
+    assert (run / "model.npz").is_file() and (run / "plots" / "curves.png").is_file()
+    if cfg["data"]["name"] == "digits":
+        assert (run / "plots" / "digits.png").is_file()
+
+
+# ----------------------------------------------------- restart and faults ---
+
+
+def _metrics_without_time(run):
+    return [{k: v for k, v in r.items() if k not in ("time", "sweeps")} for r in read_metrics(run)]
+
+
+def test_resume_continues_bit_for_bit(capsys, small, mpi_tmp_path):
+    """A run stopped after a checkpoint and resumed equals an uninterrupted run
+    (controls bit-identical; metrics equal except the elapsed time and TAO's
+    evaluation counter ``sweeps``, which the TAO trainer does not checkpoint)."""
+    a, b = mpi_tmp_path / "a", mpi_tmp_path / "b"
+    assert cli(capsys, "train", small, "--output", a, "--quiet")[0] == 0
+    assert (
+        cli(capsys, "train", small, "--output", b, "--quiet", "--set", "training.max_iterations=4")[
+            0
+        ]
+        == 0
+    )
+    assert len(read_metrics(b)) == 4
+    assert cli(capsys, "train", small, "--output", b, "--quiet", "--resume")[0] == 0
+    assert _metrics_without_time(a) == _metrics_without_time(b)
+    A, B = model_io.load_model(a / "model.npz"), model_io.load_model(b / "model.npz")
+    assert all(np.array_equal(A[k], B[k]) for k in A)
+    sa, sb = (json.loads((r / "summary.json").read_text()) for r in (a, b))
+    assert sa["train"] == sb["train"] and sa["test"] == sb["test"]
+
+
+def test_resume_with_other_configuration_is_refused(capsys, small, mpi_tmp_path):
+    run = mpi_tmp_path / "run"
+    assert cli(capsys, "train", small, "--output", run, "--quiet")[0] == 0
+    code, _, err = cli(
+        capsys, "train", small, "--output", run, "--resume", "--set", "model.layers=4"
+    )
+    assert code == 2 and err.startswith("config error: --resume:") and "model.layers" in err
+
+
+def test_resume_without_checkpoint_starts_fresh(capsys, small, mpi_tmp_path):
+    run = mpi_tmp_path / "run"
+    write_dir = MPI.COMM_WORLD.rank == 0
+    if write_dir:
+        run.mkdir()
+        (run / "notes.txt").write_text("mine")
+    MPI.COMM_WORLD.Barrier()
+    code, _, err = cli(capsys, "train", small, "--output", run, "--resume", "--quiet")
+    assert code == 0, err
+    assert len(read_metrics(run)) == 6 and (run / "notes.txt").read_text() == "mine"
+
+
+def test_non_finite_loss_stops_with_exit_code_3(capsys, small, mpi_tmp_path, monkeypatch):
+    monkeypatch.setenv("PONTRYX_FAULT_INJECT", "nan:3")
+    run = mpi_tmp_path / "run"
+    code, _, err = cli(capsys, "train", small, "--output", run, "--quiet")
+    assert code == 3
+    assert "non-finite loss at iteration 3" in err and "checkpoint is iteration 2" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["iter-00000002"]
+    assert json.loads((run / "summary.json").read_text())["status"] == "non-finite"
+    # the run can be resumed from the last good checkpoint once the cause is gone
+    monkeypatch.delenv("PONTRYX_FAULT_INJECT")
+    code, _, err = cli(capsys, "train", small, "--output", run, "--quiet", "--resume")
+    assert code == 0, err
+    assert [r["iteration"] for r in read_metrics(run)] == list(range(1, 7))
+
+
+def test_diverging_method_stops_with_exit_code_3(capsys, small, mpi_tmp_path):
+    run = mpi_tmp_path / "run"
+    code, _, err = cli(
+        capsys,
+        "train",
+        small,
+        "--output",
+        run,
+        "--quiet",
+        "--set",
+        "training.method=sgd",
+        "--set",
+        "training.options={learning_rate: 1.0e+300}",
+    )
+    assert code == 3 and "non-finite" in err and "Traceback" not in err
+    assert json.loads((run / "summary.json").read_text())["status"] == "non-finite"
+
+
+def test_bad_fault_hook_is_bad_input(capsys, small, mpi_tmp_path, monkeypatch):
+    monkeypatch.setenv("PONTRYX_FAULT_INJECT", "soon")
+    code, _, err = cli(capsys, "train", small, "--output", mpi_tmp_path / "r")
+    assert code == 2 and "PONTRYX_FAULT_INJECT" in err
+
+
+# ------------------------------------------------------------ bad input ---
+
+BASE = {
+    "mesh": {"kind": "unit_square", "n": 2},
+    "model": {"layers": 2},
+    "data": {"name": "ellipses", "n_train": 8, "n_test": 8},
+    "training": {"max_iterations": 1},
+}
+
+
+def _with(path: str, value):
+    raw = yaml.safe_load(yaml.safe_dump(BASE))
+    node = raw
+    *head, last = path.split(".")
+    for key in head:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return yaml.safe_dump(raw)
+
+
+def _without(section):
+    return yaml.safe_dump({k: v for k, v in BASE.items() if k != section})
+
+
+# (id, YAML text, extra command-line arguments, text the one-line message must contain)
+BAD = [
+    ("T-negative", _with("model.T", -1), [], "model.T: expected a number > 0, got -1"),
+    ("T-string", _with("model.T", "deep"), [], "model.T: expected a number"),
+    ("layers-zero", _with("model.layers", 0), [], "model.layers"),
+    ("layers-float", _with("model.layers", 2.5), [], "model.layers: expected an integer"),
+    ("epsilon-negative", _with("model.epsilon", -0.1), [], "model.epsilon"),
+    ("activation", _with("model.activation", "relu"), [], "model.activation"),
+    ("scheme", _with("model.scheme", "rk4"), [], "model.scheme"),
+    ("kernel-type", _with("model.kernel", {"type": "gaussian"}), [], "model.kernel.type"),
+    ("lowrank-no-rank", _with("model.kernel", {"type": "lowrank"}), [], "model.kernel.rank"),
+    (
+        "rank-above-dofs",
+        _with("model.kernel", {"type": "lowrank", "rank": 100}),
+        [],
+        "model.kernel.rank: expected 1 ≤ rank ≤ 9",
+    ),
+    ("rank-on-dense", _with("model.kernel", {"type": "dense", "rank": 2}), [], "model.kernel.rank"),
+    ("degree", _with("model.degree", 7), [], "model.degree"),
+    ("gain-zero", _with("model.init", {"gain": 0}), [], "model.init.gain"),
+    ("seed-negative", _with("model.init", {"seed": -1}), [], "model.init.seed"),
+    ("image-embedding", _with("model.embedding", {"type": "image"}), [], "model.embedding.type"),
+    ("lumping", _with("model.lumping", "diagonal"), [], "model.lumping"),
+    (
+        "verlet-diffusion",
+        _with("model.scheme", "verlet").replace("layers: 2", "layers: 2\n  epsilon: 0.1"),
+        [],
+        "model.epsilon",
+    ),
+    ("model-not-mapping", _with("model", "big"), [], "model: expected a mapping"),
+    ("unknown-section", _with("modle", {}), [], "modle: unknown key"),
+    ("unknown-model-key", _with("model.depth", 3), [], "model.depth: unknown key"),
+    ("method", _with("training.method", "newton"), [], "training.method: unknown method"),
+    ("max-iterations", _with("training.max_iterations", -1), [], "training.max_iterations"),
+    ("alpha-string", _with("training.alpha", "small"), [], "training.alpha: expected a number"),
+    ("checkpointing", _with("training.checkpointing", "sometimes"), [], "training.checkpointing"),
+    (
+        "reverse-needs-verlet",
+        _with("training.checkpointing", "reverse"),
+        [],
+        "training.checkpointing: 'reverse' needs a reversible scheme",
+    ),
+    ("method-option", _with("training.options", {"gatoll": 1}), [], "training.options.gatoll"),
+    ("options-not-mapping", _with("training.options", [1, 2]), [], "training.options"),
+    ("width-too-large", _with("parallel.width", 4), [], "parallel.width: expected at most"),
+    ("width-times-data", _with("parallel", {"width": 2, "data": 2}), [], "parallel: width × data"),
+    ("no-data", _without("data"), [], "data: required key is missing"),
+    ("data-name", _with("data", {"name": "mnist"}), [], "data.name"),
+    ("data-key", _with("data", {"name": "ellipses", "n_trian": 5}), [], "data.n_trian"),
+    (
+        "data-file-missing",
+        _with("data", {"name": "file", "path": "nope.csv"}),
+        [],
+        "data.path: file 'nope.csv' does not exist",
+    ),
+    ("data-n-train", _with("data", {"name": "ellipses", "n_train": -5}), [], "data.n_train"),
+    ("mesh-kind", _with("mesh", {"kind": "torus"}), [], "mesh.kind"),
+    ("mesh-n", _with("mesh", {"kind": "unit_square", "n": -3}), [], "mesh.n"),
+    ("mesh-key", _with("mesh", {"kind": "unit_square", "radius": 1}), [], "mesh.radius"),
+    ("mesh-file-missing", _with("mesh", {"kind": "file", "path": "nope.msh"}), [], "mesh.path"),
+    (
+        "petsc-list",
+        _with("petsc", {"pontryx_tao": {"type": ["lmvm"]}}),
+        [],
+        "petsc.pontryx_tao.type",
+    ),
+    ("checkpoint-every", _with("output.checkpoint_every", 0), [], "output.checkpoint_every"),
+    ("paraview-samples", _with("output.paraview", {"samples": -1}), [], "output.paraview.samples"),
+    ("plots-string", _with("output.plots", "yes"), [], "output.plots: expected true or false"),
+    ("test-every", _with("training.test_every", -1), [], "training.test_every"),
+    ("yaml-syntax", "model:\n  T: 1\n   layers: 2\n", [], "YAML syntax error at line 3"),
+    ("yaml-list", "- mesh\n- model\n", [], "top level"),
+    ("yaml-empty", "# nothing here\n", [], "is empty"),
+    (
+        "set-no-equals",
+        yaml.safe_dump(BASE),
+        ["--set", "model.layers"],
+        "--set: expected KEY.PATH=VALUE",
+    ),
+    ("set-bad-value", yaml.safe_dump(BASE), ["--set", "model.layers=many"], "model.layers"),
+    (
+        "set-unknown-key",
+        yaml.safe_dump(BASE),
+        ["--set", "model.width=3"],
+        "model.width: unknown key",
+    ),
+    ("missing-file", None, [], "not found"),
+]
+
+
+@pytest.mark.parametrize(("text", "extra", "needle"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_exit_2_one_line_no_run_directory(capsys, mpi_tmp_path, text, extra, needle):
+    cfg = mpi_tmp_path / "bad.yaml"
+    if text is not None:
+        write(cfg, text)
+    run = mpi_tmp_path / "run"
+    code, _, err = cli(capsys, "train", cfg, "--output", run, *extra)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("config error: ") and needle in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert not run.exists()
+    assert len(BAD) >= 30

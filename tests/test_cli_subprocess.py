@@ -1,0 +1,145 @@
+"""The installed command in real processes: ``pontryx`` and ``python -m
+pontryx.solver``, SIGKILL-and-resume equality (serially and under ``mpirun -n
+2``), a fault on one of 2 ranks ending the job within seconds, and bad input
+under ``mpirun``.
+
+All tests here start processes, so they run from the serial pytest run only
+(the 2-rank variants launch ``mpirun -n 2`` themselves, from an environment
+without the parent's PMI/MPI variables)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pontryx.solver.outputs import model_io, read_metrics
+
+pytestmark = [pytest.mark.cli, pytest.mark.serial]
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PONTRYX = [sys.executable, "-m", "pontryx.solver"]
+
+CONFIG = """
+mesh: {kind: unit_square, n: 5}
+model: {layers: 6, T: 3.0, init: {gain: 1.0}}
+data: {name: ellipses, n_train: 200, n_test: 50}
+training: {method: lmvm, max_iterations: 24, test_every: 3}
+output: {checkpoint_every: 4, plots: false, paraview: false}
+"""
+
+
+def clean_env(**extra) -> dict:
+    """The environment without the MPI launcher's variables (no nested-MPI surprises)."""
+    drop = ("PMI_", "PMIX_", "MPI_", "MPICH_", "HYDRA_", "OMPI_", "I_MPI_", "PONTRYX_FAULT")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def mpirun() -> str:
+    found = BIN / "mpirun"
+    return str(found) if found.exists() else shutil.which("mpirun")
+
+
+def command(ranks: int, *args) -> list[str]:
+    base = [*PONTRYX, *map(str, args)]
+    return [mpirun(), "-n", str(ranks), *base] if ranks > 1 else base
+
+
+def run(cmd, timeout=240, **env):
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env=clean_env(**env), cwd=ROOT, timeout=timeout
+    )
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "kr.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_entry_points_help():
+    for cmd in ([str(BIN / "pontryx"), "--help"], [*PONTRYX, "train", "--help"]):
+        if not Path(cmd[0]).exists():
+            pytest.skip("console script not installed")
+        proc = run(cmd, timeout=120)
+        assert proc.returncode == 0 and "usage: pontryx" in proc.stdout, proc.stderr
+
+
+def _kill_after_second_checkpoint(cmd, run_dir: Path, timeout=180) -> None:
+    proc = subprocess.Popen(
+        cmd,
+        env=clean_env(),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    second = run_dir / "checkpoints" / "iter-00000008" / "manifest.json"
+    deadline = time.monotonic() + timeout
+    try:
+        while not second.exists():
+            assert proc.poll() is None, f"the run ended early: {proc.stderr.read()}"
+            assert time.monotonic() < deadline, "no second checkpoint in time"
+            time.sleep(0.005)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole launcher tree, no clean-up
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run_dir / "summary.json").exists(), "the run finished before the kill"
+
+
+def _same_run(a: Path, b: Path) -> None:
+    ma, mb = read_metrics(a), read_metrics(b)
+    assert [r["iteration"] for r in ma] == list(range(1, 25)) == [r["iteration"] for r in mb]
+    for ra, rb in zip(ma, mb):
+        # every metric but the elapsed time and TAO's evaluation counter (not in its state)
+        assert {k: v for k, v in ra.items() if k not in ("time", "sweeps")} == {
+            k: v for k, v in rb.items() if k not in ("time", "sweeps")
+        }
+    A, B = model_io.load_model(a / "model.npz"), model_io.load_model(b / "model.npz")
+    assert all(np.array_equal(A[k], B[k]) for k in A)
+    sa, sb = (json.loads((r / "summary.json").read_text()) for r in (a, b))
+    assert sa["train"] == sb["train"] and sa["test"] == sb["test"]
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_sigkill_and_resume_equals_uninterrupted(config, tmp_path, ranks):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    proc = run(command(ranks, "train", config, "--output", whole, "--quiet"))
+    assert proc.returncode == 0, proc.stderr
+    _kill_after_second_checkpoint(command(ranks, "train", config, "--output", cut), cut)
+    proc = run(command(ranks, "train", config, "--output", cut, "--resume", "--quiet"))
+    assert proc.returncode == 0, proc.stderr
+    _same_run(whole, cut)
+
+
+def test_fault_on_one_rank_ends_the_job(config, tmp_path):
+    start = time.monotonic()
+    proc = run(
+        command(2, "train", config, "--output", tmp_path / "r"),
+        timeout=120,
+        PONTRYX_FAULT_INJECT="1:3",
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode != 0, proc.stderr
+    assert elapsed < 30, f"the job took {elapsed:.1f} s to end:\n{proc.stderr}"
+    assert "injected fault on rank 1 at iteration 3" in proc.stderr, proc.stderr
+
+
+def test_bad_input_under_mpirun_is_one_line(config, tmp_path):
+    proc = run(
+        command(2, "train", config, "--output", tmp_path / "r", "--set", "model.T=-1"), timeout=120
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "config error: model.T: expected a number > 0, got -1"
+    assert not (tmp_path / "r").exists()
