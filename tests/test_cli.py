@@ -137,6 +137,12 @@ def test_train_writes_the_run_directory(capsys, small, mpi_tmp_path):
         "iter-00000004",
         "iter-00000006",
     ]
+    # ... and repeats it from the run directory alone
+    again = mpi_tmp_path / "again"
+    code, _, err = cli(capsys, "train", run / "config.yaml", "--output", again, "--quiet")
+    assert code == 0, err
+    A, B = model_io.load_model(run / "model.npz"), model_io.load_model(again / "model.npz")
+    assert all(np.array_equal(A[k], B[k]) for k in A)
 
     # existing output is never overwritten silently
     before = (run / "summary.json").read_bytes()
