@@ -4,8 +4,8 @@
   u_k(t_n, ·) at the depths t_n = nΔt, n = 0 … N_t (a time series);
 * ``controls.bp`` — the bias b(t_n, ·) and the kernel at t_n, n = 0 … N_t−1:
   for the dense and low-rank kernels a few rows ``w_<i>`` = w(t_n, x_i, ·)
-  (x_i evenly spread dofs in the canonical order, listed in the field names'
-  companion ``controls.txt``); for the local kernel the fields κ, r, a.
+  (x_i evenly spread dofs in the canonical order; the driver lists them in
+  ``controls.json``); for the local kernel the fields κ, r, a.
 
 Open the ``.bp`` directories in ParaView (reader "ADIOS2VTXReader"); the time
 slider runs through the layers. Collective on the width communicator.
