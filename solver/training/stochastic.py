@@ -1,0 +1,260 @@
+"""Stochastic gradient methods on the reduced functional (DESIGN.md §3).
+
+One iteration = one step on one minibatch B_k:
+
+* ``sgd``       v ← μ v + ∇J_B(θ),  θ ← θ − η v          (heavy ball; μ = ``momentum``)
+* ``adam``      m ← β₁ m + (1−β₁) g,  v ← β₂ v + (1−β₂) g²,
+                θ ← θ − η m̂ / (√v̂ + ε),  m̂ = m/(1−β₁ᵏ), v̂ = v/(1−β₂ᵏ)   (Kingma–Ba 2015)
+* ``langevin``  θ ← θ − η ∇J_B(θ) + √(2 η T_k) ξ_k,  ξ_k ~ N(0, I)
+                (Euler–Maruyama for dθ = −∇J dt + √(2T) dW, whose Fokker–Planck
+                equation has the Gibbs density ∝ exp(−J/T) as equilibrium; SGD
+                is its T = 0 limit), annealed temperature
+                T_k = T₀ · decay^k (``schedule: exponential``) or
+                T_k = T₀ / (1 + k/τ) (``schedule: inverse``).
+
+Options: ``learning_rate`` η, ``batch_size`` (global minibatch size; ``None`` =
+full batch, i.e. plain gradient descent), ``seed``, and per method
+``momentum``; ``beta1``, ``beta2``, ``epsilon``; ``temperature`` T₀,
+``schedule``, ``decay``, ``tau``.
+
+Minibatches. An epoch is ⌈S/B⌉ iterations. At its start a permutation of the
+*global* sample indices 0 … S−1 is drawn from the method's generator
+(``numpy.random.default_rng(seed)``); batch j of the epoch is the j-th block of
+B indices of it (the last one holds the remainder). Every rank holds the same
+generator and draws the same numbers, so batches agree on all ranks. With a data
+split, data group g holds the global samples offset_g … offset_g + S_g − 1 (the
+contiguous blocks of :func:`~pontryx.solver.data.shard`, in data-rank order) and
+evaluates the part of B_k it holds; the data ranks sum the gradients, so the
+step is the same one as without a data split (up to summation round-off).
+
+Noise. ξ_k is drawn on every rank in the canonical dof order of
+:meth:`WidthSpace.to_canonical` — for each trainable name in ``net.trainable``
+order, layer by layer for layer controls, the full (N, …) array (N × N, both axes
+canonical, for dense W), then the owned rows are kept — so a run gives the same
+result on any number of width ranks. (Every rank draws the full arrays: O(N_t N²)
+normals per step for dense kernels.)
+
+The record of iteration k reports the (minibatch) loss, metric, gradient and
+Pontryagin residual at θ_{k−1}, the point the step was taken from.
+:meth:`state` holds the controls, the moments, the iteration, the epoch's
+permutation and the generator's state, so a resumed run continues bit-for-bit.
+A non-finite loss or gradient at θ_{k−1} raises :class:`NonFiniteError` with
+the controls back at θ_{k−2}, the last point where both were finite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import ClassVar
+
+import numpy as np
+
+from pontryx.solver.controls import REPLICATED, Controls
+from pontryx.solver.training.base import Record, Trainer
+from pontryx.solver.training.common import NonFiniteError, check_finite, method_options
+
+__all__ = ["SGD", "Adam", "Langevin", "StochasticTrainer", "canonical_normal"]
+
+
+def canonical_normal(rng: np.random.Generator, net, like: Controls) -> Controls:
+    """N(0, I) noise shaped like ``like``, drawn in the canonical dof order (rank-count
+    independent): replicated names as they are, E/C (n, …) via (N, …), layer
+    controls (N_t, n, …) layer by layer, dense W (N_t, n, N) with both axes canonical."""
+    sp = net.space
+    out = {}
+    for name, v in like.items():
+        if name in REPLICATED:
+            out[name] = rng.standard_normal(v.shape)
+        elif name in net.layer_names:
+            both = net.kernel.name == "dense" and name == "W"
+            tail = (sp.N,) if both else v.shape[2:]
+            out[name] = np.empty_like(v)
+            for n in range(v.shape[0]):
+                full = rng.standard_normal((sp.N, *tail))
+                out[name][n] = sp.from_canonical(full, axis_full=both)
+        else:
+            out[name] = sp.from_canonical(rng.standard_normal((sp.N, *v.shape[1:])))
+    return Controls(out, like.comm)
+
+
+class StochasticTrainer(Trainer):
+    """Minibatch loop, generator and checkpointing; subclasses implement :meth:`step`."""
+
+    defaults: ClassVar[dict] = {"learning_rate": 1e-2, "batch_size": None, "seed": 0}
+
+    def __init__(self, rf, controls, **options):
+        opts = method_options(self.name, self.defaults, options)
+        super().__init__(rf, controls, **opts)
+        if not opts["learning_rate"] > 0:
+            raise ValueError(f"training.learning_rate: expected η > 0, got {opts['learning_rate']}")
+        B = opts["batch_size"]
+        if B is not None and not (int(B) == B and 1 <= B):
+            raise ValueError(f"training.batch_size: expected a positive integer or None, got {B}")
+        self.lr = float(opts["learning_rate"])
+        self.batch_size = None if B is None or B >= rf.S else int(B)
+        self.names = tuple(rf.net.trainable)
+        self.theta = controls.subset(self.names)
+        self.rng = np.random.default_rng(int(opts["seed"]))
+        self.perm = np.zeros(0, dtype=np.int64)  # this epoch's permutation of 0 … S−1
+        comm = rf.data_comm
+        offset = comm.exscan(rf.S_local)  # collective; None on data rank 0
+        self.offset = int(offset) if comm.rank > 0 else 0
+        self.moments = {}  # name → flat local array (optimiser state)
+        self._good = None  # θ at the last finite evaluation (flat, local)
+        self.converged = None  # stochastic methods run for the iterations they are given
+
+    # -- minibatches ------------------------------------------------------------
+    def minibatch(self):
+        """The reduced functional on this iteration's minibatch (see the module docstring)."""
+        if self.batch_size is None:
+            return self.rf
+        B, S = self.batch_size, self.rf.S
+        j = self.iteration % math.ceil(S / B)
+        if j == 0:
+            self.perm = self.rng.permutation(S)
+        idx = self.perm[j * B : (j + 1) * B]
+        mine = idx[(idx >= self.offset) & (idx < self.offset + self.rf.S_local)]
+        return self.rf.batch(np.sort(mine) - self.offset)
+
+    # -- the loop ---------------------------------------------------------------
+    def step(self, theta: np.ndarray, g: np.ndarray) -> dict:
+        """Update the flat local θ in place from the gradient g; return the extras."""
+        raise NotImplementedError
+
+    def _iterate(self, n):
+        for _ in range(n):
+            rf = self.minibatch()
+            J, grad = rf.value_and_gradient(self.controls)
+            rec = Record(
+                iteration=self.iteration + 1,
+                loss=float(J),
+                misfit=float(rf.last["misfit"]),
+                train_metric=float(rf.metric()),
+                grad_norm=grad.norm(),
+                pontryagin=rf.pontryagin_residual(grad),
+            )
+            try:
+                check_finite(rec.iteration, rec.loss, rec.grad_norm)
+            except NonFiniteError:  # back to θ_{k−2}, the last point with finite J and ∇J
+                if self._good is not None:
+                    self.theta.set_flat(self._good)
+                    self.iteration -= 1
+                raise
+            self._good = self.theta.to_flat()
+            theta = self._good.copy()
+            rec.extra = self.step(theta, grad.subset(self.names).to_flat())
+            self.theta.set_flat(theta)
+            self.iteration += 1
+            rec.time = time.perf_counter() - self._t0
+            yield rec
+
+    # -- checkpointing ------------------------------------------------------------
+    def state(self):
+        out = super().state()
+        out.update({f"moments/{k}": v.copy() for k, v in self.moments.items()})
+        out["perm"] = self.perm.copy()
+        out["rng"] = np.array(json.dumps(self.rng.bit_generator.state))
+        return out
+
+    def restore(self, state):
+        super().restore(state)
+        self.moments = {k[8:]: v.copy() for k, v in state.items() if k.startswith("moments/")}
+        self.perm = np.array(state["perm"], dtype=np.int64)
+        self.rng.bit_generator.state = json.loads(str(state["rng"]))
+
+
+class SGD(StochasticTrainer):
+    """Minibatch SGD with optional heavy-ball momentum μ: v ← μ v + g, θ ← θ − η v."""
+
+    name = "sgd"
+    defaults: ClassVar[dict] = {**StochasticTrainer.defaults, "momentum": 0.0}
+
+    def __init__(self, rf, controls, **options):
+        super().__init__(rf, controls, **options)
+        self.mu = float(self.options["momentum"])
+        if not 0 <= self.mu < 1:
+            raise ValueError(f"training.momentum: expected 0 ≤ μ < 1, got {self.mu}")
+
+    def step(self, theta, g):
+        if self.mu:
+            v = self.moments.setdefault("v", np.zeros_like(g))
+            v *= self.mu
+            v += g
+            g = v
+        theta -= self.lr * g
+        return {"learning_rate": self.lr}
+
+
+class Adam(StochasticTrainer):
+    """Adam (Kingma & Ba, ICLR 2015) with bias-corrected moments."""
+
+    name = "adam"
+    defaults: ClassVar[dict] = {
+        **StochasticTrainer.defaults,
+        "learning_rate": 1e-3,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "epsilon": 1e-8,
+    }
+
+    def __init__(self, rf, controls, **options):
+        super().__init__(rf, controls, **options)
+        o = self.options
+        self.b1, self.b2, self.eps = float(o["beta1"]), float(o["beta2"]), float(o["epsilon"])
+        if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1 and self.eps > 0):
+            raise ValueError("training.beta1/beta2/epsilon: expected 0 ≤ β₁, β₂ < 1 and ε > 0")
+
+    def step(self, theta, g):
+        k = self.iteration + 1
+        m = self.moments.setdefault("m", np.zeros_like(g))
+        v = self.moments.setdefault("v", np.zeros_like(g))
+        m *= self.b1
+        m += (1 - self.b1) * g
+        v *= self.b2
+        v += (1 - self.b2) * g * g
+        mhat = m / (1 - self.b1**k)
+        vhat = v / (1 - self.b2**k)
+        theta -= self.lr * mhat / (np.sqrt(vhat) + self.eps)
+        return {"learning_rate": self.lr}
+
+
+class Langevin(StochasticTrainer):
+    """Stochastic gradient Langevin dynamics with an annealed temperature."""
+
+    name = "langevin"
+    defaults: ClassVar[dict] = {
+        **StochasticTrainer.defaults,
+        "temperature": 1e-4,
+        "schedule": "exponential",
+        "decay": 0.99,
+        "tau": 100.0,
+    }
+
+    def __init__(self, rf, controls, **options):
+        super().__init__(rf, controls, **options)
+        o = self.options
+        if o["schedule"] not in ("exponential", "inverse"):
+            raise ValueError(
+                f"training.schedule: unknown schedule {o['schedule']!r}; "
+                "expected one of ['exponential', 'inverse']"
+            )
+        if not (o["temperature"] >= 0 and 0 < o["decay"] <= 1 and o["tau"] > 0):
+            raise ValueError(
+                "training.temperature/decay/tau: expected T₀ ≥ 0, 0 < decay ≤ 1, τ > 0"
+            )
+
+    def temperature(self, k: int) -> float:
+        """T_k = T₀ decay^k or T₀ / (1 + k/τ)."""
+        o = self.options
+        if o["schedule"] == "exponential":
+            return o["temperature"] * o["decay"] ** k
+        return o["temperature"] / (1 + k / o["tau"])
+
+    def step(self, theta, g):
+        T = self.temperature(self.iteration)
+        xi = canonical_normal(self.rng, self.rf.net, self.theta)
+        theta -= self.lr * g
+        theta += math.sqrt(2 * self.lr * T) * xi.to_flat()
+        return {"learning_rate": self.lr, "temperature": T}
