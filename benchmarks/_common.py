@@ -277,9 +277,9 @@ def table(headers, rows) -> str:
     return "\n".join(lines)
 
 
-def section(title: str, body: str, level: int = 2) -> str:
-    """A Markdown section; notes the clock when times are CPU times."""
-    if os.environ.get(CLOCK_ENV) == "cpu":
+def section(title: str, body: str, level: int = 2, timed: bool = True) -> str:
+    """A Markdown section; notes the clock when its times are CPU times."""
+    if timed and os.environ.get(CLOCK_ENV) == "cpu":
         body += "\n\n_Times are CPU times (user + system) of the measuring process (--clock cpu)._"
     return f"{'#' * level} {title}\n\n{body.strip()}\n"
 
