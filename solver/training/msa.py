@@ -1,0 +1,536 @@
+"""Method of successive approximations (MSA) and its extended form (E-MSA).
+
+Li, Chen, Tai & E (2018), "Maximum principle based algorithms for deep
+learning", JMLR 18(165), on the discrete model of DESIGN.md §2. Write one layer
+as U^{n+1} = gⁿ(Uⁿ, θⁿ) (the depth scheme's step; a tuple of multivectors for
+Verlet) and J(θ) = Φ(U^{N_t}) + Σ_n Rⁿ(θⁿ) (misfit through the readout, and the
+regulariser).
+
+Signs. Λⁿ = ∂J/∂Uⁿ is the discrete adjoint of :mod:`pontryx.solver.adjoint`:
+
+    Λ^{N_t} = ∇Φ(U^{N_t}) = M_L C ∂ℓ/∂Ŷ,   Λⁿ = (∂_U gⁿ)ᵀ Λ^{n+1},
+    ∂J/∂θⁿ = (∂_θ gⁿ)ᵀ Λ^{n+1} + ∇Rⁿ(θⁿ).
+
+Li et al.'s costate is Pⁿ = −Λⁿ (DESIGN's p ≈ −M_L⁻¹Λ, i.e. P = M_L p), with
+the layerwise Hamiltonian
+
+    Hⁿ(U, P, θ) = ⟨P, gⁿ(U, θ)⟩ − Rⁿ(θ)   = ⟨P, U⟩ + Δt·H(t_n, u, p, θ) for IMEX Euler, ε = 0,
+
+so ∂_θ Hⁿ = −∂J/∂θⁿ and the discrete maximum principle reads
+θⁿ ∈ argmax_θ Hⁿ(Uⁿ, P^{n+1}, θ) = argmin_θ ⟨Λ^{n+1}, gⁿ(Uⁿ, θ)⟩ + Rⁿ(θ).
+
+One MSA sweep (Li et al., Algorithm 1, discrete form): forward sweep storing
+U⁰ … U^{N_t}; backward sweep storing Λ⁰ … Λ^{N_t}; then for every layer
+independently a few L-BFGS iterations (:func:`minimise_lbfgs`) on
+
+    Eⁿ(θ) = −Hⁿ(Uⁿ, −Λ^{n+1}, θ)
+            + (ρ/2S) Σ_s ‖U_s^{n+1} − gⁿ(Uⁿ, θ)_s‖²_{M_L}                     (feasibility)
+            + (ρS/2) Σ_s ‖Λ_s^n − ∂_U⟨Λ^{n+1}, gⁿ(U, θ)⟩|_{U=Uⁿ, s}‖²_{M_L⁻¹}   (costate)
+
+from θⁿ_old. E-MSA (Algorithm 2) has ρ > 0; plain MSA is ρ = 0 and may diverge
+(large Hamiltonian steps that the states cannot follow) — E-MSA's ρ terms keep
+the sweep a descent method for ρ large enough. The norms are Li et al.'s sample
+averages with per-sample costates S·p_s, p_s = −M_L⁻¹Λ_s, in the L²(M_L) norm.
+All ρ terms vanish at θⁿ_old, so E-MSA is a proximal point step.
+
+Gradients: the first two terms by the scheme's adjoint (vjp) with cotangent
+Λ^{n+1} − (ρ/S) M_L (U^{n+1} − gⁿ); the costate term is (ρS/2)‖c(θ) − Λⁿ‖²
+with c(θ) = (∂_U gⁿ)ᵀ Λ^{n+1}, whose gradient ∂_θ⟨r, c(θ)⟩ (r = ρS M_L⁻¹(c − Λⁿ)
+fixed) is the derivative of ∇_θ⟨Λ^{n+1}, gⁿ(U, θ)⟩ along the U-direction r:
+exact for IMEX Euler (with Q = S_Δtᵀ Λ^{n+1}, D = Δt σ'(Z)∘Q, Z = KU + b)
+
+    ∂_θ⟨r, c⟩ = vjp_K(r, D) + vjp_K(U, E) + (E 1 for b),   E = Δt σ''(Z)∘Q∘(K r),
+
+and a central difference of two vjp evaluations (O(h²)) for the other schemes.
+
+The readout C, d (if trainable) is the terminal block: minimise Φ(C, d) (E-MSA:
++ (ρS/2)‖Λ^{N_t} − ∇_U Φ(C, d)‖²_{M_L⁻¹}, exact with the loss's Hessian). The
+embedding E (if trainable; E-MSA only) is the initial block:
+⟨Λ⁰, E X⟩ + (ρ/2S)‖E X − U⁰‖²_{M_L}. The β (time-smoothness) regulariser
+couples neighbouring layers: Rⁿ holds θ^{n±1} at their old values (Jacobi).
+
+All blocks use the states and costates of the same sweep, so the block loop is
+embarrassingly parallel over layers (here a loop; each block is collective over
+the width ranks, the data ranks sum their samples' contributions).
+Memory: all N_t + 1 states and costates are stored.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from mpi4py import MPI
+
+import numpy as np
+
+from pontryx.solver.controls import Controls
+from pontryx.solver.data import shard
+from pontryx.solver.reduced import regulariser
+from pontryx.solver.training.base import Trainer
+from pontryx.solver.training.common import NonFiniteError, check_finite, method_options
+
+__all__ = [
+    "EMSA",
+    "MSA",
+    "EmbeddingProblem",
+    "LayerProblem",
+    "ReadoutProblem",
+    "Trajectory",
+    "minimise_lbfgs",
+    "reduce_gradient",
+    "trajectory",
+]
+
+
+# -- the sweep with stored states and costates -----------------------------------
+class Trajectory:
+    """States U⁰…U^{N_t} and costates Λ⁰…Λ^{N_t} (tuples of multivectors) of one
+    forward–adjoint sweep on this rank's samples, with the local misfit data."""
+
+    def __init__(self, states, costates, Yhat, misfit, stat, G, gradient):
+        self.states, self.costates = states, costates
+        self.Yhat, self.misfit, self.stat, self.G = Yhat, misfit, stat, G
+        self.gradient = gradient  # local misfit gradient (no regulariser, no data sum)
+
+
+def trajectory(net, controls, X, misfit_fn) -> Trajectory:
+    """Forward and adjoint sweep keeping every state and costate; the same
+    operations as :func:`~pontryx.solver.adjoint.gradient_sweep` without
+    checkpointing, so the gradient is bit-identical to it."""
+    scheme, kernel, m = net.scheme, net.kernel, net.space.m[:, None]
+    L, b = net.layers, controls["b"]
+    states = [scheme.initial_state(net.embed(controls, X))]
+    records = []
+    for n in range(L):
+        ctx = kernel.layer(net.layer_controls(controls, n))
+        state, record = scheme.step(ctx, b[n], states[-1], n=n)
+        kernel.release(ctx)
+        states.append(state)
+        records.append(record)
+    Yhat = net.readout(controls, states[-1][0])
+    misfit, G, stat = misfit_fn(Yhat)
+
+    grad = controls.subset(net.trainable).zeros_like()
+    if "C" in grad:
+        grad["C"] += (m * states[-1][0]) @ G.T
+        grad["d"] += G.sum(axis=1)
+    costates = [None] * (L + 1)
+    costates[L] = (m * (controls["C"] @ G), *(np.zeros_like(s) for s in states[-1][1:]))
+    for n in reversed(range(L)):
+        ctx = kernel.layer(net.layer_controls(controls, n))
+        g = {name: grad[name][n] for name in net.layer_names}
+        costates[n] = scheme.adjoint(ctx, records[n], costates[n + 1], g, n=n)
+        kernel.release(ctx)
+        records[n] = None
+    if "E" in grad:
+        grad["E"] += costates[0][0] @ X.T
+    return Trajectory(states, costates, Yhat, misfit, stat, G, grad)
+
+
+def reduce_gradient(rf, controls, traj: Trajectory):
+    """(J, ∇J, stat) from a trajectory: the data-rank sum and the regulariser,
+    exactly as :meth:`ReducedFunctional.value_and_gradient` does."""
+    grad = traj.gradient
+    names = list(grad)
+    if rf.data_comm.size > 1:
+        buf = np.concatenate([grad[k].ravel() for k in names] + [[traj.misfit, traj.stat]])
+        rf.data_comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        i = 0
+        for k in names:
+            grad[k].ravel()[:] = buf[i : i + grad[k].size]
+            i += grad[k].size
+        misfit, stat = buf[-2:]
+    else:
+        misfit, stat = traj.misfit, traj.stat
+    J = misfit + regulariser(rf.net, controls, rf.alpha, rf.beta, grad)
+    return float(J), grad, float(misfit), float(stat)
+
+
+# -- block problems -----------------------------------------------------------------
+def _dot(a, b) -> float:
+    """Σ over tuple components of the local Euclidean inner products."""
+    return sum(float(np.vdot(x, y)) for x, y in zip(a, b))
+
+
+class _Block:
+    """A block objective: sample terms summed over the data and width ranks,
+    control terms over the width ranks."""
+
+    def __init__(self, net, data_comm):
+        self.net, self.data_comm = net, data_comm
+
+    def _total(self, rows: float, controls: float = 0.0, replicated: float = 0.0) -> float:
+        """rows: this rank's partial sum over its dof rows and samples; controls:
+        its rows of a control term (the same on every data rank); replicated: a
+        sample term already summed over the width ranks (through Ŷ)."""
+        a = np.array([rows, replicated])
+        if self.data_comm.size > 1:
+            self.data_comm.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM)
+        return float(self.net.space.sum(a[0] + controls) + a[1])
+
+    def _data_sum(self, grad: Controls) -> Controls:
+        if self.data_comm.size > 1:
+            for v in grad.values():
+                self.data_comm.Allreduce(MPI.IN_PLACE, v, op=MPI.SUM)
+        return grad
+
+    def __call__(self, theta: Controls) -> float:
+        return self.value_and_gradient(theta)[0]
+
+    def value_and_gradient(self, theta: Controls):
+        raise NotImplementedError
+
+
+class LayerProblem(_Block):
+    """Layer n's E-MSA objective Eⁿ(θ) of the module docstring (ρ = 0: MSA).
+
+    ``theta`` holds the layer's controls (kernel names and ``b``, owned rows);
+    ``U``, ``U1``, ``Lam``, ``Lam1`` are Uⁿ, U^{n+1}, Λⁿ, Λ^{n+1} (tuples);
+    ``reg(theta, grad)`` returns this width rank's part of Rⁿ and adds ∇Rⁿ."""
+
+    def __init__(self, net, n, U, U1, Lam, Lam1, rho, S, reg, data_comm=MPI.COMM_SELF):
+        super().__init__(net, data_comm)
+        self.n, self.U, self.U1, self.Lam, self.Lam1 = n, U, U1, Lam, Lam1
+        self.rho, self.S, self.reg = float(rho), float(S), reg
+        self.exact = net.scheme.name == "imex_euler"
+
+    def value_and_gradient(self, theta: Controls):
+        net, scheme, kernel = self.net, self.net.scheme, self.net.kernel
+        m = net.space.m[:, None]
+        rho, S = self.rho, self.S
+        grad = theta.zeros_like()
+        ctx = kernel.layer({k: theta[k] for k in kernel.shapes()})
+        new, record = scheme.step(ctx, theta["b"], self.U, n=self.n)
+        local = _dot(self.Lam1, new)
+        c = scheme.adjoint(ctx, record, self.Lam1, grad, n=self.n)  # c(θ) = (∂_U g)ᵀ Λ^{n+1}
+        if rho:
+            dU = tuple(a - b for a, b in zip(self.U1, new))
+            local += 0.5 * rho / S * _dot(dU, tuple(m * d for d in dU))
+            scheme.adjoint(ctx, record, tuple(-rho / S * m * d for d in dU), grad, n=self.n)
+            dL = tuple(a - b for a, b in zip(c, self.Lam))
+            r = tuple(rho * S * d / m for d in dL)
+            local += 0.5 * _dot(dL, r)
+            self._costate_gradient(ctx, theta["b"], record, r, grad)
+        kernel.release(ctx)
+        self._data_sum(grad)
+        value = self._total(local, self.reg(theta, grad))
+        return value, grad
+
+    def _costate_gradient(self, ctx, b, record, r, grad):
+        """Add ∂_θ⟨r, (∂_U g)ᵀ Λ^{n+1}⟩ (r fixed) to ``grad``."""
+        scheme, kernel = self.net.scheme, self.net.kernel
+        if self.exact:  # IMEX Euler: exact (module docstring)
+            U, Z = record
+            Q = scheme._ST(1.0, self.Lam1[0])
+            D = scheme.dt * scheme.sigma.df(Z) * Q
+            E = scheme.dt * scheme.sigma.d2f(Z) * Q * kernel.apply(ctx, r[0])
+            kernel.vjp(ctx, r[0], D, grad)
+            kernel.vjp(ctx, U, E, grad)
+            grad["b"] += E.sum(axis=1)
+            return
+        # central difference of ∇_θ⟨Λ^{n+1}, g(U ± h r, θ)⟩, O(h²)
+        sp = self.net.space
+        nU = np.sqrt(sp.sum(_dot(self.U, self.U)))
+        nr = np.sqrt(sp.sum(_dot(r, r)))
+        if nr == 0.0:
+            return
+        h = 1e-5 * (1.0 + nU) / nr
+        for sign in (1.0, -1.0):
+            state = tuple(u + sign * h * ri for u, ri in zip(self.U, r))
+            _, rec = scheme.step(ctx, b, state, n=self.n)
+            g = grad.zeros_like()
+            scheme.adjoint(ctx, rec, self.Lam1, g, n=self.n)
+            grad.axpy(sign / (2.0 * h), g)
+
+
+def _loss_hvp(task, Yhat, V, S):
+    """(∂²ℓ/∂Ŷ²)[V] / S, per sample (softmax cross-entropy or squared error)."""
+    if task == "classification":
+        Z = Yhat - Yhat.max(axis=0, keepdims=True)
+        P = np.exp(Z)
+        P /= P.sum(axis=0, keepdims=True)
+        PV = P * V
+        return (PV - P * PV.sum(axis=0, keepdims=True)) / S
+    return V / S
+
+
+class ReadoutProblem(_Block):
+    """The terminal block over (C, d): Φ(C, d) = (1/S) Σ ℓ(Cᵀ M_L U^{N_t} + d, y)
+    (+ E-MSA: (ρS/2)‖Λ^{N_t} − M_L C ∂Φ/∂Ŷ‖²_{M_L⁻¹}, ρ > 0)."""
+
+    def __init__(self, net, U, Lam, misfit_fn, task, rho, S, data_comm=MPI.COMM_SELF):
+        super().__init__(net, data_comm)
+        self.U, self.Lam, self.misfit_fn, self.task = U, Lam, misfit_fn, task
+        self.rho, self.S = float(rho), float(S)
+
+    def value_and_gradient(self, theta: Controls):
+        sp, m = self.net.space, self.net.space.m[:, None]
+        MU = m * self.U
+        Yhat = sp.sum(theta["C"].T @ MU) + theta["d"][:, None]
+        misfit, G, _ = self.misfit_fn(Yhat)
+        Gd = G.copy()  # cotangent on Ŷ
+        gC = np.zeros_like(theta["C"])
+        if self.rho:
+            CG = theta["C"] @ G
+            dL = m * CG - self.Lam
+            Delta = self.rho * self.S * dL
+            # ∂_θ⟨Δ, C G(Ŷ)⟩ with Δ fixed: Δ Gᵀ, and through G: Hessian of ℓ along CᵀΔ
+            gC += Delta @ G.T
+            Gd += _loss_hvp(self.task, Yhat, sp.sum(theta["C"].T @ Delta), self.S)
+        gC += MU @ Gd.T
+        grad = Controls({"C": gC, "d": Gd.sum(axis=1)}, theta.comm)
+        self._data_sum(grad)
+        rows = 0.5 * _dot((dL,), (Delta / m,)) if self.rho else 0.0
+        return self._total(rows, replicated=misfit), grad
+
+
+class EmbeddingProblem(_Block):
+    """The initial block over E (E-MSA): ⟨Λ⁰, E X⟩ + (ρ/2S)‖E X − U⁰‖²_{M_L}."""
+
+    def __init__(self, net, X, U, Lam, rho, S, data_comm=MPI.COMM_SELF):
+        super().__init__(net, data_comm)
+        self.X, self.U, self.Lam, self.rho, self.S = X, U, Lam, float(rho), float(S)
+
+    def value_and_gradient(self, theta: Controls):
+        m = self.net.space.m[:, None]
+        U0 = theta["E"] @ self.X
+        dU = U0 - self.U
+        local = float(np.vdot(self.Lam, U0)) + 0.5 * self.rho / self.S * float(np.vdot(dU, m * dU))
+        grad = Controls({"E": (self.Lam + self.rho / self.S * m * dU) @ self.X.T}, theta.comm)
+        self._data_sum(grad)
+        return self._total(local, 0.0), grad
+
+
+# -- the inner solver ----------------------------------------------------------------
+def minimise_lbfgs(problem, x0: Controls, iterations: int, memory: int = 10):
+    """At most ``iterations`` L-BFGS iterations on ``problem.value_and_gradient``
+    from ``x0``: two-loop recursion with the scaling γ = sᵀy/yᵀy (the first step
+    −∇F/‖∇F‖), weak Wolfe line search by bisection/doubling (Lewis & Overton,
+    c₁ = 10⁻⁴, c₂ = 0.9), so sᵀy > 0 for every stored pair. All inner products
+    are :meth:`Controls.dot` over the width ranks: collective and deterministic
+    (PETSc TAO LMVM, measured, is not bit-reproducible from run to run, which
+    would break bit-for-bit resume). Returns (θ, F(x0), F(θ))."""
+    x = x0.copy()
+    f, g = problem.value_and_gradient(x)
+    f0 = f
+    pairs = []  # (s, y, 1/sᵀy)
+    for _ in range(iterations):
+        gg = g.dot(g)
+        if not gg > 0.0:
+            break
+        q, alphas = g.copy(), []
+        for s_, y_, r_ in reversed(pairs):
+            a = r_ * s_.dot(q)
+            q.axpy(-a, y_)
+            alphas.append(a)
+        if pairs:
+            s_, y_, _ = pairs[-1]
+            q = q * (s_.dot(y_) / y_.dot(y_))
+        else:
+            q = q * (1.0 / np.sqrt(gg))
+        for (s_, y_, r_), a in zip(pairs, reversed(alphas)):
+            q.axpy(a - r_ * y_.dot(q), s_)
+        d = q * -1.0
+        slope = g.dot(d)
+        if not slope < 0.0:  # not a descent direction: restart from −∇F
+            pairs.clear()
+            d, slope = g * (-1.0 / np.sqrt(gg)), -np.sqrt(gg)
+        t, lo, hi, accepted = 1.0, 0.0, np.inf, None
+        for _ls in range(30):
+            xt = x.copy().axpy(t, d)
+            ft, gt = problem.value_and_gradient(xt)
+            if not ft <= f + 1e-4 * t * slope:
+                hi = t
+            elif gt.dot(d) < 0.9 * slope:
+                lo, accepted = t, (xt, ft, gt)
+            else:
+                accepted = (xt, ft, gt)
+                break
+            t = 0.5 * (lo + hi) if np.isfinite(hi) else 2.0 * t
+        if accepted is None:
+            break
+        xt, ft, gt = accepted
+        s_, y_ = xt - x, gt - g
+        sy = s_.dot(y_)
+        if sy > 0.0:
+            pairs.append((s_, y_, 1.0 / sy))
+            del pairs[:-memory]
+        x, f, g = xt, ft, gt
+    return x, f0, f
+
+
+# -- the trainers -------------------------------------------------------------------
+class EMSA(Trainer):
+    """Extended method of successive approximations (Li, Chen, Tai & E 2018); see
+    the module docstring.
+
+    Options: ``rho`` (ρ > 0, default 1), ``inner_iterations`` (L-BFGS
+    iterations per block and sweep, default 5), ``batch_size`` (samples per
+    sweep, drawn afresh every sweep; None: the full batch), ``seed`` (the
+    minibatch stream: sweep k draws from numpy's generator seeded by
+    (seed, k, data rank), so a checkpoint needs only the iteration).
+
+    Each sweep yields one Record of the full-batch J, ∇J and Pontryagin residual
+    *after* the update (one extra forward–adjoint sweep; with the full batch it
+    provides the states and costates of the next sweep), extra = {"rho": ρ,
+    "decrease": Σ_blocks (Eⁿ(θ_old) − Eⁿ(θ_new)), "batch": samples}.
+    """
+
+    name = "emsa"
+    defaults: ClassVar[dict] = {
+        "rho": 1.0,
+        "inner_iterations": 5,
+        "batch_size": None,
+        "seed": 0,
+    }
+
+    def __init__(self, rf, controls, **options):
+        opts = method_options(self.name, self.defaults, options)
+        super().__init__(rf, controls, **opts)
+        self.rho = float(opts.get("rho", 0.0))
+        self._check(opts)
+        self.inner = int(opts["inner_iterations"])
+        self.batch_size = opts["batch_size"]
+        self.seed = int(opts["seed"])
+        self.weights = rf.net.regularisation_weights()
+        self._cache = None
+
+    def _check(self, opts):
+        if not self.rho > 0:
+            raise ValueError(f"training.rho: expected ρ > 0 for {self.name}, got {self.rho}")
+        inner, bs = opts["inner_iterations"], opts["batch_size"]
+        if not (isinstance(inner, int) and inner >= 1):
+            raise ValueError(f"training.inner_iterations: expected an integer ≥ 1, got {inner}")
+        if bs is not None and not (isinstance(bs, int) and 1 <= bs <= self.rf.S):
+            raise ValueError(
+                f"training.batch_size: expected null or 1 … {self.rf.S} (the samples), got {bs}"
+            )
+
+    # -- sweeps -----------------------------------------------------------------
+    def _full(self):
+        """(J, ∇J, misfit, stat, trajectory) of the full batch at the current controls."""
+        c = self._cache
+        same = c is not None and all(np.array_equal(v, c[0][k]) for k, v in self.controls.items())
+        if c is None or not self.rf.net.space.comm.allreduce(same, op=MPI.LAND):
+            rf = self.rf
+            traj = trajectory(rf.net, self.controls, rf.X, rf._misfit)
+            J, grad, misfit, stat = reduce_gradient(rf, self.controls, traj)
+            self._cache = c = (self.controls.copy(), (J, grad, misfit, stat, traj))
+        return c[1]
+
+    def _minibatch(self):
+        rf = self.rf
+        comm = rf.data_comm
+        sl = shard(self.batch_size, comm.rank, comm.size)
+        count = min(sl.stop - sl.start, rf.S_local)
+        rng = np.random.default_rng([self.seed, self.iteration, comm.rank])
+        return rf.batch(np.sort(rng.choice(rf.S_local, size=count, replace=False)))
+
+    def _layer_regulariser(self, n, old):
+        net, rf = self.rf.net, self.rf
+        alpha, beta, dt, L = rf.alpha, rf.beta, net.dt, net.layers
+        neighbours = [k for k in (n - 1, n + 1) if 0 <= k < L] if beta and L > 1 else []
+
+        def reg(theta, grad):
+            local = 0.0
+            for name in net.layer_names:
+                w, th = self.weights[name], theta[name]
+                if alpha:
+                    local += 0.5 * alpha * dt * float(np.sum(w * th * th))
+                    grad[name] += alpha * dt * w * th
+                for k in neighbours:
+                    d = th - old[name][k]
+                    local += 0.5 * beta / dt * float(np.sum(w * d * d))
+                    grad[name] += beta / dt * w * d
+            return local
+
+        return reg
+
+    def blocks(self, traj, X, misfit_fn, S):
+        """(names, problem) of every block of one sweep: the layers, then the
+        readout and the embedding when trainable."""
+        net, old = self.rf.net, self.controls
+        U, Lam, rho = traj.states, traj.costates, self.rho
+        comm = self.rf.data_comm
+        for n in range(net.layers):
+            reg = self._layer_regulariser(n, old)
+            yield n, LayerProblem(net, n, U[n], U[n + 1], Lam[n], Lam[n + 1], rho, S, reg, comm)
+        if "C" in net.trainable:
+            yield (
+                "readout",
+                ReadoutProblem(net, U[-1][0], Lam[-1][0], misfit_fn, self.rf.task, rho, S, comm),
+            )
+        if "E" in net.trainable:
+            yield "embedding", EmbeddingProblem(net, X, U[0][0], Lam[0][0], rho, S, comm)
+
+    def _block_controls(self, key, controls):
+        net = self.rf.net
+        if key == "readout":
+            return controls.subset(("C", "d"))
+        if key == "embedding":
+            return controls.subset(("E",))
+        return Controls({k: controls[k][key] for k in net.layer_names}, controls.comm)
+
+    def sweep(self):
+        """One (E-)MSA update of the controls; returns Σ_blocks of the decrease."""
+        if self.batch_size is None:
+            traj, rfb = self._full()[4], self.rf
+        else:
+            rfb = self._minibatch()
+            traj = trajectory(rfb.net, self.controls, rfb.X, rfb._misfit)
+        new = self.controls.copy()
+        decrease = 0.0
+        for key, problem in self.blocks(traj, rfb.X, rfb._misfit, rfb.S):
+            x0 = self._block_controls(key, self.controls)
+            theta, f0, f = minimise_lbfgs(problem, x0, self.inner)
+            target = self._block_controls(key, new)
+            for k in theta:
+                target[k][...] = theta[k]
+            decrease += f0 - f
+        return new, decrease
+
+    def _iterate(self, n):
+        for _ in range(n):
+            last = self.controls.copy()
+            new, decrease = self.sweep()
+            for k in self.controls:
+                self.controls[k][...] = new[k]
+            self.iteration += 1
+            J, grad, misfit, stat, _ = self._full()
+            self.rf.last = {"misfit": misfit, "stat": stat, "J": J, "gradient": grad}
+            batch = self.rf.S if self.batch_size is None else self.batch_size
+            rec = self.record(J, grad, rho=self.rho, decrease=decrease, batch=batch)
+            try:
+                check_finite(self.iteration, rec.loss, rec.grad_norm)
+            except NonFiniteError:
+                for k in self.controls:
+                    self.controls[k][...] = last[k]
+                self.iteration -= 1
+                self._cache = None
+                raise
+            yield rec
+
+    def restore(self, state):
+        super().restore(state)
+        self._cache = None
+
+
+class MSA(EMSA):
+    """The plain method of successive approximations (ρ = 0): every block
+    minimises only its Hamiltonian part (−Hⁿ, the readout misfit) with a few
+    L-BFGS iterations. Not a descent method in general — see :class:`EMSA`.
+    Options as :class:`EMSA` without ``rho``. The embedding E cannot be trained
+    (its Hamiltonian ⟨Λ⁰, E X⟩ is linear in E)."""
+
+    name = "msa"
+    defaults: ClassVar[dict] = {k: v for k, v in EMSA.defaults.items() if k != "rho"}
+
+    def _check(self, opts):
+        if "E" in self.rf.net.trainable:
+            raise ValueError(
+                "model.train_embedding: method 'msa' cannot train the embedding "
+                "(its Hamiltonian is linear in E); use 'emsa'"
+            )
+        self.rho = 1.0  # only to pass EMSA's checks; plain MSA has ρ = 0
+        super()._check(opts)
+        self.rho = 0.0

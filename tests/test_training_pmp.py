@@ -1,0 +1,306 @@
+"""Pontryagin-based training: MSA / E-MSA sweeps (Li, Chen, Tai & E 2018) and the
+one-shot Euler–Lagrange solve with precision annealing (Abarbanel et al. 2018).
+
+Sign conventions (the block gradient at θ_old is ∂J/∂θⁿ), Taylor tests of every
+E-MSA block objective (exact for IMEX Euler, central differences otherwise),
+descent, bit-for-bit resume, rank independence (width and data splits), and the
+one-shot solution against a TAO LMVM reference minimiser."""
+
+import itertools
+
+from mpi4py import MPI
+
+import numpy as np
+import pytest
+from petsc4py import PETSc
+
+from pontryx.meshes import create_mesh
+from pontryx.solver import ContinuumNetwork, Layout, ReducedFunctional, WidthSpace, shard
+from pontryx.solver.data import load_dataset
+from pontryx.solver.taylor import taylor_test
+from pontryx.solver.training.msa import EMSA, MSA, reduce_gradient, trajectory
+from pontryx.solver.training.oneshot import OneShot
+
+INTERVAL = {"kind": "unit_interval", "n": 4}
+
+
+def _problem(
+    comm=MPI.COMM_WORLD,
+    *,
+    layout=None,
+    n=16,
+    alpha=1e-2,
+    beta=0.0,
+    layers=4,
+    mesh=INTERVAL,
+    **model,
+):
+    """(rf, controls) for a tiny network on ``n`` ellipses samples (width-distributed
+    over ``comm``; samples split over ``layout.data`` if given)."""
+    ds = load_dataset({"name": "ellipses", "n_train": n, "n_test": 4, "seed": 0})
+    if layout is not None:
+        comm = layout.width
+    space = WidthSpace(create_mesh(INTERVAL, comm))
+    net = ContinuumNetwork(space, 2, 2, layers=layers, **model)
+    X, y = ds.X_train, ds.y_train
+    if layout is not None:
+        s = shard(len(X), layout.data.rank, layout.data.size)
+        X, y = X[s], y[s]
+    rf = ReducedFunctional(net, X, y, "classification", alpha=alpha, beta=beta, layout=layout)
+    return rf, net.init_controls(seed=0)
+
+
+def _all(comm, flag):
+    return comm.allreduce(bool(flag), op=MPI.LAND)
+
+
+def _random_like(x, seed):
+    """A random direction, replicated entries (d) equal on all width ranks."""
+    rng = np.random.default_rng([seed, x.comm.rank])
+    d = x.zeros_like()
+    for k in d:
+        d[k][...] = rng.standard_normal(d[k].shape)
+        if k == "d":
+            d[k][...] = x.comm.bcast(d[k], root=0)
+    return d
+
+
+def _lmvm_reference(rf, controls, gatol=1e-12):
+    """The minimiser of J by PETSc TAO LMVM (collective over the width ranks)."""
+    names = rf.net.trainable
+    ref = controls.copy()
+    sub = ref.subset(names)
+    x = PETSc.Vec().createMPI((sub.local_size(), PETSc.DETERMINE), comm=ref.comm)
+    sub.to_flat(x.array)
+
+    def fg(tao, xv, gv):
+        sub.set_flat(xv.array_r)
+        J, g = rf.value_and_gradient(ref)
+        g.subset(names).to_flat(gv.array)
+        return J
+
+    tao = PETSc.TAO().create(comm=ref.comm)
+    tao.setType("lmvm")
+    tao.setObjectiveGradient(fg)
+    tao.setTolerances(gatol=gatol, grtol=0.0, gttol=0.0)
+    tao.setMaximumIterations(5000)
+    tao.setSolution(x)
+    tao.solve()
+    sub.set_flat(x.array_r)
+    tao.destroy()
+    x.destroy()
+    return ref
+
+
+# -- the sweep and the block objectives -------------------------------------------------
+def test_trajectory_gradient_equals_reduced_gradient():
+    rf, th = _problem(beta=1e-2, train_embedding=True)
+    J, g = rf.value_and_gradient(th)
+    J2, g2, _, _ = reduce_gradient(rf, th, trajectory(rf.net, th, rf.X, rf._misfit))
+    assert J2 == J
+    assert (g - g2).norm() == 0.0
+
+
+@pytest.mark.parametrize("scheme", ["imex_euler", "midpoint", "verlet"])
+def test_block_gradient_at_old_controls_is_dJ(scheme):
+    """At θ_old the ρ terms are stationary, so every block's gradient is the
+    corresponding part of ∂J/∂θ: ∇_θ(−Hⁿ) = ∂J/∂θⁿ (with Λ = ∂J/∂U, H = ⟨−Λ, g⟩ − R)."""
+    rf, th = _problem(beta=1e-2, scheme=scheme, train_embedding=True, layers=3)
+    _, g = rf.value_and_gradient(th)
+    trainer = EMSA(rf, th.copy(), rho=5.0)
+    traj = trajectory(rf.net, th, rf.X, rf._misfit)
+    for key, problem in trainer.blocks(traj, rf.X, rf._misfit, rf.S):
+        _, gb = problem.value_and_gradient(trainer._block_controls(key, th).copy())
+        ref = trainer._block_controls(key, g)
+        err = (gb - ref).norm() / ref.norm()
+        assert err < 1e-10, (key, err)
+
+
+@pytest.mark.parametrize(
+    "scheme, kernel", [("imex_euler", "dense"), ("imex_euler", "lowrank"), ("verlet", "dense")]
+)
+def test_emsa_block_objectives_taylor(scheme, kernel):
+    """Taylor rate 2 for every E-MSA block objective (layers with all three terms,
+    readout with the costate term through the loss Hessian, embedding) at a point
+    away from θ_old, where the ρ terms do not vanish."""
+    options = {"kernel_options": {"rank": 2}} if kernel == "lowrank" else {}
+    rf, th = _problem(scheme=scheme, kernel=kernel, train_embedding=True, layers=3, n=8, **options)
+    trainer = EMSA(rf, th.copy(), rho=3.0)
+    traj = trajectory(rf.net, th, rf.X, rf._misfit)
+    for i, (key, problem) in enumerate(trainer.blocks(traj, rf.X, rf._misfit, rf.S)):
+        x0 = trainer._block_controls(key, th).copy()
+        x1 = x0.copy().axpy(0.1, _random_like(x0, 10 + i))
+        res = taylor_test(problem, x1, _random_like(x0, 20 + i), h0=1e-2, steps=4)
+        assert res.min_rate > 1.95, (key, res.table())
+
+
+def test_costate_term_finite_difference_matches_exact():
+    """The O(h²) central difference used for the non-IMEX schemes agrees with
+    the exact IMEX Euler formula."""
+    rf, th = _problem(layers=3, n=8)
+    trainer = EMSA(rf, th.copy(), rho=3.0)
+    traj = trajectory(rf.net, th, rf.X, rf._misfit)
+    _, layer = next(iter(trainer.blocks(traj, rf.X, rf._misfit, rf.S)))
+    x0 = trainer._block_controls(0, th).copy()
+    x = x0.copy().axpy(0.1, _random_like(x0, 1))
+    _, exact = layer.value_and_gradient(x)
+    layer.exact = False
+    _, fd = layer.value_and_gradient(x)
+    assert (exact - fd).norm() / exact.norm() < 1e-7
+
+
+# -- MSA and E-MSA ---------------------------------------------------------------------------
+def test_emsa_monotone_and_msa_not_a_descent_method():
+    rf, th = _problem(alpha=1e-2)
+    J0 = rf(th)
+    emsa = [r.loss for r in EMSA(rf, th.copy(), rho=10.0).iterate(5)]
+    assert all(b < a for a, b in itertools.pairwise([J0, *emsa])), emsa
+    msa = [r.loss for r in MSA(rf, th.copy()).iterate(5)]
+    assert max(msa) > J0  # plain MSA overshoots on this problem; E-MSA's ρ terms prevent it
+
+
+def test_msa_decreases_the_loss():
+    rf, th = _problem(alpha=1.0, T=0.5)
+    J0 = rf(th)
+    recs = list(MSA(rf, th.copy(), inner_iterations=5).iterate(2))
+    assert recs[0].loss < 0.75 * J0
+    assert recs[1].loss < recs[0].loss
+    r = recs[-1]
+    assert r.iteration == 2 and r.extra["rho"] == 0.0 and r.extra["decrease"] > 0
+    assert np.isfinite(r.grad_norm) and np.isfinite(r.pontryagin) and r.pontryagin > 0
+
+
+def test_emsa_record_is_the_full_gradient_after_the_update():
+    rf, th = _problem()
+    t = EMSA(rf, th.copy(), rho=10.0)
+    (rec,) = list(t.iterate(1))
+    J, g = rf.value_and_gradient(t.controls)
+    assert rec.loss == pytest.approx(J, rel=1e-14)
+    assert rec.grad_norm == pytest.approx(g.norm(), rel=1e-12)
+    assert rec.pontryagin == pytest.approx(rf.pontryagin_residual(g), rel=1e-12)
+    assert rec.extra["rho"] == 10.0
+
+
+def test_emsa_minibatch_resume_is_bit_identical(comm):
+    rf, th = _problem()
+    opts = {"rho": 10.0, "batch_size": 6, "seed": 3}
+    a = EMSA(rf, th.copy(), **opts)
+    ra = [r.loss for r in a.iterate(4)]
+    b = EMSA(rf, th.copy(), **opts)
+    rb = [r.loss for r in b.iterate(2)]
+    state = b.state()
+    c = EMSA(rf, rf.net.init_controls(seed=5), **opts)
+    c.restore(state)
+    rb += [r.loss for r in c.iterate(2)]
+    assert ra == rb
+    assert _all(comm, all(np.array_equal(a.controls[k], c.controls[k]) for k in a.controls))
+    assert c.iteration == 4
+
+
+@pytest.mark.parametrize("method", [MSA, EMSA])
+def test_sweeps_rank_independent(comm, method):
+    """Width split vs data split vs one rank: the same losses up to round-off."""
+    kw = {"rho": 10.0} if method is EMSA else {}
+    losses = []
+    for layout in (None, Layout.create(comm, data=comm.size)):
+        rf, th = _problem(comm=comm, layout=layout)
+        losses.append([r.loss for r in method(rf, th.copy(), **kw).iterate(2)])
+    rf, th = _problem(comm=MPI.COMM_SELF)
+    losses.append([r.loss for r in method(rf, th.copy(), **kw).iterate(2)])
+    for ls in losses[1:]:
+        np.testing.assert_allclose(ls, losses[0], rtol=1e-10)
+
+
+def test_option_errors():
+    rf, th = _problem(layers=2, n=4)
+    with pytest.raises(ValueError, match=r"training.rho"):
+        EMSA(rf, th, rho=0.0)
+    with pytest.raises(ValueError, match=r"training.inner_iterations"):
+        EMSA(rf, th, inner_iterations=0)
+    with pytest.raises(ValueError, match=r"training.batch_size"):
+        MSA(rf, th, batch_size=100)
+    with pytest.raises(ValueError, match=r"training.rho: not an option"):
+        MSA(rf, th, rho=1.0)
+    with pytest.raises(ValueError, match=r"training.R0"):
+        OneShot(rf, th, R0=-1.0)
+    with pytest.raises(ValueError, match=r"training.a"):
+        OneShot(rf, th, a=0.5)
+    with pytest.raises(ValueError, match=r"training.jacobian"):
+        OneShot(rf, th, jacobian="exact")
+    rf, th = _problem(layers=2, n=4, train_embedding=True)
+    with pytest.raises(ValueError, match=r"model.train_embedding"):
+        MSA(rf, th)
+
+
+# -- one-shot ----------------------------------------------------------------------------------
+def _oneshot_problem(comm=MPI.COMM_WORLD, layout=None):
+    # strongly regularised (α = 1 with the lumped L² weights of W, b) and the
+    # readout fixed, so that J has a unique, well-conditioned minimiser
+    return _problem(comm, layout=layout, n=8, layers=3, alpha=1.0, train_readout=False)
+
+
+@pytest.fixture(scope="module")
+def lmvm_reference():
+    rf, th = _oneshot_problem()
+    return _lmvm_reference(rf, th)
+
+
+@pytest.mark.parametrize("jacobian, stages", [("fd", 1), ("mf", 2)])
+def test_oneshot_reaches_the_lmvm_minimiser(jacobian, stages, lmvm_reference):
+    rf, th = _oneshot_problem()
+    J0 = rf(th)
+    t = OneShot(rf, th.copy(), R0=100.0, a=10.0, stages=stages, jacobian=jacobian)
+    recs = list(t.iterate(10))
+    assert [r.iteration for r in recs] == list(range(1, stages + 2))
+    assert list(t.iterate(1)) == [] and t.converged.startswith("CONVERGED")
+    losses = [J0] + [r.loss for r in recs]
+    assert all(b < a for a, b in itertools.pairwise(losses)), losses
+    R_f = [r.extra["R_f"] for r in recs]
+    assert R_f == [100.0 * 10**k for k in range(stages)] + [float("inf")]
+    # the KKT residual (the constraint violation) falls like 1/R_f, then vanishes
+    kkt = [r.extra["kkt_residual"] for r in recs]
+    assert all(b < 0.2 * a for a, b in itertools.pairwise(kkt[:-1]))
+    assert kkt[-1] < 1e-10
+    assert recs[-1].extra["constraint"] < 1e-12
+    assert all(r.extra["snes_its"] <= 8 for r in recs)
+    assert recs[-1].grad_norm < 1e-10
+
+    ref = lmvm_reference
+    Jref = rf(ref)
+    assert abs(recs[-1].loss - Jref) < 1e-8 * Jref
+    names = rf.net.trainable
+    diff = (t.controls.subset(names) - ref.subset(names)).norm()
+    assert diff < 1e-5 * ref.subset(names).norm()
+
+
+def test_oneshot_resume_and_data_split(comm):
+    rf, th = _oneshot_problem()
+    opts = {"R0": 100.0, "stages": 1, "jacobian": "mf"}
+    a = OneShot(rf, th.copy(), **opts)
+    ra = [r.loss for r in a.iterate(3)]
+    assert len(ra) == 2
+    b = OneShot(rf, th.copy(), **opts)
+    rb = [r.loss for r in b.iterate(1)]
+    c = OneShot(rf, th.copy(), **opts)
+    c.restore(b.state())
+    rb += [r.loss for r in c.iterate(5)]
+    assert ra == rb
+    assert _all(comm, all(np.array_equal(a.controls[k], c.controls[k]) for k in a.controls))
+    # samples split over the data ranks: the same stationary point
+    rf2, th2 = _oneshot_problem(layout=Layout.create(comm, data=comm.size))
+    d = OneShot(rf2, th2.copy(), **opts)
+    rd = [r.loss for r in d.iterate(3)]
+    np.testing.assert_allclose(rd, ra, rtol=1e-10)
+
+
+def test_registry_and_train_driver():
+    from pontryx.solver.training import TRAINERS, train
+
+    assert TRAINERS["msa"] is MSA and TRAINERS["emsa"] is EMSA and TRAINERS["oneshot"] is OneShot
+    rf, th = _oneshot_problem()
+    res = train(rf, th, "oneshot", {"R0": 100.0, "stages": 1, "jacobian": "mf"}, max_iterations=9)
+    assert [r.iteration for r in res.history] == [1, 2]
+    assert res.converged and res.reason.startswith("CONVERGED")
+    rf, th = _problem(n=8, layers=2)
+    res = train(rf, th, "emsa", {"rho": 10.0, "inner_iterations": 3}, max_iterations=3)
+    assert len(res.history) == 3 and res.history[-1].loss < res.history[0].loss
