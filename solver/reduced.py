@@ -100,22 +100,25 @@ class ReducedFunctional:
     def value_and_gradient(self, controls: Controls):
         """(J(θ), ∇J(θ)) with one forward and one adjoint sweep."""
         res = gradient_sweep(self.net, controls, self.X, self._misfit, self.checkpoint)
-        grad = res.gradient
-        names = list(grad)
+        J, grad, misfit, stat = self.reduce(controls, res.gradient, res.misfit, res.stat)
+        self.last = {"misfit": misfit, "stat": stat, "J": J, "gradient": grad}
+        self._grad = grad
+        return J, grad
+
+    def reduce(self, controls, grad: Controls, misfit: float, stat: float):
+        """Sum a local gradient, misfit and statistic over the data ranks (one
+        Allreduce) and add the regulariser: returns (J, ∇J, misfit, stat)."""
         if self.data_comm.size > 1:
-            buf = np.concatenate([grad[k].ravel() for k in names] + [[res.misfit, res.stat]])
+            names = list(grad)
+            buf = np.concatenate([grad[k].ravel() for k in names] + [[misfit, stat]])
             self.data_comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
             i = 0
             for k in names:
                 grad[k].ravel()[:] = buf[i : i + grad[k].size]
                 i += grad[k].size
             misfit, stat = buf[-2:]
-        else:
-            misfit, stat = res.misfit, res.stat
         J = misfit + regulariser(self.net, controls, self.alpha, self.beta, grad)
-        self.last = {"misfit": float(misfit), "stat": float(stat), "J": J, "gradient": grad}
-        self._grad = grad
-        return J, grad
+        return float(J), grad, float(misfit), float(stat)
 
     def derivative(self) -> Controls:
         """∇J at the θ of the last :meth:`value_and_gradient` call."""

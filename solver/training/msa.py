@@ -65,7 +65,6 @@ import numpy as np
 
 from pontryx.solver.controls import Controls
 from pontryx.solver.data import shard
-from pontryx.solver.reduced import regulariser
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.common import NonFiniteError, check_finite, method_options
 
@@ -128,22 +127,9 @@ def trajectory(net, controls, X, misfit_fn) -> Trajectory:
 
 
 def reduce_gradient(rf, controls, traj: Trajectory):
-    """(J, ∇J, stat) from a trajectory: the data-rank sum and the regulariser,
-    exactly as :meth:`ReducedFunctional.value_and_gradient` does."""
-    grad = traj.gradient
-    names = list(grad)
-    if rf.data_comm.size > 1:
-        buf = np.concatenate([grad[k].ravel() for k in names] + [[traj.misfit, traj.stat]])
-        rf.data_comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-        i = 0
-        for k in names:
-            grad[k].ravel()[:] = buf[i : i + grad[k].size]
-            i += grad[k].size
-        misfit, stat = buf[-2:]
-    else:
-        misfit, stat = traj.misfit, traj.stat
-    J = misfit + regulariser(rf.net, controls, rf.alpha, rf.beta, grad)
-    return float(J), grad, float(misfit), float(stat)
+    """(J, ∇J, misfit, stat) from a trajectory: the data-rank sum and the
+    regulariser, by :meth:`ReducedFunctional.reduce`."""
+    return rf.reduce(controls, traj.gradient, traj.misfit, traj.stat)
 
 
 # -- block problems -----------------------------------------------------------------
