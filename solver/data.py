@@ -381,6 +381,29 @@ def _digits(desc: Mapping) -> Dataset:
 # --------------------------------------------------------------------------- files
 
 
+def _numeric_columns(rows, cols, names, shown, key, what, what_nonfinite) -> np.ndarray:
+    """The columns ``cols`` of CSV ``rows`` as floats; a non-numeric or non-finite
+    cell is a DataError naming ``key``, the column and the line."""
+    out = np.empty((len(rows), len(cols)))
+    for i, (line, row) in enumerate(rows):
+        for jj, j in enumerate(cols):
+            v = _number(row[j])
+            if v is None:
+                raise DataError(
+                    key,
+                    f"non-numeric {what} {row[j]!r} in column {names[j]!r}, "
+                    f"line {line} of {shown!r}",
+                )
+            if not math.isfinite(v):
+                raise DataError(
+                    key,
+                    f"non-finite {what_nonfinite} {row[j]!r} in column {names[j]!r}, "
+                    f"line {line} of {shown!r}",
+                )
+            out[i, jj] = v
+    return out
+
+
 def _number(s: str) -> float | None:
     try:
         return float(s)
@@ -461,41 +484,9 @@ def _csv_arrays(path, shown, desc, task):
     if len(rows) < 2:
         raise DataError("path", f"{shown!r} needs at least 2 samples, has {len(rows)}")
     names = header if header is not None else [str(j) for j in range(width)]
-    X = np.empty((len(rows), len(fcols)))
-    for i, (line, row) in enumerate(rows):
-        for jj, j in enumerate(fcols):
-            v = _number(row[j])
-            if v is None:
-                raise DataError(
-                    "path",
-                    f"non-numeric feature {row[j]!r} in column {names[j]!r}, "
-                    f"line {line} of {shown!r}",
-                )
-            if not math.isfinite(v):
-                raise DataError(
-                    "path",
-                    f"non-finite feature {row[j]!r} in column {names[j]!r}, "
-                    f"line {line} of {shown!r}",
-                )
-            X[i, jj] = v
+    X = _numeric_columns(rows, fcols, names, shown, "path", "feature", "feature")
     if task == "regression":
-        Y = np.empty((len(rows), len(tcols)))
-        for i, (line, row) in enumerate(rows):
-            for jj, j in enumerate(tcols):
-                v = _number(row[j])
-                if v is None:
-                    raise DataError(
-                        "target",
-                        f"non-numeric regression target {row[j]!r} in column {names[j]!r}, "
-                        f"line {line} of {shown!r}",
-                    )
-                if not math.isfinite(v):
-                    raise DataError(
-                        "target",
-                        f"non-finite target {row[j]!r} in column {names[j]!r}, "
-                        f"line {line} of {shown!r}",
-                    )
-                Y[i, jj] = v
+        Y = _numeric_columns(rows, tcols, names, shown, "target", "regression target", "target")
     else:
         for line, row in rows:
             v = _number(row[tcols[0]])

@@ -15,16 +15,8 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = (
-    "forward_throughput",
-    "gradient_cost",
-    "peers",
-    "scaling",
-    "memory",
-    "deep_limit",
-    "width_limit",
-    "training",
-)
+sys.path.insert(0, str(BENCH))
+from run_all import SCRIPTS  # noqa: E402  (the one list of benchmark scripts)
 
 
 def _run(*args, timeout=300):
