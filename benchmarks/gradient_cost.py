@@ -8,9 +8,12 @@ goal ≤ 3.2. The dense gradient's rate 3·2N²S·N_t / t_gradient is also compa
 with the GEMM rate of the same shapes measured in the same process (goal ≥ 70 %).
 
 Each configuration runs in a fresh process. "sys" is the share of the gradient's
-time spent in the kernel (first-touch page faults of the stored records and of
-the gradient arrays); the second dense row runs with glibc told to keep freed
-memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_), which removes most of it.
+time spent in the kernel (first-touch page faults of freshly allocated memory).
+The sweep takes its stored records and temporaries from the network's workspace
+(pontryx.solver.workspace), reused from one gradient to the next, so what
+remains is the fresh gradient arrays; the second dense row runs with glibc told
+to keep all freed memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_) for
+comparison.
 
     .venv/bin/python benchmarks/gradient_cost.py [--smoke | --full] [--threads T]
 """

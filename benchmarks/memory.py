@@ -5,12 +5,13 @@ multivectors of N×S), O(N_t); ``checkpoint="sqrt"`` keeps the state entering
 every k-th layer, k = ⌈√N_t⌉, and recomputes one segment at a time during the
 backward sweep: N_t/k + 2k multivectors, O(√N_t), at the price of a second
 forward sweep (the recompute overhead, measured as a time ratio, and as a
-ratio of user CPU time, which leaves out the page faults of re-allocating each
-segment's records: expected 1 + t_forward / t_gradient ≈ 4/3 for the dense
-kernel).
+ratio of user CPU time, which leaves out the page faults of fresh memory:
+expected 1 + t_forward / t_gradient ≈ 4/3 for the dense kernel).
 
 Memory is the peak of NumPy's allocations during one gradient (tracemalloc,
-minus what was allocated before; the gradient arrays included) and, as a
+minus what was allocated before; the gradient arrays included; the network's
+workspace, which keeps the sweep's arrays between gradients, is emptied first
+so that its arrays count) and, as a
 cross-check, the process's peak RSS minus its RSS after set-up. Each
 configuration runs in a fresh process. The low-rank kernel (R = 8) keeps the
 controls small, so that the states dominate; one dense configuration is shown
@@ -48,7 +49,7 @@ def worker(cfg: dict, threads: int) -> None:
     import tracemalloc
 
     with C.limit_threads(threads):
-        space, _, theta, rf, X = C.problem(
+        space, net, theta, rf, X = C.problem(
             cfg["n"],
             cfg["S"],
             cfg["L"],
@@ -60,6 +61,7 @@ def worker(cfg: dict, threads: int) -> None:
         time_ = C.best_time(lambda: rf.value_and_gradient(theta), repeats=cfg["repeats"])
         user = min(_user_time(lambda: rf.value_and_gradient(theta)) for _ in range(cfg["repeats"]))
         rss_peak = C.peak_rss_mb()
+        net.workspace.clear()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
@@ -121,7 +123,7 @@ def main(argv=None) -> str:
         "gradient (tracemalloc); in units of one N×S multivector in the 'states' column; RSS Δ: "
         "the process's peak RSS minus its RSS after set-up. Overhead: time(sqrt) / time(full), "
         "in parentheses the same for user CPU time only (without the page faults of "
-        "re-allocating each segment's records, which glibc returns to the system), "
+        "fresh memory), "
         f"best of {repeats}.\n\n"
         + C.table(
             [

@@ -22,7 +22,8 @@ SMOOTH_RELU_DELTA = 0.1
 
 @dataclass(frozen=True)
 class Activation:
-    """σ and its first two derivatives, elementwise."""
+    """σ and its first two derivatives, elementwise; ``f(z, out=None)`` and
+    ``df(z, out=None)`` may write into ``out`` (which may be ``z`` itself)."""
 
     name: str
     f: Callable[[np.ndarray], np.ndarray]
@@ -36,9 +37,18 @@ class Activation:
         return ufl.diff(self.ufl(zz), zz)
 
 
-def _tanh_df(z):
-    t = np.tanh(z)
-    return 1.0 - t * t
+def _into(out, value):
+    """``value`` written into ``out`` (if given)."""
+    if out is None:
+        return value
+    out[...] = value
+    return out
+
+
+def _tanh_df(z, out=None):
+    t = np.tanh(z, out=out)  # 1 − tanh², in place (same rounding as 1.0 − t * t)
+    np.multiply(t, t, out=t)
+    return np.subtract(1.0, t, out=t)
 
 
 def _tanh_d2f(z):
@@ -46,14 +56,19 @@ def _tanh_d2f(z):
     return -2.0 * t * (1.0 - t * t)
 
 
-def _sigmoid(z):
-    # Stable for large |z|: 0.5 (1 + tanh(z/2)).
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
+def _sigmoid(z, out=None):
+    # Stable for large |z|: 0.5 (1 + tanh(z/2)), in place.
+    s = np.multiply(z, 0.5, out=out)
+    np.tanh(s, out=s)
+    s += 1.0
+    s *= 0.5
+    return s
 
 
-def _sigmoid_df(z):
-    s = _sigmoid(z)
-    return s * (1.0 - s)
+def _sigmoid_df(z, out=None):
+    s = _sigmoid(z, out=out)
+    s *= 1.0 - s
+    return s
 
 
 def _sigmoid_d2f(z):
@@ -61,16 +76,16 @@ def _sigmoid_d2f(z):
     return s * (1.0 - s) * (1.0 - 2.0 * s)
 
 
-def _softplus(z):
-    return np.logaddexp(0.0, z)
+def _softplus(z, out=None):
+    return np.logaddexp(0.0, z, out=out)
 
 
-def _srelu(z, d=SMOOTH_RELU_DELTA):
-    return 0.5 * (z + np.sqrt(z * z + d * d) - d)
+def _srelu(z, out=None, d=SMOOTH_RELU_DELTA):
+    return _into(out, 0.5 * (z + np.sqrt(z * z + d * d) - d))
 
 
-def _srelu_df(z, d=SMOOTH_RELU_DELTA):
-    return 0.5 * (1.0 + z / np.sqrt(z * z + d * d))
+def _srelu_df(z, out=None, d=SMOOTH_RELU_DELTA):
+    return _into(out, 0.5 * (1.0 + z / np.sqrt(z * z + d * d)))
 
 
 def _srelu_d2f(z, d=SMOOTH_RELU_DELTA):

@@ -26,6 +26,7 @@ from .reduced import ReducedFunctional, regulariser
 from .schemes import SCHEMES, IMEXEuler, IMEXMidpoint, Scheme, Verlet, make_scheme
 from .taylor import TaylorResult, taylor_test
 from .width import WidthSpace
+from .workspace import Workspace
 
 __all__ = [
     "DATASETS",
@@ -50,6 +51,7 @@ __all__ = [
     "TaylorResult",
     "Verlet",
     "WidthSpace",
+    "Workspace",
     "cross_entropy",
     "gradient_sweep",
     "load_dataset",

@@ -13,6 +13,11 @@ Memory (``checkpoint``):
   operations, so the gradient is bit-identical to full storage;
 * ``"reverse"`` — reversible schemes (Verlet) recompute each state backwards
   from the next one: O(1) states, equal to full storage up to round-off.
+
+The sweep takes its records and temporaries from the network's
+:class:`~pontryx.solver.workspace.Workspace` and gives each back as soon as it
+is consumed, so a training run's gradients reuse one set of arrays (no
+first-touch page faults after the first gradient).
 """
 
 from __future__ import annotations
@@ -47,6 +52,12 @@ def _segment_length(checkpoint, layers):
     return k
 
 
+def _give_back(ws, arrays, keep=()):
+    """Give ``arrays`` back to the workspace, except those in ``keep``."""
+    held = {id(a) for a in keep}
+    ws.give(*(a for a in arrays if id(a) not in held))
+
+
 def gradient_sweep(net, controls, X, misfit_fn, checkpoint=None) -> SweepResult:
     """Forward and adjoint sweep for inputs X (n_in × S_local).
 
@@ -63,10 +74,11 @@ def gradient_sweep(net, controls, X, misfit_fn, checkpoint=None) -> SweepResult:
         )
     k = _segment_length(checkpoint, L)
     b = controls["b"]
+    ws = net.workspace
 
     def run(n, state):
         ctx = kernel.layer(net.layer_controls(controls, n))
-        out = scheme.step(ctx, b[n], state, n=n)
+        out = scheme.step(ctx, b[n], state, n=n, ws=ws)
         kernel.release(ctx)
         return out
 
@@ -76,9 +88,12 @@ def gradient_sweep(net, controls, X, misfit_fn, checkpoint=None) -> SweepResult:
     for n in range(L):
         if k is not None and n % k == 0:
             saved[n] = state
-        state, record = run(n, state)
+        new, record = run(n, state)
         if checkpoint is None:
             records[n] = record
+        else:  # keep only the checkpoints
+            _give_back(ws, (*record, *state), keep=(*new, *(a for s in saved.values() for a in s)))
+        state = new
     Yhat = net.readout(controls, state[0])
     misfit, G, stat = misfit_fn(Yhat)
 
@@ -89,12 +104,16 @@ def gradient_sweep(net, controls, X, misfit_fn, checkpoint=None) -> SweepResult:
     lam = (sp.m[:, None] * (controls["C"] @ G), *tuple(np.zeros_like(s) for s in state[1:]))
 
     # backward sweep
+    if checkpoint != "reverse":
+        _give_back(ws, state)
+
     def back(n, record, lam):
         ctx = kernel.layer(net.layer_controls(controls, n))
         g = {name: grad[name][n] for name in net.layer_names}
-        lam = scheme.adjoint(ctx, record, lam, g, n=n)
+        new = scheme.adjoint(ctx, record, lam, g, n=n, ws=ws)
         kernel.release(ctx)
-        return lam
+        _give_back(ws, (*record, *lam), keep=new)
+        return new
 
     if checkpoint is None:
         for n in reversed(range(L)):
@@ -112,11 +131,14 @@ def gradient_sweep(net, controls, X, misfit_fn, checkpoint=None) -> SweepResult:
             for n in range(start, min(start + k, L)):
                 s, record = run(n, s)
                 seg.append(record)
+            _give_back(ws, s, keep=(a for r in seg for a in r))
             for n in reversed(range(start, min(start + k, L))):
                 lam = back(n, seg.pop(), lam)
 
     if "E" in grad:
         grad["E"] += lam[0] @ X.T
+    ws.give(*lam)
+    ws.end()
     return SweepResult(Yhat, misfit, stat, grad)
 
 

@@ -7,7 +7,9 @@ All three share one interface, used by every depth scheme and its adjoint:
                    the regulariser: ∫∫ w² ≈ Σ_ij m_i m_j W_ij² etc.),
 * ``layer(θⁿ)``  — prepare layer n (assemble, gather, …),
 * ``apply``      — K U,  ``apply_T`` — Kᵀ D (both return new arrays, which
-                   the schemes may overwrite in place),
+                   the schemes may overwrite in place; taken from the
+                   :class:`~pontryx.solver.workspace.Workspace` ``ws`` where the
+                   kernel supports it, temporaries given back to it),
 * ``vjp``        — accumulate ∂/∂θ ⟨D, K(θ) U⟩ (the kernel part of ∂J/∂θⁿ).
 
 Parametrisations (n owned rows, N global dofs, S samples):
@@ -27,6 +29,7 @@ import ufl
 from petsc4py import PETSc
 
 from pontryx.forms.kernels import local_operator, sample_sum
+from pontryx.solver.workspace import HEAP, Workspace
 
 __all__ = ["KERNELS", "DenseKernel", "Kernel", "LocalKernel", "LowRankKernel", "make_kernel"]
 
@@ -52,13 +55,15 @@ class Kernel:
     def layer(self, theta: dict[str, np.ndarray]):
         return theta
 
-    def apply(self, ctx, U: np.ndarray) -> np.ndarray:
+    def apply(self, ctx, U: np.ndarray, ws: Workspace = HEAP) -> np.ndarray:
         raise NotImplementedError
 
-    def apply_T(self, ctx, D: np.ndarray) -> np.ndarray:
+    def apply_T(self, ctx, D: np.ndarray, ws: Workspace = HEAP) -> np.ndarray:
         raise NotImplementedError
 
-    def vjp(self, ctx, U: np.ndarray, D: np.ndarray, out: dict[str, np.ndarray]) -> None:
+    def vjp(
+        self, ctx, U: np.ndarray, D: np.ndarray, out: dict[str, np.ndarray], ws: Workspace = HEAP
+    ) -> None:
         raise NotImplementedError
 
     def release(self, ctx) -> None:
@@ -93,19 +98,35 @@ class DenseKernel(Kernel):
         Wc = self.normal(rng_for("W"), (sp.N, sp.N), scale)
         return {"W": sp.from_canonical(Wc, axis_full=True)}
 
-    def apply(self, ctx, U):
+    def _gathered(self, U, ws):
+        """All N rows of M_L U (a workspace array)."""
         sp = self.space
-        return ctx["W"] @ sp.allgather(sp.m[:, None] * U)
+        X = np.multiply(sp.m[:, None], U, out=ws.take(U.shape))
+        G = sp.allgather(X, ws)
+        if G is not X:
+            ws.give(X)
+        return G
 
-    def apply_T(self, ctx, D):
+    def apply(self, ctx, U, ws=HEAP):
+        G = self._gathered(U, ws)
+        Z = np.matmul(ctx["W"], G, out=ws.take((self.space.n, U.shape[1])))
+        ws.give(G)
+        return Z
+
+    def apply_T(self, ctx, D, ws=HEAP):
         sp = self.space
-        Y = sp.reduce_scatter(ctx["W"].T @ D)
+        Yfull = np.matmul(ctx["W"].T, D, out=ws.take((sp.N, D.shape[1])))
+        Y = sp.reduce_scatter(Yfull, ws)
+        if Y is not Yfull:
+            ws.give(Yfull)
         Y *= sp.m[:, None]
         return Y
 
-    def vjp(self, ctx, U, D, out):
-        sp = self.space
-        out["W"] += D @ sp.allgather(sp.m[:, None] * U).T
+    def vjp(self, ctx, U, D, out, ws=HEAP):
+        G = self._gathered(U, ws)
+        P = np.matmul(D, G.T, out=ws.take(out["W"].shape))
+        out["W"] += P
+        ws.give(G, P)
 
 
 class LowRankKernel(Kernel):
@@ -142,13 +163,13 @@ class LowRankKernel(Kernel):
         sp = self.space
         return sp.sum(G.T @ (sp.m[:, None] * U))
 
-    def apply(self, ctx, U):
+    def apply(self, ctx, U, ws=HEAP):
         return ctx["A"] @ self._project(ctx["G"], U)
 
-    def apply_T(self, ctx, D):
+    def apply_T(self, ctx, D, ws=HEAP):
         return self.space.m[:, None] * (ctx["G"] @ self.space.sum(ctx["A"].T @ D))
 
-    def vjp(self, ctx, U, D, out):
+    def vjp(self, ctx, U, D, out, ws=HEAP):
         sp = self.space
         P = self._project(ctx["G"], U)  # Gᵀ M_L U
         out["A"] += D @ P.T
@@ -249,13 +270,13 @@ class LocalKernel(Kernel):
         Yd.destroy()
         return Y
 
-    def apply(self, ctx, U):
+    def apply(self, ctx, U, ws=HEAP):
         return self._matmul(ctx["L"], U) / self.space.m[:, None]
 
-    def apply_T(self, ctx, D):
+    def apply_T(self, ctx, D, ws=HEAP):
         return self._matmul(ctx["L"], D / self.space.m[:, None], transpose=True)
 
-    def vjp(self, ctx, U, D, out):
+    def vjp(self, ctx, U, D, out, ws=HEAP):
         self._set_coefficients(ctx["theta"])
         for key, g in self.sample_sum_gradient(U, D / self.space.m[:, None]).items():
             out[key] += g

@@ -19,6 +19,7 @@ from pontryx.forms.embedding import embedding_functions
 from pontryx.solver.controls import Controls
 from pontryx.solver.kernels import Kernel, make_kernel
 from pontryx.solver.schemes import make_scheme
+from pontryx.solver.workspace import Workspace
 
 __all__ = ["ContinuumNetwork"]
 
@@ -70,6 +71,8 @@ class ContinuumNetwork:
         self.scheme = make_scheme(
             scheme, space, self.kernel, self.activation, self.dt, self.epsilon
         )
+        #: arrays reused by the adjoint sweeps (:mod:`pontryx.solver.workspace`)
+        self.workspace = Workspace()
         self.embedding_kind = embedding
         self.input_shape = tuple(input_shape) if input_shape else (self.n_in,)
         self.E0 = self._embedding_matrix(embedding)
@@ -167,3 +170,4 @@ class ContinuumNetwork:
 
     def destroy(self):
         self.scheme.destroy()
+        self.workspace.clear()

@@ -30,11 +30,16 @@ Hamiltonian / Verlet network (order 2, ε = 0; Haber–Ruthotto 2017, Chang et a
     Reversible, so its adjoint may recompute states backwards.
 
 The optional keyword ``n`` (layer index) only matters for Verlet's first layer.
+The optional workspace ``ws`` (:mod:`pontryx.solver.workspace`) supplies the
+arrays of the step, its record and the adjoint's temporaries (IMEX Euler and
+midpoint): the adjoint sweep gives records and costates back once consumed, so
+repeated sweeps reuse the same memory. Values are identical with or without it.
 """
 
 from __future__ import annotations
 
 from pontryx.solver.diffusion import DiffusionSolver
+from pontryx.solver.workspace import HEAP
 
 __all__ = ["SCHEMES", "IMEXEuler", "IMEXMidpoint", "Scheme", "Verlet", "make_scheme"]
 
@@ -82,25 +87,29 @@ class IMEXEuler(Scheme):
     name = "imex_euler"
     order = 1
 
-    def step(self, ctx, b, state, n=None):
+    def step(self, ctx, b, state, n=None, ws=HEAP):
         (U,) = state
-        Z = self.kernel.apply(ctx, U)
+        Z = self.kernel.apply(ctx, U, ws)
         Z += b[:, None]
-        Y = self.sigma.f(Z)  # U + Δt σ(Z), formed in place (same rounding)
+        Y = self.sigma.f(Z, out=ws.take(Z.shape))  # U + Δt σ(Z), in place (same rounding)
         Y *= self.dt
         Y += U
-        return (self._S(1.0, Y),), (U, Z)
+        Un = self._S(1.0, Y)
+        if Un is not Y:
+            ws.give(Y)
+        return (Un,), (U, Z)
 
-    def adjoint(self, ctx, record, lam, grad, n=None):
+    def adjoint(self, ctx, record, lam, grad, n=None, ws=HEAP):
         U, Z = record
         Q = self._ST(1.0, lam[0])
-        D = self.sigma.df(Z)  # Δt σ'(Z) ∘ Q, formed in place (same rounding)
+        D = self.sigma.df(Z, out=ws.take(Z.shape))  # Δt σ'(Z) ∘ Q, in place (same rounding)
         D *= self.dt
         D *= Q
         grad["b"] += D.sum(axis=1)
-        self.kernel.vjp(ctx, U, D, grad)
-        L = self.kernel.apply_T(ctx, D)
+        self.kernel.vjp(ctx, U, D, grad, ws)
+        L = self.kernel.apply_T(ctx, D, ws)
         L += Q
+        ws.give(D)
         return (L,)
 
 
@@ -109,14 +118,14 @@ class IMEXMidpoint(Scheme):
     order = 2
     stage_fractions = (0.0, 0.5)
 
-    def step(self, ctx, b, state, n=None):
+    def step(self, ctx, b, state, n=None, ws=HEAP):
         (U,) = state
         dt, f, K = self.dt, self.sigma.f, self.kernel
-        Z1 = K.apply(ctx, U)
+        Z1 = K.apply(ctx, U, ws)
         Z1 += b[:, None]
         s1 = f(Z1)
         Us = self._S(0.5, U + 0.5 * dt * s1)
-        Z2 = K.apply(ctx, Us)
+        Z2 = K.apply(ctx, Us, ws)
         Z2 += b[:, None]
         if self.epsilon == 0.0:
             Un = U + dt * f(Z2)
@@ -124,13 +133,13 @@ class IMEXMidpoint(Scheme):
             Un = 2.0 * Us - U + dt * (f(Z2) - s1)
         return (Un,), (U, Z1, Us, Z2)
 
-    def adjoint(self, ctx, record, lam, grad, n=None):
+    def adjoint(self, ctx, record, lam, grad, n=None, ws=HEAP):
         U, Z1, Us, Z2 = record
         (L,) = lam
         dt, df, K = self.dt, self.sigma.df, self.kernel
         D2 = dt * df(Z2) * L
-        K.vjp(ctx, Us, D2, grad)
-        Ls = K.apply_T(ctx, D2)
+        K.vjp(ctx, Us, D2, grad, ws)
+        Ls = K.apply_T(ctx, D2, ws)
         if self.epsilon == 0.0:
             LY = Ls
             D1 = 0.5 * dt * df(Z1) * LY
@@ -139,9 +148,13 @@ class IMEXMidpoint(Scheme):
             LY = self._ST(0.5, Ls + 2.0 * L)
             D1 = df(Z1) * (0.5 * dt * LY - dt * L)
             Ln = LY - L
-        K.vjp(ctx, U, D1, grad)
+        ws.give(Ls)
+        K.vjp(ctx, U, D1, grad, ws)
         grad["b"] += D1.sum(axis=1) + D2.sum(axis=1)
-        return (Ln + K.apply_T(ctx, D1),)
+        KD1 = K.apply_T(ctx, D1, ws)
+        Ln += KD1
+        ws.give(KD1)
+        return (Ln,)
 
 
 class Verlet(Scheme):
@@ -162,7 +175,7 @@ class Verlet(Scheme):
     def _c(n):
         return 0.5 if n == 0 else 1.0
 
-    def step(self, ctx, b, state, n=None):
+    def step(self, ctx, b, state, n=None, ws=HEAP):
         U, V = state
         dt, f, K = self.dt, self.sigma.f, self.kernel
         Y1 = K.apply_adjoint(ctx, U)
@@ -172,7 +185,7 @@ class Verlet(Scheme):
         Y2 += b[:, None]
         return (U + dt * f(Y2), Vn), (U, Vn, Y1, Y2)
 
-    def reverse(self, ctx, b, state, n=None):
+    def reverse(self, ctx, b, state, n=None, ws=HEAP):
         """(Uⁿ, Vⁿ) and the layer's record, recomputed from (U^{n+1}, V^{n+1})."""
         Un1, Vn1 = state
         dt, f, K = self.dt, self.sigma.f, self.kernel
@@ -183,7 +196,7 @@ class Verlet(Scheme):
         Y1 += b[:, None]
         return (U, Vn1 + self._c(n) * dt * f(Y1)), (U, Vn1, Y1, Y2)
 
-    def adjoint(self, ctx, record, lam, grad, n=None):
+    def adjoint(self, ctx, record, lam, grad, n=None, ws=HEAP):
         U, Vn, Y1, Y2 = record
         LU, LV = lam
         dt, df, K = self.dt, self.sigma.df, self.kernel

@@ -24,6 +24,7 @@ import numpy as np
 from petsc4py import PETSc
 
 from pontryx import forms
+from pontryx.solver.workspace import HEAP, Workspace
 
 __all__ = ["WidthSpace"]
 
@@ -101,25 +102,27 @@ class WidthSpace:
         return lo, hi
 
     # -- row-distributed multivectors --------------------------------------
-    def allgather(self, X: np.ndarray) -> np.ndarray:
-        """All N rows of the row-distributed (n, …) array X, on every width rank."""
+    def allgather(self, X: np.ndarray, ws: Workspace = HEAP) -> np.ndarray:
+        """All N rows of the row-distributed (n, …) array X, on every width rank
+        (X itself on one rank; else a new array, from the workspace ``ws``)."""
         X = np.ascontiguousarray(X)
         if self.comm.size == 1:
             return X
         tail = X.shape[1:]
         width = int(np.prod(tail, dtype=np.int64))
-        out = np.empty((self.N, *tail), dtype=X.dtype)
+        out = ws.take((self.N, *tail))
         self.comm.Allgatherv(X, [out, self._counts * width])
         return out
 
-    def reduce_scatter(self, Y: np.ndarray) -> np.ndarray:
-        """Owned rows of Σ_ranks Y for a partial full-height (N, …) array Y."""
+    def reduce_scatter(self, Y: np.ndarray, ws: Workspace = HEAP) -> np.ndarray:
+        """Owned rows of Σ_ranks Y for a partial full-height (N, …) array Y
+        (Y itself on one rank; else a new array, from the workspace ``ws``)."""
         Y = np.ascontiguousarray(Y)
         if self.comm.size == 1:
             return Y
         tail = Y.shape[1:]
         width = int(np.prod(tail, dtype=np.int64))
-        out = np.empty((self.n, *tail), dtype=Y.dtype)
+        out = ws.take((self.n, *tail))
         self.comm.Reduce_scatter(Y, out, self._counts * width, op=MPI.SUM)
         return out
 
