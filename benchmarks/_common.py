@@ -166,12 +166,17 @@ def run_worker(
     timeout: float = 3600,
 ) -> dict:
     """Run ``script --worker JSON`` in a fresh process (under ``mpirun -n ranks``
-    if given, with ``extra_env`` added to its environment) and return the JSON
-    object it prints on its last stdout line."""
+    if given, with ``extra_env`` added to its environment; a value None removes
+    the variable) and return the JSON object it prints on its last stdout line."""
     cmd = [str(python), str(script), "--worker", json.dumps(config), "--threads", str(threads)]
     if ranks is not None:
         cmd = [str(MPIRUN), "-n", str(ranks), *cmd]
-    env = {**thread_env(threads), **(extra_env or {})}
+    env = thread_env(threads)
+    for key, value in (extra_env or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(

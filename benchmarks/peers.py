@@ -9,6 +9,13 @@ fresh process, times the gradient (best of several after a warm-up call) and
 reports its peak resident memory; pontryx is timed the same way. All use the
 same number of threads.
 
+BLAS kernels. pontryx's GEMMs run in NumPy's OpenBLAS, which picks its kernels
+by CPU detection unless OPENBLAS_CORETYPE pins them; PyTorch brings MKL and JAX
+XLA's own kernels, which ignore that variable. When the environment pins
+OPENBLAS_CORETYPE (this machine: Haswell, AVX2, on an AVX-512 CPU), pontryx is
+timed twice — with the environment as it is and with the variable removed — and
+the table gives the pontryx/peer ratio for both.
+
     .venv/bin/python benchmarks/peers.py [--smoke | --full] [--threads T]
     .venv/bin/python benchmarks/peers.py --setup-peers    # create the peer venvs
 
@@ -19,6 +26,7 @@ Python 3.11 only (``--torch-python``), JAX in a 3.12 venv (``--jax-python``).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -44,6 +52,9 @@ PEERS = {
 }
 TOL = 1e-10
 ALPHA = BETA = 1e-4
+#: OPENBLAS_CORETYPE as set in the environment (None: OpenBLAS detects the CPU)
+PINNED = os.environ.get("OPENBLAS_CORETYPE") or None
+PEER_BLAS = {"torch": "MKL", "jax": "XLA/Eigen"}
 # (mesh n → N = (n+1)² dofs, S, N_t)
 CONFIGS = {
     "smoke": [(4, 16, 4)],
@@ -92,13 +103,25 @@ def worker(cfg: dict, threads: int) -> None:
         rf.value_and_gradient(theta)
         first = C.now() - t
         best = C.best_time(lambda: rf.value_and_gradient(theta), repeats=cfg["repeats"], warmup=0)
+        peak = C.peak_rss_mb()
+        gemm = C.best_time(C.gemm_call(space.N, X.shape[1]), repeats=3)
+        from threadpoolctl import threadpool_info
+
+        # NumPy's OpenBLAS (SciPy and PETSc load their own copies too)
+        blas = [
+            i.get("architecture", "?")
+            for i in threadpool_info()
+            if "scipy_openblas" in Path(i["filepath"]).name
+        ]
         C.emit(
             {
                 "N": space.N,
+                "blas": blas[0] if blas else "?",
                 "time": best,
                 "first_call": first,
                 "setup_rss_mb": setup,
-                "peak_rss_mb": C.peak_rss_mb(),
+                "peak_rss_mb": peak,
+                "gemm_gflops": C.gflops(2 * space.N**2 * X.shape[1], gemm),
             }
         )
 
@@ -158,10 +181,18 @@ def run_peer(
 
 
 # -- driver ---------------------------------------------------------------------------
-def measure(n, S, L, threads, repeats, peers, one_process=False) -> list[list]:
-    """Rows of the table for one size. ``one_process`` (smoke mode) checks and
-    times in the same process, which saves start-ups but inflates the peaks."""
-    rows = []
+def _efficiency(N, S, L, framework, blas, res) -> list:
+    """A row of the GEMM-efficiency table: the gradient's rate (3 GEMMs of 2N²S
+    flops per layer) against the framework's own GEMM rate."""
+    rate = C.gflops(6 * N * N * S * L, res["time"])
+    gemm = res.get("gemm_gflops")
+    return [N, S, L, framework, blas, gemm or "–", rate, f"{rate / gemm:.0%}" if gemm else "–"]
+
+
+def measure(n, S, L, threads, repeats, peers, one_process=False) -> tuple[list, list]:
+    """Rows of the two tables for one size. ``one_process`` (smoke mode) checks
+    and times in the same process, which saves start-ups but inflates the peaks."""
+    rows, eff = [], []
     with tempfile.TemporaryDirectory(prefix="pontryx-peers-") as tmp:
         tmp = Path(tmp)
         base = {"n": n, "S": S, "L": L, "repeats": repeats}
@@ -171,38 +202,53 @@ def measure(n, S, L, threads, repeats, peers, one_process=False) -> list[list]:
         if not one_process:
             px = C.run_worker(__file__, {**base, "role": "time"}, threads=threads)
         px_delta = px["peak_rss_mb"] - px["setup_rss_mb"]
-        rows.append([N, S, L, "pontryx", px["time"], px["peak_rss_mb"], px_delta, "–", "1", "1"])
+        own = None  # pontryx with OpenBLAS's own CPU detection, if the environment pins it
+        if PINNED and not one_process:
+            own = C.run_worker(
+                __file__,
+                {**base, "role": "time"},
+                threads=threads,
+                extra_env={"OPENBLAS_CORETYPE": None},
+            )
+        rows.append(
+            [N, S, L, "pontryx", px["blas"], px["time"], px["peak_rss_mb"], px_delta, "–", "1"]
+            + (["–"] if PINNED else [])
+            + ["1"]
+        )
+        eff.append(_efficiency(N, S, L, "pontryx", px["blas"], px))
+        if own is not None:
+            own_delta = own["peak_rss_mb"] - own["setup_rss_mb"]
+            ratio = f"{own['time'] / px['time']:.2f}"
+            size = [N, S, L, "pontryx", own["blas"], own["time"], own["peak_rss_mb"], own_delta]
+            rows.append([*size, "–", ratio, "1", "–"])
+            eff.append(_efficiency(N, S, L, "pontryx", own["blas"], own))
+        dash = ["–"] * (2 if PINNED else 1)
         for name in peers:
             chk = run_peer(
                 name, tmp / "problem.npz", threads, repeats, tmp / "reference.npz", one_process
             )
             if "error" in chk:
-                rows.append([N, S, L, name, "failed", "–", "–", chk["error"][:60], "–", "–"])
+                rows.append([N, S, L, name, "–", "failed", "–", "–", chk["error"][:60], *dash, "–"])
                 continue
             err = f"{chk['rel_err_grad']:.1e}"
             if not chk["agrees"]:
-                rows.append([N, S, L, chk["peer"], "not timed", "–", "–", err + " ✗", "–", "–"])
+                rows.append(
+                    [N, S, L, chk["peer"], "–", "not timed", "–", "–", err + " ✗", *dash, "–"]
+                )
                 continue
             res = chk if one_process else run_peer(name, tmp / "problem.npz", threads, repeats)
             if "error" in res:
-                rows.append([N, S, L, chk["peer"], "failed", "–", "–", err, "–", "–"])
+                rows.append([N, S, L, chk["peer"], "–", "failed", "–", "–", err, *dash, "–"])
                 continue
             delta = res["peak_rss_mb"] - res["setup_rss_mb"]
-            rows.append(
-                [
-                    N,
-                    S,
-                    L,
-                    res["peer"],
-                    res["time"],
-                    res["peak_rss_mb"],
-                    delta,
-                    err,
-                    f"{px['time'] / res['time']:.2f}",
-                    f"{px_delta / delta:.2f}" if delta > 0 else "–",
-                ]
-            )
-    return rows
+            ratios = [f"{px['time'] / res['time']:.2f}"]
+            if PINNED:
+                ratios.append(f"{own['time'] / res['time']:.2f}" if own else "–")
+            memory = f"{px_delta / delta:.2f}" if delta > 0 else "–"
+            size = [N, S, L, res["peer"], PEER_BLAS[name], res["time"], res["peak_rss_mb"], delta]
+            rows.append([*size, err, *ratios, memory])
+            eff.append(_efficiency(N, S, L, res["peer"], PEER_BLAS[name], res))
+    return rows, eff
 
 
 def main(argv=None) -> str:
@@ -221,9 +267,11 @@ def main(argv=None) -> str:
     mode = C.mode(args)
     peers = available()
     repeats = 1 if mode == "smoke" else 3
-    rows = []
+    rows, eff = [], []
     for n, S, L in CONFIGS[mode]:
-        rows += measure(n, S, L, args.threads, repeats, peers, one_process=mode == "smoke")
+        r, e = measure(n, S, L, args.threads, repeats, peers, one_process=mode == "smoke")
+        rows += r
+        eff += e
     missing = [k for k in PEERS if k not in peers]
     note = (
         f" Skipped (venv missing; `benchmarks/peers.py --setup-peers`): {', '.join(missing)}."
@@ -237,6 +285,13 @@ def main(argv=None) -> str:
         "problem is set up (the working memory of the gradient). Rel. err.: "
         f"‖∇J_peer − ∇J_pontryx‖/‖∇J_pontryx‖ (must be ≤ {TOL:g} before timing). "
         "Ratios are pontryx / peer (< 1: pontryx faster or smaller)."
+        + (
+            f" The environment pins OPENBLAS_CORETYPE={PINNED}: pontryx's time ratio is given "
+            "with the environment's OpenBLAS kernels and with OpenBLAS's own CPU detection "
+            "(variable removed; the second pontryx row, its time relative to the first)."
+            if PINNED
+            else ""
+        )
         + note
         + "\n\n"
         + C.table(
@@ -245,14 +300,35 @@ def main(argv=None) -> str:
                 "S",
                 "N_t",
                 "framework",
+                "BLAS kernels",
                 "s / gradient",
                 "peak MB",
                 "Δ MB",
                 "rel. err.",
-                "time ratio",
+                "time ratio" + (f" ({PINNED})" if PINNED else ""),
+                *(["time ratio (detected)"] if PINNED else []),
                 "Δ memory ratio",
             ],
             rows,
+        )
+        + "\n\n**Against each framework's own GEMM.** All three are bound by the same three "
+        "GEMMs of 2N²S flops per layer (forward W(M_L U), backward WᵀD and D(M_L U)ᵀ); the "
+        "gradient's rate 6N²S·N_t / time against the (N×N)@(N×S) rate of the framework's own "
+        "BLAS, measured in the same process, shows how close each gets to its BLAS — and so "
+        "that the pontryx/peer time ratio is, up to that efficiency, the ratio of the BLAS "
+        "rates.\n\n"
+        + C.table(
+            [
+                "N",
+                "S",
+                "N_t",
+                "framework",
+                "BLAS kernels",
+                "GEMM GFLOP/s",
+                "gradient GFLOP/s",
+                "gradient / GEMM",
+            ],
+            eff,
         )
     )
     text = C.section("Peers: PyTorch and JAX on the identical discrete model", body)

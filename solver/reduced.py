@@ -26,24 +26,33 @@ __all__ = ["ReducedFunctional", "regulariser"]
 
 
 def regulariser(net, controls, alpha: float, beta: float, grad: Controls | None = None) -> float:
-    """R(θ) (summed over the width ranks); adds ∂R/∂θ to ``grad`` if given."""
+    """R(θ) (summed over the width ranks); adds ∂R/∂θ to ``grad`` if given.
+
+    Evaluated layer by layer in two work arrays of one layer's shape (from the
+    network's workspace), so no temporary of the size of all controls is made."""
     if alpha == 0 and beta == 0:
         return 0.0
-    dt, local = net.dt, 0.0
+    dt, local, L, ws = net.dt, 0.0, net.layers, net.workspace
     for name, w in net.regularisation_weights().items():
         th = controls[name]
-        wt = w[None]
-        if alpha:
-            local += 0.5 * alpha * dt * float(np.sum(wt * th * th))
-            if grad is not None:
-                grad[name] += alpha * dt * wt * th
-        if beta and net.layers > 1:
-            dth = np.diff(th, axis=0)
-            local += 0.5 * beta / dt * float(np.sum(wt * dth * dth))
-            if grad is not None:
-                g = beta / dt * wt * dth
-                grad[name][:-1] -= g
-                grad[name][1:] += g
+        g = grad[name] if grad is not None else None
+        a, d = ws.take(th.shape[1:]), ws.take(th.shape[1:])
+        for n in range(L):
+            if alpha:
+                np.multiply(w, th[n], out=a)  # ω θⁿ
+                local += 0.5 * alpha * dt * float(np.vdot(a, th[n]))
+                if g is not None:
+                    a *= alpha * dt
+                    g[n] += a
+            if beta and n + 1 < L:
+                np.subtract(th[n + 1], th[n], out=d)  # θⁿ⁺¹ − θⁿ
+                np.multiply(w, d, out=a)
+                local += 0.5 * beta / dt * float(np.vdot(a, d))
+                if g is not None:
+                    a *= beta / dt
+                    g[n] -= a
+                    g[n + 1] += a
+        ws.give(a, d)
     return net.space.sum(local)
 
 

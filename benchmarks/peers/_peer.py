@@ -73,11 +73,25 @@ def relative_error(J, grads, ref) -> tuple[float, float]:
     return eJ, math.sqrt(num / den)
 
 
-def run(name: str, value_and_grad, setup_rss: float, args) -> None:
+def gemm_rate(gemm, N: int, S: int, repeats: int = 3) -> float:
+    """GFLOP/s of the framework's own (N×N)@(N×S) product ``gemm()`` (best of
+    ``repeats`` after a warm-up): the yardstick of its gradient, 3 such GEMMs
+    per layer."""
+    gemm()
+    best = math.inf
+    for _ in range(repeats):
+        t = now()
+        gemm()
+        best = min(best, now() - t)
+    return 2.0 * N * N * S / best / 1e9
+
+
+def run(name: str, value_and_grad, setup_rss: float, args, gemm=None, shape=None) -> None:
     """With ``--reference``: one (J, ∇J), compared with the reference (and no
     timing, unless ``--also-time``: the quick smoke mode). Otherwise: the best
-    time of ``--repeats`` gradients after one warm-up call, and the process's
-    peak resident memory. Prints one JSON line."""
+    time of ``--repeats`` gradients after one warm-up call, the process's peak
+    resident memory and (``gemm``, ``shape`` = (N, S)) the framework's GEMM
+    rate, measured after the peak was read. Prints one JSON line."""
     t = now()
     J, grads = value_and_grad()
     out = {"peer": name, "J": float(J), "first_call": now() - t}
@@ -92,4 +106,6 @@ def run(name: str, value_and_grad, setup_rss: float, args) -> None:
             value_and_grad()
             best = min(best, now() - t)
         out.update(time=best, setup_rss_mb=setup_rss, peak_rss_mb=peak_rss_mb())
+        if gemm is not None:
+            out.update(gemm_gflops=gemm_rate(gemm, *shape))
     print(json.dumps(out), flush=True)

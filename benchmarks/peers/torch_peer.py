@@ -51,7 +51,17 @@ def main():
         g = [t.numpy() for t in torch.autograd.grad(J, [*W, *b, C, d])]
         return J.item(), {"W": g[:L], "b": g[L : 2 * L], "C": g[-2], "d": g[-1]}
 
-    _peer.run(f"torch {torch.__version__}", value_and_grad, _peer.rss_mb(), args)
+    N, S = E.shape[0], X.shape[1]
+
+    ops = []  # the GEMM's operands, made at its first call (after the peak is read)
+
+    def gemm():
+        if not ops:
+            ops.extend([torch.rand(N, N, dtype=f64), torch.rand(N, S, dtype=f64)])
+            ops.append(torch.empty(N, S, dtype=f64))
+        return torch.matmul(ops[0], ops[1], out=ops[2])
+
+    _peer.run(f"torch {torch.__version__}", value_and_grad, _peer.rss_mb(), args, gemm, (N, S))
 
 
 if __name__ == "__main__":
