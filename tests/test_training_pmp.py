@@ -153,10 +153,41 @@ def test_costate_term_finite_difference_matches_exact():
 def test_emsa_monotone_and_msa_not_a_descent_method():
     rf, th = _problem(alpha=1e-2)
     J0 = rf(th)
-    emsa = [r.loss for r in EMSA(rf, th.copy(), rho=10.0).iterate(5)]
+    emsa = [r.loss for r in EMSA(rf, th.copy(), rho=10.0, step_control=False).iterate(5)]
     assert all(b < a for a, b in itertools.pairwise([J0, *emsa])), emsa
-    msa = [r.loss for r in MSA(rf, th.copy()).iterate(5)]
+    msa = [r.loss for r in MSA(rf, th.copy(), step_control=False).iterate(5)]
     assert max(msa) > J0  # plain MSA overshoots on this problem; E-MSA's ρ terms prevent it
+
+
+@pytest.mark.parametrize("method", [MSA, EMSA])
+def test_step_control_makes_a_descent_method(method):
+    """With the default step control both sweeps are monotone from ρ₀ = 1 (E-MSA: ρ
+    adapted, rejected sweeps re-solved with 4ρ) and λ = 1 (MSA: backtracking along
+    the sweep), on a problem where plain MSA overshoots."""
+    rf, th = _problem(alpha=1e-4)
+    J0 = rf(th)
+    recs = list(method(rf, th.copy()).iterate(6))
+    losses = [J0] + [r.loss for r in recs]
+    assert all(b <= a for a, b in itertools.pairwise(losses)), losses
+    assert losses[-1] < 0.9 * J0
+    assert sum(r.extra["rejected"] for r in recs) > 0  # the control was needed
+    if method is MSA:
+        assert all(0 < r.extra["step"] <= 1 for r in recs)
+    else:
+        assert all(r.extra["rho"] > 0 for r in recs)
+
+
+def test_l2_metric_inner_solver():
+    """The inner L-BFGS in the L² metric (default) and in nodal coordinates both
+    decrease every block objective; the L² iteration is the Euclidean one on √ω θ."""
+    rf, th = _problem(layers=3, n=8, alpha=1e-3)
+    results = {}
+    for metric in ("l2", "euclidean"):
+        t = EMSA(rf, th.copy(), rho=3.0, metric=metric, step_control=False)
+        (rec,) = list(t.iterate(1))
+        assert rec.extra["decrease"] > 0 and rec.loss < rf(th)
+        results[metric] = t.controls
+    assert (results["l2"] - results["euclidean"]).norm() > 0
 
 
 def test_msa_decreases_the_loss():
@@ -221,12 +252,18 @@ def test_option_errors():
         MSA(rf, th, batch_size=100)
     with pytest.raises(ValueError, match=r"training.rho: not an option"):
         MSA(rf, th, rho=1.0)
+    with pytest.raises(ValueError, match=r"training.metric: expected one of"):
+        EMSA(rf, th, metric="h1")
+    with pytest.raises(ValueError, match=r"training.step_control"):
+        MSA(rf, th, step_control="yes")
     with pytest.raises(ValueError, match=r"training.R0"):
         OneShot(rf, th, R0=-1.0)
     with pytest.raises(ValueError, match=r"training.a"):
         OneShot(rf, th, a=0.5)
     with pytest.raises(ValueError, match=r"training.jacobian"):
         OneShot(rf, th, jacobian="exact")
+    with pytest.raises(ValueError, match=r"training.max_unknowns: .*112 unknowns \(2 layers"):
+        OneShot(rf, th, max_unknowns=10)
     rf, th = _problem(layers=2, n=4, train_embedding=True)
     with pytest.raises(ValueError, match=r"model.train_embedding"):
         MSA(rf, th)

@@ -1,10 +1,19 @@
-"""What the training methods share: option checking and the non-finite guard."""
+"""What the training methods share: option checking, the non-finite guard and the L² metric."""
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["NonFiniteError", "check_finite", "method_options"]
+import numpy as np
+
+__all__ = [
+    "METRICS",
+    "NonFiniteError",
+    "check_finite",
+    "check_metric",
+    "l2_weights",
+    "method_options",
+]
 
 
 class NonFiniteError(FloatingPointError):
@@ -29,3 +38,39 @@ def method_options(method: str, defaults: dict, options: dict) -> dict:
             f"expected one of {sorted(defaults)}"
         )
     return {**defaults, **options}
+
+
+METRICS = ("l2", "euclidean")
+
+
+def check_metric(metric) -> str:
+    """The option ``metric``: ``l2`` or ``euclidean``; anything else is a one-line error."""
+    if metric not in METRICS:
+        raise ValueError(f"training.metric: expected one of {list(METRICS)}, got {metric!r}")
+    return metric
+
+
+def l2_weights(net, names) -> dict[str, np.ndarray]:
+    """ω with ‖θ‖²_{L²} = Σ ω θ² for each control name, broadcastable to one layer's
+    array for layer controls (kernel.weights(), m for b) and to the whole array for
+    E and C (m: the lumped L²(Ω) norm of e_j, c_k) and d (1).
+
+    The optimisers that take ``metric: l2`` work in the Riesz variables θ̃ = √ω θ:
+    the Euclidean gradient ∂J/∂θ becomes ∂J/∂θ̃ = ω^{-1/2} ∂J/∂θ, whose Euclidean
+    norm is the L²(M_L) norm of the L² gradient ω⁻¹ ∂J/∂θ. Steps are then
+    measured in the norm of the regulariser, independent of the mesh (a
+    Euclidean step on nodal values of W moves the interior of a fine mesh
+    ∝ 1/(m_i m_j) too far, the boundary rows too little)."""
+    m = net.space.m
+    layer = net.regularisation_weights()
+    out = {}
+    for name in names:
+        if name in layer:
+            out[name] = np.asarray(layer[name], dtype=float)
+        elif name in ("E", "C"):
+            out[name] = m[:, None]
+        elif name == "d":
+            out[name] = np.ones(1)
+        else:
+            raise KeyError(name)
+    return out

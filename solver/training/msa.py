@@ -66,7 +66,13 @@ import numpy as np
 from pontryx.solver.controls import Controls
 from pontryx.solver.data import shard
 from pontryx.solver.training.base import Trainer
-from pontryx.solver.training.common import NonFiniteError, check_finite, method_options
+from pontryx.solver.training.common import (
+    NonFiniteError,
+    check_finite,
+    check_metric,
+    l2_weights,
+    method_options,
+)
 
 __all__ = [
     "EMSA",
@@ -288,14 +294,37 @@ class EmbeddingProblem(_Block):
 
 
 # -- the inner solver ----------------------------------------------------------------
-def minimise_lbfgs(problem, x0: Controls, iterations: int, memory: int = 10):
+class _Riesz:
+    """A block problem in the variables x̃ = √ω x (ω: the L² weights of
+    :func:`~pontryx.solver.training.common.l2_weights`): F̃(x̃) = F(x̃/√ω),
+    ∇F̃ = ∇F/√ω, so Euclidean L-BFGS on x̃ is L-BFGS in the L²(M_L) metric."""
+
+    def __init__(self, problem, weights):
+        self.problem = problem
+        self.root = {k: np.sqrt(w) for k, w in weights.items()}
+
+    def scale(self, x: Controls, power: float) -> Controls:
+        return Controls({k: v * self.root[k] ** power for k, v in x.items()}, x.comm)
+
+    def value_and_gradient(self, xt: Controls):
+        f, g = self.problem.value_and_gradient(self.scale(xt, -1.0))
+        return f, self.scale(g, -1.0)
+
+
+def minimise_lbfgs(problem, x0: Controls, iterations: int, memory: int = 10, weights=None):
     """At most ``iterations`` L-BFGS iterations on ``problem.value_and_gradient``
     from ``x0``: two-loop recursion with the scaling γ = sᵀy/yᵀy (the first step
     −∇F/‖∇F‖), weak Wolfe line search by bisection/doubling (Lewis & Overton,
     c₁ = 10⁻⁴, c₂ = 0.9), so sᵀy > 0 for every stored pair. All inner products
     are :meth:`Controls.dot` over the width ranks: collective and deterministic
     (PETSc TAO LMVM, measured, is not bit-reproducible from run to run, which
-    would break bit-for-bit resume). Returns (θ, F(x0), F(θ))."""
+    would break bit-for-bit resume). ``weights`` (name → ω): the same iteration
+    in the L² metric Σ ω θ² (on x̃ = √ω x, see :class:`_Riesz`); ``None``: the
+    Euclidean metric of the nodal values. Returns (θ, F(x0), F(θ))."""
+    if weights is not None:
+        riesz = _Riesz(problem, weights)
+        x, f0, f = minimise_lbfgs(riesz, riesz.scale(x0, 1.0), iterations, memory)
+        return riesz.scale(x, -1.0), f0, f
     x = x0.copy()
     f, g = problem.value_and_gradient(x)
     f0 = f
@@ -346,26 +375,49 @@ def minimise_lbfgs(problem, x0: Controls, iterations: int, memory: int = 10):
 
 
 # -- the trainers -------------------------------------------------------------------
+MAX_TRIALS = 30  # step-control trials per sweep before giving up (NO_DESCENT)
+
+
 class EMSA(Trainer):
     """Extended method of successive approximations (Li, Chen, Tai & E 2018); see
     the module docstring.
 
-    Options: ``rho`` (ρ > 0, default 1), ``inner_iterations`` (L-BFGS
-    iterations per block and sweep, default 5), ``batch_size`` (samples per
-    sweep, drawn afresh every sweep; None: the full batch), ``seed`` (the
-    minibatch stream: sweep k draws from numpy's generator seeded by
-    (seed, k, data rank), so a checkpoint needs only the iteration).
+    Options: ``rho`` (the initial ρ > 0, default 1), ``step_control`` (default
+    true: ρ adapted, see below), ``inner_iterations`` (L-BFGS iterations per
+    block and sweep, default 5), ``metric`` (``l2``, default: the inner L-BFGS
+    in the L²(M_L) metric of the regulariser, mesh-independent; ``euclidean``:
+    in nodal coordinates), ``batch_size`` (samples per sweep, drawn afresh
+    every sweep; None: the full batch), ``seed`` (the minibatch stream: sweep k
+    draws from numpy's generator seeded by (seed, k, data rank), so a
+    checkpoint needs only the iteration and ρ).
+
+    Step control. Li et al.'s error estimate (their Theorem 2) bounds
+    J(θ_new) − J(θ_old) by minus the sweep's decrease of the augmented
+    Hamiltonian plus terms the ρ penalties dominate once ρ exceeds a constant
+    of the problem — which is not known (on ellipses with α = 1e-4 a fixed
+    ρ = 1 sends J from 0.70 to 5.9 in three sweeps; ρ ≈ 30–100 is needed at the
+    start, far less later). So ρ is adapted like a trust region (Levenberg–
+    Marquardt): a sweep is accepted iff J(θ_new) ≤ J(θ_old) (the sweep's
+    batch); on rejection ρ ← 4ρ and the blocks are solved again from the same
+    states and costates; after an accepted sweep whose decrease of J is at
+    least ¾ of the predicted Σ_blocks (Eⁿ(θ_old) − Eⁿ(θ_new)), ρ ← ρ/2. So
+    E-MSA is a descent method for every ρ₀. After 30 rejections in a row the
+    run stops (``failed = "NO_DESCENT"``). ``step_control: false``: fixed ρ
+    (Li et al.'s Algorithm 2 as published).
 
     Each sweep yields one Record of the full-batch J, ∇J and Pontryagin residual
     *after* the update (one extra forward–adjoint sweep; with the full batch it
-    provides the states and costates of the next sweep), extra = {"rho": ρ,
-    "decrease": Σ_blocks (Eⁿ(θ_old) − Eⁿ(θ_new)), "batch": samples}.
+    provides the states and costates of the next sweep), extra = {"rho": ρ of
+    the accepted sweep, "decrease": Σ_blocks (Eⁿ(θ_old) − Eⁿ(θ_new)),
+    "rejected": rejected trials before it, "batch": samples}.
     """
 
     name = "emsa"
     defaults: ClassVar[dict] = {
         "rho": 1.0,
+        "step_control": True,
         "inner_iterations": 5,
+        "metric": "l2",
         "batch_size": None,
         "seed": 0,
     }
@@ -373,23 +425,31 @@ class EMSA(Trainer):
     def __init__(self, rf, controls, **options):
         opts = method_options(self.name, self.defaults, options)
         super().__init__(rf, controls, **opts)
-        self.rho = float(opts.get("rho", 0.0))
         self._check(opts)
+        self.rho = float(opts.get("rho", 0.0))
         self.inner = int(opts["inner_iterations"])
         self.batch_size = opts["batch_size"]
         self.seed = int(opts["seed"])
+        self.step_control = bool(opts["step_control"])
+        self.metric = check_metric(opts["metric"])
         self.weights = rf.net.regularisation_weights()
+        self.failed: str | None = None
         self._cache = None
 
     def _check(self, opts):
-        if not self.rho > 0:
-            raise ValueError(f"training.rho: expected ρ > 0 for {self.name}, got {self.rho}")
+        rho = opts["rho"]
+        if not (isinstance(rho, int | float) and rho > 0):
+            raise ValueError(f"training.rho: expected ρ > 0 for {self.name}, got {rho}")
         inner, bs = opts["inner_iterations"], opts["batch_size"]
         if not (isinstance(inner, int) and inner >= 1):
             raise ValueError(f"training.inner_iterations: expected an integer ≥ 1, got {inner}")
         if bs is not None and not (isinstance(bs, int) and 1 <= bs <= self.rf.S):
             raise ValueError(
                 f"training.batch_size: expected null or 1 … {self.rf.S} (the samples), got {bs}"
+            )
+        if not isinstance(opts["step_control"], bool):
+            raise ValueError(
+                f"training.step_control: expected true or false, got {opts['step_control']!r}"
             )
 
     # -- sweeps -----------------------------------------------------------------
@@ -432,11 +492,12 @@ class EMSA(Trainer):
 
         return reg
 
-    def blocks(self, traj, X, misfit_fn, S):
+    def blocks(self, traj, X, misfit_fn, S, rho=None):
         """(names, problem) of every block of one sweep: the layers, then the
-        readout and the embedding when trainable."""
+        readout and the embedding when trainable (ρ: default the current one)."""
         net, old = self.rf.net, self.controls
-        U, Lam, rho = traj.states, traj.costates, self.rho
+        U, Lam = traj.states, traj.costates
+        rho = self.rho if rho is None else rho
         comm = self.rf.data_comm
         for n in range(net.layers):
             reg = self._layer_regulariser(n, old)
@@ -457,59 +518,126 @@ class EMSA(Trainer):
             return controls.subset(("E",))
         return Controls({k: controls[k][key] for k in net.layer_names}, controls.comm)
 
-    def sweep(self):
-        """One (E-)MSA update of the controls; returns Σ_blocks of the decrease."""
+    def _block_weights(self, key):
+        """The L² weights ω of a block's controls (``metric: l2``), else None."""
+        if self.metric != "l2":
+            return None
+        names = ("C", "d") if key == "readout" else ("E",) if key == "embedding" else None
+        return l2_weights(self.rf.net, names or self.rf.net.layer_names)
+
+    def _batch(self):
+        """(batch functional, its trajectory, its J) at the current controls."""
         if self.batch_size is None:
-            traj, rfb = self._full()[4], self.rf
-        else:
-            rfb = self._minibatch()
-            traj = trajectory(rfb.net, self.controls, rfb.X, rfb._misfit)
+            J, _, _, _, traj = self._full()
+            return self.rf, traj, J
+        rfb = self._minibatch()
+        traj = trajectory(rfb.net, self.controls, rfb.X, rfb._misfit)
+        return rfb, traj, reduce_gradient(rfb, self.controls, traj)[0]
+
+    def sweep(self, traj=None, rfb=None, rho=None):
+        """One (E-)MSA update from the states and costates ``traj`` of batch
+        ``rfb`` (default: this iteration's batch at the current controls) with
+        ρ (default: the current one); returns (θ_new, Σ_blocks of the decrease)."""
+        if traj is None:
+            rfb, traj, _ = self._batch()
         new = self.controls.copy()
         decrease = 0.0
-        for key, problem in self.blocks(traj, rfb.X, rfb._misfit, rfb.S):
+        for key, problem in self.blocks(traj, rfb.X, rfb._misfit, rfb.S, rho):
             x0 = self._block_controls(key, self.controls)
-            theta, f0, f = minimise_lbfgs(problem, x0, self.inner)
+            theta, f0, f = minimise_lbfgs(problem, x0, self.inner, weights=self._block_weights(key))
             target = self._block_controls(key, new)
             for k in theta:
                 target[k][...] = theta[k]
             decrease += f0 - f
         return new, decrease
 
+    def _set(self, controls):
+        for k in self.controls:
+            self.controls[k][...] = controls[k]
+
+    def _trial(self, rfb, candidate) -> float:
+        """J of the sweep's batch at ``candidate``; the controls are left there."""
+        self._set(candidate)
+        return float(self._full()[0] if rfb is self.rf else rfb(self.controls))
+
+    def _step(self):
+        """One accepted sweep (the controls updated); its record extras, or None
+        if no trial decreased J."""
+        rfb, traj, J_old = self._batch()
+        old = self.controls.copy()
+        for rejected in range(MAX_TRIALS):
+            rho = self.rho
+            new, decrease = self.sweep(traj, rfb, rho)
+            if not self.step_control:
+                self._set(new)
+                return {"rho": rho, "decrease": decrease, "rejected": 0}
+            J_new = self._trial(rfb, new)
+            if J_new <= J_old:
+                if J_old - J_new >= 0.75 * decrease:
+                    self.rho = 0.5 * rho
+                return {"rho": rho, "decrease": decrease, "rejected": rejected}
+            self._set(old)
+            self.rho = 4.0 * rho
+        return None
+
     def _iterate(self, n):
         for _ in range(n):
+            if self.failed:
+                return
             last = self.controls.copy()
-            new, decrease = self.sweep()
-            for k in self.controls:
-                self.controls[k][...] = new[k]
+            extra = self._step()
+            if extra is None:
+                self._set(last)
+                self.failed = "NO_DESCENT"
+                return
             self.iteration += 1
             J, grad, misfit, stat, _ = self._full()
             self.rf.last = {"misfit": misfit, "stat": stat, "J": J, "gradient": grad}
             batch = self.rf.S if self.batch_size is None else self.batch_size
-            rec = self.record(J, grad, rho=self.rho, decrease=decrease, batch=batch)
+            rec = self.record(J, grad, **extra, batch=batch)
             try:
                 check_finite(self.iteration, rec.loss, rec.grad_norm)
             except NonFiniteError:
-                for k in self.controls:
-                    self.controls[k][...] = last[k]
+                self._set(last)
                 self.iteration -= 1
                 self._cache = None
                 raise
             yield rec
 
+    # -- checkpointing --------------------------------------------------------------
+    def state(self):
+        out = super().state()
+        out["msa/rho"] = np.array(self.rho)
+        out["msa/step"] = np.array(getattr(self, "step", 1.0))
+        return out
+
     def restore(self, state):
         super().restore(state)
-        self._cache = None
+        if "msa/rho" in state:
+            self.rho = float(state["msa/rho"])
+            self.step = float(state["msa/step"])
+        self._cache, self.failed = None, None
 
 
 class MSA(EMSA):
     """The plain method of successive approximations (ρ = 0): every block
     minimises only its Hamiltonian part (−Hⁿ, the readout misfit) with a few
-    L-BFGS iterations. Not a descent method in general — see :class:`EMSA`.
-    Options as :class:`EMSA` without ``rho``. The embedding E cannot be trained
-    (its Hamiltonian ⟨Λ⁰, E X⟩ is linear in E)."""
+    L-BFGS iterations. Not a descent method in general: with weak
+    regularisation the layerwise maximiser of Hⁿ saturates σ (θ → ∞ in the
+    direction of the costate) and J explodes. Options as :class:`EMSA` without
+    ``rho``; ``step_control`` (default true) damps the sweep by a backtracking
+    line search on J along it, θ_old + λ(θ_MSA − θ_old), λ ← λ/4 until J does
+    not increase (each trial one forward–adjoint sweep, no block solves), the
+    next sweep starting from min(1, 2λ); extra["step"] = λ. ``step_control:
+    false`` is Li et al.'s Algorithm 1 as published. The embedding E cannot be
+    trained (its Hamiltonian ⟨Λ⁰, E X⟩ is linear in E)."""
 
     name = "msa"
     defaults: ClassVar[dict] = {k: v for k, v in EMSA.defaults.items() if k != "rho"}
+
+    def __init__(self, rf, controls, **options):
+        super().__init__(rf, controls, **options)
+        self.rho, self.step = 0.0, 1.0
 
     def _check(self, opts):
         if "E" in self.rf.net.trainable:
@@ -517,6 +645,21 @@ class MSA(EMSA):
                 "model.train_embedding: method 'msa' cannot train the embedding "
                 "(its Hamiltonian is linear in E); use 'emsa'"
             )
-        self.rho = 1.0  # only to pass EMSA's checks; plain MSA has ρ = 0
-        super()._check(opts)
-        self.rho = 0.0
+        super()._check({**opts, "rho": 1.0})  # plain MSA has ρ = 0
+
+    def _step(self):
+        rfb, traj, J_old = self._batch()
+        old = self.controls.copy()
+        new, decrease = self.sweep(traj, rfb, 0.0)
+        extra = {"rho": 0.0, "decrease": decrease, "rejected": 0, "step": 1.0}
+        if not self.step_control:
+            self._set(new)
+            return extra
+        direction = new - old
+        lam = self.step
+        for rejected in range(MAX_TRIALS):
+            if self._trial(rfb, old.copy().axpy(lam, direction)) <= J_old:
+                self.step = min(1.0, 2.0 * lam) if rejected == 0 else lam
+                return {**extra, "rejected": rejected, "step": lam}
+            lam *= 0.25
+        return None

@@ -70,6 +70,13 @@ the first data group only (they are broadcast over the data ranks in every
 residual and their gradients summed). With a data split the Vec needs the
 world communicator of the layout: ``MPI.COMM_WORLD`` unless the keyword
 argument ``comm`` gives it.
+
+Size. The unknowns are θ and N_t·N·S state values (×2 for the KKT stage); the
+Jacobian-free Newton–Krylov solve has no preconditioner, so its GMRES
+iterations grow with the size and with R_f. Beyond ``max_unknowns`` (default
+10⁵; e.g. 8 layers × 81 dofs × 1000 samples = 648 000 state values) the trainer
+refuses to start with a one-line error instead of running for hours; ``null``
+lifts the guard.
 """
 
 from __future__ import annotations
@@ -155,7 +162,8 @@ class OneShot(Trainer):
     ``stages`` (annealing stages, default 6), ``kkt`` (finish with the strong
     constraint KKT stage, default true), ``jacobian`` (auto | fd | mf),
     ``fd_step`` (1e-5), ``rtol``, ``atol``, ``max_it`` (SNES), ``objective``,
-    ``petsc_options`` (a dict, no prefix); see the module docstring.
+    ``max_unknowns`` (10⁵, null: no limit), ``petsc_options`` (a dict, no
+    prefix); see the module docstring.
 
     ``iterate(k)`` yields one Record per stage: the reduced J(θ), ∇J(θ) and
     Pontryagin residual at the stage's controls (one extra sweep), with
@@ -177,6 +185,7 @@ class OneShot(Trainer):
         "max_it": 50,
         "fd_step": 1e-5,
         "objective": False,
+        "max_unknowns": 100_000,
         "petsc_options": {},
     }
 
@@ -194,6 +203,7 @@ class OneShot(Trainer):
                 f"training.jacobian: expected auto, fd or mf, got {opts['jacobian']!r}"
             )
         net = rf.net
+        self._check_size(rf, controls, opts["max_unknowns"])
         self.net, self.names = net, tuple(net.trainable)
         width, data = net.space.comm, rf.data_comm
         if comm is None:
@@ -211,6 +221,24 @@ class OneShot(Trainer):
         self.reason: str | None = None  # SNES's reason of the last stage
         self.converged: str | None = None  # set after the last stage if its SNES converged
         self.failed: str | None = None  # set after the last stage if its SNES did not
+
+    @staticmethod
+    def _check_size(rf, controls, limit):
+        """Refuse a one-shot solve with more than ``limit`` unknowns (module docstring)."""
+        if limit is None:
+            return
+        net = rf.net
+        n_theta = controls.subset(net.trainable).comm.allreduce(
+            controls.subset(net.trainable).local_size()
+        )
+        states = net.layers * net.space.N * rf.S * net.scheme.n_states
+        if n_theta + states > limit:
+            raise ValueError(
+                f"training.max_unknowns: the one-shot solve would have {n_theta + states} "
+                f"unknowns ({net.layers} layers × {net.space.N} dofs × {rf.S} samples of "
+                f"states + {n_theta} controls) > {limit}; use fewer samples or layers, or "
+                "max_unknowns: null to try anyway (Newton–Krylov without a preconditioner)"
+            )
 
     # -- the Lagrangian and its gradient ------------------------------------------
     def lagrangian(self, U, Lam=None, R_f=None):
