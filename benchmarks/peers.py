@@ -181,12 +181,16 @@ def run_peer(
 
 
 # -- driver ---------------------------------------------------------------------------
-def _efficiency(N, S, L, framework, blas, res) -> list:
+def _efficiency(N, S, L, framework, blas, res, best_gemm=None) -> list:
     """A row of the GEMM-efficiency table: the gradient's rate (3 GEMMs of 2N²S
-    flops per layer) against the framework's own GEMM rate."""
+    flops per layer) against the framework's own GEMM rate; for a peer also the
+    largest speed-up pontryx could have over it, at 100 % of pontryx's best GEMM
+    rate ``best_gemm``: t_peer / (6N²S·N_t / best_gemm)."""
     rate = C.gflops(6 * N * N * S * L, res["time"])
     gemm = res.get("gemm_gflops")
-    return [N, S, L, framework, blas, gemm or "–", rate, f"{rate / gemm:.0%}" if gemm else "–"]
+    share = f"{rate / gemm:.0%}" if gemm else "–"
+    bound = f"{best_gemm / rate:.2f}" if best_gemm else "–"
+    return [N, S, L, framework, blas, gemm or "–", rate, share, bound]
 
 
 def measure(n, S, L, threads, repeats, peers, one_process=False) -> tuple[list, list]:
@@ -247,7 +251,8 @@ def measure(n, S, L, threads, repeats, peers, one_process=False) -> tuple[list, 
             memory = f"{px_delta / delta:.2f}" if delta > 0 else "–"
             size = [N, S, L, res["peer"], PEER_BLAS[name], res["time"], res["peak_rss_mb"], delta]
             rows.append([*size, err, *ratios, memory])
-            eff.append(_efficiency(N, S, L, res["peer"], PEER_BLAS[name], res))
+            best_gemm = max(r.get("gemm_gflops", 0.0) for r in (px, own or {}))
+            eff.append(_efficiency(N, S, L, res["peer"], PEER_BLAS[name], res, best_gemm))
     return rows, eff
 
 
@@ -316,7 +321,9 @@ def main(argv=None) -> str:
         "gradient's rate 6N²S·N_t / time against the (N×N)@(N×S) rate of the framework's own "
         "BLAS, measured in the same process, shows how close each gets to its BLAS — and so "
         "that the pontryx/peer time ratio is, up to that efficiency, the ratio of the BLAS "
-        "rates.\n\n"
+        "rates. The last column bounds what any implementation of these three GEMMs could "
+        "gain over the peer: the peer's time over 6N²S·N_t flops at 100 % of pontryx's best "
+        "GEMM rate.\n\n"
         + C.table(
             [
                 "N",
@@ -327,6 +334,7 @@ def main(argv=None) -> str:
                 "GEMM GFLOP/s",
                 "gradient GFLOP/s",
                 "gradient / GEMM",
+                "pontryx speed-up at most",
             ],
             eff,
         )
