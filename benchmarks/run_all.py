@@ -32,6 +32,7 @@ SCRIPTS = (
     "deep_limit",
     "width_limit",
     "training",
+    "msa_vs_gd",
 )
 
 _VERSIONS = """
