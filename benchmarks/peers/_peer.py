@@ -73,17 +73,22 @@ def relative_error(J, grads, ref) -> tuple[float, float]:
     return eJ, math.sqrt(num / den)
 
 
+def best_time(fn, repeats: int) -> float:
+    """Best time of ``repeats`` calls of ``fn()`` (the caller warms up)."""
+    best = math.inf
+    for _ in range(repeats):
+        t = now()
+        fn()
+        best = min(best, now() - t)
+    return best
+
+
 def gemm_rate(gemm, N: int, S: int, repeats: int = 3) -> float:
     """GFLOP/s of the framework's own (N×N)@(N×S) product ``gemm()`` (best of
     ``repeats`` after a warm-up): the yardstick of its gradient, 3 such GEMMs
     per layer."""
     gemm()
-    best = math.inf
-    for _ in range(repeats):
-        t = now()
-        gemm()
-        best = min(best, now() - t)
-    return 2.0 * N * N * S / best / 1e9
+    return 2.0 * N * N * S / best_time(gemm, repeats) / 1e9
 
 
 def run(name: str, value_and_grad, setup_rss: float, args, gemm=None, shape=None) -> None:
@@ -100,11 +105,7 @@ def run(name: str, value_and_grad, setup_rss: float, args, gemm=None, shape=None
         out.update(rel_err_J=eJ, rel_err_grad=eg, agrees=bool(eg <= args.tol and eJ <= args.tol))
     if not args.reference or (args.also_time and out["agrees"]):
         del grads
-        best = math.inf
-        for _ in range(args.repeats):
-            t = now()
-            value_and_grad()
-            best = min(best, now() - t)
+        best = best_time(value_and_grad, args.repeats)
         out.update(time=best, setup_rss_mb=setup_rss, peak_rss_mb=peak_rss_mb())
         if gemm is not None:
             out.update(gemm_gflops=gemm_rate(gemm, *shape))
