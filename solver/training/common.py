@@ -6,9 +6,12 @@ import math
 
 import numpy as np
 
+from pontryx.solver.controls import Controls
+
 __all__ = [
     "METRICS",
     "NonFiniteError",
+    "RieszMap",
     "check_finite",
     "check_metric",
     "l2_weights",
@@ -74,3 +77,36 @@ def l2_weights(net, names) -> dict[str, np.ndarray]:
         else:
             raise KeyError(name)
     return out
+
+
+class RieszMap:
+    """The change of variables x = √ω θ on flat local control vectors
+    (:meth:`Controls.to_flat` layout, so the replicated d lives on width rank 0
+    only), ω = :func:`l2_weights` for ``metric: l2``; the identity (no
+    arithmetic at all) for ``metric: euclidean``.
+
+    An optimiser that sees x and ∇_x J = ω^{-1/2} ∇_θ J works in the discrete
+    L²(M_L) inner product of the regulariser instead of the Euclidean one of the
+    nodal values, so its steps are mesh independent (Schwedes, Ham, Funke &
+    Piggott, "Mesh dependence in PDE-constrained optimisation", 2017):
+    a gradient step x ← x − η ∇_x J is θ ← θ − η ω⁻¹ ∇_θ J, the L² gradient."""
+
+    def __init__(self, net, theta: Controls, metric: str):
+        self.metric = check_metric(metric)
+        self.root = None
+        if self.metric == "l2":
+            w = l2_weights(net, tuple(theta))
+            shaped = {k: np.broadcast_to(np.sqrt(w[k]), v.shape) for k, v in theta.items()}
+            self.root = Controls(shaped, theta.comm).to_flat()
+
+    def to_x(self, theta: np.ndarray) -> np.ndarray:
+        """x = √ω θ (a new array)."""
+        return theta.copy() if self.root is None else theta * self.root
+
+    def to_theta(self, x: np.ndarray) -> np.ndarray:
+        """θ = x / √ω."""
+        return x if self.root is None else x / self.root
+
+    def gradient(self, g: np.ndarray) -> np.ndarray:
+        """∇_x J = ∇_θ J / √ω."""
+        return g if self.root is None else g / self.root

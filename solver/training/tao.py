@@ -39,7 +39,17 @@ first update in about half of the runs, even serially), which would break
 bit-for-bit restarts. ``-tao_lmvm_mat_type lmvmbfgs`` restores it (PETSc gives
 LMVM's matrix the fixed prefix ``tao_lmvm_``; BLMVM's is ``pontryx_tao_tao_blmvm_``).
 
-Options (``method_options``): ``gatol`` (‖∇J‖ ≤ gatol, default 1e-8), ``grtol``,
+Metric. By default (option ``metric: l2``) TAO works in the Riesz variables
+x = √ω θ of the L²(M_L) inner product of the regulariser (ω: kernel.weights()
+for layer controls, m for b, E and C, 1 for d; :class:`~.common.RieszMap`): it
+sees J̃(x) = J(x/√ω) and ∇_x J = ω^{-1/2} ∇_θ J, so its L-BFGS initial metric,
+line-search steps, trust region and tolerances are those of the continuous
+problem and do not change with the mesh (Schwedes et al. 2017); the
+finite-difference Hessian is the one of J̃. ``metric: euclidean``: the nodal
+values θ themselves, as before. Records and checkpoints hold θ and ∇_θ J.
+
+Options (``method_options``): ``gatol`` (‖∇J‖ ≤ gatol, default 1e-8; the norm
+of ∇_x J, i.e. the L² norm of the gradient for ``metric: l2``), ``grtol``,
 ``gttol`` (TAO's relative tests, default 0: off), ``fd_step`` and
 ``krylov_max_it`` (Newton-type: at most this many CG iterations per Newton step,
 default 50), ``petsc_options`` (a dict of further options without the prefix,
@@ -66,7 +76,12 @@ import numpy as np
 from petsc4py import PETSc
 
 from pontryx.solver.training.base import Trainer
-from pontryx.solver.training.common import NonFiniteError, check_finite, method_options
+from pontryx.solver.training.common import (
+    NonFiniteError,
+    RieszMap,
+    check_finite,
+    method_options,
+)
 
 __all__ = ["GRADIENT_TYPES", "NEWTON_TYPES", "TAO_TRAINERS", "TaoTrainer"]
 
@@ -102,10 +117,11 @@ class _FDHessian:
     def shift(self, mat, s: float) -> None:
         self.sigma += s
 
-    def _gradient(self, flat: np.ndarray) -> np.ndarray:
-        self.work_sub.set_flat(flat)
+    def _gradient(self, x: np.ndarray) -> np.ndarray:
+        riesz = self.trainer.riesz
+        self.work_sub.set_flat(riesz.to_theta(x))
         _, g = self.trainer._value_and_gradient(self.work)
-        return g.subset(self.trainer.names).to_flat()
+        return riesz.gradient(g.subset(self.trainer.names).to_flat())
 
     def mult(self, mat, v: PETSc.Vec, y: PETSc.Vec) -> None:
         vnorm = v.norm()
@@ -130,6 +146,7 @@ class TaoTrainer(Trainer):
         "gttol": 0.0,
         "fd_step": 1e-5,
         "krylov_max_it": 50,
+        "metric": "l2",
         "petsc_options": {},
     }
 
@@ -149,6 +166,7 @@ class TaoTrainer(Trainer):
             raise ValueError("training.gatol/fd_step/krylov_max_it: expected ≥ 0, > 0, ≥ 1")
         self.names = tuple(rf.net.trainable)
         self.theta = controls.subset(self.names)
+        self.riesz = RieszMap(rf.net, self.theta, opts["metric"])
         self.comm = rf.net.space.comm
         self.x = None  # the solution Vec, alive during a solve
         self.sweeps = 0  # gradient evaluations (forward + adjoint sweeps) so far
@@ -162,9 +180,9 @@ class TaoTrainer(Trainer):
         return self.rf.value_and_gradient(controls)
 
     def _objective_gradient(self, tao, x, g):
-        self.theta.set_flat(x.array_r)
+        self.theta.set_flat(self.riesz.to_theta(x.array_r))
         J, grad = self._value_and_gradient(self.controls)
-        grad.subset(self.names).to_flat(g.array)
+        g.array[:] = self.riesz.gradient(grad.subset(self.names).to_flat())
         self._cache = (x.array_r.copy(), J, grad, dict(self.rf.last))
         if not np.isfinite(J):
             self._nonfinite = "loss"
@@ -177,7 +195,7 @@ class TaoTrainer(Trainer):
 
     def _at_solution(self, x):
         """(J, ∇J) at the accepted iterate x, from the cache when TAO evaluated there last."""
-        self.theta.set_flat(x.array_r)
+        self.theta.set_flat(self.riesz.to_theta(x.array_r))
         xc, J, grad, last = self._cache
         same = xc.shape == x.array_r.shape and np.array_equal(xc, x.array_r)
         if self.comm.allreduce(same, op=MPI.LAND):
@@ -251,7 +269,7 @@ class TaoTrainer(Trainer):
             return
         start = self.iteration
         self.x = PETSc.Vec().createMPI((self.theta.local_size(), PETSc.DETERMINE), comm=self.comm)
-        self.theta.to_flat(self.x.array)
+        self.x.array[:] = self.riesz.to_x(self.theta.to_flat())
         records, good = [], self.x.array_r.copy()
         self._error, self._nonfinite = None, None
         self._cache = (np.empty(0), None, None, None)
@@ -268,12 +286,12 @@ class TaoTrainer(Trainer):
                     f"training: non-finite {self._nonfinite} at iteration {start}"
                 )
             code = tao.getConvergedReason()
-            self.theta.set_flat(self.x.array_r)  # the monitor has set self.iteration
+            self.theta.set_flat(self.riesz.to_theta(self.x.array_r))  # monitor set the iteration
         finally:
             self.destroy(tao, H)
         error, self._error = self._error, None
         if isinstance(error, NonFiniteError):  # back to the last finite iterate
-            self.theta.set_flat(good)
+            self.theta.set_flat(self.riesz.to_theta(good))
             self.iteration = records[-1].iteration if records else start
         if error is not None:
             raise error
