@@ -188,10 +188,15 @@ class StochasticTrainer(Trainer):
 
 
 class SGD(StochasticTrainer):
-    """Minibatch SGD with optional heavy-ball momentum μ: v ← μ v + g, θ ← θ − η v."""
+    """Minibatch SGD with optional heavy-ball momentum μ: v ← μ v + g, θ ← θ − η v.
+
+    Default η = 0.1 in the L² metric: on ellipses (unit_square n = 8, 8 layers,
+    α = 1e-4, 300 full-batch steps) J reaches 0.677 / 0.636 / 0.526 / 0.442 for
+    η = 0.01 / 0.03 / 0.1 / 0.3 (minibatches of 100 alike); η = 1 overshoots. 0.1
+    leaves room for minibatch noise."""
 
     name = "sgd"
-    defaults: ClassVar[dict] = {**StochasticTrainer.defaults, "momentum": 0.0}
+    defaults: ClassVar[dict] = {**StochasticTrainer.defaults, "learning_rate": 0.1, "momentum": 0.0}
 
     def __init__(self, rf, controls, **options):
         super().__init__(rf, controls, **options)
