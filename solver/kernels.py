@@ -102,10 +102,7 @@ class DenseKernel(Kernel):
         """All N rows of M_L U (a workspace array)."""
         sp = self.space
         X = np.multiply(sp.m[:, None], U, out=ws.take(U.shape))
-        G = sp.allgather(X, ws)
-        if G is not X:
-            ws.give(X)
-        return G
+        return ws.replaced(X, sp.allgather(X, ws))
 
     def apply(self, ctx, U, ws=HEAP):
         G = self._gathered(U, ws)
@@ -116,9 +113,7 @@ class DenseKernel(Kernel):
     def apply_T(self, ctx, D, ws=HEAP):
         sp = self.space
         Yfull = np.matmul(ctx["W"].T, D, out=ws.take((sp.N, D.shape[1])))
-        Y = sp.reduce_scatter(Yfull, ws)
-        if Y is not Yfull:
-            ws.give(Yfull)
+        Y = ws.replaced(Yfull, sp.reduce_scatter(Yfull, ws))
         Y *= sp.m[:, None]
         return Y
 

@@ -94,10 +94,7 @@ class IMEXEuler(Scheme):
         Y = self.sigma.f(Z, out=ws.take(Z.shape))  # U + Δt σ(Z), in place (same rounding)
         Y *= self.dt
         Y += U
-        Un = self._S(1.0, Y)
-        if Un is not Y:
-            ws.give(Y)
-        return (Un,), (U, Z)
+        return (ws.replaced(Y, self._S(1.0, Y)),), (U, Z)
 
     def adjoint(self, ctx, record, lam, grad, n=None, ws=HEAP):
         U, Z = record

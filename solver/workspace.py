@@ -48,6 +48,14 @@ class Workspace:
             if a is not None and self._lent.pop(id(a), None) is not None:
                 self._free.setdefault(a.shape, []).append(a)
 
+    def replaced(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """``new``, the result of an operation on ``old`` that may return its
+        input (an allgather on one rank, ε = 0): ``old`` is given back unless it
+        is ``new`` itself."""
+        if new is not old:
+            self.give(old)
+        return new
+
     def end(self) -> None:
         """End of a sweep: forget arrays still lent (they are not reused)."""
         self._lent.clear()

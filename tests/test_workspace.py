@@ -32,6 +32,9 @@ def test_pool_recycles_only_its_own_arrays():
     assert ws.take((3, 4)) is a and ws.take((3, 4)) is not a
     ws.end()
     assert ws.lent == 0
+    c = ws.take((3, 4))
+    assert ws.replaced(c, c) is c and ws.lent == 1  # the operation returned its input
+    assert ws.replaced(c, foreign) is foreign and ws.lent == 0
     ws.clear()
     assert ws.nbytes == 0
     assert HEAP.take((2,)).shape == (2,) and HEAP.lent == 0
