@@ -1,4 +1,6 @@
-"""What the peer scripts share (NumPy only: they run in their own venvs).
+"""What the peer scripts share (NumPy only: they run in their own venvs; the
+clock, best-of timing and memory readings are ``benchmarks/_common.py``'s, which
+imports nothing beyond NumPy).
 
 The problem file (.npz, written by ``peers.py``) holds the discrete model of
 DESIGN.md §2 with ε = 0, IMEX Euler, tanh, dense kernel, float64:
@@ -18,10 +20,13 @@ import argparse
 import json
 import math
 import os
-import resource
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import best_time, gflops, now, peak_rss_mb, rss_mb  # noqa: F401
 
 NAMES = ("W", "b", "C", "d")
 
@@ -39,24 +44,9 @@ def arguments(description: str):
     return p.parse_args()
 
 
-def now() -> float:
-    """The benchmark clock: wall time, or CPU time if PONTRYX_BENCH_CLOCK=cpu."""
-    cpu = os.environ.get("PONTRYX_BENCH_CLOCK", "wall") == "cpu"
-    return time.process_time() if cpu else time.perf_counter()
-
-
 def load(path):
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def stacked(grads) -> dict:
@@ -73,22 +63,11 @@ def relative_error(J, grads, ref) -> tuple[float, float]:
     return eJ, math.sqrt(num / den)
 
 
-def best_time(fn, repeats: int) -> float:
-    """Best time of ``repeats`` calls of ``fn()`` (the caller warms up)."""
-    best = math.inf
-    for _ in range(repeats):
-        t = now()
-        fn()
-        best = min(best, now() - t)
-    return best
-
-
 def gemm_rate(gemm, N: int, S: int, repeats: int = 3) -> float:
     """GFLOP/s of the framework's own (N×N)@(N×S) product ``gemm()`` (best of
     ``repeats`` after a warm-up): the yardstick of its gradient, 3 such GEMMs
     per layer."""
-    gemm()
-    return 2.0 * N * N * S / best_time(gemm, repeats) / 1e9
+    return gflops(2.0 * N * N * S, best_time(gemm, repeats, warmup=1))
 
 
 def run(name: str, value_and_grad, setup_rss: float, args, gemm=None, shape=None) -> None:
@@ -105,7 +84,7 @@ def run(name: str, value_and_grad, setup_rss: float, args, gemm=None, shape=None
         out.update(rel_err_J=eJ, rel_err_grad=eg, agrees=bool(eg <= args.tol and eJ <= args.tol))
     if not args.reference or (args.also_time and out["agrees"]):
         del grads
-        best = best_time(value_and_grad, args.repeats)
+        best = best_time(value_and_grad, args.repeats, warmup=0)  # warmed up by the check
         out.update(time=best, setup_rss_mb=setup_rss, peak_rss_mb=peak_rss_mb())
         if gemm is not None:
             out.update(gemm_gflops=gemm_rate(gemm, *shape))
