@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run the whole test suite: serially, then on 2 MPI ranks.
+# Set up (if needed) and run the whole test suite: serially, then on 2 MPI ranks,
+# then the installed package (scripts/check-install.sh).
 # Extra arguments go to pytest (e.g. scripts/test.sh -k forward).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,4 +19,6 @@ timeout 1200 mpirun -n 2 bash -c '
     else exec python -m pytest -q -p no:cacheprovider "$@" >"'"$log"'" 2>&1; fi' _ "$@" || status=$?
 if [ "$status" != 0 ]; then echo "== rank 1 log"; tail -n 60 "$log"; fi
 rm -f "$log"
-exit "$status"
+[ "$status" = 0 ] || exit "$status"
+echo "== the installed package (wheel in a fresh venv)"
+bash "$root/scripts/check-install.sh"

@@ -42,6 +42,15 @@ TAYLOR_RATE = 1.95
 # ------------------------------------------------------------------ parser ---
 
 
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("pontryx")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that is not installed
+        return "(not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pontryx",
@@ -50,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Run any command under `mpirun -n P`. Exit codes: 0 ok, 1 internal error, "
         "2 bad input, 3 non-finite loss/gradient.",
     )
+    p.add_argument("--version", action="version", version=f"pontryx {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def overrides(sp):

@@ -27,7 +27,6 @@ spawned from ``numpy.random.SeedSequence(seed)``. Invalid descriptions raise
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import numbers
 import os
@@ -330,21 +329,12 @@ def _synthetic(name: str, desc: Mapping) -> Dataset:
 
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits as (1797×64 pixels 0..16, labels), in its order. Read
-    from the file scikit-learn ships (fast: importing sklearn takes seconds on every
-    rank); ``sklearn.datasets.load_digits`` if that file is not where expected."""
-    spec = importlib.util.find_spec("sklearn")
-    roots = spec.submodule_search_locations if spec is not None else None
-    for root in roots or ():
-        fname = Path(root) / "datasets" / "data" / "digits.csv.gz"
-        if fname.is_file():
-            table = np.loadtxt(fname, delimiter=",")
-            if table.shape == (1797, 65):
-                return table[:, :-1], table[:, -1].astype(np.int64)
+    """scikit-learn's digits as (1797×64 pixels 0..16, labels), in its order, through
+    its public API ``sklearn.datasets.load_digits``."""
     from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    return digits.data, digits.target.astype(np.int64)
+    pixels, labels = load_digits(return_X_y=True)
+    return np.asarray(pixels, dtype=np.float64), np.asarray(labels, dtype=np.int64)
 
 
 def _digits(desc: Mapping) -> Dataset:

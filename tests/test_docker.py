@@ -331,3 +331,22 @@ def test_batch_scripts_use_existing_train_options():
     known = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", help_text))
     missing = {opt: files for opt, files in used.items() if opt not in known}
     assert not missing, f"options not in `pontryx train --help`: {missing}\n{help_text}"
+
+
+# ------------------------------------------------------------- smoke tests ---
+
+
+def test_container_smoke_tests_train_for_real():
+    """The image build (Dockerfile RUN) and `apptainer test` (%test) install
+    pontryx as a regular package and run a real 3-iteration training of a
+    shipped example, not only `import` and `--help`."""
+    runs = " ".join(rest for word, rest in dockerfile_instructions() if word == "RUN")
+    test_section = APPTAINER_DEF.read_text().split("%test", 1)[1].split("\n%", 1)[0]
+    for where, text in (("Dockerfile", runs), ("pontryx.def %test", test_section)):
+        m = re.search(r"pontryx train (\S+)", text)
+        assert m, f"{where}: no `pontryx train` smoke test"
+        example = m.group(1).replace("/opt/pontryx/", "")
+        assert (ROOT / example).is_file(), f"{where}: {example} is not a shipped example"
+        assert "training.max_iterations=3" in text, where
+        assert "pontryx --version" in text, where
+    assert "-e " not in runs.split("pip install", 1)[1].split("&&", 1)[0], "editable install"
