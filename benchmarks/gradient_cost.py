@@ -10,7 +10,7 @@ with the GEMM rate of the same shapes measured in the same process (goal ≥ 70 
 Each configuration runs in a fresh process. "sys" is the share of the gradient's
 time spent in the kernel (first-touch page faults of freshly allocated memory).
 The sweep takes its stored records and temporaries from the network's workspace
-(pontryx.solver.workspace), reused from one gradient to the next, so what
+(pontryx.solver.model.workspace), reused from one gradient to the next, so what
 remains is the fresh gradient arrays; the second dense row runs with glibc told
 to keep all freed memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_) for
 comparison.

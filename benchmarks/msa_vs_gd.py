@@ -48,7 +48,7 @@ def worker(cfg: dict, threads: int) -> None:
 
     from pontryx.meshes import create_mesh
     from pontryx.solver import ContinuumNetwork, ReducedFunctional, WidthSpace, load_dataset
-    from pontryx.solver.training import train
+    from pontryx.solver.training import minimize
 
     ds = load_dataset({"name": "ellipses", "n_train": cfg["samples"], "n_test": 4})
     with C.limit_threads(threads):
@@ -72,13 +72,13 @@ def worker(cfg: dict, threads: int) -> None:
 
         its = cfg["iterations"] + (1 if cfg["method"] == "gd" else 0)
         try:
-            res = train(
+            res = minimize(
                 rf,
                 theta,
                 TRAINER.get(cfg["method"], cfg["method"]),
                 cfg["options"],
                 max_iterations=its,
-                callback=callback,
+                on_record=callback,
             )
             reason = res.reason
         except Stop:

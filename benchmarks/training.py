@@ -4,14 +4,14 @@ For each method (lmvm, adam, msa, emsa, oneshot) a fresh process trains the
 same network from the same initial controls on ``ellipses`` (1000 train, 1000
 test samples) and ``digits`` (scikit-learn's 8×8 images: the first 898 train,
 the other 899 test, the split of ``pontryx.solver.data`` and the CLI example)
-with :func:`pontryx.solver.training.train` (default options of every method)
+with :func:`pontryx.solver.training.minimize` (default options of every method)
 and reports the time and iterations until the test accuracy first reaches the
 target (99 % on ellipses, 90 % on digits), checked every few iterations by
 ``train``'s ``test_rf`` (the checks themselves are not timed); or the best
 accuracy within the data set's time budget. A method whose single iteration
 outruns the budget is stopped and reported as timed out, one that refuses the
 problem (the one-shot solve's ``max_unknowns`` guard) as refused with its
-reason; methods missing from ``TRAINERS`` are "not available"; if the trainers
+reason; methods missing from ``METHODS`` are "not available"; if the trainers
 are not installed at all the script says so and exits 0. The model is small,
 so one BLAS thread is the default (threads only contend at this size).
 
@@ -75,12 +75,12 @@ SETTINGS = {
 
 
 def trainers():
-    """(train, TRAINERS) or None when the trainers are not installed."""
+    """(minimize, METHODS) or None when the trainers are not installed."""
     try:
-        from pontryx.solver.training import TRAINERS, train
+        from pontryx.solver.training import METHODS, minimize
     except ImportError:
         return None
-    return train, TRAINERS
+    return minimize, METHODS
 
 
 class _Stop(Exception):
@@ -109,8 +109,8 @@ def worker(cfg: dict, threads: int) -> None:
     from pontryx.meshes import create_mesh
     from pontryx.solver import ContinuumNetwork, ReducedFunctional, WidthSpace, load_dataset
 
-    train, TRAINERS = trainers()
-    if cfg["method"] not in TRAINERS:
+    minimize, METHODS = trainers()
+    if cfg["method"] not in METHODS:
         return C.emit({"status": "not available"})
     desc = {"name": cfg["data"]}
     if cfg["size"] is not None:
@@ -161,15 +161,15 @@ def worker(cfg: dict, threads: int) -> None:
                 raise _Stop
 
         try:
-            res = train(
+            res = minimize(
                 rf,
                 theta,
                 cfg["method"],
                 cfg.get("options", {}),
                 max_iterations=cfg["max_iterations"],
-                callback=callback,
+                on_record=callback,
                 test_rf=test,
-                eval_every=cfg["eval_every"],
+                test_every=cfg["eval_every"],
             )
             out["reason"] = res.reason
         except _Stop:

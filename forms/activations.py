@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import ufl
 
+from pontryx.meshes.errors import InputError
+
 __all__ = ["ACTIVATIONS", "Activation", "get_activation"]
 
 #: Smoothing width δ of the smoothed ReLU  σ(z) = (z + √(z² + δ²) − δ)/2.
@@ -115,6 +117,6 @@ def get_activation(name: str) -> Activation:
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(
-            f"activation: unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}"
+        raise InputError(
+            f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}", "name"
         ) from None

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pontryx.meshes.errors import InputError
+
 __all__ = ["EMBEDDINGS", "embedding_functions"]
 
 EMBEDDINGS = ("bump", "coordinate", "image")
@@ -75,12 +77,8 @@ def embedding_functions(kind: str, n_in: int, lo, hi, input_shape=None):
         return lambda x: np.stack([(x[j % d] - mid[j % d]) / diam for j in range(n_in)])
     if kind == "image":
         if input_shape is None or len(input_shape) != 2 or d < 2:
-            raise ValueError(
-                "model.embedding.type: 'image' needs image inputs (h × w) and a 2D or 3D mesh"
-            )
+            raise InputError("'image' needs image inputs (h × w) and a 2D or 3D mesh", "kind")
         if int(np.prod(input_shape)) != n_in:
-            raise ValueError(f"model.embedding.type: image shape {input_shape} ≠ {n_in} inputs")
+            raise InputError(f"image shape {input_shape} ≠ {n_in} inputs", "input_shape")
         return _bilinear_hats(tuple(input_shape), lo, hi)
-    raise ValueError(
-        f"model.embedding.type: unknown embedding {kind!r}; expected one of {EMBEDDINGS}"
-    )
+    raise InputError(f"unknown embedding {kind!r}; expected one of {', '.join(EMBEDDINGS)}", "kind")

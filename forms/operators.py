@@ -10,11 +10,12 @@ V_h = Lagrange P_k on the mesh. The forms here are pure UFL: assembling them
 
 from __future__ import annotations
 
-import basix.ufl
-import dolfinx.fem
 import ufl
 
+from pontryx.meshes.errors import InputError
+
 __all__ = [
+    "DEGREES",
     "function_space",
     "lumped_measure",
     "mass_form",
@@ -23,10 +24,18 @@ __all__ = [
 ]
 
 
-def function_space(mesh, degree: int = 1) -> dolfinx.fem.FunctionSpace:
-    """Scalar Lagrange space P_degree on ``mesh`` (degree 1 or 2)."""
-    if degree not in (1, 2, 3):
-        raise ValueError(f"model.degree: expected 1, 2 or 3, got {degree!r}")
+#: Lagrange degrees of V_h.
+DEGREES = (1, 2, 3)
+
+
+def function_space(mesh, degree: int = 1):
+    """Scalar Lagrange space P_degree on ``mesh`` (degree 1, 2 or 3), a
+    ``dolfinx.fem.FunctionSpace``."""
+    import basix.ufl
+    import dolfinx.fem
+
+    if degree not in DEGREES:
+        raise InputError(f"expected 1, 2 or 3, got {degree!r}", "degree")
     element = basix.ufl.element("Lagrange", mesh.basix_cell(), degree)
     return dolfinx.fem.functionspace(mesh, element)
 

@@ -1,7 +1,7 @@
 """pontryx.meshes — width domains Ω.
 
 The width of a continuum network is a finite-element mesh. This package makes
-those meshes, distributed over an MPI communicator:
+those meshes, distributed over an MPI communicator (always given explicitly):
 
 - built-in DOLFINx meshes: :func:`interval`, :func:`rectangle`, :func:`box` and
   their unit variants (:mod:`.builtin`);
@@ -9,36 +9,42 @@ those meshes, distributed over an MPI communicator:
   :func:`annulus`, :func:`lshape`, :func:`hole` (:mod:`.gmsh_domains`);
 - meshes read from XDMF or gmsh ``.msh`` files (:mod:`.files`);
 - :func:`create_mesh`, which turns a description (the YAML ``mesh:`` section,
-  keys in :data:`MESH_KINDS`) into one of the above (:mod:`.factory`).
+  keys in :data:`MESH_KINDS`, :mod:`.kinds`) into one of the above (:mod:`.factory`).
 
-Every error is a :class:`MeshError` (a ``ValueError``) with a one-line message
-naming the offending field.
+Bad input raises :class:`InputError` (a ``ValueError``, :mod:`.errors`) keyed by
+the offending argument. Names load on first use, so the light registry
+(:mod:`.kinds`) and :mod:`.errors` import without DOLFINx.
 """
 
-from .builtin import box, interval, rectangle, unit_cube, unit_interval, unit_square
-from .errors import MeshError
-from .factory import DEFAULT_KIND, MESH_KINDS, REQUIRED, create_mesh, mesh_summary
-from .files import read_mesh, read_msh, read_xdmf
-from .gmsh_domains import annulus, disk, hole, lshape
+import importlib
 
-__all__ = [
-    "DEFAULT_KIND",
-    "MESH_KINDS",
-    "REQUIRED",
-    "MeshError",
-    "annulus",
-    "box",
-    "create_mesh",
-    "disk",
-    "hole",
-    "interval",
-    "lshape",
-    "mesh_summary",
-    "read_mesh",
-    "read_msh",
-    "read_xdmf",
-    "rectangle",
-    "unit_cube",
-    "unit_interval",
-    "unit_square",
-]
+from mpi4py import MPI  # noqa: F401  (libmpi before DOLFINx/PETSc, with the binary wheels)
+
+_EXPORTS = {
+    "InputError": "errors",
+    "show": "errors",
+    "DEFAULT_KIND": "kinds",
+    "MESH_KINDS": "kinds",
+    "REQUIRED": "kinds",
+    "create_mesh": "factory",
+    "mesh_summary": "factory",
+    **dict.fromkeys(
+        ("box", "interval", "rectangle", "unit_cube", "unit_interval", "unit_square"), "builtin"
+    ),
+    **dict.fromkeys(("read_mesh", "read_msh", "read_xdmf"), "files"),
+    **dict.fromkeys(("annulus", "disk", "hole", "lshape"), "gmsh_domains"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,6 +1,6 @@
 """Built-in width domains: intervals, rectangles and boxes from DOLFINx.
 
-Each builder validates its arguments (raising :class:`MeshError`) identically
+Each builder validates its arguments (raising :class:`InputError`) identically
 on every rank before the collective mesh creation.
 """
 
@@ -33,24 +33,20 @@ def _cell(cell: str | CellType, dim: int) -> CellType:
 def _diagonal(diagonal: str, cell: CellType) -> DiagonalType:
     name = chk.choice(diagonal, DIAGONALS, "diagonal")
     if cell != CellType.triangle and name != "right":
-        raise chk.MeshError(f"only applies to cell 'triangle', not {cell.name!r}", "diagonal")
+        raise chk.InputError(f"only applies to cell 'triangle', not {cell.name!r}", "diagonal")
     return DiagonalType[name]
 
 
-def _comm(comm: MPI.Comm | None) -> MPI.Comm:
-    return MPI.COMM_WORLD if comm is None else comm
-
-
 def interval(
-    n: int = 32, lower: float = 0.0, upper: float = 1.0, *, comm: MPI.Comm | None = None
+    n: int = 32, lower: float = 0.0, upper: float = 1.0, *, comm: MPI.Comm
 ) -> dolfinx.mesh.Mesh:
     """The interval [lower, upper] with ``n`` equal cells (gdim 1)."""
     (nx,) = chk.counts(n, 1)
     (lo,), (up,) = chk.bounds(lower, upper, 1)
-    return dolfinx.mesh.create_interval(_comm(comm), nx, [lo, up])
+    return dolfinx.mesh.create_interval(comm, nx, [lo, up])
 
 
-def unit_interval(n: int = 32, *, comm: MPI.Comm | None = None) -> dolfinx.mesh.Mesh:
+def unit_interval(n: int = 32, *, comm: MPI.Comm) -> dolfinx.mesh.Mesh:
     """The interval [0, 1] with ``n`` equal cells."""
     return interval(n, 0.0, 1.0, comm=comm)
 
@@ -62,7 +58,7 @@ def rectangle(
     cell: str = "triangle",
     diagonal: str = "right",
     *,
-    comm: MPI.Comm | None = None,
+    comm: MPI.Comm,
 ) -> dolfinx.mesh.Mesh:
     """The rectangle [lower, upper] with n = nx×ny cells (or n×n for an int).
 
@@ -74,7 +70,7 @@ def rectangle(
     cell_type = _cell(cell, 2)
     diag = _diagonal(diagonal, cell_type)
     return dolfinx.mesh.create_rectangle(
-        _comm(comm), [list(lo), list(up)], list(nxy), cell_type, diagonal=diag
+        comm, [list(lo), list(up)], list(nxy), cell_type, diagonal=diag
     )
 
 
@@ -83,7 +79,7 @@ def unit_square(
     cell: str = "triangle",
     diagonal: str = "right",
     *,
-    comm: MPI.Comm | None = None,
+    comm: MPI.Comm,
 ) -> dolfinx.mesh.Mesh:
     """The unit square [0, 1]² with n×n (or nx×ny) cells."""
     return rectangle(n, (0.0, 0.0), (1.0, 1.0), cell, diagonal, comm=comm)
@@ -95,17 +91,15 @@ def box(
     upper: Sequence[float] = (1.0, 1.0, 1.0),
     cell: str = "tetrahedron",
     *,
-    comm: MPI.Comm | None = None,
+    comm: MPI.Comm,
 ) -> dolfinx.mesh.Mesh:
     """The box [lower, upper] with nx×ny×nz cells; ``tetrahedron`` or ``hexahedron``."""
     nxyz = chk.counts(n, 3)
     lo, up = chk.bounds(lower, upper, 3)
     cell_type = _cell(cell, 3)
-    return dolfinx.mesh.create_box(_comm(comm), [list(lo), list(up)], list(nxyz), cell_type)
+    return dolfinx.mesh.create_box(comm, [list(lo), list(up)], list(nxyz), cell_type)
 
 
-def unit_cube(
-    n: Count = 4, cell: str = "tetrahedron", *, comm: MPI.Comm | None = None
-) -> dolfinx.mesh.Mesh:
+def unit_cube(n: Count = 4, cell: str = "tetrahedron", *, comm: MPI.Comm) -> dolfinx.mesh.Mesh:
     """The unit cube [0, 1]³ with n×n×n (or nx×ny×nz) cells."""
     return box(n, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), cell, comm=comm)

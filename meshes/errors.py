@@ -1,43 +1,105 @@
-"""MeshError and the argument checks shared by the builders and the factory.
+"""The one error type for bad input, the one value printer, and argument checks.
 
-Every check raises a :class:`MeshError` carrying the offending field name, so
-``create_mesh`` can report it as ``mesh.<field>: ...`` on one line.
+pontryx's data flow is config → mesh → forms → operators → solver; ``meshes``
+is its lowest layer, so the error type every layer raises for bad input lives
+here (re-exported as ``pontryx.solver.InputError``).
+
+Keyed at the edge: a function raises :class:`InputError` naming *its own*
+argument (``rank``, ``n``, ``path``); the layer that read the value from a YAML
+file puts the key under its section with :meth:`InputError.under`
+(``n`` → ``mesh.n``). No message text is ever parsed.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["MeshError"]
+__all__ = ["InputError", "show"]
 
 
-class MeshError(ValueError):
-    """An invalid mesh description or an unreadable mesh file.
+class InputError(ValueError):
+    """Bad input: ``key`` names the argument (a dotted path once put under a
+    section), ``message`` says what is wrong. ``str(error)`` is one line,
+    ``"key: message"`` (just the message without a key)."""
 
-    ``str(error)`` is one line, ``"<field>: <message>"`` when a field is known.
-    """
-
-    def __init__(self, message: str, field: str | None = None):
+    def __init__(self, message: str, key: str | None = None):
         self.message = " ".join(str(message).split())
-        self.field = field
-        super().__init__(f"{field}: {self.message}" if field else self.message)
+        self.key = key or None
+        super().__init__(f"{self.key}: {self.message}" if self.key else self.message)
 
-    def __reduce__(self):  # keep the field when pickled (e.g. broadcast over MPI)
-        return (type(self), (self.message, self.field))
+    def __reduce__(self):  # keep key and message when pickled (MPI broadcast)
+        return (type(self), (self.message, self.key))
 
-    def prefixed(self, prefix: str) -> MeshError:
-        """The same error with its field put under ``prefix`` (``h`` → ``mesh.h``)."""
-        return MeshError(self.message, f"{prefix}.{self.field}" if self.field else prefix)
+    def under(self, section: str) -> InputError:
+        """The same error with its key put under ``section`` (``n`` → ``mesh.n``)."""
+        key = f"{section}.{self.key}" if self.key else section
+        return type(self)(self.message, key)
 
 
-def fmt(value: object, limit: int = 60) -> str:
-    """A short one-line repr of a user-supplied value for error messages."""
-    text = " ".join(repr(value).split())
+def show(value: object, limit: int = 60) -> str:
+    """A short one-line rendering of a user value (YAML spelling: null, true,
+    1e-05), at most ``limit`` characters. Bounded in time and memory too: huge or
+    deeply nested values (a YAML alias bomb) are walked only as far as the
+    characters shown, never rendered whole."""
+    out: list[str] = []
+    budget = [limit + 1]
+
+    def emit(text: str) -> bool:
+        out.append(text[: budget[0]])
+        budget[0] -= len(text)
+        return budget[0] > 0
+
+    def walk(v, depth: int) -> bool:
+        if v is None:
+            return emit("null")
+        if isinstance(v, bool | np.bool_):
+            return emit("true" if v else "false")
+        if isinstance(v, numbers.Integral):
+            v = int(v)
+            if v.bit_length() > 200:  # str() of a huge int is slow
+                return emit(f"{'-' if v < 0 else ''}<{v.bit_length()}-bit integer>")
+            return emit(str(v))
+        if isinstance(v, numbers.Real):
+            return emit(f"{float(v):g}")
+        if isinstance(v, str | bytes):
+            return emit(repr(v[: limit + 2]))
+        if isinstance(v, Mapping):
+            if depth == 0:
+                return emit("a mapping")
+            if not emit("{"):
+                return False
+            for i, (k, item) in enumerate(v.items()):
+                if (i and not emit(", ")) or not walk(k, depth - 1) or not emit(": "):
+                    return False
+                if not walk(item, depth - 1):
+                    return False
+            return emit("}")
+        if isinstance(v, Sequence | np.ndarray):
+            if depth == 0:
+                return emit("[...]")
+            if not emit("["):
+                return False
+            for i, item in enumerate(v):
+                if (i and not emit(", ")) or not walk(item, depth - 1):
+                    return False
+            return emit("]")
+        return emit(" ".join(repr(v)[: 4 * limit].split()))
+
+    if isinstance(value, Mapping):
+        emit("a mapping")
+    else:
+        if isinstance(value, list | tuple):
+            emit("a list ")
+        walk(value, 4)
+    text = "".join(out)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- argument checks shared by the mesh builders ---------------------------------
 
 
 def _is_int(v: object) -> bool:
@@ -52,47 +114,47 @@ def _is_list(v: object) -> bool:
     return isinstance(v, Sequence | np.ndarray) and not isinstance(v, str | bytes)
 
 
-def counts(value: object, dim: int, field: str = "n") -> tuple[int, ...]:
+def counts(value: object, dim: int, key: str = "n") -> tuple[int, ...]:
     """Cells per direction: a positive integer (all directions) or ``dim`` of them."""
     if _is_int(value) and value > 0:
         return (int(value),) * dim
     if _is_list(value) and len(value) == dim and all(_is_int(v) and v > 0 for v in value):
         return tuple(int(v) for v in value)
     also = "" if dim == 1 else f" or a list of {dim} positive integers"
-    raise MeshError(f"expected a positive integer{also}, got {fmt(value)}", field)
+    raise InputError(f"expected a positive integer{also}, got {show(value)}", key)
 
 
-def point(value: object, dim: int, field: str) -> tuple[float, ...]:
+def point(value: object, dim: int, key: str) -> tuple[float, ...]:
     """A point of R^dim: a finite number when ``dim == 1``, else a list of ``dim``."""
     if dim == 1 and _is_real(value):
         return (float(value),)
     if _is_list(value) and len(value) == dim and all(_is_real(v) for v in value):
         return tuple(float(v) for v in value)
     what = "a finite number" if dim == 1 else f"a list of {dim} finite numbers"
-    raise MeshError(f"expected {what}, got {fmt(value)}", field)
+    raise InputError(f"expected {what}, got {show(value)}", key)
 
 
 def bounds(lower: object, upper: object, dim: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Opposite corners of an axis-aligned box, checked ``upper > lower`` per coordinate."""
     lo, up = point(lower, dim, "lower"), point(upper, dim, "upper")
     if not all(u > l for l, u in zip(lo, up)):
-        raise MeshError(
-            f"expected upper > lower in every coordinate, got lower={fmt(lower)}, "
-            f"upper={fmt(upper)}",
+        raise InputError(
+            f"expected upper > lower in every coordinate, got lower={show(lower)}, "
+            f"upper={show(upper)}",
             "upper",
         )
     return lo, up
 
 
-def positive(value: object, field: str) -> float:
+def positive(value: object, key: str) -> float:
     """A finite number > 0."""
     if _is_real(value) and value > 0:
         return float(value)
-    raise MeshError(f"expected a positive number, got {fmt(value)}", field)
+    raise InputError(f"expected a positive number, got {show(value)}", key)
 
 
-def choice(value: object, choices: Sequence[str], field: str) -> str:
+def choice(value: object, choices: Sequence[str], key: str) -> str:
     """One of ``choices`` (strings)."""
     if isinstance(value, str) and value in choices:
         return value
-    raise MeshError(f"expected one of {', '.join(choices)}, got {fmt(value)}", field)
+    raise InputError(f"expected one of {', '.join(choices)}, got {show(value)}", key)

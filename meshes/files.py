@@ -1,7 +1,7 @@
 """Width domains read from files: XDMF (DOLFINx's own format) and gmsh ``.msh``.
 
 Rank 0 checks the file first and broadcasts the verdict, so a missing or
-unreadable file raises the same :class:`MeshError` (naming the path) on every
+unreadable file raises the same :class:`InputError` (naming the path) on every
 rank instead of leaving some ranks waiting in a collective read.
 """
 
@@ -16,7 +16,7 @@ from mpi4py import MPI
 import dolfinx.mesh
 import numpy as np
 
-from .errors import MeshError, fmt
+from .errors import InputError, show
 from .gmsh_domains import distribute_gmsh
 
 __all__ = ["SUFFIXES", "read_mesh", "read_msh", "read_xdmf"]
@@ -27,17 +27,17 @@ SUFFIXES = {".xdmf": "xdmf", ".xmf": "xdmf", ".msh": "msh"}
 
 def _path(path: object) -> Path:
     if not isinstance(path, str | os.PathLike) or not str(path):
-        raise MeshError(f"expected a file path, got {fmt(path)}", "path")
+        raise InputError(f"expected a file path, got {show(path)}", "path")
     return Path(path)
 
 
 def _check_on_root(comm: MPI.Comm, check) -> None:
-    """Run ``check()`` (may raise MeshError) on rank 0; raise its error everywhere."""
+    """Run ``check()`` (may raise InputError) on rank 0; raise its error everywhere."""
     error = None
     if comm.rank == 0:
         try:
             check()
-        except MeshError as e:
+        except InputError as e:
             error = e
     error = comm.bcast(error, root=0)
     if error is not None:
@@ -46,19 +46,16 @@ def _check_on_root(comm: MPI.Comm, check) -> None:
 
 def _exists(path: Path) -> None:
     if not path.is_file():
-        raise MeshError(f"file not found: {path.absolute()}", "path")
+        raise InputError(f"file not found: {path.absolute()}", "path")
 
 
-def read_xdmf(
-    path: str | os.PathLike, name: str = "mesh", *, comm: MPI.Comm | None = None
-) -> dolfinx.mesh.Mesh:
+def read_xdmf(path: str | os.PathLike, name: str = "mesh", *, comm: MPI.Comm) -> dolfinx.mesh.Mesh:
     """Read the mesh (grid) ``name`` from an XDMF file written by DOLFINx. Collective."""
     from dolfinx.io import XDMFFile
 
-    comm = MPI.COMM_WORLD if comm is None else comm
     path = _path(path)
     if not isinstance(name, str) or not name:
-        raise MeshError(f"expected a non-empty string, got {fmt(name)}", "name")
+        raise InputError(f"expected a non-empty string, got {show(name)}", "name")
 
     def check():
         _exists(path)
@@ -66,22 +63,22 @@ def read_xdmf(
             root = ET.parse(path).getroot()
         except (ET.ParseError, OSError) as e:
             msg = f"cannot read {path.absolute()}: not an XDMF file ({e})"
-            raise MeshError(msg, "path") from None
+            raise InputError(msg, "path") from None
         grids = [g.get("Name") for g in root.iter("Grid")]
         if name not in grids:
             found = ", ".join(str(g) for g in grids) or "none"
-            raise MeshError(f"no mesh {name!r} in {path.absolute()} (found: {found})", "name")
+            raise InputError(f"no mesh {name!r} in {path.absolute()} (found: {found})", "name")
 
     _check_on_root(comm, check)
     try:
         with XDMFFile(comm, str(path), "r") as f:
             return f.read_mesh(name=name)
     except RuntimeError as e:
-        raise MeshError(f"cannot read {path.absolute()}: {e}", "path") from None
+        raise InputError(f"cannot read {path.absolute()}: {e}", "path") from None
 
 
 def read_msh(
-    path: str | os.PathLike, gdim: int | None = None, *, comm: MPI.Comm | None = None
+    path: str | os.PathLike, gdim: int | None = None, *, comm: MPI.Comm
 ) -> dolfinx.mesh.Mesh:
     """Read a gmsh ``.msh`` file on rank 0 and distribute it. Collective.
 
@@ -93,7 +90,7 @@ def read_msh(
     if gdim is not None and (
         isinstance(gdim, bool) or not isinstance(gdim, int) or gdim not in (1, 2, 3)
     ):
-        raise MeshError(f"expected 1, 2, 3 or null, got {fmt(gdim)}", "gdim")
+        raise InputError(f"expected 1, 2, 3 or null, got {show(gdim)}", "gdim")
 
     def build(gmsh):
         _exists(path)
@@ -101,10 +98,10 @@ def read_msh(
         try:
             gmsh.merge(str(path))
         except Exception as e:
-            raise MeshError(f"cannot read {path.absolute()}: {e}", "path") from None
+            raise InputError(f"cannot read {path.absolute()}: {e}", "path") from None
         dims = [d for d in (3, 2, 1) if any(len(t) for t in model.mesh.getElements(d)[1])]
         if not dims:
-            raise MeshError(f"cannot read {path.absolute()}: no mesh elements", "path")
+            raise InputError(f"cannot read {path.absolute()}: no mesh elements", "path")
         tdim = dims[0]
         if not model.getPhysicalGroups(tdim):
             model.addPhysicalGroup(tdim, [t for _, t in model.getEntities(tdim)], 1)
@@ -122,7 +119,7 @@ def read_mesh(
     name: str = "mesh",
     gdim: int | None = None,
     *,
-    comm: MPI.Comm | None = None,
+    comm: MPI.Comm,
 ) -> dolfinx.mesh.Mesh:
     """Read a mesh file by suffix: ``.xdmf``/``.xmf`` (grid ``name``) or ``.msh`` (``gdim``)."""
     path = _path(path)
@@ -130,9 +127,9 @@ def read_mesh(
     if kind is None:
         suffix = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
         expected = ", ".join(SUFFIXES)
-        raise MeshError(f"unsupported file {path} ({suffix}); expected {expected}", "path")
+        raise InputError(f"unsupported file {path} ({suffix}); expected {expected}", "path")
     if kind == "xdmf":
         if gdim is not None:
-            raise MeshError("only used for .msh files (XDMF stores the geometry)", "gdim")
+            raise InputError("only used for .msh files (XDMF stores the geometry)", "gdim")
         return read_xdmf(path, name, comm=comm)
     return read_msh(path, gdim, comm=comm)

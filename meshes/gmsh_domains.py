@@ -4,7 +4,7 @@ The geometry is built and meshed on rank 0 of the communicator only, then
 distributed with :func:`dolfinx.io.gmsh.model_to_mesh`. gmsh is initialised
 only if it is not already, runs silently, and is left exactly as found (a
 temporary model is removed, options restored, gmsh finalised if we started
-it). An error on rank 0 is raised as :class:`MeshError` on every rank.
+it). An error on rank 0 is raised as :class:`InputError` on every rank.
 
 All domains are 2D (gdim 2) with target element size ``h``; the cells carry
 physical tag 1 ("domain") and the boundary facets tag 1 ("boundary").
@@ -21,7 +21,7 @@ from mpi4py import MPI
 import dolfinx.mesh
 
 from . import errors as chk
-from .errors import MeshError
+from .errors import InputError
 
 __all__ = ["annulus", "disk", "distribute_gmsh", "gmsh_session", "hole", "lshape"]
 
@@ -61,7 +61,7 @@ def gmsh_session() -> Iterator:
 
 
 def distribute_gmsh(
-    build: Callable[..., int], comm: MPI.Comm | None = None, what: str = "gmsh"
+    build: Callable[..., int], comm: MPI.Comm, what: str = "gmsh"
 ) -> dolfinx.mesh.Mesh:
     """Run ``build(gmsh)`` on rank 0 and distribute the resulting mesh over ``comm``.
 
@@ -70,7 +70,6 @@ def distribute_gmsh(
     """
     from dolfinx.io.gmsh import model_to_mesh
 
-    comm = MPI.COMM_WORLD if comm is None else comm
     if comm.rank != 0:
         error, gdim = comm.bcast(None, root=0)
         if error is not None:
@@ -80,10 +79,10 @@ def distribute_gmsh(
         error, gdim = None, None
         try:
             gdim = int(build(gmsh))
-        except MeshError as e:
+        except InputError as e:
             error = e
         except Exception as e:
-            error = MeshError(f"{what} failed: {e}")
+            error = InputError(f"{what} failed: {e}")
         comm.bcast((error, gdim), root=0)
         if error is not None:
             raise error
@@ -94,7 +93,7 @@ def _to_mesh(model_to_mesh, model, comm, gdim, what):
     try:
         return model_to_mesh(model, comm, 0, gdim=gdim).mesh
     except RuntimeError as e:  # model_to_mesh raises its checks on every rank
-        raise MeshError(f"{what}: cannot convert the gmsh mesh: {e}") from None
+        raise InputError(f"{what}: cannot convert the gmsh mesh: {e}") from None
 
 
 def _mesh_surface(gmsh, h: float) -> int:
@@ -110,7 +109,7 @@ def _mesh_surface(gmsh, h: float) -> int:
     return 2
 
 
-def disk(radius: float = 1.0, h: float = 0.1, *, comm: MPI.Comm | None = None):
+def disk(radius: float = 1.0, h: float = 0.1, *, comm: MPI.Comm):
     """The disk of ``radius`` centred at the origin."""
     r, h = chk.positive(radius, "radius"), chk.positive(h, "h")
 
@@ -126,13 +125,13 @@ def annulus(
     outer_radius: float = 1.0,
     h: float = 0.1,
     *,
-    comm: MPI.Comm | None = None,
+    comm: MPI.Comm,
 ):
     """The annulus inner_radius < |x| < outer_radius centred at the origin."""
     r0, r1 = chk.positive(inner_radius, "inner_radius"), chk.positive(outer_radius, "outer_radius")
     h = chk.positive(h, "h")
     if r0 >= r1:
-        raise MeshError(
+        raise InputError(
             f"expected inner_radius < outer_radius, got {r0:g} >= {r1:g}", "inner_radius"
         )
 
@@ -144,7 +143,7 @@ def annulus(
     return distribute_gmsh(build, comm, "annulus")
 
 
-def lshape(h: float = 0.1, *, comm: MPI.Comm | None = None):
+def lshape(h: float = 0.1, *, comm: MPI.Comm):
     """The L-shape [0, 1]² minus [0.5, 1]² (area 3/4, re-entrant corner at (0.5, 0.5))."""
     h = chk.positive(h, "h")
 
@@ -158,11 +157,11 @@ def lshape(h: float = 0.1, *, comm: MPI.Comm | None = None):
     return distribute_gmsh(build, comm, "lshape")
 
 
-def hole(radius: float = 0.25, h: float = 0.1, *, comm: MPI.Comm | None = None):
+def hole(radius: float = 0.25, h: float = 0.1, *, comm: MPI.Comm):
     """The unit square [0, 1]² minus the disk of ``radius`` < 0.5 centred at (0.5, 0.5)."""
     r, h = chk.positive(radius, "radius"), chk.positive(h, "h")
     if r >= 0.5:
-        raise MeshError(
+        raise InputError(
             f"expected 0 < radius < 0.5 (hole inside the unit square), got {r:g}", "radius"
         )
 

@@ -1,64 +1,83 @@
 """pontryx.solver — depth stepping, adjoints, training, data, MPI layout, CLI.
 
-The public API::
+Subpackages (the layers of the data flow config → mesh → forms → operators →
+solver → outputs): :mod:`.model` (the discrete model), :mod:`.adjoint` (sweeps
+and the reduced functional), :mod:`.training` (methods and the one training
+loop), :mod:`.data`, :mod:`.config` (the YAML schema), :mod:`.app` (problem
+building, the run, the CLI), :mod:`.outputs` (the run directory); plus
+:mod:`.registry`, :mod:`.layout` (MPI) and :mod:`.petsc` (PETSc objects).
+
+The public API (names load on first use, so ``import pontryx.solver.config``
+stays light)::
 
     from pontryx.meshes import create_mesh
     from pontryx.solver import WidthSpace, ContinuumNetwork, ReducedFunctional, taylor_test
 
-    space = WidthSpace(create_mesh({"kind": "unit_square", "n": 8}), degree=1)
+    space = WidthSpace(create_mesh({"kind": "unit_square", "n": 8}, MPI.COMM_WORLD), degree=1)
     net = ContinuumNetwork(space, n_in=2, n_out=2, kernel="dense", layers=16)
     θ = net.init_controls(seed=0)
     rf = ReducedFunctional(net, X, y, "classification", alpha=1e-4)
     J, dJ = rf.value_and_gradient(θ)
 """
 
-from mpi4py import MPI  # noqa: F401, I001  (load libmpi before PETSc/DOLFINx)
+import importlib
 
-from .adjoint import gradient_sweep
-from .controls import Controls
-from .data import DATASETS, Dataset, DataError, load_dataset, shard
-from .diffusion import DiffusionSolver
-from .kernels import KERNELS, DenseKernel, Kernel, LocalKernel, LowRankKernel, make_kernel
-from .layout import Layout, LayoutError
-from .loss import LOSSES, cross_entropy, squared_error
-from .network import ContinuumNetwork
-from .reduced import ReducedFunctional, regulariser
-from .schemes import SCHEMES, IMEXEuler, IMEXMidpoint, Scheme, Verlet, make_scheme
-from .taylor import TaylorResult, taylor_test
-from .width import WidthSpace
-from .workspace import Workspace
+from mpi4py import MPI  # noqa: F401  (libmpi before DOLFINx/PETSc, with the binary wheels)
 
-__all__ = [
-    "DATASETS",
-    "KERNELS",
-    "LOSSES",
-    "SCHEMES",
-    "ContinuumNetwork",
-    "Controls",
-    "DataError",
-    "Dataset",
-    "DenseKernel",
-    "DiffusionSolver",
-    "IMEXEuler",
-    "IMEXMidpoint",
-    "Kernel",
-    "Layout",
-    "LayoutError",
-    "LocalKernel",
-    "LowRankKernel",
-    "ReducedFunctional",
-    "Scheme",
-    "TaylorResult",
-    "Verlet",
-    "WidthSpace",
-    "Workspace",
-    "cross_entropy",
-    "gradient_sweep",
-    "load_dataset",
-    "make_kernel",
-    "make_scheme",
-    "regulariser",
-    "shard",
-    "squared_error",
-    "taylor_test",
-]
+_EXPORTS = {
+    **dict.fromkeys(
+        (
+            "ContinuumNetwork",
+            "Controls",
+            "DenseKernel",
+            "DiffusionSolver",
+            "IMEXEuler",
+            "IMEXMidpoint",
+            "Kernel",
+            "LocalKernel",
+            "LowRankKernel",
+            "Scheme",
+            "Verlet",
+            "WidthSpace",
+            "Workspace",
+            "canonical_normal",
+            "make_kernel",
+            "make_scheme",
+        ),
+        "model",
+    ),
+    **dict.fromkeys(
+        (
+            "ReducedFunctional",
+            "Regulariser",
+            "RieszMap",
+            "Sweep",
+            "TaylorResult",
+            "continuous_adjoint_gradient",
+            "taylor_test",
+            "taylor_test_map",
+        ),
+        "adjoint",
+    ),
+    **dict.fromkeys(("Dataset", "Minibatches", "load_dataset", "shard"), "data"),
+    **dict.fromkeys(
+        ("Trainer", "Record", "TrainResult", "train", "minimize", "make_trainer"), "training"
+    ),
+    "Layout": "layout",
+    "InputError": "errors",
+    "NonFiniteError": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

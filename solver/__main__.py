@@ -2,6 +2,6 @@
 
 import sys
 
-from pontryx.solver.cli import main
+from pontryx.solver.app.cli import main
 
 sys.exit(main())

@@ -4,7 +4,8 @@ The P ranks of ``world`` form a P_w × P_d grid. Ranks ``g·P_w … g·P_w+P_w�
 make data group g: they hold one copy of the mesh, partitioned by DOLFINx over
 their *width* communicator, and the g-th block of samples. Ranks with the same
 width rank across groups form a *data* communicator, over which gradients are
-summed (one Allreduce per sweep). Like Firedrake's ``Ensemble``.
+summed (one Allreduce per sweep). Like Firedrake's ``Ensemble``. The layout owns
+the communicators it split off and frees them in :meth:`Layout.destroy`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ from dataclasses import dataclass
 
 from mpi4py import MPI
 
-__all__ = ["Layout", "LayoutError"]
+from pontryx.meshes.errors import InputError
 
-
-class LayoutError(ValueError):
-    """An impossible width × data split."""
+__all__ = ["Layout"]
 
 
 @dataclass(frozen=True)
@@ -44,11 +43,10 @@ class Layout:
         return self.world.rank == 0
 
     @classmethod
-    def create(
-        cls, world: MPI.Comm = MPI.COMM_WORLD, width: int | None = None, data: int | None = None
-    ):
+    def create(cls, world: MPI.Comm, width: int | None = None, data: int | None = None):
         """Split ``world`` into ``width`` × ``data`` ranks. Give either factor or
-        both; by default all ranks go to the width axis."""
+        both; by default all ranks go to the width axis. Errors are keyed
+        ``width`` or ``data``."""
         P = world.size
         if width is None and data is None:
             width = P
@@ -57,9 +55,7 @@ class Layout:
         if data is None:
             data = P // width if width > 0 and P % width == 0 else -1
         if width < 1 or data < 1 or width * data != P:
-            raise LayoutError(
-                f"parallel: width × data = {width} × {data} does not match the {P} MPI ranks"
-            )
+            raise InputError(f"width × data = {width} × {data} does not match the {P} MPI ranks")
         r = world.rank
         width_comm = world.Split(color=r // width, key=r)
         data_comm = world.Split(color=r % width, key=r)
@@ -67,3 +63,9 @@ class Layout:
 
     def describe(self) -> str:
         return f"{self.world.size} ranks = {self.n_width} width × {self.n_data} data"
+
+    def destroy(self) -> None:
+        """Free the width and data communicators (not ``world``)."""
+        for comm in (self.width, self.data):
+            if comm != MPI.COMM_NULL and comm not in (MPI.COMM_WORLD, MPI.COMM_SELF):
+                comm.Free()

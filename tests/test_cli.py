@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pontryx.solver.cli import main
+from pontryx.solver.app.cli import main
 from pontryx.solver.data import load_dataset
 from pontryx.solver.outputs import model_io, read_metrics
 

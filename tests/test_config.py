@@ -1,4 +1,4 @@
-"""The YAML schema (solver/config.py): defaults, resolution, overrides, PETSc
+"""The YAML schema (solver/config/): defaults, resolution, overrides, PETSc
 option flattening, one-line error messages, and the README's schema reference."""
 
 import re
@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pontryx.meshes import MESH_KINDS
+from pontryx.meshes import MESH_KINDS, InputError
 from pontryx.solver.config import (
     Config,
-    ConfigError,
     apply_override,
     flatten_petsc,
     key_paths,
@@ -31,7 +30,11 @@ def test_defaults_and_resolution():
     r = c.resolved()
     assert r["mesh"] == {"kind": "unit_square", **MESH_KINDS["unit_square"]}
     assert r["data"] == {"name": "ellipses", **DATASET_KEYS["ellipses"]}
-    assert r["model"]["kernel"] == {"type": "dense", "rank": None}
+    assert r["model"]["kernel"] == {"type": "dense"}
+    low = validate_config({**MINIMAL, "model": {"kernel": {"type": "lowrank", "rank": 4}}}, ranks=1)
+    assert low.resolved()["model"]["kernel"] == {"type": "lowrank", "rank": 4}
+    # ``rank: null`` (written by pontryx 0.1's resolved config.yaml) means "not given"
+    assert validate_config({**MINIMAL, "model": {"kernel": {"rank": None}}}, ranks=1)
     assert r["training"]["method"] == "lmvm" and r["output"]["checkpoint_every"] == 10
     # the resolved configuration validates to itself (reproducible from config.yaml)
     again = validate_config(yaml.safe_load(yaml.safe_dump(r)), ranks=1).resolved()
@@ -51,7 +54,7 @@ def test_parallel_sizes():
     assert c.parallel.sizes(4) == (2, 2)
     c = validate_config({**MINIMAL, "parallel": {"width": 1}}, ranks=4)
     assert c.parallel.sizes(4) == (1, 4)
-    with pytest.raises(ConfigError, match=r"^parallel.width: 3 does not divide"):
+    with pytest.raises(InputError, match=r"^parallel.width: 3 does not divide"):
         validate_config({**MINIMAL, "parallel": {"width": 3}}, ranks=4)
 
 
@@ -66,9 +69,9 @@ def test_overrides_are_yaml_values():
         "mesh": {"n": [4, 2]},
         "training": {"options": {"petsc_options": {"tao_ls_type": "armijo"}}},
     }
-    with pytest.raises(ConfigError, match=r"^--set: expected KEY.PATH=VALUE"):
+    with pytest.raises(InputError, match=r"^--set: expected KEY.PATH=VALUE"):
         apply_override(raw, "model.layers")
-    with pytest.raises(ConfigError, match=r"^model.layers: is 8, not a mapping"):
+    with pytest.raises(InputError, match=r"^model.layers: is 8, not a mapping"):
         apply_override(raw, "model.layers.x=1")
 
 
@@ -105,24 +108,24 @@ def test_flatten_petsc():
     ],
 )
 def test_messages_are_one_line_with_the_key(raw, message):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(InputError) as info:
         validate_config(raw, ranks=2)
     text = str(info.value)
     assert text.startswith(message) and "\n" not in text
 
 
 def test_read_yaml_errors(tmp_path):
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(InputError, match="not found"):
         read_yaml(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  T: 1\n   layers: 3\n")
-    with pytest.raises(ConfigError, match=r"YAML syntax error at line 3"):
+    with pytest.raises(InputError, match=r"YAML syntax error at line 3"):
         read_yaml(bad)
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
-    with pytest.raises(ConfigError, match="top level"):
+    with pytest.raises(InputError, match="top level"):
         read_yaml(tmp_path / "list.yaml")
     (tmp_path / "empty.yaml").write_text("# nothing\n")
-    with pytest.raises(ConfigError, match="empty"):
+    with pytest.raises(InputError, match="empty"):
         read_yaml(tmp_path / "empty.yaml")
 
 

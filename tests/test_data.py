@@ -7,16 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pontryx.solver.data import (
-    DATASET_KEYS,
-    DATASETS,
-    PEAKS_THRESHOLDS,
-    DataError,
-    Dataset,
-    load_dataset,
-    peaks,
-    shard,
-)
+from pontryx.meshes import InputError
+from pontryx.solver.data import DATASET_KEYS, DATASETS, Dataset, load_dataset, shard
+from pontryx.solver.data.synthetic import PEAKS_THRESHOLDS, peaks
 
 SYNTHETIC = ("ellipses", "swiss_roll", "peaks", "spirals", "sine")
 N_CLASSES = {"ellipses": 2, "swiss_roll": 2, "peaks": 5, "spirals": 2, "digits": 10, "sine": 0}
@@ -311,16 +304,18 @@ def _bad_files(d):
 @pytest.mark.parametrize(("desc", "key"), BAD, ids=[f"{i}-{k}" for i, (_, k) in enumerate(BAD)])
 def test_bad_descriptions(bad_dir, desc, key):
     desc = {k: v.replace("{dir}", str(bad_dir)) if k == "path" else v for k, v in desc.items()}
-    with pytest.raises(DataError) as exc:
+    with pytest.raises(InputError) as exc:
         load_dataset(desc)
     msg = str(exc.value)
-    assert msg.startswith(key + ":") and "\n" not in msg
+    key = key.removeprefix("data.")  # keyed by the description's own key
+    assert exc.value.key == key and msg.startswith(key + ":") and "\n" not in msg
     assert isinstance(exc.value, ValueError)
 
 
 def test_not_a_mapping():
-    with pytest.raises(DataError, match=r"^data: "):
+    with pytest.raises(InputError, match=r"^expected a mapping") as exc:
         load_dataset(["ellipses"])
+    assert exc.value.key is None
 
 
 # last: importing sklearn makes the garbage collection between tests slower

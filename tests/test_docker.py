@@ -141,7 +141,7 @@ def cli_help(*subcommand: str) -> str:
         [
             sys.executable,
             "-c",
-            "import sys; from pontryx.solver.cli import main; sys.exit(main())",
+            "import sys; from pontryx.solver.app.cli import main; sys.exit(main())",
             *subcommand,
             "--help",
         ],

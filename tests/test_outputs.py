@@ -11,14 +11,12 @@ from mpi4py import MPI
 import numpy as np
 import pytest
 
-from pontryx.meshes import create_mesh
+from pontryx.meshes import InputError, create_mesh
 from pontryx.solver import ContinuumNetwork, WidthSpace
 from pontryx.solver.data import load_dataset
 from pontryx.solver.outputs import (
-    CheckpointError,
     Checkpoints,
     MetricsLog,
-    RunDirError,
     check_run_directory,
     model_io,
     paraview,
@@ -189,10 +187,10 @@ def test_checkpoints_atomic_latest_and_prune(mpi_tmp_path):
     assert [it for it, _ in ck.list()] == [10, 15]
     no_tmp = not list((mpi_tmp_path / "checkpoints").rglob("*.tmp"))
     assert no_tmp
-    with pytest.raises(CheckpointError, match="layout"):
+    with pytest.raises(InputError, match="layout"):
         ck.load(latest, layout=[2, 2])
     latest["ranks"] = comm.size + 1
-    with pytest.raises(CheckpointError, match="ranks"):
+    with pytest.raises(InputError, match="ranks"):
         ck.load(latest)
 
 
@@ -240,14 +238,14 @@ def test_run_directory_policy(tmp_path):
     assert check_run_directory(new, resume=False, overwrite=False) == "fresh"  # empty
     (new / "metrics.csv").write_text("x")
     (new / "notes.txt").write_text("mine")
-    with pytest.raises(RunDirError, match=r"--resume.*--overwrite"):
+    with pytest.raises(InputError, match=r"--resume.*--overwrite"):
         check_run_directory(new, resume=False, overwrite=False)
     assert check_run_directory(new, resume=True, overwrite=False) == "resume"
     assert check_run_directory(new, resume=False, overwrite=True) == "overwrite"
     prepare_run_directory(new, "overwrite")
     assert not (new / "metrics.csv").exists() and (new / "notes.txt").exists()
     (tmp_path / "file").write_text("x")
-    with pytest.raises(RunDirError, match="not a directory"):
+    with pytest.raises(InputError, match="not a directory"):
         check_run_directory(tmp_path / "file", resume=False, overwrite=False)
 
 

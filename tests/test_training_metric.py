@@ -11,8 +11,8 @@ import pytest
 from pontryx.meshes import create_mesh
 from pontryx.solver import ContinuumNetwork, ReducedFunctional, WidthSpace
 from pontryx.solver.data import load_dataset
-from pontryx.solver.training import make_trainer, train
-from pontryx.solver.training.common import l2_weights
+from pontryx.solver.training import make_trainer, minimize
+from pontryx.solver.adjoint.riesz import l2_weights
 
 METHODS = {
     "lmvm": {},
@@ -34,7 +34,8 @@ def _problem(mesh=None, n=40, alpha=1e-2, layers=3, comm=MPI.COMM_WORLD):
 
 class _Rescaled:
     """The reduced functional in the variables x = √ω θ, written out by hand:
-    J̃(x) = J(x/√ω), ∇J̃ = ∇J/√ω (trainable names; the rest passes through)."""
+    J̃(x) = J(x/√ω), ∇J̃ = ∇J/√ω, ∇²J̃ = ω^{-1/2} ∇²J ω^{-1/2} (trainable names;
+    the rest passes through)."""
 
     def __init__(self, rf, root=None):
         self.rf = rf
@@ -61,6 +62,13 @@ class _Rescaled:
             g[k] = g[k] / r
         return J, g
 
+    def hessian_action(self, x, v):
+        """H̃ v = ω^{-1/2} ∇²J ω^{-1/2} v."""
+        H = self.rf.hessian_action(self.theta(x), self.theta(v))
+        for k, r in self.root.items():
+            H[k] = H[k] / r
+        return H
+
     def __call__(self, x):
         return self.rf(self.theta(x))
 
@@ -76,7 +84,7 @@ def _max_diff(a, b, comm):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_metric_is_validated(method):
     rf, theta = _problem()
-    with pytest.raises(ValueError, match=r"^training\.metric: expected one of \['l2', "):
+    with pytest.raises(ValueError, match=r"^metric: expected one of l2, euclidean"):
         make_trainer(method, rf, theta, {**METHODS[method], "metric": "h1"})
 
 
@@ -86,18 +94,18 @@ def test_l2_is_euclidean_on_the_rescaled_problem(method, comm):
     (equal to round-off), and it differs from the Euclidean method on J."""
     opts = METHODS[method]
     rf, theta = _problem()
-    train(rf, theta, method, {**opts, "metric": "l2"}, max_iterations=5)
+    minimize(rf, theta, method, {**opts, "metric": "l2"}, max_iterations=5)
 
     rf, theta0 = _problem()
     scaled = _Rescaled(rf)
     x = scaled.x(theta0)
-    train(scaled, x, method, {**opts, "metric": "euclidean"}, max_iterations=5)
+    minimize(scaled, x, method, {**opts, "metric": "euclidean"}, max_iterations=5)
     by_hand = scaled.theta(x)
     scale = comm.allreduce(max(float(np.max(np.abs(v))) for v in theta.values()), op=MPI.MAX)
     assert _max_diff(theta, by_hand, comm) <= 1e-9 * scale
 
     rf, nodal = _problem()
-    train(rf, nodal, method, {**opts, "metric": "euclidean"}, max_iterations=5)
+    minimize(rf, nodal, method, {**opts, "metric": "euclidean"}, max_iterations=5)
     assert _max_diff(theta, nodal, comm) > 1e-3 * scale
 
 
@@ -106,7 +114,7 @@ def test_l2_gradient_step_is_the_l2_gradient(comm):
     rf, theta = _problem()
     theta0 = theta.copy()
     _, g = rf.value_and_gradient(theta0)
-    train(rf, theta, "sgd", {"learning_rate": 0.1}, max_iterations=1)
+    minimize(rf, theta, "sgd", {"learning_rate": 0.1}, max_iterations=1)
     w = l2_weights(rf.net, rf.net.trainable)
     expected = {k: theta0[k] - 0.1 * g[k] / w[k] for k in w}
     scale = comm.allreduce(max(float(np.max(np.abs(v))) for v in theta.values()), op=MPI.MAX)
@@ -117,8 +125,8 @@ def _lmvm_iterations(n, metric, target=0.2):
     """LMVM iterations until J ≤ target on unit_interval with n cells (100 samples)."""
     rf, theta = _problem({"kind": "unit_interval", "n": n}, n=100, alpha=1e-3, layers=4)
     losses = []
-    train(rf, theta, "lmvm", {"metric": metric}, max_iterations=300,
-          callback=lambda r: losses.append(r.loss))  # fmt: skip
+    minimize(rf, theta, "lmvm", {"metric": metric}, max_iterations=300,
+          on_record=lambda r: losses.append(r.loss))  # fmt: skip
     return next(i + 1 for i, J in enumerate(losses) if J <= target)
 
 

@@ -17,8 +17,8 @@ from petsc4py import PETSc
 from pontryx.meshes import create_mesh
 from pontryx.solver import ContinuumNetwork, Layout, ReducedFunctional, WidthSpace, shard
 from pontryx.solver.data import load_dataset
-from pontryx.solver.taylor import taylor_test
-from pontryx.solver.training.msa import EMSA, MSA, reduce_gradient, trajectory
+from pontryx.solver.adjoint.taylor import taylor_test
+from pontryx.solver.training.msa import EMSA, MSA
 from pontryx.solver.training.oneshot import OneShot
 
 INTERVAL = {"kind": "unit_interval", "n": 4}
@@ -96,7 +96,8 @@ def _lmvm_reference(rf, controls, gatol=1e-12):
 def test_trajectory_gradient_equals_reduced_gradient():
     rf, th = _problem(beta=1e-2, train_embedding=True)
     J, g = rf.value_and_gradient(th)
-    J2, g2, _, _ = reduce_gradient(rf, th, trajectory(rf.net, th, rf.X, rf._misfit))
+    traj = rf.trajectory(th)
+    J2, g2, _, _ = rf.reduce(th, traj.gradient, traj.misfit, traj.stat)
     assert J2 == J
     assert (g - g2).norm() == 0.0
 
@@ -108,7 +109,7 @@ def test_block_gradient_at_old_controls_is_dJ(scheme):
     rf, th = _problem(beta=1e-2, scheme=scheme, train_embedding=True, layers=3)
     _, g = rf.value_and_gradient(th)
     trainer = EMSA(rf, th.copy(), rho=5.0)
-    traj = trajectory(rf.net, th, rf.X, rf._misfit)
+    traj = rf.trajectory(th)
     for key, problem in trainer.blocks(traj, rf.X, rf._misfit, rf.S):
         _, gb = problem.value_and_gradient(trainer._block_controls(key, th).copy())
         ref = trainer._block_controls(key, g)
@@ -126,7 +127,7 @@ def test_emsa_block_objectives_taylor(scheme, kernel):
     options = {"kernel_options": {"rank": 2}} if kernel == "lowrank" else {}
     rf, th = _problem(scheme=scheme, kernel=kernel, train_embedding=True, layers=3, n=8, **options)
     trainer = EMSA(rf, th.copy(), rho=3.0)
-    traj = trajectory(rf.net, th, rf.X, rf._misfit)
+    traj = rf.trajectory(th)
     for i, (key, problem) in enumerate(trainer.blocks(traj, rf.X, rf._misfit, rf.S)):
         x0 = trainer._block_controls(key, th).copy()
         x1 = x0.copy().axpy(0.1, _random_like(x0, 10 + i))
@@ -139,7 +140,7 @@ def test_costate_term_finite_difference_matches_exact():
     the exact IMEX Euler formula."""
     rf, th = _problem(layers=3, n=8)
     trainer = EMSA(rf, th.copy(), rho=3.0)
-    traj = trajectory(rf.net, th, rf.X, rf._misfit)
+    traj = rf.trajectory(th)
     _, layer = next(iter(trainer.blocks(traj, rf.X, rf._misfit, rf.S)))
     x0 = trainer._block_controls(0, th).copy()
     x = x0.copy().axpy(0.1, _random_like(x0, 1))
@@ -244,28 +245,28 @@ def test_sweeps_rank_independent(comm, method):
 
 def test_option_errors():
     rf, th = _problem(layers=2, n=4)
-    with pytest.raises(ValueError, match=r"training.rho"):
+    with pytest.raises(ValueError, match=r"^rho: "):
         EMSA(rf, th, rho=0.0)
-    with pytest.raises(ValueError, match=r"training.inner_iterations"):
+    with pytest.raises(ValueError, match=r"^inner_iterations: "):
         EMSA(rf, th, inner_iterations=0)
-    with pytest.raises(ValueError, match=r"training.batch_size"):
+    with pytest.raises(ValueError, match=r"^batch_size: "):
         MSA(rf, th, batch_size=100)
-    with pytest.raises(ValueError, match=r"training.rho: not an option"):
+    with pytest.raises(ValueError, match=r"^rho: not an option"):
         MSA(rf, th, rho=1.0)
-    with pytest.raises(ValueError, match=r"training.metric: expected one of"):
+    with pytest.raises(ValueError, match=r"^metric: expected one of"):
         EMSA(rf, th, metric="h1")
-    with pytest.raises(ValueError, match=r"training.step_control"):
+    with pytest.raises(ValueError, match=r"^step_control: "):
         MSA(rf, th, step_control="yes")
-    with pytest.raises(ValueError, match=r"training.R0"):
+    with pytest.raises(ValueError, match=r"^R0: "):
         OneShot(rf, th, R0=-1.0)
-    with pytest.raises(ValueError, match=r"training.a"):
+    with pytest.raises(ValueError, match=r"^a: "):
         OneShot(rf, th, a=0.5)
-    with pytest.raises(ValueError, match=r"training.jacobian"):
+    with pytest.raises(ValueError, match=r"^jacobian: "):
         OneShot(rf, th, jacobian="exact")
-    with pytest.raises(ValueError, match=r"training.max_unknowns: .*112 unknowns \(2 layers"):
+    with pytest.raises(ValueError, match=r"^max_unknowns: .*112 unknowns \(2 layers"):
         OneShot(rf, th, max_unknowns=10)
     rf, th = _problem(layers=2, n=4, train_embedding=True)
-    with pytest.raises(ValueError, match=r"model.train_embedding"):
+    with pytest.raises(ValueError, match=r"^method: method .msa. cannot train the embedding"):
         MSA(rf, th)
 
 
@@ -331,13 +332,16 @@ def test_oneshot_resume_and_data_split(comm):
 
 
 def test_registry_and_train_driver():
-    from pontryx.solver.training import TRAINERS, train
+    from pontryx.solver.training import METHODS, method_class, minimize
 
-    assert TRAINERS["msa"] is MSA and TRAINERS["emsa"] is EMSA and TRAINERS["oneshot"] is OneShot
+    assert method_class("msa") is MSA and method_class("emsa") is EMSA
+    assert method_class("oneshot") is OneShot and {"msa", "emsa", "oneshot"} <= set(METHODS)
     rf, th = _oneshot_problem()
-    res = train(rf, th, "oneshot", {"R0": 100.0, "stages": 1, "jacobian": "mf"}, max_iterations=9)
+    res = minimize(
+        rf, th, "oneshot", {"R0": 100.0, "stages": 1, "jacobian": "mf"}, max_iterations=9
+    )
     assert [r.iteration for r in res.history] == [1, 2]
-    assert res.converged and res.reason.startswith("CONVERGED")
+    assert res.converged and res.reason.startswith("converged: CONVERGED")
     rf, th = _problem(n=8, layers=2)
-    res = train(rf, th, "emsa", {"rho": 10.0, "inner_iterations": 3}, max_iterations=3)
+    res = minimize(rf, th, "emsa", {"rho": 10.0, "inner_iterations": 3}, max_iterations=3)
     assert len(res.history) == 3 and res.history[-1].loss < res.history[0].loss

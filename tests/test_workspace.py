@@ -4,10 +4,10 @@ are bit-identical to a sweep without pooling, on any number of ranks."""
 
 import numpy as np
 import pytest
-from test_gradients import _problem
+from test_adjoint import _problem
 
 from pontryx.solver import Workspace
-from pontryx.solver.workspace import HEAP
+from pontryx.solver.model.workspace import HEAP
 
 CASES = [
     ("imex_euler", 0.0, None),

@@ -8,16 +8,14 @@ One concept per module: :mod:`.rundir` (layout and overwrite policy),
 """
 
 from . import canonical, environment, model_io, paraview, plots
-from .checkpoint import CheckpointError, Checkpoints
+from .checkpoint import Checkpoints
 from .metrics import MetricsLog, read_metrics
-from .rundir import ENTRIES, RunDirError, check_run_directory, prepare_run_directory
+from .rundir import ENTRIES, check_run_directory, prepare_run_directory
 
 __all__ = [
     "ENTRIES",
-    "CheckpointError",
     "Checkpoints",
     "MetricsLog",
-    "RunDirError",
     "canonical",
     "check_run_directory",
     "environment",

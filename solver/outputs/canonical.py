@@ -3,22 +3,20 @@
 Row-distributed controls (layer controls (N_t, n, …), E (n, n_in), C (n, n_out))
 are gathered into (…, N, …) arrays whose dof axis follows
 :attr:`WidthSpace.canonical`; the dense kernel's column axis is permuted too
-(``axis_full``). The replicated readout offset ``d`` is copied. The result does
-not depend on the number of ranks, so a model saved on P ranks loads on Q.
+(the kernel's ``full_axis`` controls). The replicated readout offset ``d`` is
+copied. The result does not depend on the number of ranks, so a model saved on
+P ranks loads on Q.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pontryx.solver.controls import Controls
+from pontryx.meshes.errors import InputError
+from pontryx.solver.model.controls import REPLICATED, Controls
+from pontryx.solver.model.random import canonical_normal
 
 __all__ = ["from_canonical", "local_shapes", "random_direction", "to_canonical"]
-
-#: Controls without a dof axis (replicated on every rank).
-REPLICATED = ("d",)
-#: Controls that carry a second, full-length dof axis (dense kernel W(t, x, y)).
-FULL_AXIS = ("W",)
 
 
 def _is_layer(net, name: str) -> bool:
@@ -33,7 +31,7 @@ def to_canonical(net, controls) -> dict[str, np.ndarray]:
         if name in REPLICATED:
             out[name] = np.array(value, copy=True)
         elif _is_layer(net, name):
-            full = name in FULL_AXIS
+            full = name in net.kernel.full_axis
             out[name] = np.stack([sp.to_canonical(v, axis_full=full) for v in value])
         else:
             out[name] = sp.to_canonical(value)
@@ -66,17 +64,17 @@ def from_canonical(net, arrays: dict[str, np.ndarray], names=None) -> Controls:
     out = {}
     for name in names:
         if name not in arrays:
-            raise ValueError(f"model: no control {name!r} (found {', '.join(sorted(arrays))})")
+            raise InputError(f"no control {name!r} (found {', '.join(sorted(arrays))})", "model")
         a = np.asarray(arrays[name], dtype=float)
         expected = canonical_shape(net, name, shapes[name])
         if a.shape != expected:
-            raise ValueError(
-                f"model: control {name!r} has shape {a.shape}, this network needs {expected}"
+            raise InputError(
+                f"control {name!r} has shape {a.shape}, this network needs {expected}", "model"
             )
         if name in REPLICATED:
             local = a.copy()
         elif _is_layer(net, name):
-            full = name in FULL_AXIS
+            full = name in net.kernel.full_axis
             local = np.stack([sp.from_canonical(v, axis_full=full) for v in a])
         else:
             local = sp.from_canonical(a)
@@ -85,14 +83,13 @@ def from_canonical(net, arrays: dict[str, np.ndarray], names=None) -> Controls:
 
 
 def random_direction(net, controls, names, seed: int = 0) -> Controls:
-    """A seeded standard-normal direction over ``names``, drawn in canonical order
-    (identical on any number of ranks) and scaled by each control's RMS size."""
-    sp = net.space
-    canon = to_canonical(net, controls.subset(names))
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for name in names:
-        a = canon[name]
-        scale = float(np.sqrt(np.mean(a * a))) if a.size else 0.0
-        arrays[name] = rng.standard_normal(a.shape) * (scale if scale > 0 else 1.0)
-    return from_canonical(net, arrays, names) if names else Controls({}, sp.comm)
+    """A seeded standard-normal direction over ``names`` (the canonical draw of
+    :func:`~pontryx.solver.model.random.canonical_normal`, identical on any number
+    of ranks), each name scaled by the RMS size of that control."""
+    like = controls.subset(names)
+    scale = {}
+    for name in like:
+        a = np.asarray(to_canonical(net, like.subset((name,)))[name])
+        rms = float(np.sqrt(np.mean(a * a))) if a.size else 0.0
+        scale[name] = rms if rms > 0 else 1.0
+    return canonical_normal(np.random.default_rng(seed), net, like, scale)

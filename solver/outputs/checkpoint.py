@@ -22,15 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pontryx.meshes.errors import InputError
 from pontryx.solver.outputs.atomic import atomic_path, write_json
 
-__all__ = ["CheckpointError", "Checkpoints"]
+__all__ = ["Checkpoints"]
 
 _DIR = re.compile(r"^iter-(\d{8,})$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be restored here (e.g. written on other ranks)."""
 
 
 class Checkpoints:
@@ -100,13 +97,15 @@ class Checkpoints:
         """This rank's state from the checkpoint ``manifest`` (from :meth:`latest`)."""
         comm = self.comm
         if manifest["ranks"] != comm.size:
-            raise CheckpointError(
-                f"--resume: the checkpoint at iteration {manifest['iteration']} was written "
-                f"on {manifest['ranks']} MPI ranks; restart on {manifest['ranks']}, not {comm.size}"
+            raise InputError(
+                f"the checkpoint at iteration {manifest['iteration']} was written "
+                f"on {manifest['ranks']} MPI ranks; restart on {manifest['ranks']}, "
+                f"not {comm.size}",
+                "--resume",
             )
         if layout is not None and manifest.get("layout", layout) != layout:
-            raise CheckpointError(
-                f"--resume: the checkpoint has the layout {manifest['layout']}, this run {layout}"
+            raise InputError(
+                f"the checkpoint has the layout {manifest['layout']}, this run {layout}", "--resume"
             )
         path = Path(manifest["path"]) / f"rank-{comm.rank:04d}.npz"
         with np.load(path, allow_pickle=False) as f:

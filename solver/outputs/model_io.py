@@ -30,16 +30,15 @@ import os
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse
 
 from pontryx.forms.activations import SMOOTH_RELU_DELTA
+from pontryx.meshes.errors import InputError
 from pontryx.solver.outputs.atomic import atomic_path
 from pontryx.solver.outputs.canonical import from_canonical, to_canonical
 
 __all__ = [
     "FORMAT",
     "VERSION",
-    "canonical_csr",
     "controls_from_model",
     "load_model",
     "mesh_arrays",
@@ -49,23 +48,6 @@ __all__ = [
 
 FORMAT = "pontryx-model"
 VERSION = 1
-
-
-def canonical_csr(space, mat) -> scipy.sparse.csr_matrix | None:
-    """A distributed PETSc AIJ matrix on V_h as a canonical-order CSR matrix on
-    width rank 0 (None elsewhere). Collective on the width comm."""
-    indptr, indices, data = mat.getValuesCSR()
-    rows = np.repeat(np.arange(space.n) + space.offset, np.diff(indptr))
-    parts = space.comm.gather((rows, np.asarray(indices), np.asarray(data)), root=0)
-    if space.comm.rank != 0:
-        return None
-    canon = space.canonical
-    r = canon[np.concatenate([p[0] for p in parts])]
-    c = canon[np.concatenate([p[1] for p in parts]).astype(np.int64)]
-    v = np.concatenate([p[2] for p in parts])
-    out = scipy.sparse.csr_matrix((v, (r, c)), shape=(space.N, space.N))
-    out.sort_indices()
-    return out
 
 
 def mesh_arrays(space) -> dict[str, np.ndarray]:
@@ -102,19 +84,10 @@ def model_arrays(net, controls, *, task: str, input_shape, classes=()) -> dict |
     canon = to_canonical(net, controls)
     out.update(canon)
     if net.epsilon > 0:
-        A = canonical_csr(sp, sp.A)
+        A = sp.canonical_csr(sp.A)
         if A is not None:
             out.update(_csr("stiffness", A), stiffness_shape=np.array(A.shape))
-    if net.kernel.name == "local":
-        mats = []
-        for n in range(net.layers):
-            ctx = net.kernel.layer(net.layer_controls(controls, n))
-            mats.append(canonical_csr(sp, ctx["L"]))
-            net.kernel.release(ctx)
-        if sp.comm.rank == 0:
-            out["L_indptr"] = mats[0].indptr.astype(np.int64)
-            out["L_indices"] = np.stack([M.indices for M in mats]).astype(np.int64)
-            out["L_data"] = np.stack([M.data for M in mats])
+    out.update(net.kernel.export(controls, net.layers))  # e.g. the local kernel's Lⁿ
     if sp.comm.rank != 0:
         return None
     numeric = all(isinstance(c, int | float | np.integer | np.floating) for c in classes)
@@ -149,11 +122,11 @@ def save_model(path: str | os.PathLike, net, controls, **meta) -> None:
 
 
 def load_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The arrays of a model file (no pickle); ValueError if it is not one."""
+    """The arrays of a model file (no pickle); InputError if it is not one."""
     with np.load(path, allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
     if str(arrays.get("format", "")) != FORMAT:
-        raise ValueError(f"{path}: not a pontryx model file")
+        raise InputError(f"{path}: not a pontryx model file", "model")
     return arrays
 
 
@@ -161,5 +134,7 @@ def controls_from_model(net, arrays: dict[str, np.ndarray]):
     """The network's controls (this rank's rows) from model arrays."""
     for key, want in (("kernel", net.kernel.name), ("layers", net.layers)):
         if key in arrays and arrays[key].item() != want:
-            raise ValueError(f"model: file has {key} {arrays[key].item()!r}, network has {want!r}")
+            raise InputError(
+                f"file has {key} {arrays[key].item()!r}, network has {want!r}", "model"
+            )
     return from_canonical(net, arrays)

@@ -2,10 +2,11 @@
 
 * ``states.bp``   — one field ``u_<k>`` per chosen sample k, the state
   u_k(t_n, ·) at the depths t_n = nΔt, n = 0 … N_t (a time series);
-* ``controls.bp`` — the bias b(t_n, ·) and the kernel at t_n, n = 0 … N_t−1:
-  for the dense and low-rank kernels a few rows ``w_<i>`` = w(t_n, x_i, ·)
-  (x_i evenly spread dofs in the canonical order; the driver lists them in
-  ``controls.json``); for the local kernel the fields κ, r, a.
+* ``controls.bp`` — the bias b(t_n, ·) and the kernel at t_n, n = 0 … N_t−1,
+  as the kernel declares (:mod:`pontryx.solver.model.kernels.base`): a few rows
+  ``w_<i>`` = w(t_n, x_i, ·) when it ``has_rows`` (dense, low-rank; x_i evenly
+  spread dofs in the canonical order, listed in ``controls.json``), and its
+  ``fields`` (local: κ, r, a).
 
 Open the ``.bp`` directories in ParaView (reader "ADIOS2VTXReader"); the time
 slider runs through the layers. Collective on the width communicator.
@@ -56,45 +57,30 @@ def kernel_rows(space, count: int) -> np.ndarray:
     return np.unique(np.linspace(0, space.N - 1, count + 2)[1:-1].round().astype(np.int64))
 
 
-def _row(space, local_rows: np.ndarray, canonical_index: int) -> np.ndarray:
-    """Row ``canonical_index`` of a row-distributed array, on every rank."""
-    owned = np.flatnonzero(space.owned_canonical == canonical_index)
-    mine = local_rows[owned[0]] if owned.size else None
-    values = space.comm.allgather(mine)
-    return next(v for v in values if v is not None)
-
-
 def write_controls(path: str | Path, net, controls, rows: int = 3) -> list[tuple[str, list]]:
     """b(t_n, ·) and the kernel fields into ``path``; returns (field, x_i) pairs of
     the kernel rows written."""
-    sp = net.space
-    kind = net.kernel.name
+    sp, kernel = net.space, net.kernel
     fields = {"b": _function(sp.V, "b")}
-    picked = kernel_rows(sp, rows) if kind in ("dense", "lowrank") else []
+    picked = kernel_rows(sp, rows) if kernel.has_rows else []
     coords = sp.to_canonical(sp.x)
     rows_info = []
     for i in picked:
         name = f"w_{i}"
         fields[name] = _function(sp.V, name)
         rows_info.append((name, [float(c) for c in coords[i]]))
-    if kind == "local":
-        fields["kappa"] = _function(sp.V, "kappa")
-        fields["r"] = _function(sp.V, "r")
-        Va = dolfinx.fem.functionspace(sp.mesh, ("Lagrange", sp.degree, (sp.mesh.geometry.dim,)))
-        fields["a"] = _function(Va, "a")
-    # the column axis of dense W is DOLFINx's global dof numbering
-    cols = slice(sp.offset, sp.offset + sp.n)
+    gdim = sp.mesh.geometry.dim
+    for key, shape in kernel.fields.items():  # controls that are fields on V_h
+        shape = (gdim,) if shape == "gdim" else tuple(shape)
+        V = dolfinx.fem.functionspace(sp.mesh, ("Lagrange", sp.degree, shape)) if shape else sp.V
+        fields[key] = _function(V, key)
     with dolfinx.io.VTXWriter(sp.comm, Path(path), list(fields.values()), engine="BP4") as w:
         for n in range(net.layers):
+            theta = net.layer_controls(controls, n)
             _set(fields["b"], controls["b"][n])
             for i in picked:
-                if kind == "dense":
-                    row = _row(sp, controls["W"][n], i)[cols]
-                else:  # w(t, x_i, y) = Σ_r A_r(x_i) G_r(y)
-                    row = controls["G"][n] @ _row(sp, controls["A"][n], i)
-                _set(fields[f"w_{i}"], row)
-            if kind == "local":
-                for key in ("kappa", "r", "a"):
-                    _set(fields[key], controls[key][n])
+                _set(fields[f"w_{i}"], kernel.row(theta, i))
+            for key in kernel.fields:
+                _set(fields[key], controls[key][n])
             w.write(n * net.dt)
     return rows_info

@@ -22,7 +22,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-__all__ = ["ENTRIES", "RunDirError", "check_run_directory", "prepare_run_directory"]
+from pontryx.meshes.errors import InputError
+
+__all__ = ["ENTRIES", "check_run_directory", "prepare_run_directory"]
 
 ENTRIES = (
     "config.yaml",
@@ -36,18 +38,14 @@ ENTRIES = (
 )
 
 
-class RunDirError(ValueError):
-    """The run directory cannot be used as asked (exit code 2)."""
-
-
 def check_run_directory(path: Path, *, resume: bool, overwrite: bool) -> str:
     """What to do with ``path``: "fresh" (empty or new), "resume" or "overwrite".
-    Raises RunDirError if the directory holds output and neither flag is given.
+    Raises InputError (keyed ``output``) if the directory holds output and neither flag is given.
     Creates nothing."""
     if resume and overwrite:
-        raise RunDirError("--resume and --overwrite exclude each other")
+        raise InputError("--resume and --overwrite exclude each other", "output")
     if path.exists() and not path.is_dir():
-        raise RunDirError(f"output: {str(path)!r} exists and is not a directory")
+        raise InputError(f"{str(path)!r} exists and is not a directory", "output")
     has_content = path.is_dir() and any(path.iterdir())
     if not has_content:
         return "fresh"
@@ -55,9 +53,10 @@ def check_run_directory(path: Path, *, resume: bool, overwrite: bool) -> str:
         return "resume"
     if overwrite:
         return "overwrite"
-    raise RunDirError(
-        f"output: run directory {str(path)!r} is not empty; use --resume to continue it "
-        "or --overwrite to replace its results"
+    raise InputError(
+        f"run directory {str(path)!r} is not empty; use --resume to continue it "
+        "or --overwrite to replace its results",
+        "output",
     )
 
 

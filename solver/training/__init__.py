@@ -1,117 +1,48 @@
-"""Training: every method is a :class:`Trainer`; :func:`train` runs one.
+"""Training: every method is a :class:`Trainer`; :func:`train` is the one loop.
 
-    from pontryx.solver.training import train
-    result = train(rf, controls, "lmvm", {"gatol": 1e-6}, max_iterations=200, test_rf=rf_test)
-    result.controls, result.history[-1].test_metric, result.converged, result.reason
+    from pontryx.solver.training import minimize
+    result = minimize(rf, controls, "lmvm", {"gatol": 1e-6}, max_iterations=200, test_rf=rf_test)
+    result.controls, result.history[-1].test_metric, result.reason
 
-Methods (:data:`TRAINERS`): PETSc TAO (``lmvm``, ``blmvm``, ``bqnls``, ``bncg``,
-``cg``; Newton-type ``ntr``, ``nls``, … with a matrix-free Hessian; ``tao`` for
-any of them by the option ``type``), stochastic (``sgd``, ``adam``,
-``langevin``), and, where present, the Pontryagin sweeps (``msa``, ``emsa``) and
-the one-shot Euler–Lagrange solve (``oneshot``).
+(:func:`minimize` is :func:`make_trainer` followed by :func:`train`).
+
+Methods (:data:`pontryx.solver.registry.METHODS`): PETSc TAO (:mod:`.tao`:
+``lmvm``, ``blmvm``, ``bqnls``, ``bncg``, ``cg``; Newton-type ``ntr``, ``nls``,
+… with the exact Hessian action; ``tao`` for any of them by the option
+``type``), stochastic (:mod:`.stochastic`: ``sgd``, ``adam``, ``langevin``), the
+Pontryagin sweeps (:mod:`.msa`: ``msa``, ``emsa``) and the one-shot
+Euler–Lagrange solve (:mod:`.oneshot`: ``oneshot``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from pontryx.solver.controls import Controls
+from pontryx.meshes.errors import InputError
+from pontryx.solver.errors import NonFiniteError
+from pontryx.solver.registry import METHODS, load
 from pontryx.solver.training.base import Callback, Record, Trainer
-from pontryx.solver.training.common import NonFiniteError, check_finite
-from pontryx.solver.training.registry import TRAINERS, make_trainer
+from pontryx.solver.training.loop import TrainResult, minimize, train
 
 __all__ = [
-    "TRAINERS",
+    "METHODS",
+    "Callback",
     "NonFiniteError",
     "Record",
     "TrainResult",
     "Trainer",
     "make_trainer",
+    "method_class",
+    "minimize",
     "train",
 ]
 
 
-@dataclass
-class TrainResult:
-    """The trained controls, one Record per iteration, and why training stopped."""
-
-    controls: Controls
-    history: list[Record] = field(default_factory=list)
-    converged: bool = False
-    reason: str = "MAX_ITERATIONS"  # TAO's reason name, or MAX_ITERATIONS / NO_PROGRESS
-    trainer: Trainer | None = None
+def method_class(name: str) -> type[Trainer]:
+    """The Trainer class of method ``name``; an unknown name is keyed ``method``."""
+    if name not in METHODS:
+        raise InputError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}", "method")
+    return load(METHODS, name)
 
 
-def train(
-    rf,
-    controls: Controls,
-    method: str = "lmvm",
-    options: dict | None = None,
-    *,
-    max_iterations: int = 100,
-    callback: Callback | None = None,
-    test_rf=None,
-    eval_every: int = 1,
-    chunk: int | None = None,
-    on_chunk=None,
-    state: dict | None = None,
-) -> TrainResult:
-    """Train ``controls`` (in place) by ``method`` until ``max_iterations`` or convergence.
-
-    Every ``eval_every`` iterations (and at the last one) the record's
-    ``test_metric`` is ``test_rf.metric()`` after ``test_rf(controls)`` (forward
-    only), evaluated at the controls after that iteration; then ``callback(record)``.
-    Iterations run in chunks of ``chunk`` (default: all at once) aligned to
-    multiples of ``chunk``; ``on_chunk(trainer)`` after each (e.g. to checkpoint
-    ``trainer.state()``), and ``state`` (from ``trainer.state()``) resumes a run,
-    bit-for-bit when the chunks are the same. A non-finite loss or gradient
-    raises :class:`NonFiniteError` with the controls at the last finite iterate;
-    the error carries ``history`` and ``controls``.
-    """
-    if int(max_iterations) < 0 or int(eval_every) < 1 or (chunk is not None and int(chunk) < 1):
-        raise ValueError("training.max_iterations/eval_every/chunk: expected ≥ 0, ≥ 1, ≥ 1")
-    trainer = make_trainer(method, rf, controls, options)
-    if state is not None:
-        trainer.restore(state)
-    history: list[Record] = []
-    seen: set[int] = set()
-
-    def observe(rec: Record) -> None:
-        if rec.iteration in seen:  # live (on_record) and yielded: handle once
-            return
-        seen.add(rec.iteration)
-        check_finite(rec.iteration, rec.loss, rec.grad_norm)
-        if test_rf is not None and rec.iteration % eval_every == 0:
-            test_rf(trainer.controls)
-            rec.test_metric = float(test_rf.metric())
-        history.append(rec)
-        if callback is not None:
-            callback(rec)
-
-    if hasattr(trainer, "on_record"):
-        trainer.on_record = observe  # TAO iterates inside PETSc: observe at each iterate
-    result = TrainResult(trainer.controls, history, trainer=trainer)
-    try:
-        while trainer.iteration < max_iterations:
-            k = max_iterations - trainer.iteration
-            if chunk is not None:
-                k = min(k, chunk - trainer.iteration % chunk)
-            count = 0
-            for rec in trainer.iterate(k):
-                observe(rec)
-                count += 1
-            if on_chunk is not None:
-                on_chunk(trainer)
-            converged = getattr(trainer, "converged", None)
-            failed = getattr(trainer, "failed", None)
-            if converged or failed or count == 0:
-                result.converged = bool(converged)
-                result.reason = converged or failed or "NO_PROGRESS"
-                break
-    except NonFiniteError as e:
-        e.history, e.controls = history, trainer.controls
-        raise
-    if test_rf is not None and history and history[-1].test_metric is None:
-        test_rf(trainer.controls)
-        history[-1].test_metric = float(test_rf.metric())
-    return result
+def make_trainer(name: str, rf, controls, options: dict | None = None) -> Trainer:
+    """The trainer called ``name`` on (rf, controls); option errors keyed by the option."""
+    return method_class(name)(rf, controls, **(options or {}))

@@ -1,11 +1,13 @@
 """The interface every training method implements, and its per-iteration record.
 
-A :class:`Trainer` owns the current controls and advances them by iterations.
-The driver (CLI, ``train``) calls ``iterate(k)`` in chunks of k iterations and
-checkpoints ``state()`` between chunks; ``restore(state)`` followed by the same
-chunks continues a run bit-for-bit. Methods that keep internal state a
-checkpoint cannot hold (PETSc TAO's quasi-Newton memory) restart at every chunk
-boundary in uninterrupted runs too, so resumed and uninterrupted runs agree.
+A :class:`Trainer` owns the current controls and advances them by iterations;
+:func:`pontryx.solver.training.loop.train` (the one training loop, used by the
+library and by ``pontryx train`` alike) calls :meth:`Trainer.iterate` in chunks
+and checkpoints :meth:`Trainer.state` between chunks; :meth:`Trainer.restore`
+followed by the same chunks continues a run bit-for-bit. Methods that keep
+internal state a checkpoint cannot hold (PETSc TAO's quasi-Newton memory)
+restart at every chunk boundary in uninterrupted runs too, so resumed and
+uninterrupted runs agree.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
-from pontryx.solver.controls import Controls
+from pontryx.solver.model.controls import Controls
+from pontryx.solver.training.common import method_options
 
-__all__ = ["Record", "Trainer"]
+__all__ = ["Callback", "Record", "Trainer"]
 
 
 @dataclass
@@ -32,7 +36,7 @@ class Record:
     grad_norm: float  # ‖∇J(θ)‖
     pontryagin: float  # max_n ‖∂_θ Hⁿ‖
     time: float = 0.0  # seconds since the trainer was created (excl. restored runs)
-    test_metric: float | None = None  # filled by the driver when a test set is given
+    test_metric: float | None = None  # filled by the loop when a test set is given
     extra: dict = field(default_factory=dict)  # method-specific (step size, ρ, R_f, …)
 
     def as_dict(self) -> dict:
@@ -41,16 +45,34 @@ class Record:
         return d
 
 
-class Trainer:
-    """Base class. Subclasses set ``name`` and implement ``_iterate``."""
+Callback = Callable[[Record], None]
 
-    name = "trainer"
+
+class Trainer:
+    """Base class of the training methods.
+
+    Subclasses set ``name`` and ``defaults`` (their options with default values;
+    an unknown option is an error keyed by it) and implement :meth:`_iterate`.
+
+    Attributes every trainer has: ``rf`` (the reduced functional), ``controls``
+    (updated in place), ``options``, ``iteration`` (completed iterations),
+    ``converged`` (a reason when the method met its tolerance, else ``None``),
+    ``failed`` (a reason when it cannot go on, else ``None``) and ``on_record``
+    (``None``, or a callback the method calls with each record as soon as it
+    exists — methods iterating inside PETSc report live through it).
+    """
+
+    name: ClassVar[str] = "trainer"
+    defaults: ClassVar[dict] = {}
 
     def __init__(self, rf, controls: Controls, **options):
         self.rf = rf
         self.controls = controls
-        self.options = options
+        self.options = method_options(self.name, self.defaults, options)
         self.iteration = 0
+        self.converged: str | None = None
+        self.failed: str | None = None
+        self.on_record: Callback | None = None
         self._t0 = time.perf_counter()
 
     def record(self, J: float, grad: Controls, **extra) -> Record:
@@ -86,5 +108,5 @@ class Trainer:
             self.controls[k][...] = state[f"controls/{k}"]
         self.iteration = int(state["iteration"])
 
-
-Callback = Callable[[Record], None]
+    def destroy(self) -> None:
+        """Free the method's PETSc objects (none by default)."""

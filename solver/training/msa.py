@@ -49,10 +49,13 @@ embedding E (if trainable; E-MSA only) is the initial block:
 ⟨Λ⁰, E X⟩ + (ρ/2S)‖E X − U⁰‖²_{M_L}. The β (time-smoothness) regulariser
 couples neighbouring layers: Rⁿ holds θ^{n±1} at their old values (Jacobi).
 
-All blocks use the states and costates of the same sweep, so the block loop is
-embarrassingly parallel over layers (here a loop; each block is collective over
-the width ranks, the data ranks sum their samples' contributions).
-Memory: all N_t + 1 states and costates are stored.
+All blocks use the states and costates of the same forward–backward sweep, so
+the blocks are independent of each other: this is the Jacobi-type variant (Li et
+al.'s own sweep updates θⁿ before layer n + 1 sees its state, which makes it
+sequential in depth). The blocks run one after another here; each is collective
+over the width ranks, the data ranks sum their samples' contributions.
+Memory: all N_t + 1 states and costates are stored
+(:meth:`ReducedFunctional.trajectory`).
 """
 
 from __future__ import annotations
@@ -63,16 +66,14 @@ from mpi4py import MPI
 
 import numpy as np
 
-from pontryx.solver.controls import Controls
-from pontryx.solver.data import shard
+from pontryx.meshes.errors import InputError, show
+from pontryx.solver.adjoint.riesz import RieszMap, check_metric
+from pontryx.solver.data.sampler import Minibatches
+from pontryx.solver.errors import NonFiniteError
+from pontryx.solver.model.controls import Controls
+from pontryx.solver.model.loss import LOSSES
 from pontryx.solver.training.base import Trainer
-from pontryx.solver.training.common import (
-    NonFiniteError,
-    check_finite,
-    check_metric,
-    l2_weights,
-    method_options,
-)
+from pontryx.solver.training.common import check_finite
 
 __all__ = [
     "EMSA",
@@ -80,62 +81,8 @@ __all__ = [
     "EmbeddingProblem",
     "LayerProblem",
     "ReadoutProblem",
-    "Trajectory",
     "minimise_lbfgs",
-    "reduce_gradient",
-    "trajectory",
 ]
-
-
-# -- the sweep with stored states and costates -----------------------------------
-class Trajectory:
-    """States U⁰…U^{N_t} and costates Λ⁰…Λ^{N_t} (tuples of multivectors) of one
-    forward–adjoint sweep on this rank's samples, with the local misfit data."""
-
-    def __init__(self, states, costates, Yhat, misfit, stat, G, gradient):
-        self.states, self.costates = states, costates
-        self.Yhat, self.misfit, self.stat, self.G = Yhat, misfit, stat, G
-        self.gradient = gradient  # local misfit gradient (no regulariser, no data sum)
-
-
-def trajectory(net, controls, X, misfit_fn) -> Trajectory:
-    """Forward and adjoint sweep keeping every state and costate; the same
-    operations as :func:`~pontryx.solver.adjoint.gradient_sweep` without
-    checkpointing, so the gradient is bit-identical to it."""
-    scheme, kernel, m = net.scheme, net.kernel, net.space.m[:, None]
-    L, b = net.layers, controls["b"]
-    states = [scheme.initial_state(net.embed(controls, X))]
-    records = []
-    for n in range(L):
-        ctx = kernel.layer(net.layer_controls(controls, n))
-        state, record = scheme.step(ctx, b[n], states[-1], n=n)
-        kernel.release(ctx)
-        states.append(state)
-        records.append(record)
-    Yhat = net.readout(controls, states[-1][0])
-    misfit, G, stat = misfit_fn(Yhat)
-
-    grad = controls.subset(net.trainable).zeros_like()
-    if "C" in grad:
-        grad["C"] += (m * states[-1][0]) @ G.T
-        grad["d"] += G.sum(axis=1)
-    costates = [None] * (L + 1)
-    costates[L] = (m * (controls["C"] @ G), *(np.zeros_like(s) for s in states[-1][1:]))
-    for n in reversed(range(L)):
-        ctx = kernel.layer(net.layer_controls(controls, n))
-        g = {name: grad[name][n] for name in net.layer_names}
-        costates[n] = scheme.adjoint(ctx, records[n], costates[n + 1], g, n=n)
-        kernel.release(ctx)
-        records[n] = None
-    if "E" in grad:
-        grad["E"] += costates[0][0] @ X.T
-    return Trajectory(states, costates, Yhat, misfit, stat, G, grad)
-
-
-def reduce_gradient(rf, controls, traj: Trajectory):
-    """(J, ∇J, misfit, stat) from a trajectory: the data-rank sum and the
-    regulariser, by :meth:`ReducedFunctional.reduce`."""
-    return rf.reduce(controls, traj.gradient, traj.misfit, traj.stat)
 
 
 # -- block problems -----------------------------------------------------------------
@@ -235,17 +182,6 @@ class LayerProblem(_Block):
             grad.axpy(sign / (2.0 * h), g)
 
 
-def _loss_hvp(task, Yhat, V, S):
-    """(∂²ℓ/∂Ŷ²)[V] / S, per sample (softmax cross-entropy or squared error)."""
-    if task == "classification":
-        Z = Yhat - Yhat.max(axis=0, keepdims=True)
-        P = np.exp(Z)
-        P /= P.sum(axis=0, keepdims=True)
-        PV = P * V
-        return (PV - P * PV.sum(axis=0, keepdims=True)) / S
-    return V / S
-
-
 class ReadoutProblem(_Block):
     """The terminal block over (C, d): Φ(C, d) = (1/S) Σ ℓ(Cᵀ M_L U^{N_t} + d, y)
     (+ E-MSA: (ρS/2)‖Λ^{N_t} − M_L C ∂Φ/∂Ŷ‖²_{M_L⁻¹}, ρ > 0)."""
@@ -268,7 +204,7 @@ class ReadoutProblem(_Block):
             Delta = self.rho * self.S * dL
             # ∂_θ⟨Δ, C G(Ŷ)⟩ with Δ fixed: Δ Gᵀ, and through G: Hessian of ℓ along CᵀΔ
             gC += Delta @ G.T
-            Gd += _loss_hvp(self.task, Yhat, sp.sum(theta["C"].T @ Delta), self.S)
+            Gd += LOSSES[self.task].hvp(Yhat, sp.sum(theta["C"].T @ Delta), self.S)
         gC += MU @ Gd.T
         grad = Controls({"C": gC, "d": Gd.sum(axis=1)}, theta.comm)
         self._data_sum(grad)
@@ -294,37 +230,34 @@ class EmbeddingProblem(_Block):
 
 
 # -- the inner solver ----------------------------------------------------------------
-class _Riesz:
-    """A block problem in the variables x̃ = √ω x (ω: the L² weights of
-    :func:`~pontryx.solver.training.common.l2_weights`): F̃(x̃) = F(x̃/√ω),
-    ∇F̃ = ∇F/√ω, so Euclidean L-BFGS on x̃ is L-BFGS in the L²(M_L) metric."""
+class _InRiesz:
+    """A block problem in the variables x̃ = √ω x of a :class:`RieszMap`:
+    F̃(x̃) = F(x̃/√ω), ∇F̃ = ∇F/√ω, so Euclidean L-BFGS on x̃ is L-BFGS in the
+    L²(M_L) metric."""
 
-    def __init__(self, problem, weights):
-        self.problem = problem
-        self.root = {k: np.sqrt(w) for k, w in weights.items()}
-
-    def scale(self, x: Controls, power: float) -> Controls:
-        return Controls({k: v * self.root[k] ** power for k, v in x.items()}, x.comm)
+    def __init__(self, problem, riesz: RieszMap):
+        self.problem, self.riesz = problem, riesz
 
     def value_and_gradient(self, xt: Controls):
-        f, g = self.problem.value_and_gradient(self.scale(xt, -1.0))
-        return f, self.scale(g, -1.0)
+        f, g = self.problem.value_and_gradient(self.riesz.controls_to_theta(xt))
+        return f, self.riesz.controls_gradient(g)
 
 
-def minimise_lbfgs(problem, x0: Controls, iterations: int, memory: int = 10, weights=None):
+def minimise_lbfgs(problem, x0: Controls, iterations: int, memory: int = 10, riesz=None):
     """At most ``iterations`` L-BFGS iterations on ``problem.value_and_gradient``
     from ``x0``: two-loop recursion with the scaling γ = sᵀy/yᵀy (the first step
     −∇F/‖∇F‖), weak Wolfe line search by bisection/doubling (Lewis & Overton,
     c₁ = 10⁻⁴, c₂ = 0.9), so sᵀy > 0 for every stored pair. All inner products
     are :meth:`Controls.dot` over the width ranks: collective and deterministic
     (PETSc TAO LMVM, measured, is not bit-reproducible from run to run, which
-    would break bit-for-bit resume). ``weights`` (name → ω): the same iteration
-    in the L² metric Σ ω θ² (on x̃ = √ω x, see :class:`_Riesz`); ``None``: the
-    Euclidean metric of the nodal values. Returns (θ, F(x0), F(θ))."""
-    if weights is not None:
-        riesz = _Riesz(problem, weights)
-        x, f0, f = minimise_lbfgs(riesz, riesz.scale(x0, 1.0), iterations, memory)
-        return riesz.scale(x, -1.0), f0, f
+    would break bit-for-bit resume). ``riesz`` (a :class:`RieszMap`): the same
+    iteration in its metric (on x̃ = √ω x); ``None``: the Euclidean metric of the
+    nodal values. Returns (θ, F(x0), F(θ))."""
+    if riesz is not None:
+        x, f0, f = minimise_lbfgs(
+            _InRiesz(problem, riesz), riesz.controls_to_x(x0), iterations, memory
+        )
+        return riesz.controls_to_theta(x), f0, f
     x = x0.copy()
     f, g = problem.value_and_gradient(x)
     f0 = f
@@ -386,10 +319,9 @@ class EMSA(Trainer):
     true: ρ adapted, see below), ``inner_iterations`` (L-BFGS iterations per
     block and sweep, default 5), ``metric`` (``l2``, default: the inner L-BFGS
     in the L²(M_L) metric of the regulariser, mesh-independent; ``euclidean``:
-    in nodal coordinates), ``batch_size`` (samples per sweep, drawn afresh
-    every sweep; None: the full batch), ``seed`` (the minibatch stream: sweep k
-    draws from numpy's generator seeded by (seed, k, data rank), so a
-    checkpoint needs only the iteration and ρ).
+    in nodal coordinates), ``batch_size`` (samples per sweep; None: the full
+    batch), ``seed`` (the minibatch stream of
+    :class:`~pontryx.solver.data.sampler.Minibatches`, checkpointed).
 
     Step control. Li et al.'s error estimate (their Theorem 2) bounds
     J(θ_new) − J(θ_old) by minus the sweep's decrease of the augmented
@@ -423,34 +355,41 @@ class EMSA(Trainer):
     }
 
     def __init__(self, rf, controls, **options):
-        opts = method_options(self.name, self.defaults, options)
-        super().__init__(rf, controls, **opts)
+        super().__init__(rf, controls, **options)
+        opts = self.options
         self._check(opts)
         self.rho = float(opts.get("rho", 0.0))
         self.inner = int(opts["inner_iterations"])
         self.batch_size = opts["batch_size"]
-        self.seed = int(opts["seed"])
         self.step_control = bool(opts["step_control"])
         self.metric = check_metric(opts["metric"])
-        self.weights = rf.net.regularisation_weights()
-        self.failed: str | None = None
+        self.batches = (
+            Minibatches.for_functional(rf, self.batch_size, int(opts["seed"]))
+            if self.batch_size is not None
+            else None
+        )
         self._cache = None
 
     def _check(self, opts):
         rho = opts["rho"]
-        if not (isinstance(rho, int | float) and rho > 0):
-            raise ValueError(f"training.rho: expected ρ > 0 for {self.name}, got {rho}")
+        if isinstance(rho, bool) or not (isinstance(rho, int | float) and rho > 0):
+            raise InputError(f"expected ρ > 0 for {self.name}, got {show(rho)}", "rho")
         inner, bs = opts["inner_iterations"], opts["batch_size"]
-        if not (isinstance(inner, int) and inner >= 1):
-            raise ValueError(f"training.inner_iterations: expected an integer ≥ 1, got {inner}")
-        if bs is not None and not (isinstance(bs, int) and 1 <= bs <= self.rf.S):
-            raise ValueError(
-                f"training.batch_size: expected null or 1 … {self.rf.S} (the samples), got {bs}"
+        if isinstance(inner, bool) or not (isinstance(inner, int) and inner >= 1):
+            raise InputError(f"expected an integer ≥ 1, got {show(inner)}", "inner_iterations")
+        if bs is not None and (
+            isinstance(bs, bool) or not (isinstance(bs, int) and 1 <= bs <= self.rf.S)
+        ):
+            raise InputError(
+                f"expected null or 1 … {self.rf.S} (the samples), got {show(bs)}", "batch_size"
             )
         if not isinstance(opts["step_control"], bool):
-            raise ValueError(
-                f"training.step_control: expected true or false, got {opts['step_control']!r}"
+            raise InputError(
+                f"expected true or false, got {show(opts['step_control'])}", "step_control"
             )
+        seed = opts["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise InputError(f"expected an integer ≥ 0, got {show(seed)}", "seed")
 
     # -- sweeps -----------------------------------------------------------------
     def _full(self):
@@ -459,36 +398,17 @@ class EMSA(Trainer):
         same = c is not None and all(np.array_equal(v, c[0][k]) for k, v in self.controls.items())
         if c is None or not self.rf.net.space.comm.allreduce(same, op=MPI.LAND):
             rf = self.rf
-            traj = trajectory(rf.net, self.controls, rf.X, rf._misfit)
-            J, grad, misfit, stat = reduce_gradient(rf, self.controls, traj)
+            traj = rf.trajectory(self.controls)
+            J, grad, misfit, stat = rf.reduce(self.controls, traj.gradient, traj.misfit, traj.stat)
             self._cache = c = (self.controls.copy(), (J, grad, misfit, stat, traj))
         return c[1]
 
-    def _minibatch(self):
-        rf = self.rf
-        comm = rf.data_comm
-        sl = shard(self.batch_size, comm.rank, comm.size)
-        count = min(sl.stop - sl.start, rf.S_local)
-        rng = np.random.default_rng([self.seed, self.iteration, comm.rank])
-        return rf.batch(np.sort(rng.choice(rf.S_local, size=count, replace=False)))
-
     def _layer_regulariser(self, n, old):
-        net, rf = self.rf.net, self.rf
-        alpha, beta, dt, L = rf.alpha, rf.beta, net.dt, net.layers
-        neighbours = [k for k in (n - 1, n + 1) if 0 <= k < L] if beta and L > 1 else []
+        """Rⁿ of layer n with its neighbours held at ``old`` (Jacobi)."""
+        regulariser = self.rf.regulariser
 
         def reg(theta, grad):
-            local = 0.0
-            for name in net.layer_names:
-                w, th = self.weights[name], theta[name]
-                if alpha:
-                    local += 0.5 * alpha * dt * float(np.sum(w * th * th))
-                    grad[name] += alpha * dt * w * th
-                for k in neighbours:
-                    d = th - old[name][k]
-                    local += 0.5 * beta / dt * float(np.sum(w * d * d))
-                    grad[name] += beta / dt * w * d
-            return local
+            return regulariser.layer(n, theta, old, grad)
 
         return reg
 
@@ -518,21 +438,18 @@ class EMSA(Trainer):
             return controls.subset(("E",))
         return Controls({k: controls[k][key] for k in net.layer_names}, controls.comm)
 
-    def _block_weights(self, key):
-        """The L² weights ω of a block's controls (``metric: l2``), else None."""
-        if self.metric != "l2":
-            return None
-        names = ("C", "d") if key == "readout" else ("E",) if key == "embedding" else None
-        return l2_weights(self.rf.net, names or self.rf.net.layer_names)
+    def _block_riesz(self, key, block: Controls):
+        """The Riesz map of a block's controls (``metric: l2``), else None."""
+        return RieszMap(self.rf.net, block, "l2") if self.metric == "l2" else None
 
     def _batch(self):
         """(batch functional, its trajectory, its J) at the current controls."""
         if self.batch_size is None:
             J, _, _, _, traj = self._full()
             return self.rf, traj, J
-        rfb = self._minibatch()
-        traj = trajectory(rfb.net, self.controls, rfb.X, rfb._misfit)
-        return rfb, traj, reduce_gradient(rfb, self.controls, traj)[0]
+        rfb = self.rf.batch(self.batches.local(self.iteration))
+        traj = rfb.trajectory(self.controls)
+        return rfb, traj, rfb.reduce(self.controls, traj.gradient, traj.misfit, traj.stat)[0]
 
     def sweep(self, traj=None, rfb=None, rho=None):
         """One (E-)MSA update from the states and costates ``traj`` of batch
@@ -544,7 +461,8 @@ class EMSA(Trainer):
         decrease = 0.0
         for key, problem in self.blocks(traj, rfb.X, rfb._misfit, rfb.S, rho):
             x0 = self._block_controls(key, self.controls)
-            theta, f0, f = minimise_lbfgs(problem, x0, self.inner, weights=self._block_weights(key))
+            riesz = self._block_riesz(key, x0)
+            theta, f0, f = minimise_lbfgs(problem, x0, self.inner, riesz=riesz)
             target = self._block_controls(key, new)
             for k in theta:
                 target[k][...] = theta[k]
@@ -609,6 +527,8 @@ class EMSA(Trainer):
         out = super().state()
         out["msa/rho"] = np.array(self.rho)
         out["msa/step"] = np.array(getattr(self, "step", 1.0))
+        if self.batches is not None:
+            out.update({f"msa/{k}": v for k, v in self.batches.state().items()})
         return out
 
     def restore(self, state):
@@ -616,6 +536,8 @@ class EMSA(Trainer):
         if "msa/rho" in state:
             self.rho = float(state["msa/rho"])
             self.step = float(state["msa/step"])
+        if self.batches is not None and "msa/perm" in state:
+            self.batches.restore({k[4:]: v for k, v in state.items() if k.startswith("msa/")})
         self._cache, self.failed = None, None
 
 
@@ -641,9 +563,10 @@ class MSA(EMSA):
 
     def _check(self, opts):
         if "E" in self.rf.net.trainable:
-            raise ValueError(
-                "model.train_embedding: method 'msa' cannot train the embedding "
-                "(its Hamiltonian is linear in E); use 'emsa'"
+            raise InputError(
+                "method 'msa' cannot train the embedding (its Hamiltonian is linear in E); "
+                "use 'emsa'",
+                "method",
             )
         super()._check({**opts, "rho": 1.0})  # plain MSA has ρ = 0
 

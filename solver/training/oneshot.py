@@ -67,9 +67,8 @@ line wins.
 Parallel: the unknowns form one PETSc Vec on the world communicator: states
 distributed by dof rows (width) and samples (data), the controls by rows on
 the first data group only (they are broadcast over the data ranks in every
-residual and their gradients summed). With a data split the Vec needs the
-world communicator of the layout: ``MPI.COMM_WORLD`` unless the keyword
-argument ``comm`` gives it.
+residual and their gradients summed). With a data split the Vec lives on the
+world communicator of the functional's layout.
 
 Size. The unknowns are θ and N_t·N·S state values (×2 for the KKT stage); the
 Jacobian-free Newton–Krylov solve has no preconditioner, so its GMRES
@@ -88,11 +87,12 @@ from mpi4py import MPI
 import numpy as np
 from petsc4py import PETSc
 
-from pontryx.solver.controls import Controls
-from pontryx.solver.reduced import regulariser
+from pontryx.meshes.errors import InputError, show
+from pontryx.solver.errors import NonFiniteError
+from pontryx.solver.model.controls import Controls
+from pontryx.solver.petsc import configure, destroy
 from pontryx.solver.training.base import Trainer
-from pontryx.solver.training.common import NonFiniteError, check_finite, method_options
-from pontryx.solver.training.msa import trajectory
+from pontryx.solver.training.common import check_finite
 
 __all__ = ["OneShot"]
 
@@ -155,6 +155,10 @@ class _Unknowns:
         return out
 
 
+def _positive(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+
+
 class OneShot(Trainer):
     """Precision-annealed one-shot Euler–Lagrange solve; see the module docstring.
 
@@ -189,30 +193,25 @@ class OneShot(Trainer):
         "petsc_options": {},
     }
 
-    def __init__(self, rf, controls, comm: MPI.Comm | None = None, **options):
-        opts = method_options(self.name, self.defaults, options)
-        super().__init__(rf, controls, **opts)
-        if not opts["R0"] > 0:
-            raise ValueError(f"training.R0: expected R_0 > 0, got {opts['R0']}")
-        if not opts["a"] > 1:
-            raise ValueError(f"training.a: expected a growth factor a > 1, got {opts['a']}")
-        if not (isinstance(opts["stages"], int) and opts["stages"] >= 1):
-            raise ValueError(f"training.stages: expected an integer ≥ 1, got {opts['stages']}")
+    def __init__(self, rf, controls, **options):
+        super().__init__(rf, controls, **options)
+        opts = self.options
+        for key, ok, want in (
+            ("R0", _positive(opts["R0"]), "R_0 > 0"),
+            ("a", _positive(opts["a"]) and opts["a"] > 1, "a growth factor a > 1"),
+        ):
+            if not ok:
+                raise InputError(f"expected {want}, got {show(opts[key])}", key)
+        stages = opts["stages"]
+        if isinstance(stages, bool) or not (isinstance(stages, int) and stages >= 1):
+            raise InputError(f"expected an integer ≥ 1, got {show(stages)}", "stages")
         if opts["jacobian"] not in ("auto", "fd", "mf"):
-            raise ValueError(
-                f"training.jacobian: expected auto, fd or mf, got {opts['jacobian']!r}"
-            )
+            raise InputError(f"expected auto, fd or mf, got {show(opts['jacobian'])}", "jacobian")
         net = rf.net
         self._check_size(rf, controls, opts["max_unknowns"])
         self.net, self.names = net, tuple(net.trainable)
         width, data = net.space.comm, rf.data_comm
-        if comm is None:
-            comm = width if data.size == 1 else MPI.COMM_WORLD
-        if comm.size != width.size * data.size:
-            raise ValueError(
-                "parallel: the one-shot solve needs the world communicator of the "
-                f"width × data layout ({width.size} × {data.size} ranks)"
-            )
+        comm = rf.layout.world if rf.layout is not None else width
         self.comm, self.data_comm = comm, data
         self.work = controls.copy()
         self.theta = self.work.subset(self.names)
@@ -233,11 +232,12 @@ class OneShot(Trainer):
         )
         states = net.layers * net.space.N * rf.S * net.scheme.n_states
         if n_theta + states > limit:
-            raise ValueError(
-                f"training.max_unknowns: the one-shot solve would have {n_theta + states} "
+            raise InputError(
+                f"the one-shot solve would have {n_theta + states} "
                 f"unknowns ({net.layers} layers × {net.space.N} dofs × {rf.S} samples of "
                 f"states + {n_theta} controls) > {limit}; use fewer samples or layers, or "
-                "max_unknowns: null to try anyway (Newton–Krylov without a preconditioner)"
+                "max_unknowns: null to try anyway (Newton–Krylov without a preconditioner)",
+                "max_unknowns",
             )
 
     # -- the Lagrangian and its gradient ------------------------------------------
@@ -255,7 +255,7 @@ class OneShot(Trainer):
         gL = [] if Lam is not None else None
         rows, mismatch = 0.0, 0.0
         for n in range(L):
-            ctx = kernel.layer(net.layer_controls(th, n))
+            ctx = kernel.layer(net.layer_controls(th, n), n)
             g, record = scheme.step(ctx, th["b"][n], states[n], n=n)
             delta = tuple(u - v for u, v in zip(states[n + 1], g))
             mdelta = tuple(m * d for d in delta)
@@ -287,7 +287,7 @@ class OneShot(Trainer):
                 self.data_comm.Allreduce(MPI.IN_PLACE, v, op=MPI.SUM)
             self.data_comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
         rows, mismatch = net.space.sum(sums[:2])
-        value = rows + sums[2] + regulariser(net, th, rf.alpha, rf.beta, gtheta)
+        value = rows + sums[2] + rf.regulariser(th, gtheta)
         return value, gtheta, gU, gL, mismatch, sums[3]
 
     def _predict(self, R_f=float("inf")):
@@ -300,7 +300,7 @@ class OneShot(Trainer):
         c = 0.0 if Lam is None or not np.isfinite(R_f) else S / R_f
         states = [net.scheme.initial_state(net.embed(th, self.rf.X))]
         for n in range(net.layers):
-            ctx = net.kernel.layer(net.layer_controls(th, n))
+            ctx = net.kernel.layer(net.layer_controls(th, n), n)
             g = net.scheme.step(ctx, th["b"][n], states[-1], n=n)[0]
             net.kernel.release(ctx)
             if c:
@@ -330,30 +330,23 @@ class OneShot(Trainer):
             self._central_jacobian(F, xv, Jm)
 
         snes = PETSc.SNES().create(comm=self.comm)
-        db = PETSc.Options()
         jac = self.options["jacobian"]
         if jac == "auto":
             jac = "fd" if x.getSize() <= 1000 else "mf"
-        extra = {"snes_type": "newtonls"}
+        defaults = {"snes_type": "newtonls"}
         Jm = None
         if jac == "fd":
             n = (layout.size, x.getSize())
             Jm = PETSc.Mat().createDense((n, n), comm=self.comm)
             Jm.setUp()
             snes.setJacobian(jacobian, Jm)
-            extra.update(ksp_type="preonly")
-            extra["pc_type"] = "lu" if self.comm.size == 1 else "redundant"
+            defaults.update(ksp_type="preonly")
+            defaults["pc_type"] = "lu" if self.comm.size == 1 else "redundant"
         else:
-            extra.update(snes_mf=None, ksp_type="gmres", pc_type="none", ksp_rtol=1e-10)
-            extra.update(ksp_gmres_restart=200, ksp_max_it=2000)
-        extra.update(self.options["petsc_options"])
-        extra = {PREFIX + k: v for k, v in extra.items()}
-        user = {k for k in extra if db.hasName(k)}  # the command line wins
-        for k, v in extra.items():
-            if k not in user:
-                db[k] = v
+            defaults.update(snes_mf=None, ksp_type="gmres", pc_type="none", ksp_rtol=1e-10)
+            defaults.update(ksp_gmres_restart=200, ksp_max_it=2000)
+        defaults.update(self.options["petsc_options"])
         try:
-            snes.setOptionsPrefix(PREFIX)
             snes.setFunction(residual, f)
             if not kkt and self.options["objective"]:
 
@@ -368,21 +361,14 @@ class OneShot(Trainer):
                 stol=0.0,
                 max_it=self.options["max_it"],
             )
-            snes.setFromOptions()
+            configure(snes, PREFIX, defaults)
             snes.solve(None, x)
             its, reason = snes.getIterationNumber(), snes.getConvergedReason()
             U, Lam = layout.unpack(x.array_r)
             self.U = [tuple(c.copy() for c in s) for s in U]
             self.Lam = None if Lam is None else [tuple(c.copy() for c in s) for s in Lam]
         finally:
-            for k in extra:
-                if k not in user:
-                    db.delValue(k)
-            snes.destroy()
-            x.destroy()
-            f.destroy()
-            if Jm is not None:
-                Jm.destroy()
+            destroy(snes, x, f, Jm)
         return its, reason
 
     def _central_jacobian(self, F, xv, Jm):
@@ -422,7 +408,7 @@ class OneShot(Trainer):
         states = [net.scheme.initial_state(net.embed(th, self.rf.X)), *self.U]
         Lam = []
         for n in range(net.layers):
-            ctx = net.kernel.layer(net.layer_controls(th, n))
+            ctx = net.kernel.layer(net.layer_controls(th, n), n)
             g = net.scheme.step(ctx, th["b"][n], states[n], n=n)[0]
             net.kernel.release(ctx)
             Lam.append(tuple(R_f / S * m * (a - b) for a, b in zip(g, states[n + 1])))
@@ -451,8 +437,7 @@ class OneShot(Trainer):
             else:
                 R_f = float("inf")
                 if self.Lam is None:  # e.g. restored without them: the adjoint of the model
-                    traj = trajectory(self.net, self.work, self.rf.X, self.rf._misfit)
-                    self.Lam = traj.costates[1:]
+                    self.Lam = self.rf.trajectory(self.work).costates[1:]
                 self.U = self._predict()
                 its, reason = self._solve(None)
                 action = float("nan")

@@ -27,22 +27,13 @@ Langevin's noise is white in L² (θ gets ω^{-1/2} ξ), Adam's moments are thos
 step sizes then depend on the mesh, W's and b's gradients differ in scale by
 ≈ N). Checkpoints hold θ; the moments are in the variables of the metric.
 
-Minibatches. An epoch is ⌈S/B⌉ iterations. At its start a permutation of the
-*global* sample indices 0 … S−1 is drawn from the method's generator
-(``numpy.random.default_rng(seed)``); batch j of the epoch is the j-th block of
-B indices of it (the last one holds the remainder). Every rank holds the same
-generator and draws the same numbers, so batches agree on all ranks. With a data
-split, data group g holds the global samples offset_g … offset_g + S_g − 1 (the
-contiguous blocks of :func:`~pontryx.solver.data.shard`, in data-rank order) and
-evaluates the part of B_k it holds; the data ranks sum the gradients, so the
-step is the same one as without a data split (up to summation round-off).
+Minibatches: :class:`~pontryx.solver.data.sampler.Minibatches` (epochs of a
+seeded permutation of the global samples; the same batches on any layout).
 
-Noise. ξ_k is drawn on every rank in the canonical dof order of
-:meth:`WidthSpace.to_canonical` — for each trainable name in ``net.trainable``
-order, layer by layer for layer controls, the full (N, …) array (N × N, both axes
-canonical, for dense W), then the owned rows are kept — so a run gives the same
-result on any number of width ranks. (Every rank draws the full arrays: O(N_t N²)
-normals per step for dense kernels.)
+Noise. ξ_k is :func:`~pontryx.solver.model.random.canonical_normal`: drawn on
+every rank in the canonical dof order, layer by layer, so a run gives the same
+result on any number of width ranks (every rank draws one layer's full array at
+a time: O(N²) normals per layer for dense kernels).
 
 The record of iteration k reports the (minibatch) loss, metric, gradient and
 Pontryagin residual at θ_{k−1}, the point the step was taken from.
@@ -54,44 +45,25 @@ the controls back at θ_{k−2}, the last point where both were finite.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from typing import ClassVar
 
 import numpy as np
 
-from pontryx.solver.controls import REPLICATED, Controls
+from pontryx.meshes.errors import InputError, show
+from pontryx.solver.adjoint.riesz import RieszMap
+from pontryx.solver.data.sampler import Minibatches
+from pontryx.solver.errors import NonFiniteError
+from pontryx.solver.model.random import canonical_normal
 from pontryx.solver.training.base import Record, Trainer
-from pontryx.solver.training.common import (
-    NonFiniteError,
-    RieszMap,
-    check_finite,
-    method_options,
-)
+from pontryx.solver.training.common import check_finite
 
-__all__ = ["SGD", "Adam", "Langevin", "StochasticTrainer", "canonical_normal"]
+__all__ = ["SGD", "Adam", "Langevin", "StochasticTrainer"]
 
 
-def canonical_normal(rng: np.random.Generator, net, like: Controls) -> Controls:
-    """N(0, I) noise shaped like ``like``, drawn in the canonical dof order (rank-count
-    independent): replicated names as they are, E/C (n, …) via (N, …), layer
-    controls (N_t, n, …) layer by layer, dense W (N_t, n, N) with both axes canonical."""
-    sp = net.space
-    out = {}
-    for name, v in like.items():
-        if name in REPLICATED:
-            out[name] = rng.standard_normal(v.shape)
-        elif name in net.layer_names:
-            both = net.kernel.name == "dense" and name == "W"
-            tail = (sp.N,) if both else v.shape[2:]
-            out[name] = np.empty_like(v)
-            for n in range(v.shape[0]):
-                full = rng.standard_normal((sp.N, *tail))
-                out[name][n] = sp.from_canonical(full, axis_full=both)
-        else:
-            out[name] = sp.from_canonical(rng.standard_normal((sp.N, *v.shape[1:])))
-    return Controls(out, like.comm)
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 class StochasticTrainer(Trainer):
@@ -105,39 +77,33 @@ class StochasticTrainer(Trainer):
     }
 
     def __init__(self, rf, controls, **options):
-        opts = method_options(self.name, self.defaults, options)
-        super().__init__(rf, controls, **opts)
-        if not opts["learning_rate"] > 0:
-            raise ValueError(f"training.learning_rate: expected η > 0, got {opts['learning_rate']}")
+        super().__init__(rf, controls, **options)
+        opts = self.options
+        if not _number(opts["learning_rate"]) or not opts["learning_rate"] > 0:
+            raise InputError(f"expected η > 0, got {show(opts['learning_rate'])}", "learning_rate")
         B = opts["batch_size"]
-        if B is not None and not (int(B) == B and 1 <= B):
-            raise ValueError(f"training.batch_size: expected a positive integer or None, got {B}")
+        if B is not None and (isinstance(B, bool) or not isinstance(B, int) or B < 1):
+            raise InputError(f"expected a positive integer or null, got {show(B)}", "batch_size")
+        if isinstance(opts["seed"], bool) or not isinstance(opts["seed"], int) or opts["seed"] < 0:
+            raise InputError(f"expected an integer ≥ 0, got {show(opts['seed'])}", "seed")
         self.lr = float(opts["learning_rate"])
         self.batch_size = None if B is None or B >= rf.S else int(B)
         self.names = tuple(rf.net.trainable)
         self.theta = controls.subset(self.names)
         self.riesz = RieszMap(rf.net, self.theta, opts["metric"])
-        self.rng = np.random.default_rng(int(opts["seed"]))
-        self.perm = np.zeros(0, dtype=np.int64)  # this epoch's permutation of 0 … S−1
-        comm = rf.data_comm
-        offset = comm.exscan(rf.S_local)  # collective; None on data rank 0
-        self.offset = int(offset) if comm.rank > 0 else 0
+        self.rng = np.random.default_rng(int(opts["seed"]))  # the noise stream
+        batch = self.batch_size or rf.S
+        self.batches = Minibatches.for_functional(rf, batch, int(opts["seed"]))
+        self.batches.rng = self.rng  # one generator: batches and noise draw from it in turn
         self.moments = {}  # name → flat local array (optimiser state)
         self._good = None  # θ at the last finite evaluation (flat, local)
-        self.converged = None  # stochastic methods run for the iterations they are given
 
     # -- minibatches ------------------------------------------------------------
     def minibatch(self):
         """The reduced functional on this iteration's minibatch (see the module docstring)."""
         if self.batch_size is None:
             return self.rf
-        B, S = self.batch_size, self.rf.S
-        j = self.iteration % math.ceil(S / B)
-        if j == 0:
-            self.perm = self.rng.permutation(S)
-        idx = self.perm[j * B : (j + 1) * B]
-        mine = idx[(idx >= self.offset) & (idx < self.offset + self.rf.S_local)]
-        return self.rf.batch(np.sort(mine) - self.offset)
+        return self.rf.batch(self.batches.local(self.iteration))
 
     # -- the loop ---------------------------------------------------------------
     def step(self, theta: np.ndarray, g: np.ndarray) -> dict:
@@ -176,15 +142,13 @@ class StochasticTrainer(Trainer):
     def state(self):
         out = super().state()
         out.update({f"moments/{k}": v.copy() for k, v in self.moments.items()})
-        out["perm"] = self.perm.copy()
-        out["rng"] = np.array(json.dumps(self.rng.bit_generator.state))
+        out.update(self.batches.state())  # "perm" and "rng" (the one generator)
         return out
 
     def restore(self, state):
         super().restore(state)
         self.moments = {k[8:]: v.copy() for k, v in state.items() if k.startswith("moments/")}
-        self.perm = np.array(state["perm"], dtype=np.int64)
-        self.rng.bit_generator.state = json.loads(str(state["rng"]))
+        self.batches.restore(state)
 
 
 class SGD(StochasticTrainer):
@@ -202,7 +166,7 @@ class SGD(StochasticTrainer):
         super().__init__(rf, controls, **options)
         self.mu = float(self.options["momentum"])
         if not 0 <= self.mu < 1:
-            raise ValueError(f"training.momentum: expected 0 ≤ μ < 1, got {self.mu}")
+            raise InputError(f"expected 0 ≤ μ < 1, got {self.mu}", "momentum")
 
     def step(self, theta, g):
         if self.mu:
@@ -238,8 +202,13 @@ class Adam(StochasticTrainer):
         super().__init__(rf, controls, **options)
         o = self.options
         self.b1, self.b2, self.eps = float(o["beta1"]), float(o["beta2"]), float(o["epsilon"])
-        if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1 and self.eps > 0):
-            raise ValueError("training.beta1/beta2/epsilon: expected 0 ≤ β₁, β₂ < 1 and ε > 0")
+        for key, ok, want in (
+            ("beta1", 0 <= self.b1 < 1, "0 ≤ β₁ < 1"),
+            ("beta2", 0 <= self.b2 < 1, "0 ≤ β₂ < 1"),
+            ("epsilon", self.eps > 0, "ε > 0"),
+        ):
+            if not ok:
+                raise InputError(f"expected {want}, got {o[key]!r}", key)
 
     def step(self, theta, g):
         k = self.iteration + 1
@@ -271,14 +240,16 @@ class Langevin(StochasticTrainer):
         super().__init__(rf, controls, **options)
         o = self.options
         if o["schedule"] not in ("exponential", "inverse"):
-            raise ValueError(
-                f"training.schedule: unknown schedule {o['schedule']!r}; "
-                "expected one of ['exponential', 'inverse']"
+            raise InputError(
+                f"unknown schedule {o['schedule']!r}; expected exponential or inverse", "schedule"
             )
-        if not (o["temperature"] >= 0 and 0 < o["decay"] <= 1 and o["tau"] > 0):
-            raise ValueError(
-                "training.temperature/decay/tau: expected T₀ ≥ 0, 0 < decay ≤ 1, τ > 0"
-            )
+        for key, ok, want in (
+            ("temperature", o["temperature"] >= 0, "T₀ ≥ 0"),
+            ("decay", 0 < o["decay"] <= 1, "0 < decay ≤ 1"),
+            ("tau", o["tau"] > 0, "τ > 0"),
+        ):
+            if not ok:
+                raise InputError(f"expected {want}, got {o[key]!r}", key)
 
     def temperature(self, k: int) -> float:
         """T_k = T₀ decay^k or T₀ / (1 + k/τ)."""

@@ -14,21 +14,19 @@ Methods (``method`` → TAO type):
   ``blmvm``, ``bqnls`` (quasi-Newton),
   ``bncg``, ``cg`` (nonlinear conjugate gradients);
 * Newton-type: ``ntr`` (trust-region Newton–Steihaug–Toint CG), ``nls``,
-  ``ntl``, ``bnls``, ``bntr``, ``bntl``, with the matrix-free Hessian
+  ``ntl``, ``bnls``, ``bntr``, ``bntl``, with a matrix-free Hessian: by default
+  (option ``hessian: exact``) the exact action ∇²J(θ) v of
+  :meth:`ReducedFunctional.hessian_action` (one tangent-linear and one
+  second-order adjoint sweep, regulariser included); ``hessian: fd`` takes
+  central differences of exact adjoint gradients instead,
 
       H(θ) v ≈ (∇J(θ + h v) − ∇J(θ − h v)) / (2h),   h = δ max(‖θ‖, 1) / ‖v‖,
 
-  central differences of exact adjoint gradients: O(h²) accurate, two extra
-  sweeps per Hessian–vector product, δ = ``fd_step`` (default 1e-5 ≈ ε^{1/3},
-  which balances the O(h²) truncation against the O(ε/h) round-off).
-  Why this and not Gauss–Newton: an exact Gauss–Newton product JᵀH_ℓJ v needs a
-  tangent-linear (forward-mode) sweep of every scheme and kernel, which the
-  solver does not have; the difference of adjoint gradients reuses the exact
-  discrete adjoint, works for every scheme, kernel and loss, and is the full
-  Hessian, regulariser included. The loss is non-convex, so the Hessian may be
-  indefinite: the trust-region Newton–CG (``ntr``; STCG stops on negative
-  curvature at the trust-region boundary) is the robust choice and the one
-  tested; ``nls`` perturbs the Hessian instead.
+  O(h²) accurate, δ = ``fd_step`` (default 1e-5 ≈ ε^{1/3}, which balances the
+  O(h²) truncation against the O(ε/h) round-off). The loss is non-convex, so
+  the Hessian may be indefinite: the trust-region Newton–CG (``ntr``; STCG stops
+  on negative curvature at the trust-region boundary) is the robust choice and
+  the one tested; ``nls`` perturbs the Hessian instead.
 * ``tao``: any TAO type by the option ``type``.
 
 The quasi-Newton types use PETSc's dense-representation L-BFGS matrix
@@ -45,17 +43,18 @@ for layer controls, m for b, E and C, 1 for d; :class:`~.common.RieszMap`): it
 sees J̃(x) = J(x/√ω) and ∇_x J = ω^{-1/2} ∇_θ J, so its L-BFGS initial metric,
 line-search steps, trust region and tolerances are those of the continuous
 problem and do not change with the mesh (Schwedes et al. 2017); the
-finite-difference Hessian is the one of J̃. ``metric: euclidean``: the nodal
+Hessian is the one of J̃, ω^{-1/2} ∇²J ω^{-1/2}. ``metric: euclidean``: the nodal
 values θ themselves, as before. Records and checkpoints hold θ and ∇_θ J.
 
-Options (``method_options``): ``gatol`` (‖∇J‖ ≤ gatol, default 1e-8; the norm
-of ∇_x J, i.e. the L² norm of the gradient for ``metric: l2``), ``grtol``,
-``gttol`` (TAO's relative tests, default 0: off), ``fd_step`` and
+Options: ``gatol`` (‖∇J‖ ≤ gatol, default 1e-8; the norm of ∇_x J, i.e. the L²
+norm of the gradient for ``metric: l2``), ``grtol``, ``gttol`` (TAO's relative
+tests, default 0: off), ``hessian`` (exact | fd), ``fd_step`` and
 ``krylov_max_it`` (Newton-type: at most this many CG iterations per Newton step,
 default 50), ``petsc_options`` (a dict of further options without the prefix,
 e.g. ``{"tao_ls_type": "armijo"}``). Every TAO object has the options prefix
-``pontryx_tao_``, so ``-pontryx_tao_tao_ls_type armijo`` on the command line (or
-in PETSc.Options) reaches it too and overrides the dict and the defaults.
+``pontryx_tao_`` (:func:`pontryx.solver.petsc.configure`), so
+``-pontryx_tao_tao_ls_type armijo`` on the command line (or in PETSc.Options)
+reaches it too and overrides the dict and the defaults.
 
 Chunks: :meth:`TaoTrainer.iterate` runs one ``TaoSolve`` of at most k iterations
 warm-started from the current controls. TAO's internal state (the L-BFGS
@@ -75,19 +74,17 @@ from mpi4py import MPI
 import numpy as np
 from petsc4py import PETSc
 
+from pontryx.meshes.errors import InputError
+from pontryx.solver.adjoint.riesz import RieszMap
+from pontryx.solver.errors import NonFiniteError
+from pontryx.solver.petsc import configure, destroy
+from pontryx.solver.registry import GRADIENT_TYPES, NEWTON_TYPES
 from pontryx.solver.training.base import Trainer
-from pontryx.solver.training.common import (
-    NonFiniteError,
-    RieszMap,
-    check_finite,
-    method_options,
-)
+from pontryx.solver.training.common import check_finite
 
-__all__ = ["GRADIENT_TYPES", "NEWTON_TYPES", "TAO_TRAINERS", "TaoTrainer"]
+__all__ = ["PREFIX", "TAO_TRAINERS", "TaoTrainer"]
 
 PREFIX = "pontryx_tao_"
-GRADIENT_TYPES = ("lmvm", "blmvm", "bqnls", "bncg", "cg")
-NEWTON_TYPES = ("ntr", "nls", "ntl", "bnls", "bntr", "bntl")
 QUASI_NEWTON = ("lmvm", "blmvm", "bqnls")  # their L-BFGS matrix defaults to lmvmdbfgs
 
 _REASONS = {
@@ -98,11 +95,13 @@ _REASONS = {
 _REASONS[0] = "CONTINUE_ITERATING"
 
 
-class _FDHessian:
-    """PETSc Python-matrix context: (H + σI) v with H v = (∇J(θ+hv) − ∇J(θ−hv))/(2h),
-    h = δ max(‖θ‖,1)/‖v‖; σ is the shift NLS adds to an indefinite Hessian."""
+class _Hessian:
+    """PETSc Python-matrix context: (H + σI) v, H the Hessian of J̃(x) = J(x/√ω):
+    exact (``delta`` None: ω^{-1/2} ∇²J ω^{-1/2} v by the second-order sweep) or
+    H v = (∇J̃(x+hv) − ∇J̃(x−hv))/(2h), h = δ max(‖x‖,1)/‖v‖; σ is the shift NLS
+    adds to an indefinite Hessian."""
 
-    def __init__(self, trainer, delta: float):
+    def __init__(self, trainer, delta: float | None):
         self.trainer, self.delta = trainer, delta
         self.work = trainer.controls.copy()
         self.work_sub = self.work.subset(trainer.names)
@@ -123,10 +122,22 @@ class _FDHessian:
         _, g = self.trainer._value_and_gradient(self.work)
         return riesz.gradient(g.subset(self.trainer.names).to_flat())
 
+    def _exact(self, v: np.ndarray) -> np.ndarray:
+        t = self.trainer
+        riesz, names = t.riesz, t.names
+        self.work_sub.set_flat(riesz.to_theta(self.theta))
+        direction = self.work_sub.zeros_like().set_flat(riesz.to_theta(v))
+        t.sweeps += 1
+        H = t.rf.hessian_action(self.work, direction)
+        return riesz.gradient(H.subset(names).to_flat())
+
     def mult(self, mat, v: PETSc.Vec, y: PETSc.Vec) -> None:
         vnorm = v.norm()
         if vnorm == 0.0:
             y.zeroEntries()
+            return
+        if self.delta is None:
+            y.array[:] = self._exact(v.array_r) + self.sigma * v.array_r
             return
         h = self.delta * max(self.theta_norm, 1.0) / vnorm
         vv = v.array_r
@@ -141,9 +152,11 @@ class TaoTrainer(Trainer):
     name = "tao"
     tao_type: str | None = None  # None: from the option ``type``
     defaults: ClassVar[dict] = {
+        "type": "lmvm",
         "gatol": 1e-8,
         "grtol": 0.0,
         "gttol": 0.0,
+        "hessian": "exact",
         "fd_step": 1e-5,
         "krylov_max_it": 50,
         "metric": "l2",
@@ -151,28 +164,33 @@ class TaoTrainer(Trainer):
     }
 
     def __init__(self, rf, controls, **options):
-        defaults = dict(self.defaults)
-        if self.tao_type is None:
-            defaults["type"] = "lmvm"
-        opts = method_options(self.name, defaults, options)
-        super().__init__(rf, controls, **opts)
+        super().__init__(rf, controls, **options)
+        opts = self.options
         self.type = opts.get("type", self.tao_type)
         if self.type not in GRADIENT_TYPES + NEWTON_TYPES:
-            raise ValueError(
-                f"training.type: TAO type {self.type!r} is not supported; expected one of "
-                f"{list(GRADIENT_TYPES + NEWTON_TYPES)}"
+            raise InputError(
+                f"TAO type {self.type!r} is not supported; expected one of "
+                f"{', '.join(GRADIENT_TYPES + NEWTON_TYPES)}",
+                "type",
             )
-        if not opts["gatol"] >= 0 or not opts["fd_step"] > 0 or not opts["krylov_max_it"] >= 1:
-            raise ValueError("training.gatol/fd_step/krylov_max_it: expected ≥ 0, > 0, ≥ 1")
+        for key, ok, want in (
+            ("gatol", opts["gatol"] >= 0, "≥ 0"),
+            ("grtol", opts["grtol"] >= 0, "≥ 0"),
+            ("gttol", opts["gttol"] >= 0, "≥ 0"),
+            ("fd_step", opts["fd_step"] > 0, "> 0"),
+            ("krylov_max_it", opts["krylov_max_it"] >= 1, "≥ 1"),
+        ):
+            if not ok:
+                raise InputError(f"expected {want}, got {opts[key]!r}", key)
+        if opts["hessian"] not in ("exact", "fd"):
+            raise InputError(f"expected exact or fd, got {opts['hessian']!r}", "hessian")
         self.names = tuple(rf.net.trainable)
         self.theta = controls.subset(self.names)
         self.riesz = RieszMap(rf.net, self.theta, opts["metric"])
         self.comm = rf.net.space.comm
         self.x = None  # the solution Vec, alive during a solve
         self.sweeps = 0  # gradient evaluations (forward + adjoint sweeps) so far
-        self.converged: str | None = None  # TAO's reason if the last solve converged
         self.reason: str | None = None  # TAO's reason of the last solve
-        self.on_record = None  # called with each Record inside TAO's monitor (live)
 
     # -- evaluations ----------------------------------------------------------
     def _value_and_gradient(self, controls):
@@ -227,39 +245,26 @@ class TaoTrainer(Trainer):
 
     def _make_tao(self, max_it):
         tao = PETSc.TAO().create(comm=self.comm)
-        tao.setOptionsPrefix(PREFIX)
         tao.setType(self.type)
         tao.setTolerances(
             gatol=self.options["gatol"], grtol=self.options["grtol"], gttol=self.options["gttol"]
         )
-        newton = self.type in NEWTON_TYPES
-        if newton:
+        if self.type in NEWTON_TYPES:
             tao.getKSP().setTolerances(max_it=self.options["krylov_max_it"])
-        db = PETSc.Options()
-        extra = {PREFIX + k: v for k, v in self.options["petsc_options"].items()}
+        extra = {}
         if self.type in QUASI_NEWTON:  # PETSc gives lmvm's matrix the fixed prefix tao_lmvm_
             key = (
                 "tao_lmvm_mat_type" if self.type == "lmvm" else f"{PREFIX}tao_{self.type}_mat_type"
             )
-            extra = {key: "lmvmdbfgs", **extra}
-        user = {k for k in extra if db.hasName(k)}  # the command line wins
-        for k, v in extra.items():
-            if k not in user:
-                db[k] = v
-        try:
-            tao.setFromOptions()
-        finally:
-            for k in extra:
-                if k not in user:
-                    db.delValue(k)
+            extra[key] = "lmvmdbfgs"
+        configure(tao, PREFIX, self.options["petsc_options"], extra)
         tao.setMaximumIterations(max_it)
         tao.setObjectiveGradient(self._objective_gradient)
         H = None
         if tao.getType() in NEWTON_TYPES:
             n = (self.theta.local_size(), PETSc.DETERMINE)
-            H = PETSc.Mat().createPython(
-                (n, n), _FDHessian(self, self.options["fd_step"]), comm=self.comm
-            )
+            delta = None if self.options["hessian"] == "exact" else self.options["fd_step"]
+            H = PETSc.Mat().createPython((n, n), _Hessian(self, delta), comm=self.comm)
             H.setUp()
             tao.setHessian(self._hessian, H)
         return tao, H
@@ -288,7 +293,8 @@ class TaoTrainer(Trainer):
             code = tao.getConvergedReason()
             self.theta.set_flat(self.riesz.to_theta(self.x.array_r))  # monitor set the iteration
         finally:
-            self.destroy(tao, H)
+            destroy(tao, H, self.x)
+            self.x = None
         error, self._error = self._error, None
         if isinstance(error, NonFiniteError):  # back to the last finite iterate
             self.theta.set_flat(self.riesz.to_theta(good))
@@ -297,32 +303,24 @@ class TaoTrainer(Trainer):
             raise error
         self.reason = _REASONS.get(code, str(code))
         self.converged = self.reason if code > 0 else None
+        # stopped for good without converging (line-search failure, …)
+        self.failed = None if code > 0 or self.reason == "DIVERGED_MAXITS" else self.reason
         yield from records
 
-    @property
-    def failed(self) -> str | None:
-        """TAO's reason if the last solve stopped for good without converging
-        (line-search failure, …); ``None`` after convergence or DIVERGED_MAXITS."""
-        if self.reason is None or self.converged or self.reason == "DIVERGED_MAXITS":
-            return None
-        return self.reason
-
-    def destroy(self, *objects) -> None:
-        """Free the PETSc objects of a solve (none outlive :meth:`iterate`)."""
-        for obj in (*objects, self.x):
-            if obj is not None:
-                obj.destroy()
-        self.x = None
+    def destroy(self) -> None:
+        """Nothing to free: the PETSc objects of a solve never outlive :meth:`iterate`."""
 
 
 def _tao_method(tao_type: str) -> type[TaoTrainer]:
-    kind = "Newton-type (FD Hessian)" if tao_type in NEWTON_TYPES else "gradient-only"
+    kind = "Newton-type" if tao_type in NEWTON_TYPES else "gradient-only"
+    defaults = {k: v for k, v in TaoTrainer.defaults.items() if k != "type"}
     return type(
         tao_type.upper(),
         (TaoTrainer,),
         {
             "name": tao_type,
             "tao_type": tao_type,
+            "defaults": defaults,
             "__doc__": f"PETSc TAO {tao_type.upper()} ({kind}) on J(θ).",
             "__module__": __name__,
         },
@@ -334,3 +332,4 @@ TAO_TRAINERS: dict[str, type[TaoTrainer]] = {
     "tao": TaoTrainer,
     **{t: _tao_method(t) for t in GRADIENT_TYPES + NEWTON_TYPES},
 }
+globals().update({cls.__name__: cls for cls in TAO_TRAINERS.values()})

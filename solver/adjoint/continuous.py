@@ -5,9 +5,9 @@ The costate p_s of DESIGN.md §1,
 
     −∂_t p = ε Δp + 𝒦(t)*[σ'(z) p],   p(T) = −(1/S) Σ_k c_k ∂ℓ/∂ŷ_k,
 
-is stepped backwards with :func:`pontryx.forms.residual.costate_step_form`
-(implicit diffusion, explicit nonlocal term at t_{n+1}, with z(t_{n+1}⁻) =
-Kⁿ U^{n+1} + bⁿ), in batched form
+is stepped backwards, implicit in the diffusion and explicit in the nonlocal
+term at t_{n+1} (with z(t_{n+1}⁻) = Kⁿ U^{n+1} + bⁿ) — the batched evaluation of
+:func:`pontryx.forms.residual.costate_step_form` —
 
     (M_L + Δt ε A) pⁿ = M_L (p^{n+1} + Δt K*ⁿ[σ'(Kⁿ U^{n+1} + bⁿ) ∘ p^{n+1}]),
 
@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pontryx.solver.diffusion import DiffusionSolver
+from pontryx.meshes.errors import InputError
+from pontryx.solver.adjoint.sweep import Sweep
+from pontryx.solver.model.diffusion import DiffusionSolver
 
 __all__ = ["continuous_adjoint_gradient"]
 
@@ -33,16 +35,16 @@ def continuous_adjoint_gradient(net, controls, X, misfit_fn):
     """Gradient of the misfit w.r.t. the layer controls (kernel and b) by the
     continuous adjoint; X is (n_in × S_local). Returns a dict name → array."""
     if net.scheme.n_states != 1:
-        raise ValueError(f"continuous adjoint: the {net.scheme.name} scheme has two states")
+        raise InputError(f"the {net.scheme.name} scheme has two states", "scheme")
     sp, K, sig, dt = net.space, net.kernel, net.activation, net.dt
     m = sp.m[:, None]
-    Yhat, U = net.forward(controls, X, keep=range(net.layers + 1))
+    Yhat, U = Sweep(net, controls).forward(X, keep=range(net.layers + 1))
     _, G, _ = misfit_fn(Yhat)
     p = -(controls["C"] @ G)  # p(T) = −Σ_k c_k ∂ℓ/∂ŷ_k (the 1/S is inside G)
     solver = DiffusionSolver(sp, dt * net.epsilon) if net.epsilon > 0 else None
     grad = {name: np.zeros_like(controls[name]) for name in net.layer_names}
     for n in reversed(range(net.layers)):
-        ctx = K.layer(net.layer_controls(controls, n))
+        ctx = K.layer(net.layer_controls(controls, n), n)
         b = controls["b"][n][:, None]
         Z_right = K.apply(ctx, U[n + 1]) + b
         rhs = p + dt * K.apply_adjoint(ctx, sig.df(Z_right) * p)

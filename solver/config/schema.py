@@ -8,31 +8,32 @@ A configuration has the sections ``mesh`` (the width domain Ω, keys of
 overrides (values parsed as YAML scalars), validates everything with pydantic
 (unknown keys are errors, types are strict) and returns a :class:`Config` whose
 :meth:`Config.resolved` mapping has every default filled in. Every problem is a
-:class:`ConfigError` whose message is one line naming the key path::
+:class:`~pontryx.meshes.errors.InputError` whose message is one line naming the key path::
 
     config error: model.T: expected a number > 0, got -1
 
 Values of ``mesh`` and ``data`` are checked by the mesh and data builders
 themselves (before any output is written); the schema checks their kind/name,
-their keys and that a data or mesh file exists.
+their keys and that a data or mesh file exists. The names of kernels, schemes,
+lumpings and methods come from :mod:`pontryx.solver.registry`, of activations
+and embeddings from :mod:`pontryx.forms`, of mesh kinds from
+:mod:`pontryx.meshes.kinds`: nothing is listed twice, and importing the schema
+imports no solver (DOLFINx and PETSc load when a class is first needed).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -40,62 +41,20 @@ from pydantic import (
 
 from pontryx.forms.activations import ACTIVATIONS
 from pontryx.forms.embedding import EMBEDDINGS
-from pontryx.meshes import DEFAULT_KIND, MESH_KINDS, REQUIRED
-from pontryx.solver.data import DATASET_KEYS
+from pontryx.forms.operators import DEGREES
+from pontryx.meshes.errors import InputError, show
+from pontryx.meshes.kinds import DEFAULT_KIND, MESH_KINDS, REQUIRED
+from pontryx.solver.data.dataset import DATASET_KEYS
+from pontryx.solver.registry import KERNELS, LUMPINGS, METHODS, SCHEMES, load
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "apply_override",
-    "flatten_petsc",
-    "key_paths",
-    "load_config",
-    "read_yaml",
-    "validate_config",
-]
+__all__ = ["SECTIONS", "Config", "flatten_petsc", "key_paths", "message"]
 
-KERNEL_TYPES = ("dense", "lowrank", "local")
-SCHEME_NAMES = ("imex_euler", "midpoint", "verlet")
-REVERSIBLE_SCHEMES = ("verlet",)
-LUMPINGS = ("auto", "rowsum", "hrz")
 SECTIONS = ("mesh", "model", "data", "training", "parallel", "petsc", "output")
 
 
-class ConfigError(ValueError):
-    """An invalid configuration: ``key`` is the dotted key path (may be empty)."""
-
-    def __init__(self, key: str, message: str):
-        self.key, self.message = key, " ".join(str(message).split())
-        super().__init__(f"{key}: {self.message}" if key else self.message)
-
-    def __reduce__(self):  # keep key and message when pickled (MPI broadcast)
-        return (type(self), (self.key, self.message))
-
-
-class FieldError(ValueError):
-    """Raised inside validators: ``key`` is relative to the validated object."""
-
-    def __init__(self, key: str, message: str, absolute: bool = False):
-        self.key, self.absolute = key, absolute  # absolute: key is a full path
-        super().__init__(message)
-
-
-def show(value: Any, limit: int = 60) -> str:
-    """A short one-line rendering of a user value, in YAML spelling."""
-    if value is None:
-        text = "null"
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, float):
-        text = f"{value:g}"
-    elif isinstance(value, Mapping):
-        text = "a mapping"
-    elif isinstance(value, list | tuple):
-        text = f"a list {value!r}"
-    else:
-        text = repr(value)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _field(key: str, message: str) -> InputError:
+    """The error of a validator, keyed relative to the validated object."""
+    return InputError(message, key or None)
 
 
 # ----------------------------------------------------------------- types ---
@@ -125,20 +84,26 @@ class Section(BaseModel):
 
 
 class KernelSection(Section):
-    """The kernel 𝒦(t): dense w(t,x,y), low-rank Σ_r a_r g_r, or local (PDE)."""
+    """The kernel 𝒦(t): its ``type`` (:data:`~pontryx.solver.registry.KERNELS`) and
+    that kernel's options (declared by the kernel class, e.g. ``rank`` of lowrank)."""
 
-    type: Literal[KERNEL_TYPES] = Field("dense", description="dense | lowrank | local")
-    rank: PositiveInt | None = Field(
-        None, description="R of the low-rank kernel (required for lowrank, ≤ number of dofs)"
-    )
+    model_config = ConfigDict(extra="allow", strict=True, validate_default=True, frozen=True)
 
-    @model_validator(mode="after")
-    def check_rank(self):
-        if self.type == "lowrank" and self.rank is None:
-            raise FieldError("rank", "required for the low-rank kernel (a positive integer)")
-        if self.type != "lowrank" and self.rank is not None:
-            raise FieldError("rank", f"applies to the lowrank kernel only, not {self.type}")
-        return self
+    type: Literal[tuple(KERNELS)] = Field("dense", description=" | ".join(KERNELS))
+
+    @model_validator(mode="before")
+    @classmethod
+    def check_options(cls, v):
+        if not isinstance(v, Mapping) or v.get("type", "dense") not in KERNELS:
+            return v  # the type check reports it
+        kind = v.get("type", "dense")
+        options = {k: val for k, val in v.items() if k != "type"}
+        return {"type": kind, **load(KERNELS, kind).check_options(options)}
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The kernel's options (everything but ``type``)."""
+        return {k: v for k, v in self.model_dump().items() if k != "type"}
 
 
 class EmbeddingSection(Section):
@@ -156,23 +121,23 @@ class InitSection(Section):
 
 
 class ModelSection(Section):
-    degree: Annotated[int, Field(ge=1, le=3)] = Field(1, description="Lagrange degree of V_h")
-    kernel: KernelSection = KernelSection()
+    degree: Literal[DEGREES] = Field(1, description="Lagrange degree of V_h")
+    kernel: KernelSection = Field(default_factory=KernelSection)
     activation: Literal[tuple(ACTIVATIONS)] = Field("tanh", description="σ")
     epsilon: NonNegative = Field(0.0, description="width diffusion ε ≥ 0")
     T: PositiveNumber = Field(1.0, description="depth (final time)")
     layers: PositiveInt = Field(16, description="number of layers N_t (Δt = T/N_t)")
-    scheme: Literal[SCHEME_NAMES] = Field("imex_euler", description="depth scheme")
-    embedding: EmbeddingSection = EmbeddingSection()
-    readout: ReadoutSection = ReadoutSection()
-    init: InitSection = InitSection()
+    scheme: Literal[tuple(SCHEMES)] = Field("imex_euler", description="depth scheme")
+    embedding: EmbeddingSection = Field(default_factory=EmbeddingSection)
+    readout: ReadoutSection = Field(default_factory=ReadoutSection)
+    init: InitSection = Field(default_factory=InitSection)
     lumping: Literal[LUMPINGS] = Field("auto", description="mass lumping")
 
     @model_validator(mode="after")
     def check_consistent(self):
-        if self.scheme == "verlet" and self.epsilon != 0:
-            raise FieldError(
-                "epsilon", f"the verlet scheme needs epsilon = 0, got {self.epsilon:g}"
+        if load(SCHEMES, self.scheme).needs_zero_epsilon and self.epsilon != 0:
+            raise _field(
+                "epsilon", f"the {self.scheme} scheme needs epsilon = 0, got {self.epsilon:g}"
             )
         return self
 
@@ -185,7 +150,7 @@ def _checkpointing(v):
         return v
     if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
         return v
-    raise FieldError("", f"expected null, 'sqrt', 'reverse' or an integer ≥ 1, got {show(v)}")
+    raise _field("", f"expected null, 'sqrt', 'reverse' or an integer ≥ 1, got {show(v)}")
 
 
 class TrainingSection(Section):
@@ -201,22 +166,20 @@ class TrainingSection(Section):
     )
     options: dict[str, Any] = Field({}, description="options of the method (a mapping)")
 
+    @field_validator("options", mode="before")
+    @classmethod
+    def numbers_in_options(cls, v):
+        """``1e-4`` (a string to YAML 1.1) is a number in the method's options too."""
+        if isinstance(v, Mapping):
+            return {k: _yaml_float(val) for k, val in v.items()}
+        return v
+
     @field_validator("method")
     @classmethod
     def check_method(cls, v):
-        names = trainer_names()
-        if names is not None and v not in names:
-            raise ValueError(f"unknown method {show(v)}; expected one of {', '.join(names)}")
+        if v not in METHODS:
+            raise ValueError(f"unknown method {show(v)}; expected one of {', '.join(METHODS)}")
         return v
-
-
-def trainer_names() -> list[str] | None:
-    """Names of the registered training methods (None while none is importable)."""
-    try:
-        from pontryx.solver.training import TRAINERS
-    except ImportError:
-        return None
-    return sorted(TRAINERS)
 
 
 # -------------------------------------------------------------- parallel ---
@@ -233,15 +196,15 @@ class ParallelSection(Section):
             return self
         w, d = self.width, self.data
         if w is not None and d is not None and w * d != P:
-            raise FieldError("", f"width × data = {w} × {d} = {w * d} ≠ {P} MPI ranks")
+            raise _field("", f"width × data = {w} × {d} = {w * d} ≠ {P} MPI ranks")
         if w is not None and w > P:
-            raise FieldError("width", f"expected at most {P} (the number of MPI ranks), got {w}")
+            raise _field("width", f"expected at most {P} (the number of MPI ranks), got {w}")
         if d is not None and d > P:
-            raise FieldError("data", f"expected at most {P} (the number of MPI ranks), got {d}")
+            raise _field("data", f"expected at most {P} (the number of MPI ranks), got {d}")
         if w is not None and d is None and P % w:
-            raise FieldError("width", f"{w} does not divide the {P} MPI ranks")
+            raise _field("width", f"{w} does not divide the {P} MPI ranks")
         if d is not None and w is None and P % d:
-            raise FieldError("data", f"{d} does not divide the {P} MPI ranks")
+            raise _field("data", f"{d} does not divide the {P} MPI ranks")
         return self
 
     def sizes(self, ranks: int) -> tuple[int, int]:
@@ -289,54 +252,50 @@ def _relative_to(path: Any, base: Path | None) -> Any:
 
 def _mesh(v: Any, info: ValidationInfo) -> dict:
     if not isinstance(v, Mapping):
-        raise FieldError("", f"expected a mapping with a 'kind', got {show(v)}")
+        raise _field("", f"expected a mapping with a 'kind', got {show(v)}")
     kind = v.get("kind", DEFAULT_KIND)
     if not isinstance(kind, str) or kind not in MESH_KINDS:
-        raise FieldError("kind", f"expected one of {', '.join(MESH_KINDS)}, got {show(kind)}")
+        raise _field("kind", f"expected one of {', '.join(MESH_KINDS)}, got {show(kind)}")
     defaults = MESH_KINDS[kind]
     for key in v:
         if key != "kind" and key not in defaults:
             allowed = ", ".join(["kind", *defaults])
-            raise FieldError(
-                str(key), f"unknown key for mesh kind {kind!r}; expected one of {allowed}"
-            )
+            raise _field(str(key), f"unknown key for mesh kind {kind!r}; expected one of {allowed}")
     out = {"kind": kind, **defaults, **{k: val for k, val in v.items() if k != "kind"}}
     for key, val in out.items():
         if val is REQUIRED:
-            raise FieldError(key, f"required for mesh kind {kind!r}")
+            raise _field(key, f"required for mesh kind {kind!r}")
     if kind == "file":
         out["path"] = _relative_to(out["path"], (info.context or {}).get("base_dir"))
         if isinstance(out["path"], str) and not Path(out["path"]).is_file():
-            raise FieldError("path", f"file {v['path']!r} does not exist")
+            raise _field("path", f"file {v['path']!r} does not exist")
     return out
 
 
 def _data(v: Any, info: ValidationInfo) -> dict:
     names = list(DATASET_KEYS)
     if not isinstance(v, Mapping):
-        raise FieldError("", f"expected a mapping with a 'name', got {show(v)}")
+        raise _field("", f"expected a mapping with a 'name', got {show(v)}")
     name = v.get("name")
     if name is None:
-        raise FieldError("name", f"required; one of {', '.join(names)}")
+        raise _field("name", f"required; one of {', '.join(names)}")
     if not isinstance(name, str) or name not in DATASET_KEYS:
-        raise FieldError("name", f"expected one of {', '.join(names)}, got {show(name)}")
+        raise _field("name", f"expected one of {', '.join(names)}, got {show(name)}")
     accepted = DATASET_KEYS[name]
     for key in v:
         if key != "name" and key not in accepted:
             allowed = ", ".join(["name", *accepted])
-            raise FieldError(
-                str(key), f"unknown key for data set {name!r}; expected one of {allowed}"
-            )
+            raise _field(str(key), f"unknown key for data set {name!r}; expected one of {allowed}")
     out = {"name": name, **accepted, **v}
     for key, val in out.items():
         if val is ...:
-            raise FieldError(key, f"required for data set {name!r}")
+            raise _field(key, f"required for data set {name!r}")
     if name == "file":
         out["path"] = _relative_to(out["path"], (info.context or {}).get("base_dir"))
         if not isinstance(out["path"], str):
-            raise FieldError("path", f"expected a file path, got {show(v['path'])}")
+            raise _field("path", f"expected a file path, got {show(v['path'])}")
         if not Path(out["path"]).is_file():
-            raise FieldError("path", f"file {v['path']!r} does not exist")
+            raise _field("path", f"file {v['path']!r} does not exist")
     return out
 
 
@@ -349,13 +308,13 @@ def flatten_petsc(tree: Mapping, prefix: str = "") -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for key, value in tree.items():
         if not isinstance(key, str) or not _OPTION_NAME.match(key):
-            raise FieldError(str(key), "expected an option name of letters, digits and _")
+            raise _field(str(key), "expected an option name of letters, digits and _")
         name = f"{prefix}_{key}" if prefix else key
         if isinstance(value, Mapping):
             try:
                 out.update(flatten_petsc(value, name))
-            except FieldError as e:
-                raise FieldError(f"{key}.{e.key}" if e.key else key, str(e)) from None
+            except InputError as e:
+                raise e.under(key) from None
         elif value is None:
             out[name] = None
         elif isinstance(value, bool):
@@ -363,13 +322,13 @@ def flatten_petsc(tree: Mapping, prefix: str = "") -> dict[str, str | None]:
         elif isinstance(value, str | int | float):
             out[name] = str(value)
         else:
-            raise FieldError(key, f"expected a string, number, boolean or null, got {show(value)}")
+            raise _field(key, f"expected a string, number, boolean or null, got {show(value)}")
     return out
 
 
 def _petsc(v: Any) -> dict:
     if not isinstance(v, Mapping):
-        raise FieldError("", f"expected a mapping of PETSc options, got {show(v)}")
+        raise _field("", f"expected a mapping of PETSc options, got {show(v)}")
     flatten_petsc(v)
     return dict(v)
 
@@ -382,12 +341,12 @@ class Config(Section):
     against MESH_KINDS, DATASET_KEYS and PETSc's option syntax)."""
 
     mesh: dict[str, Any] = Field({"kind": DEFAULT_KIND}, description="the width domain Ω")
-    model: ModelSection = ModelSection()
+    model: ModelSection = Field(default_factory=ModelSection)
     data: dict[str, Any] = Field(description="the data set")
-    training: TrainingSection = TrainingSection()
-    parallel: ParallelSection = ParallelSection()
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    parallel: ParallelSection = Field(default_factory=ParallelSection)
     petsc: dict[str, Any] = Field({}, description="PETSc options (nested mapping)")
-    output: OutputSection = OutputSection()
+    output: OutputSection = Field(default_factory=OutputSection)
 
     @field_validator("mesh", mode="before")
     @classmethod
@@ -407,12 +366,11 @@ class Config(Section):
     @model_validator(mode="after")
     def check_consistent(self):
         m, t = self.model, self.training
-        if t.checkpointing == "reverse" and m.scheme not in REVERSIBLE_SCHEMES:
-            raise FieldError(
+        if t.checkpointing == "reverse" and not load(SCHEMES, m.scheme).reversible:
+            reversible = [name for name in SCHEMES if load(SCHEMES, name).reversible]
+            raise _field(
                 "training.checkpointing",
-                f"'reverse' needs a reversible scheme ({', '.join(REVERSIBLE_SCHEMES)}), "
-                f"not {m.scheme}",
-                absolute=True,
+                f"'reverse' needs a reversible scheme ({', '.join(reversible)}), not {m.scheme}",
             )
         if m.embedding.type == "image":
             d = self.data
@@ -422,15 +380,12 @@ class Config(Section):
                 and len(d["input_shape"]) == 2
             )
             if not image:
-                raise FieldError(
+                raise _field(
                     "model.embedding.type",
                     "'image' needs image inputs (digits, or a file with a 2-entry input_shape)",
-                    absolute=True,
                 )
             if self.mesh["kind"] in ("interval", "unit_interval"):
-                raise FieldError(
-                    "model.embedding.type", "'image' needs a 2D or 3D mesh", absolute=True
-                )
+                raise _field("model.embedding.type", "'image' needs a 2D or 3D mesh")
         return self
 
     @property
@@ -477,7 +432,8 @@ def _bound(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-def _message(err: dict) -> tuple[str, str]:
+def message(err: dict) -> tuple[str, str]:
+    """(key path, one-line message) of a pydantic error."""
     loc = tuple(
         p
         for p in err["loc"]
@@ -486,11 +442,8 @@ def _message(err: dict) -> tuple[str, str]:
     loc = tuple(p for p in loc if p not in ("function-before", "function-after"))
     typ, ctx, got = err["type"], err.get("ctx") or {}, show(err.get("input"))
     error = ctx.get("error")
-    if isinstance(error, FieldError):
-        path = (
-            error.key if error.absolute else ".".join([*loc, *([error.key] if error.key else [])])
-        )
-        return path, str(error)
+    if isinstance(error, InputError):
+        return ".".join([*loc, *([error.key] if error.key else [])]), error.message
     if typ == "extra_forbidden":
         keys = _section_keys(loc[:-1])
         expected = f"; expected one of {', '.join(keys)}" if keys else ""
@@ -523,83 +476,6 @@ def _message(err: dict) -> tuple[str, str]:
     return ".".join(loc), msg[:1].lower() + msg[1:]
 
 
-# ------------------------------------------------------------------ load ---
-
-
-def read_yaml(path: str | os.PathLike) -> dict:
-    """The mapping in a YAML file (``yaml.safe_load``); ConfigError for a missing
-    file, a syntax error (with its line) or a top level that is not a mapping."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(
-            "",
-            f"file {str(path)!r} not found" if not p.exists() else f"{str(path)!r} is not a file",
-        )
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError("", f"cannot read {str(path)!r}: {e}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError("", f"{p.name}: YAML syntax error{where}: {problem}") from None
-    if raw is None:
-        raise ConfigError(
-            "", f"{p.name} is empty; expected a mapping with the sections {', '.join(SECTIONS)}"
-        )
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            "", f"{p.name}: expected a mapping of sections at the top level, got {show(raw)}"
-        )
-    return raw
-
-
-def apply_override(raw: dict, assignment: str) -> None:
-    """``--set model.layers=8``: set a key path; the value is parsed as YAML."""
-    key, sep, text = assignment.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not p for p in key.split(".")):
-        raise ConfigError("--set", f"expected KEY.PATH=VALUE, got {assignment!r}")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(key, f"--set value {text!r} is not a YAML value") from None
-    parts = key.split(".")
-    node = raw
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(
-                ".".join(parts[: i + 1]), f"is {show(child)}, not a mapping (--set {key})"
-            )
-        node = child
-    node[parts[-1]] = value
-
-
-def validate_config(raw: Mapping, *, ranks: int | None = None, base_dir=None) -> Config:
-    """Validate a raw mapping; ConfigError (the first problem) otherwise."""
-    context = {"ranks": ranks, "base_dir": Path(base_dir) if base_dir is not None else None}
-    try:
-        return Config.model_validate(raw, context=context)
-    except ValidationError as e:
-        key, message = _message(e.errors()[0])
-        raise ConfigError(key, message) from None
-
-
-def load_config(path, overrides=(), *, ranks: int | None = None) -> Config:
-    """Read, override and validate a YAML parameter file. Relative data and mesh
-    file paths are taken from the file's directory."""
-    raw = read_yaml(path)
-    for assignment in overrides:
-        apply_override(raw, assignment)
-    return validate_config(raw, ranks=ranks, base_dir=Path(path).resolve().parent)
-
-
 def key_paths(cls: type[BaseModel] = Config, prefix: str = "") -> dict[str, tuple[Any, str]]:
     """Every key path of the schema → (default, description), for the reference."""
     out = {}
@@ -612,7 +488,3 @@ def key_paths(cls: type[BaseModel] = Config, prefix: str = "") -> dict[str, tupl
             default = None if info.is_required() else info.get_default(call_default_factory=True)
             out[path] = (default, info.description or "")
     return out
-
-
-def is_finite(x) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)

@@ -30,6 +30,9 @@ from pathlib import Path
 
 from mpi4py import MPI
 
+from pontryx.meshes.errors import InputError
+from pontryx.solver.errors import NonFiniteError
+
 __all__ = ["EXIT_BAD_INPUT", "EXIT_NON_FINITE", "main"]
 
 EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_NON_FINITE = 1, 2, 3
@@ -180,7 +183,7 @@ def _run_dir(args, config) -> Path:
 
 
 def cmd_train(args) -> int:
-    from pontryx.solver.run import train
+    from pontryx.solver.app.run import train
 
     config = _load(args.config, args.set)
     train(
@@ -195,23 +198,22 @@ def cmd_train(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from pontryx.solver.run import build_problem, make_method
+    from pontryx.solver.app.problem import build_problem, make_method
 
     config = _load(args.config, args.set)
-    problem = build_problem(config)
+    problem = build_problem(config, MPI.COMM_WORLD)
     trainer = make_method(problem)
     _say(f"{args.config}: valid")
     for line in problem.describe():
         _say("  " + line)
     _say(f"  method: {config.training.method}, {config.training.max_iterations} iterations")
-    if hasattr(trainer, "destroy"):
-        trainer.destroy()
+    trainer.destroy()
     problem.destroy()
     return 0
 
 
 def _data_overrides(config, specs) -> dict:
-    from pontryx.solver.config import ConfigError, apply_override
+    from pontryx.solver.config import apply_override
 
     data = dict(config.data)
     for spec in specs:
@@ -221,29 +223,29 @@ def _data_overrides(config, specs) -> dict:
             data = holder["data"]
         elif Path(spec).suffix.lower() in (".csv", ".npz", ".txt"):
             if not Path(spec).is_file():
-                raise ConfigError("--data", f"file {spec!r} does not exist")
+                raise InputError(f"file {spec!r} does not exist", "--data")
             data = {"name": "file", "path": str(Path(spec).resolve())}
             if config.data["name"] == "file":
                 data["task"] = config.data.get("task", "classification")
             elif config.data["name"] == "sine":
                 data["task"] = "regression"
         else:
-            raise ConfigError("--data", f"expected KEY=VALUE or a .csv/.npz file, got {spec!r}")
+            raise InputError(f"expected KEY=VALUE or a .csv/.npz file, got {spec!r}", "--data")
     return data
 
 
 def cmd_evaluate(args) -> int:
-    from pontryx.solver.config import ConfigError, read_yaml, validate_config
+    from pontryx.solver.app.problem import build_problem, evaluate
+    from pontryx.solver.config import read_yaml, validate_config
     from pontryx.solver.outputs import model_io
-    from pontryx.solver.run import build_problem, config_errors, evaluate
 
     comm = MPI.COMM_WORLD
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
-        raise ConfigError("evaluate", f"{run_dir / 'config.yaml'} not found (not a run directory)")
+        raise InputError(f"{run_dir / 'config.yaml'} not found (not a run directory)", "evaluate")
     if not (run_dir / "model.npz").is_file():
-        raise ConfigError(
-            "evaluate", f"{run_dir / 'model.npz'} not found (the run has not finished)"
+        raise InputError(
+            f"{run_dir / 'model.npz'} not found (the run has not finished)", "evaluate"
         )
     raw = read_yaml(run_dir / "config.yaml")
     raw["parallel"] = {"width": None, "data": None}  # any number of ranks
@@ -251,13 +253,14 @@ def cmd_evaluate(args) -> int:
     if args.data:
         raw["data"] = _data_overrides(config, args.data)
         config = validate_config(raw, ranks=comm.size, base_dir=Path.cwd())
-    problem = build_problem(config)
+    problem = build_problem(config, MPI.COMM_WORLD)
     try:
         arrays = model_io.load_model(run_dir / "model.npz")
+    except InputError:
+        raise
     except (OSError, ValueError) as e:
-        raise ConfigError("evaluate", f"cannot read {run_dir / 'model.npz'}: {e}") from None
-    with config_errors():
-        controls = model_io.controls_from_model(problem.net, arrays)
+        raise InputError(f"cannot read {run_dir / 'model.npz'}: {e}", "evaluate") from None
+    controls = model_io.controls_from_model(problem.net, arrays)
     results = evaluate(problem, controls)
     if args.json:
         _say(json.dumps({"run_dir": str(run_dir), "metric": problem.metric_name, **results}))
@@ -274,17 +277,16 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_check_gradient(args) -> int:
-    from pontryx.solver.config import ConfigError
+    from pontryx.solver.adjoint.taylor import taylor_test
+    from pontryx.solver.app.problem import build_problem
     from pontryx.solver.outputs.canonical import random_direction
-    from pontryx.solver.run import build_problem
-    from pontryx.solver.taylor import taylor_test
 
     if args.steps < 2:
-        raise ConfigError("--steps", f"expected at least 2 steps (one rate), got {args.steps}")
+        raise InputError(f"expected at least 2 steps (one rate), got {args.steps}", "--steps")
     if not args.h0 > 0:
-        raise ConfigError("--h0", f"expected a positive step, got {args.h0}")
+        raise InputError(f"expected a positive step, got {args.h0}", "--h0")
     config = _load(args.config, args.set)
-    problem = build_problem(config)
+    problem = build_problem(config, MPI.COMM_WORLD)
     net, controls = problem.net, problem.controls
     direction = random_direction(net, controls, net.trainable, seed=args.seed)
     result = taylor_test(problem.rf, controls, direction, h0=args.h0, steps=args.steps)
@@ -370,15 +372,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     agreement = _Agreement()
     try:
-        from pontryx.solver.config import ConfigError
-        from pontryx.solver.outputs import CheckpointError, RunDirError
-        from pontryx.solver.training import NonFiniteError
-
         try:
             return args.func(args)
-        except (ConfigError, RunDirError, CheckpointError) as e:
-            prefix = "config error: " if isinstance(e, ConfigError) else "error: "
-            return _fail(agreement, EXIT_BAD_INPUT, prefix + str(e), expected=True)
+        except InputError as e:
+            return _fail(agreement, EXIT_BAD_INPUT, f"config error: {e}", expected=True)
         except NonFiniteError as e:
             return _fail(agreement, EXIT_NON_FINITE, f"error: {e}", expected=True)
     except KeyboardInterrupt:

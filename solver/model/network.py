@@ -14,12 +14,13 @@ from collections.abc import Sequence
 import dolfinx.fem
 import numpy as np
 
-from pontryx.forms import get_activation
+from pontryx.forms.activations import get_activation
 from pontryx.forms.embedding import embedding_functions
-from pontryx.solver.controls import Controls
-from pontryx.solver.kernels import Kernel, make_kernel
-from pontryx.solver.schemes import make_scheme
-from pontryx.solver.workspace import Workspace
+from pontryx.meshes.errors import InputError
+from pontryx.solver.model.controls import Controls
+from pontryx.solver.model.kernels import Kernel, make_kernel
+from pontryx.solver.model.schemes import make_scheme
+from pontryx.solver.model.workspace import Workspace
 
 __all__ = ["ContinuumNetwork"]
 
@@ -53,21 +54,27 @@ class ContinuumNetwork:
         train_readout: bool = True,
     ):
         if not T > 0:
-            raise ValueError(f"model.T: expected T > 0, got {T}")
+            raise InputError(f"expected T > 0, got {T}", "T")
         if int(layers) < 1:
-            raise ValueError(f"model.layers: expected at least 1 layer, got {layers}")
+            raise InputError(f"expected at least 1 layer, got {layers}", "layers")
         if not epsilon >= 0:
-            raise ValueError(f"model.epsilon: expected ε ≥ 0, got {epsilon}")
+            raise InputError(f"expected ε ≥ 0, got {epsilon}", "epsilon")
         self.space = space
         self.n_in, self.n_out = int(n_in), int(n_out)
         self.T, self.layers, self.epsilon = float(T), int(layers), float(epsilon)
         self.dt = self.T / self.layers
-        self.kernel = (
-            kernel
-            if isinstance(kernel, Kernel)
-            else make_kernel(space, kernel, **(kernel_options or {}))
-        )
-        self.activation = get_activation(activation)
+        try:
+            self.kernel = (
+                kernel
+                if isinstance(kernel, Kernel)
+                else make_kernel(space, kernel, **(kernel_options or {}))
+            )
+        except InputError as e:
+            raise e.under("kernel") from None
+        try:
+            self.activation = get_activation(activation)
+        except InputError as e:
+            raise InputError(e.message, "activation") from None
         self.scheme = make_scheme(
             scheme, space, self.kernel, self.activation, self.dt, self.epsilon
         )
@@ -75,7 +82,10 @@ class ContinuumNetwork:
         self.workspace = Workspace()
         self.embedding_kind = embedding
         self.input_shape = tuple(input_shape) if input_shape else (self.n_in,)
-        self.E0 = self._embedding_matrix(embedding)
+        try:
+            self.E0 = self._embedding_matrix(embedding)
+        except InputError as e:
+            raise InputError(e.message, "embedding") from None
         self.layer_names = (*self.kernel.shapes(), "b")
         self.trainable = (
             *self.layer_names,
@@ -122,7 +132,7 @@ class ContinuumNetwork:
         x = sp.x
         if w is not None:
             if "W" not in controls:
-                raise ValueError("controls_from_fields: w(t, x, y) needs the dense kernel")
+                raise InputError("w(t, x, y) needs the dense kernel", "w")
             y = sp.allgather(x)
             for n in range(self.layers):
                 controls["W"][n] = w((n + stage) * self.dt, x, y)
@@ -153,21 +163,13 @@ class ContinuumNetwork:
 
     def forward(self, controls, X: np.ndarray, keep: Sequence[int] | None = None):
         """Ŷ for inputs X; with ``keep`` also the list of states U at those
-        layer indices (0 … N_t). Only the current state is held otherwise."""
-        state = self.scheme.initial_state(self.embed(controls, X))
-        kept = {}
-        keep = set(keep or ())
-        for n in range(self.layers):
-            if n in keep:
-                kept[n] = state[0].copy()
-            ctx = self.kernel.layer(self.layer_controls(controls, n))
-            state, _ = self.scheme.step(ctx, controls["b"][n], state, n=n)
-            self.kernel.release(ctx)
-        if self.layers in keep:
-            kept[self.layers] = state[0].copy()
-        Yhat = self.readout(controls, state[0])
-        return (Yhat, [kept[n] for n in sorted(kept)]) if keep else Yhat
+        layer indices (0 … N_t). One forward :class:`~pontryx.solver.adjoint.sweep.Sweep`."""
+        from pontryx.solver.adjoint.sweep import Sweep  # the one loop through depth
+
+        Yhat, kept = Sweep(self, controls).forward(X, keep)
+        return (Yhat, kept) if keep else Yhat
 
     def destroy(self):
         self.scheme.destroy()
+        self.kernel.destroy()
         self.workspace.clear()

@@ -1,47 +1,30 @@
-"""The training driver: config → layout → data → mesh → network → trainer → run directory.
+"""The training run behind ``pontryx train``: config → problem → trainer → run directory.
 
-:func:`build_problem` does everything that can fail on bad input (collective,
-nothing written): the width × data layout, the PETSc options, the data set,
-the mesh, the network, the reduced functionals and the trainer. Errors that
-name a configuration key become :class:`ConfigError`.
-
-:func:`train` runs the trainer in chunks of ``output.checkpoint_every``
-iterations (in fresh and resumed runs alike, so both take identical steps),
-logs every iteration (``metrics.jsonl``/``.csv``, a progress line on rank 0),
-writes a checkpoint after every chunk and, at the end, ``model.npz``,
-``summary.json``, ParaView files and plots.
-
-Testing hook: the environment variable ``PONTRYX_FAULT_INJECT`` makes a run
-fail on purpose — ``RANK:ITERATION`` raises an exception on world rank RANK
-when iteration ITERATION is logged (the other ranks are then waiting in a
-collective; the job must still end), ``nan:ITERATION`` turns the loss of that
-iteration into NaN on every rank (the non-finite stop, exit code 3).
+:func:`train` builds the problem (:mod:`.problem`: everything that can fail on
+bad input, before the run directory is touched), then runs the one training loop
+(:func:`pontryx.solver.training.loop.train`) in chunks of
+``output.checkpoint_every`` iterations, logs every iteration (``metrics.jsonl``,
+``metrics.csv``, a progress line on rank 0), writes a checkpoint after every
+chunk and, at the end, ``model.npz``, ``summary.json``, ParaView files and plots.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import math
-import os
-import re
-import sys
 import time
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 from mpi4py import MPI
 
 import numpy as np
 import yaml
-from petsc4py import PETSc
 
-from pontryx.meshes import MeshError, create_mesh, mesh_summary
-from pontryx.solver.config import SECTIONS, Config, ConfigError
-from pontryx.solver.data import DataError, Dataset, load_dataset, shard
-from pontryx.solver.layout import Layout, LayoutError
-from pontryx.solver.network import ContinuumNetwork
+from pontryx.meshes.errors import InputError
+from pontryx.solver.app.faults import abort_on_error, fault_plan
+from pontryx.solver.app.problem import Problem, build_problem, evaluate, make_method
+from pontryx.solver.config.schema import Config
+from pontryx.solver.errors import NonFiniteError
 from pontryx.solver.outputs import (
     Checkpoints,
     MetricsLog,
@@ -54,209 +37,10 @@ from pontryx.solver.outputs import (
 )
 from pontryx.solver.outputs.atomic import write_json, write_text
 from pontryx.solver.outputs.canonical import canonical_shape
-from pontryx.solver.reduced import ReducedFunctional
-from pontryx.solver.training import NonFiniteError, make_trainer
-from pontryx.solver.width import WidthSpace
+from pontryx.solver.training.loop import MAX_ITERATIONS
+from pontryx.solver.training.loop import train as train_loop
 
-__all__ = ["Problem", "build_problem", "config_errors", "set_petsc_options", "train"]
-
-_KEYED = re.compile(rf"^((?:{'|'.join(SECTIONS)})(?:\.[\w\-]+)*): (.+)$", re.S)
-
-
-@contextlib.contextmanager
-def config_errors():
-    """Turn the builders' one-line errors that name a key (``mesh.n: …``,
-    ``data.path: …``, ``model.kernel.rank: …``) into :class:`ConfigError`."""
-    try:
-        yield
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as e:
-        m = _KEYED.match(str(e))
-        if m is None and not isinstance(e, MeshError | DataError | LayoutError):
-            raise
-        if m is None:
-            raise ConfigError("", str(e)) from None
-        raise ConfigError(m.group(1), m.group(2)) from None
-
-
-#: Defaults for reproducibility: PETSc's BLAS-GEMV kernels of VecMDot/VecMAXPY (used by
-#: TAO's L-BFGS and Krylov methods) round differently depending on the memory alignment
-#: of the vectors, so a resumed process (another heap layout) would drift from an
-#: uninterrupted run in the last bits. The plain kernels are alignment-independent.
-REPRODUCIBLE = {"vec_mdot_use_gemv": "false", "vec_maxpy_use_gemv": "false"}
-
-
-def set_petsc_options(options: dict[str, str | None]) -> None:
-    """Insert ``petsc:`` options into PETSc's database (before any solver exists),
-    after the :data:`REPRODUCIBLE` defaults (which ``petsc:`` may override)."""
-    db = PETSc.Options()
-    for name, value in REPRODUCIBLE.items():
-        if not db.hasName(name):
-            db.setValue(name, value)
-            db.getBool(name)  # mark as used: no "unused option" warning for a default
-    for name, value in options.items():
-        db.setValue(name, value)
-
-
-@dataclass
-class Problem:
-    """Everything a command needs, built from a validated configuration."""
-
-    config: Config
-    layout: Layout
-    dataset: Dataset
-    space: WidthSpace
-    net: ContinuumNetwork
-    controls: object  # Controls
-    rf: ReducedFunctional
-    rf_test: ReducedFunctional
-
-    @property
-    def metric_name(self) -> str:
-        return "accuracy" if self.dataset.task == "classification" else "rmse"
-
-    def describe(self) -> list[str]:
-        d, sp, net, m = self.dataset, self.space, self.net, self.config.model
-        kernel = m.kernel.type + (f" (rank {m.kernel.rank})" if m.kernel.rank else "")
-        return [
-            f"layout: {self.layout.describe()}",
-            f"mesh:   {mesh_summary(sp.mesh)}; P{sp.degree}, N = {sp.N} dofs",
-            f"data:   {d.description}",
-            f"model:  {kernel} kernel, {m.activation}, {m.scheme}, T = {m.T:g}, "
-            f"{m.layers} layers, ε = {m.epsilon:g}; trains {', '.join(net.trainable)}",
-        ]
-
-    def destroy(self) -> None:
-        self.net.destroy()
-        self.space.destroy()
-
-
-def build_problem(config: Config, comm: MPI.Comm = MPI.COMM_WORLD) -> Problem:
-    """Layout, PETSc options, data, mesh, network, functionals. Collective."""
-    c, m = config, config.model
-    with config_errors():
-        layout = Layout.create(comm, *c.parallel.sizes(comm.size))
-        set_petsc_options(c.petsc_options)
-        dataset = load_dataset(c.data)
-        mesh = create_mesh(c.mesh, layout.width)
-        space = WidthSpace(mesh, degree=m.degree, lumping=m.lumping)
-        net = ContinuumNetwork(
-            space,
-            dataset.n_in,
-            dataset.n_outputs,
-            kernel=m.kernel.type,
-            kernel_options={"rank": m.kernel.rank} if m.kernel.type == "lowrank" else None,
-            activation=m.activation,
-            scheme=m.scheme,
-            T=m.T,
-            layers=m.layers,
-            epsilon=m.epsilon,
-            embedding=m.embedding.type,
-            input_shape=dataset.input_shape,
-            train_embedding=m.embedding.trainable,
-            train_readout=m.readout.trainable,
-        )
-        controls = net.init_controls(seed=m.init.seed, gain=m.init.gain)
-
-        def functional(X, y, alpha, beta):
-            part = shard(len(X), layout.group, layout.n_data)
-            return ReducedFunctional(
-                net,
-                X[part],
-                y[part],
-                dataset.task,
-                alpha=alpha,
-                beta=beta,
-                layout=layout,
-                checkpoint=c.training.checkpointing,
-            )
-
-        t = c.training
-        rf = functional(dataset.X_train, dataset.y_train, t.alpha, t.beta)
-        rf_test = functional(dataset.X_test, dataset.y_test, 0.0, 0.0)
-    return Problem(c, layout, dataset, space, net, controls, rf, rf_test)
-
-
-#: Key paths in the training methods' messages → the YAML key paths.
-_ALIASES = {"model.train_embedding": "model.embedding.trainable"}
-
-
-def make_method(problem: Problem):
-    """The configured trainer on the problem's functional and controls. The
-    methods name their options ``training.<option>``; the YAML key is
-    ``training.options.<option>``."""
-    t = problem.config.training
-    try:
-        return make_trainer(t.method, problem.rf, problem.controls, dict(t.options))
-    except (ValueError, TypeError) as e:  # bad options: the input is training.options
-        m = _KEYED.match(str(e))
-        if m is None:
-            raise ConfigError("training.options", str(e)) from None
-        key, message = _ALIASES.get(m.group(1), m.group(1)), m.group(2)
-        head, _, rest = key.partition(".")
-        if head == "training" and rest and rest.split(".")[0] not in type(t).model_fields:
-            key = f"training.options.{rest}"
-        raise ConfigError(key, message) from None
-
-
-def evaluate(problem: Problem, controls) -> dict:
-    """Loss and metric on the training and test sets at ``controls``. Collective."""
-    out = {}
-    for split, rf in (("train", problem.rf), ("test", problem.rf_test)):
-        J = rf(controls)
-        out[split] = {
-            "loss": float(J),
-            "misfit": float(rf.last["misfit"]),
-            problem.metric_name: float(rf.metric()),
-            "samples": int(rf.S),
-        }
-    return out
-
-
-# ------------------------------------------------------------- faults ---
-
-
-def fault_plan(world: MPI.Comm) -> tuple[int | str, int] | None:
-    """Parse ``PONTRYX_FAULT_INJECT`` (``RANK:ITERATION`` or ``nan:ITERATION``)."""
-    text = os.environ.get("PONTRYX_FAULT_INJECT", "").strip()
-    if not text:
-        return None
-    m = re.fullmatch(r"(\d+|nan):(\d+)", text)
-    if m is None:
-        raise ConfigError(
-            "PONTRYX_FAULT_INJECT", f"expected RANK:ITERATION or nan:ITERATION, got {text!r}"
-        )
-    who = m.group(1) if m.group(1) == "nan" else int(m.group(1))
-    return who, int(m.group(2))
-
-
-def abort_on_error(callback, comm: MPI.Comm):
-    """``callback`` for use inside PETSc solver callbacks (e.g. a TAO monitor).
-
-    An exception there on one rank cannot travel back through TaoSolve while
-    the other ranks wait in the solver's collectives, so with several ranks an
-    unexpected exception ends the job at once (traceback, one line, MPI Abort).
-    :class:`NonFiniteError` is raised on every rank alike and passes through."""
-
-    def guarded(*args):
-        try:
-            return callback(*args)
-        except NonFiniteError:
-            raise
-        except Exception as e:
-            if comm.size == 1:
-                raise
-            traceback.print_exc()
-            text = " ".join(str(e).split())
-            print(
-                f"[rank {comm.rank}/{comm.size}] pontryx: error: {type(e).__name__}: {text}",
-                file=sys.stderr,
-                flush=True,
-            )
-            MPI.COMM_WORLD.Abort(1)
-
-    return guarded
+__all__ = ["TrainingRun", "train"]
 
 
 # -------------------------------------------------------------- progress ---
@@ -325,10 +109,10 @@ def check_resume_config(run_dir: Path, config: Config) -> None:
     old = yaml.safe_load(path.read_text(encoding="utf-8"))
     diff = _differences(old, config.resolved())
     if diff:
-        raise ConfigError(
-            "--resume",
+        raise InputError(
             f"the configuration differs from {path} at {diff[0]}; "
             "use a new --output directory (or --overwrite) for a changed configuration",
+            "--resume",
         )
 
 
@@ -353,7 +137,7 @@ class TrainingRun:
     def __init__(self, config: Config, run_dir: Path, *, resume, overwrite, quiet, source, comm):
         self.config, self.run_dir, self.source, self.comm = config, run_dir, source, comm
         self.root = comm.rank == 0
-        self.faults = fault_plan(comm)
+        self.faults = fault_plan()
         self.mode = _on_root(
             comm, lambda: check_run_directory(run_dir, resume=resume, overwrite=overwrite)
         )
@@ -368,7 +152,6 @@ class TrainingRun:
         if self.mode == "resume":
             _on_root(comm, lambda: check_resume_config(run_dir, config))
         self.state = self.checkpoints.load(self.manifest, self.layout) if self.manifest else None
-        self.handled: set[int] = set()
         self.offset, self.t0 = 0.0, time.perf_counter()
 
     def elapsed(self) -> float:
@@ -400,11 +183,8 @@ class TrainingRun:
         )
 
     def handle(self, rec) -> None:
-        """Log one iteration (once, whether it arrives live or yielded)."""
-        if rec.iteration in self.handled:
-            return
-        self.handled.add(rec.iteration)
-        comm, faults, t = self.comm, self.faults, self.config.training
+        """Log one iteration (the loop hands each over once, with its test metric)."""
+        comm, faults = self.comm, self.faults
         if faults is not None and rec.iteration == faults[1]:
             if faults[0] == "nan":
                 rec.loss = float("nan")
@@ -416,56 +196,46 @@ class TrainingRun:
         if not (math.isfinite(rec.loss) and math.isfinite(rec.grad_norm)):
             what = "loss" if not math.isfinite(rec.loss) else "gradient"
             raise NonFiniteError(f"training: non-finite {what} at iteration {rec.iteration}")
-        if t.test_every and rec.iteration % t.test_every == 0:
-            self.problem.rf_test(self.trainer.controls)
-            rec.test_metric = float(self.problem.rf_test.metric())
         rec.time = self.elapsed()
         row = rec.as_dict()
         self.metrics.append(row)
         self.progress.record(row)
 
     def loop(self) -> str:
-        """Chunks ending at multiples of ``checkpoint_every``, a checkpoint after
-        each; returns why training stopped."""
+        """The one training loop in chunks ending at multiples of
+        ``checkpoint_every``, a checkpoint after each; returns why training stopped."""
         trainer, t, m = self.trainer, self.config.training, self.manifest
-        if hasattr(trainer, "on_record"):  # live progress for methods iterating inside PETSc
-            trainer.on_record = abort_on_error(self.handle, self.comm)
         # a run that stopped at max_iterations continues when max_iterations was raised
-        finished = bool(m and m.get("finished")) and (
-            m.get("reason") != "max_iterations" or trainer.iteration >= t.max_iterations
-        )
-        reason = m.get("reason") if m else "max_iterations"
+        if (
+            m
+            and m.get("finished")
+            and (m.get("reason") != MAX_ITERATIONS or trainer.iteration >= t.max_iterations)
+        ):
+            return m.get("reason")
         self.last_checkpoint = m["iteration"] if m else None
-        every = self.config.output.checkpoint_every
-        while not finished:
-            k = min(every - trainer.iteration % every, t.max_iterations - trainer.iteration)
-            count = 0
-            for rec in trainer.iterate(k) if k > 0 else ():
-                self.handle(rec)
-                count += 1
-            converged = getattr(trainer, "converged", None)
-            failed = getattr(trainer, "failed", None)
-            if converged:
-                reason = f"converged: {converged}"
-            elif failed:
-                reason = f"stopped: {failed}"
-            elif k > 0 and count == 0:
-                reason = "no progress"
-            else:
-                reason = "max_iterations"
-            finished = reason != "max_iterations" or trainer.iteration >= t.max_iterations
-            if k > 0:
-                self.checkpoints.save(
-                    trainer.iteration,
-                    trainer.state(),
-                    layout=self.layout,
-                    elapsed=self.elapsed(),
-                    finished=finished,
-                    reason=reason,
-                    method=t.method,
-                )
-                self.last_checkpoint = trainer.iteration
-        return reason
+
+        def checkpoint(trainer, reason, finished):
+            self.checkpoints.save(
+                trainer.iteration,
+                trainer.state(),
+                layout=self.layout,
+                elapsed=self.elapsed(),
+                finished=finished,
+                reason=reason,
+                method=t.method,
+            )
+            self.last_checkpoint = trainer.iteration
+
+        result = train_loop(
+            trainer,
+            t.max_iterations,
+            chunk=self.config.output.checkpoint_every,
+            test_rf=self.problem.rf_test,
+            test_every=t.test_every,
+            on_record=abort_on_error(self.handle, self.comm),
+            on_chunk=checkpoint,
+        )
+        return result.reason
 
     def non_finite(self, error: NonFiniteError) -> NonFiniteError:
         """Close the log, record the failure; the error to report (exit code 3)."""
@@ -535,8 +305,7 @@ class TrainingRun:
         return summary
 
     def destroy(self) -> None:
-        if hasattr(self.trainer, "destroy"):
-            self.trainer.destroy()
+        self.trainer.destroy()
         self.problem.destroy()
 
 
@@ -552,7 +321,7 @@ def train(
 ) -> dict:
     """A complete training run into ``run_dir``; returns the summary (on every rank).
 
-    Bad input raises ConfigError/RunDirError/CheckpointError before anything is
+    Bad input raises InputError before anything is
     written; a non-finite loss or gradient raises NonFiniteError after keeping
     the last good checkpoint."""
     run = TrainingRun(

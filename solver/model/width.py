@@ -21,10 +21,13 @@ from mpi4py import MPI
 import dolfinx.fem
 import dolfinx.fem.petsc
 import numpy as np
+import scipy.sparse
 from petsc4py import PETSc
 
-from pontryx import forms
-from pontryx.solver.workspace import HEAP, Workspace
+from pontryx.forms.operators import function_space, mass_form, row_sum_form, stiffness_form
+from pontryx.meshes.errors import InputError
+from pontryx.solver.model.workspace import HEAP, Workspace
+from pontryx.solver.registry import LUMPINGS
 
 __all__ = ["WidthSpace"]
 
@@ -41,7 +44,7 @@ class WidthSpace:
     def __init__(self, mesh, degree: int = 1, lumping: str = "auto"):
         self.mesh = mesh
         self.comm: MPI.Comm = mesh.comm
-        self.V = forms.function_space(mesh, degree)
+        self.V = function_space(mesh, degree)
         self.degree = degree
         imap = self.V.dofmap.index_map
         self.n = imap.size_local
@@ -58,19 +61,19 @@ class WidthSpace:
         return b.array[: self.n].copy()
 
     def _lump(self, lumping: str) -> str:
-        if lumping not in ("auto", "rowsum", "hrz"):
-            raise ValueError(f"model.lumping: expected auto, rowsum or hrz, got {lumping!r}")
-        rowsum = self._assemble_vector(forms.row_sum_form(self.V))
+        if lumping not in LUMPINGS:
+            raise InputError(f"expected one of {', '.join(LUMPINGS)}, got {lumping!r}", "lumping")
+        rowsum = self._assemble_vector(row_sum_form(self.V))
         positive = self.comm.allreduce(bool(np.all(rowsum > 0)), op=MPI.LAND)
         if lumping == "rowsum" and not positive:
-            raise ValueError(
-                f"model.lumping: row-sum lumping of P{self.degree} on this cell is not positive; "
-                "use hrz or auto"
+            raise InputError(
+                f"row-sum lumping of P{self.degree} on this cell is not positive; use hrz or auto",
+                "lumping",
             )
         if lumping == "rowsum" or (lumping == "auto" and positive):
             self.m = rowsum
             return "rowsum"
-        Mmat = self.assemble_matrix(forms.mass_form(self.V))
+        Mmat = self.assemble_matrix(mass_form(self.V))
         diag = Mmat.getDiagonal().array.copy()
         Mmat.destroy()
         area = self.comm.allreduce(float(rowsum.sum()), op=MPI.SUM)
@@ -85,7 +88,7 @@ class WidthSpace:
     @cached_property
     def A(self) -> PETSc.Mat:
         """Stiffness matrix (PETSc AIJ, rows distributed like V_h)."""
-        return self.assemble_matrix(forms.stiffness_form(self.V))
+        return self.assemble_matrix(stiffness_form(self.V))
 
     @cached_property
     def x(self) -> np.ndarray:
@@ -168,6 +171,30 @@ class WidthSpace:
         if axis_full:
             out = out[:, self.canonical]
         return np.ascontiguousarray(out)
+
+    def row(self, local_rows: np.ndarray, canonical_index: int) -> np.ndarray:
+        """Row ``canonical_index`` (canonical dof order) of a row-distributed
+        array, on every width rank. Collective."""
+        owned = np.flatnonzero(self.owned_canonical == canonical_index)
+        mine = local_rows[owned[0]] if owned.size else None
+        values = self.comm.allgather(mine)
+        return next(v for v in values if v is not None)
+
+    def canonical_csr(self, mat: PETSc.Mat) -> scipy.sparse.csr_matrix | None:
+        """A distributed PETSc AIJ matrix on V_h as a canonical-order CSR matrix on
+        width rank 0 (None elsewhere). Collective."""
+        indptr, indices, data = mat.getValuesCSR()
+        rows = np.repeat(np.arange(self.n) + self.offset, np.diff(indptr))
+        parts = self.comm.gather((rows, np.asarray(indices), np.asarray(data)), root=0)
+        if self.comm.rank != 0:
+            return None
+        canon = self.canonical
+        r = canon[np.concatenate([p[0] for p in parts])]
+        c = canon[np.concatenate([p[1] for p in parts]).astype(np.int64)]
+        v = np.concatenate([p[2] for p in parts])
+        out = scipy.sparse.csr_matrix((v, (r, c)), shape=(self.N, self.N))
+        out.sort_indices()
+        return out
 
     def destroy(self):
         if "A" in self.__dict__:

@@ -1,10 +1,11 @@
 """The implicit width-diffusion solve X = B⁻¹ R with B = M_L + c A (c = θ Δt ε).
 
-One PETSc KSP per run, options prefix ``pontryx_diffusion_`` (default: a direct
-LU factorisation with MUMPS, factored once and re-used for every layer and
-sample), applied to whole multivectors with ``KSPMatSolve``. Any KSP/PC can be
-chosen through the options database, e.g.
-``-pontryx_diffusion_ksp_type cg -pontryx_diffusion_pc_type gamg``.
+One PETSc KSP per (scheme, c), options prefix ``pontryx_diffusion_`` (default: a
+direct LU factorisation with MUMPS, factored once and re-used for every layer
+and sample), applied to whole multivectors with ``KSPMatSolve``. Any KSP/PC can
+be chosen through the options database, e.g.
+``-pontryx_diffusion_ksp_type cg -pontryx_diffusion_pc_type gamg``; pontryx's
+defaults are pushed only while the KSP is configured (:func:`pontryx.solver.petsc.configure`).
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ from __future__ import annotations
 import numpy as np
 from petsc4py import PETSc
 
-__all__ = ["DiffusionSolver"]
+from pontryx.solver.petsc import configure, destroy
 
-_DEFAULTS = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
+__all__ = ["PREFIX", "DiffusionSolver"]
+
+PREFIX = "pontryx_diffusion_"
+DEFAULTS = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
 
 
 class DiffusionSolver:
     """Solve (M_L + c A) X = R for row-distributed multivectors R (n × S)."""
 
-    def __init__(self, space, c: float, prefix: str = "pontryx_diffusion_"):
+    def __init__(self, space, c: float, prefix: str = PREFIX):
         self.space = space
         self.c = float(c)
         self.B = space.A.copy()
@@ -31,12 +35,7 @@ class DiffusionSolver:
         m.destroy()
         self.ksp = PETSc.KSP().create(space.comm)
         self.ksp.setOperators(self.B)
-        self.ksp.setOptionsPrefix(prefix)
-        opts = PETSc.Options()
-        for key, value in _DEFAULTS.items():
-            if not opts.hasName(prefix + key):
-                opts.setValue(prefix + key, value)
-        self.ksp.setFromOptions()
+        configure(self.ksp, prefix, DEFAULTS)
         self.ksp.setUp()
 
     def solve(self, R: np.ndarray) -> np.ndarray:
@@ -49,8 +48,7 @@ class DiffusionSolver:
         RB = PETSc.Mat().createDense(((n, N), (None, S)), array=Rf, comm=comm)
         XB = PETSc.Mat().createDense(((n, N), (None, S)), array=Xf, comm=comm)
         self.ksp.matSolve(RB, XB)
-        RB.destroy()
-        XB.destroy()
+        destroy(RB, XB)
         return np.ascontiguousarray(Xf)
 
     def apply_inverse_times_mass(self, U: np.ndarray) -> np.ndarray:
@@ -58,5 +56,4 @@ class DiffusionSolver:
         return self.solve(self.space.m[:, None] * U)
 
     def destroy(self):
-        self.ksp.destroy()
-        self.B.destroy()
+        destroy(self.ksp, self.B)

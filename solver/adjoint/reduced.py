@@ -1,0 +1,271 @@
+"""The reduced functional J(θ) of a continuum network, in the spirit of pyadjoint.
+
+    J(θ) = (1/S) Σ_s ℓ(ŷ_s(θ), y_s) + R(θ),
+    R(θ) = (α/2) Δt Σ_n ‖θⁿ‖²  +  (β/2) Δt Σ_n ‖(θ^{n+1} − θⁿ)/Δt‖²
+
+(DESIGN.md §1, the time integrals by the rectangle rule, the lumped L² norms of
+:meth:`ContinuumNetwork.regularisation_weights`), over the layer controls
+θⁿ = (Kⁿ, bⁿ) and the readout/embedding where trainable. ``rf(θ)`` evaluates J
+(one forward sweep); :meth:`ReducedFunctional.value_and_gradient` adds the exact
+gradient of the discrete J (one adjoint sweep, one Allreduce over the data
+ranks); :meth:`ReducedFunctional.hessian_action` the exact Hessian action ∇²J·dθ
+(a tangent sweep and a second-order adjoint sweep, :mod:`.sweep`);
+:meth:`ReducedFunctional.derivative` returns the last gradient, optionally as
+its L²(M_L) Riesz representative ω⁻¹∇J (``apply_riesz``, :mod:`.riesz`).
+"""
+
+from __future__ import annotations
+
+from mpi4py import MPI
+
+import numpy as np
+
+from pontryx.solver.adjoint.riesz import RieszMap
+from pontryx.solver.adjoint.sweep import Sweep
+from pontryx.solver.model.controls import Controls
+from pontryx.solver.model.loss import LOSSES
+
+__all__ = ["ReducedFunctional", "Regulariser", "layer_gradient_norms"]
+
+
+class Regulariser:
+    """R(θ) above, layer by layer in work arrays of one layer's shape (from the
+    network's workspace), so no temporary of the size of all controls is made.
+    R is quadratic: its Hessian action is its gradient at dθ."""
+
+    def __init__(self, net, alpha: float, beta: float):
+        self.net, self.alpha, self.beta = net, float(alpha), float(beta)
+        self.weights = net.regularisation_weights()
+
+    def __call__(self, controls, grad: Controls | None = None) -> float:
+        """R(θ) (summed over the width ranks); adds ∂R/∂θ to ``grad`` if given."""
+        alpha, beta = self.alpha, self.beta
+        if alpha == 0 and beta == 0:
+            return 0.0
+        net = self.net
+        dt, local, L, ws = net.dt, 0.0, net.layers, net.workspace
+        for name, w in self.weights.items():
+            th = controls[name]
+            g = grad[name] if grad is not None else None
+            a, d = ws.take(th.shape[1:]), ws.take(th.shape[1:])
+            for n in range(L):
+                if alpha:
+                    np.multiply(w, th[n], out=a)  # ω θⁿ
+                    local += 0.5 * alpha * dt * float(np.vdot(a, th[n]))
+                    if g is not None:
+                        a *= alpha * dt
+                        g[n] += a
+                if beta and n + 1 < L:
+                    np.subtract(th[n + 1], th[n], out=d)  # θⁿ⁺¹ − θⁿ
+                    np.multiply(w, d, out=a)
+                    local += 0.5 * beta / dt * float(np.vdot(a, d))
+                    if g is not None:
+                        a *= beta / dt
+                        g[n] -= a
+                        g[n + 1] += a
+            ws.give(a, d)
+        return net.space.sum(local)
+
+    def layer(self, n: int, theta: dict, frozen, grad: dict) -> float:
+        """This width rank's part of the terms of R that involve layer n, with the
+        neighbouring layers held at ``frozen`` (a block of a Jacobi/Gauss–Seidel
+        sweep); adds their gradient to ``grad``. Not summed over ranks."""
+        net, alpha, beta = self.net, self.alpha, self.beta
+        dt, L = net.dt, net.layers
+        neighbours = [k for k in (n - 1, n + 1) if 0 <= k < L] if beta and L > 1 else []
+        local = 0.0
+        for name in net.layer_names:
+            w, th = self.weights[name], theta[name]
+            if alpha:
+                a = w * th
+                local += 0.5 * alpha * dt * float(np.vdot(a, th))
+                grad[name] += alpha * dt * a
+            for k in neighbours:
+                d = th - frozen[name][k]
+                a = w * d
+                local += 0.5 * beta / dt * float(np.vdot(a, d))
+                grad[name] += beta / dt * a
+        return local
+
+
+def layer_gradient_norms(net, grad) -> np.ndarray:
+    """‖∂J/∂θⁿ‖ for n = 0 … N_t−1 (Euclidean over all layer controls, all ranks)."""
+    local = np.zeros(net.layers)
+    for name in net.layer_names:
+        g = grad[name]
+        local += (g.reshape(net.layers, -1) ** 2).sum(axis=1)
+    return np.sqrt(net.space.sum(local))
+
+
+class ReducedFunctional:
+    """θ ↦ J(θ) for a network, a local block of samples and a loss.
+
+    ``X`` (S_local × n_in) and ``y`` hold this data group's samples; ``S`` is
+    the global number of samples (default: the sum over the data ranks).
+    ``layout`` gives the data communicator (``None``: no data split);
+    ``checkpoint`` the storage of the adjoint sweep (:func:`.sweep.storage`).
+    """
+
+    def __init__(
+        self,
+        net,
+        X,
+        y,
+        task="classification",
+        *,
+        alpha=0.0,
+        beta=0.0,
+        layout=None,
+        S=None,
+        checkpoint=None,
+    ):
+        self.net = net
+        self.X = np.ascontiguousarray(np.asarray(X, dtype=float).T)
+        self.task = task
+        if task == "classification":
+            self.y = np.asarray(y, dtype=np.int64)
+        else:
+            self.y = np.asarray(y, dtype=float).reshape(len(y), -1).T.copy()
+        self.regulariser = Regulariser(net, alpha, beta)
+        self.layout = layout
+        self.data_comm = layout.data if layout is not None else MPI.COMM_SELF
+        self.S = int(S) if S is not None else self.data_comm.allreduce(self.X.shape[1])
+        self.checkpoint = checkpoint
+        Sweep(net, None, checkpoint)  # check the storage strategy now
+        self._loss = LOSSES[task]
+        self.last = None
+        self._grad = None
+
+    @property
+    def alpha(self) -> float:
+        """α of the regulariser."""
+        return self.regulariser.alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self.regulariser.alpha = float(value)
+
+    @property
+    def beta(self) -> float:
+        """β of the regulariser."""
+        return self.regulariser.beta
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        self.regulariser.beta = float(value)
+
+    @property
+    def S_local(self) -> int:
+        return self.X.shape[1]
+
+    def misfit(self, Yhat):
+        """(local part of (1/S) Σ ℓ, ∂/∂Ŷ, statistic) for outputs Ŷ of this rank's samples."""
+        return self._loss.value(Yhat, self.y, self.S)
+
+    _misfit = misfit
+
+    def sweep(self, controls: Controls) -> Sweep:
+        return Sweep(self.net, controls, self.checkpoint)
+
+    def riesz(self, like: Controls, metric: str = "l2") -> RieszMap:
+        """The Riesz map x = √ω θ for controls shaped like ``like``."""
+        return RieszMap(self.net, like, metric)
+
+    def __call__(self, controls: Controls) -> float:
+        """J(θ) (forward sweep only)."""
+        Yhat = self.net.forward(controls, self.X)
+        misfit, _, stat = self.misfit(Yhat)
+        misfit, stat = self.data_comm.allreduce(np.array([misfit, stat]), op=MPI.SUM)
+        self.last = {"misfit": misfit, "stat": stat}
+        return misfit + self.regulariser(controls)
+
+    def value_and_gradient(self, controls: Controls):
+        """(J(θ), ∇J(θ)) with one forward and one adjoint sweep."""
+        res = self.sweep(controls).gradient(self.X, self.misfit)
+        J, grad, misfit, stat = self.reduce(controls, res.gradient, res.misfit, res.stat)
+        self.last = {"misfit": misfit, "stat": stat, "J": J, "gradient": grad}
+        self._grad = grad
+        return J, grad
+
+    def trajectory(self, controls: Controls):
+        """The gradient sweep keeping every state and costate (Pontryagin methods):
+        the :class:`~.sweep.SweepResult` (local, not reduced)."""
+        return Sweep(self.net, controls).gradient(self.X, self.misfit, trajectory=True)
+
+    def hessian_action(self, controls: Controls, direction: Controls) -> Controls:
+        """∇²J(θ) · dθ over the trainable controls (names missing from
+        ``direction`` do not move): one tangent and one second-order adjoint sweep,
+        summed over the data ranks, plus the regulariser's Hessian."""
+
+        def hvp(Yhat, V):
+            return self._loss.hvp(Yhat, V, self.S)
+
+        res = self.sweep(controls).hessian_action(self.X, self.misfit, hvp, direction)
+        H = res.hessian_action
+        self._data_sum(H)
+        full = direction.copy()
+        for name in self.net.trainable:
+            if name not in full:
+                full[name] = np.zeros_like(controls[name])
+        self.regulariser(full, H)
+        return H
+
+    def _data_sum(self, grad: Controls, *scalars):
+        """Sum a local gradient (in place) and scalars over the data ranks (one Allreduce)."""
+        if self.data_comm.size == 1:
+            return scalars
+        names = list(grad)
+        buf = np.concatenate([grad[k].ravel() for k in names] + [list(scalars)])
+        self.data_comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        i = 0
+        for k in names:
+            grad[k].ravel()[:] = buf[i : i + grad[k].size]
+            i += grad[k].size
+        return tuple(buf[i:])
+
+    def reduce(self, controls, grad: Controls, misfit: float, stat: float):
+        """Sum a local gradient, misfit and statistic over the data ranks (one
+        Allreduce) and add the regulariser: returns (J, ∇J, misfit, stat)."""
+        if self.data_comm.size > 1:
+            misfit, stat = self._data_sum(grad, misfit, stat)
+        J = misfit + self.regulariser(controls, grad)
+        return float(J), grad, float(misfit), float(stat)
+
+    def derivative(self, apply_riesz: bool = False) -> Controls:
+        """∇J at the θ of the last :meth:`value_and_gradient` call; with
+        ``apply_riesz`` its L²(M_L) Riesz representative ω⁻¹ ∇J."""
+        g = self._grad
+        if not apply_riesz:
+            return g
+        riesz = self.riesz(g)
+        return riesz.controls_to_theta(riesz.controls_to_theta(g))
+
+    def pontryagin_residual(self, grad: Controls | None = None) -> float:
+        """max_n ‖∂_θ Hⁿ‖ = max_n ‖∂J/∂θⁿ‖ / Δt."""
+        g = grad if grad is not None else self._grad
+        return float(np.max(layer_gradient_norms(self.net, g))) / self.net.dt
+
+    def metric(self, stat: float | None = None) -> float:
+        """Accuracy (classification) or root-mean-square error (regression)."""
+        stat = self.last["stat"] if stat is None else stat
+        if self.task == "classification":
+            return stat / self.S
+        return float(np.sqrt(stat / (self.S * self.y.shape[0])))
+
+    def batch(self, index) -> ReducedFunctional:
+        """The same functional on a subset of the local samples (a minibatch);
+        S becomes the global size of the minibatch."""
+        Xb = self.X.T[index]
+        yb = self.y[index] if self.task == "classification" else self.y.T[index]
+        rf = ReducedFunctional(
+            self.net,
+            Xb,
+            yb,
+            self.task,
+            alpha=self.alpha,
+            beta=self.beta,
+            S=self.data_comm.allreduce(len(Xb)),
+            checkpoint=self.checkpoint,
+        )
+        rf.layout, rf.data_comm = self.layout, self.data_comm
+        return rf

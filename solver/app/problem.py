@@ -1,0 +1,165 @@
+"""From a validated configuration to everything a command needs — the edge where
+YAML keys are attached to errors.
+
+:func:`build_problem` does everything that can fail on bad input (collective,
+nothing written): the width × data layout, the PETSc options, the data set,
+the mesh, the network, the reduced functionals; :func:`make_method` the trainer.
+The builders below raise :class:`InputError` keyed by their own arguments
+(``n``, ``rank``, ``lumping``); each call here runs under the YAML section it
+reads from (:func:`section`), which puts the key under it (``mesh.n``,
+``model.kernel.rank``) — no message text is parsed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from mpi4py import MPI
+
+from pontryx.meshes.errors import InputError
+from pontryx.meshes.factory import create_mesh, mesh_summary
+from pontryx.solver.adjoint.reduced import ReducedFunctional
+from pontryx.solver.config.schema import Config, TrainingSection
+from pontryx.solver.data import Dataset, load_dataset, shard
+from pontryx.solver.layout import Layout
+from pontryx.solver.model.network import ContinuumNetwork
+from pontryx.solver.model.width import WidthSpace
+from pontryx.solver.petsc import reproducible
+from pontryx.solver.training import make_trainer
+
+__all__ = ["Problem", "build_problem", "evaluate", "make_method", "section", "set_petsc_options"]
+
+
+@contextlib.contextmanager
+def section(name: str):
+    """Put the key of an :class:`InputError` raised in the block under ``name``."""
+    try:
+        yield
+    except InputError as e:
+        raise e.under(name) from None
+
+
+def set_petsc_options(options: dict[str, str | None]) -> None:
+    """Insert ``petsc:`` options into PETSc's database (before any solver exists),
+    after the reproducibility defaults (which ``petsc:`` may override)."""
+    from petsc4py import PETSc
+
+    db = PETSc.Options()
+    for name, value in options.items():
+        db.setValue(name, value)
+    reproducible()
+
+
+@dataclass
+class Problem:
+    """Everything a command needs, built from a validated configuration."""
+
+    config: Config
+    layout: Layout
+    dataset: Dataset
+    space: WidthSpace
+    net: ContinuumNetwork
+    controls: object  # Controls
+    rf: ReducedFunctional
+    rf_test: ReducedFunctional
+
+    @property
+    def metric_name(self) -> str:
+        return "accuracy" if self.dataset.task == "classification" else "rmse"
+
+    def describe(self) -> list[str]:
+        d, sp, net, m = self.dataset, self.space, self.net, self.config.model
+        options = ", ".join(f"{k} {v}" for k, v in m.kernel.options.items())
+        kernel = m.kernel.type + (f" ({options})" if options else "")
+        return [
+            f"layout: {self.layout.describe()}",
+            f"mesh:   {mesh_summary(sp.mesh)}; P{sp.degree}, N = {sp.N} dofs",
+            f"data:   {d.description}",
+            f"model:  {kernel} kernel, {m.activation}, {m.scheme}, T = {m.T:g}, "
+            f"{m.layers} layers, ε = {m.epsilon:g}; trains {', '.join(net.trainable)}",
+        ]
+
+    def destroy(self) -> None:
+        self.net.destroy()
+        self.space.destroy()
+        self.layout.destroy()
+
+
+def build_problem(config: Config, comm: MPI.Comm) -> Problem:
+    """Layout, PETSc options, data, mesh, network, functionals. Collective."""
+    c, m = config, config.model
+    with section("parallel"):
+        layout = Layout.create(comm, *c.parallel.sizes(comm.size))
+    set_petsc_options(c.petsc_options)
+    with section("data"):
+        dataset = load_dataset(c.data)
+    with section("mesh"):
+        mesh = create_mesh(c.mesh, layout.width)
+    with section("model"):
+        space = WidthSpace(mesh, degree=m.degree, lumping=m.lumping)
+        net = ContinuumNetwork(
+            space,
+            dataset.n_in,
+            dataset.n_outputs,
+            kernel=m.kernel.type,
+            kernel_options=m.kernel.options,
+            activation=m.activation,
+            scheme=m.scheme,
+            T=m.T,
+            layers=m.layers,
+            epsilon=m.epsilon,
+            embedding=m.embedding.type,
+            input_shape=dataset.input_shape,
+            train_embedding=m.embedding.trainable,
+            train_readout=m.readout.trainable,
+        )
+    with section("model.init"):
+        controls = net.init_controls(seed=m.init.seed, gain=m.init.gain)
+
+    def functional(X, y, alpha, beta):
+        part = shard(len(X), layout.group, layout.n_data)
+        return ReducedFunctional(
+            net,
+            X[part],
+            y[part],
+            dataset.task,
+            alpha=alpha,
+            beta=beta,
+            layout=layout,
+            checkpoint=c.training.checkpointing,
+        )
+
+    t = c.training
+    with section("training"):
+        rf = functional(dataset.X_train, dataset.y_train, t.alpha, t.beta)
+        rf_test = functional(dataset.X_test, dataset.y_test, 0.0, 0.0)
+    return Problem(c, layout, dataset, space, net, controls, rf, rf_test)
+
+
+def make_method(problem: Problem):
+    """The configured trainer on the problem's functional and controls. A method
+    names its options by themselves; they live under ``training.options`` (keys of
+    the training section itself, such as ``method``, under ``training``)."""
+    t = problem.config.training
+    try:
+        return make_trainer(t.method, problem.rf, problem.controls, dict(t.options))
+    except InputError as e:
+        head = (e.key or "").split(".")[0]
+        raise e.under(
+            "training" if head in TrainingSection.model_fields else "training.options"
+        ) from None
+
+
+def evaluate(problem: Problem, controls) -> dict:
+    """Loss and metric on the training and test sets at ``controls``. Collective."""
+    out = {}
+    for split, rf in (("train", problem.rf), ("test", problem.rf_test)):
+        J = rf(controls)
+        out[split] = {
+            "loss": float(J),
+            "misfit": float(rf.last["misfit"]),
+            problem.metric_name: float(rf.metric()),
+            "samples": int(rf.S),
+        }
+    return out

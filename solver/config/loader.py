@@ -1,0 +1,164 @@
+"""Reading a parameter file: bounded, strict YAML, ``--set`` overrides, validation.
+
+:func:`read_yaml` reads with a ``yaml.SafeLoader`` that refuses duplicate keys
+(``{layers: 2, layers: 3}``: YAML says keys are unique, PyYAML would keep the
+last) and bounds what a file may hold: at most :data:`MAX_BYTES` bytes, nesting
+at most :data:`MAX_DEPTH` deep and at most :data:`MAX_NODES` values once aliases
+are expanded (a "billion laughs" alias bomb is refused, not walked). Every
+problem is an :class:`~pontryx.meshes.errors.InputError` with a one-line message
+naming the key path or the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from pontryx.meshes.errors import InputError, show
+from pontryx.solver.config.schema import SECTIONS, Config, message
+
+__all__ = [
+    "MAX_BYTES",
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "apply_override",
+    "load_config",
+    "parse_yaml",
+    "read_yaml",
+    "validate_config",
+]
+
+MAX_BYTES = 1 << 20  # 1 MiB
+MAX_DEPTH = 32
+MAX_NODES = 100_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: the base class reports it
+                    break
+                if duplicate:
+                    mark = key_node.start_mark
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {show(key)}", mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_size(value, where: str) -> None:
+    """Refuse values nested deeper than MAX_DEPTH or with more than MAX_NODES
+    nodes, counting shared (aliased) nodes once per use, stopping at the limit."""
+    count = 0
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise InputError(f"{where}: more than {MAX_NODES} values (after expanding aliases)")
+        if depth > MAX_DEPTH:
+            raise InputError(f"{where}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(v, dict):
+            stack.extend((item, depth + 1) for pair in v.items() for item in pair)
+        elif isinstance(v, list):
+            stack.extend((item, depth + 1) for item in v)
+
+
+def parse_yaml(text: str, where: str):
+    """The value of a YAML text (safe, strict, bounded); ``where`` names it in errors."""
+    if len(text.encode("utf-8", "replace")) > MAX_BYTES:
+        raise InputError(f"{where}: larger than {MAX_BYTES // 1024} KiB")
+    try:
+        value = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise InputError(
+            f"{where}: YAML syntax error{at}: {' '.join(str(problem).split())}"
+        ) from None
+    except RecursionError:
+        raise InputError(f"{where}: nested more than {MAX_DEPTH} levels deep") from None
+    _check_size(value, where)
+    return value
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """The mapping in a YAML file; an error for a missing, unreadable, oversized
+    or malformed file, or a top level that is not a mapping."""
+    p = Path(path)
+    if not p.is_file():
+        what = f"file {str(path)!r} not found" if not p.exists() else f"{str(path)!r} is not a file"
+        raise InputError(what)
+    try:
+        if p.stat().st_size > MAX_BYTES:
+            raise InputError(f"{p.name}: larger than {MAX_BYTES // 1024} KiB")
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {str(path)!r}: {e}") from None
+    raw = parse_yaml(text, p.name)
+    if raw is None:
+        raise InputError(
+            f"{p.name} is empty; expected a mapping with the sections {', '.join(SECTIONS)}"
+        )
+    if not isinstance(raw, dict):
+        raise InputError(
+            f"{p.name}: expected a mapping of sections at the top level, got {show(raw)}"
+        )
+    return raw
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """``--set model.layers=8``: set a key path; the value is parsed as YAML."""
+    key, sep, text = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise InputError(f"expected KEY.PATH=VALUE, got {show(assignment)}", "--set")
+    try:
+        value = parse_yaml(text, f"--set {key}") if text.strip() else None
+    except InputError as e:
+        raise InputError(f"the value {show(text)} is not a YAML value ({e.message})", key) from None
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise InputError(
+                f"is {show(child)}, not a mapping (--set {key})", ".".join(parts[: i + 1])
+            )
+        node = child
+    node[parts[-1]] = value
+
+
+def validate_config(raw: Mapping, *, ranks: int | None = None, base_dir=None) -> Config:
+    """Validate a raw mapping; an InputError (the first problem) otherwise."""
+    context = {"ranks": ranks, "base_dir": Path(base_dir) if base_dir is not None else None}
+    try:
+        return Config.model_validate(raw, context=context)
+    except ValidationError as e:
+        key, text = message(e.errors()[0])
+        raise InputError(text, key) from None
+
+
+def load_config(path, overrides=(), *, ranks: int | None = None) -> Config:
+    """Read, override and validate a YAML parameter file. Relative data and mesh
+    file paths are taken from the file's directory."""
+    raw = read_yaml(path)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return validate_config(raw, ranks=ranks, base_dir=Path(path).resolve().parent)

@@ -1,0 +1,93 @@
+"""pontryx.solver.data — data sets: the built-in sets of DESIGN §6, the user's
+CSV/NPZ files, seeded splits, shards over the data ranks and minibatches.
+
+:mod:`.dataset` (the registry :data:`DATASET_KEYS`, :class:`Dataset`,
+:func:`shard`), :mod:`.synthetic` (ellipses, swiss_roll, peaks, spirals, sine),
+:mod:`.digits` (scikit-learn's digits), :mod:`.files` (CSV, NPZ),
+:mod:`.sampler` (minibatches). :func:`load_dataset` is the entry point.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pontryx.solver.data.dataset import (
+    DATASET_KEYS,
+    DATASETS,
+    DIGITS_SPLIT,
+    TASKS,
+    Dataset,
+    _error,
+    shard,
+)
+from pontryx.solver.data.sampler import Minibatches
+
+__all__ = [
+    "DATASETS",
+    "DATASET_KEYS",
+    "DIGITS_SPLIT",
+    "TASKS",
+    "Dataset",
+    "Minibatches",
+    "load_dataset",
+    "shard",
+]
+
+
+def load_dataset(desc: Mapping[str, Any], base_dir: str | os.PathLike | None = None) -> Dataset:
+    """Build the data set described by the ``data:`` section ``desc``.
+
+    Missing keys take the defaults of :data:`DATASET_KEYS`; an unknown name or key,
+    a wrong type or value, or a bad file raises
+    :class:`~pontryx.meshes.errors.InputError` keyed by the description's key.
+
+    Synthetic sets (``ellipses``, ``swiss_roll``, ``peaks``, ``spirals``, ``sine``):
+    ``n_train`` and ``n_test`` samples (classes balanced up to one sample, except
+    ``peaks`` whose classes are balanced in probability), ``seed``, and ``noise``,
+    the std of Gaussian noise added to the inputs (to the targets for ``sine``).
+
+    ``digits``: images ``0..n_train−1`` train, the next ``n_test`` (default: all
+    the rest) test, in scikit-learn's order.
+
+    ``file``: ``path`` to a ``.csv`` (or ``.txt``) or ``.npz`` file, relative paths
+    taken from ``base_dir`` if given. CSV: comma separated, one sample a row, a
+    header row detected automatically (``header: true/false`` to force it);
+    ``target`` is the name or index of the label column (default the last; a list
+    of columns for multi-output regression), all other columns are features. NPZ:
+    arrays ``X``, ``y`` (split like CSV) or ``X_train``, ``y_train``, ``X_test``,
+    ``y_test`` (used as given); ``X`` may be S×d₁×d₂… (then ``input_shape`` is
+    d₁×d₂…, features flattened row-major). Data without a split is split with a
+    ``default_rng(seed)`` permutation, ``round(test_fraction·S)`` test samples.
+    ``task``: ``classification`` maps the sorted distinct labels (numbers or
+    strings) to 0..K−1, kept in ``Dataset.classes``; ``regression`` wants
+    numeric targets. ``input_shape`` optionally reshapes the features (e.g.
+    ``[8, 8]`` for images).
+    """
+    if not isinstance(desc, Mapping):
+        raise _error("", f"expected a mapping with a 'name' key, got {type(desc).__name__}")
+    name = desc.get("name")
+    if name is None:
+        raise _error("name", f"missing; one of {', '.join((*DATASETS, 'file'))}")
+    if not isinstance(name, str) or name not in DATASET_KEYS:
+        raise _error("name", f"unknown data set {name!r}; one of {', '.join((*DATASETS, 'file'))}")
+    accepted = DATASET_KEYS[name]
+    for key in desc:
+        if key != "name" and key not in accepted:
+            raise _error(
+                str(key),
+                f"unknown key for data set {name!r} (accepted: {', '.join(['name', *accepted])})",
+            )
+    full = {**accepted, **desc}
+    if name == "digits":
+        from pontryx.solver.data.digits import digits
+
+        return digits(full)
+    if name == "file":
+        from pontryx.solver.data.files import file_dataset
+
+        return file_dataset(full, base_dir)
+    from pontryx.solver.data.synthetic import synthetic
+
+    return synthetic(name, full)

@@ -1,0 +1,29 @@
+"""Kernel parametrisations of the nonlocal operator 𝒦(t) (DESIGN.md §1–2):
+:class:`DenseKernel`, :class:`LowRankKernel`, :class:`LocalKernel`, behind the
+one :class:`Kernel` interface of :mod:`.base`; :func:`make_kernel` builds one
+by its registry name (:data:`pontryx.solver.registry.KERNELS`)."""
+
+from pontryx.meshes.errors import InputError
+from pontryx.solver.model.kernels.base import Kernel, Option
+from pontryx.solver.model.kernels.dense import DenseKernel
+from pontryx.solver.model.kernels.local import LocalKernel
+from pontryx.solver.model.kernels.lowrank import LowRankKernel
+from pontryx.solver.registry import KERNELS, load
+
+__all__ = [
+    "KERNELS",
+    "DenseKernel",
+    "Kernel",
+    "LocalKernel",
+    "LowRankKernel",
+    "Option",
+    "make_kernel",
+]
+
+
+def make_kernel(space, type: str = "dense", **options) -> Kernel:
+    """The kernel called ``type`` on ``space``; errors keyed ``type`` or by the option."""
+    if type not in KERNELS:
+        raise InputError(f"unknown kernel {type!r}; expected one of {', '.join(KERNELS)}", "type")
+    cls = load(KERNELS, type)
+    return cls(space, **cls.check_options(options))

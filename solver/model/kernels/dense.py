@@ -1,0 +1,66 @@
+"""The dense kernel: w(t, ·, ·) by its nodal values, K = W M_L (cost N²S per step).
+
+W ∈ R^{N×N} is distributed by rows; its column axis runs over all N dofs (in
+DOLFINx's global numbering), so K U needs all rows of M_L U on every width rank
+(an allgather) and Kᵀ D a reduce-scatter of the partial products.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pontryx.solver.model.kernels.base import Kernel
+from pontryx.solver.model.workspace import HEAP
+
+__all__ = ["DenseKernel"]
+
+
+class DenseKernel(Kernel):
+    """w(t, ·, ·) by its nodal values: K = W M_L (cost N²S per step)."""
+
+    name = "dense"
+    full_axis = ("W",)
+    has_rows = True
+
+    def shapes(self):
+        return {"W": (self.space.n, self.space.N)}
+
+    def weights(self):
+        sp = self.space
+        return {"W": sp.m[:, None] * sp.allgather(sp.m)[None, :]}
+
+    def init(self, rng_for, gain):
+        sp = self.space
+        # Gain-normalised: Σ_j W_ij m_j u_j has variance ≈ gain² ‖u‖²_rms.
+        scale = gain * np.sqrt(sp.N) / sp.area
+        Wc = self.normal(rng_for("W"), (sp.N, sp.N), scale)
+        return {"W": sp.from_canonical(Wc, axis_full=True)}
+
+    def _gathered(self, U, ws):
+        """All N rows of M_L U (a workspace array)."""
+        sp = self.space
+        X = np.multiply(sp.m[:, None], U, out=ws.take(U.shape))
+        return ws.replaced(X, sp.allgather(X, ws))
+
+    def apply(self, ctx, U, ws=HEAP):
+        G = self._gathered(U, ws)
+        Z = np.matmul(ctx["W"], G, out=ws.take((self.space.n, U.shape[1])))
+        ws.give(G)
+        return Z
+
+    def apply_T(self, ctx, D, ws=HEAP):
+        sp = self.space
+        Yfull = np.matmul(ctx["W"].T, D, out=ws.take((sp.N, D.shape[1])))
+        Y = ws.replaced(Yfull, sp.reduce_scatter(Yfull, ws))
+        Y *= sp.m[:, None]
+        return Y
+
+    def vjp(self, ctx, U, D, out, ws=HEAP):
+        G = self._gathered(U, ws)
+        P = np.matmul(D, G.T, out=ws.take(out["W"].shape))
+        out["W"] += P
+        ws.give(G, P)
+
+    def row(self, theta, i):
+        sp = self.space
+        return sp.row(theta["W"], i)[sp.offset : sp.offset + sp.n]

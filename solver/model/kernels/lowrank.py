@@ -1,0 +1,93 @@
+"""The low-rank kernel w(t, x, y) = Σ_r a_r(t, x) g_r(t, y): K = A Gᵀ M_L (cost N R S per step).
+
+A, G ∈ R^{N×R} are distributed by rows; Gᵀ M_L U is a sum over the width ranks.
+The kernel is bilinear in (A, G), so its tangent K'[dA, dG] = dA Gᵀ M_L + A dGᵀ M_L
+and ∂_θ⟨D, K'[dθ] U⟩ ≠ 0 (the mixed second derivative).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from pontryx.meshes.errors import InputError
+from pontryx.solver.model.kernels.base import Kernel, Option, positive_int
+from pontryx.solver.model.workspace import HEAP
+
+__all__ = ["LowRankKernel"]
+
+
+class _Tangent:
+    """K'(θ)[dθ] = dA Gᵀ M_L + A dGᵀ M_L."""
+
+    def __init__(self, ctx, dtheta):
+        self.A, self.G, self.dA, self.dG = ctx["A"], ctx["G"], dtheta["A"], dtheta["G"]
+
+
+class LowRankKernel(Kernel):
+    """w(t, x, y) = Σ_r a_r(t, x) g_r(t, y): K = A Gᵀ M_L (cost N R S per step)."""
+
+    name = "lowrank"
+    options: ClassVar[dict] = {
+        "rank": Option(positive_int, required=True, description="R, 1 ≤ R ≤ N (the dofs)")
+    }
+    has_rows = True
+
+    def __init__(self, space, rank: int):
+        super().__init__(space)
+        if not 1 <= rank <= space.N:
+            raise InputError(
+                f"expected 1 ≤ rank ≤ {space.N} (the number of dofs), got {rank}", "rank"
+            )
+        self.rank = rank
+
+    def shapes(self):
+        n = self.space.n
+        return {"A": (n, self.rank), "G": (n, self.rank)}
+
+    def weights(self):
+        m = self.space.m[:, None]
+        return {"A": m, "G": m}
+
+    def init(self, rng_for, gain):
+        sp = self.space
+        scale = np.sqrt(gain * np.sqrt(sp.N / self.rank)) / np.sqrt(sp.area)
+        return {
+            key: sp.from_canonical(self.normal(rng_for(key), (sp.N, self.rank), scale))
+            for key in ("A", "G")
+        }
+
+    def _project(self, G, U):
+        """Gᵀ M_L U (R × S), summed over the width ranks."""
+        sp = self.space
+        return sp.sum(G.T @ (sp.m[:, None] * U))
+
+    def apply(self, ctx, U, ws=HEAP):
+        if isinstance(ctx, _Tangent):
+            return ctx.dA @ self._project(ctx.G, U) + ctx.A @ self._project(ctx.dG, U)
+        return ctx["A"] @ self._project(ctx["G"], U)
+
+    def apply_T(self, ctx, D, ws=HEAP):
+        m, sp = self.space.m[:, None], self.space
+        if isinstance(ctx, _Tangent):
+            return m * (ctx.dG @ sp.sum(ctx.A.T @ D) + ctx.G @ sp.sum(ctx.dA.T @ D))
+        return m * (ctx["G"] @ sp.sum(ctx["A"].T @ D))
+
+    def vjp(self, ctx, U, D, out, ws=HEAP):
+        sp = self.space
+        P = self._project(ctx["G"], U)  # Gᵀ M_L U
+        out["A"] += D @ P.T
+        out["G"] += (sp.m[:, None] * U) @ sp.sum(ctx["A"].T @ D).T
+
+    def tangent(self, ctx, dtheta):
+        return _Tangent(ctx, dtheta)
+
+    def second_vjp(self, ctx, dtheta, U, D, out):
+        """∂_A⟨D, dA Gᵀ M U + A dGᵀ M U⟩ = D (dGᵀ M U)ᵀ, ∂_G = M U (dAᵀ D)ᵀ."""
+        sp = self.space
+        out["A"] += D @ self._project(dtheta["G"], U).T
+        out["G"] += (sp.m[:, None] * U) @ sp.sum(dtheta["A"].T @ D).T
+
+    def row(self, theta, i):
+        return theta["G"] @ self.space.row(theta["A"], i)

@@ -1,0 +1,99 @@
+"""Depth schemes: one layer U^n → U^{n+1}, its exact discrete adjoint, its
+tangent-linear map and its second-order adjoint.
+
+Every scheme steps the semi-discrete model  M_L U' = −ε A U + M_L σ(K U + b 1ᵀ)
+with the layer's controls θⁿ held constant over [t_n, t_{n+1}], declares its
+``order`` (measured in tests/test_schemes.py) and traits (``reversible``,
+``n_states``, ``needs_zero_epsilon``), and provides
+
+* ``step``     — the forward layer gⁿ, returning the record its adjoint needs,
+* ``adjoint``  — Λⁿ = (∂U^{n+1}/∂Uⁿ)ᵀ Λ^{n+1}, accumulating (∂_θ gⁿ)ᵀ Λ^{n+1},
+* ``reverse``  — (reversible schemes only) Uⁿ recomputed from U^{n+1},
+* ``tangent``  — dU^{n+1} = ∂_U gⁿ dUⁿ + ∂_θ gⁿ dθⁿ (forward mode), with its record,
+* ``adjoint2`` — the adjoint and its derivative along the tangent direction
+  (the second-order adjoint, "forward over reverse"): (Λⁿ, dΛⁿ) and both the
+  gradient and its directional derivative (a Hessian–vector product) accumulated.
+
+The state is a tuple of multivectors ((U,) or (U, V) for Verlet); Λ likewise.
+Notation: B_c = M_L + c ε A, S_c = B_c⁻¹ M_L (the identity when ε = 0). In the
+tangent and second-order steps ``dctx`` is the kernel's K'(θ)[dθ]
+(:meth:`Kernel.tangent`), ``dtheta`` the kernel part of dθⁿ and ``db`` its bias part.
+
+The optional keyword ``n`` (layer index) only matters for Verlet's first layer.
+The optional workspace ``ws`` (:mod:`pontryx.solver.model.workspace`) supplies the
+arrays of the step, its record and the adjoint's temporaries (IMEX Euler and
+midpoint): the adjoint sweep gives records and costates back once consumed, so
+repeated sweeps reuse the same memory. Values are identical with or without it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pontryx.solver.model.diffusion import DiffusionSolver
+
+__all__ = ["Scheme", "vjp2"]
+
+
+def vjp2(kernel, ctx, dtheta, U, dU, D, dD, grad, dgrad) -> None:
+    """The kernel gradient ∂_θ⟨D, K(θ) U⟩ into ``grad`` and its derivative along
+    (dθ, dU, dD) into ``dgrad``: ∂_θ⟨dD, K U⟩ + ∂_θ⟨D, K dU⟩ + ∂_θ⟨D, K'[dθ] U⟩."""
+    kernel.vjp(ctx, U, D, grad)
+    kernel.vjp(ctx, U, dD, dgrad)
+    kernel.vjp(ctx, dU, D, dgrad)
+    kernel.second_vjp(ctx, dtheta, U, D, dgrad)
+
+
+class Scheme:
+    name: ClassVar[str] = "scheme"
+    order: ClassVar[int] = 1
+    n_states: ClassVar[int] = 1
+    reversible: ClassVar[bool] = False
+    needs_zero_epsilon: ClassVar[bool] = False
+    #: fractions of Δt at which the stages of a layer see the (continuous) controls
+    stage_fractions: ClassVar[tuple[float, ...]] = (0.0,)
+
+    def __init__(self, space, kernel, activation, dt: float, epsilon: float):
+        self.space, self.kernel, self.sigma = space, kernel, activation
+        self.dt, self.epsilon = float(dt), float(epsilon)
+        self.solvers: dict[float, DiffusionSolver] = {}
+
+    def _S(self, fraction, Y):
+        """S_c Y = B_c⁻¹ M_L Y with c = fraction · Δt (identity when ε = 0)."""
+        if self.epsilon == 0.0:
+            return Y
+        return self._solver(fraction).apply_inverse_times_mass(Y)
+
+    def _ST(self, fraction, L):
+        """S_cᵀ L = M_L B_c⁻¹ L."""
+        if self.epsilon == 0.0:
+            return L
+        return self.space.m[:, None] * self._solver(fraction).solve(L)
+
+    def _solver(self, fraction):
+        if fraction not in self.solvers:
+            self.solvers[fraction] = DiffusionSolver(self.space, fraction * self.dt * self.epsilon)
+        return self.solvers[fraction]
+
+    def initial_state(self, U0):
+        return (U0,)
+
+    def initial_tangent(self, dU0):
+        return (dU0,)
+
+    def step(self, ctx, b, state, n=None, ws=None):
+        raise NotImplementedError
+
+    def adjoint(self, ctx, record, lam, grad, n=None, ws=None):
+        raise NotImplementedError
+
+    def tangent(self, ctx, dctx, db, record, dstate, n=None):
+        raise NotImplementedError
+
+    def adjoint2(self, ctx, dctx, dtheta, record, trecord, lam, dlam, grad, dgrad, n=None):
+        raise NotImplementedError
+
+    def destroy(self):
+        for s in self.solvers.values():
+            s.destroy()
+        self.solvers.clear()

@@ -1,0 +1,74 @@
+"""PETSc objects owned the way DOLFINx's ``LinearProblem`` owns them.
+
+Every solver pontryx creates (the width-diffusion KSP, TAO, SNES, the layer
+solves) gets an options prefix; pontryx's defaults for it are pushed into the
+options database under that prefix only for the ``setFromOptions`` call and
+removed right after (:func:`configure`), so the command line, ``PETSC_OPTIONS``
+and the YAML ``petsc:`` section always win and nothing is left behind; the
+objects are freed with :func:`destroy`.
+
+:data:`REPRODUCIBLE` holds the defaults that make runs repeat bit for bit
+(library use gets them too, :func:`reproducible`): PETSc's BLAS-GEMV kernels of
+VecMDot/VecMAXPY (used by TAO's L-BFGS and Krylov methods) round differently
+depending on the memory alignment of the vectors, so a resumed process (another
+heap layout) would drift from an uninterrupted run in the last bits; the plain
+kernels are alignment-independent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+
+from mpi4py import MPI  # noqa: F401  (libmpi before PETSc, with the binary wheels)
+
+from petsc4py import PETSc
+
+__all__ = ["REPRODUCIBLE", "configure", "destroy", "pushed_options", "reproducible"]
+
+REPRODUCIBLE = {"vec_mdot_use_gemv": "false", "vec_maxpy_use_gemv": "false"}
+
+
+def reproducible() -> None:
+    """Set :data:`REPRODUCIBLE` in the options database unless already given (idempotent)."""
+    db = PETSc.Options()
+    for name, value in REPRODUCIBLE.items():
+        if not db.hasName(name):
+            db.setValue(name, value)
+            db.getBool(name)  # mark as used: no "unused option" warning for a default
+
+
+@contextlib.contextmanager
+def pushed_options(defaults: Mapping[str, object]) -> Iterator[None]:
+    """Options (full names, no dash; ``None`` a flag) in the database for the
+    duration of the block, unless the database has them already (the user's
+    value wins); the ones pushed are removed afterwards."""
+    db = PETSc.Options()
+    pushed = [name for name in defaults if not db.hasName(name)]
+    for name in pushed:
+        value = defaults[name]
+        db.setValue(name, value if value is None or isinstance(value, str) else str(value))
+    try:
+        yield
+    finally:
+        for name in pushed:
+            db.delValue(name)
+
+
+def configure(obj, prefix: str, defaults: Mapping[str, object] | None = None, extra=None) -> None:
+    """``obj.setOptionsPrefix(prefix)`` and ``obj.setFromOptions()`` with
+    ``defaults`` (names relative to ``prefix``) and ``extra`` (full names)
+    pushed for the call only."""
+    reproducible()
+    obj.setOptionsPrefix(prefix)
+    options = {prefix + k: v for k, v in (defaults or {}).items()}
+    options.update(extra or {})
+    with pushed_options(options):
+        obj.setFromOptions()
+
+
+def destroy(*objects) -> None:
+    """Destroy PETSc objects (``None`` entries are skipped)."""
+    for obj in objects:
+        if obj is not None:
+            obj.destroy()

@@ -1,0 +1,146 @@
+"""The one training loop: every method, the library and ``pontryx train`` alike.
+
+:func:`train` runs a :class:`~pontryx.solver.training.base.Trainer` for
+``max_iterations`` iterations in chunks that end at multiples of ``chunk`` (in
+fresh and resumed runs alike, so both take identical steps), and after every
+chunk calls ``on_chunk(trainer, reason, finished)`` (where ``pontryx train``
+writes its checkpoint). Each iteration's record is handled exactly once, whether
+the method yields it or reports it live through ``trainer.on_record`` (TAO
+iterates inside PETSc): the loss and gradient must be finite
+(:class:`NonFiniteError` otherwise), the test metric is filled in every
+``test_every`` iterations, then ``on_record(record)``.
+
+Why training stopped — one spelling everywhere (summary.json, checkpoints,
+:class:`TrainResult`): ``"max_iterations"``, ``"converged: <reason>"`` (the
+method met its tolerance, e.g. ``converged: CONVERGED_GATOL``), ``"stopped:
+<reason>"`` (it cannot go on, e.g. ``stopped: DIVERGED_LS_FAILURE``) or
+``"no_progress"`` (a chunk did no iteration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pontryx.meshes.errors import InputError
+from pontryx.solver.errors import NonFiniteError
+from pontryx.solver.model.controls import Controls
+from pontryx.solver.training.base import Callback, Record, Trainer
+from pontryx.solver.training.common import check_finite
+
+__all__ = ["MAX_ITERATIONS", "NO_PROGRESS", "TrainResult", "minimize", "stop_reason", "train"]
+
+MAX_ITERATIONS = "max_iterations"
+NO_PROGRESS = "no_progress"
+
+
+@dataclass
+class TrainResult:
+    """The trained controls, one Record per iteration, and why training stopped."""
+
+    controls: Controls
+    history: list[Record] = field(default_factory=list)
+    reason: str = MAX_ITERATIONS
+    trainer: Trainer | None = None
+
+    @property
+    def converged(self) -> bool:
+        return self.reason.startswith("converged")
+
+
+def stop_reason(trainer: Trainer, did: int, asked: int) -> str:
+    """Why a chunk that asked for ``asked`` iterations and did ``did`` stopped."""
+    if trainer.converged:
+        return f"converged: {trainer.converged}"
+    if trainer.failed:
+        return f"stopped: {trainer.failed}"
+    if asked > 0 and did == 0:
+        return NO_PROGRESS
+    return MAX_ITERATIONS
+
+
+def train(
+    trainer: Trainer,
+    max_iterations: int,
+    *,
+    chunk: int | None = None,
+    test_rf=None,
+    test_every: int = 1,
+    on_record: Callback | None = None,
+    on_chunk: Callable[[Trainer, str, bool], None] | None = None,
+) -> TrainResult:
+    """Run ``trainer`` (its controls are updated in place) until ``max_iterations``
+    or until it stops by itself; see the module docstring. A non-finite loss or
+    gradient raises :class:`NonFiniteError` with the trainer's controls at the
+    last finite iterate; the error carries ``history``."""
+    if int(max_iterations) < 0:
+        raise InputError(f"expected ≥ 0, got {max_iterations}", "max_iterations")
+    if int(test_every) < 0 or (chunk is not None and int(chunk) < 1):
+        raise InputError("expected test_every ≥ 0 and chunk ≥ 1", "test_every")
+    history: list[Record] = []
+    seen: set[int] = set()
+
+    def handle(rec: Record) -> None:
+        if rec.iteration in seen:  # reported live and yielded: handle once
+            return
+        seen.add(rec.iteration)
+        check_finite(rec.iteration, rec.loss, rec.grad_norm)
+        if test_rf is not None and test_every and rec.iteration % test_every == 0:
+            test_rf(trainer.controls)
+            rec.test_metric = float(test_rf.metric())
+        history.append(rec)
+        if on_record is not None:
+            on_record(rec)
+
+    trainer.on_record = handle
+    result = TrainResult(trainer.controls, history, trainer=trainer)
+    try:
+        while trainer.iteration < max_iterations:
+            k = max_iterations - trainer.iteration
+            if chunk is not None:
+                k = min(k, chunk - trainer.iteration % chunk)
+            count = 0
+            for rec in trainer.iterate(k):
+                handle(rec)
+                count += 1
+            result.reason = stop_reason(trainer, count, k)
+            finished = result.reason != MAX_ITERATIONS or trainer.iteration >= max_iterations
+            if on_chunk is not None:
+                on_chunk(trainer, result.reason, finished)
+            if finished:
+                break
+    except NonFiniteError as e:
+        e.history = history
+        raise
+    finally:
+        trainer.on_record = None
+    if test_rf is not None and history and history[-1].test_metric is None:
+        test_rf(trainer.controls)  # the last iterate always gets its test metric
+        history[-1].test_metric = float(test_rf.metric())
+    return result
+
+
+def minimize(
+    rf,
+    controls: Controls,
+    method: str = "lmvm",
+    options: dict | None = None,
+    *,
+    max_iterations: int = 100,
+    state: dict | None = None,
+    **loop,
+) -> TrainResult:
+    """Minimise ``rf`` over ``controls`` (in place) with ``method`` — the library's
+    one call: the trainer of :func:`~pontryx.solver.training.make_trainer`,
+    restored from ``state`` (a :meth:`Trainer.state`) if given, run by
+    :func:`train` (``loop``: its keywords ``chunk``, ``test_rf``, ``test_every``,
+    ``on_record``, ``on_chunk``)."""
+    from pontryx.solver.training import make_trainer
+
+    trainer = make_trainer(method, rf, controls, options)
+    if state is not None:
+        trainer.restore(state)
+    try:
+        return train(trainer, max_iterations, **loop)
+    finally:
+        trainer.destroy()
