@@ -29,9 +29,9 @@ EXAMPLES = ("cube", "digits", "disk", "ellipses", "peaks", "sine", "swiss_roll")
 
 
 def fingerprints(name: str, comm=MPI.COMM_WORLD) -> dict:
+    from pontryx.solver.app.problem import build_problem
     from pontryx.solver.config import load_config
     from pontryx.solver.outputs.canonical import random_direction, to_canonical
-    from pontryx.solver.app.problem import build_problem
 
     config = load_config(ROOT / "examples" / f"{name}.yaml", OVERRIDES, ranks=comm.size)
     problem = build_problem(config, comm)

@@ -326,5 +326,5 @@ def test_activations_match_ufl_and_finite_differences():
         h = 1e-6
         assert np.allclose(a.df(z), (a.f(z + h) - a.f(z - h)) / (2 * h), atol=1e-8)
         assert np.allclose(a.d2f(z), (a.df(z + h) - a.df(z - h)) / (2 * h), atol=1e-7)
-    with pytest.raises(InputError, match="^name: unknown activation 'relu6'"):
+    with pytest.raises(InputError, match=r"^name: unknown activation 'relu6'"):
         get_activation("relu6")

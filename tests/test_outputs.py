@@ -238,8 +238,10 @@ def test_run_directory_policy(tmp_path):
     assert check_run_directory(new, resume=False, overwrite=False) == "fresh"  # empty
     (new / "metrics.csv").write_text("x")
     (new / "notes.txt").write_text("mine")
-    with pytest.raises(InputError, match=r"--resume.*--overwrite"):
+    with pytest.raises(InputError, match=r"^directory: .*not empty; use --resume.*--overwrite"):
         check_run_directory(new, resume=False, overwrite=False)
+    with pytest.raises(InputError, match=r"^resume: resume and overwrite exclude"):
+        check_run_directory(new, resume=True, overwrite=True)
     assert check_run_directory(new, resume=True, overwrite=False) == "resume"
     assert check_run_directory(new, resume=False, overwrite=True) == "overwrite"
     prepare_run_directory(new, "overwrite")

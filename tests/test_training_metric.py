@@ -10,9 +10,9 @@ import pytest
 
 from pontryx.meshes import create_mesh
 from pontryx.solver import ContinuumNetwork, ReducedFunctional, WidthSpace
+from pontryx.solver.adjoint.riesz import l2_weights
 from pontryx.solver.data import load_dataset
 from pontryx.solver.training import make_trainer, minimize
-from pontryx.solver.adjoint.riesz import l2_weights
 
 METHODS = {
     "lmvm": {},

@@ -16,8 +16,8 @@ from petsc4py import PETSc
 
 from pontryx.meshes import create_mesh
 from pontryx.solver import ContinuumNetwork, Layout, ReducedFunctional, WidthSpace, shard
-from pontryx.solver.data import load_dataset
 from pontryx.solver.adjoint.taylor import taylor_test
+from pontryx.solver.data import load_dataset
 from pontryx.solver.training.msa import EMSA, MSA
 from pontryx.solver.training.oneshot import OneShot
 

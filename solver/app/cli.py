@@ -254,13 +254,13 @@ def cmd_evaluate(args) -> int:
         raw["data"] = _data_overrides(config, args.data)
         config = validate_config(raw, ranks=comm.size, base_dir=Path.cwd())
     problem = build_problem(config, MPI.COMM_WORLD)
+    model = run_dir / "model.npz"
     try:
-        arrays = model_io.load_model(run_dir / "model.npz")
-    except InputError:
-        raise
+        controls = model_io.controls_from_model(problem.net, model_io.load_model(model))
+    except InputError as e:
+        raise InputError(f"{model}: {e.message}", "evaluate") from None
     except (OSError, ValueError) as e:
-        raise InputError(f"cannot read {run_dir / 'model.npz'}: {e}", "evaluate") from None
-    controls = model_io.controls_from_model(problem.net, arrays)
+        raise InputError(f"cannot read {model}: {e}", "evaluate") from None
     results = evaluate(problem, controls)
     if args.json:
         _say(json.dumps({"run_dir": str(run_dir), "metric": problem.metric_name, **results}))

@@ -116,6 +116,14 @@ def check_resume_config(run_dir: Path, config: Config) -> None:
         )
 
 
+def _run_directory(run_dir: Path, resume: bool, overwrite: bool) -> str:
+    """:func:`check_run_directory` with its errors keyed by the command-line flag."""
+    try:
+        return check_run_directory(run_dir, resume=resume, overwrite=overwrite)
+    except InputError as e:
+        raise InputError(e.message, "--output" if e.key == "directory" else f"--{e.key}") from None
+
+
 def _on_root(comm: MPI.Comm, action):
     """``action()`` on rank 0; its result, or its ValueError raised, on every rank."""
     result = None
@@ -138,9 +146,7 @@ class TrainingRun:
         self.config, self.run_dir, self.source, self.comm = config, run_dir, source, comm
         self.root = comm.rank == 0
         self.faults = fault_plan()
-        self.mode = _on_root(
-            comm, lambda: check_run_directory(run_dir, resume=resume, overwrite=overwrite)
-        )
+        self.mode = _on_root(comm, lambda: _run_directory(run_dir, resume, overwrite))
         self.problem = build_problem(config, comm)
         self.trainer = make_method(self.problem)
         self.progress = Progress(comm, quiet, self.problem.metric_name)

@@ -64,12 +64,12 @@ def from_canonical(net, arrays: dict[str, np.ndarray], names=None) -> Controls:
     out = {}
     for name in names:
         if name not in arrays:
-            raise InputError(f"no control {name!r} (found {', '.join(sorted(arrays))})", "model")
+            raise InputError(f"no control {name!r} (found {', '.join(sorted(arrays))})", "arrays")
         a = np.asarray(arrays[name], dtype=float)
         expected = canonical_shape(net, name, shapes[name])
         if a.shape != expected:
             raise InputError(
-                f"control {name!r} has shape {a.shape}, this network needs {expected}", "model"
+                f"control {name!r} has shape {a.shape}, this network needs {expected}", "arrays"
             )
         if name in REPLICATED:
             local = a.copy()

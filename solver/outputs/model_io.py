@@ -126,7 +126,7 @@ def load_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
     if str(arrays.get("format", "")) != FORMAT:
-        raise InputError(f"{path}: not a pontryx model file", "model")
+        raise InputError("not a pontryx model file", "path")
     return arrays
 
 
@@ -135,6 +135,6 @@ def controls_from_model(net, arrays: dict[str, np.ndarray]):
     for key, want in (("kernel", net.kernel.name), ("layers", net.layers)):
         if key in arrays and arrays[key].item() != want:
             raise InputError(
-                f"file has {key} {arrays[key].item()!r}, network has {want!r}", "model"
+                f"file has {key} {arrays[key].item()!r}, network has {want!r}", "arrays"
             )
     return from_canonical(net, arrays)

@@ -38,14 +38,15 @@ ENTRIES = (
 )
 
 
-def check_run_directory(path: Path, *, resume: bool, overwrite: bool) -> str:
-    """What to do with ``path``: "fresh" (empty or new), "resume" or "overwrite".
-    Raises InputError (keyed ``output``) if the directory holds output and neither flag is given.
-    Creates nothing."""
+def check_run_directory(directory: Path, *, resume: bool, overwrite: bool) -> str:
+    """What to do with ``directory``: "fresh" (empty or new), "resume" or
+    "overwrite". Raises InputError (keyed ``directory``, or ``resume``) if it holds
+    output and neither flag is given. Creates nothing."""
     if resume and overwrite:
-        raise InputError("--resume and --overwrite exclude each other", "output")
+        raise InputError("resume and overwrite exclude each other", "resume")
+    path = Path(directory)
     if path.exists() and not path.is_dir():
-        raise InputError(f"{str(path)!r} exists and is not a directory", "output")
+        raise InputError(f"{str(path)!r} exists and is not a directory", "directory")
     has_content = path.is_dir() and any(path.iterdir())
     if not has_content:
         return "fresh"
@@ -56,7 +57,7 @@ def check_run_directory(path: Path, *, resume: bool, overwrite: bool) -> str:
     raise InputError(
         f"run directory {str(path)!r} is not empty; use --resume to continue it "
         "or --overwrite to replace its results",
-        "output",
+        "directory",
     )
 
 

@@ -1,0 +1,70 @@
+"""PETSc objects owned the DOLFINx way (solver/petsc.py): defaults pushed under the
+prefix only while configuring, the user's options win, nothing left behind,
+the reproducibility defaults set for library use too."""
+
+from mpi4py import MPI
+
+import pytest
+from petsc4py import PETSc
+
+from pontryx.meshes import create_mesh
+from pontryx.solver import Layout, WidthSpace
+from pontryx.solver.model.diffusion import DiffusionSolver
+from pontryx.solver.petsc import REPRODUCIBLE, configure, pushed_options, reproducible
+
+
+def _names(prefix):
+    return [k for k in PETSc.Options().getAll() if k.startswith(prefix)]
+
+
+def test_pushed_options_are_removed_and_the_user_wins():
+    db = PETSc.Options()
+    db["pontryx_test_user"] = "mine"
+    try:
+        with pushed_options({"pontryx_test_user": "default", "pontryx_test_new": "1"}):
+            assert db.getString("pontryx_test_user") == "mine"
+            assert db.getString("pontryx_test_new") == "1"
+        assert db.getString("pontryx_test_user") == "mine"
+        assert not db.hasName("pontryx_test_new")
+    finally:
+        db.delValue("pontryx_test_user")
+
+
+def test_configure_sets_the_prefix_and_leaves_nothing_behind():
+    ksp = PETSc.KSP().create(MPI.COMM_WORLD)
+    configure(ksp, "pontryx_test_", {"ksp_type": "cg", "pc_type": "none"})
+    assert ksp.getOptionsPrefix() == "pontryx_test_" and ksp.getType() == "cg"
+    assert _names("pontryx_test_") == []
+    ksp.destroy()
+
+
+def test_diffusion_solver_defaults_do_not_stay_in_the_database(comm):
+    space = WidthSpace(create_mesh({"kind": "unit_square", "n": 3}, comm))
+    solver = DiffusionSolver(space, 0.1)
+    assert solver.ksp.getType() == "preonly" and solver.ksp.getPC().getType() == "lu"
+    assert _names("pontryx_diffusion_") == []
+    solver.destroy()
+    PETSc.Options()["pontryx_diffusion_ksp_type"] = "cg"
+    PETSc.Options()["pontryx_diffusion_pc_type"] = "jacobi"
+    try:
+        solver = DiffusionSolver(space, 0.1)
+        assert solver.ksp.getType() == "cg" and solver.ksp.getPC().getType() == "jacobi"
+        solver.destroy()
+    finally:
+        PETSc.Options().delValue("pontryx_diffusion_ksp_type")
+        PETSc.Options().delValue("pontryx_diffusion_pc_type")
+    space.destroy()
+
+
+def test_reproducible_defaults_for_library_use():
+    reproducible()
+    for name, value in REPRODUCIBLE.items():
+        assert PETSc.Options().getString(name) == value
+
+
+@pytest.mark.parametrize("width", [None, 1])
+def test_layout_frees_its_communicators(comm, width):
+    layout = Layout.create(comm, width=width)
+    layout.destroy()
+    assert layout.width == MPI.COMM_NULL and layout.data == MPI.COMM_NULL
+    assert layout.world == comm
