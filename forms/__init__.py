@@ -7,9 +7,9 @@ adjoints derived by ``ufl.derivative``/``ufl.adjoint`` (:mod:`.residual`).
 No assembly or solver logic lives here. Names load on first use.
 """
 
-import importlib
-
 from mpi4py import MPI  # noqa: F401  (libmpi before DOLFINx/PETSc, with the binary wheels)
+
+from pontryx.meshes.lazy import lazy_exports
 
 _EXPORTS = {
     "ACTIVATIONS": "activations",
@@ -25,16 +25,4 @@ _EXPORTS = {
     "stiffness_form": "operators",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

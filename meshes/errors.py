@@ -158,3 +158,30 @@ def choice(value: object, choices: Sequence[str], key: str) -> str:
     if isinstance(value, str) and value in choices:
         return value
     raise InputError(f"expected one of {', '.join(choices)}, got {show(value)}", key)
+
+
+def resolve(desc: object, table: Mapping, selector: str, *, default=None, what: str) -> dict:
+    """A description (a YAML section such as ``mesh:`` or ``data:``) completed from
+    a registry: ``desc[selector]`` (or ``default``) picks an entry of ``table``
+    whose keys and defaults it accepts; a default of ``...`` (or a registry's
+    REQUIRED marker, any object whose repr is ``REQUIRED``) is a required key.
+    Errors are keyed by the description's own keys; ``what`` names the entries
+    ("kind", "data set") in messages."""
+    if not isinstance(desc, Mapping):
+        raise InputError(f"expected a mapping with a {selector!r}, got {show(desc)}")
+    choice = desc.get(selector, default)
+    names = ", ".join(table)
+    if choice is None:
+        raise InputError(f"required; one of {names}", selector)
+    if not isinstance(choice, str) or choice not in table:
+        raise InputError(f"unknown {what} {show(choice)}; expected one of {names}", selector)
+    accepted = table[choice]
+    for key in desc:
+        if key != selector and key not in accepted:
+            allowed = ", ".join([selector, *accepted])
+            raise InputError(f"unknown key for {what} {choice!r} (allowed: {allowed})", str(key))
+    out = {selector: choice, **accepted, **{k: v for k, v in desc.items() if k != selector}}
+    for key, value in out.items():
+        if value is ... or repr(value) == "REQUIRED":
+            raise InputError(f"required for {what} {choice!r}", key)
+    return out

@@ -17,8 +17,8 @@ from mpi4py import MPI
 
 import dolfinx.mesh
 
-from .errors import InputError, show
-from .kinds import DEFAULT_KIND, MESH_KINDS, REQUIRED, builder
+from .errors import resolve
+from .kinds import DEFAULT_KIND, MESH_KINDS, builder
 
 __all__ = ["create_mesh", "mesh_summary"]
 
@@ -29,23 +29,10 @@ def create_mesh(desc: Mapping[str, Any] | None, comm: MPI.Comm):
     Collective on ``comm``; validation is identical on every rank, so invalid
     descriptions raise :class:`InputError` everywhere before any communication.
     """
-    desc = {} if desc is None else desc
-    if not isinstance(desc, Mapping):
-        raise InputError(f"expected a mapping with a 'kind', got {show(desc)}")
-    kind = desc.get("kind", DEFAULT_KIND)
-    if not isinstance(kind, str) or kind not in MESH_KINDS:
-        raise InputError(
-            f"unknown kind {show(kind)}; expected one of {', '.join(MESH_KINDS)}", "kind"
-        )
-    defaults = MESH_KINDS[kind]
-    for key in desc:
-        if key != "kind" and key not in defaults:
-            allowed = ", ".join(["kind", *defaults])
-            raise InputError(f"unknown key for kind {kind!r} (allowed: {allowed})", str(key))
-    params = {**defaults, **{k: v for k, v in desc.items() if k != "kind"}}
-    for key, value in params.items():
-        if value is REQUIRED:
-            raise InputError(f"required for kind {kind!r}", key)
+    params = resolve(
+        {} if desc is None else desc, MESH_KINDS, "kind", default=DEFAULT_KIND, what="kind"
+    )
+    kind = params.pop("kind")
     return builder(kind)(**params, comm=comm)
 
 

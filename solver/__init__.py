@@ -20,9 +20,9 @@ stays light)::
     J, dJ = rf.value_and_gradient(θ)
 """
 
-import importlib
-
 from mpi4py import MPI  # noqa: F401  (libmpi before DOLFINx/PETSc, with the binary wheels)
+
+from pontryx.meshes.lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(
@@ -68,16 +68,4 @@ _EXPORTS = {
     "NonFiniteError": "errors",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -98,7 +98,7 @@ def test_flatten_petsc():
         ({**MINIMAL, "modle": {}}, "modle: unknown key; expected one of mesh, model, data"),
         ({**MINIMAL, "training": {"alpha": "abc"}}, "training.alpha: expected a number, got 'abc'"),
         ({**MINIMAL, "petsc": {"a": {"b": [1]}}}, "petsc.a.b: expected a string, number"),
-        ({"data": {"name": "elipses"}}, "data.name: expected one of ellipses"),
+        ({"data": {"name": "elipses"}}, "data.name: unknown data set 'elipses'; expected one of"),
         ({**MINIMAL, "model": {"kernel": {"type": "lowrank"}}}, "model.kernel.rank: required"),
         (
             {**MINIMAL, "output": {"plots": "yes"}},

@@ -42,8 +42,8 @@ from pydantic import (
 from pontryx.forms.activations import ACTIVATIONS
 from pontryx.forms.embedding import EMBEDDINGS
 from pontryx.forms.operators import DEGREES
-from pontryx.meshes.errors import InputError, show
-from pontryx.meshes.kinds import DEFAULT_KIND, MESH_KINDS, REQUIRED
+from pontryx.meshes.errors import InputError, resolve, show
+from pontryx.meshes.kinds import DEFAULT_KIND, MESH_KINDS
 from pontryx.solver.data.dataset import DATASET_KEYS
 from pontryx.solver.registry import KERNELS, LUMPINGS, METHODS, SCHEMES, load
 
@@ -250,53 +250,25 @@ def _relative_to(path: Any, base: Path | None) -> Any:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
-def _mesh(v: Any, info: ValidationInfo) -> dict:
-    if not isinstance(v, Mapping):
-        raise _field("", f"expected a mapping with a 'kind', got {show(v)}")
-    kind = v.get("kind", DEFAULT_KIND)
-    if not isinstance(kind, str) or kind not in MESH_KINDS:
-        raise _field("kind", f"expected one of {', '.join(MESH_KINDS)}, got {show(kind)}")
-    defaults = MESH_KINDS[kind]
-    for key in v:
-        if key != "kind" and key not in defaults:
-            allowed = ", ".join(["kind", *defaults])
-            raise _field(str(key), f"unknown key for mesh kind {kind!r}; expected one of {allowed}")
-    out = {"kind": kind, **defaults, **{k: val for k, val in v.items() if k != "kind"}}
-    for key, val in out.items():
-        if val is REQUIRED:
-            raise _field(key, f"required for mesh kind {kind!r}")
-    if kind == "file":
-        out["path"] = _relative_to(out["path"], (info.context or {}).get("base_dir"))
-        if isinstance(out["path"], str) and not Path(out["path"]).is_file():
-            raise _field("path", f"file {v['path']!r} does not exist")
-    return out
-
-
-def _data(v: Any, info: ValidationInfo) -> dict:
-    names = list(DATASET_KEYS)
-    if not isinstance(v, Mapping):
-        raise _field("", f"expected a mapping with a 'name', got {show(v)}")
-    name = v.get("name")
-    if name is None:
-        raise _field("name", f"required; one of {', '.join(names)}")
-    if not isinstance(name, str) or name not in DATASET_KEYS:
-        raise _field("name", f"expected one of {', '.join(names)}, got {show(name)}")
-    accepted = DATASET_KEYS[name]
-    for key in v:
-        if key != "name" and key not in accepted:
-            allowed = ", ".join(["name", *accepted])
-            raise _field(str(key), f"unknown key for data set {name!r}; expected one of {allowed}")
-    out = {"name": name, **accepted, **v}
-    for key, val in out.items():
-        if val is ...:
-            raise _field(key, f"required for data set {name!r}")
-    if name == "file":
+def _described(v: Any, info: ValidationInfo, table, selector, default, what) -> dict:
+    """A ``mesh:`` or ``data:`` section completed from its registry; a ``file``
+    entry's path taken from the configuration's directory and checked."""
+    out = resolve(v, table, selector, default=default, what=what)
+    if out[selector] == "file":
         out["path"] = _relative_to(out["path"], (info.context or {}).get("base_dir"))
         if not isinstance(out["path"], str):
             raise _field("path", f"expected a file path, got {show(v['path'])}")
         if not Path(out["path"]).is_file():
             raise _field("path", f"file {v['path']!r} does not exist")
     return out
+
+
+def _mesh(v: Any, info: ValidationInfo) -> dict:
+    return _described(v, info, MESH_KINDS, "kind", DEFAULT_KIND, "mesh kind")
+
+
+def _data(v: Any, info: ValidationInfo) -> dict:
+    return _described(v, info, DATASET_KEYS, "name", None, "data set")
 
 
 _OPTION_NAME = re.compile(r"^[A-Za-z0-9_]+$")

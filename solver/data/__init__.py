@@ -13,13 +13,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from pontryx.meshes.errors import resolve
 from pontryx.solver.data.dataset import (
     DATASET_KEYS,
     DATASETS,
     DIGITS_SPLIT,
     TASKS,
     Dataset,
-    _error,
     shard,
 )
 from pontryx.solver.data.sampler import Minibatches
@@ -65,21 +65,8 @@ def load_dataset(desc: Mapping[str, Any], base_dir: str | os.PathLike | None = N
     numeric targets. ``input_shape`` optionally reshapes the features (e.g.
     ``[8, 8]`` for images).
     """
-    if not isinstance(desc, Mapping):
-        raise _error("", f"expected a mapping with a 'name' key, got {type(desc).__name__}")
-    name = desc.get("name")
-    if name is None:
-        raise _error("name", f"missing; one of {', '.join((*DATASETS, 'file'))}")
-    if not isinstance(name, str) or name not in DATASET_KEYS:
-        raise _error("name", f"unknown data set {name!r}; one of {', '.join((*DATASETS, 'file'))}")
-    accepted = DATASET_KEYS[name]
-    for key in desc:
-        if key != "name" and key not in accepted:
-            raise _error(
-                str(key),
-                f"unknown key for data set {name!r} (accepted: {', '.join(['name', *accepted])})",
-            )
-    full = {**accepted, **desc}
+    full = resolve(desc, DATASET_KEYS, "name", what="data set")
+    name = full["name"]
     if name == "digits":
         from pontryx.solver.data.digits import digits
 
