@@ -24,7 +24,18 @@ from mpi4py import MPI  # noqa: F401  (libmpi before PETSc, with the binary whee
 
 from petsc4py import PETSc
 
-__all__ = ["REPRODUCIBLE", "configure", "destroy", "pushed_options", "reproducible"]
+__all__ = [
+    "ACTIVE_PREFIXES",
+    "REPRODUCIBLE",
+    "configure",
+    "destroy",
+    "pushed_options",
+    "reproducible",
+]
+
+#: Options prefixes of the PETSc objects configured so far in this process (the
+#: application checks that every user option under one of them was read).
+ACTIVE_PREFIXES: set[str] = set()
 
 REPRODUCIBLE = {"vec_mdot_use_gemv": "false", "vec_maxpy_use_gemv": "false"}
 
@@ -55,16 +66,21 @@ def pushed_options(defaults: Mapping[str, object]) -> Iterator[None]:
             db.delValue(name)
 
 
-def configure(obj, prefix: str, defaults: Mapping[str, object] | None = None, extra=None) -> None:
+def configure(
+    obj, prefix: str, defaults: Mapping[str, object] | None = None, extra=None
+) -> list[str]:
     """``obj.setOptionsPrefix(prefix)`` and ``obj.setFromOptions()`` with
     ``defaults`` (names relative to ``prefix``) and ``extra`` (full names)
-    pushed for the call only."""
+    pushed for the call only. Returns the pushed names the object did not read."""
     reproducible()
     obj.setOptionsPrefix(prefix)
+    ACTIVE_PREFIXES.add(prefix)
     options = {prefix + k: v for k, v in (defaults or {}).items()}
     options.update(extra or {})
+    db = PETSc.Options()
     with pushed_options(options):
         obj.setFromOptions()
+        return [name for name in options if db.hasName(name) and not db.used(name)]
 
 
 def destroy(*objects) -> None:

@@ -125,7 +125,7 @@ def test_train_writes_the_run_directory(capsys, small, mpi_tmp_path):
     assert [r["iteration"] for r in rows] == list(range(1, 7))
     assert [r["test_metric"] is not None for r in rows] == [False, True] * 3
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["iterations"] == 6
+    assert summary["status"] == "max_iterations" and summary["iterations"] == 6
     assert summary["ranks"] == MPI.COMM_WORLD.size and summary["dofs"] == 16
     assert {"train", "test", "time", "versions", "layout"} <= set(summary)
     assert summary["versions"]["dolfinx"].startswith("0.11")
@@ -303,15 +303,20 @@ def test_resume_with_other_configuration_is_refused(capsys, small, mpi_tmp_path)
 
 
 def test_resume_without_checkpoint_starts_fresh(capsys, small, mpi_tmp_path):
-    run = mpi_tmp_path / "run"
-    write_dir = MPI.COMM_WORLD.rank == 0
-    if write_dir:
+    """--resume into an empty (or new) directory starts a run; into a directory
+    that is not a pontryx run it refuses (exit 2) and touches nothing."""
+    run, foreign = mpi_tmp_path / "run", mpi_tmp_path / "foreign"
+    if MPI.COMM_WORLD.rank == 0:
         run.mkdir()
-        (run / "notes.txt").write_text("mine")
+        foreign.mkdir()
+        (foreign / "notes.txt").write_text("mine")
     MPI.COMM_WORLD.Barrier()
     code, _, err = cli(capsys, "train", small, "--output", run, "--resume", "--quiet")
     assert code == 0, err
-    assert len(read_metrics(run)) == 6 and (run / "notes.txt").read_text() == "mine"
+    assert len(read_metrics(run)) == 6
+    code, _, err = cli(capsys, "train", small, "--output", foreign, "--resume", "--quiet")
+    assert code == 2 and "not a pontryx run directory" in err and err.count("\n") == 1
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
 
 
 def test_non_finite_loss_stops_with_exit_code_3(capsys, small, mpi_tmp_path, monkeypatch):

@@ -11,17 +11,14 @@ from mpi4py import MPI
 import numpy as np
 import pytest
 
-from pontryx.meshes import InputError, create_mesh
+from pontryx.meshes import create_mesh
 from pontryx.solver import ContinuumNetwork, WidthSpace
 from pontryx.solver.data import load_dataset
 from pontryx.solver.outputs import (
-    Checkpoints,
     MetricsLog,
-    check_run_directory,
     model_io,
     paraview,
     plots,
-    prepare_run_directory,
     read_metrics,
 )
 from pontryx.solver.outputs.canonical import from_canonical, random_direction, to_canonical
@@ -170,30 +167,6 @@ def test_canonical_round_trip_and_direction(kernel):
     self_net.destroy()
 
 
-def test_checkpoints_atomic_latest_and_prune(mpi_tmp_path):
-    comm = MPI.COMM_WORLD
-    ck = Checkpoints(mpi_tmp_path / "checkpoints", comm, keep=2)
-    assert ck.latest() is None
-    for it in (5, 10, 15):
-        ck.save(it, {"x": np.full(3, it + comm.rank), "iteration": np.array(it)}, layout=[1, 1])
-    # an incomplete newer one (no manifest, as after SIGKILL) is ignored
-    if comm.rank == 0:
-        (mpi_tmp_path / "checkpoints" / "iter-00000020").mkdir()
-    comm.Barrier()
-    latest = ck.latest()
-    assert latest["iteration"] == 15 and latest["ranks"] == comm.size
-    state = ck.load(latest, layout=[1, 1])
-    assert np.array_equal(state["x"], np.full(3, 15 + comm.rank))
-    assert [it for it, _ in ck.list()] == [10, 15]
-    no_tmp = not list((mpi_tmp_path / "checkpoints").rglob("*.tmp"))
-    assert no_tmp
-    with pytest.raises(InputError, match="layout"):
-        ck.load(latest, layout=[2, 2])
-    latest["ranks"] = comm.size + 1
-    with pytest.raises(InputError, match="ranks"):
-        ck.load(latest)
-
-
 def test_metrics_log_resume_truncates(mpi_tmp_path):
     comm = MPI.COMM_WORLD
     d = mpi_tmp_path
@@ -229,26 +202,6 @@ def test_metrics_log_resume_truncates(mpi_tmp_path):
     comm.Barrier()
     assert [r["iteration"] for r in read_metrics(d)] == [1, 2, 3]
     assert len((d / "metrics.csv").read_text().splitlines()) == 4
-
-
-def test_run_directory_policy(tmp_path):
-    new = tmp_path / "run"
-    assert check_run_directory(new, resume=False, overwrite=False) == "fresh"
-    new.mkdir()
-    assert check_run_directory(new, resume=False, overwrite=False) == "fresh"  # empty
-    (new / "metrics.csv").write_text("x")
-    (new / "notes.txt").write_text("mine")
-    with pytest.raises(InputError, match=r"^directory: .*not empty; use --resume.*--overwrite"):
-        check_run_directory(new, resume=False, overwrite=False)
-    with pytest.raises(InputError, match=r"^resume: resume and overwrite exclude"):
-        check_run_directory(new, resume=True, overwrite=True)
-    assert check_run_directory(new, resume=True, overwrite=False) == "resume"
-    assert check_run_directory(new, resume=False, overwrite=True) == "overwrite"
-    prepare_run_directory(new, "overwrite")
-    assert not (new / "metrics.csv").exists() and (new / "notes.txt").exists()
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(InputError, match="not a directory"):
-        check_run_directory(tmp_path / "file", resume=False, overwrite=False)
 
 
 def test_paraview_and_plot_writers(mpi_tmp_path):

@@ -9,9 +9,12 @@ Commands::
     pontryx validate CONFIG.yaml [--set ...]
     pontryx info [--json]
 
-Exit codes: 0 success, 1 internal error, 2 bad input (configuration, command
-line, run directory), 3 non-finite loss or gradient, and for ``check-gradient``
-1 when an observed Taylor rate is below 1.95.
+Exit codes: 0 success (``train``: converged or the iterations asked for are
+done), 1 internal error (``check-gradient``: an observed Taylor rate below
+1.95), 2 bad input (configuration, command line, run directory, checkpoint,
+memory), 3 non-finite loss or gradient, 4 the method stopped without converging,
+5 the run directory could not be written (no space, permissions), 128 + N
+interrupted by signal N (SIGTERM 143, SIGUSR1 138, SIGINT 130; resumable).
 
 Under MPI every rank runs the same command. Bad input fails identically on
 every rank (one line on rank 0). Any other exception on any rank prints one
@@ -31,11 +34,12 @@ from pathlib import Path
 from mpi4py import MPI
 
 from pontryx.meshes.errors import InputError
+from pontryx.solver.app.faults import abort
 from pontryx.solver.errors import NonFiniteError
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_NON_FINITE", "main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_IO", "EXIT_NON_FINITE", "main"]
 
-EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_NON_FINITE = 1, 2, 3
+EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_IO = 1, 2, 3, 5
 #: Seconds the ranks that failed on bad input wait for the others to fail likewise
 #: before aborting the job (bad input fails on every rank at the same point).
 AGREE_TIMEOUT = 10.0
@@ -54,16 +58,28 @@ def _version() -> str:
         return "(not installed)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``pontryx: error: …`` on rank 0 only
+    (usage stays in ``--help``), exit code 2, the same on every rank."""
+
+    def error(self, message: str):
+        if MPI.COMM_WORLD.rank == 0:
+            text = " ".join(message.split())
+            print(f"{self.prog}: error: {text} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="pontryx",
         description="Continuum networks (width = finite-element mesh, depth = time) "
         "trained as PDE-constrained optimal control problems on FEniCSx/PETSc/MPI.",
         epilog="Run any command under `mpirun -n P`. Exit codes: 0 ok, 1 internal error, "
-        "2 bad input, 3 non-finite loss/gradient.",
+        "2 bad input, 3 non-finite loss/gradient, 4 not converged, 5 I/O error, "
+        "128+N interrupted by signal N (resume with --resume).",
     )
     p.add_argument("--version", action="version", version=f"pontryx {_version()}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     def overrides(sp):
         sp.add_argument(
@@ -103,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
         help="replace the results of an existing run directory",
     )
     t.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    t.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="refuse the run if its estimated memory per rank exceeds SIZE (e.g. 8G, 500M; "
+        "default: the memory available on the node, shared by its ranks)",
+    )
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser(
@@ -172,7 +194,9 @@ def _load(path: str, overrides, comm=MPI.COMM_WORLD):
 
 
 def _run_dir(args, config) -> Path:
-    if args.output:
+    if args.output is not None:
+        if not args.output.strip():
+            raise InputError("expected a directory, got an empty path", "--output")
         return Path(args.output)
     if config.output.directory:
         return Path(config.output.directory)
@@ -183,18 +207,21 @@ def _run_dir(args, config) -> Path:
 
 
 def cmd_train(args) -> int:
+    from pontryx.solver.app.memory import parse_size
     from pontryx.solver.app.run import train
 
+    max_memory = parse_size(args.max_memory) if args.max_memory is not None else None
     config = _load(args.config, args.set)
-    train(
+    summary = train(
         config,
         _run_dir(args, config),
         resume=args.resume,
         overwrite=args.overwrite,
         quiet=args.quiet,
         source=args.config,
+        max_memory=max_memory,
     )
-    return 0
+    return int(summary.get("exit_code", 0))
 
 
 def cmd_validate(args) -> int:
@@ -363,7 +390,7 @@ def _fail(agreement: _Agreement, code: int, message: str, *, expected: bool) -> 
     prefix = f"[rank {world.rank}/{world.size}] " if world.size > 1 else ""
     print(prefix + message, file=sys.stderr, flush=True)
     if world.size > 1:
-        world.Abort(code)
+        abort(code)
     return code
 
 
@@ -378,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(agreement, EXIT_BAD_INPUT, f"config error: {e}", expected=True)
         except NonFiniteError as e:
             return _fail(agreement, EXIT_NON_FINITE, f"error: {e}", expected=True)
+        except OSError as e:  # the run directory: no space left, permissions, …
+            where = f" ({e.filename})" if e.filename else ""
+            text = f"error: cannot write the run directory{where}: {e.strerror or e}"
+            return _fail(agreement, EXIT_IO, text, expected=False)
     except KeyboardInterrupt:
         return _fail(agreement, 130, "interrupted", expected=False)
     except BaseException as e:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 import traceback
 
 from mpi4py import MPI
@@ -20,7 +21,19 @@ from mpi4py import MPI
 from pontryx.meshes.errors import InputError
 from pontryx.solver.errors import NonFiniteError
 
-__all__ = ["abort_on_error", "fault_plan"]
+__all__ = ["abort", "abort_on_error", "fault_plan"]
+
+#: Seconds an aborting rank waits after its last message, so that the MPI
+#: launcher forwards it before it tears the job down.
+FLUSH_SECONDS = 0.5
+
+
+def abort(code: int) -> None:
+    """End the whole job from this rank (its messages printed first)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(FLUSH_SECONDS)
+    MPI.COMM_WORLD.Abort(code)
 
 
 def fault_plan() -> tuple[int | str, int] | None:
@@ -43,12 +56,14 @@ def abort_on_error(callback, comm: MPI.Comm):
     An exception there on one rank cannot travel back through TaoSolve while
     the other ranks wait in the solver's collectives, so with several ranks an
     unexpected exception ends the job at once (traceback, one line, MPI Abort).
-    :class:`NonFiniteError` is raised on every rank alike and passes through."""
+    :class:`NonFiniteError` and :class:`Interrupted` are raised on every rank alike
+    (after a collective agreement) and pass through."""
+    from pontryx.solver.app.signals import Interrupted
 
     def guarded(*args):
         try:
             return callback(*args)
-        except NonFiniteError:
+        except (NonFiniteError, Interrupted):
             raise
         except Exception as e:
             if comm.size == 1:
@@ -60,6 +75,6 @@ def abort_on_error(callback, comm: MPI.Comm):
                 file=sys.stderr,
                 flush=True,
             )
-            MPI.COMM_WORLD.Abort(1)
+            abort(1)
 
     return guarded

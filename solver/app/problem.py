@@ -20,15 +20,15 @@ from mpi4py import MPI
 from pontryx.meshes.errors import InputError
 from pontryx.meshes.factory import create_mesh, mesh_summary
 from pontryx.solver.adjoint.reduced import ReducedFunctional
-from pontryx.solver.config.schema import Config, TrainingSection
+from pontryx.solver.app import petsc_options
+from pontryx.solver.config.schema import Config, TrainingSection, petsc_key_paths
 from pontryx.solver.data import Dataset, load_dataset, shard
 from pontryx.solver.layout import Layout
 from pontryx.solver.model.network import ContinuumNetwork
 from pontryx.solver.model.width import WidthSpace
-from pontryx.solver.petsc import reproducible
 from pontryx.solver.training import make_trainer
 
-__all__ = ["Problem", "build_problem", "evaluate", "make_method", "section", "set_petsc_options"]
+__all__ = ["Problem", "build_problem", "evaluate", "make_method", "section"]
 
 
 @contextlib.contextmanager
@@ -38,17 +38,6 @@ def section(name: str):
         yield
     except InputError as e:
         raise e.under(name) from None
-
-
-def set_petsc_options(options: dict[str, str | None]) -> None:
-    """Insert ``petsc:`` options into PETSc's database (before any solver exists),
-    after the reproducibility defaults (which ``petsc:`` may override)."""
-    from petsc4py import PETSc
-
-    db = PETSc.Options()
-    for name, value in options.items():
-        db.setValue(name, value)
-    reproducible()
 
 
 @dataclass
@@ -84,6 +73,7 @@ class Problem:
         self.net.destroy()
         self.space.destroy()
         self.layout.destroy()
+        petsc_options.remove(self.config.petsc_options)
 
 
 def build_problem(config: Config, comm: MPI.Comm) -> Problem:
@@ -91,7 +81,7 @@ def build_problem(config: Config, comm: MPI.Comm) -> Problem:
     c, m = config, config.model
     with section("parallel"):
         layout = Layout.create(comm, *c.parallel.sizes(comm.size))
-    set_petsc_options(c.petsc_options)
+    petsc_options.apply(c.petsc_options)
     with section("data"):
         dataset = load_dataset(c.data)
     with section("mesh"):
@@ -114,6 +104,8 @@ def build_problem(config: Config, comm: MPI.Comm) -> Problem:
             train_embedding=m.embedding.trainable,
             train_readout=m.readout.trainable,
         )
+    with petsc_options.errors("the width-diffusion solver (prefix pontryx_diffusion_)"):
+        net.scheme.setup()
     with section("model.init"):
         controls = net.init_controls(seed=m.init.seed, gain=m.init.gain)
 
@@ -137,18 +129,29 @@ def build_problem(config: Config, comm: MPI.Comm) -> Problem:
     return Problem(c, layout, dataset, space, net, controls, rf, rf_test)
 
 
-def make_method(problem: Problem):
-    """The configured trainer on the problem's functional and controls. A method
-    names its options by themselves; they live under ``training.options`` (keys of
-    the training section itself, such as ``method``, under ``training``)."""
-    t = problem.config.training
+def make_method(problem: Problem, say=None):
+    """The configured trainer on the problem's functional and controls, its PETSc
+    objects probed, and the ``petsc:`` options checked (every object of the run
+    now exists: :func:`.petsc_options.check_used`; warnings go to ``say``). A
+    method names its options by themselves; they live under ``training.options``
+    (keys of the training section itself, such as ``method``, under ``training``)."""
+    c, t = problem.config, problem.config.training
     try:
-        return make_trainer(t.method, problem.rf, problem.controls, dict(t.options))
+        trainer = make_trainer(t.method, problem.rf, problem.controls, dict(t.options))
+        with petsc_options.errors(f"the {t.method} method's PETSc objects"):
+            trainer.probe()
     except InputError as e:
+        if e.key == "petsc":
+            raise
         head = (e.key or "").split(".")[0]
         raise e.under(
             "training" if head in TrainingSection.model_fields else "training.options"
         ) from None
+    quiet = problem.layout.world.rank != 0 or say is False
+    petsc_options.check_used(
+        c.petsc_options, petsc_key_paths(c.petsc), say=(lambda *a, **k: None) if quiet else print
+    )
+    return trainer
 
 
 def evaluate(problem: Problem, controls) -> dict:

@@ -1,17 +1,29 @@
 """The training run behind ``pontryx train``: config → problem → trainer → run directory.
 
-:func:`train` builds the problem (:mod:`.problem`: everything that can fail on
-bad input, before the run directory is touched), then runs the one training loop
+:class:`TrainingRun` builds the problem (:mod:`.problem`: everything that can
+fail on bad input, checked before the run directory is touched: the schema, the
+mesh, data, network and method, the PETSc options, the memory the run needs, the
+checkpoint to resume from), then runs the one training loop
 (:func:`pontryx.solver.training.loop.train`) in chunks of
 ``output.checkpoint_every`` iterations, logs every iteration (``metrics.jsonl``,
-``metrics.csv``, a progress line on rank 0), writes a checkpoint after every
-chunk and, at the end, ``model.npz``, ``summary.json``, ParaView files and plots.
+``metrics.csv``, a progress line on rank 0, ``train.log``), writes a checkpoint
+after every chunk and, at the end, ``model.npz``, ``summary.json``, ParaView
+files and plots.
+
+How a run ends (``summary.json`` ``status``, the exit code of ``pontryx train``):
+``converged`` (0: the method met its tolerance), ``max_iterations`` (0: the
+iterations asked for are done), ``not_converged`` (4: the method stopped without
+meeting its tolerance — a line-search failure, a Newton solve that did not
+converge, no descent), ``non-finite`` (3), ``interrupted`` (128 + the signal:
+SIGTERM, SIGUSR1 or SIGINT; every rank finished the iteration it was in, a
+checkpoint and ``model.npz`` are written, ``--resume`` continues).
 """
 
 from __future__ import annotations
 
 import datetime
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -22,51 +34,84 @@ import yaml
 
 from pontryx.meshes.errors import InputError
 from pontryx.solver.app.faults import abort_on_error, fault_plan
+from pontryx.solver.app.memory import check_memory
 from pontryx.solver.app.problem import Problem, build_problem, evaluate, make_method
+from pontryx.solver.app.signals import Interrupted, StopRequest
 from pontryx.solver.config.schema import Config
 from pontryx.solver.errors import NonFiniteError
-from pontryx.solver.outputs import (
-    Checkpoints,
-    MetricsLog,
-    check_run_directory,
-    environment,
-    model_io,
-    paraview,
-    plots,
-    prepare_run_directory,
-)
+from pontryx.solver.outputs import Checkpoints, MetricsLog, environment, model_io, paraview, plots
 from pontryx.solver.outputs.atomic import write_json, write_text
 from pontryx.solver.outputs.canonical import canonical_shape
+from pontryx.solver.outputs.rundir import RunDirectory
+from pontryx.solver.training import method_class
 from pontryx.solver.training.loop import MAX_ITERATIONS
 from pontryx.solver.training.loop import train as train_loop
 
-__all__ = ["TrainingRun", "train"]
+__all__ = ["EXIT_NOT_CONVERGED", "TrainingRun", "status_of", "train"]
+
+EXIT_NOT_CONVERGED = 4
+
+
+def status_of(reason: str) -> str:
+    """``summary.json`` status of a stop reason of the training loop."""
+    if reason.startswith("converged"):
+        return "converged"
+    if reason == MAX_ITERATIONS:
+        return "max_iterations"
+    return "not_converged"
 
 
 # -------------------------------------------------------------- progress ---
 
 
 class Progress:
-    """One line per iteration on world rank 0 (silent with ``quiet``)."""
+    """One line per iteration on world rank 0 — ``k/N``, the loss, metrics, ‖∇J‖
+    in the method's metric, elapsed time, an estimate of the time left and the
+    clock — on the terminal (unless ``quiet``) and in ``train.log`` (always)."""
 
-    def __init__(self, world: MPI.Comm, quiet: bool, metric: str):
-        self.active = world.rank == 0 and not quiet
+    def __init__(self, world: MPI.Comm, quiet: bool, metric: str, total: int, norm: str):
+        self.root = world.rank == 0
+        self.active = self.root and not quiet
         self.metric = "acc" if metric == "accuracy" else metric
+        self.total, self.norm = int(total), "‖∇J‖_L2" if norm == "l2" else "‖∇J‖_2"
+        self.log = None
+        self.first: tuple[int, float] | None = None
 
-    def say(self, text: str = "") -> None:
-        if self.active:
-            print(text, flush=True)
+    def open_log(self, path: Path) -> None:
+        if self.root:
+            self.log = open(path, "a", encoding="utf-8")
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def say(self, text: str = "", error: bool = False) -> None:
+        if self.log is not None:
+            self.log.write(text + "\n")
+            self.log.flush()
+        if self.active or (error and self.root):
+            print(text, file=sys.stderr if error else sys.stdout, flush=True)
 
     def record(self, row: dict) -> None:
-        if not self.active:
+        if not self.root:
             return
+        k, t = row["iteration"], row["time"]
+        if self.first is None:
+            self.first = (k, t)
+        k0, t0 = self.first
+        eta = ""
+        if k > k0 and self.total > k:
+            eta = f"  ETA {(t - t0) / (k - k0) * (self.total - k):7.0f} s"
         test = row.get("test_metric")
         test = f"  test {test:.4f}" if isinstance(test, float) else ""
+        clock = datetime.datetime.now().strftime("%H:%M:%S")
+        width = len(str(self.total))
         self.say(
-            f"iter {row['iteration']:5d}  loss {row['loss']:.6e}  "
+            f"iter {k:{width}d}/{self.total}  loss {row['loss']:.6e}  "
             f"{self.metric} {row['train_metric']:.4f}{test}  "
-            f"|∇J| {row['grad_norm']:.3e}  Pontryagin {row['pontryagin']:.3e}  "
-            f"{row['time']:8.1f} s"
+            f"{self.norm} {row['grad_norm']:.3e}  Pontryagin {row['pontryagin']:.3e}  "
+            f"{t:8.1f} s{eta}  {clock}"
         )
 
 
@@ -85,7 +130,19 @@ def _resolved_yaml(config: Config, run_dir: Path, source: str) -> str:
     return head + yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True)
 
 
-_RESUME_FREE = ("training.max_iterations", "output", "petsc", "parallel")
+#: What may differ when a run is resumed (everything else must be as before):
+#: the iterations, the method and its options (e.g. a smaller step after a
+#: divergence; a new method takes the controls only), how often to test, the
+#: outputs, PETSc options and the MPI layout.
+RESUME_FREE = (
+    "training.max_iterations",
+    "training.method",
+    "training.options",
+    "training.test_every",
+    "output",
+    "petsc",
+    "parallel",
+)
 
 
 def _differences(a, b, prefix="") -> list[str]:
@@ -95,33 +152,33 @@ def _differences(a, b, prefix="") -> list[str]:
             out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     path = prefix[:-1]
-    if a != b and not any(path == p or path.startswith(p + ".") for p in _RESUME_FREE):
+    if a != b and not any(path == p or path.startswith(p + ".") for p in RESUME_FREE):
         return [f"{path} ({a!r} there, {b!r} here)"]
     return []
 
 
 def check_resume_config(run_dir: Path, config: Config) -> None:
-    """A resumed run must use the configuration of the run it continues (only
-    ``training.max_iterations``, ``output``, ``petsc`` and ``parallel`` may change)."""
+    """A resumed run must use the configuration of the run it continues, up to
+    :data:`RESUME_FREE`."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         return
-    old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        raise InputError(
+            f"{path} is unreadable; use --overwrite to start again", "--resume"
+        ) from None
+    if not isinstance(old, dict):
+        raise InputError(f"{path} is not a configuration", "--resume")
     diff = _differences(old, config.resolved())
     if diff:
+        free = ", ".join(RESUME_FREE)
         raise InputError(
-            f"the configuration differs from {path} at {diff[0]}; "
-            "use a new --output directory (or --overwrite) for a changed configuration",
+            f"the configuration differs from {path} at {diff[0]}; a resumed run may change "
+            f"only {free} — use a new --output directory for a changed configuration",
             "--resume",
         )
-
-
-def _run_directory(run_dir: Path, resume: bool, overwrite: bool) -> str:
-    """:func:`check_run_directory` with its errors keyed by the command-line flag."""
-    try:
-        return check_run_directory(run_dir, resume=resume, overwrite=overwrite)
-    except InputError as e:
-        raise InputError(e.message, "--output" if e.key == "directory" else f"--{e.key}") from None
 
 
 def _on_root(comm: MPI.Comm, action):
@@ -138,27 +195,68 @@ def _on_root(comm: MPI.Comm, action):
     return result
 
 
+def _flag_key(e: InputError) -> InputError:
+    """A run-directory error keyed by the command-line flag it is about."""
+    return InputError(e.message, "--output" if e.key == "directory" else f"--{e.key}")
+
+
 class TrainingRun:
     """One ``pontryx train``: set-up (everything that can fail on bad input, before
     the run directory is touched), the chunked loop, and the final outputs."""
 
-    def __init__(self, config: Config, run_dir: Path, *, resume, overwrite, quiet, source, comm):
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        *,
+        resume,
+        overwrite,
+        quiet,
+        source,
+        comm,
+        max_memory: float | None = None,
+    ):
         self.config, self.run_dir, self.source, self.comm = config, run_dir, source, comm
         self.root = comm.rank == 0
         self.faults = fault_plan()
-        self.mode = _on_root(comm, lambda: _run_directory(run_dir, resume, overwrite))
+        self.directory = RunDirectory(run_dir)
+
+        def check():
+            try:
+                return self.directory.check(resume=resume, overwrite=overwrite)
+            except InputError as e:
+                raise _flag_key(e) from None
+
+        self.mode = _on_root(comm, check)
+        t = config.training
+        copies = method_class(t.method).memory_copies
+        check_memory(config, comm, max_memory, copies)  # before anything large exists
         self.problem = build_problem(config, comm)
         self.trainer = make_method(self.problem)
-        self.progress = Progress(comm, quiet, self.problem.metric_name)
+        if self.trainer.memory_bytes():
+            check_memory(config, comm, max_memory, copies, self.trainer.memory_bytes())
+        self.progress = Progress(
+            comm, quiet, self.problem.metric_name, t.max_iterations, self.trainer.metric
+        )
         self.layout = {"width": self.problem.layout.n_width, "data": self.problem.layout.n_data}
         self.checkpoints = Checkpoints(
-            run_dir / "checkpoints", comm, keep=config.output.keep_checkpoints
+            run_dir / "checkpoints",
+            self.problem.net,
+            self.problem.layout,
+            keep=config.output.keep_checkpoints,
         )
-        self.manifest = self.checkpoints.latest() if self.mode == "resume" else None
+        self.manifest = self.state = None
+        self.controls_only = False
         if self.mode == "resume":
             _on_root(comm, lambda: check_resume_config(run_dir, config))
-        self.state = self.checkpoints.load(self.manifest, self.layout) if self.manifest else None
+            self.manifest = self.checkpoints.latest(
+                warn=lambda text: print(text, file=sys.stderr, flush=True)
+            )
+        if self.manifest is not None:
+            self.state, _ = self.checkpoints.load(self.manifest)
+            self.controls_only = self.manifest.get("method", t.method) != t.method
         self.offset, self.t0 = 0.0, time.perf_counter()
+        self.last_checkpoint = None
 
     def elapsed(self) -> float:
         """Seconds of training so far, over all restarts."""
@@ -166,30 +264,52 @@ class TrainingRun:
 
     # -- the run directory is written from here on ----------------------------
     def open(self) -> None:
+        error = None
         if self.root:
-            prepare_run_directory(self.run_dir, self.mode)
-            text = _resolved_yaml(self.config, self.run_dir, self.source)
-            write_text(self.run_dir / "config.yaml", text)
-        self.comm.Barrier()
+            try:
+                self.directory.open(self.mode)
+                self.directory.remove_stale_temporaries()
+                write_text(
+                    self.run_dir / "config.yaml",
+                    _resolved_yaml(self.config, self.run_dir, self.source),
+                )
+                self.directory.register(
+                    "config.yaml", "train.log", "metrics.jsonl", "metrics.csv", "checkpoints"
+                )
+            except InputError as e:
+                error = _flag_key(e)
+        error = self.comm.bcast(error, root=0)
+        if error is not None:
+            raise error
         m = self.manifest
         if self.state is not None:
-            self.trainer.restore(self.state)
+            self.trainer.restore(self.state, controls_only=self.controls_only)
             self.offset = float(m.get("elapsed", 0.0))
         self.t0 = time.perf_counter()
         keep = m["iteration"] if m else None
+        self.last_checkpoint = keep
         self.metrics = MetricsLog(self.run_dir, active=self.root).open(keep_until=keep)
+        self.progress.open_log(self.run_dir / "train.log")
         say, c = self.progress.say, self.config
-        say(f"pontryx train {self.source} → {self.run_dir}")
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        say(f"pontryx train {self.source} → {self.run_dir}  ({stamp}, {self.comm.size} ranks)")
         for line in self.problem.describe():
             say("  " + line)
+        resuming = ""
+        if m:
+            resuming = f"; resuming at iteration {m['iteration']}"
+            if self.controls_only:
+                resuming += f" (controls of the {m.get('method')} run)"
         say(
             f"  method: {c.training.method}, {c.training.max_iterations} iterations, "
-            f"checkpoint every {c.output.checkpoint_every}"
-            + (f"; resuming at iteration {m['iteration']}" if m else "")
+            f"checkpoint every {c.output.checkpoint_every}{resuming}"
         )
+        if self.root:
+            self.directory.discard_replaced()  # the new run has started: the old one goes
 
     def handle(self, rec) -> None:
-        """Log one iteration (the loop hands each over once, with its test metric)."""
+        """Log one iteration (the loop hands each over once, with its test metric),
+        then stop here if any rank received a signal."""
         comm, faults = self.comm, self.faults
         if faults is not None and rec.iteration == faults[1]:
             if faults[0] == "nan":
@@ -206,6 +326,19 @@ class TrainingRun:
         row = rec.as_dict()
         self.metrics.append(row)
         self.progress.record(row)
+        self.stop.check()
+
+    def _checkpoint(self, trainer, reason, finished) -> None:
+        self.checkpoints.save(
+            trainer.iteration,
+            trainer.state(),
+            trainer.state_kinds(),
+            elapsed=self.elapsed(),
+            finished=finished,
+            reason=reason,
+            method=self.config.training.method,
+        )
+        self.last_checkpoint = trainer.iteration
 
     def loop(self) -> str:
         """The one training loop in chunks ending at multiples of
@@ -215,23 +348,10 @@ class TrainingRun:
         if (
             m
             and m.get("finished")
+            and not self.controls_only
             and (m.get("reason") != MAX_ITERATIONS or trainer.iteration >= t.max_iterations)
         ):
             return m.get("reason")
-        self.last_checkpoint = m["iteration"] if m else None
-
-        def checkpoint(trainer, reason, finished):
-            self.checkpoints.save(
-                trainer.iteration,
-                trainer.state(),
-                layout=self.layout,
-                elapsed=self.elapsed(),
-                finished=finished,
-                reason=reason,
-                method=t.method,
-            )
-            self.last_checkpoint = trainer.iteration
-
         result = train_loop(
             trainer,
             t.max_iterations,
@@ -239,7 +359,7 @@ class TrainingRun:
             test_rf=self.problem.rf_test,
             test_every=t.test_every,
             on_record=abort_on_error(self.handle, self.comm),
-            on_chunk=checkpoint,
+            on_chunk=self._checkpoint,
         )
         return result.reason
 
@@ -257,21 +377,41 @@ class TrainingRun:
                 self.run_dir / "summary.json",
                 {"status": "non-finite", "message": str(error), "last_checkpoint": last},
             )
+            self.directory.register("summary.json")
+        self.progress.say(f"error: {error}")  # to train.log; the command line prints it
         return NonFiniteError(f"{error}; training stopped, {where}")
 
-    def finish(self, reason: str) -> dict:
-        """Final evaluation, model.npz, ParaView files, plots and summary.json."""
+    def interrupted(self, stop: Interrupted) -> dict:
+        """Every rank finished the same iteration: a checkpoint (methods that resume
+        only at chunk boundaries resume from the last one), model.npz, summary."""
+        trainer = self.trainer
+        if trainer.resumable_anywhere and trainer.iteration != self.last_checkpoint:
+            self._checkpoint(trainer, "interrupted", False)
         self.metrics.close()
-        problem, comm, out = self.problem, self.comm, self.config.output
+        summary = self._summary("interrupted", "interrupted")
+        summary["signal"] = stop.signum
+        summary["exit_code"] = stop.exit_code
+        summary["resume_from"] = self.last_checkpoint
+        self._write_model()
+        self._write_summary(summary)
+        self.progress.say(
+            f"{stop}: stopped after iteration {trainer.iteration}; resume with --resume "
+            f"(from iteration {self.last_checkpoint})",
+            error=True,
+        )
+        return summary
+
+    def _summary(self, status: str, reason: str) -> dict:
+        problem, comm = self.problem, self.comm
         controls, net = self.trainer.controls, problem.net
-        results = evaluate(problem, controls)
-        summary = {
-            "status": "finished",
+        return {
+            "status": status,
             "reason": reason,
             "iterations": int(self.trainer.iteration),
             "method": self.config.training.method,
-            **results,
+            **evaluate(problem, controls),
             "metric": problem.metric_name,
+            "grad_norm_metric": self.trainer.metric,
             "time": self.elapsed(),
             "ranks": comm.size,
             "layout": self.layout,
@@ -281,29 +421,53 @@ class TrainingRun:
             },
             "versions": environment.versions(),
         }
-        if problem.layout.group == 0:  # one data group writes (collective on its width comm)
+
+    def _write_model(self) -> None:
+        problem, out = self.problem, self.config.output
+        if out.model and problem.layout.group == 0:  # one data group writes (width comm)
             d = problem.dataset
-            if out.model:
-                model_io.save_model(
-                    self.run_dir / "model.npz",
-                    net,
-                    controls,
-                    task=d.task,
-                    input_shape=d.input_shape,
-                    classes=d.classes,
-                )
+            model_io.save_model(
+                self.run_dir / "model.npz",
+                problem.net,
+                self.trainer.controls,
+                task=d.task,
+                input_shape=d.input_shape,
+                classes=d.classes,
+            )
+        if self.root and out.model:
+            self.directory.register("model.npz")
+
+    def _write_summary(self, summary: dict) -> None:
+        if self.root:
+            write_json(self.run_dir / "summary.json", summary)
+            self.directory.register("summary.json")
+        self.comm.Barrier()
+
+    def finish(self, reason: str) -> dict:
+        """Final evaluation, model.npz, ParaView files, plots and summary.json."""
+        self.metrics.close()
+        problem, out = self.problem, self.config.output
+        status = status_of(reason)
+        summary = self._summary(status, reason)
+        summary["exit_code"] = EXIT_NOT_CONVERGED if status == "not_converged" else 0
+        self._write_model()
+        if problem.layout.group == 0:
+            controls = self.trainer.controls
             if out.paraview.enabled:
                 write_paraview(problem, controls, self.run_dir / "paraview")
             if out.plots:
                 write_plots(problem, controls, self.run_dir / "plots", self.metrics.rows)
-        summary["output_time"] = self.elapsed() - summary["time"]
         if self.root:
-            write_json(self.run_dir / "summary.json", summary)
-        comm.Barrier()
-        m = problem.metric_name
+            self.directory.register(
+                *(["paraview"] if out.paraview.enabled else []), *(["plots"] if out.plots else [])
+            )
+        summary["output_time"] = self.elapsed() - summary["time"]
+        self._write_summary(summary)
+        m, results = problem.metric_name, summary
         self.progress.say(
-            f"done: {summary['iterations']} iterations ({reason}) in {summary['time']:.1f} s; "
-            f"train {m} {results['train'][m]:.4f}, test {m} {results['test'][m]:.4f}"
+            f"done: {summary['iterations']} iterations ({reason}; status {status}) in "
+            f"{summary['time']:.1f} s; train {m} {results['train'][m]:.4f}, "
+            f"test {m} {results['test'][m]:.4f}"
         )
         self.progress.say(
             f"results in {self.run_dir}/: summary.json, metrics.csv, model.npz, plots/, paraview/"
@@ -311,6 +475,9 @@ class TrainingRun:
         return summary
 
     def destroy(self) -> None:
+        self.progress.close()
+        if self.root:
+            self.directory.close()
         self.trainer.destroy()
         self.problem.destroy()
 
@@ -324,25 +491,37 @@ def train(
     quiet: bool = False,
     source: str = "",
     comm: MPI.Comm = MPI.COMM_WORLD,
+    max_memory: float | None = None,
 ) -> dict:
-    """A complete training run into ``run_dir``; returns the summary (on every rank).
+    """A complete training run into ``run_dir``; returns the summary (on every rank),
+    whose ``exit_code`` is what ``pontryx train`` exits with.
 
-    Bad input raises InputError before anything is
-    written; a non-finite loss or gradient raises NonFiniteError after keeping
-    the last good checkpoint."""
+    Bad input raises InputError before anything is written; a non-finite loss or
+    gradient raises NonFiniteError after keeping the last good checkpoint."""
     run = TrainingRun(
-        config, run_dir, resume=resume, overwrite=overwrite, quiet=quiet, source=source, comm=comm
+        config,
+        run_dir,
+        resume=resume,
+        overwrite=overwrite,
+        quiet=quiet,
+        source=source,
+        comm=comm,
+        max_memory=max_memory,
     )
-    run.open()
     try:
-        # overflow on the way to a non-finite loss is reported once, as NonFiniteError
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            reason = run.loop()
-    except NonFiniteError as e:
-        raise run.non_finite(e) from None
-    summary = run.finish(reason)
-    run.destroy()
-    return summary
+        with StopRequest(comm) as run.stop:
+            run.open()
+            try:
+                # overflow on the way to a non-finite loss is reported once, as NonFiniteError
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    reason = run.loop()
+            except NonFiniteError as e:
+                raise run.non_finite(e) from None
+            except Interrupted as stop:
+                return run.interrupted(stop)
+        return run.finish(reason)
+    finally:
+        run.destroy()
 
 
 def write_paraview(problem: Problem, controls, directory: Path) -> None:

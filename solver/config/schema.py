@@ -47,7 +47,7 @@ from pontryx.meshes.kinds import DEFAULT_KIND, MESH_KINDS
 from pontryx.solver.data.dataset import DATASET_KEYS
 from pontryx.solver.registry import KERNELS, LUMPINGS, METHODS, SCHEMES, load
 
-__all__ = ["SECTIONS", "Config", "flatten_petsc", "key_paths", "message"]
+__all__ = ["SECTIONS", "Config", "flatten_petsc", "key_paths", "message", "petsc_key_paths"]
 
 SECTIONS = ("mesh", "model", "data", "training", "parallel", "petsc", "output")
 
@@ -295,6 +295,19 @@ def flatten_petsc(tree: Mapping, prefix: str = "") -> dict[str, str | None]:
             out[name] = str(value)
         else:
             raise _field(key, f"expected a string, number, boolean or null, got {show(value)}")
+    return out
+
+
+def petsc_key_paths(tree: Mapping, prefix: str = "", path: str = "petsc") -> dict[str, str]:
+    """PETSc option name → its YAML key path (``pontryx_tao_tao_gatol`` →
+    ``petsc.pontryx_tao.tao_gatol``), for errors about a single option."""
+    out = {}
+    for key, value in tree.items():
+        name, here = (f"{prefix}_{key}" if prefix else key), f"{path}.{key}"
+        if isinstance(value, Mapping):
+            out.update(petsc_key_paths(value, name, here))
+        else:
+            out[name] = here
     return out
 
 

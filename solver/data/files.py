@@ -214,7 +214,12 @@ def _encode_labels(ys: Sequence[np.ndarray]) -> tuple[tuple, list[np.ndarray]]:
             raw = [y.astype(np.float64) for y in nums]
         else:
             raw = strs
-    if any(y.dtype.kind == "f" for y in raw) and all(np.all(y == np.round(y)) for y in raw):
+    if any(y.dtype.kind == "f" for y in raw):
+        if not all(np.all(y == np.round(y)) for y in raw):
+            bad = next(v for y in raw for v in np.ravel(y) if v != np.round(v))
+            raise _error(
+                "target", f"class label {bad:g} is not an integer (labels: integers or strings)"
+            )
         raw = [y.astype(np.int64) for y in raw]
     classes, codes = np.unique(np.concatenate(raw), return_inverse=True)
     parts = np.split(codes.astype(np.int64), np.cumsum([len(y) for y in raw])[:-1])
@@ -298,6 +303,17 @@ def file_dataset(desc: Mapping, base_dir) -> Dataset:
     if task == "classification":
         classes, (y_train, y_test) = _encode_labels([y_train, y_test])
         k = len(classes)
+        if k < 2:
+            raise _error(
+                "target", f"only one class ({classes[0]!r}) in {shown!r}: classification needs two"
+            )
+        missing = sorted(set(range(k)) - set(np.unique(y_train).tolist()))
+        if missing:
+            raise _error(
+                "target",
+                f"class {classes[missing[0]]!r} occurs in the test part of {shown!r} only "
+                "(a split with every class in the training part: a larger file or another seed)",
+            )
         n_out = k
     else:
         classes, k, n_out = (), 0, y_train.shape[1]

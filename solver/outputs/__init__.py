@@ -10,12 +10,13 @@ One concept per module: :mod:`.rundir` (layout and overwrite policy),
 from . import canonical, environment, model_io, paraview, plots
 from .checkpoint import Checkpoints
 from .metrics import MetricsLog, read_metrics
-from .rundir import ENTRIES, check_run_directory, prepare_run_directory
+from .rundir import ENTRIES, RunDirectory, check_run_directory, prepare_run_directory
 
 __all__ = [
     "ENTRIES",
     "Checkpoints",
     "MetricsLog",
+    "RunDirectory",
     "canonical",
     "check_run_directory",
     "environment",

@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from pontryx.solver.adjoint.riesz import RieszMap
 from pontryx.solver.model.controls import Controls
 from pontryx.solver.training.common import method_options
 
@@ -33,7 +34,7 @@ class Record:
     loss: float  # J(θ): misfit + regulariser
     misfit: float  # (1/S) Σ ℓ on the training (mini)batch
     train_metric: float  # accuracy (classification) or RMSE (regression)
-    grad_norm: float  # ‖∇J(θ)‖
+    grad_norm: float  # ‖∇J(θ)‖ in the method's metric (L²(M_L) by default; see Trainer)
     pontryagin: float  # max_n ‖∂_θ Hⁿ‖
     time: float = 0.0  # seconds since the trainer was created (excl. restored runs)
     test_metric: float | None = None  # filled by the loop when a test set is given
@@ -83,11 +84,27 @@ class Trainer:
             loss=float(J),
             misfit=float(last["misfit"]),
             train_metric=float(self.rf.metric()),
-            grad_norm=grad.norm(),
+            grad_norm=self.gradient_norm(grad),
             pontryagin=self.rf.pontryagin_residual(grad),
             time=time.perf_counter() - self._t0,
             extra=extra,
         )
+
+    #: the inner product in which the method measures ‖∇J‖ (its option ``metric``
+    #: where it has one): "l2" or "euclidean"
+    metric = "l2"
+
+    def gradient_norm(self, grad: Controls) -> float:
+        """‖∇J‖ over the trainable controls in the method's metric: for ``l2`` the
+        L²(M_L) norm of the gradient's Riesz representative, ‖ω^{-1/2}∇J‖₂ — the
+        norm TAO's ``gatol`` tests — and for ``euclidean`` the norm of the nodal
+        values. The progress line and ``metrics.csv`` report this norm."""
+        riesz = getattr(self, "_norm_riesz", None)
+        if riesz is None:
+            like = self.controls.subset(self.rf.net.trainable)
+            riesz = self._norm_riesz = RieszMap(self.rf.net, like, self.metric)
+        flat = riesz.gradient(grad.subset(self.rf.net.trainable).to_flat())
+        return float(np.sqrt(grad.comm.allreduce(float(np.dot(flat, flat)))))
 
     def iterate(self, n: int) -> Iterator[Record]:
         """Advance by up to n iterations, yielding one Record per iteration."""
@@ -103,10 +120,37 @@ class Trainer:
         out["iteration"] = np.array(self.iteration)
         return out
 
-    def restore(self, state: dict[str, np.ndarray]) -> None:
+    def state_kinds(self) -> dict[str, tuple]:
+        """How each entry of :meth:`state` is distributed, for checkpoints that load
+        on any layout: ``("control", name)`` (an array shaped like that control),
+        ``("flat", names)`` (a flat local vector over those controls, in the
+        :meth:`Controls.to_flat` layout), ``("replicated",)`` (the same on every
+        rank; the default) or ``("local",)`` (bound to this rank and layout)."""
+        return {f"controls/{k}": ("control", k) for k in self.controls}
+
+    #: copies of the controls the method holds (θ, ∇J, its memory, the test
+    #: evaluation), for the memory estimate of ``pontryx train``
+    memory_copies = 4
+
+    def memory_bytes(self) -> int:
+        """Bytes this rank's solve allocates beyond the controls' copies and the
+        sweep's states (e.g. the one-shot's KKT vectors); 0 by default."""
+        return 0
+
+    #: whether :meth:`state` at any iteration continues bit for bit; methods whose
+    #: internal state restarts at chunk boundaries (TAO) can only resume at those
+    resumable_anywhere = True
+
+    def restore(self, state: dict[str, np.ndarray], controls_only: bool = False) -> None:
+        """Continue from ``state``; ``controls_only``: take the controls and the
+        iteration only (the state came from another method)."""
         for k in self.controls:
             self.controls[k][...] = state[f"controls/{k}"]
         self.iteration = int(state["iteration"])
+
+    def probe(self) -> None:
+        """Create and configure the method's PETSc objects once (then free them), so
+        that a bad option shows before training starts (none by default)."""
 
     def destroy(self) -> None:
         """Free the method's PETSc objects (none by default)."""

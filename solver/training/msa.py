@@ -362,7 +362,7 @@ class EMSA(Trainer):
         self.inner = int(opts["inner_iterations"])
         self.batch_size = opts["batch_size"]
         self.step_control = bool(opts["step_control"])
-        self.metric = check_metric(opts["metric"])
+        self.metric = check_metric(opts["metric"])  # also the metric of ‖∇J‖ in the records
         self.batches = (
             Minibatches.for_functional(rf, self.batch_size, int(opts["seed"]))
             if self.batch_size is not None
@@ -531,8 +531,11 @@ class EMSA(Trainer):
             out.update({f"msa/{k}": v for k, v in self.batches.state().items()})
         return out
 
-    def restore(self, state):
+    def restore(self, state, controls_only=False):
         super().restore(state)
+        self._cache, self.failed = None, None
+        if controls_only:
+            return
         if "msa/rho" in state:
             self.rho = float(state["msa/rho"])
             self.step = float(state["msa/step"])

@@ -478,10 +478,15 @@ class OneShot(Trainer):
                 out[f"oneshot/Lam{n + 1}/{c}"] = a.copy()
         return out
 
-    def restore(self, state):
+    def state_kinds(self):
+        kinds = super().state_kinds()
+        kinds.update({k: ("local",) for k in self.state() if k.startswith("oneshot/")})
+        return kinds
+
+    def restore(self, state, controls_only=False):
         super().restore(state)
         self.Lam, self.converged, self.failed = None, None, None
-        if "oneshot/Lam1/0" in state:
+        if not controls_only and "oneshot/Lam1/0" in state:
             self.Lam = [
                 tuple(state[f"oneshot/Lam{n}/{c}"].copy() for c in range(self.net.scheme.n_states))
                 for n in range(1, self.net.layers + 1)

@@ -75,6 +75,7 @@ class StochasticTrainer(Trainer):
         "seed": 0,
         "metric": "l2",
     }
+    memory_copies = 7  # θ, ∇J, x, the flat copies, two moments
 
     def __init__(self, rf, controls, **options):
         super().__init__(rf, controls, **options)
@@ -91,6 +92,7 @@ class StochasticTrainer(Trainer):
         self.names = tuple(rf.net.trainable)
         self.theta = controls.subset(self.names)
         self.riesz = RieszMap(rf.net, self.theta, opts["metric"])
+        self.metric = self.riesz.metric
         self.rng = np.random.default_rng(int(opts["seed"]))  # the noise stream
         batch = self.batch_size or rf.S
         self.batches = Minibatches.for_functional(rf, batch, int(opts["seed"]))
@@ -120,7 +122,7 @@ class StochasticTrainer(Trainer):
                 loss=float(J),
                 misfit=float(rf.last["misfit"]),
                 train_metric=float(rf.metric()),
-                grad_norm=grad.norm(),
+                grad_norm=self.gradient_norm(grad),
                 pontryagin=rf.pontryagin_residual(grad),
             )
             try:
@@ -145,8 +147,15 @@ class StochasticTrainer(Trainer):
         out.update(self.batches.state())  # "perm" and "rng" (the one generator)
         return out
 
-    def restore(self, state):
+    def state_kinds(self):
+        kinds = super().state_kinds()
+        kinds.update({f"moments/{k}": ("flat", self.names) for k in self.moments})
+        return kinds
+
+    def restore(self, state, controls_only=False):
         super().restore(state)
+        if controls_only:
+            return
         self.moments = {k[8:]: v.copy() for k, v in state.items() if k.startswith("moments/")}
         self.batches.restore(state)
 

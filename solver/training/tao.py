@@ -151,6 +151,8 @@ class TaoTrainer(Trainer):
 
     name = "tao"
     tao_type: str | None = None  # None: from the option ``type``
+    resumable_anywhere = False  # TAO's quasi-Newton memory restarts at chunk boundaries
+    memory_copies = 16  # θ, ∇J, x, the L-BFGS history and TAO's work vectors (measured)
     defaults: ClassVar[dict] = {
         "type": "lmvm",
         "gatol": 1e-8,
@@ -187,6 +189,7 @@ class TaoTrainer(Trainer):
         self.names = tuple(rf.net.trainable)
         self.theta = controls.subset(self.names)
         self.riesz = RieszMap(rf.net, self.theta, opts["metric"])
+        self.metric = self.riesz.metric
         self.comm = rf.net.space.comm
         self.x = None  # the solution Vec, alive during a solve
         self.sweeps = 0  # gradient evaluations (forward + adjoint sweeps) so far
@@ -257,7 +260,8 @@ class TaoTrainer(Trainer):
                 "tao_lmvm_mat_type" if self.type == "lmvm" else f"{PREFIX}tao_{self.type}_mat_type"
             )
             extra[key] = "lmvmdbfgs"
-        configure(tao, PREFIX, self.options["petsc_options"], extra)
+        unused = configure(tao, PREFIX, self.options["petsc_options"], extra)
+        self._unused = [n[len(PREFIX) :] for n in unused if n.startswith(PREFIX)]
         tao.setMaximumIterations(max_it)
         tao.setObjectiveGradient(self._objective_gradient)
         H = None
@@ -306,6 +310,17 @@ class TaoTrainer(Trainer):
         # stopped for good without converging (line-search failure, …)
         self.failed = None if code > 0 or self.reason == "DIVERGED_MAXITS" else self.reason
         yield from records
+
+    def probe(self) -> None:
+        """Configure a TAO of this method once: an unknown type or value fails now;
+        an option of ``petsc_options`` that TAO did not read is an error keyed by it."""
+        tao, H = self._make_tao(1)
+        destroy(tao, H)
+        if self._unused:
+            name = self._unused[0]
+            raise InputError(
+                f"TAO did not read -{PREFIX}{name}: no such option", f"petsc_options.{name}"
+            )
 
     def destroy(self) -> None:
         """Nothing to free: the PETSc objects of a solve never outlive :meth:`iterate`."""

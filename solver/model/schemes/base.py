@@ -52,6 +52,10 @@ class Scheme:
     needs_zero_epsilon: ClassVar[bool] = False
     #: fractions of Δt at which the stages of a layer see the (continuous) controls
     stage_fractions: ClassVar[tuple[float, ...]] = (0.0,)
+    #: multivectors (n × S) in the record a layer keeps for its adjoint
+    records: ClassVar[int] = 2
+    #: fractions c of Δt of the implicit diffusion solves B_c = M_L + cΔtεA of a layer
+    implicit_fractions: ClassVar[tuple[float, ...]] = (1.0,)
 
     def __init__(self, space, kernel, activation, dt: float, epsilon: float):
         self.space, self.kernel, self.sigma = space, kernel, activation
@@ -74,6 +78,13 @@ class Scheme:
         if fraction not in self.solvers:
             self.solvers[fraction] = DiffusionSolver(self.space, fraction * self.dt * self.epsilon)
         return self.solvers[fraction]
+
+    def setup(self) -> None:
+        """Create the diffusion solvers of every stage now (ε > 0), so a bad PETSc
+        option shows before the run starts; otherwise they are made on first use."""
+        if self.epsilon != 0.0:
+            for fraction in self.implicit_fractions:
+                self._solver(fraction)
 
     def initial_state(self, U0):
         return (U0,)

@@ -23,6 +23,8 @@ class IMEXMidpoint(Scheme):
     name = "midpoint"
     order = 2
     stage_fractions = (0.0, 0.5)
+    implicit_fractions = (0.5,)
+    records = 4
 
     def step(self, ctx, b, state, n=None, ws=HEAP):
         (U,) = state

@@ -30,6 +30,8 @@ class Verlet(Scheme):
     n_states = 2
     reversible = True
     needs_zero_epsilon = True
+    implicit_fractions = ()
+    records = 4
 
     def __init__(self, space, kernel, activation, dt, epsilon):
         if epsilon != 0.0:

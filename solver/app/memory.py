@@ -1,0 +1,192 @@
+"""The memory a run needs, estimated before anything large is allocated.
+
+From the configuration alone (no mesh is built, no control drawn) :func:`estimate`
+predicts, per MPI rank, the bytes of
+
+* the controls θ (dense kernel: N_t·n·N values; low-rank 2·N_t·n·R; local
+  (2 + d)·N_t·n; b: N_t·n; C, E, d), times the copies the method keeps
+  (:attr:`Trainer.memory_copies`: gradient, optimiser memory, line-search points,
+  the test evaluation — e.g. about 14 for TAO's L-BFGS with its default history);
+* the states a gradient stores: ``records`` multivectors of n × S_local per layer
+  for full storage (IMEX Euler U, Z: 2; midpoint 4; Verlet 4), ⌈√N_t⌉ + 2 records'
+  worth with ``checkpointing: sqrt`` (N_t/k + 2k for every k-th state), a few with
+  ``reverse``, plus the sweep's work arrays (N × S for the dense kernel's gathered
+  states);
+* the method's own solve (:meth:`Trainer.memory_bytes`, the one-shot's KKT
+  vectors) and the data set;
+
+where N is the number of dofs predicted from the ``mesh:`` description
+(:func:`dofs`: exact for the built-in meshes, from the area and ``h`` for the
+gmsh domains), n = N / width ranks, S_local = n_train / data ranks. The run is
+refused (one line, exit 2) when the estimate exceeds ``--max-memory`` or the
+memory available on the node shared by its ranks (``MemAvailable`` of
+``/proc/meminfo``). The estimate is an upper-range figure (documented margins
+in the tests: within a factor of 2 of the measured peak).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from mpi4py import MPI
+
+from pontryx.meshes.errors import InputError
+
+__all__ = ["available_bytes", "check_memory", "dofs", "estimate", "parse_size"]
+
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_size(text: str) -> float:
+    """``"8G"``, ``"512M"``, ``"2.5g"``, ``"1000000"`` (bytes) → bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", str(text))
+    if m is None or float(m.group(1)) <= 0:
+        raise InputError(
+            f"expected a size such as 8G, 512M or 1e9 bytes, got {text!r}", "--max-memory"
+        )
+    return float(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def _counts(n, dim):
+    return [int(n)] * dim if isinstance(n, int) else [int(v) for v in n]
+
+
+def dofs(mesh: dict, degree: int) -> int:
+    """The number of Lagrange P_degree dofs of the mesh a ``mesh:`` description makes
+    (without making it): exact for the built-in meshes, an estimate from the area
+    and the element size ``h`` for the gmsh domains, 0 (unknown) for files."""
+    kind, k = mesh.get("kind", "unit_square"), int(degree)
+    if kind in ("interval", "unit_interval"):
+        (nx,) = _counts(mesh.get("n", 32), 1)
+        return k * nx + 1
+    if kind in ("rectangle", "unit_square"):
+        nx, ny = _counts(mesh.get("n", 16), 2)
+        return (k * nx + 1) * (k * ny + 1)
+    if kind in ("box", "unit_cube"):
+        nx, ny, nz = _counts(mesh.get("n", 4), 3)
+        return (k * nx + 1) * (k * ny + 1) * (k * nz + 1)
+    areas = {
+        "disk": lambda m: math.pi * m.get("radius", 1.0) ** 2,
+        "annulus": lambda m: (
+            math.pi * (m.get("outer_radius", 1.0) ** 2 - m.get("inner_radius", 0.5) ** 2)
+        ),
+        "lshape": lambda m: 0.75,
+        "hole": lambda m: 1.0 - math.pi * m.get("radius", 0.25) ** 2,
+    }
+    if kind in areas:
+        h = float(mesh.get("h", 0.1))
+        vertices = areas[kind](mesh) / (math.sqrt(3) / 4 * h * h) / 2  # ≈ triangles / 2
+        return int(1.2 * vertices * k * k) + 1  # boundary vertices and a margin
+    return 0
+
+
+def _samples(data: dict) -> int:
+    """Training samples a ``data:`` description gives (files: counted cheaply)."""
+    name = data.get("name")
+    if name == "digits":
+        return int(data.get("n_train", 898))
+    if name != "file":
+        return int(data.get("n_train", 1000))
+    path = Path(data.get("path", ""))
+    try:
+        if path.suffix.lower() == ".npz":
+            import numpy as np
+
+            with np.load(path, allow_pickle=False, mmap_mode="r") as f:
+                key = "X_train" if "X_train" in f.files else "X"
+                return int(f[key].shape[0]) if key in f.files else 0
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except (OSError, ValueError):
+        return 0
+
+
+def _inputs(data: dict) -> int:
+    return 64 if data.get("name") == "digits" else 2
+
+
+def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> dict:
+    """Bytes per rank of the parts listed in the module docstring (a dict with
+    the parts and ``total``), and the N, n, S_local used."""
+    from pontryx.solver.registry import SCHEMES, load
+
+    m, t = config.model, config.training
+    width, data_ranks = config.parallel.sizes(ranks)
+    N = dofs(config.mesh, m.degree)
+    n = max(1, math.ceil(N / width))
+    S = max(1, math.ceil(_samples(config.data) / data_ranks))
+    L = m.layers
+    kernel = m.kernel.type
+    if kernel == "dense":
+        per_layer = n * N
+    elif kernel == "lowrank":
+        per_layer = 2 * n * int(m.kernel.options.get("rank") or 1)
+    else:
+        gdim = 1 if config.mesh.get("kind", "") in ("interval", "unit_interval") else 3
+        per_layer = (2 + gdim) * n
+    n_out = 10 if config.data.get("name") == "digits" else 5
+    controls = 8 * (L * (per_layer + n) + n * (n_out + _inputs(config.data)))
+    records = load(SCHEMES, m.scheme).records
+    chk = t.checkpointing
+    if chk is None:
+        stored = records * L
+    elif chk == "reverse":
+        stored = 2 * records
+    else:
+        k = max(1, math.ceil(math.sqrt(L))) if chk == "sqrt" else int(chk)
+        stored = math.ceil(L / k) + records * k
+    states = 8 * n * S * (stored + 4)
+    work = 8 * N * S if kernel == "dense" else 0
+    parts = {
+        "controls": int(controls * copies),
+        "states": int(states),
+        "work": int(work),
+        "method": int(method_bytes),
+    }
+    parts["total"] = sum(parts.values())
+    return {"bytes": parts, "N": N, "n": n, "S_local": S}
+
+
+def available_bytes(comm: MPI.Comm) -> float | None:
+    """MemAvailable of this node divided by the ranks sharing it (None if unknown)."""
+    try:
+        text = Path("/proc/meminfo").read_text()
+        kb = int(re.search(r"^MemAvailable:\s+(\d+)\s*kB", text, re.M).group(1))
+    except (OSError, AttributeError, ValueError):
+        return None
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    share = node.size
+    node.Free()
+    return kb * 1024 / share
+
+
+def _fmt(b: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if b < 1024 or unit == "TiB":
+            return f"{b:.1f} {unit}" if unit != "B" else f"{int(b)} B"
+        b /= 1024
+    return f"{b:.1f} TiB"
+
+
+def check_memory(config, comm: MPI.Comm, max_memory: float | None, copies: float, method_bytes=0):
+    """Refuse a run whose estimate exceeds ``max_memory`` (bytes) or the available
+    memory per rank; returns the estimate. Collective (the same verdict everywhere)."""
+    est = estimate(config, comm.size, copies, method_bytes)
+    total = est["bytes"]["total"]
+    avail = available_bytes(comm)
+    avail = comm.allreduce(avail if avail is not None else math.inf, op=MPI.MIN)
+    limit, what = (max_memory, "--max-memory") if max_memory else (avail, "the memory available")
+    if max_memory and avail < max_memory:
+        limit, what = avail, "the memory available"
+    if total > limit:
+        parts = ", ".join(f"{k} {_fmt(v)}" for k, v in est["bytes"].items() if k != "total" and v)
+        raise InputError(
+            f"this run needs about {_fmt(total)} per rank ({parts}; N = {est['N']} dofs, "
+            f"{config.model.layers} layers, {est['S_local']} samples per rank) but "
+            f"{what} is {_fmt(limit)} per rank: use fewer layers or dofs, more ranks, "
+            "checkpointing, or a smaller minibatch",
+            "--max-memory" if what == "--max-memory" else "memory",
+        )
+    return est

@@ -1,0 +1,122 @@
+"""The YAML ``petsc:`` section made to take effect, or refused before anything is written.
+
+Each option (flattened with ``_``: ``petsc: {pontryx_tao: {tao_gatol: 1e-9}}`` is
+``-pontryx_tao_tao_gatol 1e-9``) goes into PETSc's options database before any
+solver exists (:func:`apply`). The application then builds the network and the
+method, which create or probe every PETSc object of the run under its prefix
+(``pontryx_tao_``, ``pontryx_diffusion_``, …) — a wrong value or an unknown type
+(``tao_type: nosuchtao``) fails there, as a one-line error (:func:`errors`). At
+last :func:`check_used` looks at every option: one that an object of this run
+should have read but did not (a misspelling under a prefix of this run) is an
+error naming its key; one for a solver this run does not create (a
+``pontryx_diffusion_`` option with ε = 0) or for no pontryx solver at all is a
+one-line warning. PETSc's process-wide options (:data:`GLOBAL`: ``log_view``,
+``options_left``, …) are left to PETSc; ``log_view`` starts PETSc's logging
+here, so PETSc prints the performance summary when the run ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+from petsc4py import PETSc
+
+from pontryx.meshes.errors import InputError
+from pontryx.solver.petsc import ACTIVE_PREFIXES, REPRODUCIBLE, reproducible
+
+__all__ = ["GLOBAL", "apply", "check_used", "errors", "remove"]
+
+#: PETSc options read at initialisation, at the end of the run or by every object
+#: (not by one solver); never reported as unused.
+GLOBAL = frozenset(
+    {
+        "log_view",
+        "log_view_memory",
+        "log_trace",
+        "options_left",
+        "options_view",
+        "options_monitor",
+        "info",
+        "malloc_debug",
+        "malloc_dump",
+        "malloc_view",
+        "memory_view",
+        "on_error_abort",
+        "on_error_attach_debugger",
+        "fp_trap",
+        "check_pointer_intensity",
+        *REPRODUCIBLE,
+    }
+)
+
+#: The prefixes of pontryx's solvers, and what they are (for the messages).
+SOLVERS = {
+    "pontryx_tao_": "TAO (the TAO methods)",
+    "pontryx_snes_": "SNES (the one-shot method)",
+    "pontryx_msa_": "the MSA layer solves",
+    "pontryx_diffusion_": "the width-diffusion KSP (ε > 0)",
+    "pontryx_init_": "the random-field initial controls",
+}
+
+
+def apply(options: dict[str, str | None]) -> None:
+    """Insert the ``petsc:`` options (before any solver is created), after the
+    reproducibility defaults, which they may override; ``log_view`` starts logging."""
+    db = PETSc.Options()
+    for name, value in options.items():
+        db.setValue(name, value)
+    reproducible()
+    if any(name.startswith("log_view") for name in options):
+        PETSc.Log.begin()
+
+
+def remove(options: dict[str, str | None]) -> None:
+    """Take the ``petsc:`` options out of the database again at the end of a run
+    (the process-wide ones of :data:`GLOBAL` stay for PETSc's finalisation), so a
+    later run in the same process starts clean."""
+    db = PETSc.Options()
+    for name in options:
+        if name not in GLOBAL and db.hasName(name):
+            db.delValue(name)
+
+
+@contextlib.contextmanager
+def errors(what: str) -> Iterator[None]:
+    """A PETSc error raised while ``what`` is configured (an unknown type, a bad
+    value) as a one-line :class:`InputError` keyed ``petsc``, without PETSc's
+    traceback."""
+    PETSc.Sys.pushErrorHandler("python")
+    try:
+        yield
+    except PETSc.Error as e:
+        lines = [ln.split("] ", 1)[-1].strip() for ln in str(e).splitlines()]
+        lines = [ln for ln in lines if ln and not ln.startswith(("error code", "See https"))]
+        found = [ln for ln in lines if "type" in ln.lower() or "invalid" in ln.lower()]
+        reason = " ".join((found or lines or [f"PETSc error code {e.ierr}"])[-1].split())
+        raise InputError(f"{what}: {reason}", "petsc") from None
+    finally:
+        PETSc.Sys.popErrorHandler()
+
+
+def check_used(options: dict[str, str | None], key_paths: dict[str, str], say=print) -> None:
+    """After every object of the run was configured: an option under a prefix of
+    this run that nothing read is an error keyed by its YAML path; an option of a
+    solver this run does not have, or of none, a one-line warning (``say``)."""
+    db = PETSc.Options()
+    for name in options:
+        if name in GLOBAL or db.used(name):
+            continue
+        key = key_paths.get(name, "petsc")
+        prefix = next((p for p in ACTIVE_PREFIXES if name.startswith(p)), None)
+        if prefix is not None:
+            raise InputError(
+                f"-{name} was not read by {SOLVERS.get(prefix, prefix)}: no such option "
+                f"(check its spelling; options of the object with prefix {prefix!r} follow "
+                "it without the dash, e.g. tao_gatol, ksp_type)",
+                key,
+            )
+        solver = next((what for p, what in SOLVERS.items() if name.startswith(p)), None)
+        where = f"this run has no {solver}" if solver else "no solver of this run reads it"
+        say(f"warning: {key}: -{name} is not used ({where})", file=sys.stderr)

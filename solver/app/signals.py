@@ -1,0 +1,71 @@
+"""Stopping a run cleanly on the signals batch systems send.
+
+Slurm sends SIGTERM when a job hits its time limit or is cancelled (and, with
+``--signal=B:USR1@…``, SIGUSR1 before); PBS sends SIGTERM; Ctrl-C is SIGINT;
+``mpirun``/``srun`` pass them on to every rank. :class:`StopRequest` replaces
+PETSc's own signal handler (which would print ``Caught signal number 15`` and
+abort) by handlers that only note the signal; :meth:`StopRequest.requested`,
+called by the training loop after every iteration, agrees over all ranks (one
+Allreduce) so that every rank stops after the same iteration. A second signal
+of the same kind ends the process at once (exit 128 + signal).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from mpi4py import MPI
+
+__all__ = ["SIGNALS", "Interrupted", "StopRequest"]
+
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after a complete iteration (exit 128 + signal)."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        super().__init__(f"interrupted by {signal.Signals(self.signum).name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class StopRequest:
+    """Signal handlers for the duration of a run (a context manager)."""
+
+    def __init__(self, comm: MPI.Comm):
+        self.comm = comm
+        self.signum = 0
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signum == signum:  # the second time: stop now
+            os._exit(128 + signum)
+        self.signum = self.signum or signum
+
+    def __enter__(self) -> StopRequest:
+        from petsc4py import PETSc
+
+        PETSc.Sys.popSignalHandler()  # PETSc's handler would abort with its own message
+        for s in SIGNALS:
+            self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+    def requested(self) -> int:
+        """The signal any rank received (0: none). Collective."""
+        return int(self.comm.allreduce(self.signum, op=MPI.MAX))
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` on every rank if any rank received a signal."""
+        signum = self.requested()
+        if signum:
+            raise Interrupted(signum)

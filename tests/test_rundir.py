@@ -1,0 +1,135 @@
+"""The run directory's rules (solver/outputs/rundir.py): only pontryx runs are
+resumed or overwritten, only pontryx's own files are deleted, never through a
+symbolic link, an overwrite never leaves a half-deleted run, a second run into
+the same directory fails at once, and bad paths are one-line errors."""
+
+import os
+
+import pytest
+
+from pontryx.meshes import InputError
+from pontryx.solver.outputs.rundir import MARKER, RunDirectory, check_run_directory
+
+pytestmark = pytest.mark.serial  # the file system of one process
+
+
+def _run(path, *names):
+    """A finished pontryx run in ``path`` with ``names`` written."""
+    rd = RunDirectory(path)
+    rd.open("fresh")
+    for name in names:
+        target = path / name
+        if name in ("checkpoints", "plots", "paraview"):
+            target.mkdir(exist_ok=True)
+            (target / "inside.txt").write_text(name)
+        else:
+            target.write_text(name)
+    rd.register(*names)
+    rd.close()
+    return rd
+
+
+def test_modes_and_messages(tmp_path):
+    new = tmp_path / "run"
+    assert check_run_directory(new, resume=False, overwrite=False) == "fresh"
+    new.mkdir()
+    assert check_run_directory(new, resume=True, overwrite=False) == "fresh"  # empty
+    _run(new, "config.yaml", "metrics.csv")
+    with pytest.raises(InputError, match=r"^directory: .*not empty; use --resume.*--overwrite"):
+        check_run_directory(new, resume=False, overwrite=False)
+    with pytest.raises(InputError, match=r"^resume: resume and overwrite exclude"):
+        check_run_directory(new, resume=True, overwrite=True)
+    assert check_run_directory(new, resume=True, overwrite=False) == "resume"
+    assert check_run_directory(new, resume=False, overwrite=True) == "overwrite"
+
+
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda t: (t / "f").write_text("x") and t / "f", "exists and is not a directory"),
+        (lambda t: (t / "f").write_text("x") and t / "f" / "sub", "is not a directory"),
+    ],
+)
+def test_bad_paths_are_one_line(tmp_path, make, needle):
+    path = make(tmp_path)
+    with pytest.raises(InputError, match=needle) as e:
+        RunDirectory(path).check(resume=False, overwrite=False)
+    assert "\n" not in str(e.value)
+
+
+def test_foreign_directories_are_refused_for_resume_and_overwrite(tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "config.yaml").write_text("not pontryx's")
+    (d / "figure1.png").write_text("png")
+    for flags in ({"resume": True, "overwrite": False}, {"resume": False, "overwrite": True}):
+        with pytest.raises(InputError, match="not a pontryx run directory"):
+            check_run_directory(d, **flags)
+    assert sorted(p.name for p in d.iterdir()) == ["config.yaml", "figure1.png"]
+
+
+def test_overwrite_deletes_only_what_pontryx_wrote(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    _run(run, "config.yaml", "summary.json", "checkpoints", "plots")
+    (run / "checkpoints" / "my-annotations.txt").write_text("keep?")  # inside ours: goes
+    (run / "notes.txt").write_text("mine")  # not listed: stays
+    rd = RunDirectory(run)
+    assert rd.check(resume=False, overwrite=True) == "overwrite"
+    rd.open("overwrite")
+    # the old run is moved aside in one piece until the new one has started
+    assert (run / ".pontryx" / "replaced" / "summary.json").exists()
+    assert not (run / "summary.json").exists() and (run / "notes.txt").read_text() == "mine"
+    rd.discard_replaced()
+    rd.close()
+    assert sorted(p.name for p in run.iterdir()) == [".pontryx", "notes.txt"]
+
+
+def test_symbolic_links_are_never_followed(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.png").write_text("png")
+    run = tmp_path / "run"
+    run.mkdir()
+    _run(run, "config.yaml", "summary.json")
+    os.symlink(elsewhere, run / "plots")
+    with pytest.raises(InputError, match="is a symbolic link"):
+        check_run_directory(run, resume=False, overwrite=True)
+    link = tmp_path / "link"
+    os.symlink(run, link)
+    with pytest.raises(InputError, match="is a symbolic link"):
+        check_run_directory(link, resume=True, overwrite=False)
+    assert (elsewhere / "precious.png").read_text() == "png"
+    assert (run / "summary.json").exists()
+
+
+def test_a_second_run_into_the_same_directory_fails_at_once(tmp_path):
+    run = tmp_path / "run"
+    first = RunDirectory(run)
+    first.open("fresh")
+    second = RunDirectory(run)
+    with pytest.raises(InputError, match="another pontryx run is writing"):
+        second.open("resume")
+    first.close()
+    second.open("resume")  # free again
+    second.close()
+
+
+def test_marker_lists_written_entries_and_legacy_runs_are_recognised(tmp_path):
+    run = tmp_path / "run"
+    rd = _run(run, "config.yaml", "model.npz")
+    assert {"config.yaml", "model.npz"} <= set(rd.listed()) and (run / MARKER).is_file()
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "config.yaml").write_text("# Resolved configuration (x), written by pontryx 0.1\n")
+    (legacy / "summary.json").write_text("{}")
+    assert RunDirectory(legacy).is_run()
+    assert set(RunDirectory(legacy).listed()) == {"config.yaml", "summary.json"}
+
+
+def test_stale_temporaries_are_removed(tmp_path):
+    run = tmp_path / "run"
+    rd = _run(run, "config.yaml")
+    (run / ".model.npz.1234.tmp").write_text("half")
+    rd.remove_stale_temporaries()
+    assert not (run / ".model.npz.1234.tmp").exists()
