@@ -17,6 +17,13 @@ configuration runs in a fresh process. The low-rank kernel (R = 8) keeps the
 controls small, so that the states dominate; one dense configuration is shown
 for the recompute overhead of the GEMM-bound case.
 
+A second table measures what the optimiser and the outputs hold, in copies of
+the controls (the process's peak RSS over the baseline after set-up, divided by
+the bytes of θ; dense kernel, 8 layers): TAO's L-BFGS for 10 iterations with
+history sizes m = 1, 3, 5 (``-tao_lmvm_mat_lmvm_hist_size``; pontryx's own arrays
+and PETSc's), and writing ``model.npz`` on 2 ranks (streamed: each layer gathered
+to width rank 0 and written; rank 1 holds only its rows).
+
     .venv/bin/python benchmarks/memory.py [--smoke | --full] [--threads T]
 """
 
@@ -45,7 +52,46 @@ def _user_time(fn) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_utime - t
 
 
+OPTIMISER = {"smoke": (7, [1, 5]), "quick": (28, [1, 3, 5]), "full": (40, [1, 3, 5, 10])}
+
+
+def optimiser_worker(cfg: dict, threads: int) -> None:
+    """Peak RSS over the baseline, in copies of θ: L-BFGS iterations or model.npz."""
+    import tempfile
+    from pathlib import Path
+
+    from mpi4py import MPI
+
+    from petsc4py import PETSc
+
+    with C.limit_threads(threads):
+        space, net, theta, rf, _ = C.problem(cfg["n"], 64, 8, alpha=1e-4)
+        size = sum(v.nbytes for v in theta.values())
+        rf.value_and_gradient(theta)
+        base = C.peak_rss_mb()
+        if cfg["what"] == "lmvm":
+            from pontryx.solver.training import minimize
+
+            PETSc.Options()["tao_lmvm_mat_lmvm_hist_size"] = str(cfg["m"])
+            minimize(rf, theta, "lmvm", {}, max_iterations=10)
+        else:
+            from pontryx.solver.outputs import model_io
+
+            folder = Path(
+                MPI.COMM_WORLD.bcast(tempfile.mkdtemp() if MPI.COMM_WORLD.rank == 0 else None)
+            )
+            model_io.save_model(folder / "model.npz", net, theta, task="classification",
+                                input_shape=(4,), classes=(0, 1, 2))  # fmt: skip
+        copies = (C.peak_rss_mb() - base) * 2**20 / size
+        total = MPI.COMM_WORLD.allreduce(size, op=MPI.SUM)
+        out = MPI.COMM_WORLD.gather((copies, size / total), root=0)
+        if MPI.COMM_WORLD.rank == 0:
+            C.emit({"N": space.N, "per_rank": out, "mb": total / 2**20})
+
+
 def worker(cfg: dict, threads: int) -> None:
+    if cfg.get("what"):
+        return optimiser_worker(cfg, threads)
     import tracemalloc
 
     with C.limit_threads(threads):
@@ -143,6 +189,19 @@ def main(argv=None) -> str:
         )
         + "\n\nFitted exponent of the peak in N_t:\n\n"
         + C.table(["kernel", "storage", "N_t", "fitted exponent", "expected"], fits)
+    )
+    n, ms = OPTIMISER[mode]
+    rows2 = []
+    for m in ms:
+        r = C.run_worker(__file__, {"what": "lmvm", "n": n, "m": m}, threads=args.threads)
+        rows2.append([f"TAO lmvm, m = {m}", r["N"], f"{r['mb']:.1f}", f"{r['per_rank'][0][0]:.1f}"])
+    r = C.run_worker(__file__, {"what": "model", "n": n}, threads=args.threads, ranks=2)
+    share = ", ".join(f"{c:.2f} (θ share {f:.2f})" for c, f in r["per_rank"])
+    rows2.append(["write model.npz, 2 ranks", r["N"], f"{r['mb']:.1f}", share])
+    body += (
+        "\n\nThe optimiser and the outputs, in copies of the controls θ (dense kernel, 8 "
+        "layers; peak RSS over the baseline after set-up / bytes of θ on that rank):\n\n"
+        + C.table(["what", "N", "θ MB (all ranks)", "copies of θ per rank"], rows2)
     )
     text = C.section("Memory: full storage vs checkpointing", body)
     C.report(text)

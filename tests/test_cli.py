@@ -186,17 +186,36 @@ def test_train_writes_the_run_directory(capsys, small, mpi_tmp_path):
 
 
 def test_evaluate_on_a_data_file(capsys, small, mpi_tmp_path):
+    """--data FILE: every row evaluated, labels mapped by the model's classes (a file
+    with some of the classes only works; an unknown label is refused); a model with
+    non-finite weights is reported as such (exit 3)."""
     run = mpi_tmp_path / "run"
     assert cli(capsys, "train", small, "--output", run, "--quiet")[0] == 0
     d = load_dataset({"name": "ellipses", "n_train": 30, "n_test": 1, "seed": 5})
     X, y = d.X_train, d.y_train
+    only = y == 1
     if MPI.COMM_WORLD.rank == 0:
         np.savez(mpi_tmp_path / "d.npz", X=X, y=y)
+        np.savez(mpi_tmp_path / "ones.npz", X=X[only], y=y[only])
+        np.savez(mpi_tmp_path / "bad.npz", X=X, y=np.where(y == 1, 7, 0))
     MPI.COMM_WORLD.Barrier()
     code, out, err = cli(capsys, "evaluate", run, "--data", mpi_tmp_path / "d.npz", "--json")
     assert code == 0, err
-    ev = json.loads(out)
-    assert ev["train"]["samples"] + ev["test"]["samples"] == 30
+    assert json.loads(out)["file"]["samples"] == 30
+    code, out, err = cli(capsys, "evaluate", run, "--data", mpi_tmp_path / "ones.npz", "--json")
+    assert code == 0, err
+    assert json.loads(out)["file"]["samples"] == int(only.sum())
+    code, _, err = cli(capsys, "evaluate", run, "--data", mpi_tmp_path / "bad.npz")
+    assert code == 2 and "label 7" in err and "not a class of the model" in err
+    assert err.count("\n") == 1
+    model = dict(np.load(run / "model.npz"))
+    model["W"][0, 0, 0] = np.nan
+    MPI.COMM_WORLD.Barrier()
+    if MPI.COMM_WORLD.rank == 0:
+        np.savez(run / "model.npz", **model)
+    MPI.COMM_WORLD.Barrier()
+    code, _, err = cli(capsys, "evaluate", run)
+    assert code == 3 and "non-finite values (in W)" in err
     write(run / "model.npz", "not a model")
     code, _, err = cli(capsys, "evaluate", run)
     assert code == 2 and "cannot read" in err and "Traceback" not in err
@@ -236,6 +255,13 @@ SHORT = {  # the smallest mesh of each kind used by the examples
     "unit_cube": ["mesh.n=1"],
     "disk": ["mesh.h=0.6"],
 }
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_check_gradient_passes_on_every_example_as_shipped(capsys, example):
+    """With its defaults (the first step chosen from the problem)."""
+    code, out, err = cli(capsys, "check-gradient", example)
+    assert code == 0 and "PASS" in out, out + err
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)

@@ -92,8 +92,8 @@ def layer_gradient_norms(net, grad) -> np.ndarray:
     """‖∂J/∂θⁿ‖ for n = 0 … N_t−1 (Euclidean over all layer controls, all ranks)."""
     local = np.zeros(net.layers)
     for name in net.layer_names:
-        g = grad[name]
-        local += (g.reshape(net.layers, -1) ** 2).sum(axis=1)
+        for n, g in enumerate(grad[name]):  # layer by layer: no control-sized temporary
+            local[n] += float(np.vdot(g, g))
     return np.sqrt(net.space.sum(local))
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from pontryx.meshes.errors import InputError
-from pontryx.solver.model.controls import Controls
+from pontryx.solver.model.controls import REPLICATED, Controls
 
 __all__ = ["METRICS", "RieszMap", "check_metric", "l2_weights"]
 
@@ -75,6 +75,27 @@ class RieszMap:
     def gradient(self, g: np.ndarray) -> np.ndarray:
         """∇_x J = ∇_θ J / √ω."""
         return g if self.root is None else g / self.flat_root
+
+    def set_theta(self, theta: Controls, x: np.ndarray) -> Controls:
+        """θ = x / √ω written into ``theta`` (flat layout), without a temporary of
+        the size of all controls."""
+        if self.root is None:
+            return theta.set_flat(x)
+        i = 0
+        for k, v in theta.items():
+            if theta._local_weight(k):
+                np.divide(x[i : i + v.size], self.flat_root[i : i + v.size], out=v.reshape(-1))
+                i += v.size
+        for k in theta.keys() & REPLICATED:  # as Controls.set_flat: from width rank 0
+            theta[k][...] = theta.comm.bcast(theta[k] if theta.comm.rank == 0 else None, root=0)
+        return theta
+
+    def gradient_into(self, grad: Controls, out: np.ndarray) -> np.ndarray:
+        """∇_x J = ∇_θ J / √ω written into ``out`` (flat layout), in place."""
+        grad.to_flat(out)
+        if self.root is not None:
+            out /= self.flat_root
+        return out
 
     # -- Controls ---------------------------------------------------------------
     def controls_to_x(self, theta: Controls) -> Controls:

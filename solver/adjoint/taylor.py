@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["TaylorResult", "taylor_test", "taylor_test_map"]
+__all__ = ["TaylorResult", "first_step", "taylor_test", "taylor_test_map"]
 
 
 def _rates(r):
@@ -80,6 +80,29 @@ def taylor_test(
         if hessian:
             r2.append(abs(Jh - J0 - h * dJ - 0.5 * h * h * d2J))
     return TaylorResult(hs, r0, r1, r2)
+
+
+def first_step(rf, controls, direction, start: float = 1.0, steps: int = 4, tol: float = 0.05):
+    """The first step h₀ of a Taylor test chosen from the problem: the largest
+    h = start·2^{-k} where the expansion has entered its asymptotic range — the
+    second-order remainders r¹(h), r¹(h/2), r¹(h/4) fall at rate 2 ± ``tol`` (the
+    quadratic term dominates the cubic one) — and where r¹ of h/2^{steps} still
+    stands well above round-off (10⁴ ε |J|). The test from h₀ then checks
+    ``steps − 1`` rates; a gradient with a relative error η fails once the steps
+    reach h ≈ η. ``None`` if no k ≤ 40 qualifies. One forward sweep per k."""
+    J0, grad = rf.value_and_gradient(controls)
+    dJ = grad.subset(direction.keys()).dot(direction)
+    floor = 1e4 * np.finfo(float).eps * max(abs(J0), 1e-300)
+    r = []
+    for k in range(43):
+        h = start * 2.0**-k
+        Jh = rf(controls.copy().axpy(h, direction))
+        r.append(abs(Jh - J0 - h * dJ) if np.isfinite(Jh) else np.nan)
+        if len(r) >= 3 and all(np.isfinite(r[-3:])) and min(r[-3:]) > 0:
+            rates = np.log2(np.array(r[-3:-1]) / np.array(r[-2:]))
+            if np.all(np.abs(rates - 2.0) < tol):
+                return start * 2.0 ** -(k - 2) if r[-3] / 4.0**steps > floor else None
+    return None
 
 
 def taylor_test_map(F, x0, dx, dF, h0: float = 1e-2, steps: int = 4, norm=None) -> list[float]:

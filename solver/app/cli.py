@@ -7,6 +7,7 @@ Commands::
     pontryx evaluate RUN_DIR [--data KEY=VALUE | --data FILE] [--json]
     pontryx check-gradient CONFIG.yaml [--set ...] [--seed S] [--h0 H] [--steps K]
     pontryx validate CONFIG.yaml [--set ...]
+    pontryx methods [NAME] [--json]
     pontryx info [--json]
 
 Exit codes: 0 success (``train``: converged or the iterations asked for are
@@ -155,7 +156,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("config", metavar="CONFIG.yaml")
     overrides(g)
     g.add_argument("--seed", type=int, default=0, help="seed of the direction (default 0)")
-    g.add_argument("--h0", type=float, default=1e-2, help="first step (default 1e-2)")
+    g.add_argument(
+        "--h0",
+        type=float,
+        default=None,
+        help="first step (default: chosen from the problem — the largest 2^-k from which "
+        "the remainder |…−h⟨∇J,δ⟩| falls at rate 2 ± 0.05 over two halvings)",
+    )
     g.add_argument("--steps", type=int, default=4, help="number of halvings (default 4)")
     g.set_defaults(func=cmd_check_gradient)
 
@@ -168,6 +175,16 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("config", metavar="CONFIG.yaml")
     overrides(v)
     v.set_defaults(func=cmd_validate)
+
+    me = sub.add_parser(
+        "methods",
+        help="the training methods and their options with defaults",
+        description="List every training method (training.method) with its options "
+        "(training.options) and their defaults; with NAME, that method only.",
+    )
+    me.add_argument("name", metavar="NAME", nargs="?", help="one method")
+    me.add_argument("--json", action="store_true", help="print as JSON")
+    me.set_defaults(func=cmd_methods)
 
     i = sub.add_parser(
         "info",
@@ -229,7 +246,11 @@ def cmd_validate(args) -> int:
 
     config = _load(args.config, args.set)
     problem = build_problem(config, MPI.COMM_WORLD)
-    trainer = make_method(problem)
+    try:
+        trainer = make_method(problem)
+    except BaseException:
+        problem.destroy()
+        raise
     _say(f"{args.config}: valid")
     for line in problem.describe():
         _say("  " + line)
@@ -239,10 +260,12 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def _data_overrides(config, specs) -> dict:
+def _data_overrides(config, specs) -> tuple[dict, str | None]:
+    """The data section with ``--data KEY=VALUE`` overrides applied, and the file
+    of a ``--data FILE`` (evaluated whole, with the model's classes), if any."""
     from pontryx.solver.config import apply_override
 
-    data = dict(config.data)
+    data, file = dict(config.data), None
     for spec in specs:
         if "=" in spec:
             holder = {"data": data}
@@ -251,17 +274,42 @@ def _data_overrides(config, specs) -> dict:
         elif Path(spec).suffix.lower() in (".csv", ".npz", ".txt"):
             if not Path(spec).is_file():
                 raise InputError(f"file {spec!r} does not exist", "--data")
-            data = {"name": "file", "path": str(Path(spec).resolve())}
-            if config.data["name"] == "file":
-                data["task"] = config.data.get("task", "classification")
-            elif config.data["name"] == "sine":
-                data["task"] = "regression"
+            file = str(Path(spec).resolve())
         else:
             raise InputError(f"expected KEY=VALUE or a .csv/.npz file, got {spec!r}", "--data")
-    return data
+    return data, file
+
+
+def _file_results(problem, controls, file: str, classes) -> dict:
+    """Loss and metric on every sample of ``file`` (labels mapped by the model's
+    ``classes``; an unknown label is refused). Collective."""
+    from pontryx.solver.adjoint.reduced import ReducedFunctional
+    from pontryx.solver.data import DATASET_KEYS, shard
+    from pontryx.solver.data.files import read_samples
+
+    d = problem.config.data
+    desc = {**DATASET_KEYS["file"], "path": file, "task": problem.dataset.task}
+    if d["name"] == "file":
+        desc.update({k: d[k] for k in ("target", "header", "input_shape") if k in d})
+    try:
+        X, y = read_samples(desc, None, classes)
+    except InputError as e:
+        raise e.under("--data") from None
+    if X.shape[1] != problem.net.n_in:
+        raise InputError(
+            f"{file} has {X.shape[1]} features, the model takes {problem.net.n_in}", "--data"
+        )
+    layout = problem.layout
+    part = shard(len(X), layout.group, layout.n_data)
+    rf = ReducedFunctional(problem.net, X[part], y[part], problem.dataset.task, layout=layout)
+    J = rf(controls)
+    m = problem.metric_name
+    return {"file": {"loss": J, "misfit": rf.last["misfit"], m: rf.metric(), "samples": rf.S}}
 
 
 def cmd_evaluate(args) -> int:
+    import numpy as np
+
     from pontryx.solver.app.problem import build_problem, evaluate
     from pontryx.solver.config import read_yaml, validate_config
     from pontryx.solver.outputs import model_io
@@ -277,23 +325,34 @@ def cmd_evaluate(args) -> int:
     raw = read_yaml(run_dir / "config.yaml")
     raw["parallel"] = {"width": None, "data": None}  # any number of ranks
     config = validate_config(raw, ranks=comm.size, base_dir=run_dir)
+    file = None
     if args.data:
-        raw["data"] = _data_overrides(config, args.data)
+        raw["data"], file = _data_overrides(config, args.data)
         config = validate_config(raw, ranks=comm.size, base_dir=Path.cwd())
     problem = build_problem(config, MPI.COMM_WORLD)
     model = run_dir / "model.npz"
     try:
-        controls = model_io.controls_from_model(problem.net, model_io.load_model(model))
+        arrays = model_io.load_model(model)
+        controls = model_io.controls_from_model(problem.net, arrays)
     except InputError as e:
         raise InputError(f"{model}: {e.message}", "evaluate") from None
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read {model}: {e}", "evaluate") from None
-    results = evaluate(problem, controls)
+    bad = [k for k, v in controls.items() if not np.all(np.isfinite(v))]
+    if comm.allreduce(bad, op=MPI.SUM):
+        names = sorted(set(comm.allreduce(bad, op=MPI.SUM)))
+        raise NonFiniteError(f"{model} holds non-finite values (in {', '.join(names)})")
+    if file is not None:
+        classes = tuple(np.asarray(arrays.get("classes", [])).tolist())
+        results = _file_results(problem, controls, file, classes)
+        description = f"every sample of {file}"
+    else:
+        results, description = evaluate(problem, controls), problem.dataset.description
     if args.json:
         _say(json.dumps({"run_dir": str(run_dir), "metric": problem.metric_name, **results}))
     else:
         m = problem.metric_name
-        _say(f"{run_dir}: {problem.dataset.description}")
+        _say(f"{run_dir}: {description}")
         for split, r in results.items():
             _say(
                 f"  {split:5s}  {r['samples']:6d} samples  loss {r['loss']:.6e}  "
@@ -304,19 +363,27 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_check_gradient(args) -> int:
-    from pontryx.solver.adjoint.taylor import taylor_test
+    from pontryx.solver.adjoint.taylor import first_step, taylor_test
     from pontryx.solver.app.problem import build_problem
     from pontryx.solver.outputs.canonical import random_direction
 
     if args.steps < 2:
         raise InputError(f"expected at least 2 steps (one rate), got {args.steps}", "--steps")
-    if not args.h0 > 0:
+    if args.h0 is not None and not args.h0 > 0:
         raise InputError(f"expected a positive step, got {args.h0}", "--h0")
     config = _load(args.config, args.set)
     problem = build_problem(config, MPI.COMM_WORLD)
     net, controls = problem.net, problem.controls
     direction = random_direction(net, controls, net.trainable, seed=args.seed)
-    result = taylor_test(problem.rf, controls, direction, h0=args.h0, steps=args.steps)
+    h0 = args.h0
+    if h0 is None:
+        h0 = first_step(problem.rf, controls, direction, steps=args.steps)
+        if h0 is None:
+            _say("FAIL: no step h = 2^-k with the Taylor expansion in its asymptotic range")
+            problem.destroy()
+            return 1
+        _say(f"first step h0 = {h0:.3e} (chosen from the problem; --h0 to set it)")
+    result = taylor_test(problem.rf, controls, direction, h0=h0, steps=args.steps)
     rates = result.rates
     ok = bool(rates) and min(rates) >= TAYLOR_RATE
     _say(f"Taylor test of ∇J for {args.config} along a random direction (seed {args.seed}) ")
@@ -329,6 +396,32 @@ def cmd_check_gradient(args) -> int:
     )
     problem.destroy()
     return 0 if ok else 1
+
+
+def cmd_methods(args) -> int:
+    from pontryx.solver.registry import METHODS
+    from pontryx.solver.training import method_class
+
+    names = [args.name] if args.name else list(METHODS)
+    table = {}
+    for name in names:
+        try:
+            cls = method_class(name)
+        except InputError as e:
+            raise InputError(e.message, "methods") from None
+        table[name] = {
+            "summary": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+            "options": {k: v for k, v in cls.defaults.items()},
+        }
+    if args.json:
+        _say(json.dumps(table, indent=2, default=str))
+        return 0
+    for name, entry in table.items():
+        _say(f"{name}: {entry['summary']}")
+        for key, value in entry["options"].items():
+            _say(f"    {key} = {json.dumps(value, default=str)}")
+    _say("Set them under training.options in the YAML file, e.g. --set training.options.gatol=1e-6")
+    return 0
 
 
 def cmd_info(args) -> int:

@@ -53,17 +53,18 @@ GLOBAL = frozenset(
 
 #: The prefixes of pontryx's solvers, and what they are (for the messages).
 SOLVERS = {
-    "pontryx_tao_": "TAO (the TAO methods)",
-    "pontryx_snes_": "SNES (the one-shot method)",
-    "pontryx_msa_": "the MSA layer solves",
-    "pontryx_diffusion_": "the width-diffusion KSP (ε > 0)",
-    "pontryx_init_": "the random-field initial controls",
+    "pontryx_tao_": "TAO solver (the TAO methods)",
+    "pontryx_snes_": "SNES solver (the one-shot method)",
+    "pontryx_msa_": "MSA layer solver",
+    "pontryx_diffusion_": "width-diffusion KSP (ε > 0)",
+    "pontryx_init_": "random-field KSP (model.init)",
 }
 
 
 def apply(options: dict[str, str | None]) -> None:
     """Insert the ``petsc:`` options (before any solver is created), after the
     reproducibility defaults, which they may override; ``log_view`` starts logging."""
+    ACTIVE_PREFIXES.clear()  # a new run in this process: only its own objects count
     db = PETSc.Options()
     for name, value in options.items():
         db.setValue(name, value)
@@ -112,7 +113,7 @@ def check_used(options: dict[str, str | None], key_paths: dict[str, str], say=pr
         prefix = next((p for p in ACTIVE_PREFIXES if name.startswith(p)), None)
         if prefix is not None:
             raise InputError(
-                f"-{name} was not read by {SOLVERS.get(prefix, prefix)}: no such option "
+                f"-{name} was not read by the {SOLVERS.get(prefix, prefix)}: no such option "
                 f"(check its spelling; options of the object with prefix {prefix!r} follow "
                 "it without the dash, e.g. tao_gatol, ksp_type)",
                 key,

@@ -77,7 +77,16 @@ class Problem:
 
 
 def build_problem(config: Config, comm: MPI.Comm) -> Problem:
-    """Layout, PETSc options, data, mesh, network, functionals. Collective."""
+    """Layout, PETSc options, data, mesh, network, functionals. Collective. On
+    failure, what was set up is released (the ``petsc:`` options removed)."""
+    try:
+        return _build(config, comm)
+    except BaseException:
+        petsc_options.remove(config.petsc_options)
+        raise
+
+
+def _build(config: Config, comm: MPI.Comm) -> Problem:
     c, m = config, config.model
     with section("parallel"):
         layout = Layout.create(comm, *c.parallel.sizes(comm.size))

@@ -232,9 +232,13 @@ class TrainingRun:
         copies = method_class(t.method).memory_copies
         check_memory(config, comm, max_memory, copies)  # before anything large exists
         self.problem = build_problem(config, comm)
-        self.trainer = make_method(self.problem)
-        if self.trainer.memory_bytes():
-            check_memory(config, comm, max_memory, copies, self.trainer.memory_bytes())
+        try:
+            self.trainer = make_method(self.problem)
+            if self.trainer.memory_bytes():
+                check_memory(config, comm, max_memory, copies, self.trainer.memory_bytes())
+        except BaseException:
+            self.problem.destroy()
+            raise
         self.progress = Progress(
             comm, quiet, self.problem.metric_name, t.max_iterations, self.trainer.metric
         )

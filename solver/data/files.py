@@ -26,7 +26,7 @@ import numpy as np
 
 from pontryx.solver.data.dataset import DATASET_KEYS, TASKS, Dataset, _error, check_float, check_int
 
-__all__ = ["file_dataset"]
+__all__ = ["file_dataset", "read_samples"]
 
 
 def _numeric_columns(rows, cols, names, shown, key, what, what_nonfinite) -> np.ndarray:
@@ -226,7 +226,9 @@ def _encode_labels(ys: Sequence[np.ndarray]) -> tuple[tuple, list[np.ndarray]]:
     return tuple(c.item() for c in classes), parts
 
 
-def file_dataset(desc: Mapping, base_dir) -> Dataset:
+def _read_parts(desc: Mapping, base_dir):
+    """The checked (X, y, input shape) parts of a file (one, or train and test) and
+    the file's shown name."""
     p = desc["path"]
     if p is ... or p is None:
         raise _error("path", "missing: the data file to read")
@@ -246,7 +248,7 @@ def file_dataset(desc: Mapping, base_dir) -> Dataset:
     frac = check_float(desc, "test_fraction")
     if not 0.0 < frac < 1.0:
         raise _error("test_fraction", f"must lie in (0, 1), got {frac}")
-    seed = check_int(desc, "seed", minimum=0)
+    check_int(desc, "seed", minimum=0)
     header = desc["header"]
     if header is not None and not isinstance(header, bool):
         raise _error("header", f"expected true, false or null (auto), got {header!r}")
@@ -284,6 +286,48 @@ def file_dataset(desc: Mapping, base_dir) -> Dataset:
         and checked[0][1].shape[1:] != checked[1][1].shape[1:]
     ):
         raise _error("path", f"y_train and y_test in {shown!r} have different target counts")
+    return checked, shown
+
+
+def _label_codes(y: np.ndarray, classes: tuple, shown: str) -> np.ndarray:
+    """Labels as indices into a model's ``classes`` (numbers or strings, spelled
+    either way); a label that is not a class is an error naming it."""
+    numeric = all(isinstance(c, int | float) for c in classes)
+    index = {c: i for i, c in enumerate(classes)}
+    codes = np.empty(len(y), dtype=np.int64)
+    for i, v in enumerate(np.asarray(y).tolist()):
+        key = v
+        if numeric:
+            num = _number(str(v))
+            key = int(num) if num is not None and num == round(num) else num
+        elif not isinstance(v, str):
+            key = str(v)
+        if key not in index:
+            raise _error(
+                "target",
+                f"label {v!r} (sample {i}) of {shown!r} is not a class of the model "
+                f"(classes: {', '.join(map(str, classes))})",
+            )
+        codes[i] = index[key]
+    return codes
+
+
+def read_samples(desc: Mapping, base_dir, classes: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Every sample of a CSV/NPZ file (all parts, no split): X (S × n_in) and y —
+    for classification the indices of the labels in ``classes`` (a trained
+    model's classes; an unknown label is an error), for regression the targets."""
+    checked, shown = _read_parts(desc, base_dir)
+    X = np.concatenate([c[0] for c in checked])
+    y = np.concatenate([c[1] for c in checked])
+    if desc["task"] == "classification":
+        y = _label_codes(y, tuple(classes), shown)
+    return X, y
+
+
+def file_dataset(desc: Mapping, base_dir) -> Dataset:
+    checked, shown = _read_parts(desc, base_dir)
+    task = desc["task"]
+    frac, seed = check_float(desc, "test_fraction"), check_int(desc, "seed", minimum=0)
     in_shape = checked[0][2]
 
     if len(checked) == 1:

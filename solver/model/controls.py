@@ -69,12 +69,17 @@ class Controls(dict):
         return sum(v.size for k, v in self.items() if self._local_weight(k))
 
     def to_flat(self, out: np.ndarray | None = None) -> np.ndarray:
-        parts = [v.ravel() for k, v in self.items() if self._local_weight(k)]
-        flat = np.concatenate(parts) if parts else np.zeros(0)
-        if out is not None:
-            out[:] = flat
-            return out
-        return flat
+        """The local values as one flat vector (replicated names on width rank 0
+        only); written into ``out`` without a temporary if given."""
+        if out is None:
+            parts = [v.ravel() for k, v in self.items() if self._local_weight(k)]
+            return np.concatenate(parts) if parts else np.zeros(0)
+        i = 0
+        for k, v in self.items():
+            if self._local_weight(k):
+                out[i : i + v.size] = v.ravel()
+                i += v.size
+        return out
 
     def set_flat(self, flat: np.ndarray) -> Controls:
         """Set the values from a flat local vector (replicated names broadcast

@@ -164,6 +164,24 @@ class WidthSpace:
             out = tmp
         return out
 
+    def gather_canonical(self, X: np.ndarray, axis_full: bool = False, root: int = 0):
+        """Like :meth:`to_canonical`, but gathered on width rank ``root`` only (None
+        elsewhere): the other ranks never hold more than their own rows."""
+        X = np.ascontiguousarray(X)
+        tail = X.shape[1:]
+        width = int(np.prod(tail, dtype=np.int64))
+        full = np.empty((self.N, *tail), dtype=X.dtype) if self.comm.rank == root else None
+        self.comm.Gatherv(X, [full, self._counts * width] if full is not None else None, root)
+        if full is None:
+            return None
+        out = np.empty_like(full)
+        out[self.canonical] = full
+        if axis_full:
+            tmp = np.empty_like(out)
+            tmp[:, self.canonical] = out
+            out = tmp
+        return out
+
     def from_canonical(self, Xc: np.ndarray, axis_full: bool = False) -> np.ndarray:
         """Owned rows (n, …) of a canonical-ordered (N, …) array; inverse of
         :meth:`to_canonical`."""

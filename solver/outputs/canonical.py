@@ -88,8 +88,9 @@ def random_direction(net, controls, names, seed: int = 0) -> Controls:
     of ranks), each name scaled by the RMS size of that control."""
     like = controls.subset(names)
     scale = {}
-    for name in like:
-        a = np.asarray(to_canonical(net, like.subset((name,)))[name])
-        rms = float(np.sqrt(np.mean(a * a))) if a.size else 0.0
+    for name, v in like.items():  # RMS from global sums: no rank gathers a control
+        weight = 1.0 if name not in REPLICATED or like.comm.rank == 0 else 0.0
+        total = like.comm.allreduce(np.array([weight * float(np.vdot(v, v)), weight * v.size]))
+        rms = float(np.sqrt(total[0] / total[1])) if total[1] else 0.0
         scale[name] = rms if rms > 0 else 1.0
     return canonical_normal(np.random.default_rng(seed), net, like, scale)

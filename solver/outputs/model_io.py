@@ -26,15 +26,18 @@ Load with ``numpy.load(path, allow_pickle=False)``; nothing in it needs pickle.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from pontryx.forms.activations import SMOOTH_RELU_DELTA
 from pontryx.meshes.errors import InputError
+from pontryx.solver.model.controls import REPLICATED
 from pontryx.solver.outputs.atomic import atomic_path
-from pontryx.solver.outputs.canonical import from_canonical, to_canonical
+from pontryx.solver.outputs.canonical import from_canonical
 
 __all__ = [
     "FORMAT",
@@ -77,21 +80,9 @@ def _csr(prefix: str, A) -> dict[str, np.ndarray]:
     }
 
 
-def model_arrays(net, controls, *, task: str, input_shape, classes=()) -> dict | None:
-    """All arrays of ``model.npz`` on width rank 0 (None elsewhere). Collective."""
-    sp = net.space
-    out = mesh_arrays(sp)
-    canon = to_canonical(net, controls)
-    out.update(canon)
-    if net.epsilon > 0:
-        A = sp.canonical_csr(sp.A)
-        if A is not None:
-            out.update(_csr("stiffness", A), stiffness_shape=np.array(A.shape))
-    out.update(net.kernel.export(controls, net.layers))  # e.g. the local kernel's Lⁿ
-    if sp.comm.rank != 0:
-        return None
+def _metadata(net, task, input_shape, classes) -> dict[str, np.ndarray]:
     numeric = all(isinstance(c, int | float | np.integer | np.floating) for c in classes)
-    out.update(
+    return dict(
         format=np.array(FORMAT),
         version=np.array(VERSION),
         kernel=np.array(net.kernel.name),
@@ -110,15 +101,79 @@ def model_arrays(net, controls, *, task: str, input_shape, classes=()) -> dict |
         input_shape=np.array(tuple(input_shape), dtype=np.int64),
         classes=np.array(classes if numeric else [str(c) for c in classes]),
     )
+
+
+def _controls_in_layers(net, controls):
+    """(name, global shape, iterator of canonical chunks on width rank 0) for every
+    control: layer controls one layer at a time, gathered to width rank 0 only.
+    Collective (the iterators must be consumed on every width rank)."""
+    from pontryx.solver.outputs.canonical import canonical_shape
+
+    sp = net.space
+    for name, value in controls.items():
+        shape = canonical_shape(net, name, value.shape)
+        if name in REPLICATED:
+            yield name, shape, iter([np.array(value, copy=True)])
+        elif name in net.layer_names:
+            full = name in net.kernel.full_axis
+            yield name, shape, (sp.gather_canonical(v, axis_full=full) for v in value)
+        else:
+            yield name, shape, iter([sp.gather_canonical(value)])
+
+
+def model_arrays(net, controls, *, task: str, input_shape, classes=()) -> dict | None:
+    """All arrays of ``model.npz`` on width rank 0 (None elsewhere), in memory.
+    Collective. (:func:`save_model` streams them to the file instead.)"""
+    out = mesh_arrays(net.space)
+    for name, shape, chunks in _controls_in_layers(net, controls):
+        parts = list(chunks)
+        if net.space.comm.rank == 0:
+            out[name] = np.stack(parts).reshape(shape) if len(parts) > 1 else parts[0]
+    out.update(_operators(net, controls))
+    if net.space.comm.rank != 0:
+        return None
+    out.update(_metadata(net, task, input_shape, classes))
     return out
 
 
-def save_model(path: str | os.PathLike, net, controls, **meta) -> None:
-    """Write ``model.npz`` atomically (rank 0 of the width comm writes). Collective."""
-    arrays = model_arrays(net, controls, **meta)
-    if arrays is not None:
-        with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+def _operators(net, controls) -> dict[str, np.ndarray]:
+    sp, out = net.space, {}
+    if net.epsilon > 0:
+        A = sp.canonical_csr(sp.A)
+        if A is not None:
+            out.update(_csr("stiffness", A), stiffness_shape=np.array(A.shape))
+    out.update(net.kernel.export(controls, net.layers))  # e.g. the local kernel's Lⁿ
+    return out
+
+
+def save_model(path: str | os.PathLike, net, controls, *, task, input_shape, classes=()) -> None:
+    """Write ``model.npz`` atomically, streamed: width rank 0 writes each layer of a
+    layer control as it is gathered, so no rank ever holds the whole N_t × N × N
+    kernel and the other ranks only their rows. Collective (width comm)."""
+    sp = net.space
+    root = sp.comm.rank == 0
+    small = mesh_arrays(sp)
+    small.update(_operators(net, controls))
+    with contextlib.ExitStack() as stack:
+        zf = None
+        if root:
+            tmp = stack.enter_context(atomic_path(Path(path)))
+            zf = stack.enter_context(zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True))
+        for name, shape, chunks in _controls_in_layers(net, controls):
+            if not root:
+                for _ in chunks:  # take part in the gathers
+                    pass
+                continue
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(float)),
+                          "fortran_order": False, "shape": tuple(shape)}  # fmt: skip
+                np.lib.format.write_array_header_2_0(f, header)
+                for chunk in chunks:
+                    f.write(np.ascontiguousarray(chunk, dtype=float).tobytes())
+        if root:
+            for name, value in {**small, **_metadata(net, task, input_shape, classes)}.items():
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
 def load_model(path: str | os.PathLike) -> dict[str, np.ndarray]:

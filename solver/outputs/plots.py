@@ -59,6 +59,7 @@ def plot_curves(rows: list[dict], path: Path, metric: str = "accuracy") -> None:
         if np.any(np.isfinite(v) & (v > 0)):
             a1.semilogy(it, v, label=key)
     a1.set_xlabel("iteration")
+    a1.set_ylabel("J(θ), misfit (log scale)")
     a1.set_title("objective J(θ)")
     a1.legend()
     a2.plot(it, col("train_metric"), label=f"train {metric}")
@@ -67,6 +68,7 @@ def plot_curves(rows: list[dict], path: Path, metric: str = "accuracy") -> None:
         ok = np.isfinite(test)
         a2.plot(it[ok], test[ok], "o-", label=f"test {metric}")
     a2.set_xlabel("iteration")
+    a2.set_ylabel(metric)
     a2.set_title(metric)
     a2.legend()
     _save(fig, path)
@@ -101,10 +103,15 @@ def plot_decision_boundary(net, controls, dataset, path: Path, *, draw: bool, gr
         if k == 2:
             p = Yhat[:, 1] - Yhat[:, 0]
             ax.contour(g0, g1, p.reshape(g0.shape), levels=[0.0], colors="k", linewidths=1)
-        ax.scatter(X[:, 0], X[:, 1], c=y, s=6, cmap="coolwarm", vmin=0, vmax=max(k - 1, 1))
+        for c in range(k):  # one legend entry per class
+            sel = y == c
+            color = plt.get_cmap("coolwarm")(c / max(k - 1, 1))
+            ax.scatter(X[sel, 0], X[sel, 1], s=6, color=color, label=f"class {c}")
         ax.set_title("decision boundary (test samples)")
         ax.set_xlabel("ξ₁")
         ax.set_ylabel("ξ₂")
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, markerscale=2, loc="best")
         _save(fig, path)
     elif dataset.n_in == 1 and dataset.task == "regression":
         xs = np.linspace(lo[0], hi[0], 400)[:, None]
@@ -116,6 +123,7 @@ def plot_decision_boundary(net, controls, dataset, path: Path, *, draw: bool, gr
         ax.plot(dataset.X_train[:, 0], dataset.y_train[:, 0], ".", ms=3, label="train")
         ax.plot(xs[:, 0], Yhat[:, 0], "k-", label="network ŷ(x)")
         ax.set_xlabel("x")
+        ax.set_ylabel("y")
         ax.legend()
         ax.set_title("regression")
         _save(fig, path)
@@ -162,12 +170,25 @@ def plot_features(net, controls, dataset, path: Path, *, draw: bool, samples: in
     panels.append((title, proj))
     if net.n_out >= 2:
         panels.append(("readout Ŷ (first two outputs)", Yhat.T[:, :2]))
+    labels = {
+        "inputs ξ": ("ξ₁", "ξ₂"),
+        title: ("first coordinate", "second coordinate"),
+        "readout Ŷ (first two outputs)": ("ŷ₁", "ŷ₂"),
+    }
     fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4), squeeze=False)
     for ax, (text, P) in zip(axes[0], panels):
         if P.shape[1] < 2:
             P = np.column_stack([P[:, 0], np.zeros(len(P))])
-        ax.scatter(P[:, 0], P[:, 1], c=c, s=6, cmap="coolwarm" if classify else "viridis")
+        points = ax.scatter(P[:, 0], P[:, 1], c=c, s=6, cmap="coolwarm" if classify else "viridis")
         ax.set_title(text, fontsize=9)
+        ax.set_xlabel(labels[text][0], fontsize=8)
+        ax.set_ylabel(labels[text][1], fontsize=8)
+        if text == "inputs ξ":
+            ax.set_aspect("equal")
+        if classify:
+            ax.legend(*points.legend_elements(), fontsize=7, title="class", title_fontsize=7)
+        else:
+            fig.colorbar(points, ax=ax, label="target")
     _save(fig, path)
 
 

@@ -19,8 +19,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from pontryx.solver.adjoint.riesz import RieszMap
-from pontryx.solver.model.controls import Controls
+from pontryx.solver.adjoint.riesz import l2_weights
+from pontryx.solver.model.controls import REPLICATED, Controls
 from pontryx.solver.training.common import method_options
 
 __all__ = ["Callback", "Record", "Trainer"]
@@ -98,13 +98,19 @@ class Trainer:
         """‖∇J‖ over the trainable controls in the method's metric: for ``l2`` the
         L²(M_L) norm of the gradient's Riesz representative, ‖ω^{-1/2}∇J‖₂ — the
         norm TAO's ``gatol`` tests — and for ``euclidean`` the norm of the nodal
-        values. The progress line and ``metrics.csv`` report this norm."""
-        riesz = getattr(self, "_norm_riesz", None)
-        if riesz is None:
-            like = self.controls.subset(self.rf.net.trainable)
-            riesz = self._norm_riesz = RieszMap(self.rf.net, like, self.metric)
-        flat = riesz.gradient(grad.subset(self.rf.net.trainable).to_flat())
-        return float(np.sqrt(grad.comm.allreduce(float(np.dot(flat, flat)))))
+        values. The progress line and ``metrics.csv`` report this norm. Layer by
+        layer: no temporary of the size of all controls."""
+        net = self.rf.net
+        weights = l2_weights(net, net.trainable) if self.metric == "l2" else {}
+        local = 0.0
+        for name in net.trainable:
+            g = grad[name]
+            share = 1.0 if name not in REPLICATED or grad.comm.rank == 0 else 0.0
+            w = weights.get(name)
+            blocks = g if name in net.layer_names else (g,)
+            for block in blocks:
+                local += share * float(np.vdot(block, block / w if w is not None else block))
+        return float(np.sqrt(grad.comm.allreduce(local)))
 
     def iterate(self, n: int) -> Iterator[Record]:
         """Advance by up to n iterations, yielding one Record per iteration."""

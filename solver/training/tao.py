@@ -152,7 +152,9 @@ class TaoTrainer(Trainer):
     name = "tao"
     tao_type: str | None = None  # None: from the option ``type``
     resumable_anywhere = False  # TAO's quasi-Newton memory restarts at chunk boundaries
-    memory_copies = 16  # θ, ∇J, x, the L-BFGS history and TAO's work vectors (measured)
+    #: copies of θ (measured, benchmarks/memory.py): PETSc's L-BFGS holds about 16 + 4m
+    #: (m = -tao_lmvm_mat_lmvm_hist_size, default 5), pontryx about 6 more
+    memory_copies = 42
     defaults: ClassVar[dict] = {
         "type": "lmvm",
         "gatol": 1e-8,
@@ -201,9 +203,9 @@ class TaoTrainer(Trainer):
         return self.rf.value_and_gradient(controls)
 
     def _objective_gradient(self, tao, x, g):
-        self.theta.set_flat(self.riesz.to_theta(x.array_r))
+        self.riesz.set_theta(self.theta, x.array_r)  # in place: no control-sized temporaries
         J, grad = self._value_and_gradient(self.controls)
-        g.array[:] = self.riesz.gradient(grad.subset(self.names).to_flat())
+        self.riesz.gradient_into(grad.subset(self.names), g.array)
         self._cache = (x.array_r.copy(), J, grad, dict(self.rf.last))
         if not np.isfinite(J):
             self._nonfinite = "loss"

@@ -1,0 +1,138 @@
+"""Limits instead of exhaustion, and inputs that are refused: the memory estimate
+(solver/app/memory.py) refuses runs that would not fit before anything large
+exists; YAML input is bounded (size, nesting, aliases) and strict (duplicate
+keys); data files with one class or non-integer labels are refused."""
+
+import re
+import time
+
+import numpy as np
+import pytest
+from test_cli import SMALL, cli, write
+
+from pontryx.meshes import InputError
+from pontryx.solver.app.memory import dofs, estimate, parse_size
+from pontryx.solver.config import parse_yaml, validate_config
+
+pytestmark = pytest.mark.cli
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("model.layers=1000000000", "config error: memory: this run needs about"),
+        ("mesh.n=100000", "config error: memory: this run needs about"),
+        ("mesh.n=140", "config error: memory: this run needs about"),
+    ],
+)
+def test_runs_that_would_not_fit_are_refused_at_once(capsys, mpi_tmp_path, override, needle):
+    config = write(mpi_tmp_path / "big.yaml", SMALL)
+    start = time.monotonic()
+    code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "r", "--set", override)
+    assert code == 2 and err.startswith(needle) and err.count("\n") == 1, err
+    assert time.monotonic() - start < 20 and not (mpi_tmp_path / "r").exists()
+
+
+def test_max_memory(capsys, mpi_tmp_path):
+    config = write(mpi_tmp_path / "s.yaml", SMALL)
+    code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "r",
+                       "--max-memory", "10k")  # fmt: skip
+    assert code == 2 and err.startswith("config error: --max-memory: this run needs about")
+    code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "r",
+                       "--max-memory", "lots")  # fmt: skip
+    assert code == 2 and "expected a size such as 8G" in err
+    code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "r", "--quiet",
+                       "--max-memory", "2G")  # fmt: skip
+    assert code == 0, err
+
+
+def test_dof_prediction_and_parse_size():
+    assert dofs({"kind": "unit_square", "n": 8}, 1) == 81
+    assert dofs({"kind": "unit_square", "n": 8}, 2) == 289
+    assert dofs({"kind": "box", "n": [2, 3, 4]}, 1) == 60
+    assert dofs({"kind": "interval", "n": 32}, 3) == 97
+    assert 85 <= dofs({"kind": "disk", "h": 0.25}, 1) < 200  # gmsh makes 85 vertices
+    assert parse_size("8G") == 8 * 2**30 and parse_size("1.5m") == 1.5 * 2**20
+    with pytest.raises(InputError):
+        parse_size("-3G")
+
+
+def test_estimate_is_an_upper_range_figure():
+    """Against what the problem allocates (controls and one gradient's states): the
+    estimate is above and within a factor of a few of it."""
+    from mpi4py import MPI
+
+    from pontryx.solver.app.problem import build_problem
+
+    raw = {"mesh": {"kind": "unit_square", "n": 6}, "data": {"name": "ellipses", "n_train": 200},
+           "model": {"layers": 6}}  # fmt: skip
+    config = validate_config(raw, ranks=MPI.COMM_WORLD.size)
+    problem = build_problem(config, MPI.COMM_WORLD)
+    controls = sum(v.nbytes for v in problem.controls.values())
+    est = estimate(config, MPI.COMM_WORLD.size, copies=1.0)
+    assert est["N"] == problem.space.N
+    assert controls <= est["bytes"]["controls"] <= 4 * controls
+    problem.destroy()
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("model: {layers: 2, layers: 3}", "duplicate key 'layers'"),
+        (
+            "a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n"
+            + "".join(
+                f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefg", "bcdefgh")
+            )
+            + "model: {layers: *h}",
+            "values (after expanding aliases)",
+        ),
+        ("model: " + "[" * 40 + "]" * 40, "nested more than"),
+        ("model: " + "[" * 50000 + "]" * 50000, "nested more than"),
+        ("x: '" + "a" * (1 << 20) + "'", "larger than"),
+    ],
+    ids=["duplicate", "alias-bomb", "nesting", "deep-nesting", "size"],
+)
+def test_yaml_hazards_are_one_line(text, needle):
+    start = time.monotonic()
+    with pytest.raises(InputError, match=re.escape(needle)) as e:
+        parse_yaml(text, "c.yaml")
+    assert "\n" not in str(e.value) and len(str(e.value)) < 300
+    assert time.monotonic() - start < 5
+
+
+def test_alias_bomb_in_a_config_file_is_refused_quickly(capsys, mpi_tmp_path):
+    bomb = "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh")
+    )
+    config = write(mpi_tmp_path / "bomb.yaml", "a: &a [lol, lol]\n" + bomb + SMALL)
+    start = time.monotonic()
+    code, _, err = cli(capsys, "validate", config)
+    assert code == 2 and "after expanding aliases" in err and time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize(
+    "rows, needle",
+    [
+        ("x,y,label\n1,2,a\n3,4,a\n5,6,a\n7,8,a\n", "only one class"),
+        ("x,y,label\n1,2,0.5\n3,4,1.5\n5,6,0.5\n7,8,1.5\n", "class label 0.5 is not an integer"),
+    ],
+)
+def test_bad_class_labels_are_refused(capsys, mpi_tmp_path, rows, needle):
+    data = write(mpi_tmp_path / "d.csv", rows)
+    config = write(
+        mpi_tmp_path / "c.yaml",
+        SMALL.replace(
+            "data: {name: ellipses, n_train: 24, n_test: 12}", f"data: {{name: file, path: {data}}}"
+        ),  # fmt: skip
+    )
+    code, _, err = cli(capsys, "validate", config)
+    assert code == 2 and needle in err and err.startswith("config error: data.target"), err
+
+
+def test_npz_and_csv_labels_agree():
+    """Non-integer numeric labels are refused in NPZ files too (the same rule)."""
+    from pontryx.solver.data.files import _encode_labels
+
+    with pytest.raises(InputError, match="not an integer"):
+        _encode_labels([np.array([0.5, 1.5]), np.array([0.5])])

@@ -1,0 +1,91 @@
+"""The YAML ``petsc:`` section takes effect or is refused before anything is
+written (solver/app/petsc_options.py): each documented spelling has its effect,
+misspellings and unknown types are one-line errors, options of solvers the run
+does not have are warnings, ``log_view`` works."""
+
+import json
+import subprocess
+import sys
+
+from mpi4py import MPI
+
+import pytest
+from test_cli import SMALL, cli, write
+
+from pontryx.solver.outputs import read_metrics
+
+pytestmark = pytest.mark.cli
+
+
+def _train(capsys, tmp, petsc: str, extra=(), name="run"):
+    config = write(tmp / f"{name}.yaml", SMALL + f"petsc: {petsc}\n")
+    return cli(capsys, "train", config, "--output", tmp / name, "--quiet", *extra)
+
+
+def test_tao_tolerance_spelled_as_documented_stops_the_run(capsys, mpi_tmp_path):
+    code, _, err = _train(
+        capsys, mpi_tmp_path, "{pontryx_tao: {tao_gatol: 0.5}}",
+        ("--set", "training.max_iterations=50"),
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads((mpi_tmp_path / "run" / "summary.json").read_text())
+    assert summary["reason"] == "converged: CONVERGED_GATOL" and summary["iterations"] < 50
+    assert read_metrics(mpi_tmp_path / "run")[-1]["grad_norm"] <= 0.5  # the same norm
+
+
+def test_line_search_and_history_options_change_the_iterates(capsys, mpi_tmp_path):
+    losses = {}
+    for name, petsc in (
+        ("plain", "{}"),
+        ("armijo", "{pontryx_tao: {tao_ls_type: armijo}}"),
+        ("history", "{tao_lmvm_mat_lmvm_hist_size: 1}"),
+    ):
+        code, _, err = _train(
+            capsys, mpi_tmp_path, petsc, ("--set", "output.checkpoint_every=6"), name=name
+        )
+        assert code == 0 and "warning" not in err, err
+        losses[name] = [r["loss"] for r in read_metrics(mpi_tmp_path / name)]
+    assert losses["armijo"] != losses["plain"] and losses["history"] != losses["plain"]
+
+
+@pytest.mark.parametrize(
+    "petsc, extra, needle",
+    [
+        ("{pontryx_tao: {gatol: 1.0e-9}}", (), "petsc.pontryx_tao.gatol: -pontryx_tao_gatol"),
+        ("{pontryx_tao: {tao_type: nosuchtao}}", (), "petsc: the lmvm method's PETSc objects"),
+        (
+            "{pontryx_diffusion: {ksp_type: nosuchksp}}",
+            ("--set", "model.epsilon=0.1"),
+            "petsc: the width-diffusion solver",
+        ),
+        (
+            "{pontryx_diffusion: {ksp_typo: cg}}",
+            ("--set", "model.epsilon=0.1"),
+            "petsc.pontryx_diffusion.ksp_typo",
+        ),
+    ],
+)
+def test_bad_options_fail_before_anything_is_written(capsys, mpi_tmp_path, petsc, extra, needle):
+    code, _, err = _train(capsys, mpi_tmp_path, petsc, extra)
+    assert code == 2 and err.startswith(f"config error: {needle}"), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (mpi_tmp_path / "run").exists()
+
+
+def test_options_of_absent_solvers_are_a_warning(capsys, mpi_tmp_path):
+    code, _, err = _train(capsys, mpi_tmp_path, "{pontryx_diffusion: {ksp_type: cg}}")
+    assert code == 0, err
+    assert "warning: petsc.pontryx_diffusion.ksp_type" in err and "has no width-diffusion" in err
+
+
+@pytest.mark.serial
+def test_log_view_prints_the_summary(mpi_tmp_path):
+    config = write(mpi_tmp_path / "lv.yaml", SMALL + "petsc: {log_view: null}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pontryx.solver", "train", str(config), "--output",
+         str(mpi_tmp_path / "lv"), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Performance Summary" in proc.stdout + proc.stderr
+    assert "PetscFinalize() failed" not in proc.stderr and MPI.COMM_WORLD.size == 1
