@@ -124,7 +124,7 @@ def test_bad_class_labels_are_refused(capsys, mpi_tmp_path, rows, needle):
         mpi_tmp_path / "c.yaml",
         SMALL.replace(
             "data: {name: ellipses, n_train: 24, n_test: 12}", f"data: {{name: file, path: {data}}}"
-        ),  # fmt: skip
+        ),
     )
     code, _, err = cli(capsys, "validate", config)
     assert code == 2 and needle in err and err.startswith("config error: data.target"), err
