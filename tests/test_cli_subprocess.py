@@ -143,3 +143,64 @@ def test_bad_input_under_mpirun_is_one_line(config, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "config error: model.T: expected a number > 0, got -1"
     assert not (tmp_path / "r").exists()
+
+
+def _terminate_after_first_checkpoint(cmd, run_dir: Path, timeout=180):
+    """SIGTERM to the whole job (as Slurm sends it at the time limit); wait for it to end."""
+    proc = subprocess.Popen(
+        cmd,
+        env=clean_env(),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = run_dir / "checkpoints" / "iter-00000004" / "manifest.json"
+    deadline = time.monotonic() + timeout
+    while not first.exists():
+        assert proc.poll() is None, f"the run ended early: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+@pytest.mark.parametrize("method", ["lmvm", "adam"])
+def test_sigterm_stops_cleanly_and_resumes(config, tmp_path, ranks, method):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    opts = ("--set", f"training.method={method}")
+    proc = run(command(ranks, "train", config, "--output", whole, "--quiet", *opts))
+    assert proc.returncode == 0, proc.stderr
+    code, err = _terminate_after_first_checkpoint(
+        command(ranks, "train", config, "--output", cut, *opts), cut
+    )
+    assert code == 128 + signal.SIGTERM, err
+    summary = json.loads((cut / "summary.json").read_text())
+    assert summary["status"] == "interrupted", summary
+    assert (cut / "model.npz").exists()
+    assert "Traceback" not in err, err
+    proc = run(command(ranks, "train", config, "--output", cut, "--resume", "--quiet", *opts))
+    assert proc.returncode == 0, proc.stderr
+    _same_run(whole, cut)
+
+
+def test_not_converged_exits_4(config, tmp_path):
+    """A TAO solve stopped by its own safeguard is reported as not converged."""
+    proc = run(
+        command(
+            1,
+            "train",
+            config,
+            "--output",
+            tmp_path / "r",
+            "--quiet",
+            "--set",
+            "petsc.pontryx_tao.tao_max_funcs=3",
+        ),
+    )
+    assert proc.returncode == 4, proc.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "not_converged", summary
