@@ -74,6 +74,10 @@ def optimiser_worker(cfg: dict, threads: int) -> None:
 
             PETSc.Options()["tao_lmvm_mat_lmvm_hist_size"] = str(cfg["m"])
             minimize(rf, theta, "lmvm", {}, max_iterations=10)
+        elif cfg["what"] == "lbfgs":
+            from pontryx.solver.training import minimize
+
+            minimize(rf, theta, "lbfgs", {"history": cfg["m"]}, max_iterations=10)
         else:
             from pontryx.solver.outputs import model_io
 
@@ -192,9 +196,11 @@ def main(argv=None) -> str:
     )
     n, ms = OPTIMISER[mode]
     rows2 = []
-    for m in ms:
-        r = C.run_worker(__file__, {"what": "lmvm", "n": n, "m": m}, threads=args.threads)
-        rows2.append([f"TAO lmvm, m = {m}", r["N"], f"{r['mb']:.1f}", f"{r['per_rank'][0][0]:.1f}"])
+    for what, label in (("lmvm", "TAO lmvm"), ("lbfgs", "pontryx lbfgs")):
+        for m in ms:
+            r = C.run_worker(__file__, {"what": what, "n": n, "m": m}, threads=args.threads)
+            copies = f"{r['per_rank'][0][0]:.1f}"
+            rows2.append([f"{label}, m = {m}", r["N"], f"{r['mb']:.1f}", copies])
     r = C.run_worker(__file__, {"what": "model", "n": n}, threads=args.threads, ranks=2)
     share = ", ".join(f"{c:.2f} (θ share {f:.2f})" for c, f in r["per_rank"])
     rows2.append(["write model.npz, 2 ranks", r["N"], f"{r['mb']:.1f}", share])

@@ -53,6 +53,7 @@ METHODS = {
     "langevin": "training.stochastic:Langevin",
     "msa": "training.msa:MSA",
     "emsa": "training.msa:EMSA",
+    "lbfgs": "training.lbfgs:LBFGS",
     "oneshot": "training.oneshot:OneShot",
 }
 

@@ -168,7 +168,7 @@ def _terminate_after_first_checkpoint(cmd, run_dir: Path, timeout=180):
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
-@pytest.mark.parametrize("method", ["lmvm", "adam"])
+@pytest.mark.parametrize("method", ["lmvm", "lbfgs", "adam"])
 def test_sigterm_stops_cleanly_and_resumes(config, tmp_path, ranks, method):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     opts = ("--set", f"training.method={method}")

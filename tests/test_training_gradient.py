@@ -61,6 +61,7 @@ def _all(comm, flag):
 
 METHODS = {
     "lmvm": {},
+    "lbfgs": {},
     "blmvm": {},
     "bncg": {},
     "ntr": {},
@@ -245,6 +246,7 @@ def test_minibatches_cover_each_epoch():
 
 # -- rank independence: width split and data split ------------------------------------
 WIDTH = {
+    "lbfgs": ({}, 6),
     "lmvm": ({}, 10),
     "adam": ({"learning_rate": 1e-2, "batch_size": 16}, 6),
     "langevin": ({"learning_rate": 0.3, "batch_size": 16, "temperature": 1e-3}, 6),
@@ -265,7 +267,7 @@ def test_width_ranks_agree_with_serial(method, comm):
     assert comm.allreduce(rel, op=MPI.MAX) < 1e-10
 
 
-@pytest.mark.parametrize("method", ["lmvm", "adam"])
+@pytest.mark.parametrize("method", ["lmvm", "lbfgs", "adam"])
 def test_data_split_agrees_with_serial(method, comm):
     """width = 1, data = P: every rank holds the whole mesh and its shard() of the
     samples; the global minibatches are those of the serial run."""

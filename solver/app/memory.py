@@ -6,7 +6,8 @@ predicts, per MPI rank, the bytes of
 * the controls θ (dense kernel: N_t·n·N values; low-rank 2·N_t·n·R; local
   (2 + d)·N_t·n; b: N_t·n; C, E, d), times the copies the method keeps
   (:attr:`Trainer.memory_copies`: gradient, optimiser memory, line-search points,
-  the test evaluation — e.g. about 14 for TAO's L-BFGS with its default history);
+  the test evaluation — about 42 for TAO's ``lmvm`` with its default history, 2m + 4
+  for ``lbfgs`` with history m);
 * the states a gradient stores: ``records`` multivectors of n × S_local per layer
   for full storage (IMEX Euler U, Z: 2; midpoint 4; Verlet 4), ⌈√N_t⌉ + 2 records'
   worth with ``checkpointing: sqrt`` (N_t/k + 2k for every k-th state), a few with

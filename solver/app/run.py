@@ -229,7 +229,7 @@ class TrainingRun:
 
         self.mode = _on_root(comm, check)
         t = config.training
-        copies = method_class(t.method).memory_copies
+        copies = method_class(t.method).copies(dict(t.options or {}))
         check_memory(config, comm, max_memory, copies)  # before anything large exists
         self.problem = build_problem(config, comm)
         try:

@@ -138,6 +138,11 @@ class Trainer:
     #: evaluation), for the memory estimate of ``pontryx train``
     memory_copies = 4
 
+    @classmethod
+    def copies(cls, options: dict) -> float:
+        """:attr:`memory_copies` for these options (e.g. an L-BFGS history size)."""
+        return cls.memory_copies
+
     def memory_bytes(self) -> int:
         """Bytes this rank's solve allocates beyond the controls' copies and the
         sweep's states (e.g. the one-shot's KKT vectors); 0 by default."""
