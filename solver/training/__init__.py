@@ -9,7 +9,8 @@
 Methods (:data:`pontryx.solver.registry.METHODS`): PETSc TAO (:mod:`.tao`:
 ``lmvm``, ``blmvm``, ``bqnls``, ``bncg``, ``cg``; Newton-type ``ntr``, ``nls``,
 … with the exact Hessian action; ``tao`` for any of them by the option
-``type``), pontryx's memory-lean L-BFGS (:mod:`.lbfgs`: ``lbfgs``), stochastic (:mod:`.stochastic`: ``sgd``, ``adam``, ``langevin``), the
+``type``), pontryx's memory-lean L-BFGS (:mod:`.lbfgs`: ``lbfgs``),
+stochastic (:mod:`.stochastic`: ``sgd``, ``adam``, ``langevin``), the
 Pontryagin sweeps (:mod:`.msa`: ``msa``, ``emsa``) and the one-shot
 Euler–Lagrange solve (:mod:`.oneshot`: ``oneshot``).
 """
