@@ -49,7 +49,7 @@ def train(example: Path, ranks: int, overrides: list[str], out: Path) -> dict:
     cmd = [sys.executable, "-m", "pontryx.solver", "train", str(example), "--output", str(out)]
     cmd += ["--quiet", *(a for kv in overrides for a in ("--set", kv))]
     if ranks > 1:
-        launcher = Path(sys.executable).parent / "mpirun"
+        launcher = Path(sys.executable).absolute().parent / "mpirun"
         cmd = [str(launcher) if launcher.exists() else "mpirun", "-n", str(ranks), *cmd]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     start = time.perf_counter()

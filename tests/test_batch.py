@@ -35,7 +35,7 @@ def _env(tmp_path, **extra):
         (fake / tool).chmod(0o755)
     drop = ("PMI_", "PMIX_", "MPI_", "MPICH_", "HYDRA_", "SLURM_", "PBS_", "PONTRYX_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    venv = Path(sys.executable).parent
+    venv = Path(sys.executable).absolute().parent
     env.update(
         PATH=f"{fake}:{venv}:{env['PATH']}",
         PONTRYX_VENV="",

@@ -116,6 +116,7 @@ def test_train_writes_the_run_directory(capsys, small, mpi_tmp_path):
         "plots/curves.png",
         "plots/decision_boundary.png",
         "plots/features.png",
+        "plots/hamiltonian.png",
         "paraview/states.bp",
         "paraview/controls.bp",
         "paraview/controls.json",
@@ -124,6 +125,9 @@ def test_train_writes_the_run_directory(capsys, small, mpi_tmp_path):
     rows = read_metrics(run)
     assert [r["iteration"] for r in rows] == list(range(1, 7))
     assert [r["test_metric"] is not None for r in rows] == [False, True] * 3
+    assert all(max(r["stationarity_layers"]) == r["stationarity"] for r in rows)
+    assert len(rows[0]["stationarity_layers"]) == 3
+    assert "stationarity_layers" not in (run / "metrics.csv").read_text()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "max_iterations" and summary["iterations"] == 6
     assert summary["ranks"] == MPI.COMM_WORLD.size and summary["dofs"] == 16
@@ -219,6 +223,32 @@ def test_evaluate_on_a_data_file(capsys, small, mpi_tmp_path):
     write(run / "model.npz", "not a model")
     code, _, err = cli(capsys, "evaluate", run)
     assert code == 2 and "cannot read" in err and "Traceback" not in err
+
+
+def test_train_with_bounds(capsys, small, mpi_tmp_path):
+    """``training.bounds`` from the command line: lmvm runs as blmvm (said once), the
+    trained model stays in the box."""
+    run = mpi_tmp_path / "boxed"
+    code, out, err = cli(
+        capsys, "train", small, "--output", run, "--quiet",
+        "--set", "training.bounds={W: 0.2, b: [-0.1, 0.1]}",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "note: training.bounds: lmvm runs as blmvm (its bounded variant)" in out
+    model = model_io.load_model(run / "model.npz")
+    assert np.max(np.abs(model["W"])) <= 0.2 and np.max(np.abs(model["b"])) <= 0.1
+
+
+def test_emsa_reports_the_maximum_principle_gap(capsys, small, mpi_tmp_path):
+    run = mpi_tmp_path / "emsa"
+    code, _, err = cli(
+        capsys, "train", small, "--output", run, "--quiet", "--set", "training.method=emsa"
+    )
+    assert code == 0, err
+    rows = read_metrics(run)
+    assert all(len(r["gap_layers"]) == 3 and r["gap"] == max(r["gap_layers"]) for r in rows)
+    assert "gap" in (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert (run / "plots" / "hamiltonian.png").exists()
 
 
 def test_check_gradient(capsys, small):
@@ -452,6 +482,16 @@ BAD = [
         "training.checkpointing: 'reverse' needs a reversible scheme",
     ),
     ("method-option", _with("training.options", {"gatoll": 1}), [], "training.options.gatoll"),
+    ("bounds-name", _with("training.bounds", {"X": 1}), [], "training.bounds.X: not a trainable"),
+    ("bounds-negative", _with("training.bounds", {"W": -1}), [], "training.bounds.W: expected"),
+    ("bounds-order", _with("training.bounds", {"b": [1, 0]}), [], "training.bounds.b: expected"),
+    ("bounds-list", _with("training.bounds", [1, 2]), [], "training.bounds: expected a mapping"),
+    (
+        "bounds-oneshot",
+        _with("training", {"method": "oneshot", "bounds": {"W": 1}}),
+        [],
+        "training.bounds: method 'oneshot' does not take bounds",
+    ),
     ("options-not-mapping", _with("training.options", [1, 2]), [], "training.options"),
     ("width-too-large", _with("parallel.width", 4), [], "parallel.width: expected at most"),
     ("width-times-data", _with("parallel", {"width": 2, "data": 2}), [], "parallel: width × data"),

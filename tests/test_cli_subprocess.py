@@ -24,7 +24,7 @@ from pontryx.solver.outputs import model_io, read_metrics
 pytestmark = [pytest.mark.cli, pytest.mark.serial]
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+BIN = Path(sys.executable).absolute().parent
 PONTRYX = [sys.executable, "-m", "pontryx.solver"]
 
 CONFIG = """

@@ -126,7 +126,7 @@ def find_hadolint() -> str | None:
     found = shutil.which("hadolint")
     if found:
         return found
-    candidate = Path(sys.executable).parent / "hadolint"
+    candidate = Path(sys.executable).absolute().parent / "hadolint"
     return str(candidate) if candidate.exists() else None
 
 

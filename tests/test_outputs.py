@@ -179,7 +179,7 @@ def test_metrics_log_resume_truncates(mpi_tmp_path):
                 "misfit": 0.5,
                 "train_metric": 0.9,
                 "grad_norm": float("nan") if it == 5 else 0.1,
-                "pontryagin": 0.2,
+                "stationarity": 0.2,
                 "time": 0.1 * it,
                 "test_metric": None,
                 **({"lr": 0.1} if it > 2 else {}),

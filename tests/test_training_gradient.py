@@ -84,8 +84,8 @@ def test_method_decreases_loss(method):
     # methods count rejected steps as iterations, and report accepted ones only
     for r in res.history:
         assert isinstance(r, Record)
-        values = (r.loss, r.misfit, r.train_metric, r.grad_norm, r.pontryagin)
-        assert np.all(np.isfinite(values)) and r.grad_norm > 0 and r.pontryagin > 0
+        values = (r.loss, r.misfit, r.train_metric, r.grad_norm, r.stationarity)
+        assert np.all(np.isfinite(values)) and r.grad_norm > 0 and r.stationarity > 0
         assert 0 <= r.train_metric <= 1
     assert rf(theta) < 0.98 * J0
 

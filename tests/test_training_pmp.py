@@ -102,14 +102,16 @@ def test_trajectory_gradient_equals_reduced_gradient():
     assert (g - g2).norm() == 0.0
 
 
+@pytest.mark.parametrize("curvature", ["none", "gauss_newton"])
 @pytest.mark.parametrize("scheme", ["imex_euler", "midpoint", "verlet"])
-def test_block_gradient_at_old_controls_is_dJ(scheme):
-    """At θ_old the ρ terms are stationary, so every block's gradient is the
-    corresponding part of ∂J/∂θ: ∇_θ(−Hⁿ) = ∂J/∂θⁿ (with Λ = ∂J/∂U, H = ⟨−Λ, g⟩ − R)."""
+def test_block_gradient_at_old_controls_is_dJ(scheme, curvature):
+    """At θ_old the ρ terms (and the state curvature) are stationary, so every
+    block's gradient is the corresponding part of ∂J/∂θ: ∇_θ(−Hⁿ) = ∂J/∂θⁿ (with
+    Λ = ∂J/∂U, H = ⟨−Λ, g⟩ − R)."""
     rf, th = _problem(beta=1e-2, scheme=scheme, train_embedding=True, layers=3)
     _, g = rf.value_and_gradient(th)
-    trainer = EMSA(rf, th.copy(), rho=5.0)
-    traj = rf.trajectory(th)
+    trainer = EMSA(rf, th.copy(), rho=5.0, curvature=curvature, order="jacobi")
+    traj = rf.trajectory(th, sensitivities=True)
     for key, problem in trainer.blocks(traj, rf.X, rf._misfit, rf.S):
         _, gb = problem.value_and_gradient(trainer._block_controls(key, th).copy())
         ref = trainer._block_controls(key, g)
@@ -117,17 +119,19 @@ def test_block_gradient_at_old_controls_is_dJ(scheme):
         assert err < 1e-10, (key, err)
 
 
+@pytest.mark.parametrize("curvature", ["none", "gauss_newton"])
 @pytest.mark.parametrize(
     "scheme, kernel", [("imex_euler", "dense"), ("imex_euler", "lowrank"), ("verlet", "dense")]
 )
-def test_emsa_block_objectives_taylor(scheme, kernel):
-    """Taylor rate 2 for every E-MSA block objective (layers with all three terms,
-    readout with the costate term through the loss Hessian, embedding) at a point
-    away from θ_old, where the ρ terms do not vanish."""
+def test_emsa_block_objectives_taylor(scheme, kernel, curvature):
+    """Taylor rate 2 for every E-MSA block objective (layers with all three terms
+    or with the Gauss–Newton state curvature, readout with the costate term
+    through the loss Hessian, embedding) at a point away from θ_old, where the ρ
+    terms do not vanish."""
     options = {"kernel_options": {"rank": 2}} if kernel == "lowrank" else {}
     rf, th = _problem(scheme=scheme, kernel=kernel, train_embedding=True, layers=3, n=8, **options)
-    trainer = EMSA(rf, th.copy(), rho=3.0)
-    traj = rf.trajectory(th)
+    trainer = EMSA(rf, th.copy(), rho=3.0, curvature=curvature)
+    traj = rf.trajectory(th, sensitivities=True)
     for i, (key, problem) in enumerate(trainer.blocks(traj, rf.X, rf._misfit, rf.S)):
         x0 = trainer._block_controls(key, th).copy()
         x1 = x0.copy().axpy(0.1, _random_like(x0, 10 + i))
@@ -139,7 +143,7 @@ def test_costate_term_finite_difference_matches_exact():
     """The O(h²) central difference used for the non-IMEX schemes agrees with
     the exact IMEX Euler formula."""
     rf, th = _problem(layers=3, n=8)
-    trainer = EMSA(rf, th.copy(), rho=3.0)
+    trainer = EMSA(rf, th.copy(), rho=3.0, curvature="none", order="jacobi")
     traj = rf.trajectory(th)
     _, layer = next(iter(trainer.blocks(traj, rf.X, rf._misfit, rf.S)))
     x0 = trainer._block_controls(0, th).copy()
@@ -154,7 +158,10 @@ def test_costate_term_finite_difference_matches_exact():
 def test_emsa_monotone_and_msa_not_a_descent_method():
     rf, th = _problem(alpha=1e-2)
     J0 = rf(th)
-    emsa = [r.loss for r in EMSA(rf, th.copy(), rho=10.0, step_control=False).iterate(5)]
+    published = {"curvature": "none", "order": "jacobi"}
+    emsa = [
+        r.loss for r in EMSA(rf, th.copy(), rho=10.0, step_control=False, **published).iterate(5)
+    ]
     assert all(b < a for a, b in itertools.pairwise([J0, *emsa])), emsa
     msa = [r.loss for r in MSA(rf, th.copy(), step_control=False).iterate(5)]
     assert max(msa) > J0  # plain MSA overshoots on this problem; E-MSA's ρ terms prevent it
@@ -162,12 +169,13 @@ def test_emsa_monotone_and_msa_not_a_descent_method():
 
 @pytest.mark.parametrize("method", [MSA, EMSA])
 def test_step_control_makes_a_descent_method(method):
-    """With the default step control both sweeps are monotone from ρ₀ = 1 (E-MSA: ρ
-    adapted, rejected sweeps re-solved with 4ρ) and λ = 1 (MSA: backtracking along
-    the sweep), on a problem where plain MSA overshoots."""
+    """With the default step control both published sweeps are monotone from ρ₀ = 1
+    (E-MSA: ρ adapted, rejected sweeps re-solved with 4ρ) and λ = 1 (MSA:
+    backtracking along the sweep), on a problem where plain MSA overshoots."""
     rf, th = _problem(alpha=1e-4)
     J0 = rf(th)
-    recs = list(method(rf, th.copy()).iterate(6))
+    kw = dict(rho=1.0, curvature="none", order="jacobi") if method is EMSA else {}
+    recs = list(method(rf, th.copy(), **kw).iterate(6))
     losses = [J0] + [r.loss for r in recs]
     assert all(b <= a for a, b in itertools.pairwise(losses)), losses
     assert losses[-1] < 0.9 * J0
@@ -199,7 +207,7 @@ def test_msa_decreases_the_loss():
     assert recs[1].loss < recs[0].loss
     r = recs[-1]
     assert r.iteration == 2 and r.extra["rho"] == 0.0 and r.extra["decrease"] > 0
-    assert np.isfinite(r.grad_norm) and np.isfinite(r.pontryagin) and r.pontryagin > 0
+    assert np.isfinite(r.grad_norm) and np.isfinite(r.stationarity) and r.stationarity > 0
 
 
 def test_emsa_record_is_the_full_gradient_after_the_update():
@@ -209,7 +217,7 @@ def test_emsa_record_is_the_full_gradient_after_the_update():
     J, g = rf.value_and_gradient(t.controls)
     assert rec.loss == pytest.approx(J, rel=1e-14)
     assert rec.grad_norm == pytest.approx(t.gradient_norm(g), rel=1e-12)  # L² (metric l2)
-    assert rec.pontryagin == pytest.approx(rf.pontryagin_residual(g), rel=1e-12)
+    assert rec.stationarity == pytest.approx(rf.stationarity(g), rel=1e-12)
     assert rec.extra["rho"] == 10.0
 
 
@@ -345,3 +353,59 @@ def test_registry_and_train_driver():
     rf, th = _problem(n=8, layers=2)
     res = minimize(rf, th, "emsa", {"rho": 10.0, "inner_iterations": 3}, max_iterations=3)
     assert len(res.history) == 3 and res.history[-1].loss < res.history[0].loss
+
+
+# -- E-MSA with the Gauss–Newton state curvature -------------------------------------------
+@pytest.mark.parametrize("scheme", ["imex_euler", "verlet"])
+def test_sensitivities_are_output_derivatives(scheme, comm):
+    """Λ_kⁿ = ∂Ŷ_k/∂Uⁿ per sample: Σ_i Λ_kⁿ[i, s] V[i, s] equals the central
+    difference of Ŷ_k,s along a perturbation V of the state entering layer n."""
+    from pontryx.solver.adjoint.sweep import Sweep
+
+    rf, th = _problem(comm, scheme=scheme, layers=3, n=6)
+    traj = rf.trajectory(th, sensitivities=True)
+    assert len(traj.sensitivities) == 2 and len(traj.sensitivities[0]) == 4
+    sweep = Sweep(rf.net, th)
+    n = 1
+    V = np.random.default_rng([3, comm.rank]).standard_normal(traj.states[n][0].shape)
+
+    def out(h):
+        state = tuple(u.copy() for u in traj.states[n])
+        state = (state[0] + h * V, *state[1:])
+        for layer in range(n, rf.net.layers):
+            state, _ = sweep.step(layer, state)
+        return rf.net.readout(th, state[0])
+
+    h = 1e-6
+    fd = (out(h) - out(-h)) / (2 * h)
+    for k, path in enumerate(traj.sensitivities):
+        pred = rf.net.space.sum(np.sum(path[n][0] * V, axis=0))
+        np.testing.assert_allclose(pred, fd[k], rtol=1e-6, atol=1e-9)
+
+
+def test_gauss_newton_emsa_ahead_of_lmvm_per_iteration():
+    """The default E-MSA (Gauss–Newton state curvature, Gauss–Seidel sweep) lowers
+    J further per iteration than TAO's lmvm (measured here: 5 and 10 iterations)."""
+    from pontryx.solver.training import minimize
+
+    rf, th = _problem(n=32, alpha=1e-4, layers=4)
+    emsa = [r.loss for r in EMSA(rf, th.copy()).iterate(10)]
+    rf2, th2 = _problem(n=32, alpha=1e-4, layers=4)
+    lmvm = [r.loss for r in minimize(rf2, th2, "lmvm", max_iterations=10).history]
+    assert emsa[4] < lmvm[4] and emsa[9] < lmvm[9], (emsa, lmvm)
+    assert all(b <= a for a, b in itertools.pairwise(emsa))
+
+
+@pytest.mark.parametrize("order", ["gauss_seidel", "jacobi"])
+def test_orders_descend_and_report_the_hamiltonian(order):
+    """Both sweeps are descent methods; every record carries the layers'
+    stationarity ‖∂_θ Hⁿ‖ and the maximum-principle gap lower bounds (≥ 0)."""
+    rf, th = _problem(alpha=1e-3, layers=3)
+    J0 = rf(th)
+    recs = list(EMSA(rf, th.copy(), order=order).iterate(4))
+    losses = [J0] + [r.loss for r in recs]
+    assert all(b <= a for a, b in itertools.pairwise(losses)) and losses[-1] < 0.9 * J0
+    for r in recs:
+        assert len(r.layers["stationarity"]) == 3 and len(r.layers["gap"]) == 3
+        assert min(r.layers["gap"]) >= 0 and r.extra["gap"] == max(r.layers["gap"])
+        assert r.stationarity == max(r.layers["stationarity"])

@@ -187,10 +187,13 @@ class ReducedFunctional:
         self._grad = grad
         return J, grad
 
-    def trajectory(self, controls: Controls):
-        """The gradient sweep keeping every state and costate (Pontryagin methods):
-        the :class:`~.sweep.SweepResult` (local, not reduced)."""
-        return Sweep(self.net, controls).gradient(self.X, self.misfit, trajectory=True)
+    def trajectory(self, controls: Controls, sensitivities: bool = False):
+        """The gradient sweep keeping every state and costate (Pontryagin methods),
+        with ``sensitivities`` also ∂Ŷ_k/∂Uⁿ: the :class:`~.sweep.SweepResult`
+        (local, not reduced)."""
+        return Sweep(self.net, controls).gradient(
+            self.X, self.misfit, trajectory=True, sensitivities=sensitivities
+        )
 
     def hessian_action(self, controls: Controls, direction: Controls) -> Controls:
         """∇²J(θ) · dθ over the trainable controls (names missing from
@@ -240,10 +243,17 @@ class ReducedFunctional:
         riesz = self.riesz(g)
         return riesz.controls_to_theta(riesz.controls_to_theta(g))
 
-    def pontryagin_residual(self, grad: Controls | None = None) -> float:
-        """max_n ‖∂_θ Hⁿ‖ = max_n ‖∂J/∂θⁿ‖ / Δt."""
+    def layer_stationarity(self, grad: Controls | None = None) -> np.ndarray:
+        """‖∂_θ Hⁿ‖ = ‖∂J/∂θⁿ‖ / Δt for every layer n (∂_θ Hⁿ = −∂J/∂θⁿ; per unit
+        time, so that it measures the continuous Hamiltonian's θ-derivative): 0
+        where θⁿ is a stationary point of the layer Hamiltonian, as the maximum
+        principle requires of an interior maximiser."""
         g = grad if grad is not None else self._grad
-        return float(np.max(layer_gradient_norms(self.net, g))) / self.net.dt
+        return np.asarray(layer_gradient_norms(self.net, g)) / self.net.dt
+
+    def stationarity(self, grad: Controls | None = None) -> float:
+        """max_n ‖∂_θ Hⁿ‖ (:meth:`layer_stationarity`)."""
+        return float(np.max(self.layer_stationarity(grad)))
 
     def metric(self, stat: float | None = None) -> float:
         """Accuracy (classification) or root-mean-square error (regression)."""

@@ -190,6 +190,9 @@ class SweepResult:
     states: list = field(default_factory=list)  # U⁰ … U^{N_t} (trajectories only)
     costates: list = field(default_factory=list)  # Λ⁰ … Λ^{N_t} (trajectories only)
     G: np.ndarray | None = None  # ∂misfit/∂Ŷ
+    #: output sensitivities Λ_kⁿ = ∂Ŷ_k/∂Uⁿ per sample (k = 0 … n_out − 1, each a
+    #: list over n = 0 … N_t of state tuples; trajectories with ``sensitivities``)
+    sensitivities: list = field(default_factory=list)
 
 
 class Sweep:
@@ -252,7 +255,9 @@ class Sweep:
         return net.readout(self.controls, state[0]), [kept[n] for n in sorted(kept)]
 
     # -- forward and adjoint ------------------------------------------------------------------
-    def gradient(self, X, misfit_fn, trajectory: bool = False) -> SweepResult:
+    def gradient(
+        self, X, misfit_fn, trajectory: bool = False, sensitivities: bool = False
+    ) -> SweepResult:
         """One forward and one adjoint sweep for inputs X (n_in × S_local).
 
         ``misfit_fn(Ŷ) -> (misfit, ∂misfit/∂Ŷ, stat)`` is the data term on this
@@ -260,7 +265,12 @@ class Sweep:
         trainable control (the regulariser and the data-rank sum are added by the
         caller, :class:`~pontryx.solver.adjoint.reduced.ReducedFunctional`). With
         ``trajectory`` every state U⁰ … U^{N_t} and costate Λ⁰ … Λ^{N_t} is kept
-        (full storage, no array recycling): the Pontryagin sweeps need them."""
+        (full storage, no array recycling): the Pontryagin sweeps need them; with
+        ``sensitivities`` (and ``trajectory``) also the output sensitivities
+        Λ_kⁿ = ∂Ŷ_k/∂Uⁿ, the costates of the unit cotangents e_k on Ŷ, carried
+        backwards through the same layer records (their parameter gradients are
+        discarded): the Gauss–Newton Hessian of the cost-to-go in Uⁿ is
+        Σ_s Λ_{·,s}ⁿᵀ ∇²ℓ_s Λ_{·,s}ⁿ."""
         net = self.net
         if trajectory:
             store, self.ws, states = Full(), HEAP, []
@@ -277,12 +287,22 @@ class Sweep:
         grad = self.controls.subset(net.trainable).zeros_like()
         lam = self._terminal(state, G, grad)
         costates = [lam] if trajectory else None
+        sens, scratch = [], None
+        if trajectory and sensitivities:
+            scratch = self.controls.subset(net.trainable).zeros_like()
+            for k in range(G.shape[0]):
+                E = np.zeros_like(G)
+                E[k] = 1.0
+                sens.append([self._terminal(state, E, scratch)])
         if not isinstance(store, Reverse):
             _give_back(ws, state)
         for n, record in store.backward(self, net.layers, ws):
             ctx = self._ctx(n)
             layer_grad = {name: grad[name][n] for name in net.layer_names}
             new = self.scheme.adjoint(ctx, record, lam, layer_grad, n=n, ws=ws)
+            for path in sens:
+                waste = {name: scratch[name][n] for name in net.layer_names}
+                path.append(self.scheme.adjoint(ctx, record, path[-1], waste, n=n))
             self.kernel.release(ctx)
             _give_back(ws, (record, lam), keep=new)
             lam = new
@@ -301,6 +321,7 @@ class Sweep:
             states=states or [],
             costates=costates[::-1] if costates else [],
             G=G,
+            sensitivities=[path[::-1] for path in sens],
         )
 
     # -- tangent-linear and second order ----------------------------------------------------

@@ -24,6 +24,7 @@ from pontryx.solver.app import petsc_options
 from pontryx.solver.config.schema import Config, TrainingSection, petsc_key_paths
 from pontryx.solver.data import Dataset, load_dataset, shard
 from pontryx.solver.layout import Layout
+from pontryx.solver.model.bounds import Bounds
 from pontryx.solver.model.network import ContinuumNetwork
 from pontryx.solver.model.width import WidthSpace
 from pontryx.solver.training import make_trainer
@@ -146,7 +147,11 @@ def make_method(problem: Problem, say=None):
     (keys of the training section itself, such as ``method``, under ``training``)."""
     c, t = problem.config, problem.config.training
     try:
-        trainer = make_trainer(t.method, problem.rf, problem.controls, dict(t.options))
+        try:
+            bounds = Bounds(t.bounds, problem.rf.net.trainable)
+        except InputError as e:
+            raise e.under("bounds") from None
+        trainer = make_trainer(t.method, problem.rf, problem.controls, dict(t.options), bounds)
         with petsc_options.errors(f"the {t.method} method's PETSc objects"):
             trainer.probe()
     except InputError as e:
@@ -160,6 +165,8 @@ def make_method(problem: Problem, say=None):
     petsc_options.check_used(
         c.petsc_options, petsc_key_paths(c.petsc), say=(lambda *a, **k: None) if quiet else print
     )
+    if getattr(trainer, "requested_type", None) and not quiet:
+        print(f"note: training.bounds: {t.method} runs as {trainer.type} (its bounded variant)")
     return trainer
 
 

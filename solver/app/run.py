@@ -110,7 +110,7 @@ class Progress:
         self.say(
             f"iter {k:{width}d}/{self.total}  loss {row['loss']:.6e}  "
             f"{self.metric} {row['train_metric']:.4f}{test}  "
-            f"{self.norm} {row['grad_norm']:.3e}  Pontryagin {row['pontryagin']:.3e}  "
+            f"{self.norm} {row['grad_norm']:.3e}  ‖∂θH‖ {row['stationarity']:.3e}  "
             f"{t:8.1f} s{eta}  {clock}"
         )
 
@@ -559,6 +559,7 @@ def write_plots(problem: Problem, controls, directory: Path, rows: list[dict]) -
     if draw:
         directory.mkdir(parents=True, exist_ok=True)
         plots.plot_curves(rows, directory / "curves.png", problem.metric_name)
+        plots.plot_hamiltonian(rows, directory / "hamiltonian.png")
     plots.plot_decision_boundary(net, controls, d, directory / "decision_boundary.png", draw=draw)
     plots.plot_features(net, controls, d, directory / "features.png", draw=draw)
     if len(d.input_shape) == 2 and net.space.mesh.geometry.dim == 2:

@@ -165,6 +165,25 @@ class TrainingSection(Section):
         10, description="test metric every k iterations (0: only at the end)"
     )
     options: dict[str, Any] = Field({}, description="options of the method (a mapping)")
+    bounds: dict[str, Any] = Field(
+        {}, description="box constraints: control name → c (|θ| ≤ c) or [lower, upper]"
+    )
+
+    @field_validator("bounds", mode="before")
+    @classmethod
+    def check_bounds(cls, v):
+        """Each value a number c > 0 or [lower, upper] (the names are checked against
+        the network's controls when it is built)."""
+        if not isinstance(v, Mapping):
+            return v
+        v = {
+            k: [_yaml_float(x) for x in val] if isinstance(val, list) else _yaml_float(val)
+            for k, val in v.items()
+        }
+        from pontryx.solver.model.bounds import Bounds
+
+        Bounds(v, [str(k) for k in v])
+        return v
 
     @field_validator("options", mode="before")
     @classmethod

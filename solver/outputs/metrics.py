@@ -3,8 +3,10 @@
 Written by world rank 0 only, one line per iteration, flushed at once, so the
 files can be followed while a run is going (``tail -f``). Columns: the fields
 of :class:`~pontryx.solver.training.base.Record` (iteration, loss, misfit,
-train_metric, grad_norm, pontryagin, time, test_metric) followed by the
-method-specific extras. On ``--resume`` the lines after the checkpoint's
+train_metric, grad_norm, stationarity, time, test_metric) followed by the
+method-specific extras. Per-layer values (lists: ``stationarity_layers``
+‖∂_θ Hⁿ‖ for every method, ``gap_layers`` the maximum-principle gap for
+msa/emsa) are in ``metrics.jsonl`` only. On ``--resume`` the lines after the checkpoint's
 iteration are dropped, so a resumed run's log equals an uninterrupted one's.
 """
 
@@ -27,13 +29,15 @@ BASE_COLUMNS = (
     "train_metric",
     "test_metric",
     "grad_norm",
-    "pontryagin",
+    "stationarity",
     "time",
 )
 
 
 def _clean(v):
     """JSON has no NaN/Inf: write them as strings, like CSV does."""
+    if isinstance(v, list | tuple):
+        return [_clean(x) for x in v]
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)
     if hasattr(v, "item"):
@@ -83,7 +87,7 @@ class MetricsLog:
         return self
 
     def _add_columns(self, row: dict) -> bool:
-        new = [k for k in row if k not in self.columns]
+        new = [k for k, v in row.items() if k not in self.columns and not isinstance(v, list)]
         self.columns += new
         return bool(new)
 

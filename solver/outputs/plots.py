@@ -8,7 +8,10 @@
                             classes: on the readout direction c₁ − c₀ and a principal
                             direction; else two principal directions, in L²(M_L)), and
                             the readout coordinates Ŷ, coloured by class;
-* ``digits.png``            image inputs: a few inputs with u(0) and u(T) on the mesh.
+* ``digits.png``            image inputs: a few inputs with u(0) and u(T) on the mesh;
+* ``hamiltonian.png``       the maximum principle per layer n and iteration k: the
+                            stationarity ‖∂_θ Hⁿ‖ (every method) and, for msa/emsa,
+                            the gap max_θ Hⁿ − Hⁿ(θⁿ) found by the layer solves.
 
 The network evaluations are collective on the width communicator; only rank 0
 of it draws (pass ``draw=False`` on the other ranks of a data-parallel layout:
@@ -21,7 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_curves", "plot_decision_boundary", "plot_digits", "plot_features"]
+__all__ = [
+    "plot_curves",
+    "plot_decision_boundary",
+    "plot_digits",
+    "plot_features",
+    "plot_hamiltonian",
+]
 
 
 def _pyplot():
@@ -72,6 +81,39 @@ def plot_curves(rows: list[dict], path: Path, metric: str = "accuracy") -> None:
     a2.set_title(metric)
     a2.legend()
     _save(fig, path)
+
+
+def plot_hamiltonian(rows: list[dict], path: Path) -> bool:
+    """Heat maps over (iteration, layer) of ``stationarity_layers`` and, if present,
+    ``gap_layers`` (log colour scale); False if the rows hold no per-layer values."""
+    keys = [k for k in ("stationarity_layers", "gap_layers") if any(k in r for r in rows)]
+    if not keys:
+        return False
+    from matplotlib.colors import LogNorm
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 3.8), squeeze=False)
+    titles = {
+        "stationarity_layers": ("stationarity ‖∂θ Hⁿ‖", "‖∂θ Hⁿ‖"),
+        "gap_layers": ("maximum-principle gap max Hⁿ − Hⁿ(θⁿ)", "gap"),
+    }
+    for ax, key in zip(axes[0], keys, strict=True):
+        have = [r for r in rows if isinstance(r.get(key), list) and r[key]]
+        it = np.array([r["iteration"] for r in have], dtype=float)
+        values = np.array([[float(x) for x in r[key]] for r in have])  # (iterations, layers)
+        positive = values[np.isfinite(values) & (values > 0)]
+        norm = LogNorm(positive.min(), positive.max()) if positive.size else None
+        shown = np.where(values > 0, values, np.nan)
+        extent = (it[0] - 0.5, it[-1] + 0.5, -0.5, values.shape[1] - 0.5)
+        im = ax.imshow(shown.T, aspect="auto", origin="lower", extent=extent, norm=norm,
+                       interpolation="nearest", cmap="viridis")  # fmt: skip
+        fig.colorbar(im, ax=ax, label=titles[key][1])
+        ax.set_xlabel("iteration k")
+        ax.set_ylabel("layer n")
+        ax.set_title(titles[key][0])
+    fig.tight_layout()
+    _save(fig, path)
+    return True
 
 
 def _predict(net, controls, X: np.ndarray, chunk: int = 2048) -> np.ndarray:

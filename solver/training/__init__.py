@@ -44,6 +44,8 @@ def method_class(name: str) -> type[Trainer]:
     return load(METHODS, name)
 
 
-def make_trainer(name: str, rf, controls, options: dict | None = None) -> Trainer:
-    """The trainer called ``name`` on (rf, controls); option errors keyed by the option."""
-    return method_class(name)(rf, controls, **(options or {}))
+def make_trainer(name: str, rf, controls, options: dict | None = None, bounds=None) -> Trainer:
+    """The trainer called ``name`` on (rf, controls), keeping them in ``bounds`` (a
+    :class:`~pontryx.solver.model.bounds.Bounds`, or None); option errors keyed by
+    the option, a method without bounds refuses them (keyed ``bounds``)."""
+    return method_class(name)(rf, controls, bounds=bounds, **(options or {}))

@@ -19,7 +19,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from pontryx.meshes.errors import InputError
 from pontryx.solver.adjoint.riesz import l2_weights
+from pontryx.solver.model.bounds import Bounds
 from pontryx.solver.model.controls import REPLICATED, Controls
 from pontryx.solver.training.common import method_options
 
@@ -35,14 +37,18 @@ class Record:
     misfit: float  # (1/S) Σ ℓ on the training (mini)batch
     train_metric: float  # accuracy (classification) or RMSE (regression)
     grad_norm: float  # ‖∇J(θ)‖ in the method's metric (L²(M_L) by default; see Trainer)
-    pontryagin: float  # max_n ‖∂_θ Hⁿ‖
+    stationarity: float  # max_n ‖∂_θ Hⁿ‖ (per unit time): 0 where the maximum principle holds
     time: float = 0.0  # seconds since the trainer was created (excl. restored runs)
     test_metric: float | None = None  # filled by the loop when a test set is given
     extra: dict = field(default_factory=dict)  # method-specific (step size, ρ, R_f, …)
+    #: per-layer values, each a list over n = 0 … N_t − 1: "stationarity" ‖∂_θ Hⁿ‖
+    #: (every method) and "gap" (msa/emsa: the maximum-principle gap of the sweep)
+    layers: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d.update(d.pop("extra"))
+        d.update({f"{k}_layers": [float(x) for x in v] for k, v in d.pop("layers").items()})
         return d
 
 
@@ -65,11 +71,18 @@ class Trainer:
 
     name: ClassVar[str] = "trainer"
     defaults: ClassVar[dict] = {}
+    #: whether the method keeps the controls in a box (``bounds``); the others refuse it
+    supports_bounds: ClassVar[bool] = False
 
-    def __init__(self, rf, controls: Controls, **options):
+    def __init__(self, rf, controls: Controls, bounds: Bounds | None = None, **options):
         self.rf = rf
         self.controls = controls
         self.options = method_options(self.name, self.defaults, options)
+        self.bounds = bounds if bounds else None
+        if self.bounds is not None:
+            if not self.supports_bounds:
+                raise InputError(f"method {self.name!r} does not take bounds", "bounds")
+            self.bounds.project(controls)  # start in the admissible set
         self.iteration = 0
         self.converged: str | None = None
         self.failed: str | None = None
@@ -79,15 +92,17 @@ class Trainer:
     def record(self, J: float, grad: Controls, **extra) -> Record:
         """A :class:`Record` for the current iteration from the last evaluation of rf."""
         last = self.rf.last
+        per_layer = self.rf.layer_stationarity(grad)
         return Record(
             iteration=self.iteration,
             loss=float(J),
             misfit=float(last["misfit"]),
             train_metric=float(self.rf.metric()),
             grad_norm=self.gradient_norm(grad),
-            pontryagin=self.rf.pontryagin_residual(grad),
+            stationarity=float(np.max(per_layer)),
             time=time.perf_counter() - self._t0,
             extra=extra,
+            layers={"stationarity": per_layer.tolist()},
         )
 
     #: the inner product in which the method measures ‖∇J‖ (its option ``metric``
@@ -98,17 +113,24 @@ class Trainer:
         """‖∇J‖ over the trainable controls in the method's metric: for ``l2`` the
         L²(M_L) norm of the gradient's Riesz representative, ‖ω^{-1/2}∇J‖₂ — the
         norm TAO's ``gatol`` tests — and for ``euclidean`` the norm of the nodal
-        values. The progress line and ``metrics.csv`` report this norm. Layer by
-        layer: no temporary of the size of all controls."""
+        values. With bounds, the norm of the projected gradient (the entries at an
+        active bound that point out of the box left out; 0 at a KKT point), which
+        is also what TAO's bounded methods test. The progress line and
+        ``metrics.csv`` report this norm. Layer by layer: no temporary of the size
+        of all controls."""
         net = self.rf.net
         weights = l2_weights(net, net.trainable) if self.metric == "l2" else {}
         local = 0.0
         for name in net.trainable:
-            g = grad[name]
+            g, th = grad[name], self.controls[name]
             share = 1.0 if name not in REPLICATED or grad.comm.rank == 0 else 0.0
             w = weights.get(name)
-            blocks = g if name in net.layer_names else (g,)
-            for block in blocks:
+            layered = name in net.layer_names
+            for block, t in zip(g, th, strict=True) if layered else ((g, th),):
+                if self.bounds is not None:
+                    out = self.bounds.active(name, t, block)
+                    if out is not None:
+                        block = np.where(out, 0.0, block)
                 local += share * float(np.vdot(block, block / w if w is not None else block))
         return float(np.sqrt(grad.comm.allreduce(local)))
 

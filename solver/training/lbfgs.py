@@ -41,6 +41,12 @@ steepest descent with the memory cleared; if that fails too the method stops
 (``stopped: DIVERGED_LS_FAILURE``). Converged reasons are TAO's spellings,
 ``CONVERGED_GATOL`` and ``CONVERGED_GRTOL``.
 
+Bounds (``training.bounds``): the projected variant (as TAO's BLMVM): the
+direction is computed from the gradient with the entries at an active bound
+removed, and zeroed there; the step backtracks (α ← α/2) along the projection
+arc P_Θ(θ + αd) until the Armijo condition on it holds (Bertsekas 1982); a pair
+with ⟨y, s⟩ ≤ 0 is not stored. ``gatol`` then tests the projected gradient.
+
 Checkpoints hold θ and the pairs (shaped like the controls: they load on any
 layout) and ρ; a resumed run recomputes J and ∇J at θ and continues
 bit-for-bit on the same layout, after any iteration.
@@ -153,6 +159,7 @@ class LBFGS(Trainer):
         "metric": "l2",
     }
     memory_copies = 14  # 2m + 4 at the default m = 5 (see copies())
+    supports_bounds = True
 
     @classmethod
     def copies(cls, options: dict) -> float:
@@ -239,6 +246,7 @@ class LBFGS(Trainer):
         d = self.d
         for name in self.names:
             np.copyto(d[name], g[name])
+        self._mask(d, g)
         a = []
         for (s, y), rho in zip(reversed(self.pairs), reversed(self.rho), strict=True):
             a.append(rho * self._pair(s, d))
@@ -253,6 +261,36 @@ class LBFGS(Trainer):
             self._axpy(ai - rho * self._pair(y, d), s, d)
         for name in self.names:
             np.negative(d[name], out=d[name])
+        self._mask(d, g)
+
+    def _mask(self, d: Controls, g: Controls) -> None:
+        """With bounds: d ← 0 on the entries at an active bound (−∇J points out of Θ)."""
+        if self.bounds is None:
+            return
+        for name in self.names:
+            for db, tb, gb in self._blocks(name, d[name], self.theta[name], g[name]):
+                act = self.bounds.active(name, tb, gb)
+                if act is not None:
+                    db[act] = 0.0
+
+    def _projected_search(self, J: float, alpha: float, s: Controls, y: Controls):
+        """Backtracking on the projection arc θ(α) = P_Θ(θₖ + αd), α ← α/2, until
+        J(θ(α)) ≤ J(θₖ) + c₁⟨∇J(θₖ), θ(α) − θₖ⟩ (Bertsekas 1982; as TAO's BLMVM);
+        ``s`` holds θₖ, ``y`` −∇J(θₖ). Returns (α, J, ∇J, evaluations, ok)."""
+        c1, budget = self.options["c1"], self.options["max_evals"]
+        for evals in range(1, budget + 1):
+            self._move(alpha, s)
+            self.bounds.project(self.theta)
+            Ja, ga = self._evaluate()
+            local = 0.0
+            for name in self.names:
+                for tb, sb, yb in self._blocks(name, self.theta[name], s[name], y[name]):
+                    local -= self._share(name) * float(np.vdot(yb, tb - sb))
+            decrease = float(self.theta.comm.allreduce(local))
+            if math.isfinite(Ja) and Ja <= J + c1 * decrease:
+                return alpha, Ja, ga, evals, True
+            alpha *= 0.5
+        return alpha, None, None, budget, False
 
     def _slot(self) -> tuple[Controls, Controls]:
         """The arrays of the pair being formed: the oldest pair's when m are held."""
@@ -301,16 +339,20 @@ class LBFGS(Trainer):
                     return trial["J"], self._pair(trial["g"], self.d)
 
                 o = self.options
-                alpha, _, evals, ok = strong_wolfe(
-                    phi, J, slope, alpha0, o["c1"], o["c2"], o["max_evals"]
-                )
+                if self.bounds is None:
+                    alpha, _, evals, ok = strong_wolfe(
+                        phi, J, slope, alpha0, o["c1"], o["c2"], o["max_evals"]
+                    )
+                    trial_J, trial_g = trial.get("J"), trial.get("g")
+                else:
+                    alpha, trial_J, trial_g, evals, ok = self._projected_search(J, alpha0, s, y)
                 if ok:
-                    Jn, gn = trial["J"], trial["g"]
+                    Jn, gn = trial_J, trial_g
                     for name in self.names:
                         np.subtract(self.theta[name], s[name], out=s[name])  # θₖ₊₁ − θₖ
                         y[name] += gn[name]  # ∇J(θₖ₊₁) − ∇J(θₖ)
                     sy = self._pair(y, s)
-                    if sy > 0:  # (the strong Wolfe conditions ensure it but for round-off)
+                    if sy > 0:  # (strong Wolfe ensures it but for round-off; bounds do not)
                         self.pairs.append((s, y))
                         self.rho.append(1.0 / sy)
                         self.fresh = False

@@ -128,16 +128,18 @@ def minimize(
     *,
     max_iterations: int = 100,
     state: dict | None = None,
+    bounds=None,
     **loop,
 ) -> TrainResult:
     """Minimise ``rf`` over ``controls`` (in place) with ``method`` — the library's
-    one call: the trainer of :func:`~pontryx.solver.training.make_trainer`,
+    one call: the trainer of :func:`~pontryx.solver.training.make_trainer` (kept
+    in ``bounds``, a :class:`~pontryx.solver.model.bounds.Bounds`, if given),
     restored from ``state`` (a :meth:`Trainer.state`) if given, run by
     :func:`train` (``loop``: its keywords ``chunk``, ``test_rf``, ``test_every``,
     ``on_record``, ``on_chunk``)."""
     from pontryx.solver.training import make_trainer
 
-    trainer = make_trainer(method, rf, controls, options)
+    trainer = make_trainer(method, rf, controls, options, bounds)
     if state is not None:
         trainer.restore(state)
     try:

@@ -170,7 +170,7 @@ class OneShot(Trainer):
     prefix); see the module docstring.
 
     ``iterate(k)`` yields one Record per stage: the reduced J(θ), ∇J(θ) and
-    Pontryagin residual at the stage's controls (one extra sweep), with
+    stationarity max_n ‖∂_θ Hⁿ‖ at the stage's controls (one extra sweep), with
     extra = {"R_f", "kkt_residual", "snes_its", "snes_reason", "action",
     "constraint" (√((1/S) Σ ‖U^{n+1} − gⁿ‖²_{M_L}))}. After the last stage
     ``iterate`` yields nothing and ``converged`` (``failed``) holds the final

@@ -27,6 +27,11 @@ Langevin's noise is white in L² (θ gets ω^{-1/2} ξ), Adam's moments are thos
 step sizes then depend on the mesh, W's and b's gradients differ in scale by
 ≈ N). Checkpoints hold θ; the moments are in the variables of the metric.
 
+Bounds (``training.bounds``): every step is projected onto the box,
+θ ← P_Θ(θ − η …) (projected SGD; for Langevin a projected Euler–Maruyama step,
+whose stationary law is the Gibbs density restricted to the box only in the
+limit η → 0).
+
 Minibatches: :class:`~pontryx.solver.data.sampler.Minibatches` (epochs of a
 seeded permutation of the global samples; the same batches on any layout).
 
@@ -36,7 +41,7 @@ result on any number of width ranks (every rank draws one layer's full array at
 a time: O(N²) normals per layer for dense kernels).
 
 The record of iteration k reports the (minibatch) loss, metric, gradient and
-Pontryagin residual at θ_{k−1}, the point the step was taken from.
+stationarity max_n ‖∂_θ Hⁿ‖ at θ_{k−1}, the point the step was taken from.
 :meth:`state` holds the controls, the moments, the iteration, the epoch's
 permutation and the generator's state, so a resumed run continues bit-for-bit.
 A non-finite loss or gradient at θ_{k−1} raises :class:`NonFiniteError` with
@@ -76,6 +81,7 @@ class StochasticTrainer(Trainer):
         "metric": "l2",
     }
     memory_copies = 7  # θ, ∇J, x, the flat copies, two moments
+    supports_bounds = True
 
     def __init__(self, rf, controls, **options):
         super().__init__(rf, controls, **options)
@@ -117,13 +123,15 @@ class StochasticTrainer(Trainer):
         for _ in range(n):
             rf = self.minibatch()
             J, grad = rf.value_and_gradient(self.controls)
+            per_layer = rf.layer_stationarity(grad)
             rec = Record(
                 iteration=self.iteration + 1,
                 loss=float(J),
                 misfit=float(rf.last["misfit"]),
                 train_metric=float(rf.metric()),
                 grad_norm=self.gradient_norm(grad),
-                pontryagin=rf.pontryagin_residual(grad),
+                stationarity=float(np.max(per_layer)),
+                layers={"stationarity": per_layer.tolist()},
             )
             try:
                 check_finite(rec.iteration, rec.loss, rec.grad_norm)
@@ -136,6 +144,8 @@ class StochasticTrainer(Trainer):
             x = self.riesz.to_x(self._good)
             rec.extra = self.step(x, self.riesz.gradient(grad.subset(self.names).to_flat()))
             self.theta.set_flat(self.riesz.to_theta(x))
+            if self.bounds is not None:  # projected step: θ ← P_Θ(θ − η …)
+                self.bounds.project(self.theta)
             self.iteration += 1
             rec.time = time.perf_counter() - self._t0
             yield rec

@@ -56,6 +56,12 @@ e.g. ``{"tao_ls_type": "armijo"}``). Every TAO object has the options prefix
 ``-pontryx_tao_tao_ls_type armijo`` on the command line (or in PETSc.Options)
 reaches it too and overrides the dict and the defaults.
 
+Bounds (``training.bounds``): TAO's bound-constrained types keep the controls
+in the box (in the Riesz variables, √ω lo ≤ x ≤ √ω hi: the same box); a type
+without bounds runs as its bounded variant — ``lmvm`` as ``blmvm`` (projected
+L-BFGS), ``cg`` as ``bncg``, ``ntr``/``nls``/``ntl`` as ``bntr``/``bnls``/``bntl``
+— and ``gatol`` then tests the projected gradient.
+
 Chunks: :meth:`TaoTrainer.iterate` runs one ``TaoSolve`` of at most k iterations
 warm-started from the current controls. TAO's internal state (the L-BFGS
 memory, the trust radius) restarts at every call: a checkpoint cannot hold it,
@@ -86,6 +92,9 @@ __all__ = ["PREFIX", "TAO_TRAINERS", "TaoTrainer"]
 
 PREFIX = "pontryx_tao_"
 QUASI_NEWTON = ("lmvm", "blmvm", "bqnls")  # their L-BFGS matrix defaults to lmvmdbfgs
+#: the bound-constrained TAO type a type runs as when the controls have bounds
+BOUNDED = {"lmvm": "blmvm", "cg": "bncg", "ntr": "bntr", "nls": "bnls", "ntl": "bntl"}
+BOUND_TYPES = ("blmvm", "bqnls", "bncg", "bnls", "bntr", "bntl")
 
 _REASONS = {
     getattr(PETSc.TAO.ConvergedReason, k): k
@@ -155,6 +164,7 @@ class TaoTrainer(Trainer):
     #: copies of θ (measured, benchmarks/memory.py): PETSc's L-BFGS holds about 16 + 4m
     #: (m = -tao_lmvm_mat_lmvm_hist_size, default 5), pontryx about 6 more
     memory_copies = 42
+    supports_bounds = True
     defaults: ClassVar[dict] = {
         "type": "lmvm",
         "gatol": 1e-8,
@@ -188,6 +198,9 @@ class TaoTrainer(Trainer):
                 raise InputError(f"expected {want}, got {opts[key]!r}", key)
         if opts["hessian"] not in ("exact", "fd"):
             raise InputError(f"expected exact or fd, got {opts['hessian']!r}", "hessian")
+        if self.bounds is not None and self.type not in BOUND_TYPES:
+            #: the type asked for, when bounds made it run as its bounded variant
+            self.requested_type, self.type = self.type, BOUNDED[self.type]
         self.names = tuple(rf.net.trainable)
         self.theta = controls.subset(self.names)
         self.riesz = RieszMap(rf.net, self.theta, opts["metric"])
@@ -204,6 +217,7 @@ class TaoTrainer(Trainer):
 
     def _objective_gradient(self, tao, x, g):
         self.riesz.set_theta(self.theta, x.array_r)  # in place: no control-sized temporaries
+        self._in_box()
         J, grad = self._value_and_gradient(self.controls)
         self.riesz.gradient_into(grad.subset(self.names), g.array)
         self._cache = (x.array_r.copy(), J, grad, dict(self.rf.last))
@@ -213,12 +227,19 @@ class TaoTrainer(Trainer):
             self._nonfinite = "gradient"
         return J
 
+    def _in_box(self) -> None:
+        """θ = x/√ω back in the box exactly (x's bounds are √ω lo, √ω hi: θ may be
+        one ulp outside)."""
+        if self.bounds is not None:
+            self.bounds.project(self.theta)
+
     def _hessian(self, tao, x, H, P):
         H.getPythonContext().set_point(x)
 
     def _at_solution(self, x):
         """(J, ∇J) at the accepted iterate x, from the cache when TAO evaluated there last."""
         self.theta.set_flat(self.riesz.to_theta(x.array_r))
+        self._in_box()
         xc, J, grad, last = self._cache
         same = xc.shape == x.array_r.shape and np.array_equal(xc, x.array_r)
         if self.comm.allreduce(same, op=MPI.LAND):
@@ -266,6 +287,14 @@ class TaoTrainer(Trainer):
         self._unused = [n[len(PREFIX) :] for n in unused if n.startswith(PREFIX)]
         tao.setMaximumIterations(max_it)
         tao.setObjectiveGradient(self._objective_gradient)
+        bounds = None
+        if self.bounds is not None:  # the box in the Riesz variables: √ω lo ≤ x ≤ √ω hi
+            bounds, n = [], (self.theta.local_size(), PETSc.DETERMINE)
+            for flat in self.bounds.flat(self.theta):
+                v = PETSc.Vec().createMPI(n, comm=self.comm)
+                v.array[:] = np.clip(self.riesz.to_x(flat), -PETSc.INFINITY, PETSc.INFINITY)
+                bounds.append(v)
+            tao.setVariableBounds(tuple(bounds))
         H = None
         if tao.getType() in NEWTON_TYPES:
             n = (self.theta.local_size(), PETSc.DETERMINE)
@@ -273,7 +302,7 @@ class TaoTrainer(Trainer):
             H = PETSc.Mat().createPython((n, n), _Hessian(self, delta), comm=self.comm)
             H.setUp()
             tao.setHessian(self._hessian, H)
-        return tao, H
+        return tao, H, bounds
 
     def _iterate(self, n):
         if n < 1:
@@ -284,7 +313,7 @@ class TaoTrainer(Trainer):
         records, good = [], self.x.array_r.copy()
         self._error, self._nonfinite = None, None
         self._cache = (np.empty(0), None, None, None)
-        tao, H = self._make_tao(n)
+        tao, H, bounds = self._make_tao(n)
         try:
             tao.setSolution(self.x)
             tao.setMonitor(self._monitor, args=(start, records, good))
@@ -298,12 +327,14 @@ class TaoTrainer(Trainer):
                 )
             code = tao.getConvergedReason()
             self.theta.set_flat(self.riesz.to_theta(self.x.array_r))  # monitor set the iteration
+            self._in_box()
         finally:
-            destroy(tao, H, self.x)
+            destroy(tao, H, self.x, *(bounds or ()))
             self.x = None
         error, self._error = self._error, None
         if isinstance(error, NonFiniteError):  # back to the last finite iterate
             self.theta.set_flat(self.riesz.to_theta(good))
+            self._in_box()
             self.iteration = records[-1].iteration if records else start
         if error is not None:
             raise error
@@ -316,8 +347,8 @@ class TaoTrainer(Trainer):
     def probe(self) -> None:
         """Configure a TAO of this method once: an unknown type or value fails now;
         an option of ``petsc_options`` that TAO did not read is an error keyed by it."""
-        tao, H = self._make_tao(1)
-        destroy(tao, H)
+        tao, H, bounds = self._make_tao(1)
+        destroy(tao, H, *(bounds or ()))
         if self._unused:
             name = self._unused[0]
             raise InputError(
