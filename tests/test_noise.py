@@ -64,7 +64,7 @@ def test_increments_have_the_matern_law(comm):
 def test_expected_loss_is_the_mean_over_paths():
     """J with M paths is the mean of the M single-path misfits; amplitude 0 is the
     deterministic network exactly; the deterministic copy has no noise."""
-    net, theta, rf = _problem(samples=3)
+    _, theta, rf = _problem(samples=3)
     J = rf(theta)
     Y = rf.sweep(theta).forward(rf._Xc)[0]
     per_path = [rf._loss.value(Y[:, p::3], rf.y, rf.S)[0] for p in range(3)]
@@ -79,8 +79,12 @@ def test_expected_loss_is_the_mean_over_paths():
 
 @pytest.mark.parametrize(
     "scheme,epsilon,checkpoint",
-    [("imex_euler", 0.1, None), ("imex_euler", 0.0, 2), ("midpoint", 0.1, None),
-     ("verlet", 0.0, "reverse")],  # fmt: skip
+    [
+        ("imex_euler", 0.1, None),
+        ("imex_euler", 0.0, 2),
+        ("midpoint", 0.1, None),
+        ("verlet", 0.0, "reverse"),
+    ],
 )
 def test_pathwise_gradient_taylor(scheme, epsilon, checkpoint):
     """The adjoint of the noisy sweep (increments fixed) is the gradient of J_M:
@@ -105,7 +109,7 @@ def test_pathwise_hessian_action_taylor():
 def test_minibatches_keep_each_samples_paths():
     """A batch holds the same paths as the full functional: the misfits of a
     partition into batches add up to the full one."""
-    net, theta, rf = _problem(S=7, samples=2)
+    _, theta, rf = _problem(S=7, samples=2)
     rf(theta)
     full = rf.last["misfit"]
     parts = [np.array([0, 3, 5]), np.array([1, 2, 4, 6])]
@@ -118,7 +122,7 @@ def test_minibatches_keep_each_samples_paths():
 
 
 def test_resample_redraws_the_paths():
-    net, theta, rf = _problem(resample=True)
+    _, theta, rf = _problem(resample=True)
     J0 = rf(theta)
     rf.redraw(5)
     J5 = rf(theta)
@@ -158,3 +162,87 @@ def test_bad_noise_options():
     ):
         with pytest.raises(ValueError, match=rf"^{key}: expected"):
             DepthNoise(sp, **kw)
+
+
+def test_readme_numpy_forward_redraws_the_training_paths(mpi_tmp_path):
+    """README's NumPy forward on model.npz: the deterministic prediction, and the
+    M training paths of every sample (the noise redrawn from the documented keys)."""
+    from test_outputs import readme_forward_snippet
+
+    from pontryx.solver.outputs import model_io
+
+    comm = MPI.COMM_WORLD
+    net, theta, rf = _problem(epsilon=0.1, S=4, samples=2, layers=3)
+    theta["b"][...] = 0.1
+    path = mpi_tmp_path / "model.npz"
+    model_io.save_model(path, net, theta, task="classification", input_shape=(2,),
+                        classes=(0, 1), noise=rf.noise)  # fmt: skip
+    Y_paths = rf.sweep(theta).forward(rf._Xc)[0]
+    Y_det = net.forward(theta, rf.X)
+    comm.Barrier()
+    errors = None
+    if comm.rank == 0:
+        ns = {"np": np, "path": str(path), "X": rf.X.T.copy()}
+        exec(readme_forward_snippet().split("\n", 1)[1], ns)
+        scale = max(1.0, np.max(np.abs(Y_det)))
+        errors = (np.max(np.abs(ns["Yhat"] - Y_det)) / scale,
+                  np.max(np.abs(ns["Ypaths"] - Y_paths)) / scale,
+                  np.max(np.abs(ns["Ymean"] - Y_paths.reshape(2, 4, 2).mean(axis=2))))  # fmt: skip
+    errors = comm.bcast(errors, root=0)
+    assert max(errors) < 1e-10, errors
+
+
+# -- through the command line ---------------------------------------------------------------
+NOISY = """
+mesh: {kind: unit_square, n: 3}
+model: {layers: 3, T: 2.0, init: {gain: 1.0}, epsilon: 0.05,
+        noise: {amplitude: 0.3, correlation_length: 0.3, samples: 2, seed: 1, resample: true}}
+data: {name: ellipses, n_train: 24, n_test: 12}
+training: {method: sgd, max_iterations: 4, test_every: 2, options: {batch_size: 8}}
+output: {checkpoint_every: 2, plots: false, paraview: false}
+"""
+
+
+def test_train_evaluate_and_resume_with_noise(capsys, mpi_tmp_path):
+    """sgd with paths redrawn every step: a run resumed at iteration 2 ends exactly
+    like the uninterrupted one; evaluate reports the deterministic network and the
+    mean over the paths; model.npz holds the noise."""
+    import json
+
+    from test_cli import cli, write
+
+    from pontryx.solver.outputs import model_io, read_metrics
+
+    cfg = write(mpi_tmp_path / "noisy.yaml", NOISY)
+    one, two = mpi_tmp_path / "one", mpi_tmp_path / "two"
+    assert cli(capsys, "train", cfg, "--output", one, "--quiet")[0] == 0
+    assert cli(capsys, "train", cfg, "--output", two, "--quiet",
+               "--set", "training.max_iterations=2")[0] == 0  # fmt: skip
+    assert cli(capsys, "train", cfg, "--output", two, "--quiet", "--resume")[0] == 0
+    a, b = read_metrics(one), read_metrics(two)
+    assert [r["loss"] for r in a] == [r["loss"] for r in b] and len(a) == 4
+    summary = json.loads((one / "summary.json").read_text())
+    assert summary["noise"]["paths"] == 2 and "accuracy" in summary["noise"]["test"]
+    code, out, _ = cli(capsys, "evaluate", one)
+    assert code == 0 and "deterministic network" in out and "mean over 2 noise path" in out
+    f = model_io.load_model(one / "model.npz")
+    assert float(f["noise_amplitude"]) == 0.3 and int(f["noise_samples"]) == 2
+    assert "stiffness_data" in f
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("training.method=msa", "model.noise.amplitude: noise in depth needs"),
+        ("training.method=lmvm", "model.noise.resample: new paths every iteration need"),
+        ("model.noise.smoothness=0", "model.noise.smoothness: expected an integer ≥ 1"),
+        ("model.noise.samples=-1", "model.noise.samples: expected an integer ≥ 1"),
+        ("model.noise.nosuch=1", "model.noise.nosuch: unknown key"),
+    ],
+)
+def test_noise_configuration_errors(capsys, mpi_tmp_path, override, key):
+    from test_cli import cli, write
+
+    cfg = write(mpi_tmp_path / "noisy.yaml", NOISY)
+    code, _, err = cli(capsys, "validate", cfg, "--set", override)
+    assert code == 2 and key in err, err

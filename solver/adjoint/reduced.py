@@ -179,9 +179,14 @@ class ReducedFunctional:
 
     def deterministic(self) -> ReducedFunctional:
         """The same functional without noise in depth (itself if it has none)."""
-        if self.noise is None:
-            return self
-        return self._like(self.X.T, self._y_rows(), self.ids, noise=None)
+        return self if self.noise is None else self.with_noise(None)
+
+    def with_noise(self, noise, epoch: int = 0) -> ReducedFunctional:
+        """The same samples and regulariser with ``noise`` (a
+        :class:`~pontryx.solver.model.noise.DepthNoise`, or None) at ``epoch``."""
+        rf = self._like(self.X.T, self._y_rows(), self.ids, noise)
+        rf.epoch, rf.keep_noise = int(epoch), False
+        return rf
 
     def _y_rows(self):
         return self.y if self.task == "classification" else self.y.T

@@ -352,12 +352,22 @@ def cmd_evaluate(args) -> int:
         _say(json.dumps({"run_dir": str(run_dir), "metric": problem.metric_name, **results}))
     else:
         m = problem.metric_name
+        noise = results.pop("noise", None)
         _say(f"{run_dir}: {description}")
+        if noise is not None:
+            _say("  the deterministic network (noise in depth off: g = 0):")
         for split, r in results.items():
             _say(
                 f"  {split:5s}  {r['samples']:6d} samples  loss {r['loss']:.6e}  "
                 f"misfit {r['misfit']:.6e}  {m} {r[m]:.4f}"
             )
+        if noise is not None:
+            _say(f"  mean over {noise.pop('paths')} noise path(s) per sample (model.noise):")
+            for split, r in noise.items():
+                _say(
+                    f"  {split:5s}  {r['samples']:6d} samples  loss {r['loss']:.6e}  "
+                    f"misfit {r['misfit']:.6e}  {m} {r[m]:.4f}"
+                )
     problem.destroy()
     return 0
 

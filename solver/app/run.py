@@ -437,6 +437,7 @@ class TrainingRun:
                 task=d.task,
                 input_shape=d.input_shape,
                 classes=d.classes,
+                noise=problem.noise,
             )
         if self.root and out.model:
             self.directory.register("model.npz")
