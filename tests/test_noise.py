@@ -18,22 +18,33 @@ from pontryx.solver.outputs.canonical import random_direction, to_canonical
 SQUARE = {"kind": "unit_square", "n": 3}
 
 
-def _problem(comm=MPI.COMM_WORLD, *, scheme="imex_euler", epsilon=0.0, layers=4, S=6,
-             samples=2, amplitude=0.3, checkpoint=None, layout=None, resample=False):  # fmt: skip
+def _problem(
+    comm=MPI.COMM_WORLD,
+    *,
+    scheme="imex_euler",
+    epsilon=0.0,
+    layers=4,
+    S=6,
+    samples=2,
+    amplitude=0.3,
+    checkpoint=None,
+    layout=None,
+    resample=False,
+):
     """A dense network with noise in depth on S two-class samples."""
     comm = layout.width if layout is not None else comm
     sp = WidthSpace(create_mesh(SQUARE, comm))
     net = ContinuumNetwork(sp, 2, 2, scheme=scheme, epsilon=epsilon, layers=layers)
-    noise = DepthNoise(sp, amplitude, correlation_length=0.4, samples=samples, seed=3,
-                       resample=resample)  # fmt: skip
+    noise = DepthNoise(
+        sp, amplitude, correlation_length=0.4, samples=samples, seed=3, resample=resample
+    )
     theta = net.init_controls(seed=0, gain=1.0)
     rng = np.random.default_rng(2)
     X, y = rng.standard_normal((S, 2)), rng.integers(0, 2, S)
     if layout is not None:
         part = shard(S, layout.group, layout.n_data)
         X, y = X[part], y[part]
-    rf = ReducedFunctional(net, X, y, alpha=1e-2, checkpoint=checkpoint, noise=noise,
-                           layout=layout)  # fmt: skip
+    rf = ReducedFunctional(net, X, y, alpha=1e-2, checkpoint=checkpoint, noise=noise, layout=layout)
     return net, theta, rf
 
 
@@ -175,8 +186,9 @@ def test_readme_numpy_forward_redraws_the_training_paths(mpi_tmp_path):
     net, theta, rf = _problem(epsilon=0.1, S=4, samples=2, layers=3)
     theta["b"][...] = 0.1
     path = mpi_tmp_path / "model.npz"
-    model_io.save_model(path, net, theta, task="classification", input_shape=(2,),
-                        classes=(0, 1), noise=rf.noise)  # fmt: skip
+    model_io.save_model(
+        path, net, theta, task="classification", input_shape=(2,), classes=(0, 1), noise=rf.noise
+    )
     Y_paths = rf.sweep(theta).forward(rf._Xc)[0]
     Y_det = net.forward(theta, rf.X)
     comm.Barrier()
@@ -185,9 +197,11 @@ def test_readme_numpy_forward_redraws_the_training_paths(mpi_tmp_path):
         ns = {"np": np, "path": str(path), "X": rf.X.T.copy()}
         exec(readme_forward_snippet().split("\n", 1)[1], ns)
         scale = max(1.0, np.max(np.abs(Y_det)))
-        errors = (np.max(np.abs(ns["Yhat"] - Y_det)) / scale,
-                  np.max(np.abs(ns["Ypaths"] - Y_paths)) / scale,
-                  np.max(np.abs(ns["Ymean"] - Y_paths.reshape(2, 4, 2).mean(axis=2))))  # fmt: skip
+        errors = (
+            np.max(np.abs(ns["Yhat"] - Y_det)) / scale,
+            np.max(np.abs(ns["Ypaths"] - Y_paths)) / scale,
+            np.max(np.abs(ns["Ymean"] - Y_paths.reshape(2, 4, 2).mean(axis=2))),
+        )
     errors = comm.bcast(errors, root=0)
     assert max(errors) < 1e-10, errors
 
@@ -216,8 +230,12 @@ def test_train_evaluate_and_resume_with_noise(capsys, mpi_tmp_path):
     cfg = write(mpi_tmp_path / "noisy.yaml", NOISY)
     one, two = mpi_tmp_path / "one", mpi_tmp_path / "two"
     assert cli(capsys, "train", cfg, "--output", one, "--quiet")[0] == 0
-    assert cli(capsys, "train", cfg, "--output", two, "--quiet",
-               "--set", "training.max_iterations=2")[0] == 0  # fmt: skip
+    assert (
+        cli(capsys, "train", cfg, "--output", two, "--quiet", "--set", "training.max_iterations=2")[
+            0
+        ]
+        == 0
+    )
     assert cli(capsys, "train", cfg, "--output", two, "--quiet", "--resume")[0] == 0
     a, b = read_metrics(one), read_metrics(two)
     assert [r["loss"] for r in a] == [r["loss"] for r in b] and len(a) == 4
