@@ -34,6 +34,8 @@ SCRIPTS = (
     "training",
     "msa_vs_gd",
     "sde_orders",
+    "langevin_gibbs",
+    "optimiser_paths",
 )
 
 _VERSIONS = """
