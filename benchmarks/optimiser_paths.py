@@ -95,9 +95,7 @@ def main(argv=None) -> str:
                 ]
             )
         out = root / "analysis"
-        code = pontryx(
-            ["analyze", *(str(root / m) for m in METHODS), "--output", str(out)]
-        )
+        code = pontryx(["analyze", *(str(root / m) for m in METHODS), "--output", str(out)])
     f = np.load(out / "diffusion_map.npz")
     coords, run = f["coordinates"], f["run"]
     for i, row in enumerate(rows):

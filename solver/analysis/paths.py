@@ -151,7 +151,7 @@ def analyze(
         run,
         iteration,
         loss,
-        [f"{n} ({m})" for n, m in zip(names, methods, strict=True)],
+        [f"{Path(n).name} ({m})" for n, m in zip(names, methods, strict=True)],
         features,
     )
     return {
@@ -182,6 +182,7 @@ def plot_diffusion_map(path, coords, eigenvalues, run, iteration, loss, labels, 
 
     matplotlib.use("Agg", force=True)
     import matplotlib.colors
+    import matplotlib.lines
     import matplotlib.pyplot as plt
 
     markers = "osD^v<>ph*"
@@ -218,7 +219,15 @@ def plot_diffusion_map(path, coords, eigenvalues, run, iteration, loss, labels, 
         ax.set_xlabel("ψ₁ (λ₁ψ₁)")
         ax.set_ylabel("ψ₂ (λ₂ψ₂)")
         ax.set_title(f"coloured by {label}")
-    axes[0].legend(fontsize=7, loc="best")
+    handles = [
+        matplotlib.lines.Line2D(
+            [], [], color="0.3", marker=markers[i % len(markers)], ls="", label=name
+        )
+        for i, name in enumerate(labels)
+    ]
+    fig.legend(
+        handles=handles, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False
+    )
     k = np.arange(len(eigenvalues))
     axes[2].bar(k, eigenvalues, color="tab:blue")
     axes[2].set_xlabel("k")
@@ -226,7 +235,7 @@ def plot_diffusion_map(path, coords, eigenvalues, run, iteration, loss, labels, 
     axes[2].set_ylim(min(0.0, float(eigenvalues.min())), 1.05)
     axes[2].set_title("diffusion spectrum")
     fig.suptitle(f"Diffusion map of optimiser paths ({features})", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
