@@ -469,7 +469,7 @@ def cmd_methods(args) -> int:
 def cmd_analyze(args) -> int:
     """Diffusion maps of the runs' recorded paths (world rank 0 computes and writes;
     every rank checks the input, so bad input fails alike on all)."""
-    from pontryx.solver.analysis.paths import analyze, load_paths
+    from pontryx.solver.app.analyze import analyze, load_paths
     from pontryx.solver.outputs.rundir import RunDirectory
 
     comm = MPI.COMM_WORLD
