@@ -33,6 +33,9 @@ SCRIPTS = (
     "width_limit",
     "training",
     "msa_vs_gd",
+    "sde_orders",
+    "langevin_gibbs",
+    "optimiser_paths",
 )
 
 _VERSIONS = """

@@ -30,6 +30,7 @@ PACKAGES = [
     "pontryx.solver.config",
     "pontryx.solver.app",
     "pontryx.solver.outputs",
+    "pontryx.solver.analysis",
 ]
 
 

@@ -10,6 +10,9 @@
 gradient of the discrete J (one adjoint sweep, one Allreduce over the data
 ranks); :meth:`ReducedFunctional.hessian_action` the exact Hessian action ∇²J·dθ
 (a tangent sweep and a second-order adjoint sweep, :mod:`.sweep`);
+with noise in depth (``noise``, :mod:`pontryx.solver.model.noise`) J is the mean
+over M fixed paths of every sample, (1/S) Σ_s (1/M) Σ_p ℓ(ŷ_s^{(p)}, y_s) + R, and
+these are its exact pathwise derivatives;
 :meth:`ReducedFunctional.derivative` returns the last gradient, optionally as
 its L²(M_L) Riesz representative ω⁻¹∇J (``apply_riesz``, :mod:`.riesz`).
 """
@@ -118,6 +121,8 @@ class ReducedFunctional:
         layout=None,
         S=None,
         checkpoint=None,
+        noise=None,
+        ids=None,
     ):
         self.net = net
         self.X = np.ascontiguousarray(np.asarray(X, dtype=float).T)
@@ -135,6 +140,72 @@ class ReducedFunctional:
         self._loss = LOSSES[task]
         self.last = None
         self._grad = None
+        self._set_noise(noise, ids)
+
+    # -- noise in depth ---------------------------------------------------------------
+    def _set_noise(self, noise, ids) -> None:
+        """M paths per sample: the sweep's columns are (sample, path) pairs, sample-major
+        (the inputs repeated M times), and the misfit is their mean (1/(S M)) Σ ℓ."""
+        self.noise = noise
+        self.paths = noise.samples if noise is not None else 1
+        self.epoch = 0
+        self.keep_noise = True  # full functionals keep drawn increments (batches do not)
+        self._increments = None
+        if ids is None:  # the contiguous shards of the data ranks, in rank order
+            offset = self.data_comm.exscan(self.S_local)
+            offset = int(offset) if self.data_comm.rank > 0 and offset is not None else 0
+            ids = offset + np.arange(self.S_local)
+        self.ids = np.asarray(ids, dtype=np.int64)  # global sample indices
+        M = self.paths
+        self._Xc = self.X if M == 1 else np.ascontiguousarray(np.repeat(self.X, M, axis=1))
+        axis = 0 if self.task == "classification" else 1
+        self._yc = self.y if M == 1 else np.repeat(self.y, M, axis=axis)
+
+    def redraw(self, epoch: int) -> None:
+        """Take the noise paths of ``epoch`` if ``model.noise.resample`` is set (the
+        stochastic methods call this with the iteration number); else nothing."""
+        if self.noise is not None and self.noise.resample:
+            self.epoch = int(epoch)
+
+    def increments(self):
+        """g ΔWⁿ of this functional's columns (:mod:`~pontryx.solver.model.noise`), or None."""
+        if self.noise is None:
+            return None
+        inc = self._increments
+        if inc is None or inc.epoch != self.epoch:
+            inc = self.noise.paths(self.ids, self.epoch, self.net.dt, cache=self.keep_noise)
+            self._increments = inc
+        return inc
+
+    def deterministic(self) -> ReducedFunctional:
+        """The same functional without noise in depth (itself if it has none)."""
+        return self if self.noise is None else self.with_noise(None)
+
+    def with_noise(self, noise, epoch: int = 0) -> ReducedFunctional:
+        """The same samples and regulariser with ``noise`` (a
+        :class:`~pontryx.solver.model.noise.DepthNoise`, or None) at ``epoch``."""
+        rf = self._like(self.X.T, self._y_rows(), self.ids, noise)
+        rf.epoch, rf.keep_noise = int(epoch), False
+        return rf
+
+    def _y_rows(self):
+        return self.y if self.task == "classification" else self.y.T
+
+    def _like(self, X, y, ids, noise) -> ReducedFunctional:
+        rf = ReducedFunctional(
+            self.net,
+            X,
+            y,
+            self.task,
+            alpha=self.alpha,
+            beta=self.beta,
+            S=self.data_comm.allreduce(len(X)),
+            checkpoint=self.checkpoint,
+            noise=noise,
+            ids=ids,
+        )
+        rf.layout, rf.data_comm, rf.epoch = self.layout, self.data_comm, self.epoch
+        return rf
 
     @property
     def alpha(self) -> float:
@@ -159,13 +230,14 @@ class ReducedFunctional:
         return self.X.shape[1]
 
     def misfit(self, Yhat):
-        """(local part of (1/S) Σ ℓ, ∂/∂Ŷ, statistic) for outputs Ŷ of this rank's samples."""
-        return self._loss.value(Yhat, self.y, self.S)
+        """(local part of (1/S) Σ ℓ, ∂/∂Ŷ, statistic) for outputs Ŷ of this rank's
+        samples (with noise in depth: of their M paths each, (1/(S M)) Σ ℓ)."""
+        return self._loss.value(Yhat, self._yc, self.S * self.paths)
 
     _misfit = misfit
 
     def sweep(self, controls: Controls) -> Sweep:
-        return Sweep(self.net, controls, self.checkpoint)
+        return Sweep(self.net, controls, self.checkpoint, noise=self.increments())
 
     def riesz(self, like: Controls, metric: str = "l2") -> RieszMap:
         """The Riesz map x = √ω θ for controls shaped like ``like``."""
@@ -173,7 +245,7 @@ class ReducedFunctional:
 
     def __call__(self, controls: Controls) -> float:
         """J(θ) (forward sweep only)."""
-        Yhat = self.net.forward(controls, self.X)
+        Yhat = self.sweep(controls).forward(self._Xc)[0]
         misfit, _, stat = self.misfit(Yhat)
         misfit, stat = self.data_comm.allreduce(np.array([misfit, stat]), op=MPI.SUM)
         self.last = {"misfit": misfit, "stat": stat}
@@ -181,7 +253,7 @@ class ReducedFunctional:
 
     def value_and_gradient(self, controls: Controls):
         """(J(θ), ∇J(θ)) with one forward and one adjoint sweep."""
-        res = self.sweep(controls).gradient(self.X, self.misfit)
+        res = self.sweep(controls).gradient(self._Xc, self.misfit)
         J, grad, misfit, stat = self.reduce(controls, res.gradient, res.misfit, res.stat)
         self.last = {"misfit": misfit, "stat": stat, "J": J, "gradient": grad}
         self._grad = grad
@@ -191,9 +263,8 @@ class ReducedFunctional:
         """The gradient sweep keeping every state and costate (Pontryagin methods),
         with ``sensitivities`` also ∂Ŷ_k/∂Uⁿ: the :class:`~.sweep.SweepResult`
         (local, not reduced)."""
-        return Sweep(self.net, controls).gradient(
-            self.X, self.misfit, trajectory=True, sensitivities=sensitivities
-        )
+        sweep = Sweep(self.net, controls, noise=self.increments())
+        return sweep.gradient(self._Xc, self.misfit, trajectory=True, sensitivities=sensitivities)
 
     def hessian_action(self, controls: Controls, direction: Controls) -> Controls:
         """∇²J(θ) · dθ over the trainable controls (names missing from
@@ -201,9 +272,9 @@ class ReducedFunctional:
         summed over the data ranks, plus the regulariser's Hessian."""
 
         def hvp(Yhat, V):
-            return self._loss.hvp(Yhat, V, self.S)
+            return self._loss.hvp(Yhat, V, self.S * self.paths)
 
-        res = self.sweep(controls).hessian_action(self.X, self.misfit, hvp, direction)
+        res = self.sweep(controls).hessian_action(self._Xc, self.misfit, hvp, direction)
         H = res.hessian_action
         self._data_sum(H)
         full = direction.copy()
@@ -256,26 +327,17 @@ class ReducedFunctional:
         return float(np.max(self.layer_stationarity(grad)))
 
     def metric(self, stat: float | None = None) -> float:
-        """Accuracy (classification) or root-mean-square error (regression)."""
+        """Accuracy (classification) or root-mean-square error (regression), over
+        the M paths of every sample with noise in depth."""
         stat = self.last["stat"] if stat is None else stat
+        count = self.S * self.paths
         if self.task == "classification":
-            return stat / self.S
-        return float(np.sqrt(stat / (self.S * self.y.shape[0])))
+            return stat / count
+        return float(np.sqrt(stat / (count * self.y.shape[0])))
 
     def batch(self, index) -> ReducedFunctional:
-        """The same functional on a subset of the local samples (a minibatch);
-        S becomes the global size of the minibatch."""
-        Xb = self.X.T[index]
-        yb = self.y[index] if self.task == "classification" else self.y.T[index]
-        rf = ReducedFunctional(
-            self.net,
-            Xb,
-            yb,
-            self.task,
-            alpha=self.alpha,
-            beta=self.beta,
-            S=self.data_comm.allreduce(len(Xb)),
-            checkpoint=self.checkpoint,
-        )
-        rf.layout, rf.data_comm = self.layout, self.data_comm
+        """The same functional on a subset of the local samples (a minibatch, with
+        the same noise paths); S becomes the global size of the minibatch."""
+        rf = self._like(self.X.T[index], self._y_rows()[index], self.ids[index], self.noise)
+        rf.keep_noise = False
         return rf

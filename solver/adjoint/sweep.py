@@ -15,6 +15,11 @@ dθ (dU⁰ = dE X, dU^{n+1} = ∂_U gⁿ dUⁿ + ∂_θ gⁿ dθⁿ, dŶ = dCᵀ
 step along the tangent; the derivative of the gradient is the Hessian action
 ∇²J_data · dθ (the regulariser's part is added by the reduced functional).
 
+Noise in depth (:mod:`pontryx.solver.model.noise`): every forward step adds the
+layer's increment g ΔWⁿ of the sweep's (sample, path) columns; the backward,
+tangent and second-order lines do not change (additive noise), so the same
+sweeps give the pathwise gradient and Hessian action with the increments fixed.
+
 Storage of the layer records for the backward sweep (like diffrax's
 ``RecursiveCheckpointAdjoint``/``BacksolveAdjoint``, chosen by the user as
 ``training.checkpointing``):
@@ -199,11 +204,15 @@ class Sweep:
     """Sweeps through the depth of ``net`` at the controls ``controls``.
 
     ``checkpoint`` chooses the :class:`Storage` of the gradient sweeps (see the
-    module docstring). Every method is collective over the width ranks; data
-    ranks are not summed here."""
+    module docstring). ``noise``: noise in depth, a callable n ↦ g ΔWⁿ for the
+    sweep's columns (:class:`~pontryx.solver.model.noise.Increments`), drawn again,
+    identically, whenever a layer is recomputed; ``None``: the deterministic
+    network. Every method is collective over the width ranks; data ranks are not
+    summed here."""
 
-    def __init__(self, net, controls: Controls, checkpoint=None):
+    def __init__(self, net, controls: Controls, checkpoint=None, noise=None):
         self.net, self.controls = net, controls
+        self.noise = noise  # g ΔWⁿ of each layer for the sweep's columns, or None
         self.scheme, self.kernel = net.scheme, net.kernel
         self.storage = storage(checkpoint)
         if isinstance(self.storage, Reverse) and not self.scheme.reversible:
@@ -217,17 +226,22 @@ class Sweep:
     def _ctx(self, n):
         return self.kernel.layer(self.net.layer_controls(self.controls, n), n)
 
+    def _noise(self, n):
+        return None if self.noise is None else self.noise(n)
+
     def step(self, n, state):
         """(U^{n+1}, record) from Uⁿ."""
         ctx = self._ctx(n)
-        out = self.scheme.step(ctx, self.controls["b"][n], state, n=n, ws=self.ws)
+        b, noise = self.controls["b"][n], self._noise(n)
+        out = self.scheme.step(ctx, b, state, n=n, ws=self.ws, noise=noise)
         self.kernel.release(ctx)
         return out
 
     def reverse(self, n, state):
         """(Uⁿ, record) from U^{n+1} (reversible schemes)."""
         ctx = self._ctx(n)
-        out = self.scheme.reverse(ctx, self.controls["b"][n], state, n=n, ws=self.ws)
+        b, noise = self.controls["b"][n], self._noise(n)
+        out = self.scheme.reverse(ctx, b, state, n=n, ws=self.ws, noise=noise)
         self.kernel.release(ctx)
         return out
 
@@ -353,7 +367,7 @@ class Sweep:
     def _tangent_step(self, n, both):
         state, dstate = both
         ctx = self._ctx(n)
-        new, record = self.scheme.step(ctx, self.controls["b"][n], state, n=n)
+        new, record = self.scheme.step(ctx, self.controls["b"][n], state, n=n, noise=self._noise(n))
         dth, db = self._tangent_controls(self._dtheta, n)
         dctx = self.kernel.tangent(ctx, dth)
         dnew, trecord = self.scheme.tangent(ctx, dctx, db, record, dstate, n=n)

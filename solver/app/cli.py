@@ -8,6 +8,7 @@ Commands::
     pontryx check-gradient CONFIG.yaml [--set ...] [--seed S] [--h0 H] [--steps K]
     pontryx validate CONFIG.yaml [--set ...]
     pontryx methods [NAME] [--json]
+    pontryx analyze RUN_DIR [RUN_DIR ...] [--output DIR] [--features projection|norms] [--json]
     pontryx info [--json]
 
 Exit codes: 0 success (``train``: converged or the iterations asked for are
@@ -186,6 +187,37 @@ def _parser() -> argparse.ArgumentParser:
     me.add_argument("--json", action="store_true", help="print as JSON")
     me.set_defaults(func=cmd_methods)
 
+    a = sub.add_parser(
+        "analyze",
+        help="diffusion maps of the controls recorded along runs (output.trajectory_every)",
+        description="Embed the controls recorded along one or several runs "
+        "(RUN_DIR/trajectory.jsonl, written with output.trajectory_every: k) with a diffusion "
+        "map (Coifman & Lafon 2006) and plot the leading diffusion coordinates coloured by "
+        "iteration and by loss, with the eigenvalue spectrum.",
+    )
+    a.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories")
+    a.add_argument(
+        "--output",
+        "-o",
+        metavar="DIR",
+        help="where diffusion_map.png/.npz go (default: the first RUN_DIR's analysis/)",
+    )
+    a.add_argument(
+        "--features",
+        choices=("projection", "norms"),
+        default="projection",
+        help="what is embedded: the random projection of the controls (default) or their "
+        "layerwise L² norms",
+    )
+    a.add_argument("--components", type=int, default=3, help="diffusion coordinates (default 3)")
+    a.add_argument(
+        "--epsilon", type=float, default=None, help="kernel bandwidth ε (default: automatic)"
+    )
+    a.add_argument("--alpha", type=float, default=1.0, help="density normalisation α (default 1)")
+    a.add_argument("--time", type=float, default=1.0, help="diffusion time t (default 1)")
+    a.add_argument("--json", action="store_true", help="print the summary as JSON")
+    a.set_defaults(func=cmd_analyze)
+
     i = sub.add_parser(
         "info",
         help="versions, MPI ranks and PETSc configuration",
@@ -352,12 +384,22 @@ def cmd_evaluate(args) -> int:
         _say(json.dumps({"run_dir": str(run_dir), "metric": problem.metric_name, **results}))
     else:
         m = problem.metric_name
+        noise = results.pop("noise", None)
         _say(f"{run_dir}: {description}")
+        if noise is not None:
+            _say("  the deterministic network (noise in depth off: g = 0):")
         for split, r in results.items():
             _say(
                 f"  {split:5s}  {r['samples']:6d} samples  loss {r['loss']:.6e}  "
                 f"misfit {r['misfit']:.6e}  {m} {r[m]:.4f}"
             )
+        if noise is not None:
+            _say(f"  mean over {noise.pop('paths')} noise path(s) per sample (model.noise):")
+            for split, r in noise.items():
+                _say(
+                    f"  {split:5s}  {r['samples']:6d} samples  loss {r['loss']:.6e}  "
+                    f"misfit {r['misfit']:.6e}  {m} {r[m]:.4f}"
+                )
     problem.destroy()
     return 0
 
@@ -421,6 +463,57 @@ def cmd_methods(args) -> int:
         for key, value in entry["options"].items():
             _say(f"    {key} = {json.dumps(value, default=str)}")
     _say("Set them under training.options in the YAML file, e.g. --set training.options.gatol=1e-6")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    """Diffusion maps of the runs' recorded paths (world rank 0 computes and writes;
+    every rank checks the input, so bad input fails alike on all)."""
+    from pontryx.solver.app.analyze import analyze, load_paths
+    from pontryx.solver.outputs.rundir import RunDirectory
+
+    comm = MPI.COMM_WORLD
+    load_paths(args.run_dirs)  # one-line errors on every rank
+    summary = None
+    if comm.rank == 0:
+        try:
+            if args.output is not None:
+                if not args.output.strip():
+                    raise InputError("expected a directory, got an empty path", "--output")
+                output = Path(args.output)
+            else:
+                output = RunDirectory(Path(args.run_dirs[0])).attach("analysis")
+            summary = analyze(
+                args.run_dirs,
+                output,
+                features=args.features,
+                components=args.components,
+                epsilon=args.epsilon,
+                alpha=args.alpha,
+                t=args.time,
+            )
+        except InputError as e:
+            summary = e
+    summary = comm.bcast(summary, root=0)
+    if isinstance(summary, InputError):
+        raise summary
+    if args.json:
+        _say(json.dumps(summary))
+        return 0
+    _say(
+        f"diffusion map of {summary['points']} iterates ({summary['features']}, "
+        f"dimension {summary['dimension']}): ε = {summary['epsilon']:.3g}, "
+        f"α = {summary['alpha']:g}, t = {summary['t']:g}"
+    )
+    for r in summary["runs"]:
+        first, last = r["iterations"]
+        _say(
+            f"  {r['directory']} ({r['methods']}): {r['points']} iterates, iterations "
+            f"{first}–{last}, final loss {r['final_loss']:.4e}"
+        )
+    lam = ", ".join(f"{v:.4f}" for v in summary["eigenvalues"])
+    _say(f"  eigenvalues λ_0 … : {lam}")
+    _say(f"  wrote {summary['output']}/diffusion_map.png and diffusion_map.npz")
     return 0
 
 

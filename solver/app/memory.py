@@ -12,7 +12,9 @@ predicts, per MPI rank, the bytes of
   for full storage (IMEX Euler U, Z: 2; midpoint 4; Verlet 4), ⌈√N_t⌉ + 2 records'
   worth with ``checkpointing: sqrt`` (N_t/k + 2k for every k-th state), a few with
   ``reverse``, plus the sweep's work arrays (N × S for the dense kernel's gathered
-  states);
+  states); with noise in depth S_local counts the M paths of every sample, and
+  the increments a full-batch run keeps (n × S_local·M per layer, at most
+  :data:`~pontryx.solver.model.noise.CACHE_BYTES`) are added;
 * the method's own solve (:meth:`Trainer.memory_bytes`, the one-shot's KKT
   vectors) and the data set;
 
@@ -120,6 +122,12 @@ def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> 
     n = max(1, math.ceil((N if width == 1 else 1.25 * N) / width))  # partitions are uneven
     S = max(1, math.ceil(_samples(config.data) / data_ranks))
     L = m.layers
+    noise = 0
+    if m.noise.enabled:
+        from pontryx.solver.model.noise import CACHE_BYTES
+
+        S *= m.noise.samples
+        noise = min(CACHE_BYTES, 8 * n * S * L)
     kernel = m.kernel.type
     if kernel == "dense":
         per_layer = n * N
@@ -146,6 +154,7 @@ def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> 
         "states": int(states),
         "work": int(work),
         "method": int(method_bytes),
+        "noise": int(noise),
     }
     parts["total"] = sum(parts.values())
     return {"bytes": parts, "N": N, "n": n, "S_local": S}

@@ -58,6 +58,7 @@ SOLVERS = {
     "pontryx_msa_": "MSA layer solver",
     "pontryx_diffusion_": "width-diffusion KSP (ε > 0)",
     "pontryx_init_": "random-field KSP (model.init)",
+    "pontryx_noise_": "noise-in-depth KSP (model.noise)",
 }
 
 

@@ -26,6 +26,8 @@ from pontryx.solver.data import Dataset, load_dataset, shard
 from pontryx.solver.layout import Layout
 from pontryx.solver.model.bounds import Bounds
 from pontryx.solver.model.network import ContinuumNetwork
+from pontryx.solver.model.noise import PREFIX as NOISE_PREFIX
+from pontryx.solver.model.noise import DepthNoise
 from pontryx.solver.model.width import WidthSpace
 from pontryx.solver.training import make_trainer
 
@@ -53,6 +55,7 @@ class Problem:
     controls: object  # Controls
     rf: ReducedFunctional
     rf_test: ReducedFunctional
+    noise: DepthNoise | None = None  # model.noise (the training functional's paths)
 
     @property
     def metric_name(self) -> str:
@@ -62,15 +65,25 @@ class Problem:
         d, sp, net, m = self.dataset, self.space, self.net, self.config.model
         options = ", ".join(f"{k} {v}" for k, v in m.kernel.options.items())
         kernel = m.kernel.type + (f" ({options})" if options else "")
-        return [
+        lines = [
             f"layout: {self.layout.describe()}",
             f"mesh:   {mesh_summary(sp.mesh)}; P{sp.degree}, N = {sp.N} dofs",
             f"data:   {d.description}",
             f"model:  {kernel} kernel, {m.activation}, {m.scheme}, T = {m.T:g}, "
             f"{m.layers} layers, ε = {m.epsilon:g}; trains {', '.join(net.trainable)}",
         ]
+        z = m.noise
+        if z.enabled:
+            paths = "new every iteration" if z.resample else "fixed"
+            lines.append(
+                f"noise:  g = {z.amplitude:g}, Matérn ρ = {z.correlation_length:g}, "
+                f"β = {z.smoothness}; {z.samples} path(s) per sample ({paths}), seed {z.seed}"
+            )
+        return lines
 
     def destroy(self) -> None:
+        if self.noise is not None:
+            self.noise.destroy()
         self.net.destroy()
         self.space.destroy()
         self.layout.destroy()
@@ -118,8 +131,21 @@ def _build(config: Config, comm: MPI.Comm) -> Problem:
         net.scheme.setup()
     with section("model.init"):
         controls = net.init_controls(seed=m.init.seed, gain=m.init.gain)
+    noise = None
+    if m.noise.enabled:
+        z = m.noise
+        with section("model.noise"), petsc_options.errors(f"the noise KSP (prefix {NOISE_PREFIX})"):
+            noise = DepthNoise(
+                space,
+                z.amplitude,
+                correlation_length=z.correlation_length,
+                smoothness=z.smoothness,
+                samples=z.samples,
+                seed=z.seed,
+                resample=z.resample,
+            )
 
-    def functional(X, y, alpha, beta):
+    def functional(X, y, alpha, beta, noise=None):
         part = shard(len(X), layout.group, layout.n_data)
         return ReducedFunctional(
             net,
@@ -130,13 +156,14 @@ def _build(config: Config, comm: MPI.Comm) -> Problem:
             beta=beta,
             layout=layout,
             checkpoint=c.training.checkpointing,
+            noise=noise,
         )
 
     t = c.training
     with section("training"):
-        rf = functional(dataset.X_train, dataset.y_train, t.alpha, t.beta)
+        rf = functional(dataset.X_train, dataset.y_train, t.alpha, t.beta, noise)
         rf_test = functional(dataset.X_test, dataset.y_test, 0.0, 0.0)
-    return Problem(c, layout, dataset, space, net, controls, rf, rf_test)
+    return Problem(c, layout, dataset, space, net, controls, rf, rf_test, noise)
 
 
 def make_method(problem: Problem, say=None):
@@ -171,14 +198,28 @@ def make_method(problem: Problem, say=None):
 
 
 def evaluate(problem: Problem, controls) -> dict:
-    """Loss and metric on the training and test sets at ``controls``. Collective."""
+    """Loss and metric on the training and test sets at ``controls``. Collective.
+
+    With noise in depth these are of the deterministic network (g = 0: the drift
+    alone, the prediction ``pontryx evaluate`` and the test metric report), and
+    ``"noise"`` adds the mean over the M noise paths of every sample (the paths of
+    the run's seed at epoch 0; for the training set, the objective J_M)."""
     out = {}
-    for split, rf in (("train", problem.rf), ("test", problem.rf_test)):
-        J = rf(controls)
-        out[split] = {
-            "loss": float(J),
-            "misfit": float(rf.last["misfit"]),
-            problem.metric_name: float(rf.metric()),
-            "samples": int(rf.S),
-        }
+    for split, rf in (("train", problem.rf.deterministic()), ("test", problem.rf_test)):
+        out[split] = _scores(problem, rf, controls)
+    if problem.noise is not None:
+        noisy = {}
+        for split, rf in (("train", problem.rf), ("test", problem.rf_test)):
+            noisy[split] = _scores(problem, rf.with_noise(problem.noise), controls)
+        out["noise"] = {"paths": problem.noise.samples, **noisy}
     return out
+
+
+def _scores(problem: Problem, rf, controls) -> dict:
+    J = rf(controls)
+    return {
+        "loss": float(J),
+        "misfit": float(rf.last["misfit"]),
+        problem.metric_name: float(rf.metric()),
+        "samples": int(rf.S),
+    }

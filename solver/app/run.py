@@ -43,6 +43,8 @@ from pontryx.solver.outputs import Checkpoints, MetricsLog, environment, model_i
 from pontryx.solver.outputs.atomic import write_json, write_text
 from pontryx.solver.outputs.canonical import canonical_shape
 from pontryx.solver.outputs.rundir import RunDirectory
+from pontryx.solver.outputs.trajectory import FILE as TRAJECTORY
+from pontryx.solver.outputs.trajectory import TrajectoryLog
 from pontryx.solver.training import method_class
 from pontryx.solver.training.loop import MAX_ITERATIONS
 from pontryx.solver.training.loop import train as train_loop
@@ -280,6 +282,8 @@ class TrainingRun:
                 self.directory.register(
                     "config.yaml", "train.log", "metrics.jsonl", "metrics.csv", "checkpoints"
                 )
+                if self.config.output.trajectory_every:
+                    self.directory.register(TRAJECTORY)
             except InputError as e:
                 error = _flag_key(e)
         error = self.comm.bcast(error, root=0)
@@ -293,6 +297,13 @@ class TrainingRun:
         keep = m["iteration"] if m else None
         self.last_checkpoint = keep
         self.metrics = MetricsLog(self.run_dir, active=self.root).open(keep_until=keep)
+        self.trajectory = None
+        if self.config.output.trajectory_every:
+            p = self.problem
+            self.trajectory = TrajectoryLog(self.run_dir, p.net, p.rf, active=self.root)
+            self.trajectory.open(self.trainer.controls, keep_until=keep)
+            if m is None:  # a fresh start records θ₀
+                self.trajectory.record(0, self.trainer.controls, self.config.training.method)
         self.progress.open_log(self.run_dir / "train.log")
         say, c = self.progress.say, self.config
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
@@ -330,6 +341,10 @@ class TrainingRun:
         row = rec.as_dict()
         self.metrics.append(row)
         self.progress.record(row)
+        every = self.config.output.trajectory_every
+        if every and rec.iteration % every == 0:
+            method = self.config.training.method
+            self.trajectory.record(rec.iteration, self.trainer.controls, method)
         self.stop.check()
 
     def _checkpoint(self, trainer, reason, finished) -> None:
@@ -437,6 +452,7 @@ class TrainingRun:
                 task=d.task,
                 input_shape=d.input_shape,
                 classes=d.classes,
+                noise=problem.noise,
             )
         if self.root and out.model:
             self.directory.register("model.npz")
@@ -479,6 +495,8 @@ class TrainingRun:
         return summary
 
     def destroy(self) -> None:
+        if getattr(self, "trajectory", None) is not None:
+            self.trajectory.close()
         self.progress.close()
         if self.root:
             self.directory.close()

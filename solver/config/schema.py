@@ -120,6 +120,31 @@ class InitSection(Section):
     gain: PositiveNumber = Field(0.5, description="scale of the initial kernel")
 
 
+# ------------------------------------------------------- noise in depth ---
+
+#: methods that step the reduced functional (and so see noise in depth); the
+#: Pontryagin sweeps and the one-shot solve step the deterministic layers themselves
+NOISELESS_METHODS = ("msa", "emsa", "oneshot")
+#: methods that redraw the noise paths every iteration with ``resample``
+STOCHASTIC_METHODS = ("sgd", "adam", "langevin")
+
+
+class NoiseSection(Section):
+    """``model.noise``: du = (εΔu + σ(𝒦u + b)) dt + g dW, W a Q-Wiener process with
+    Matérn covariance (:mod:`pontryx.solver.model.noise`)."""
+
+    amplitude: NonNegative = Field(0.0, description="g, pointwise noise amplitude (0: none)")
+    correlation_length: PositiveNumber = Field(0.2, description="ρ of the Matérn covariance")
+    smoothness: PositiveInt = Field(1, description="β of the Matérn SPDE (κ² − Δ)^β")
+    samples: PositiveInt = Field(1, description="M noise paths per sample")
+    seed: NonNegativeInt = Field(0, description="seed of the noise paths")
+    resample: bool = Field(False, description="new paths every iteration (sgd, adam, langevin)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.amplitude > 0
+
+
 class ModelSection(Section):
     degree: Literal[DEGREES] = Field(1, description="Lagrange degree of V_h")
     kernel: KernelSection = Field(default_factory=KernelSection)
@@ -132,6 +157,7 @@ class ModelSection(Section):
     readout: ReadoutSection = Field(default_factory=ReadoutSection)
     init: InitSection = Field(default_factory=InitSection)
     lumping: Literal[LUMPINGS] = Field("auto", description="mass lumping")
+    noise: NoiseSection = Field(default_factory=NoiseSection)
 
     @model_validator(mode="after")
     def check_consistent(self):
@@ -252,6 +278,9 @@ def _paraview_shorthand(v):
 
 class OutputSection(Section):
     directory: str | None = Field(None, description="run directory (null: runs/<config name>)")
+    trajectory_every: NonNegativeInt = Field(
+        0, description="record a projection of the controls every k iterations (0: off)"
+    )
     checkpoint_every: PositiveInt = Field(10, description="checkpoint every K iterations")
     keep_checkpoints: PositiveInt = Field(2, description="newest checkpoints kept")
     model: bool = Field(True, description="write model.npz")
@@ -390,7 +419,23 @@ class Config(Section):
                 )
             if self.mesh["kind"] in ("interval", "unit_interval"):
                 raise _field("model.embedding.type", "'image' needs a 2D or 3D mesh")
+        self._check_noise()
         return self
+
+    def _check_noise(self) -> None:
+        noise, method = self.model.noise, self.training.method
+        if noise.enabled and method in NOISELESS_METHODS:
+            raise _field(
+                "model.noise.amplitude",
+                f"noise in depth needs a method on the reduced functional, not {method} "
+                f"(its sweeps step the deterministic layers)",
+            )
+        if noise.enabled and noise.resample and method not in STOCHASTIC_METHODS:
+            raise _field(
+                "model.noise.resample",
+                f"new paths every iteration need {', '.join(STOCHASTIC_METHODS)}, not {method} "
+                "(its line searches need one function)",
+            )
 
     @property
     def petsc_options(self) -> dict[str, str | None]:

@@ -19,7 +19,12 @@ Arrays (N dofs, N_t layers, n_in inputs, n_out outputs, R rank):
 * metadata (0-d arrays): ``format`` ("pontryx-model"), ``version``, ``kernel``,
   ``scheme``, ``activation``, ``smooth_relu_delta``, ``epsilon``, ``T``,
   ``layers``, ``dt``, ``n_in``, ``n_out``, ``task``, ``embedding``; and
-  ``input_shape``, ``classes``.
+  ``input_shape``, ``classes``;
+* noise in depth (``model.noise``; :mod:`pontryx.solver.model.noise`):
+  ``noise_amplitude`` g (0: none), and for g > 0 ``noise_correlation_length``,
+  ``noise_smoothness`` β, ``noise_kappa`` κ, ``noise_sigma`` σ_M,
+  ``noise_samples`` M, ``noise_seed``, ``noise_block`` B, and the stiffness
+  matrix (even when ε = 0): enough to redraw the training paths with NumPy.
 
 Load with ``numpy.load(path, allow_pickle=False)``; nothing in it needs pickle.
 """
@@ -80,9 +85,11 @@ def _csr(prefix: str, A) -> dict[str, np.ndarray]:
     }
 
 
-def _metadata(net, task, input_shape, classes) -> dict[str, np.ndarray]:
+def _metadata(net, task, input_shape, classes, noise=None) -> dict[str, np.ndarray]:
     numeric = all(isinstance(c, int | float | np.integer | np.floating) for c in classes)
+    extra = noise.arrays() if noise is not None else {"noise_amplitude": np.array(0.0)}
     return dict(
+        **extra,
         format=np.array(FORMAT),
         version=np.array(VERSION),
         kernel=np.array(net.kernel.name),
@@ -121,7 +128,7 @@ def _controls_in_layers(net, controls):
             yield name, shape, iter([sp.gather_canonical(value)])
 
 
-def model_arrays(net, controls, *, task: str, input_shape, classes=()) -> dict | None:
+def model_arrays(net, controls, *, task: str, input_shape, classes=(), noise=None) -> dict | None:
     """All arrays of ``model.npz`` on width rank 0 (None elsewhere), in memory.
     Collective. (:func:`save_model` streams them to the file instead.)"""
     out = mesh_arrays(net.space)
@@ -129,16 +136,16 @@ def model_arrays(net, controls, *, task: str, input_shape, classes=()) -> dict |
         parts = list(chunks)
         if net.space.comm.rank == 0:
             out[name] = np.stack(parts).reshape(shape) if len(parts) > 1 else parts[0]
-    out.update(_operators(net, controls))
+    out.update(_operators(net, controls, noise))
     if net.space.comm.rank != 0:
         return None
-    out.update(_metadata(net, task, input_shape, classes))
+    out.update(_metadata(net, task, input_shape, classes, noise))
     return out
 
 
-def _operators(net, controls) -> dict[str, np.ndarray]:
+def _operators(net, controls, noise=None) -> dict[str, np.ndarray]:
     sp, out = net.space, {}
-    if net.epsilon > 0:
+    if net.epsilon > 0 or noise is not None:
         A = sp.canonical_csr(sp.A)
         if A is not None:
             out.update(_csr("stiffness", A), stiffness_shape=np.array(A.shape))
@@ -146,14 +153,16 @@ def _operators(net, controls) -> dict[str, np.ndarray]:
     return out
 
 
-def save_model(path: str | os.PathLike, net, controls, *, task, input_shape, classes=()) -> None:
+def save_model(
+    path: str | os.PathLike, net, controls, *, task, input_shape, classes=(), noise=None
+) -> None:
     """Write ``model.npz`` atomically, streamed: width rank 0 writes each layer of a
     layer control as it is gathered, so no rank ever holds the whole N_t × N × N
     kernel and the other ranks only their rows. Collective (width comm)."""
     sp = net.space
     root = sp.comm.rank == 0
     small = mesh_arrays(sp)
-    small.update(_operators(net, controls))
+    small.update(_operators(net, controls, noise))
     with contextlib.ExitStack() as stack:
         zf = None
         if root:
@@ -171,7 +180,8 @@ def save_model(path: str | os.PathLike, net, controls, *, task, input_shape, cla
                 for chunk in chunks:
                     f.write(np.ascontiguousarray(chunk, dtype=float).tobytes())
         if root:
-            for name, value in {**small, **_metadata(net, task, input_shape, classes)}.items():
+            meta = _metadata(net, task, input_shape, classes, noise)
+            for name, value in {**small, **meta}.items():
                 with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 

@@ -7,6 +7,8 @@
       .pontryx/lock      held (flock) by the run that is writing the directory
       config.yaml        the resolved configuration (every default filled in)
       metrics.jsonl      one JSON object per iteration   metrics.csv  the same as CSV
+      trajectory.jsonl   projections of the controls (output.trajectory_every; see trajectory)
+      analysis/          what ``pontryx analyze`` wrote (diffusion maps of the runs)
       train.log          what the run printed (all restarts)
       summary.json       status, final losses and metrics, time, ranks, versions
       model.npz          the trained model (see model_io)
@@ -52,6 +54,8 @@ ENTRIES = (
     "checkpoints",
     "paraview",
     "plots",
+    "trajectory.jsonl",
+    "analysis",
 )
 MARKER = Path(".pontryx") / "run.json"
 _LOCK = Path(".pontryx") / "lock"
@@ -191,6 +195,25 @@ class RunDirectory:
             self.path / MARKER,
             {"format": "pontryx-run", "version": 1, "written": sorted(self.written)},
         )
+
+    def attach(self, name: str) -> Path:
+        """Record ``name`` as one of pontryx's own entries of an existing run (taking
+        the lock for the moment: a run that is writing the directory is refused)
+        and return its path, for what a command adds to a finished run (``pontryx
+        analyze``'s ``analysis/``). Rank 0."""
+        if not self.is_run():
+            raise InputError(f"{str(self.path)!r} is not a pontryx run directory", "directory")
+        entry = self.path / name
+        if entry.is_symlink():
+            raise InputError(f"{str(entry)!r} is a symbolic link; remove the link", "directory")
+        (self.path / ".pontryx").mkdir(exist_ok=True)
+        self._lock()
+        try:
+            self.written = set(self.listed())
+            self.register(name)
+        finally:
+            self.close()
+        return entry
 
     def close(self) -> None:
         if self._lock_file is not None:

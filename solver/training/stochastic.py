@@ -35,6 +35,11 @@ limit η → 0).
 Minibatches: :class:`~pontryx.solver.data.sampler.Minibatches` (epochs of a
 seeded permutation of the global samples; the same batches on any layout).
 
+Noise in depth (``model.noise``): each step sees the M paths of every sample of
+its minibatch; with ``resample`` the paths of iteration k are those of epoch k
+(fresh every step, an unbiased stochastic gradient of E[J]), otherwise the run's
+fixed paths (:mod:`pontryx.solver.model.noise`).
+
 Noise. ξ_k is :func:`~pontryx.solver.model.random.canonical_normal`: drawn on
 every rank in the canonical dof order, layer by layer, so a run gives the same
 result on any number of width ranks (every rank draws one layer's full array at
@@ -121,6 +126,7 @@ class StochasticTrainer(Trainer):
 
     def _iterate(self, n):
         for _ in range(n):
+            self.rf.redraw(self.iteration)  # model.noise.resample: this step's noise paths
             rf = self.minibatch()
             J, grad = rf.value_and_gradient(self.controls)
             per_layer = rf.layer_stationarity(grad)

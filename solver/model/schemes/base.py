@@ -20,6 +20,9 @@ tangent and second-order steps ``dctx`` is the kernel's K'(θ)[dθ]
 (:meth:`Kernel.tangent`), ``dtheta`` the kernel part of dθⁿ and ``db`` its bias part.
 
 The optional keyword ``n`` (layer index) only matters for Verlet's first layer.
+The optional ``noise`` of ``step`` (and ``reverse``) is the layer's increment
+g ΔWⁿ (n × S) of noise in depth (:mod:`pontryx.solver.model.noise`), added to the
+explicit update (Euler–Maruyama); ``None``: the deterministic network.
 The optional workspace ``ws`` (:mod:`pontryx.solver.model.workspace`) supplies the
 arrays of the step, its record and the adjoint's temporaries (IMEX Euler and
 midpoint): the adjoint sweep gives records and costates back once consumed, so
@@ -92,7 +95,7 @@ class Scheme:
     def initial_tangent(self, dU0):
         return (dU0,)
 
-    def step(self, ctx, b, state, n=None, ws=None):
+    def step(self, ctx, b, state, n=None, ws=None, noise=None):
         raise NotImplementedError
 
     def adjoint(self, ctx, record, lam, grad, n=None, ws=None):

@@ -8,7 +8,9 @@
                dΛ = dQ + Kᵀ dD + K'[dθ]ᵀ D,
                d(∂J/∂θ) = ∂_θ⟨dD, K U⟩ + ∂_θ⟨D, K dU⟩ + ∂_θ⟨D, K'[dθ] U⟩,  d(∂J/∂b) = dD 1.
 
-With ε = 0 this is the ResNet u^{n+1} = uⁿ + Δt σ(Wⁿ M_L uⁿ + bⁿ).
+With ε = 0 this is the ResNet u^{n+1} = uⁿ + Δt σ(Wⁿ M_L uⁿ + bⁿ). With noise in
+depth (:mod:`..noise`) the step is Euler–Maruyama, U^{n+1} = S_Δt (Uⁿ + Δt σ(Zⁿ) + g ΔWⁿ);
+the other lines do not change (the increment depends on neither U nor θ).
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ class IMEXEuler(Scheme):
     name = "imex_euler"
     order = 1
 
-    def step(self, ctx, b, state, n=None, ws=HEAP):
+    def step(self, ctx, b, state, n=None, ws=HEAP, noise=None):
         (U,) = state
         Z = self.kernel.apply(ctx, U, ws)
         Z += b[:, None]
         Y = self.sigma.f(Z, out=ws.take(Z.shape))  # U + Δt σ(Z), in place (same rounding)
         Y *= self.dt
         Y += U
+        if noise is not None:  # Euler–Maruyama: + g ΔWⁿ
+            Y += noise
         return (ws.replaced(Y, self._S(1.0, Y)),), (U, Z)
 
     def adjoint(self, ctx, record, lam, grad, n=None, ws=HEAP):

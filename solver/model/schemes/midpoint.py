@@ -9,6 +9,11 @@ D₁ = ½Δt σ'(Z₁)∘L_Y, Λⁿ = L + L_Y + KᵀD₁; for ε > 0 L_Y = S_{Δ
 D₁ = σ'(Z₁)∘(½Δt L_Y − Δt L), Λⁿ = L_Y − L + KᵀD₁; ∂J/∂θ from ⟨D₂, K U*⟩ and
 ⟨D₁, K Uⁿ⟩, ∂J/∂b = (D₁ + D₂) 1. The tangent and second-order steps
 differentiate these lines (product rule, σ'' for the derivative of σ').
+
+With noise in depth (:mod:`..noise`) the half step takes ½ g ΔWⁿ,
+U* = S_{Δt/2}(Uⁿ + ½Δt σ(Z₁) + ½ g ΔWⁿ), so that U^{n+1} gains S_{Δt/2} g ΔWⁿ
+(g ΔWⁿ when ε = 0); additive noise leaves the adjoint, tangent and second-order
+lines unchanged. The scheme is then of strong and weak order 1 (not 2).
 """
 
 from __future__ import annotations
@@ -26,17 +31,22 @@ class IMEXMidpoint(Scheme):
     implicit_fractions = (0.5,)
     records = 4
 
-    def step(self, ctx, b, state, n=None, ws=HEAP):
+    def step(self, ctx, b, state, n=None, ws=HEAP, noise=None):
         (U,) = state
         dt, f, K = self.dt, self.sigma.f, self.kernel
         Z1 = K.apply(ctx, U, ws)
         Z1 += b[:, None]
         s1 = f(Z1)
-        Us = self._S(0.5, U + 0.5 * dt * s1)
+        Y = U + 0.5 * dt * s1
+        if noise is not None:  # half the increment in the half step
+            Y += 0.5 * noise
+        Us = self._S(0.5, Y)
         Z2 = K.apply(ctx, Us, ws)
         Z2 += b[:, None]
         if self.epsilon == 0.0:
             Un = U + dt * f(Z2)
+            if noise is not None:
+                Un += noise
         else:
             Un = 2.0 * Us - U + dt * (f(Z2) - s1)
         return (Un,), (U, Z1, Us, Z2)

@@ -13,6 +13,10 @@ Reversible, so its adjoint may recompute states backwards.
 Adjoint: D₂ = Δt σ'(Y₂)∘Λ_U, Λ_V ← Λ_V + KᵀD₂, D₁ = −cₙΔt σ'(Y₁)∘Λ_V,
 Λ_U ← Λ_U + M_L K (M_L⁻¹ D₁), with ⟨D₁, K* U⟩ = ⟨M_L U, K (M_L⁻¹ D₁)⟩ for the
 kernel gradient. The tangent and second-order steps differentiate these lines.
+
+With noise in depth (:mod:`..noise`) g ΔWⁿ is added to the U update (and
+subtracted when a state is recomputed backwards); the noise is additive, so the
+adjoint lines do not change.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ class Verlet(Scheme):
     def _c(n):
         return 0.5 if n == 0 else 1.0
 
-    def step(self, ctx, b, state, n=None, ws=HEAP):
+    def step(self, ctx, b, state, n=None, ws=HEAP, noise=None):
         U, V = state
         dt, f, K = self.dt, self.sigma.f, self.kernel
         Y1 = K.apply_adjoint(ctx, U)
@@ -56,15 +60,20 @@ class Verlet(Scheme):
         Vn = V - self._c(n) * dt * f(Y1)
         Y2 = K.apply(ctx, Vn)
         Y2 += b[:, None]
-        return (U + dt * f(Y2), Vn), (U, Vn, Y1, Y2)
+        Un = U + dt * f(Y2)
+        if noise is not None:
+            Un += noise
+        return (Un, Vn), (U, Vn, Y1, Y2)
 
-    def reverse(self, ctx, b, state, n=None, ws=HEAP):
+    def reverse(self, ctx, b, state, n=None, ws=HEAP, noise=None):
         """(Uⁿ, Vⁿ) and the layer's record, recomputed from (U^{n+1}, V^{n+1})."""
         Un1, Vn1 = state
         dt, f, K = self.dt, self.sigma.f, self.kernel
         Y2 = K.apply(ctx, Vn1)
         Y2 += b[:, None]
         U = Un1 - dt * f(Y2)
+        if noise is not None:
+            U -= noise
         Y1 = K.apply_adjoint(ctx, U)
         Y1 += b[:, None]
         return (U, Vn1 + self._c(n) * dt * f(Y1)), (U, Vn1, Y1, Y2)

@@ -1,0 +1,154 @@
+"""Optimiser paths: the trajectory a run records (output.trajectory_every: the
+seeded canonical projection, the same on any number of ranks, resumed runs equal
+to uninterrupted ones), diffusion maps (Coifman–Lafon, α = 1 recovers the
+Laplace–Beltrami eigenfunction whatever the sampling density), and ``pontryx
+analyze`` (outputs, one-line errors with exit code 2)."""
+
+import json
+
+from mpi4py import MPI
+
+import numpy as np
+import pytest
+from test_cli import cli, write
+
+from pontryx.meshes import create_mesh
+from pontryx.solver import ContinuumNetwork, WidthSpace
+from pontryx.solver.adjoint.riesz import RieszMap
+from pontryx.solver.analysis import diffusion_map
+from pontryx.solver.model.random import canonical_normal
+from pontryx.solver.outputs.trajectory import Projection, read_trajectory
+
+CONFIG = """
+mesh: {kind: unit_square, n: 3}
+model: {layers: 3, T: 2.0, init: {gain: 1.0}}
+data: {name: ellipses, n_train: 24, n_test: 12}
+training: {method: sgd, max_iterations: 6, test_every: 3, options: {batch_size: 8}}
+output: {checkpoint_every: 2, plots: false, paraview: false, trajectory_every: 2}
+"""
+
+
+def test_diffusion_map_of_a_nonuniformly_sampled_curve():
+    """Points on a curve, denser at one end: with α = 1 the first diffusion
+    coordinate is the Neumann eigenfunction cos(πs) of the arclength s."""
+    rng = np.random.default_rng(0)
+    s = np.sort(rng.random(300) ** 2)  # density ∝ 1/√s
+    Y = np.stack([np.cos(2 * s), np.sin(2 * s), 0.3 * s, 1e-3 * rng.standard_normal(300)], 1)
+    L = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(Y[:, :3], axis=0), axis=1))])
+    dm = diffusion_map(Y, components=3, epsilon=0.01)
+    assert dm.eigenvalues[0] == pytest.approx(1.0)
+    assert np.all(np.diff(dm.eigenvalues) <= 1e-12) and dm.eigenvalues[-1] > 0
+    assert np.allclose(dm.eigenvectors[:, 0], 1.0)
+    assert abs(np.corrcoef(dm.eigenvectors[:, 1], np.cos(np.pi * L / L[-1]))[0, 1]) > 0.99
+    biased = diffusion_map(Y, components=3, epsilon=0.01, alpha=0.0)  # the graph Laplacian
+    assert abs(np.corrcoef(biased.eigenvectors[:, 1], np.cos(np.pi * L / L[-1]))[0, 1]) < abs(
+        np.corrcoef(dm.eigenvectors[:, 1], np.cos(np.pi * L / L[-1]))[0, 1]
+    )
+    auto = diffusion_map(Y)  # the automatic bandwidth keeps the graph connected
+    assert auto.eigenvalues[1] < 0.999
+    assert abs(np.corrcoef(auto.eigenvectors[:, 1], L)[0, 1]) > 0.9
+
+
+@pytest.mark.parametrize("kernel", ["dense", "lowrank"])
+def test_projection_is_canonical_and_preserves_l2_norms(kernel):
+    """y(θ) and the layerwise norms are the same on 1 and 2 ranks; E‖y‖² = ‖√ω θ‖²."""
+
+    def run(comm):
+        sp = WidthSpace(create_mesh({"kind": "unit_square", "n": 4}, comm))
+        opts = {"rank": 3} if kernel == "lowrank" else None
+        net = ContinuumNetwork(sp, 2, 2, kernel=kernel, kernel_options=opts, layers=3)
+        theta = net.init_controls(seed=0)
+        draw = canonical_normal(np.random.default_rng(1), net, theta.subset(net.trainable))
+        for k in draw:
+            theta[k] = draw[k]
+        y, norms = Projection(net)(theta)
+        x = RieszMap(net, theta.subset(net.trainable)).controls_to_x(theta.subset(net.trainable))
+        return y, norms, x.norm()
+
+    y1, n1, x1 = run(MPI.COMM_SELF)
+    y2, n2, _x2 = run(MPI.COMM_WORLD)
+    assert np.max(np.abs(y1 - y2)) <= 1e-12 * np.max(np.abs(y1))
+    for k in n1:
+        assert np.allclose(n1[k], n2[k], rtol=1e-12)
+    assert 0.6 < np.sum(y1**2) / x1**2 < 1.4  # JL: one draw of a 64-dimensional projection
+    total = sum(np.sum(np.square(v)) for v in n1.values())
+    assert total == pytest.approx(x1**2, rel=1e-12)  # the norms are those of x = √ω θ
+
+
+def test_trajectory_resume_and_analyze(capsys, mpi_tmp_path):
+    """Two methods from one start, one of them cut at iteration 4 and resumed:
+    the trajectories (θ₀, θ₂, θ₄, θ₆) equal an uninterrupted run's; analyze embeds
+    both runs into the first run's analysis/ (recorded as pontryx's own)."""
+    cfg = write(mpi_tmp_path / "c.yaml", CONFIG)
+    sgd, cut, adam = (mpi_tmp_path / d for d in ("sgd", "cut", "adam"))
+    assert cli(capsys, "train", cfg, "--output", sgd, "--quiet")[0] == 0
+    assert (
+        cli(capsys, "train", cfg, "--output", cut, "--quiet", "--set", "training.max_iterations=4")[
+            0
+        ]
+        == 0
+    )
+    assert cli(capsys, "train", cfg, "--output", cut, "--quiet", "--resume")[0] == 0
+    assert (
+        cli(capsys, "train", cfg, "--output", adam, "--quiet", "--set", "training.method=adam")[0]
+        == 0
+    )
+    (h1, a), (h2, b) = read_trajectory(sgd), read_trajectory(cut)
+    assert h1 == h2 and [r["iteration"] for r in a] == [0, 2, 4, 6]
+    assert a == b  # bit for bit, loss and projection
+    marker = json.loads((sgd / ".pontryx" / "run.json").read_text())
+    assert "trajectory.jsonl" in marker["written"]
+    code, out, _ = cli(capsys, "analyze", sgd, adam)
+    assert code == 0 and "diffusion map of 8 iterates" in out, out
+    assert (sgd / "analysis" / "diffusion_map.png").is_file()
+    f = np.load(sgd / "analysis" / "diffusion_map.npz")
+    assert f["coordinates"].shape == (8, 3) and list(f["run"]) == [0] * 4 + [1] * 4
+    marker = json.loads((sgd / ".pontryx" / "run.json").read_text())
+    assert "analysis" in marker["written"]
+    code, out, _ = cli(
+        capsys,
+        "analyze",
+        sgd,
+        "--features",
+        "norms",
+        "--json",
+        "--output",
+        mpi_tmp_path / "elsewhere",
+    )
+    summary = json.loads(out)
+    assert code == 0 and summary["features"] == "norms" and summary["dimension"] == 3 * 2 + 2
+    assert (mpi_tmp_path / "elsewhere" / "diffusion_map.npz").is_file()
+
+
+def test_analyze_bad_input(capsys, mpi_tmp_path):
+    cfg = write(mpi_tmp_path / "c.yaml", CONFIG)
+    plain = mpi_tmp_path / "plain"
+    if MPI.COMM_WORLD.rank == 0:
+        plain.mkdir()
+    MPI.COMM_WORLD.Barrier()
+    none = mpi_tmp_path / "none"
+    assert (
+        cli(
+            capsys,
+            "train",
+            cfg,
+            "--output",
+            none,
+            "--quiet",
+            "--set",
+            "output.trajectory_every=0",
+            "--set",
+            "training.max_iterations=1",
+        )[0]
+        == 0
+    )
+    for args, text in (
+        ([mpi_tmp_path / "missing"], "is not a directory"),
+        ([plain], "is not a pontryx run directory"),
+        ([none], "has no trajectory.jsonl: record one with output.trajectory_every"),
+        ([none, "--epsilon", "-1"], "has no trajectory.jsonl"),
+    ):
+        code, _out, err = cli(capsys, "analyze", *args)
+        assert code == 2 and text in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = cli(capsys, "analyze", none, "--features", "pixels")
+    assert code == 2 and "invalid choice" in err
