@@ -138,7 +138,7 @@ def test_p4_with_the_exact_reduced_hessian_is_the_inverse():
     """K P₄⁻¹ = I when B_z = W_z (readout frozen: the softmax shift invariance of
     the readout would make W_z singular), away from the consistent point."""
     rf, th = _problem(layers=3, n=6, train_embedding=True, train_readout=False)
-    t = _trainer(rf, th)
+    t = _trainer(rf, th, preconditioner="p4")
     k, P = t.kkt, t.lnks
     rng = np.random.default_rng(0)
     t.x = t.x + 0.01 * rng.standard_normal(k.size)

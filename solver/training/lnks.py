@@ -11,7 +11,7 @@ Hessian of J(θ) when the states and costates are consistent. The
 preconditioner replaces W_z by an approximation B_z and is applied exactly
 otherwise (:meth:`LNKS.apply`, for the right-hand side r = (r_θ, r_U, r_Λ)):
 
-``p4`` (their P₄; the default):
+``p4`` (their P₄):
     q   = A⁻¹ r_Λ                                  forward tangent sweep
     s   = A⁻ᵀ (r_U − W_UU q)                       backward second-order sweep
     p_θ = B_z⁻¹ (r_θ − W_θU q − Cᵀ s)
@@ -20,8 +20,8 @@ otherwise (:meth:`LNKS.apply`, for the right-hand side r = (r_θ, r_U, r_Λ)):
 
 so that K P₄⁻¹ has the eigenvalue 1 (with multiplicity 2·dim U) and the
 eigenvalues of W_z B_z⁻¹: the Krylov iterations are those of the reduced
-Hessian preconditioned by B_z. ``p2`` (their P₂, half the cost, the W terms
-dropped): p_Λ = A⁻ᵀ r_U (adjoint sweep), p_θ = B_z⁻¹(r_θ − Cᵀ p_Λ),
+Hessian preconditioned by B_z. ``p2`` (their P₂, the default: a quarter of the
+cost, the W terms dropped): p_Λ = A⁻ᵀ r_U (adjoint sweep), p_θ = B_z⁻¹(r_θ − Cᵀ p_Λ),
 p_U = A⁻¹(r_Λ − C p_θ). A⁻¹ is the scheme's ``tangent`` layer after layer,
 A⁻ᵀ its ``adjoint`` (or ``adjoint2``, which adds the W terms), so a sweep costs
 one tangent-linear or one adjoint sweep through depth. The weak-constraint

@@ -13,10 +13,11 @@ Newton step k (one :class:`~.base.Record`):
 
 1. Solve K p = −F(x) with right-preconditioned GMRES (PETSc KSP, options prefix
    ``pontryx_snes_``): K the exact Jacobian (the Hessian of L, :meth:`.kkt.KKT.apply`,
-   no finite differences), the preconditioner the reduced-space LNKS P₄ or P₂
+   no finite differences), the preconditioner the reduced-space LNKS P₂ or P₄
    (:mod:`.lnks`) with the L-BFGS reduced Hessian B_z, to the Eisenstat–Walker
    forcing tolerance ‖K p + F‖ ≤ η_k ‖F‖ (choice 2: η_k = 0.9 (‖F_k‖/‖F_{k−1}‖)²,
-   safeguarded, in [½ tol/‖F_k‖, 0.5]) or at most ``krylov_max_it`` iterations.
+   safeguarded, in [½ tol/‖F_k‖, 0.5]; option ``forcing`` fixes η) or at most
+   ``krylov_max_it`` iterations (an inexact, truncated Newton step).
 2. Negative curvature: with y = K p, the curvature of L along the primal part is
    p_xᵀ W p_x = pᵀy − 2 p_Λᵀ y_Λ. If it is not positive (the reduced Hessian is
    indefinite along the step, as far from a minimiser of a non-convex loss), or
@@ -24,15 +25,24 @@ Newton step k (one :class:`~.base.Record`):
    by the reduced quasi-Newton step p = −P⁻¹F (B_z is positive definite:
    Biros & Ghattas' LRQN step, a descent direction near feasibility).
 3. Globalisation: backtracking (Armijo, c₁ = 10⁻⁴, halving, ≤ 30 trials) on the
-   augmented-Lagrangian merit φ_ρ(x) = L(x) + (ρ/2) ‖F_Λ(x)‖², whose derivative
-   along p is F·p + ρ F_Λ·(Kp)_Λ; ρ is raised to 2 F·p / (−F_Λ·(Kp)_Λ) when
-   needed, so that it falls at least by half the penalty's decrease (Nocedal &
-   Wright §18.3).
+   doubly augmented Lagrangian φ_ρ(x) = L(x) + (ρ/2)(‖F_U(x)‖² + ‖F_Λ(x)‖²)
+   (penalising the costate residual too keeps φ bounded below in Λ, in which L
+   is linear); its derivative along p is F·p − ρν with ν = −(F_U, F_Λ)·(Kp)_{U,Λ}
+   (exact, from y), and ρ (initially ``rho``) is raised to max(2ρ, 2 F·p/ν) when
+   F·p > ρν/2, so that φ falls at least by half the penalty's decrease. With
+   ``restoration`` (default true) a rejected trial point x + t p is restored
+   before t is halved: its states and costates are re-solved at its θ (one
+   forward and one adjoint sweep: U = U(θ), Λ = Λ(θ), so F_U = F_Λ = 0 and
+   φ = J(θ)) and the restored point is accepted if it passes the same test.
+   Far from a solution (large steps, strongly nonlinear layers) this makes
+   the iteration a reduced-space Newton method with full-space linear algebra;
+   near a solution the full-space steps are accepted with t = 1 and the
+   convergence is quadratic (tested).
 4. B_z ← the L-BFGS update with (s, W_z s), s the accepted θ step and W_z s the
    exact reduced Hessian action at the new point (one tangent and one
    second-order sweep; pairs with sᵀW_z s ≤ 0 are skipped).
 
-Warm start (option ``warm_start``, default 10): that many L-BFGS iterations
+Warm start (option ``warm_start``, default 20): that many L-BFGS iterations
 (two-loop recursion in the L²(M_L) metric, Armijo backtracking) on the reduced
 functional J(θ) first, each one Record (extra ``phase`` = ``lbfgs``); its
 memory seeds B_z. The Newton phase starts from θ, the forward states U(θ) and
@@ -124,8 +134,8 @@ class OneShot(Trainer):
     """Full-space Newton–Krylov solve of the Euler–Lagrange (KKT) system; see the
     module docstring.
 
-    Options: ``warm_start`` (L-BFGS iterations first, default 10), ``memory``
-    (L-BFGS pairs, 10), ``preconditioner`` (p4 | p2 | none), ``rtol`` (1e-8),
+    Options: ``warm_start`` (L-BFGS iterations first, default 20), ``memory``
+    (L-BFGS pairs, 10), ``preconditioner`` (p2 | p4 | none), ``rtol`` (1e-8),
     ``atol`` (0), ``max_it`` (Newton steps per stage, 50), ``krylov_max_it`` (60),
     ``forcing`` ("ew" or a fixed η in (0, 1)), ``stages`` (precision annealing
     stages, 0), ``R0`` (1e4), ``a`` (10), ``chunks`` ("auto" or an integer ≥ 1),
@@ -135,9 +145,9 @@ class OneShot(Trainer):
     name = "oneshot"
     depth_parallel = True
     defaults: ClassVar[dict] = {
-        "warm_start": 10,
+        "warm_start": 20,
         "memory": 10,
-        "preconditioner": "p4",
+        "preconditioner": "p2",
         "rtol": 1e-8,
         "atol": 0.0,
         "max_it": 50,
