@@ -33,6 +33,7 @@ SCRIPTS = (
     "width_limit",
     "training",
     "msa_vs_gd",
+    "oneshot",
 )
 
 _VERSIONS = """
