@@ -340,3 +340,52 @@ def test_registry_and_train_driver():
     rf, th = _problem(alpha=1e-2)
     res = minimize(rf, th, "oneshot", {"warm_start": 0, "max_it": 1}, max_iterations=30)
     assert res.reason == "stopped: DIVERGED_MAX_IT" and not res.converged
+
+
+# -- configuration and the application layer -------------------------------------------------
+def test_parallel_depth_in_the_schema():
+    from pontryx.solver.config import validate_config
+
+    base = {"data": {"name": "ellipses"}, "training": {"method": "oneshot"}}
+    c = validate_config({**base, "parallel": {"depth": 2}}, ranks=4)
+    assert c.parallel.depth == 2 and c.parallel.sizes(4) == (2, 1)
+    c = validate_config({**base, "parallel": {"depth": 2, "width": 1}}, ranks=4)
+    assert c.parallel.sizes(4) == (1, 2)
+    assert validate_config(base, ranks=4).parallel.depth == 1
+    with pytest.raises(InputError, match=r"^parallel.depth: 3 does not divide the 4 MPI ranks"):
+        validate_config({**base, "parallel": {"depth": 3}}, ranks=4)
+    with pytest.raises(InputError, match=r"^parallel.depth: expected an integer ≥ 1"):
+        validate_config({**base, "parallel": {"depth": 0}}, ranks=4)
+    with pytest.raises(InputError, match=r"^parallel: width × data × depth = 2 × 2 × 2"):
+        validate_config({**base, "parallel": {"depth": 2, "width": 2, "data": 2}}, ranks=4)
+
+
+@pytest.mark.parallel
+def test_application_layer_splits_depth_for_oneshot_only(comm):
+    from pontryx.solver.app.problem import build_problem, make_method
+    from pontryx.solver.config import validate_config
+
+    def problem(method):
+        config = validate_config(
+            {
+                "mesh": INTERVAL,
+                "model": {"layers": 4},
+                "data": {"name": "ellipses", "n_train": 8, "n_test": 4},
+                "training": {"method": method},
+                "parallel": {"depth": comm.size, "width": 1},
+            },
+            ranks=comm.size,
+        )
+        return build_problem(config, comm)
+
+    p = problem("oneshot")
+    assert p.layout.n_depth == comm.size and p.layout.n_width == 1
+    assert p.layout.writes == (comm.rank == 0)
+    t = make_method(p)
+    assert t.kkt.blocks.count == 4 // comm.size
+    t.destroy()
+    p.destroy()
+    p = problem("lmvm")
+    with pytest.raises(InputError, match=r"^parallel.depth: method 'lmvm' keeps every layer"):
+        make_method(p)
+    p.destroy()
