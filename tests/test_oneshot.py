@@ -151,11 +151,13 @@ def test_p4_with_the_exact_reduced_hessian_is_the_inverse():
     t.destroy()
 
 
-def test_sweeps_solve_their_blocks_and_reduced_hessian_is_the_hessian_of_J():
+@pytest.mark.parametrize("kernel", ["dense", "local"])
+def test_sweeps_solve_their_blocks_and_reduced_hessian_is_the_hessian_of_J(kernel):
     """A q = r_Λ − C dθ (forward), W_UU q + W_Uθ dθ + Aᵀ s = r_U (backward) and the
-    θ rows; at the states and costates of θ, W_z = ∇²J (the second-order adjoint)."""
-    rf, th = _problem(train_embedding=True)
-    t = _trainer(rf, th)
+    θ rows, in 3 sample chunks; at the states and costates of θ, W_z = ∇²J (the
+    second-order adjoint)."""
+    rf, th = _problem(train_embedding=True, kernel=kernel)
+    t = _trainer(rf, th, chunks=3)
     k, P = t.kkt, t.lnks
     rng = np.random.default_rng([3, MPI.COMM_WORLD.rank])
     v = rng.standard_normal(k.n_theta)[k.theta_slice]

@@ -127,7 +127,6 @@ class LNKS:
         out = [tuple(np.empty((n, kkt.S_local)) for _ in range(ns)) for _ in range(b.count)]
         trecs = [[None] * len(self.chunks) for _ in range(b.count)]
         sends = []
-        dctxs = [kernel.tangent(P.ctxs[i], self._layer(dth, i)) for i in range(b.count)]
         for c, cols in enumerate(self.chunks):
             if b.first:
                 dU0 = dth["E"] @ kkt.X[:, cols] if "E" in dth else np.zeros((n, _width(cols)))
@@ -136,9 +135,8 @@ class LNKS:
                 v = b.recv((ns, n, _width(cols)), tag=c, forward=True)
             for i in range(b.count):
                 rec = columns(P.records[i], cols)
-                v, trec = scheme.tangent(
-                    P.ctxs[i], dctxs[i], dth["b"][i], rec, v, n=b.lo + i
-                )  # fmt: skip
+                dctx = kernel.tangent(P.ctxs[i], self._layer(dth, i))  # (one slot: per use)
+                v, trec = scheme.tangent(P.ctxs[i], dctx, dth["b"][i], rec, v, n=b.lo + i)
                 if drive is not None:
                     v = tuple(a - r[:, cols] for a, r in zip(v, drive[i]))
                 for o, a in zip(out[i], v):
@@ -162,7 +160,6 @@ class LNKS:
         z = kkt._zeros()
         out = [tuple(np.empty((n, kkt.S_local)) for _ in range(ns)) for _ in range(b.count)]
         sends = []
-        dctxs = [kernel.tangent(P.ctxs[i], self._layer(dth, i)) for i in range(b.count)]
         for c, cols in enumerate(self.chunks):
             if b.last:
                 if second:
@@ -182,8 +179,10 @@ class LNKS:
                 rec, lam = columns(P.records[i], cols), columns(P.Lam[i], cols)
                 zi = kkt._layer_grad(z, i)
                 if second:
+                    dthi = self._layer(dth, i)
+                    dctx = kernel.tangent(P.ctxs[i], dthi)
                     _, dL = scheme.adjoint2(
-                        P.ctxs[i], dctxs[i], self._layer(dth, i), rec, trecs[i][c], lam, w,
+                        P.ctxs[i], dctx, dthi, rec, trecs[i][c], lam, w,
                         kkt.layer_zeros(), zi, n=b.lo + i,
                     )  # fmt: skip
                 else:
