@@ -255,6 +255,20 @@ def test_record_fields_and_honest_status():
     t.destroy()
 
 
+def test_globalisation_on_a_non_convex_problem():
+    """Far from a minimiser (α = 10⁻², two warm-start steps) the iteration meets
+    negative curvature (quasi-Newton steps), restores rejected trial points and
+    shortens steps, and J falls."""
+    rf, th = _problem(alpha=1e-2)
+    t = OneShot(rf, th.copy(), warm_start=2)
+    recs = list(t.iterate(15))
+    directions = {r.extra["direction"] for r in recs}
+    assert {"newton", "quasi_newton", "newton+restoration"} <= directions
+    assert any(0 < r.extra["step"] < 1 for r in recs)
+    assert recs[-1].loss < 0.5 * recs[0].loss and t.failed is None
+    t.destroy()
+
+
 def test_precision_annealing_stages():
     rf, th = _convex_problem()
     t = OneShot(rf, th.copy(), warm_start=0, stages=2, R0=1e2, a=10.0, rtol=1e-9)
