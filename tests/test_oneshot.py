@@ -32,6 +32,7 @@ CASES = [
     ("imex_euler", "dense", {}),
     ("midpoint", "lowrank", {"epsilon": 0.1, "kernel_options": {"rank": 2}}),
     ("verlet", "dense", {}),
+    ("imex_euler", "local", {"epsilon": 0.05}),
 ]
 
 

@@ -314,9 +314,13 @@ class KKT:
                 out[k] = self.controls[k]
         return out
 
-    def _ctx(self, theta, i):
+    def _ctx(self, theta, i, linearise: bool):
+        """Layer lo + i's kernel context; the linearisation point's contexts live in
+        their own slots (kernels that assemble per layer, e.g. local, refill a slot),
+        so evaluating trial points does not change the Jacobian."""
         n = self.blocks.lo + i
-        return self.kernel.layer({k: theta[k][i] for k in self.kernel_names}, ("kkt", n))
+        slot = ("kkt", n) if linearise else ("kkt-trial", n)
+        return self.kernel.layer({k: theta[k][i] for k in self.kernel_names}, slot)
 
     def _zeros(self, names=None):
         """Zero θ-shaped arrays (local blocks) for accumulating gradients."""
@@ -401,7 +405,7 @@ class KKT:
         value = c2 = 0.0
         FL, adj, ctxs, records = [], [], [], []
         for i in range(b.count):
-            ctx = self._ctx(th, i)
+            ctx = self._ctx(th, i, linearise)
             g, rec = scheme.step(ctx, th["b"][i], states[i], n=b.lo + i)
             Fl = tuple(a - u for a, u in zip(g, states[i + 1]))
             if weak:
