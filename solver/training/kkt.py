@@ -292,6 +292,22 @@ class KKT:
             )
         return self._omega
 
+    def regulariser_diagonal(self) -> np.ndarray:
+        """The diagonal of the regulariser's Hessian on the θ part: α Δt ω plus β/Δt ω
+        for each neighbouring layer (0 on the embedding and readout)."""
+        reg, dt, b = self.rf.regulariser, self.net.dt, self.blocks
+        n = np.arange(b.lo, b.hi)
+        neighbours = ((n > 0).astype(float) + (n < self.net.layers - 1)) if reg.beta else 0 * n
+        out = {}
+        for k, shape in self.theta_spec:
+            if k in self.layer_names:
+                c = reg.alpha * dt + reg.beta / dt * neighbours
+                c = c.reshape(-1, *[1] * (len(shape) - 1))
+                out[k] = np.broadcast_to(reg.weights[k], shape) * c
+            else:
+                out[k] = np.zeros(shape)
+        return self.pack_theta(out)
+
     def dot(self, a, b) -> float:
         """The Euclidean inner product of two local vectors (or θ parts) over all ranks."""
         return self.world.allreduce(float(np.vdot(a, b)), op=MPI.SUM)

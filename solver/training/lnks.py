@@ -57,11 +57,15 @@ PRECONDITIONERS = ("p4", "p2")
 
 class LBFGS:
     """The inverse of an L-BFGS approximation B ≈ W_z on θ parts of KKT vectors
-    (two-loop recursion, Nocedal & Wright Alg. 7.4) with H₀ = γ Ω⁻¹."""
+    (two-loop recursion, Nocedal & Wright Alg. 7.4) with the initial inverse
+    H₀ = γ Ω⁻¹ (``scaled``), or (``regulariser``) the inverse of the regulariser's
+    Hessian diagonal R₀ on the controls it weighs (α Δt ω plus β/Δt ω per
+    neighbouring layer) and γ Ω⁻¹ on the others (readout, embedding)."""
 
-    def __init__(self, memory: int, omega: np.ndarray, dot, gamma: float = 1.0):
+    def __init__(self, memory: int, omega: np.ndarray, dot, gamma: float = 1.0, reg=None):
         self.memory, self.omega, self.dot = int(memory), omega, dot
         self.gamma = float(gamma)
+        self.reg = reg  # R₀ (zero where the regulariser does not act)
         self.pairs: list[tuple[np.ndarray, np.ndarray, float]] = []
 
     def update(self, s: np.ndarray, y: np.ndarray) -> bool:
@@ -76,15 +80,23 @@ class LBFGS:
         self.gamma = sy / yy
         return True
 
-    def apply(self, g: np.ndarray) -> np.ndarray:
-        """H g ≈ B⁻¹ g."""
+    def initial(self, q: np.ndarray, kind: str = "scaled") -> np.ndarray:
+        """H₀ q."""
+        r = self.gamma * q / self.omega
+        if kind == "regulariser" and self.reg is not None:
+            on = self.reg > 0
+            r[on] = q[on] / self.reg[on]
+        return r
+
+    def apply(self, g: np.ndarray, initial: str = "scaled") -> np.ndarray:
+        """H g ≈ B⁻¹ g (``initial``: the H₀ of the class docstring)."""
         q = g.copy()
         alphas = []
         for s, y, rho in reversed(self.pairs):
             a = rho * self.dot(s, q)
             q -= a * y
             alphas.append(a)
-        r = self.gamma * q / self.omega
+        r = self.initial(q, initial)
         for (s, y, rho), a in zip(self.pairs, reversed(alphas)):
             r += (a - rho * self.dot(y, r)) * s
         return r
@@ -109,8 +121,10 @@ class LNKS:
     """The preconditioner P₄ or P₂ (module docstring) at the linearisation point of
     ``kkt``, with B_z⁻¹ = ``lbfgs``; the sweeps in ``chunks`` sample blocks."""
 
-    def __init__(self, kkt, lbfgs: LBFGS, kind: str = "p4", chunks: int = 1):
-        self.kkt, self.lbfgs, self.kind = kkt, lbfgs, kind
+    def __init__(
+        self, kkt, lbfgs: LBFGS, kind: str = "p4", chunks: int = 1, initial: str = "scaled"
+    ):
+        self.kkt, self.lbfgs, self.kind, self.initial = kkt, lbfgs, kind, initial
         S = kkt.S_local
         k = max(1, min(int(chunks), S))
         edges = np.linspace(0, S, k + 1).round().astype(int)
@@ -223,7 +237,7 @@ class LNKS:
 
     def solve_reduced(self, g: np.ndarray) -> np.ndarray:
         """B_z⁻¹ g on the θ part (data rank 0)."""
-        return self.lbfgs.apply(g)
+        return self.lbfgs.apply(g, self.initial)
 
     def apply(self, r: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """P⁻¹ r for a local vector r (a new vector or ``out``)."""

@@ -148,6 +148,7 @@ class OneShot(Trainer):
         "warm_start": 20,
         "memory": 10,
         "preconditioner": "p2",
+        "initial_hessian": "scaled",
         "rtol": 1e-6,
         "atol": 0.0,
         "max_it": 50,
@@ -168,6 +169,8 @@ class OneShot(Trainer):
         checks = (
             ("warm_start", _count(o["warm_start"]), "an integer ≥ 0"),
             ("memory", _count(o["memory"], 1), "an integer ≥ 1"),
+            ("initial_hessian", o["initial_hessian"] in ("regulariser", "scaled"),
+             "regulariser or scaled"),
             ("preconditioner", o["preconditioner"] in (*PRECONDITIONERS, "none"), "p4, p2 or none"),
             ("rtol", _positive(o["rtol"]) and o["rtol"] < 1, "0 < rtol < 1"),
             ("atol", o["atol"] == 0 or _positive(o["atol"]), "atol ≥ 0"),
@@ -190,8 +193,10 @@ class OneShot(Trainer):
         self.kkt = KKT(rf, controls, self._R_f(0))
         depth = self.kkt.blocks.comm.size
         chunks = o["chunks"] if o["chunks"] != "auto" else (1 if depth == 1 else 4 * depth)
-        self.lbfgs = LBFGS(o["memory"], self.kkt.omega()[self.kkt.theta_slice], self.kkt.dot)
-        self.lnks = LNKS(self.kkt, self.lbfgs, o["preconditioner"], chunks)
+        part = self.kkt.theta_slice
+        omega, reg = self.kkt.omega()[part], self.kkt.regulariser_diagonal()[part]
+        self.lbfgs = LBFGS(o["memory"], omega, self.kkt.dot, reg=reg)
+        self.lnks = LNKS(self.kkt, self.lbfgs, o["preconditioner"], chunks, o["initial_hessian"])
         self.phase = "lbfgs" if o["warm_start"] > 0 else "newton"
         self.stage = self.newton_its = 0
         self.x = self.F = None
