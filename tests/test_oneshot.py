@@ -336,6 +336,7 @@ def test_memory_estimate_and_option_errors():
     assert isinstance(small, int) and 8 * OneShot(rf, th).kkt.size < small < big < 2.2 * small
     for key, value in (
         ("warm_start", -1), ("memory", 0), ("preconditioner", "p3"), ("rtol", 0.0),
+        ("initial_hessian", "identity"),
         ("atol", -1.0), ("max_it", 0), ("krylov_max_it", 0), ("forcing", 1.5),
         ("stages", -1), ("R0", -1.0), ("a", 0.5), ("chunks", 0), ("rho", 0.0),
         ("restoration", "yes"), ("petsc_options", 3),

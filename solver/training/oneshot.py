@@ -135,7 +135,8 @@ class OneShot(Trainer):
     module docstring.
 
     Options: ``warm_start`` (L-BFGS iterations first, default 20), ``memory``
-    (L-BFGS pairs, 10), ``preconditioner`` (p2 | p4 | none), ``rtol`` (1e-6),
+    (L-BFGS pairs, 10), ``preconditioner`` (p2 | p4 | none), ``initial_hessian``
+    (scaled | regulariser: H₀ of B_z⁻¹, :class:`.lnks.LBFGS`), ``rtol`` (1e-6),
     ``atol`` (0), ``max_it`` (Newton steps per stage, 50), ``krylov_max_it`` (60),
     ``forcing`` ("ew" or a fixed η in (0, 1)), ``stages`` (precision annealing
     stages, 0), ``R0`` (1e4), ``a`` (10), ``chunks`` ("auto" or an integer ≥ 1),
