@@ -215,15 +215,20 @@ class OneShot(Trainer):
     def _tol(self) -> float:
         return max(self.options["atol"], self.options["rtol"] * self.F_ref)
 
+    #: copies of the controls beyond the KKT vectors: θ, ∇J, the warm start's
+    #: direction, base and trial points, the test evaluation
+    memory_copies = 6
+
     def memory_bytes(self) -> int:
-        """Estimate of the bytes this rank allocates for the solve: the unknown-sized
-        vectors (iterate, residual, step, its image, trial point, right-hand side:
-        6, plus the GMRES basis of ``krylov_max_it`` + 4), the linearisation's layer
-        records, the preconditioner's tangent records and two field-sized sweep
-        outputs, the L-BFGS pairs, and the reduced sweeps of the warm start and
-        the Records (every layer's record and the trajectory's states and costates
-        on this rank's samples). Dense kernels add three N × S gathered blocks.
-        Cheap (no allocation); within a factor of about 2 of the peak."""
+        """Estimate of the bytes this rank's solve allocates beyond the controls'
+        copies (:attr:`memory_copies`) and the reduced sweep's states (both counted
+        by ``pontryx train``): the KKT-sized vectors (iterate, residual, step, its
+        image, trial point, right-hand side: 6, plus the GMRES basis of
+        ``krylov_max_it`` + 4), the linearisation's layer records, the
+        preconditioner's tangent records and two field-sized sweep outputs, the
+        L-BFGS pairs, and the states and costates of the restoration's trajectory
+        (every layer on this rank's samples). Cheap (no allocation); within a
+        factor of about 2 of the peak."""
         k, net = self.kkt, self.net
         n, S, ns, L = k.space.n, k.S_local, k.n_states, net.layers
         block = n * S * 8  # one state component of one layer
@@ -235,9 +240,7 @@ class OneShot(Trainer):
         out += r * local * block  # linearisation records
         out += (r + 2 * ns) * local * block  # sweep records and outputs
         out += 2 * self.options["memory"] * 8 * k.n_theta
-        out += (r * L + 2 * (L + 1) * ns) * block  # reduced sweeps (full storage)
-        if "W" in net.kernel.shapes():
-            out += 3 * k.space.N * S * 8
+        out += 2 * (L + 1) * ns * block  # the trajectory of a restoration
         return int(out)
 
     # -- the PETSc solver ------------------------------------------------------------------
@@ -264,6 +267,13 @@ class OneShot(Trainer):
     def _vec(self, array):
         k = self.kkt
         return PETSc.Vec().createWithArray(array, size=(k.size, PETSc.DETERMINE), comm=k.world)
+
+    def probe(self) -> None:
+        """Create the KSP (options prefix ``pontryx_snes_``) once, so that a bad
+        option shows before training, and free it."""
+        if self.ksp is None:
+            self.ksp = self._make_ksp()
+            self.destroy()
 
     def destroy(self) -> None:
         destroy(self.ksp, getattr(self, "_A", None))
@@ -517,9 +527,23 @@ class OneShot(Trainer):
         out.update(self.lbfgs.state("oneshot/lbfgs/"))
         return out
 
-    def restore(self, state):
+    def state_kinds(self):
+        """The KKT vector and the L-BFGS pairs are bound to this rank's blocks
+        (``local``): a checkpoint restored on another layout restarts the Newton
+        phase from the restored θ with its states and costates, without pairs."""
+        kinds = super().state_kinds()
+        for key in self.state():
+            if key == "oneshot/x" or key.startswith(("oneshot/lbfgs/s", "oneshot/lbfgs/y")):
+                kinds[key] = ("local",)
+        return kinds
+
+    def restore(self, state, controls_only=False):
         super().restore(state)
         self.converged = self.failed = None
+        self._g = self.x = None
+        if controls_only or "oneshot/scalars" not in state:
+            self.phase = "lbfgs" if self.iteration < self.options["warm_start"] else "newton"
+            return
         s = state["oneshot/scalars"]
         self.stage, self.newton_its = int(s[0]), int(s[1])
         self.rho, self.eta = float(s[2]), float(s[3])
@@ -529,8 +553,6 @@ class OneShot(Trainer):
         self.phase = "newton" if s[7] else "lbfgs"
         self.lbfgs.restore(state, "oneshot/lbfgs/")
         self.kkt.R_f = self._R_f(self.stage)
-        self._g = None
-        self.x = None
         if "oneshot/x" in state:
             self.x = state["oneshot/x"].copy()
             self._linearise()
