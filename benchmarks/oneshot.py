@@ -272,7 +272,7 @@ def main(argv=None) -> str:
         f"with its default options ({s['warm']} L-BFGS warm-start iterations). Iterations of "
         "GMRES(100) on the first Newton system to reduce its residual 10× and 100× "
         f'("> 100": not within 100), and the mean Krylov iterations of the first {s["newton"]} '
-        "Newton steps (Eisenstat–Walker forcing, at most 60 each) with the seconds per "
+        "Newton steps (Eisenstat–Walker forcing, at most 20 each) with the seconds per "
         "Krylov iteration (Jacobian action + preconditioner); base point "
         f"N = {got[n0, S0, L0, s['pcs'][0]]['N']}, S = {S0}, N_t = {L0}.\n\n"
         + C.table(headers, rows)

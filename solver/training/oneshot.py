@@ -137,7 +137,7 @@ class OneShot(Trainer):
     Options: ``warm_start`` (L-BFGS iterations first, default 20), ``memory``
     (L-BFGS pairs, 10), ``preconditioner`` (p2 | p4 | none), ``initial_hessian``
     (scaled | regulariser: H₀ of B_z⁻¹, :class:`.lnks.LBFGS`), ``rtol`` (1e-6),
-    ``atol`` (0), ``max_it`` (Newton steps per stage, 50), ``krylov_max_it`` (60),
+    ``atol`` (0), ``max_it`` (Newton steps per stage, 50), ``krylov_max_it`` (20),
     ``forcing`` ("ew" or a fixed η in (0, 1)), ``stages`` (precision annealing
     stages, 0), ``R0`` (1e4), ``a`` (10), ``chunks`` ("auto" or an integer ≥ 1),
     ``petsc_options`` (options of the KSP without its prefix ``pontryx_snes_``).
@@ -153,7 +153,7 @@ class OneShot(Trainer):
         "rtol": 1e-6,
         "atol": 0.0,
         "max_it": 50,
-        "krylov_max_it": 60,
+        "krylov_max_it": 20,
         "forcing": "ew",
         "stages": 0,
         "R0": 1e4,
