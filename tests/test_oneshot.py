@@ -262,11 +262,11 @@ def test_globalisation_on_a_non_convex_problem():
     shortens steps, and J falls."""
     rf, th = _problem(alpha=1e-2)
     t = OneShot(rf, th.copy(), warm_start=2)
-    recs = list(t.iterate(15))
+    recs = list(t.iterate(20))
     directions = {r.extra["direction"] for r in recs}
     assert {"newton", "quasi_newton", "newton+restoration"} <= directions
     assert any(0 < r.extra["step"] < 1 for r in recs)
-    assert recs[-1].loss < 0.5 * recs[0].loss and t.failed is None
+    assert recs[-1].loss < 0.3 * recs[0].loss and t.failed is None
     t.destroy()
 
 
