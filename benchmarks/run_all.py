@@ -36,6 +36,7 @@ SCRIPTS = (
     "sde_orders",
     "langevin_gibbs",
     "optimiser_paths",
+    "oneshot",
 )
 
 _VERSIONS = """

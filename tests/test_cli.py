@@ -553,3 +553,15 @@ def test_bad_input_exit_2_one_line_no_run_directory(capsys, mpi_tmp_path, text, 
     assert "Traceback" not in err
     assert not run.exists()
     assert len(BAD) >= 30
+
+
+def test_status_of_a_solve_to_tolerance():
+    """The one-shot KKT solve that runs out of iterations has not converged (exit 4);
+    an iterative method that does is at max_iterations (exit 0)."""
+    from pontryx.solver.app.run import status_of
+    from pontryx.solver.training import method_class
+
+    assert status_of("max_iterations", method_class("oneshot")) == "not_converged"
+    assert status_of("max_iterations", method_class("lmvm")) == "max_iterations"
+    assert status_of("converged: CONVERGED_GATOL", method_class("oneshot")) == "converged"
+    assert status_of("stopped: DIVERGED_LS_FAILURE") == "not_converged"

@@ -1,10 +1,9 @@
-"""Pontryagin-based training: MSA / E-MSA sweeps (Li, Chen, Tai & E 2018) and the
-one-shot Euler–Lagrange solve with precision annealing (Abarbanel et al. 2018).
+"""Pontryagin-based training: MSA / E-MSA sweeps (Li, Chen, Tai & E 2018).
 
 Sign conventions (the block gradient at θ_old is ∂J/∂θⁿ), Taylor tests of every
 E-MSA block objective (exact for IMEX Euler, central differences otherwise),
-descent, bit-for-bit resume, rank independence (width and data splits), and the
-one-shot solution against a TAO LMVM reference minimiser."""
+descent, bit-for-bit resume and rank independence (width and data splits). The
+one-shot Euler–Lagrange solve is tested in tests/test_oneshot.py."""
 
 import itertools
 
@@ -12,14 +11,12 @@ from mpi4py import MPI
 
 import numpy as np
 import pytest
-from petsc4py import PETSc
 
 from pontryx.meshes import create_mesh
 from pontryx.solver import ContinuumNetwork, Layout, ReducedFunctional, WidthSpace, shard
 from pontryx.solver.adjoint.taylor import taylor_test
 from pontryx.solver.data import load_dataset
 from pontryx.solver.training.msa import EMSA, MSA
-from pontryx.solver.training.oneshot import OneShot
 
 INTERVAL = {"kind": "unit_interval", "n": 4}
 
@@ -63,33 +60,6 @@ def _random_like(x, seed):
         if k == "d":
             d[k][...] = x.comm.bcast(d[k], root=0)
     return d
-
-
-def _lmvm_reference(rf, controls, gatol=1e-12):
-    """The minimiser of J by PETSc TAO LMVM (collective over the width ranks)."""
-    names = rf.net.trainable
-    ref = controls.copy()
-    sub = ref.subset(names)
-    x = PETSc.Vec().createMPI((sub.local_size(), PETSc.DETERMINE), comm=ref.comm)
-    sub.to_flat(x.array)
-
-    def fg(tao, xv, gv):
-        sub.set_flat(xv.array_r)
-        J, g = rf.value_and_gradient(ref)
-        g.subset(names).to_flat(gv.array)
-        return J
-
-    tao = PETSc.TAO().create(comm=ref.comm)
-    tao.setType("lmvm")
-    tao.setObjectiveGradient(fg)
-    tao.setTolerances(gatol=gatol, grtol=0.0, gttol=0.0)
-    tao.setMaximumIterations(5000)
-    tao.setSolution(x)
-    tao.solve()
-    sub.set_flat(x.array_r)
-    tao.destroy()
-    x.destroy()
-    return ref
 
 
 # -- the sweep and the block objectives -------------------------------------------------
@@ -265,91 +235,16 @@ def test_option_errors():
         EMSA(rf, th, metric="h1")
     with pytest.raises(ValueError, match=r"^step_control: "):
         MSA(rf, th, step_control="yes")
-    with pytest.raises(ValueError, match=r"^R0: "):
-        OneShot(rf, th, R0=-1.0)
-    with pytest.raises(ValueError, match=r"^a: "):
-        OneShot(rf, th, a=0.5)
-    with pytest.raises(ValueError, match=r"^jacobian: "):
-        OneShot(rf, th, jacobian="exact")
-    with pytest.raises(ValueError, match=r"^max_unknowns: .*112 unknowns \(2 layers"):
-        OneShot(rf, th, max_unknowns=10)
     rf, th = _problem(layers=2, n=4, train_embedding=True)
     with pytest.raises(ValueError, match=r"^method: method .msa. cannot train the embedding"):
         MSA(rf, th)
-
-
-# -- one-shot ----------------------------------------------------------------------------------
-def _oneshot_problem(comm=MPI.COMM_WORLD, layout=None):
-    # strongly regularised (α = 1 with the lumped L² weights of W, b) and the
-    # readout fixed, so that J has a unique, well-conditioned minimiser
-    return _problem(comm, layout=layout, n=8, layers=3, alpha=1.0, train_readout=False)
-
-
-@pytest.fixture(scope="module")
-def lmvm_reference():
-    rf, th = _oneshot_problem()
-    return _lmvm_reference(rf, th)
-
-
-@pytest.mark.parametrize("jacobian, stages", [("fd", 1), ("mf", 2)])
-def test_oneshot_reaches_the_lmvm_minimiser(jacobian, stages, lmvm_reference):
-    rf, th = _oneshot_problem()
-    J0 = rf(th)
-    t = OneShot(rf, th.copy(), R0=100.0, a=10.0, stages=stages, jacobian=jacobian)
-    recs = list(t.iterate(10))
-    assert [r.iteration for r in recs] == list(range(1, stages + 2))
-    assert list(t.iterate(1)) == [] and t.converged.startswith("CONVERGED")
-    losses = [J0] + [r.loss for r in recs]
-    assert all(b < a for a, b in itertools.pairwise(losses)), losses
-    R_f = [r.extra["R_f"] for r in recs]
-    assert R_f == [100.0 * 10**k for k in range(stages)] + [float("inf")]
-    # the KKT residual (the constraint violation) falls like 1/R_f, then vanishes
-    kkt = [r.extra["kkt_residual"] for r in recs]
-    assert all(b < 0.2 * a for a, b in itertools.pairwise(kkt[:-1]))
-    assert kkt[-1] < 1e-10
-    assert recs[-1].extra["constraint"] < 1e-12
-    assert all(r.extra["snes_its"] <= 8 for r in recs)
-    assert recs[-1].grad_norm < 1e-10
-
-    ref = lmvm_reference
-    Jref = rf(ref)
-    assert abs(recs[-1].loss - Jref) < 1e-8 * Jref
-    names = rf.net.trainable
-    diff = (t.controls.subset(names) - ref.subset(names)).norm()
-    assert diff < 1e-5 * ref.subset(names).norm()
-
-
-def test_oneshot_resume_and_data_split(comm):
-    rf, th = _oneshot_problem()
-    opts = {"R0": 100.0, "stages": 1, "jacobian": "mf"}
-    a = OneShot(rf, th.copy(), **opts)
-    ra = [r.loss for r in a.iterate(3)]
-    assert len(ra) == 2
-    b = OneShot(rf, th.copy(), **opts)
-    rb = [r.loss for r in b.iterate(1)]
-    c = OneShot(rf, th.copy(), **opts)
-    c.restore(b.state())
-    rb += [r.loss for r in c.iterate(5)]
-    assert ra == rb
-    assert _all(comm, all(np.array_equal(a.controls[k], c.controls[k]) for k in a.controls))
-    # samples split over the data ranks: the same stationary point
-    rf2, th2 = _oneshot_problem(layout=Layout.create(comm, data=comm.size))
-    d = OneShot(rf2, th2.copy(), **opts)
-    rd = [r.loss for r in d.iterate(3)]
-    np.testing.assert_allclose(rd, ra, rtol=1e-10)
 
 
 def test_registry_and_train_driver():
     from pontryx.solver.training import METHODS, method_class, minimize
 
     assert method_class("msa") is MSA and method_class("emsa") is EMSA
-    assert method_class("oneshot") is OneShot and {"msa", "emsa", "oneshot"} <= set(METHODS)
-    rf, th = _oneshot_problem()
-    res = minimize(
-        rf, th, "oneshot", {"R0": 100.0, "stages": 1, "jacobian": "mf"}, max_iterations=9
-    )
-    assert [r.iteration for r in res.history] == [1, 2]
-    assert res.converged and res.reason.startswith("converged: CONVERGED")
+    assert {"msa", "emsa"} <= set(METHODS)
     rf, th = _problem(n=8, layers=2)
     res = minimize(rf, th, "emsa", {"rho": 10.0, "inner_iterations": 3}, max_iterations=3)
     assert len(res.history) == 3 and res.history[-1].loss < res.history[0].loss

@@ -29,7 +29,7 @@ from pontryx.solver.model.network import ContinuumNetwork
 from pontryx.solver.model.noise import PREFIX as NOISE_PREFIX
 from pontryx.solver.model.noise import DepthNoise
 from pontryx.solver.model.width import WidthSpace
-from pontryx.solver.training import make_trainer
+from pontryx.solver.training import make_trainer, method_class
 
 __all__ = ["Problem", "build_problem", "evaluate", "make_method", "section"]
 
@@ -103,7 +103,7 @@ def build_problem(config: Config, comm: MPI.Comm) -> Problem:
 def _build(config: Config, comm: MPI.Comm) -> Problem:
     c, m = config, config.model
     with section("parallel"):
-        layout = Layout.create(comm, *c.parallel.sizes(comm.size))
+        layout = Layout.create(comm, *c.parallel.sizes(comm.size), depth=c.parallel.depth)
     petsc_options.apply(c.petsc_options)
     with section("data"):
         dataset = load_dataset(c.data)
@@ -173,6 +173,12 @@ def make_method(problem: Problem, say=None):
     method names its options by themselves; they live under ``training.options``
     (keys of the training section itself, such as ``method``, under ``training``)."""
     c, t = problem.config, problem.config.training
+    if problem.layout.n_depth > 1 and not method_class(t.method).depth_parallel:
+        raise InputError(
+            f"method {t.method!r} keeps every layer on every rank; only oneshot splits "
+            f"the layers over the depth axis (got depth = {problem.layout.n_depth})",
+            "parallel.depth",
+        )
     try:
         try:
             bounds = Bounds(t.bounds, problem.rf.net.trainable)

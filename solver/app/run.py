@@ -54,11 +54,13 @@ __all__ = ["EXIT_NOT_CONVERGED", "TrainingRun", "status_of", "train"]
 EXIT_NOT_CONVERGED = 4
 
 
-def status_of(reason: str) -> str:
-    """``summary.json`` status of a stop reason of the training loop."""
+def status_of(reason: str, trainer=None) -> str:
+    """``summary.json`` status of a stop reason of the training loop: a method that
+    solves a system to a tolerance (:attr:`Trainer.solves_to_tolerance`, the
+    one-shot KKT solve) is ``not_converged`` when the iterations ran out."""
     if reason.startswith("converged"):
         return "converged"
-    if reason == MAX_ITERATIONS:
+    if reason == MAX_ITERATIONS and not getattr(trainer, "solves_to_tolerance", False):
         return "max_iterations"
     return "not_converged"
 
@@ -244,7 +246,8 @@ class TrainingRun:
         self.progress = Progress(
             comm, quiet, self.problem.metric_name, t.max_iterations, self.trainer.metric
         )
-        self.layout = {"width": self.problem.layout.n_width, "data": self.problem.layout.n_data}
+        lay = self.problem.layout
+        self.layout = {"width": lay.n_width, "data": lay.n_data, "depth": lay.n_depth}
         self.checkpoints = Checkpoints(
             run_dir / "checkpoints",
             self.problem.net,
@@ -443,7 +446,7 @@ class TrainingRun:
 
     def _write_model(self) -> None:
         problem, out = self.problem, self.config.output
-        if out.model and problem.layout.group == 0:  # one data group writes (width comm)
+        if out.model and problem.layout.writes:  # one (data group, depth rank) writes
             d = problem.dataset
             model_io.save_model(
                 self.run_dir / "model.npz",
@@ -467,11 +470,11 @@ class TrainingRun:
         """Final evaluation, model.npz, ParaView files, plots and summary.json."""
         self.metrics.close()
         problem, out = self.problem, self.config.output
-        status = status_of(reason)
+        status = status_of(reason, self.trainer)
         summary = self._summary(status, reason)
         summary["exit_code"] = EXIT_NOT_CONVERGED if status == "not_converged" else 0
         self._write_model()
-        if problem.layout.group == 0:
+        if problem.layout.writes:
             controls = self.trainer.controls
             if out.paraview.enabled:
                 write_paraview(problem, controls, self.run_dir / "paraview")

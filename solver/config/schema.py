@@ -233,33 +233,41 @@ class TrainingSection(Section):
 class ParallelSection(Section):
     width: PositiveInt | None = Field(None, description="ranks sharing one mesh (null: auto)")
     data: PositiveInt | None = Field(None, description="sample groups (null: auto)")
+    depth: PositiveInt = Field(1, description="layer blocks of the one-shot solve (oneshot only)")
 
     @model_validator(mode="after")
     def check_layout(self, info: ValidationInfo):
         P = (info.context or {}).get("ranks")
         if P is None:
             return self
-        w, d = self.width, self.data
-        if w is not None and d is not None and w * d != P:
-            raise _field("", f"width × data = {w} × {d} = {w * d} ≠ {P} MPI ranks")
-        if w is not None and w > P:
-            raise _field("width", f"expected at most {P} (the number of MPI ranks), got {w}")
-        if d is not None and d > P:
-            raise _field("data", f"expected at most {P} (the number of MPI ranks), got {d}")
-        if w is not None and d is None and P % w:
-            raise _field("width", f"{w} does not divide the {P} MPI ranks")
-        if d is not None and w is None and P % d:
-            raise _field("data", f"{d} does not divide the {P} MPI ranks")
+        w, d, k = self.width, self.data, self.depth
+        if P % k:
+            raise _field("depth", f"{k} does not divide the {P} MPI ranks")
+        Q = P // k  # ranks of one depth slice
+        axes = "width × data" if k == 1 else "width × data × depth"
+        if w is not None and d is not None and w * d != Q:
+            sizes = f"{w} × {d}" if k == 1 else f"{w} × {d} × {k}"
+            raise _field("", f"{axes} = {sizes} = {w * d * k} ≠ {P} MPI ranks")
+        if w is not None and w > Q:
+            raise _field("width", f"expected at most {Q} (MPI ranks / depth), got {w}")
+        if d is not None and d > Q:
+            raise _field("data", f"expected at most {Q} (MPI ranks / depth), got {d}")
+        if w is not None and d is None and Q % w:
+            raise _field("width", f"{w} does not divide the {Q} ranks of a depth slice")
+        if d is not None and w is None and Q % d:
+            raise _field("data", f"{d} does not divide the {Q} ranks of a depth slice")
         return self
 
     def sizes(self, ranks: int) -> tuple[int, int]:
-        """(width, data) for ``ranks`` MPI ranks (all on the width axis by default)."""
+        """(width, data) for ``ranks`` MPI ranks: width × data = ranks / depth (all on
+        the width axis by default); ``depth`` is the third factor."""
+        Q = ranks // self.depth
         if self.width is None and self.data is None:
-            return ranks, 1
+            return Q, 1
         if self.width is None:
-            return ranks // self.data, self.data
+            return Q // self.data, self.data
         if self.data is None:
-            return self.width, ranks // self.width
+            return self.width, Q // self.width
         return self.width, self.data
 
 

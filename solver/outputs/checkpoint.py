@@ -92,7 +92,10 @@ class Checkpoints:
 
     @property
     def _layout(self) -> dict:
-        return {"width": self.layout.n_width, "data": self.layout.n_data}
+        out = {"width": self.layout.n_width, "data": self.layout.n_data}
+        if self.layout.n_depth > 1:  # (absent for depth 1: as checkpoints before the axis)
+            out["depth"] = self.layout.n_depth
+        return out
 
     # -- canonical rows ----------------------------------------------------------------
     def _template(self, names) -> Controls:
@@ -137,7 +140,7 @@ class Checkpoints:
                 shared[key] = np.asarray(value)
             elif kind[0] == "local":
                 local[key] = np.asarray(value)
-            elif layout.group == 0:
+            elif layout.writes:
                 if kind[0] == "control":
                     controls = {kind[1]: np.asarray(value)}
                 else:  # flat over the names kind[1]
@@ -148,7 +151,7 @@ class Checkpoints:
                         shared[sub] = arr
                     else:
                         rows[sub] = self._to_rows(name, arr)
-        if layout.group == 0:
+        if layout.writes:
             rows["__dofs__"] = sp.owned_canonical
             path = target / f"rows-{layout.width.rank:04d}.npz"
             files[path.name] = _save_npz(path, rows)

@@ -73,6 +73,12 @@ class Trainer:
     defaults: ClassVar[dict] = {}
     #: whether the method keeps the controls in a box (``bounds``); the others refuse it
     supports_bounds: ClassVar[bool] = False
+    #: whether the method solves a system to a tolerance (then running out of
+    #: iterations is ``not_converged``, not ``max_iterations``)
+    solves_to_tolerance: ClassVar[bool] = False
+    #: whether the method splits the layers over the depth axis of the layout
+    #: (only the one-shot solve; the application layer refuses depth > 1 for others)
+    depth_parallel: ClassVar[bool] = False
 
     def __init__(self, rf, controls: Controls, bounds: Bounds | None = None, **options):
         self.rf = rf

@@ -1,85 +1,87 @@
 """One-shot solve of the discrete Euler–Lagrange system ("deepest learning").
 
-Abarbanel, Rozdeba & Shirman (2018), "Machine learning: deepest learning as
-statistical data assimilation", Neural Computation 30(8): the states of every
-layer are unknowns next to the controls, the layer equations become a penalty
-of precision R_f, and R_f is annealed upwards. On the discrete model of
-DESIGN.md §2, with layers U^{n+1} = gⁿ(Uⁿ, θⁿ) (the depth scheme's step; U⁰ =
-E X fixed by the data) and S the number of samples:
+The states of every layer and sample, the costates and the controls are one
+unknown x = (θ, U, Λ), and Newton's method solves the KKT system F(x) = ∇L = 0
+of :mod:`.kkt` (state equations, costate equations, stationarity — the two-point
+boundary value problem of Pontryagin's principle) all at once: the full-space
+Lagrange–Newton–Krylov–Schur method of Biros & Ghattas (SIAM J. Sci. Comput.
+27(2), 2005). Abarbanel, Rozdeba & Shirman (Neural Computation 30(8), 2018)
+call this view of training "deepest learning"; their precision annealing is
+kept as an optional continuation.
 
-Weak-constraint action (unknowns θ and U¹ … U^{N_t}, all layers at once)
+Newton step k (one :class:`~.base.Record`):
 
-    A(U, θ) = Φ(U^{N_t}; C, d) + R(θ) + (R_f/2S) Σ_n Σ_s ‖U_s^{n+1} − gⁿ(Uⁿ, θⁿ)_s‖²_{M_L},
+1. Solve K p = −F(x) with right-preconditioned GMRES (PETSc KSP, options prefix
+   ``pontryx_snes_``): K the exact Jacobian (the Hessian of L, :meth:`.kkt.KKT.apply`,
+   no finite differences), the preconditioner the reduced-space LNKS P₂ or P₄
+   (:mod:`.lnks`) with the L-BFGS reduced Hessian B_z, to the Eisenstat–Walker
+   forcing tolerance ‖K p + F‖ ≤ η_k ‖F‖ (choice 2: η_k = 0.9 (‖F_k‖/‖F_{k−1}‖)²,
+   safeguarded, in [½ tol/‖F_k‖, 0.5]; option ``forcing`` fixes η) or at most
+   ``krylov_max_it`` iterations (an inexact, truncated Newton step).
+2. Negative curvature: with y = K p, the curvature of L along the primal part is
+   p_xᵀ W p_x = pᵀy − 2 p_Λᵀ y_Λ. If it is not positive (the reduced Hessian is
+   indefinite along the step, as far from a minimiser of a non-convex loss), or
+   if p is no descent direction of the merit below, the Newton step is replaced
+   by the reduced quasi-Newton step p = −P⁻¹F (B_z is positive definite:
+   Biros & Ghattas' LRQN step, a descent direction near feasibility).
+3. Globalisation: backtracking (Armijo, c₁ = 10⁻⁴, halving, ≤ 30 trials) on the
+   doubly augmented Lagrangian φ_ρ(x) = L(x) + (ρ/2)(‖F_U(x)‖² + ‖F_Λ(x)‖²)
+   (penalising the costate residual too keeps φ bounded below in Λ, in which L
+   is linear); its derivative along p is F·p − ρν with ν = −(F_U, F_Λ)·(Kp)_{U,Λ}
+   (exact, from y), and ρ (initially ``rho``) is raised to max(2ρ, 2 F·p/ν) when
+   F·p > ρν/2, so that φ falls at least by half the penalty's decrease. With
+   ``restoration`` (default true) a rejected trial point x + t p is restored
+   before t is halved: its states and costates are re-solved at its θ (one
+   forward and one adjoint sweep: U = U(θ), Λ = Λ(θ), so F_U = F_Λ = 0 and
+   φ = J(θ)) and the restored point is accepted if it passes the same test.
+   Far from a solution (large steps, strongly nonlinear layers) this makes
+   the iteration a reduced-space Newton method with full-space linear algebra;
+   near a solution the full-space steps are accepted with t = 1 and the
+   convergence is quadratic (tested).
+4. B_z ← the L-BFGS update with (s, W_z s), s the accepted θ step and W_z s the
+   exact reduced Hessian action at the new point (one tangent and one
+   second-order sweep; pairs with sᵀW_z s ≤ 0 are skipped).
 
-the misfit Φ = (1/S) Σ ℓ of the readout of U^{N_t}, the regulariser R of J and
-the per-sample L²(M_L) norm (so R_f weighs the model error like the misfit).
-With Λ^{n+1} := (R_f/S) M_L (gⁿ(Uⁿ, θⁿ) − U^{n+1}) its gradient is, layer by
-layer (one step and one adjoint — a vjp — of the scheme per layer, layers
-independent):
+Warm start (option ``warm_start``, default 20): that many L-BFGS iterations
+(two-loop recursion in the L²(M_L) metric, Armijo backtracking) on the reduced
+functional J(θ) first, each one Record (extra ``phase`` = ``lbfgs``); its
+memory seeds B_z. The Newton phase starts from θ, the forward states U(θ) and
+the adjoint Λ(θ), where F = (∇J, 0, 0).
 
-    ∂A/∂Uⁿ   = (∂_U gⁿ)ᵀ Λ^{n+1} − Λⁿ,         n = 1 … N_t − 1,
-    ∂A/∂U^{N_t} = ∇Φ(U^{N_t}) − Λ^{N_t},
-    ∂A/∂θⁿ   = (∂_θ gⁿ)ᵀ Λ^{n+1} + ∂R/∂θⁿ,     ∂A/∂(C, d) = ∂Φ/∂(C, d),
-    ∂A/∂E    = ((∂_U g⁰)ᵀ Λ¹) Xᵀ               (if E is trainable).
+Precision annealing (option ``stages``, default 0): before the strong-constraint
+KKT system, ``stages`` Newton solves of the weak-constraint system with
+R_f = R0 · a^β (β = 0, 1, …): the state rows relaxed to gⁿ − U^{n+1} −
+(S/R_f) M_L⁻¹ Λ^{n+1} (the stationarity of Abarbanel's action with the
+penalty's multiplier as unknown), each to ‖F‖ ≤ 10⁻³ of its start, warm-started
+from the last.
 
-Precision annealing: R_f = R_0 a^β for β = 0, 1, …, stages − 1; every stage
-solves ∇A = 0 by Newton's method (PETSc SNES) warm-started from the previous
-stage, the first from θ₀ and the forward sweep U(θ₀).
+Status (honest): ``converged`` is set (``CONVERGED_FNORM_RELATIVE`` or
+``CONVERGED_FNORM_ABS``) only when ‖F‖ ≤ max(``atol``, ``rtol`` · ‖F(x₀)‖) on the
+strong-constraint system, with x₀ the initial controls with their states and
+costates (‖F(x₀)‖ = ‖∇J(θ₀)‖); ``failed`` is set to ``DIVERGED_LINE_SEARCH``
+(no acceptable step) or ``DIVERGED_MAX_IT`` (``max_it`` Newton steps in a stage).
+The norms are Euclidean over all unknowns.
 
-Strong constraint (the final stage): the KKT system of
-L(U, Λ, θ) = J + Σ_n ⟨Λ^{n+1}, gⁿ(Uⁿ, θⁿ) − U^{n+1}⟩ with unknowns U, Λ, θ,
+Record (one per L-BFGS or Newton step): loss, misfit, accuracy, ‖∇J‖ and the
+Pontryagin residual of the reduced functional at the new θ (one sweep), and in
+``extra``: ``phase`` (lbfgs | newton), ``R_f``, ``kkt_residual`` ‖F‖,
+``kkt_reduction`` ‖F‖/‖F(x₀)‖, ``kkt_state`` ‖F_Λ‖, ``kkt_costate`` ‖F_U‖,
+``kkt_stationarity`` ‖F_θ‖, ``merit`` φ_ρ, ``step`` (the accepted step length),
+``ksp_its`` (Krylov iterations), ``direction`` (newton | quasi_newton | lbfgs),
+``rho``, ``eta`` (forcing).
 
-    ∂L/∂Λ^{n+1} = gⁿ(Uⁿ, θⁿ) − U^{n+1} = 0         (state equations)
-    ∂L/∂Uⁿ       = the expressions above = 0          (adjoint equations, Λ^{N_t} = ∇Φ)
-    ∂L/∂θ        = ∂J/∂θ = 0                         (stationarity; Pontryagin),
+Parallel: width (rows of V_h), data (samples; θ on data rank 0) and depth
+(contiguous blocks of layers, :mod:`.kkt`; the preconditioner's sweeps
+pipelined over ``chunks`` blocks of samples, default 1 on one depth rank and
+4 per depth rank otherwise). The warm start and the Records' reduced
+evaluations run the whole depth on every depth rank (replicated).
 
-which is the weak-constraint system with the state equation relaxed to
-U^{n+1} − gⁿ = −(S/R_f) M_L⁻¹ Λ^{n+1}: as R_f → ∞ the annealing path ends at a
-KKT point. It is solved by SNES from the last annealed θ and Λ; the KKT
-residual ‖∇L‖ (Euclidean over all unknowns) is reported at every stage (for
-the weak stages with the multipliers Λ above, where it is the state-equation
-violation). With Λ = ∂J/∂U this Λ is the discrete adjoint of
-:mod:`pontryx.solver.adjoint` (DESIGN's p ≈ −M_L⁻¹Λ).
-
-Continuation: stage β + 1 starts from θ of stage β and the predictor
-U^{n+1} = gⁿ(Uⁿ, θⁿ) − (S/R_f) M_L⁻¹ Λ^{n+1} with stage β's multipliers Λ held
-fixed (the KKT stage: R_f = ∞, Λ as initial multipliers). Without it, raising
-R_f tenfold sends Newton through 14–17 damped steps per stage; with it, 3–4
-full steps (measured on the test problem).
-
-Newton's Jacobian (option ``jacobian``): ``"fd"`` assembles it densely by
-central differences of the residual (column j = (F(x + h e_j) − F(x − h e_j))/2h,
-h = ``fd_step`` · max(|x_j|, 1): 2 residuals per unknown, O(h²) accurate) and
-solves with LU (redundantly on every rank in parallel): robust, for small
-problems. ``"mf"``: Jacobian-free Newton–Krylov (PETSc ``-snes_mf``: MFFD
-products of the residual, GMRES without preconditioner), for larger ones; it
-degrades as R_f grows. ``"auto"`` (default) takes ``fd`` up to 1000 unknowns.
-Newton finds stationary points, not minimisers: it is reliable when the
-regulariser keeps the annealing path regular (the tests use α = 1); with weak
-regularisation a stage may stop on a line-search failure (``snes_reason`` < 0
-in the record) and the KKT stage may land on another stationary point than a
-descent method. ``objective`` = true gives SNES the action A as merit function
-(for ``snes_type newtontr``; off by default, as Newton directions need not be
-descent directions of a non-convex A). The SNES has the options prefix
-``pontryx_snes_``; ``petsc_options`` adds options without it, and the command
-line wins.
-
-Parallel: the unknowns form one PETSc Vec on the world communicator: states
-distributed by dof rows (width) and samples (data), the controls by rows on
-the first data group only (they are broadcast over the data ranks in every
-residual and their gradients summed). With a data split the Vec lives on the
-world communicator of the functional's layout.
-
-Size. The unknowns are θ and N_t·N·S state values (×2 for the KKT stage); the
-Jacobian-free Newton–Krylov solve has no preconditioner, so its GMRES
-iterations grow with the size and with R_f. Beyond ``max_unknowns`` (default
-10⁵; e.g. 8 layers × 81 dofs × 1000 samples = 648 000 state values) the trainer
-refuses to start with a one-line error instead of running for hours; ``null``
-lifts the guard.
+Memory: :meth:`OneShot.memory_bytes` estimates this rank's allocation.
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from mpi4py import MPI
@@ -88,406 +90,473 @@ import numpy as np
 from petsc4py import PETSc
 
 from pontryx.meshes.errors import InputError, show
-from pontryx.solver.errors import NonFiniteError
-from pontryx.solver.model.controls import Controls
 from pontryx.solver.petsc import configure, destroy
 from pontryx.solver.training.base import Trainer
-from pontryx.solver.training.common import check_finite
+from pontryx.solver.training.kkt import KKT
+from pontryx.solver.training.lnks import LBFGS, LNKS, PRECONDITIONERS
 
 __all__ = ["OneShot"]
 
 PREFIX = "pontryx_snes_"
-_REASONS = {
-    getattr(PETSc.SNES.ConvergedReason, k): k
-    for k in dir(PETSc.SNES.ConvergedReason)
-    if k.isupper() and k != "ITERATING"
-}
-
-
-def _dot(a, b) -> float:
-    return sum(float(np.vdot(x, y)) for x, y in zip(a, b))
-
-
-class _Unknowns:
-    """The packing of (θ, U¹…U^{N_t}[, Λ¹…Λ^{N_t}]) into one local flat array."""
-
-    def __init__(self, theta: Controls, shapes, layers, data_comm, kkt):
-        self.theta, self.shapes, self.layers = theta, shapes, layers
-        self.data_comm, self.kkt = data_comm, kkt
-        self.n_theta = theta.local_size()
-        self.owns_theta = data_comm.rank == 0
-        self.n_layer = sum(int(np.prod(s)) for s in shapes)
-        n_fields = 2 if kkt else 1
-        self.size = (self.n_theta if self.owns_theta else 0) + n_fields * layers * self.n_layer
-
-    def _fields(self, flat, offset):
-        out, i = [], offset
-        for _ in range(self.layers):
-            comps = []
-            for s in self.shapes:
-                k = int(np.prod(s))
-                comps.append(flat[i : i + k].reshape(s))
-                i += k
-            out.append(tuple(comps))
-        return out, i
-
-    def unpack(self, flat):
-        """θ (set in self.theta, broadcast over the data ranks), U list, Λ list (views)."""
-        i = self.n_theta if self.owns_theta else 0
-        buf = flat[:i].copy() if self.owns_theta else np.empty(self.n_theta)
-        if self.data_comm.size > 1:
-            self.data_comm.Bcast(buf, root=0)
-        self.theta.set_flat(buf)
-        U, i = self._fields(flat, i)
-        Lam = self._fields(flat, i)[0] if self.kkt else None
-        return U, Lam
-
-    def pack(self, theta, U, Lam, out):
-        i = 0
-        if self.owns_theta:
-            out[: self.n_theta] = theta.to_flat()
-            i = self.n_theta
-        for fields in (U, Lam) if self.kkt else (U,):
-            for state in fields:
-                for c in state:
-                    out[i : i + c.size] = c.ravel()
-                    i += c.size
-        return out
+_ARMIJO, _BACKTRACKS = 1e-4, 30
+_RECORD_ARRAYS = {"imex_euler": 2}  # arrays of one layer's record (default 4)
 
 
 def _positive(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
 
 
+def _count(v, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+class _Operator:
+    """The KKT Jacobian as a PETSc MATPYTHON."""
+
+    def __init__(self, kkt):
+        self.kkt = kkt
+
+    def mult(self, mat, x, y):
+        self.kkt.apply(x.array_r, y.array)
+
+
+class _Preconditioner:
+    """The LNKS preconditioner as a PETSc PCPYTHON."""
+
+    def __init__(self, lnks):
+        self.lnks = lnks
+
+    def apply(self, pc, x, y):
+        self.lnks.apply(x.array_r, y.array)
+
+
 class OneShot(Trainer):
-    """Precision-annealed one-shot Euler–Lagrange solve; see the module docstring.
+    """Full-space Newton–Krylov solve of the Euler–Lagrange (KKT) system; see the
+    module docstring. Running out of iterations before the KKT residual meets its
+    tolerance is ``not_converged`` (exit 4).
 
-    Options: ``R0`` (R_0 > 0, default 1), ``a`` (growth a > 1, default 10),
-    ``stages`` (annealing stages, default 6), ``kkt`` (finish with the strong
-    constraint KKT stage, default true), ``jacobian`` (auto | fd | mf),
-    ``fd_step`` (1e-5), ``rtol``, ``atol``, ``max_it`` (SNES), ``objective``,
-    ``max_unknowns`` (10⁵, null: no limit), ``petsc_options`` (a dict, no
-    prefix); see the module docstring.
-
-    ``iterate(k)`` yields one Record per stage: the reduced J(θ), ∇J(θ) and
-    stationarity max_n ‖∂_θ Hⁿ‖ at the stage's controls (one extra sweep), with
-    extra = {"R_f", "kkt_residual", "snes_its", "snes_reason", "action",
-    "constraint" (√((1/S) Σ ‖U^{n+1} − gⁿ‖²_{M_L}))}. After the last stage
-    ``iterate`` yields nothing and ``converged`` (``failed``) holds the final
-    SNES's reason if it converged (did not).
+    Options: ``warm_start`` (L-BFGS iterations first, default 20), ``memory``
+    (L-BFGS pairs, 10), ``preconditioner`` (p2 | p4 | none), ``initial_hessian``
+    (scaled | regulariser: H₀ of B_z⁻¹, :class:`.lnks.LBFGS`), ``rtol`` (1e-6),
+    ``atol`` (0), ``max_it`` (Newton steps per stage, 50), ``krylov_max_it`` (20),
+    ``forcing`` ("ew" or a fixed η in (0, 1)), ``stages`` (precision annealing
+    stages, 0), ``R0`` (1e4), ``a`` (10), ``chunks`` ("auto" or an integer ≥ 1),
+    ``petsc_options`` (options of the KSP without its prefix ``pontryx_snes_``).
     """
 
     name = "oneshot"
+    solves_to_tolerance = True
+    depth_parallel = True
     defaults: ClassVar[dict] = {
-        "R0": 1.0,
-        "a": 10.0,
-        "stages": 6,
-        "kkt": True,
-        "jacobian": "auto",
-        "rtol": 1e-10,
-        "atol": 1e-13,
+        "warm_start": 20,
+        "memory": 10,
+        "preconditioner": "p2",
+        "initial_hessian": "scaled",
+        "rtol": 1e-6,
+        "atol": 0.0,
         "max_it": 50,
-        "fd_step": 1e-5,
-        "objective": False,
-        "max_unknowns": 100_000,
+        "krylov_max_it": 20,
+        "forcing": "ew",
+        "stages": 0,
+        "R0": 1e4,
+        "a": 10.0,
+        "chunks": "auto",
+        "rho": 1.0,
+        "restoration": True,
         "petsc_options": {},
     }
 
     def __init__(self, rf, controls, **options):
         super().__init__(rf, controls, **options)
-        opts = self.options
-        for key, ok, want in (
-            ("R0", _positive(opts["R0"]), "R_0 > 0"),
-            ("a", _positive(opts["a"]) and opts["a"] > 1, "a growth factor a > 1"),
-        ):
-            if not ok:
-                raise InputError(f"expected {want}, got {show(opts[key])}", key)
-        stages = opts["stages"]
-        if isinstance(stages, bool) or not (isinstance(stages, int) and stages >= 1):
-            raise InputError(f"expected an integer ≥ 1, got {show(stages)}", "stages")
-        if opts["jacobian"] not in ("auto", "fd", "mf"):
-            raise InputError(f"expected auto, fd or mf, got {show(opts['jacobian'])}", "jacobian")
-        net = rf.net
-        self._check_size(rf, controls, opts["max_unknowns"])
-        self.net, self.names = net, tuple(net.trainable)
-        width, data = net.space.comm, rf.data_comm
-        comm = rf.layout.world if rf.layout is not None else width
-        self.comm, self.data_comm = comm, data
-        self.work = controls.copy()
-        self.theta = self.work.subset(self.names)
-        self.U = None  # U¹ … U^{N_t} of the last stage (tuples)
-        self.Lam = None
-        self.reason: str | None = None  # SNES's reason of the last stage
-        self.converged: str | None = None  # set after the last stage if its SNES converged
-        self.failed: str | None = None  # set after the last stage if its SNES did not
-
-    @staticmethod
-    def _check_size(rf, controls, limit):
-        """Refuse a one-shot solve with more than ``limit`` unknowns (module docstring)."""
-        if limit is None:
-            return
-        net = rf.net
-        n_theta = controls.subset(net.trainable).comm.allreduce(
-            controls.subset(net.trainable).local_size()
-        )
-        states = net.layers * net.space.N * rf.S * net.scheme.n_states
-        if n_theta + states > limit:
-            raise InputError(
-                f"the one-shot solve would have {n_theta + states} "
-                f"unknowns ({net.layers} layers × {net.space.N} dofs × {rf.S} samples of "
-                f"states + {n_theta} controls) > {limit}; use fewer samples or layers, or "
-                "max_unknowns: null to try anyway (Newton–Krylov without a preconditioner)",
-                "max_unknowns",
-            )
-
-    # -- the Lagrangian and its gradient ------------------------------------------
-    def lagrangian(self, U, Lam=None, R_f=None):
-        """Value and gradient of A (``Lam`` None, precision ``R_f``) or of L
-        (multipliers ``Lam`` = Λ¹ … Λ^{N_t}) at (self.work, U).
-
-        Returns (value, ∂/∂θ, ∂/∂U list, ∂/∂Λ list or None, constraint², stat)."""
-        net, rf, th = self.net, self.rf, self.work
-        scheme, kernel, m = net.scheme, net.kernel, net.space.m[:, None]
-        S, L = float(rf.S), net.layers
-        states = [scheme.initial_state(net.embed(th, rf.X)), *U]
-        gtheta = self.theta.zeros_like()
-        gU = [tuple(np.zeros_like(c) for c in s) for s in U]
-        gL = [] if Lam is not None else None
-        rows, mismatch = 0.0, 0.0
-        for n in range(L):
-            ctx = kernel.layer(net.layer_controls(th, n), n)
-            g, record = scheme.step(ctx, th["b"][n], states[n], n=n)
-            delta = tuple(u - v for u, v in zip(states[n + 1], g))
-            mdelta = tuple(m * d for d in delta)
-            mismatch += _dot(delta, mdelta) / S
-            if Lam is None:
-                lam = tuple(-R_f / S * d for d in mdelta)
-                rows += 0.5 * R_f / S * _dot(delta, mdelta)
-            else:
-                lam = Lam[n]
-                rows -= _dot(lam, delta)
-                gL.append(tuple(-d for d in delta))
-            gU[n] = tuple(a - b for a, b in zip(gU[n], lam))
-            layer_grad = {k: gtheta[k][n] for k in net.layer_names}
-            back = scheme.adjoint(ctx, record, lam, layer_grad, n=n)
-            kernel.release(ctx)
-            if n >= 1:
-                gU[n - 1] = tuple(a + b for a, b in zip(gU[n - 1], back))
-            elif "E" in gtheta:
-                gtheta["E"] += back[0] @ rf.X.T
-        Yhat = net.readout(th, states[L][0])
-        misfit, G, stat = rf._misfit(Yhat)
-        gU[L - 1] = (gU[L - 1][0] + m * (th["C"] @ G), *gU[L - 1][1:])
-        if "C" in gtheta:
-            gtheta["C"] += (m * states[L][0]) @ G.T
-            gtheta["d"] += G.sum(axis=1)
-        sums = np.array([rows, mismatch, misfit, stat])
-        if self.data_comm.size > 1:
-            for v in gtheta.values():
-                self.data_comm.Allreduce(MPI.IN_PLACE, v, op=MPI.SUM)
-            self.data_comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
-        rows, mismatch = net.space.sum(sums[:2])
-        value = rows + sums[2] + rf.regulariser(th, gtheta)
-        return value, gtheta, gU, gL, mismatch, sums[3]
-
-    def _predict(self, R_f=float("inf")):
-        """States for the stage of precision R_f: the forward recurrence
-        U^{n+1} = gⁿ(Uⁿ, θⁿ) − (S/R_f) M_L⁻¹ Λ^{n+1} with the last stage's
-        multipliers Λ held fixed (the predictor of the continuation in R_f; with
-        R_f = ∞ or no Λ yet, the forward sweep of the model)."""
-        net, th, Lam = self.net, self.work, self.Lam
-        m, S = net.space.m[:, None], float(self.rf.S)
-        c = 0.0 if Lam is None or not np.isfinite(R_f) else S / R_f
-        states = [net.scheme.initial_state(net.embed(th, self.rf.X))]
-        for n in range(net.layers):
-            ctx = net.kernel.layer(net.layer_controls(th, n), n)
-            g = net.scheme.step(ctx, th["b"][n], states[-1], n=n)[0]
-            net.kernel.release(ctx)
-            if c:
-                g = tuple(a - c * lam / m for a, lam in zip(g, Lam[n]))
-            states.append(g)
-        return [tuple(np.array(a, copy=True) for a in s) for s in states[1:]]
-
-    # -- SNES -----------------------------------------------------------------------
-    def _solve(self, R_f=None):
-        """One SNES solve of ∇A = 0 (``R_f``) or of the KKT system (``R_f`` None)."""
-        kkt = R_f is None
-        shapes = [c.shape for c in self.U[0]]
-        layout = _Unknowns(self.theta, shapes, self.net.layers, self.data_comm, kkt)
-        x = PETSc.Vec().createMPI((layout.size, PETSc.DETERMINE), comm=self.comm)
-        f = x.duplicate()
-        layout.pack(self.theta, self.U, self.Lam, x.array)
-
-        def F(flat, out):
-            U, Lam = layout.unpack(flat)
-            _, gth, gU, gL, _, _ = self.lagrangian(U, Lam, R_f)
-            return layout.pack(gth, gU, gL, out)
-
-        def residual(snes, xv, fv):
-            F(xv.array_r, fv.array)
-
-        def jacobian(snes, xv, Jm, P):
-            self._central_jacobian(F, xv, Jm)
-
-        snes = PETSc.SNES().create(comm=self.comm)
-        jac = self.options["jacobian"]
-        if jac == "auto":
-            jac = "fd" if x.getSize() <= 1000 else "mf"
-        defaults = {"snes_type": "newtonls"}
-        Jm = None
-        if jac == "fd":
-            n = (layout.size, x.getSize())
-            Jm = PETSc.Mat().createDense((n, n), comm=self.comm)
-            Jm.setUp()
-            snes.setJacobian(jacobian, Jm)
-            defaults.update(ksp_type="preonly")
-            defaults["pc_type"] = "lu" if self.comm.size == 1 else "redundant"
-        else:
-            defaults.update(snes_mf=None, ksp_type="gmres", pc_type="none", ksp_rtol=1e-10)
-            defaults.update(ksp_gmres_restart=200, ksp_max_it=2000)
-        defaults.update(self.options["petsc_options"])
-        try:
-            snes.setFunction(residual, f)
-            if not kkt and self.options["objective"]:
-
-                def objective(snes, xv):
-                    U, Lam = layout.unpack(xv.array_r)
-                    return self.lagrangian(U, Lam, R_f)[0]
-
-                snes.setObjective(objective)
-            snes.setTolerances(
-                rtol=self.options["rtol"],
-                atol=self.options["atol"],
-                stol=0.0,
-                max_it=self.options["max_it"],
-            )
-            configure(snes, PREFIX, defaults)
-            snes.solve(None, x)
-            its, reason = snes.getIterationNumber(), snes.getConvergedReason()
-            U, Lam = layout.unpack(x.array_r)
-            self.U = [tuple(c.copy() for c in s) for s in U]
-            self.Lam = None if Lam is None else [tuple(c.copy() for c in s) for s in Lam]
-        finally:
-            destroy(snes, x, f, Jm)
-        return its, reason
-
-    def _central_jacobian(self, F, xv, Jm):
-        """Dense Jacobian by central differences, column j = (F(x + h e_j) −
-        F(x − h e_j)) / 2h with h = δ max(|x_j|, 1), δ = ``fd_step``: O(h²)."""
-        delta = self.options["fd_step"]
-        lo, hi = xv.getOwnershipRange()
-        x = xv.array_r.copy()
-        xs = np.concatenate(self.comm.allgather(x))
-        A = Jm.getDenseArray()
-        fp, fm = np.empty_like(x), np.empty_like(x)
-        for j in range(xs.size):
-            h = delta * max(abs(xs[j]), 1.0)
-            own = lo <= j < hi
-            if own:
-                x[j - lo] = xs[j] + h
-            F(x, fp)
-            if own:
-                x[j - lo] = xs[j] - h
-            F(x, fm)
-            if own:
-                x[j - lo] = xs[j]
-            A[:, j] = (fp - fm) / (2.0 * h)
-        Jm.assemble()
-
-    def _kkt_residual(self, Lam):
-        """‖∇L(U, Λ, θ)‖ over all unknowns (θ counted once) and (1/S) Σ ‖U^{n+1} − gⁿ‖²_{M_L}."""
-        _, gth, gU, gL, mismatch, _ = self.lagrangian(self.U, Lam)
-        fields = [c for s in gU + gL for c in s]
-        local = _dot(fields, fields)
-        total = self.comm.allreduce(local, op=MPI.SUM)
-        return float(np.sqrt(total + gth.dot(gth))), mismatch
-
-    def _multipliers(self, R_f):
-        """Λ^{n+1} = (R_f/S) M_L (gⁿ(Uⁿ) − U^{n+1}) of the weak-constraint stage."""
-        net, th, m, S = self.net, self.work, self.net.space.m[:, None], float(self.rf.S)
-        states = [net.scheme.initial_state(net.embed(th, self.rf.X)), *self.U]
-        Lam = []
-        for n in range(net.layers):
-            ctx = net.kernel.layer(net.layer_controls(th, n), n)
-            g = net.scheme.step(ctx, th["b"][n], states[n], n=n)[0]
-            net.kernel.release(ctx)
-            Lam.append(tuple(R_f / S * m * (a - b) for a, b in zip(g, states[n + 1])))
-        return Lam
-
-    # -- the stages -----------------------------------------------------------------------
-    @property
-    def n_stages(self) -> int:
-        return self.options["stages"] + (1 if self.options["kkt"] else 0)
-
-    def _iterate(self, k):
         o = self.options
-        for _ in range(k):
-            stage = self.iteration
-            if stage >= self.n_stages:
+        checks = (
+            ("warm_start", _count(o["warm_start"]), "an integer ≥ 0"),
+            ("memory", _count(o["memory"], 1), "an integer ≥ 1"),
+            ("initial_hessian", o["initial_hessian"] in ("regulariser", "scaled"),
+             "regulariser or scaled"),
+            ("preconditioner", o["preconditioner"] in (*PRECONDITIONERS, "none"), "p4, p2 or none"),
+            ("rtol", _positive(o["rtol"]) and o["rtol"] < 1, "0 < rtol < 1"),
+            ("atol", o["atol"] == 0 or _positive(o["atol"]), "atol ≥ 0"),
+            ("max_it", _count(o["max_it"], 1), "an integer ≥ 1"),
+            ("krylov_max_it", _count(o["krylov_max_it"], 1), "an integer ≥ 1"),
+            ("forcing", o["forcing"] == "ew" or (_positive(o["forcing"]) and o["forcing"] < 1),
+             "ew or a number in (0, 1)"),
+            ("stages", _count(o["stages"]), "an integer ≥ 0"),
+            ("R0", _positive(o["R0"]), "R_0 > 0"),
+            ("a", _positive(o["a"]) and o["a"] > 1, "a growth factor a > 1"),
+            ("rho", _positive(o["rho"]), "ρ > 0"),
+            ("restoration", isinstance(o["restoration"], bool), "true or false"),
+            ("chunks", o["chunks"] == "auto" or _count(o["chunks"], 1), "auto or an integer ≥ 1"),
+            ("petsc_options", isinstance(o["petsc_options"], dict), "a mapping"),
+        )  # fmt: skip
+        for key, ok, want in checks:
+            if not ok:
+                raise InputError(f"expected {want}, got {show(o[key])}", key)
+        self.net = rf.net
+        self.kkt = KKT(rf, controls, self._R_f(0))
+        depth = self.kkt.blocks.comm.size
+        chunks = o["chunks"] if o["chunks"] != "auto" else (1 if depth == 1 else 4 * depth)
+        part = self.kkt.theta_slice
+        omega, reg = self.kkt.omega()[part], self.kkt.regulariser_diagonal()[part]
+        self.lbfgs = LBFGS(o["memory"], omega, self.kkt.dot, reg=reg)
+        self.lnks = LNKS(self.kkt, self.lbfgs, o["preconditioner"], chunks, o["initial_hessian"])
+        self.phase = "lbfgs" if o["warm_start"] > 0 else "newton"
+        self.stage = self.newton_its = 0
+        self.x = self.F = None
+        self.F_ref = self.F_norm = self.F_stage = None
+        self.L = self.feasibility = 0.0
+        self.rho, self.eta = float(o["rho"]), 0.5
+        self.ksp = self._A = None
+        self._J = self._g = self._F_prev = None
+
+    # -- options ------------------------------------------------------------------------
+    def _R_f(self, stage: int) -> float:
+        o = self.options
+        return o["R0"] * o["a"] ** stage if stage < o["stages"] else math.inf
+
+    def _tol(self) -> float:
+        return max(self.options["atol"], self.options["rtol"] * self.F_ref)
+
+    #: copies of the controls beyond the KKT vectors: θ, ∇J, the warm start's
+    #: direction, base and trial points, the test evaluation
+    memory_copies = 6
+
+    def memory_bytes(self) -> int:
+        """Estimate of the bytes this rank's solve allocates beyond the controls'
+        copies (:attr:`memory_copies`) and the reduced sweep's states (both counted
+        by ``pontryx train``): the KKT-sized vectors (iterate, residual, step, its
+        image, trial point, right-hand side: 6, plus the GMRES basis of
+        ``krylov_max_it`` + 4), the linearisation's layer records, the
+        preconditioner's tangent records and two field-sized sweep outputs, the
+        L-BFGS pairs, and the states and costates of the restoration's trajectory
+        (every layer on this rank's samples). Cheap (no allocation); within a
+        factor of about 2 of the peak."""
+        k, net = self.kkt, self.net
+        n, S, ns, L = k.space.n, k.S_local, k.n_states, net.layers
+        block = n * S * 8  # one state component of one layer
+        r = _RECORD_ARRAYS.get(net.scheme.name, 4)
+        vector = 8 * k.size
+        krylov = self.options["krylov_max_it"] + 4
+        local = k.blocks.count
+        out = (6 + krylov) * vector
+        out += r * local * block  # linearisation records
+        out += (r + 2 * ns) * local * block  # sweep records and outputs
+        out += 2 * self.options["memory"] * 8 * k.n_theta
+        out += 2 * (L + 1) * ns * block  # the trajectory of a restoration
+        return int(out)
+
+    # -- the PETSc solver ------------------------------------------------------------------
+    def _make_ksp(self):
+        k = self.kkt
+        sizes = ((k.size, PETSc.DETERMINE), (k.size, PETSc.DETERMINE))
+        A = PETSc.Mat().createPython(sizes, _Operator(k), comm=k.world)
+        A.setUp()
+        ksp = PETSc.KSP().create(comm=k.world)
+        ksp.setOperators(A)
+        pc = ksp.getPC()
+        if self.options["preconditioner"] == "none":
+            pc.setType("none")
+        else:
+            pc.setType("python")
+            pc.setPythonContext(_Preconditioner(self.lnks))
+        restart = self.options["krylov_max_it"]
+        defaults = {"ksp_type": "gmres", "ksp_pc_side": "right", "ksp_gmres_restart": restart}
+        defaults.update(self.options["petsc_options"])
+        configure(ksp, PREFIX, defaults)
+        self._A = A
+        return ksp
+
+    def _vec(self, array):
+        k = self.kkt
+        return PETSc.Vec().createWithArray(array, size=(k.size, PETSc.DETERMINE), comm=k.world)
+
+    def probe(self) -> None:
+        """Create the KSP (options prefix ``pontryx_snes_``) once, so that a bad
+        option shows before training, and free it."""
+        if self.ksp is None:
+            self.ksp = self._make_ksp()
+            self.destroy()
+
+    def destroy(self) -> None:
+        destroy(self.ksp, getattr(self, "_A", None))
+        self.ksp = self._A = None
+
+    # -- the iterations ---------------------------------------------------------------------
+    def _iterate(self, n):
+        for _ in range(n):
+            if self.converged or self.failed:
                 return
-            for key in self.controls:
-                self.work[key][...] = self.controls[key]
-            previous = self.Lam
-            if stage < o["stages"]:
-                R_f = o["R0"] * o["a"] ** stage
-                self.U = self._predict(R_f)
-                its, reason = self._solve(R_f)
-                self.Lam = self._multipliers(R_f)
-                action = self.lagrangian(self.U, None, R_f)[0]
+            if self.F_ref is None:
+                J, g = self.rf.value_and_gradient(self.controls)
+                self.F_ref = g.subset(self.net.trainable).norm()
+                self._J, self._g = J, self.kkt.theta_of_controls(g)
+            if self.phase == "lbfgs":
+                rec = self._lbfgs_step()
             else:
-                R_f = float("inf")
-                if self.Lam is None:  # e.g. restored without them: the adjoint of the model
-                    self.Lam = self.rf.trajectory(self.work).costates[1:]
-                self.U = self._predict()
-                its, reason = self._solve(None)
-                action = float("nan")
-            kkt, mismatch = self._kkt_residual(self.Lam)
-            J, grad = self.rf.value_and_gradient(self.work)
-            self.iteration += 1
-            rec = self.record(
-                J,
-                grad,
-                R_f=R_f,
-                kkt_residual=kkt,
-                snes_its=its,
-                snes_reason=int(reason),
-                action=float(action),
-                constraint=float(np.sqrt(mismatch)),
-            )
-            try:
-                check_finite(self.iteration, rec.loss, rec.grad_norm)
-            except NonFiniteError:
-                self.iteration -= 1
-                self.Lam = previous
-                raise
-            for key in self.controls:
-                self.controls[key][...] = self.work[key]
-            self.reason = _REASONS.get(reason, str(reason))
-            if self.iteration == self.n_stages:  # the train() driver stops on these
-                self.converged = self.reason if reason > 0 else None
-                self.failed = None if reason > 0 else self.reason
+                if self.x is None:
+                    self._start_newton()
+                if self._check_stage():
+                    return
+                rec = self._newton_step()
             yield rec
+
+    # -- warm start: L-BFGS on J(θ) -------------------------------------------------------------
+    def _lbfgs_step(self):
+        k, rf, H = self.kkt, self.rf, self.lbfgs
+        if self._g is None:
+            self._J, grad = rf.value_and_gradient(self.controls)
+            self._g = k.theta_of_controls(grad)
+        g = self._g[k.theta_slice]
+        if not H.pairs:  # first step: unit length in the L²(M_L) norm
+            H.gamma = 1.0 / max(math.sqrt(k.dot(g, g / H.omega)), 1e-300)
+        d = -H.apply(g)
+        slope = k.dot(g, d)
+        if not slope < 0:
+            d = -H.gamma * g / H.omega
+            slope = k.dot(g, d)
+        D = self.controls.subset(self.net.trainable).zeros_like()
+        k.controls_of_theta(d, D)
+        base = self.controls.copy()
+        t, J0 = 1.0, self._J
+        for _ in range(_BACKTRACKS):
+            trial = base.copy().axpy(t, D)
+            Jt = rf(trial)
+            if math.isfinite(Jt) and Jt <= J0 + _ARMIJO * t * slope:
+                break
+            t *= 0.5
+        else:
+            t = 0.0
+        for name in self.controls:
+            self.controls[name][...] = base[name] + (t * D[name] if name in D else 0.0)
+        J, grad = rf.value_and_gradient(self.controls)
+        g_new = k.theta_of_controls(grad)
+        if t > 0:
+            H.update(t * d, g_new[k.theta_slice] - g)
+        self._J, self._g = J, g_new
+        self.iteration += 1
+        if self.iteration >= self.options["warm_start"] or t == 0:
+            self.phase = "newton"
+        gnorm = grad.subset(self.net.trainable).norm()
+        extra = self._extra("lbfgs", gnorm, (gnorm, 0.0, 0.0), J, t, 0, "lbfgs")
+        return self.record(J, grad, **extra)
+
+    def _extra(self, phase, F, blocks, merit, step, its, direction):
+        return {
+            "phase": phase,
+            "R_f": self.kkt.R_f,
+            "kkt_residual": float(F),
+            "kkt_reduction": float(F / self.F_ref) if self.F_ref else float("nan"),
+            "kkt_stationarity": float(blocks[0]),
+            "kkt_costate": float(blocks[1]),
+            "kkt_state": float(blocks[2]),
+            "merit": float(merit),
+            "step": float(step),
+            "ksp_its": int(its),
+            "direction": direction,
+            "rho": float(self.rho),
+            "eta": float(self.eta),
+        }
+
+    # -- Newton ------------------------------------------------------------------------------------
+    def _start_newton(self):
+        """x = (θ, U(θ), Λ(θ)): the forward states and the adjoint of the current controls."""
+        self._restore_states(self.kkt.theta_of_controls(self.controls)[self.kkt.theta_slice])
+        self.F_stage = self.F_norm
+        if self.ksp is None:
+            self.ksp = self._make_ksp()
+
+    def _restore_states(self, theta):
+        """x = (θ, U(θ), Λ(θ)) for the θ part ``theta``: the states of the forward sweep
+        and the costates of the adjoint sweep at θ (whole depth on every depth rank),
+        linearised there; F_U = F_Λ = 0 (for R_f = ∞) and L = J(θ)."""
+        k, b = self.kkt, self.kkt.blocks
+        k.controls_of_theta(theta, self.controls)
+        traj = self.rf.trajectory(self.controls)
+        U, Lam = traj.states[b.lo + 1 : b.hi + 1], traj.costates[b.lo + 1 : b.hi + 1]
+        self.x = k.pack(theta, U, Lam)
+        self._linearise()
+
+    def _linearise(self):
+        self.L, _, self.F = self.kkt.linearise(self.x)
+        self.F_norm = math.sqrt(self.kkt.dot(self.F, self.F))
+        self.feasibility = self._feasibility(self.F)
+
+    def _feasibility(self, F) -> float:
+        """‖F_U‖² + ‖F_Λ‖²: the costate and state rows of a residual."""
+        rows = F[self.kkt._offset(0) :]
+        return self.kkt.world.allreduce(float(np.vdot(rows, rows)), op=MPI.SUM)
+
+    def _merit(self, L=None, feasibility=None) -> float:
+        """φ_ρ = L + (ρ/2)(‖F_U‖² + ‖F_Λ‖²) (the doubly augmented Lagrangian)."""
+        L = self.L if L is None else L
+        feasibility = self.feasibility if feasibility is None else feasibility
+        return L + 0.5 * self.rho * feasibility
+
+    def _check_stage(self) -> bool:
+        """Stage bookkeeping before a Newton step; True when the solve is over."""
+        final = not math.isfinite(self.kkt.R_f)
+        if final and self.F_norm <= self._tol():
+            absolute = self.F_norm <= self.options["atol"]
+            self.converged = "CONVERGED_FNORM_ABS" if absolute else "CONVERGED_FNORM_RELATIVE"
+            return True
+        if not final and self.F_norm <= max(self._tol(), 1e-3 * self.F_stage):
+            self.stage += 1
+            self.newton_its = 0
+            self.kkt.R_f = self._R_f(self.stage)
+            self._linearise()
+            self.F_stage = self.F_norm
+            return self._check_stage()
+        if self.newton_its >= self.options["max_it"]:
+            self.failed = "DIVERGED_MAX_IT"
+            return True
+        return False
+
+    def _forcing(self) -> float:
+        o = self.options
+        if o["forcing"] != "ew":
+            return float(o["forcing"])
+        prev = getattr(self, "_F_prev", None)
+        if prev is None:
+            eta = 0.5
+        else:
+            eta = 0.9 * (self.F_norm / prev) ** 2
+            if 0.9 * self.eta**2 > 0.1:
+                eta = max(eta, 0.9 * self.eta**2)
+        eta = min(eta, 0.5)
+        return max(eta, 0.5 * self._tol() / self.F_norm, 1e-12)
+
+    def _solve(self, eta):
+        """p with K p ≈ −F (GMRES, forcing η): (p, iterations, reason)."""
+        k = self.kkt
+        rhs = -self.F
+        p = np.zeros(k.size)
+        b, xv = self._vec(rhs), self._vec(p)
+        self.ksp.setTolerances(rtol=eta, atol=0.0, max_it=self.options["krylov_max_it"])
+        try:
+            self.ksp.solve(b, xv)
+            its, reason = self.ksp.getIterationNumber(), self.ksp.getConvergedReason()
+        finally:
+            destroy(b, xv)
+        return p, its, reason
+
+    def _slopes(self, p):
+        """(F·p, ν = −(F_U, F_Λ)·(Kp)_{U,Λ}, curvature p_xᵀ W p_x) of a direction p; the
+        merit's derivative along p is F·p − ρν."""
+        k = self.kkt
+        y = k.apply(p)
+        rows, lam = slice(k._offset(0), None), slice(k._offset(1), None)
+        parts = np.array(
+            [np.vdot(self.F, p), -np.vdot(self.F[rows], y[rows]), np.vdot(p, y)
+             - 2 * np.vdot(p[lam], y[lam])]
+        )  # fmt: skip
+        k.world.Allreduce(MPI.IN_PLACE, parts, op=MPI.SUM)
+        return tuple(float(v) for v in parts)
+
+    def _newton_step(self):
+        k = self.kkt
+        self.eta = self._forcing()
+        p, its, reason = self._solve(self.eta)
+        direction = "newton"
+        Fp, nu, curvature = self._slopes(p)
+        broken = reason < 0 and reason != PETSc.KSP.ConvergedReason.DIVERGED_MAX_IT
+        if broken or not curvature > 0 or not (Fp < 0 or nu > 0):
+            if self.options["preconditioner"] != "none":
+                p = -self.lnks.apply(self.F)
+                direction = "quasi_newton"
+                Fp, nu, curvature = self._slopes(p)
+        if nu > 0 and Fp > 0.5 * self.rho * nu:
+            self.rho = max(2.0 * self.rho, 2.0 * Fp / nu)
+        slope = Fp - self.rho * nu
+        phi0 = self._merit()
+        x0, F0 = self.x, self.F
+        theta0 = x0[k.theta_slice].copy()
+        t, accepted, restored = 1.0, False, False
+        if slope < 0:
+            for _ in range(_BACKTRACKS):
+                self.x = x0 + t * p
+                self._linearise()
+                phi = self._merit()
+                if math.isfinite(phi) and phi <= phi0 + _ARMIJO * t * slope:
+                    accepted = True
+                    break
+                if self.options["restoration"]:
+                    self._restore_states(self.x[k.theta_slice])
+                    phi = self._merit()
+                    if math.isfinite(phi) and phi <= phi0 + _ARMIJO * t * slope:
+                        accepted = restored = True
+                        break
+                t *= 0.5
+        self.newton_its += 1
+        if accepted:
+            self._F_prev = math.sqrt(k.dot(F0, F0))
+            if self.options["preconditioner"] != "none":
+                s = self.x[k.theta_slice] - theta0
+                self.lbfgs.update(s, self.lnks.reduced_hessian(s))
+            merit = self._merit()
+        else:
+            self.x = x0
+            self._linearise()
+            t, merit = 0.0, phi0
+            self.failed = "DIVERGED_LINE_SEARCH"
+        k.controls_of_theta(self.x[k.theta_slice], self.controls)
+        J, grad = self.rf.value_and_gradient(self.controls)
+        self.iteration += 1
+        blocks = k.block_norms(self.F)
+        if restored:
+            direction += "+restoration"
+        extra = self._extra("newton", self.F_norm, blocks, merit, t, its, direction)
+        return self.record(J, grad, **extra)
 
     # -- checkpointing ----------------------------------------------------------------------
     def state(self):
-        """Controls, stage and the multipliers Λ¹…Λ^{N_t} of the last stage (local
-        blocks): the next stage's start is predicted from them."""
+        """Controls, iteration and the solver's state on this rank: the phase, stage,
+        Newton count, ρ, η, the reference norms, the local KKT vector and the
+        L-BFGS pairs (local θ parts)."""
         out = super().state()
-        for n, s in enumerate(self.Lam or ()):
-            for c, a in enumerate(s):
-                out[f"oneshot/Lam{n + 1}/{c}"] = a.copy()
+        scalars = [
+            self.stage,
+            self.newton_its,
+            self.rho,
+            self.eta,
+            np.nan if self.F_ref is None else self.F_ref,
+            np.nan if self.F_stage is None else self.F_stage,
+            np.nan if getattr(self, "_F_prev", None) is None else self._F_prev,
+            1.0 if self.phase == "newton" else 0.0,
+        ]
+        out["oneshot/scalars"] = np.array(scalars, dtype=float)
+        if self.x is not None:
+            out["oneshot/x"] = self.x.copy()
+        out.update(self.lbfgs.state("oneshot/lbfgs/"))
         return out
 
     def state_kinds(self):
+        """The KKT vector and the L-BFGS pairs are bound to this rank's blocks
+        (``local``): a checkpoint restored on another layout restarts the Newton
+        phase from the restored θ with its states and costates, without pairs."""
         kinds = super().state_kinds()
-        kinds.update({k: ("local",) for k in self.state() if k.startswith("oneshot/")})
+        for key in self.state():
+            if key == "oneshot/x" or key.startswith(("oneshot/lbfgs/s", "oneshot/lbfgs/y")):
+                kinds[key] = ("local",)
         return kinds
 
     def restore(self, state, controls_only=False):
         super().restore(state)
-        self.Lam, self.converged, self.failed = None, None, None
-        if not controls_only and "oneshot/Lam1/0" in state:
-            self.Lam = [
-                tuple(state[f"oneshot/Lam{n}/{c}"].copy() for c in range(self.net.scheme.n_states))
-                for n in range(1, self.net.layers + 1)
-            ]
+        self.converged = self.failed = None
+        self._g = self.x = None
+        if controls_only or "oneshot/scalars" not in state:
+            self.phase = "lbfgs" if self.iteration < self.options["warm_start"] else "newton"
+            return
+        s = state["oneshot/scalars"]
+        self.stage, self.newton_its = int(s[0]), int(s[1])
+        self.rho, self.eta = float(s[2]), float(s[3])
+        self.F_ref = None if np.isnan(s[4]) else float(s[4])
+        self.F_stage = None if np.isnan(s[5]) else float(s[5])
+        self._F_prev = None if np.isnan(s[6]) else float(s[6])
+        self.phase = "newton" if s[7] else "lbfgs"
+        self.lbfgs.restore(state, "oneshot/lbfgs/")
+        self.kkt.R_f = self._R_f(self.stage)
+        if "oneshot/x" in state:
+            self.x = state["oneshot/x"].copy()
+            self._linearise()
+            if self.ksp is None:
+                self.ksp = self._make_ksp()

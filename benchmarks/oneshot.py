@@ -1,0 +1,298 @@
+"""The one-shot KKT solver: Krylov iterations per Newton step, the depth axis and its cost model.
+
+1. Krylov iterations: on ``ellipses`` (dense kernel, tanh, T = 1, α = 10⁻⁴, the
+   model of ``training.py``) after the one-shot's default warm start (20 L-BFGS
+   iterations), the iterations right-preconditioned GMRES(100) needs to reduce the
+   residual of the first Newton system K p = −F 10× and 100× with the LNKS
+   preconditioner (P₂, the default; P₄ too in ``--full``), and the mean Krylov
+   iterations per Newton step over the first Newton steps of the solver with its
+   default options; against the samples S, the dofs N and the layers N_t (one
+   varied, the others at the base point). The goal: within 1.5× from S = 100 to
+   1000 and N_t = 8 to 64.
+2. Depth axis: the KKT Jacobian action (layers independent, the block ends
+   exchanged) and the preconditioner (sweeps pipelined over sample chunks) on
+   1 rank and on 2 ranks with ``parallel.depth = 2`` (one BLAS thread each),
+   N_t = 64; efficiency E = t₁ / (2 t₂) (goal ≥ 70 %).
+3. Cost model, from the 1-rank measurements: a Jacobian action on P depth ranks
+   takes ⌈N_t/P⌉ t_layer + 2 (λ + m/B) (t_layer the per-layer cost, m = 8 n S
+   n_states bytes at the block ends, λ and B the latency and bandwidth of a
+   measured ping-pong); a preconditioner sweep with c sample chunks takes
+   (c + P − 1) (⌈N_t/P⌉ t_chunk + λ + m/(c B)) with t_chunk the measured
+   per-layer cost of one chunk; predicted for P = 2 … 64 with c = 4P chunks
+   (at least one sample each), the 2-rank prediction next to the measurement.
+   The machine is shared while these numbers are taken: timings are best of 3.
+
+    .venv/bin/python benchmarks/oneshot.py [--smoke | --full] [--threads T]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import _common as C
+
+ALPHA = 1e-4
+SETTINGS = {
+    "smoke": {
+        "base": (3, 24, 4),
+        "S": [12, 24],
+        "L": [2, 4],
+        "n": [2, 3],
+        "pcs": ("p2",),
+        "depth": (3, 16, 8),
+        "warm": 2,
+        "newton": 1,
+    },
+    "quick": {
+        "base": (8, 100, 8),
+        "S": [100, 300, 1000],
+        "L": [8, 16, 32, 64],
+        "n": [4, 8, 16],
+        "pcs": ("p2",),
+        "depth": (8, 1000, 64),
+        "warm": 20,
+        "newton": 5,
+    },
+    "full": {
+        "base": (8, 300, 8),
+        "S": [100, 300, 1000],
+        "L": [8, 16, 32, 64],
+        "n": [4, 8, 16],
+        "pcs": ("p2", "p4"),
+        "depth": (8, 1000, 64),
+        "warm": 20,
+        "newton": 10,
+    },
+}
+
+
+def _problem(n, S, L, layout=None):
+    from mpi4py import MPI
+
+    from pontryx.meshes import create_mesh
+    from pontryx.solver import ContinuumNetwork, ReducedFunctional, WidthSpace, load_dataset
+
+    ds = load_dataset({"name": "ellipses", "n_train": S, "n_test": 10, "seed": 0})
+    comm = layout.width if layout is not None else MPI.COMM_WORLD
+    space = WidthSpace(create_mesh({"kind": "unit_square", "n": n}, comm))
+    net = ContinuumNetwork(space, 2, 2, layers=L)
+    rf = ReducedFunctional(net, ds.X_train, ds.y_train, alpha=ALPHA, layout=layout)
+    return net, rf, net.init_controls(seed=0)
+
+
+def krylov(cfg: dict) -> dict:
+    """Warm start; the first Newton system by GMRES(100) (iterations to 10⁻¹ and 10⁻²
+    of its residual); then ``newton`` Newton steps with the default options (their
+    mean Krylov iterations and seconds per Krylov iteration)."""
+    import numpy as np
+
+    from pontryx.solver.training.oneshot import OneShot
+
+    net, rf, theta = _problem(cfg["n"], cfg["S"], cfg["L"])
+    N = net.space.N
+    t = OneShot(rf, theta.copy(), preconditioner=cfg["pc"], warm_start=cfg["warm"])
+    list(t.iterate(cfg["warm"]))
+    t._start_newton()
+    ksp = t.ksp
+    ksp.setConvergenceHistory()
+    ksp.setGMRESRestart(100)
+    t.options = {**t.options, "krylov_max_it": 100}
+    t._solve(1e-2)
+    h = np.asarray(ksp.getConvergenceHistory())
+    h = h / h[0]
+    first = [int(np.argmax(h <= tol)) if (h <= tol).any() else None for tol in (1e-1, 1e-2)]
+    t.destroy()
+    t = OneShot(rf, theta, preconditioner=cfg["pc"], warm_start=cfg["warm"])
+    list(t.iterate(cfg["warm"]))
+    its, seconds = [], 0.0
+    for _ in range(cfg["newton"]):
+        start = C.now()
+        recs = list(t.iterate(1))
+        seconds += C.now() - start
+        if not recs:
+            break
+        its.append(recs[0].extra["ksp_its"])
+    t.destroy()
+    net.destroy()
+    return {"N": N, "first": first, "its": its, "time": seconds / max(sum(its), 1)}
+
+
+def depth(cfg: dict, threads: int) -> dict:
+    """Best-of-3 times of the Jacobian action and the preconditioners on this layout;
+    on one rank also the per-layer and per-chunk costs and a ping-pong."""
+    from mpi4py import MPI
+
+    import numpy as np
+
+    from pontryx.solver import Layout
+    from pontryx.solver.training.lnks import LNKS
+    from pontryx.solver.training.oneshot import OneShot
+
+    world = MPI.COMM_WORLD
+    layout = Layout.create(world, width=1, data=1, depth=world.size)
+    out = {}
+    with C.limit_threads(threads):
+        net, rf, theta = _problem(cfg["n"], cfg["S"], cfg["L"], layout)
+        for pc in ("p2", "p4"):
+            chunks = cfg["chunks"] if world.size > 1 else 1
+            t = OneShot(rf, theta.copy(), warm_start=0, preconditioner=pc, chunks=chunks)
+            t.F_ref = 1.0
+            t._start_newton()
+            k = t.kkt
+            r = np.random.default_rng(world.rank).standard_normal(k.size)
+
+            def timed(fn):
+                def run():
+                    world.Barrier()
+                    fn()
+                    world.Barrier()
+
+                return C.best_time(run, repeats=cfg["repeats"])
+
+            if pc == "p2":
+                out["matvec"] = timed(lambda k=k, r=r: k.apply(r))
+            out[pc] = timed(lambda t=t, r=r: t.lnks.apply(r))
+            if world.size == 1:  # per-chunk preconditioner cost for c = 4P chunks
+                for P in cfg["model_ranks"]:
+                    c = min(4 * P, cfg["S"])
+                    lnks = LNKS(k, t.lbfgs, pc, c)
+                    out[f"{pc}_c{c}"] = timed(lambda lnks=lnks, r=r: lnks.apply(r))
+            t.destroy()
+        out["message_bytes"] = 8 * net.space.n * k.S_local * net.scheme.n_states
+        net.destroy()
+    if world.size == 2:  # ping-pong: latency and bandwidth of the block-end messages
+        for size in (1, out["message_bytes"] // 8):
+            buf = np.zeros(size)
+
+            def pingpong(buf=buf):
+                for _ in range(10):
+                    if world.rank == 0:
+                        world.Send(buf, dest=1)
+                        world.Recv(buf, source=1)
+                    else:
+                        world.Recv(buf, source=0)
+                        world.Send(buf, dest=0)
+
+            out[f"pingpong_{size}"] = C.best_time(pingpong, repeats=3) / 20
+    layout.destroy()
+    return out
+
+
+def worker(cfg: dict, threads: int) -> None:
+    if cfg["kind"] == "krylov":
+        with C.limit_threads(threads):
+            return C.emit({"results": [krylov(c) for c in cfg["runs"]]})
+    return C.emit(depth(cfg, threads))
+
+
+def model(one: dict, two: dict, L: int, S: int, ranks) -> list:
+    """Predicted efficiencies of the matvec and P₂/P₄ on P depth ranks (module docstring)."""
+    lat = two["pingpong_1"]
+    m = two["message_bytes"]
+    bw = m / max(two[f"pingpong_{m // 8}"] - lat, 1e-12)
+    rows = []
+    for P in ranks:
+        per = math.ceil(L / P)
+        mv = per * one["matvec"] / L + 2 * (lat + m / bw)
+        row = [P, one["matvec"] / (P * mv)]
+        for pc in ("p2", "p4"):
+            c = min(4 * P, S)
+            chunk = one[f"{pc}_c{c}"] / (c * L)  # one layer, one chunk
+            sweep = (c + P - 1) * (per * chunk + lat + m / (c * bw))
+            row.append(one[pc] / (P * sweep))
+        rows.append(row)
+    return rows, lat, bw
+
+
+def main(argv=None) -> str:
+    p = C.parser(__doc__.splitlines()[0])
+    p.set_defaults(threads=1)
+    args = C.parse(p, argv)
+    if args.worker:
+        return worker(json.loads(args.worker), args.threads)
+    mode = C.mode(args)
+    s = SETTINGS[mode]
+    n0, S0, L0 = s["base"]
+
+    # 1. Krylov iterations against S, N, N_t
+    def point(key, v):
+        return (v if key == "n" else n0, v if key == "S" else S0, v if key == "L" else L0)
+
+    axes = (("S", s["S"]), ("L", s["L"]), ("n", s["n"]))
+    points = sorted({point(key, v) for key, values in axes for v in values})
+    runs = [
+        {"n": n, "S": S, "L": L, "pc": pc, "warm": s["warm"], "newton": s["newton"]}
+        for n, S, L in points
+        for pc in s["pcs"]
+    ]
+    results = C.run_worker(
+        __file__, {"kind": "krylov", "runs": runs}, threads=args.threads, timeout=7200
+    )["results"]
+    got = {(r["n"], r["S"], r["L"], r["pc"]): res for r, res in zip(runs, results)}
+
+    def first(v):
+        return "> 100" if v is None else v
+
+    rows = []
+    for key, values in axes:
+        for v in values:
+            n, S, L = point(key, v)
+            row = [{"S": "S", "L": "N_t", "n": "N"}[key], got[n, S, L, s["pcs"][0]]["N"], S, L]
+            for pc in s["pcs"]:
+                r = got[n, S, L, pc]
+                mean = sum(r["its"]) / max(len(r["its"]), 1)
+                row += [first(r["first"][0]), first(r["first"][1]), mean, r["time"]]
+            rows.append(row)
+    spread = []
+    for key, label in (("S", "S"), ("L", "N_t")):
+        for pc in s["pcs"]:
+            its = [got[(*point(key, v), pc)]["its"] for v in dict(axes)[key]]
+            means = [sum(i) / max(len(i), 1) for i in its]
+            spread.append(f"{pc} over {label}: {max(means) / max(min(means), 1e-300):.2f}×")
+    headers = ["varied", "N", "S", "N_t"]
+    for pc in s["pcs"]:
+        headers += [f"{pc}: 1st system to 10⁻¹", "to 10⁻²", "its per Newton step", "s per it"]
+
+    # 2. depth axis: 1 vs 2 ranks
+    n, S, L = s["depth"]
+    base = {"kind": "depth", "n": n, "S": S, "L": L, "chunks": 8, "repeats": 3}
+    base["model_ranks"] = [2, 8, 16, 32, 64] if mode != "smoke" else [2]
+    one = C.run_worker(__file__, base, threads=1, ranks=1, timeout=7200)
+    two = C.run_worker(__file__, base, threads=1, ranks=2, timeout=7200)
+    depth_rows = [
+        [op, one[op], two[op], one[op] / two[op], f"{100 * one[op] / (2 * two[op]):.0f} %"]
+        for op in ("matvec", "p2", "p4")
+    ]
+    pred, lat, bw = model(one, two, L, S, base["model_ranks"])
+    model_rows = [[P, *(f"{100 * e:.0f} %" for e in effs)] for P, *effs in pred]
+
+    body = (
+        f"Ellipses, dense kernel on unit_square, tanh, T = 1, α = {ALPHA:g}; the one-shot "
+        f"with its default options ({s['warm']} L-BFGS warm-start iterations). Iterations of "
+        "GMRES(100) on the first Newton system to reduce its residual 10× and 100× "
+        f'("> 100": not within 100), and the mean Krylov iterations of the first {s["newton"]} '
+        "Newton steps (Eisenstat–Walker forcing, at most 20 each) with the seconds per "
+        "Krylov iteration (Jacobian action + preconditioner); base point "
+        f"N = {got[n0, S0, L0, s['pcs'][0]]['N']}, S = {S0}, N_t = {L0}.\n\n"
+        + C.table(headers, rows)
+        + "\n\nLargest / smallest iteration count: "
+        + "; ".join(spread)
+        + " (of the mean per Newton step; goal ≤ 1.5× over S = 100 … 1000 and "
+        "N_t = 8 … 64).\n\n"
+        f"**Depth axis** (N = {(n + 1) ** 2}, S = {S}, N_t = {L}; 2 ranks: "
+        f"parallel.depth = 2, {base['chunks']} sample chunks; one BLAS thread per rank; "
+        "best of 3).\n\n"
+        + C.table(["operation", "1 rank s", "2 ranks s", "speed-up", "efficiency"], depth_rows)
+        + f"\n\n**Cost model** (per-layer and per-chunk costs measured on 1 rank; "
+        f"latency {lat * 1e6:.1f} µs, bandwidth {bw / 1e9:.2f} GB/s from a 2-rank "
+        f"ping-pong; c = 4P chunks): predicted depth-axis efficiency for N_t = {L}.\n\n"
+        + C.table(["depth ranks P", "matvec", "P₂", "P₄"], model_rows)
+    )
+    text = C.section("One-shot KKT solver: Krylov iterations and the depth axis", body)
+    C.report(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""The one-shot Euler–Lagrange (KKT) solve: the exact KKT operator, the LNKS
+preconditioner, the Newton–Krylov trainer and the depth axis.
+
+* the residual at the states and costates of θ is (∇J, 0, 0) and L = J;
+* every block of the Jacobian (direction block × residual block) Taylor rate 2,
+  and the Jacobian symmetric (it is the Hessian of L);
+* the preconditioner's sweeps solve their blocks exactly; P₄ with the exact
+  reduced Hessian is K⁻¹; the reduced Hessian at consistent states is ∇²J;
+* Newton reaches the TAO LMVM minimiser with KKT residual ≤ tol and converges
+  quadratically at the end; honest status (converged only at the tolerance);
+* bit-for-bit resume; iterates equal to round-off on every width × data × depth
+  layout and any number of sample chunks.
+"""
+
+import itertools
+
+from mpi4py import MPI
+
+import numpy as np
+import pytest
+from petsc4py import PETSc
+
+from pontryx.meshes import create_mesh
+from pontryx.meshes.errors import InputError
+from pontryx.solver import ContinuumNetwork, Layout, ReducedFunctional, WidthSpace, shard
+from pontryx.solver.data import load_dataset
+from pontryx.solver.training.kkt import KKT, DepthBlocks
+from pontryx.solver.training.oneshot import OneShot
+
+INTERVAL = {"kind": "unit_interval", "n": 4}
+CASES = [
+    ("imex_euler", "dense", {}),
+    ("midpoint", "lowrank", {"epsilon": 0.1, "kernel_options": {"rank": 2}}),
+    ("verlet", "dense", {}),
+    ("imex_euler", "local", {"epsilon": 0.05}),
+]
+
+
+def _problem(comm=MPI.COMM_WORLD, *, layout=None, n=8, alpha=1e-1, beta=1e-2, layers=4, **model):
+    """(rf, controls) for a tiny network on ``n`` ellipses samples (width-distributed
+    over ``layout.width`` or ``comm``; samples split over ``layout.data``)."""
+    ds = load_dataset({"name": "ellipses", "n_train": n, "n_test": 4, "seed": 0})
+    space = WidthSpace(create_mesh(INTERVAL, layout.width if layout is not None else comm))
+    net = ContinuumNetwork(space, 2, 2, layers=layers, **model)
+    X, y = ds.X_train, ds.y_train
+    if layout is not None:
+        s = shard(len(X), layout.data.rank, layout.data.size)
+        X, y = X[s], y[s]
+    rf = ReducedFunctional(net, X, y, "classification", alpha=alpha, beta=beta, layout=layout)
+    return rf, net.init_controls(seed=0)
+
+
+def _consistent(kkt, rf, th):
+    """The local KKT vector of θ with its forward states and adjoint costates."""
+    traj, b = rf.trajectory(th), kkt.blocks
+    U, Lam = traj.states[b.lo + 1 : b.hi + 1], traj.costates[b.lo + 1 : b.hi + 1]
+    return kkt.pack(kkt.theta_of_controls(th), U, Lam)
+
+
+def _rates(r):
+    return [float(np.log2(a / b)) for a, b in itertools.pairwise(r)]
+
+
+# -- the KKT operator ------------------------------------------------------------------------
+@pytest.mark.parametrize("scheme, kernel, options", CASES)
+def test_residual_at_the_states_and_costates_of_theta(scheme, kernel, options):
+    rf, th = _problem(scheme=scheme, kernel=kernel, train_embedding=True, **options)
+    kkt = KKT(rf, th)
+    J, g = rf.value_and_gradient(th)
+    L, c2, F = kkt.evaluate(_consistent(kkt, rf, th))
+    stationarity, costate, state = kkt.block_norms(F)
+    assert abs(L - J) < 1e-14 * abs(J) and c2 == 0.0
+    assert costate < 1e-15 and state == 0.0
+    assert stationarity == pytest.approx(g.subset(rf.net.trainable).norm(), rel=1e-13)
+
+
+@pytest.mark.parametrize("scheme, kernel, options", CASES)
+def test_jacobian_blocks_taylor_and_symmetry(scheme, kernel, options):
+    """For a direction in each block (θ, U, Λ) the remainder of each residual
+    block (stationarity, costate, state) falls like h² (or vanishes: the state rows
+    are linear in Λ, the Λ rows of the costate residual too)."""
+    rf, th = _problem(scheme=scheme, kernel=kernel, train_embedding=True, **options)
+    kkt = KKT(rf, th)
+    rng = np.random.default_rng([1, MPI.COMM_WORLD.rank])
+    x = _consistent(kkt, rf, th) + 0.05 * rng.standard_normal(kkt.size)
+    _, _, F = kkt.linearise(x)
+    parts = {
+        "theta": kkt.theta_slice,
+        "U": slice(kkt._offset(0), kkt._offset(1)),
+        "Lam": slice(kkt._offset(1), None),
+    }
+    for name, part in parts.items():
+        d = np.zeros(kkt.size)
+        d[part] = rng.standard_normal(d[part].size)
+        Jd = kkt.apply(d)
+        rem = {row: [] for row in parts}
+        for i in range(4):
+            h = 1e-3 / 2**i
+            R = kkt.evaluate(x + h * d)[2] - F - h * Jd
+            for row, rpart in parts.items():
+                rem[row].append(np.sqrt(kkt.dot(R[rpart], R[rpart])))
+        for row, r in rem.items():
+            if max(r) < 1e-13:  # linear in this block
+                continue
+            assert min(_rates(r)) > 1.95, (name, row, r)
+    a, b = rng.standard_normal(kkt.size), rng.standard_normal(kkt.size)
+    assert abs(kkt.dot(a, kkt.apply(b)) - kkt.dot(b, kkt.apply(a))) < 1e-12 * kkt.dot(
+        a, a
+    )  # fmt: skip
+
+
+def test_weak_constraint_residual_and_jacobian():
+    """Finite R_f: F_Λ = g − U − (S/R_f) M_L⁻¹ Λ, with its Jacobian (rate 2)."""
+    rf, th = _problem()
+    kkt = KKT(rf, th, R_f=50.0)
+    x = _consistent(kkt, rf, th)
+    _, _, F = kkt.linearise(x)
+    lam = kkt.fields(x, 1)
+    expected = [-(rf.S / 50.0) * l[0] / rf.net.space.m[:, None] for l in lam]
+    got = [f[0] for f in kkt.fields(F, 1)]
+    assert all(np.allclose(a, b, rtol=1e-13, atol=1e-16) for a, b in zip(got, expected))
+    d = np.random.default_rng([2, MPI.COMM_WORLD.rank]).standard_normal(kkt.size)
+    Jd = kkt.apply(d)
+    r = [np.linalg.norm(kkt.evaluate(x + h * d)[2] - F - h * Jd) for h in (1e-3, 5e-4, 2.5e-4)]
+    r = [np.sqrt(kkt.world.allreduce(v * v)) for v in r]
+    assert min(_rates(r)) > 1.95
+
+
+# -- the preconditioner ----------------------------------------------------------------------
+def _trainer(rf, th, **options):
+    t = OneShot(rf, th, warm_start=0, **options)
+    t.F_ref = 1.0
+    t._start_newton()
+    return t
+
+
+@pytest.mark.serial
+def test_p4_with_the_exact_reduced_hessian_is_the_inverse():
+    """K P₄⁻¹ = I when B_z = W_z (readout frozen: the softmax shift invariance of
+    the readout would make W_z singular), away from the consistent point."""
+    rf, th = _problem(layers=3, n=6, train_embedding=True, train_readout=False)
+    t = _trainer(rf, th, preconditioner="p4")
+    k, P = t.kkt, t.lnks
+    rng = np.random.default_rng(0)
+    t.x = t.x + 0.01 * rng.standard_normal(k.size)
+    t._linearise()
+    W = np.column_stack([P.reduced_hessian(e) for e in np.eye(k.n_theta)])
+    assert np.abs(W - W.T).max() < 1e-12 * np.abs(W).max()
+    P.solve_reduced = lambda g: np.linalg.solve(W, g)
+    r = rng.standard_normal(k.size)
+    assert np.abs(k.apply(P.apply(r)) - r).max() < 1e-10 * np.abs(r).max()
+    t.destroy()
+
+
+@pytest.mark.parametrize("kernel", ["dense", "local"])
+def test_sweeps_solve_their_blocks_and_reduced_hessian_is_the_hessian_of_J(kernel):
+    """A q = r_Λ − C dθ (forward), W_UU q + W_Uθ dθ + Aᵀ s = r_U (backward) and the
+    θ rows, in 3 sample chunks; at the states and costates of θ, W_z = ∇²J (the
+    second-order adjoint)."""
+    rf, th = _problem(train_embedding=True, kernel=kernel)
+    t = _trainer(rf, th, chunks=3)
+    k, P = t.kkt, t.lnks
+    rng = np.random.default_rng([3, MPI.COMM_WORLD.rank])
+    v = rng.standard_normal(k.n_theta)[k.theta_slice]
+    direction = th.subset(rf.net.trainable).zeros_like()
+    k.controls_of_theta(v, direction)
+    H = k.theta_of_controls(rf.hessian_action(th, direction))[k.theta_slice]
+    W = P.reduced_hessian(v)
+    assert np.sqrt(k.dot(W - H, W - H)) < 1e-12 * np.sqrt(k.dot(H, H))
+    r = rng.standard_normal(k.size)
+    rU, rL = k.fields(r, 0), k.fields(r, 1)
+    dth = k.theta(v)
+    q, trecs = P.forward(dth, rL)
+    s, z = P.backward(dth, rU, q, trecs)
+    Kv = k.apply(k.pack(v, q, s))
+    for got, want in ((k.fields(Kv, 1), rL), (k.fields(Kv, 0), rU)):
+        err = max(np.abs(a - b).max() for x, y in zip(got, want) for a, b in zip(x, y))
+        assert k.world.allreduce(err, op=MPI.MAX) < 1e-12
+    reg = k._zeros()
+    k.regulariser(dth, reg)
+    theta_rows = Kv[k.theta_slice] - z - k.pack_theta(reg)[k.theta_slice]
+    assert np.sqrt(k.dot(theta_rows, theta_rows)) < 1e-12 * np.sqrt(k.dot(z, z))
+    t.destroy()
+
+
+# -- the trainer ---------------------------------------------------------------------------------
+def _lmvm_reference(rf, controls, gatol=1e-12):
+    names = rf.net.trainable
+    ref = controls.copy()
+    sub = ref.subset(names)
+    x = PETSc.Vec().createMPI((sub.local_size(), PETSc.DETERMINE), comm=ref.comm)
+    sub.to_flat(x.array)
+
+    def fg(tao, xv, gv):
+        sub.set_flat(xv.array_r)
+        J, g = rf.value_and_gradient(ref)
+        g.subset(names).to_flat(gv.array)
+        return J
+
+    tao = PETSc.TAO().create(comm=ref.comm)
+    tao.setType("lmvm")
+    tao.setObjectiveGradient(fg)
+    tao.setTolerances(gatol=gatol, grtol=0.0, gttol=0.0)
+    tao.setMaximumIterations(5000)
+    tao.setSolution(x)
+    tao.solve()
+    sub.set_flat(x.array_r)
+    tao.destroy()
+    x.destroy()
+    return ref
+
+
+def _convex_problem(comm=MPI.COMM_WORLD, layout=None):
+    # strongly regularised (α = 1 with the lumped L² weights of W, b) and the readout
+    # fixed: J has a unique, well-conditioned minimiser
+    return _problem(comm, layout=layout, n=8, layers=3, alpha=1.0, beta=0.0, train_readout=False)
+
+
+@pytest.mark.parametrize("preconditioner", ["p4", "p2"])
+def test_newton_reaches_the_lmvm_minimiser(preconditioner):
+    rf, th = _convex_problem()
+    ref = _lmvm_reference(rf, th)
+    t = OneShot(rf, th.copy(), warm_start=2, preconditioner=preconditioner, rtol=1e-10)
+    recs = list(t.iterate(30))
+    assert t.converged == "CONVERGED_FNORM_RELATIVE" and t.failed is None
+    assert [r.extra["phase"] for r in recs[:2]] == ["lbfgs", "lbfgs"]
+    newton = [r for r in recs if r.extra["phase"] == "newton"]
+    assert 1 <= len(newton) <= 8
+    F = [r.extra["kkt_residual"] for r in newton]
+    assert F[-1] <= 1e-10 * t.F_ref and recs[-1].extra["kkt_reduction"] <= 1e-10
+    assert F[-2] < 1e-3 * F[-3]  # quadratic at the end
+    assert all(r.extra["direction"] == "newton" and r.extra["step"] == 1.0 for r in newton[-3:])
+    assert all(r.extra["ksp_its"] >= 1 for r in newton)
+    names = rf.net.trainable
+    diff = (t.controls.subset(names) - ref.subset(names)).norm()
+    assert diff < 1e-6 * ref.subset(names).norm()
+    assert list(t.iterate(1)) == []  # converged: no further iteration
+    t.destroy()
+
+
+def test_record_fields_and_honest_status():
+    rf, th = _problem(alpha=1e-2)
+    t = OneShot(rf, th.copy(), warm_start=1, max_it=2, rtol=1e-14)
+    recs = list(t.iterate(10))
+    assert len(recs) == 3 and t.converged is None and t.failed == "DIVERGED_MAX_IT"
+    keys = {"phase", "R_f", "kkt_residual", "kkt_reduction", "kkt_state", "kkt_costate"}
+    keys |= {"kkt_stationarity", "merit", "step", "ksp_its", "direction", "rho", "eta"}
+    for r in recs:
+        assert keys <= set(r.extra) and np.isfinite(r.loss) and 0 <= r.train_metric <= 1
+        J, g = rf.value_and_gradient(t.controls) if r is recs[-1] else (None, None)
+        if J is not None:
+            assert r.loss == pytest.approx(J, rel=1e-13)
+            assert r.grad_norm == pytest.approx(t.gradient_norm(g), rel=1e-12)
+    assert recs[0].extra["phase"] == "lbfgs" and recs[0].extra["kkt_state"] == 0.0
+    assert {r.extra["direction"].split("+")[0] for r in recs[1:]} <= {"newton", "quasi_newton"}
+    t.destroy()
+
+
+def test_globalisation_on_a_non_convex_problem():
+    """Far from a minimiser (α = 10⁻², two warm-start steps) the iteration meets
+    negative curvature (quasi-Newton steps), restores rejected trial points and
+    shortens steps, and J falls."""
+    rf, th = _problem(alpha=1e-2)
+    t = OneShot(rf, th.copy(), warm_start=2)
+    recs = list(t.iterate(20))
+    directions = {r.extra["direction"] for r in recs}
+    assert {"newton", "quasi_newton", "newton+restoration"} <= directions
+    assert any(0 < r.extra["step"] < 1 for r in recs)
+    assert recs[-1].loss < 0.3 * recs[0].loss and t.failed is None
+    t.destroy()
+
+
+def test_precision_annealing_stages():
+    rf, th = _convex_problem()
+    t = OneShot(rf, th.copy(), warm_start=0, stages=2, R0=1e2, a=10.0, rtol=1e-9)
+    recs = list(t.iterate(40))
+    assert t.converged
+    R_f = [r.extra["R_f"] for r in recs]
+    assert R_f[0] == 100.0 and 1000.0 in R_f and R_f[-1] == float("inf")
+    assert R_f == sorted(R_f)
+    t.destroy()
+
+
+def test_resume_is_bit_identical(comm):
+    rf, th = _problem(alpha=1e-2)
+    opts = {"warm_start": 2, "max_it": 50}
+    a = OneShot(rf, th.copy(), **opts)
+    ra = [r.loss for r in a.iterate(6)]
+    b = OneShot(rf, th.copy(), **opts)
+    rb = [r.loss for r in b.iterate(4)]
+    c = OneShot(rf, rf.net.init_controls(seed=3), **opts)
+    c.restore(b.state())
+    rb += [r.loss for r in c.iterate(2)]
+    assert ra == rb
+    same = all(np.array_equal(a.controls[k], c.controls[k]) for k in a.controls)
+    assert comm.allreduce(same, op=MPI.LAND)
+    # without the layout-bound entries (another layout): the Newton phase restarts
+    # from the restored θ with its states and costates
+    kinds = b.state_kinds()
+    assert kinds["oneshot/x"] == ("local",) and "oneshot/scalars" not in kinds  # replicated
+    portable = {k: v for k, v in b.state().items() if kinds.get(k, ("replicated",))[0] != "local"}
+    d = OneShot(rf, rf.net.init_controls(seed=3), **opts)
+    d.restore(portable)
+    assert d.x is None and d.phase == "newton" and not d.lbfgs.pairs
+    rd = [r.loss for r in d.iterate(2)]
+    assert len(rd) == 2 and all(np.isfinite(rd))
+    d.probe()
+    for t in (a, b, c, d):
+        t.destroy()
+
+
+def _losses(layout, comm, chunks=1):
+    rf, th = _problem(comm, layout=layout, n=12, layers=5, train_embedding=True)
+    t = OneShot(rf, th, warm_start=2, chunks=chunks, max_it=50)
+    out = [(r.loss, r.extra["kkt_residual"]) for r in t.iterate(6)]
+    t.destroy()
+    return np.array(out)
+
+
+def test_iterates_agree_on_every_layout(comm):
+    """One rank vs width × data × depth splits of the ranks (and sample chunks of the
+    pipelined sweeps): the same iterates up to round-off."""
+    ref = _losses(None, MPI.COMM_SELF)
+    np.testing.assert_allclose(_losses(None, MPI.COMM_SELF, chunks=3), ref, rtol=1e-9)
+    for sizes in ({"depth": comm.size}, {"data": comm.size}, {"width": comm.size}):
+        layout = Layout.create(comm, **sizes)
+        np.testing.assert_allclose(_losses(layout, comm, chunks=2), ref, rtol=1e-9)
+        layout.destroy()
+
+
+def test_depth_blocks_and_layout():
+    b = DepthBlocks(MPI.COMM_SELF, 5)
+    assert (b.lo, b.hi, b.count, b.first, b.last) == (0, 5, 5, True, True)
+    with pytest.raises(InputError, match=r"^depth: expected a divisor"):
+        Layout.create(MPI.COMM_WORLD, depth=MPI.COMM_WORLD.size + 1)
+    layout = Layout.create(MPI.COMM_WORLD, depth=1)
+    assert layout.n_depth == 1 and layout.writes == (layout.data.rank == 0)
+    assert "depth" not in layout.describe()
+    layout.destroy()
+
+
+def test_memory_estimate_and_option_errors():
+    rf, th = _problem(n=8)
+    small = OneShot(rf, th).memory_bytes()
+    rf2, th2 = _problem(n=16)
+    big = OneShot(rf2, th2).memory_bytes()
+    assert isinstance(small, int) and 8 * OneShot(rf, th).kkt.size < small < big < 2.2 * small
+    assert OneShot.copies({}) == OneShot.memory_copies
+    for key, value in (
+        ("warm_start", -1), ("memory", 0), ("preconditioner", "p3"), ("rtol", 0.0),
+        ("initial_hessian", "identity"),
+        ("atol", -1.0), ("max_it", 0), ("krylov_max_it", 0), ("forcing", 1.5),
+        ("stages", -1), ("R0", -1.0), ("a", 0.5), ("chunks", 0), ("rho", 0.0),
+        ("restoration", "yes"), ("petsc_options", 3),
+    ):  # fmt: skip
+        with pytest.raises(InputError, match=rf"^{key}: expected"):
+            OneShot(rf, th, **{key: value})
+    with pytest.raises(InputError, match=r"^max_unknowns: not an option"):
+        OneShot(rf, th, max_unknowns=10)
+
+
+def test_registry_and_train_driver():
+    from pontryx.solver.training import METHODS, method_class, minimize
+
+    assert method_class("oneshot") is OneShot and "oneshot" in METHODS
+    assert OneShot.depth_parallel and not method_class("lmvm").depth_parallel
+    rf, th = _convex_problem()
+    res = minimize(rf, th, "oneshot", {"warm_start": 1, "rtol": 1e-9}, max_iterations=30)
+    assert res.converged and res.reason == "converged: CONVERGED_FNORM_RELATIVE"
+    rf, th = _problem(alpha=1e-2)
+    res = minimize(rf, th, "oneshot", {"warm_start": 0, "max_it": 1}, max_iterations=30)
+    assert res.reason == "stopped: DIVERGED_MAX_IT" and not res.converged
+
+
+# -- configuration and the application layer -------------------------------------------------
+def test_parallel_depth_in_the_schema():
+    from pontryx.solver.config import validate_config
+
+    base = {"data": {"name": "ellipses"}, "training": {"method": "oneshot"}}
+    c = validate_config({**base, "parallel": {"depth": 2}}, ranks=4)
+    assert c.parallel.depth == 2 and c.parallel.sizes(4) == (2, 1)
+    c = validate_config({**base, "parallel": {"depth": 2, "width": 1}}, ranks=4)
+    assert c.parallel.sizes(4) == (1, 2)
+    assert validate_config(base, ranks=4).parallel.depth == 1
+    with pytest.raises(InputError, match=r"^parallel.depth: 3 does not divide the 4 MPI ranks"):
+        validate_config({**base, "parallel": {"depth": 3}}, ranks=4)
+    with pytest.raises(InputError, match=r"^parallel.depth: expected an integer ≥ 1"):
+        validate_config({**base, "parallel": {"depth": 0}}, ranks=4)
+    with pytest.raises(InputError, match=r"^parallel: width × data × depth = 2 × 2 × 2"):
+        validate_config({**base, "parallel": {"depth": 2, "width": 2, "data": 2}}, ranks=4)
+
+
+@pytest.mark.parallel
+def test_application_layer_splits_depth_for_oneshot_only(comm):
+    from pontryx.solver.app.problem import build_problem, make_method
+    from pontryx.solver.config import validate_config
+
+    def problem(method):
+        config = validate_config(
+            {
+                "mesh": INTERVAL,
+                "model": {"layers": 4},
+                "data": {"name": "ellipses", "n_train": 8, "n_test": 4},
+                "training": {"method": method},
+                "parallel": {"depth": comm.size, "width": 1},
+            },
+            ranks=comm.size,
+        )
+        return build_problem(config, comm)
+
+    p = problem("oneshot")
+    assert p.layout.n_depth == comm.size and p.layout.n_width == 1
+    assert p.layout.writes == (comm.rank == 0)
+    t = make_method(p)
+    assert t.kkt.blocks.count == 4 // comm.size
+    t.destroy()
+    p.destroy()
+    p = problem("lmvm")
+    with pytest.raises(InputError, match=r"^parallel.depth: method 'lmvm' keeps every layer"):
+        make_method(p)
+    p.destroy()
