@@ -1,20 +1,29 @@
-"""MSA vs gradient descent: the training loss J against iterations and against time.
+"""Every method's training loss J against iterations and against time, unbounded and bounded.
 
 Li, Chen, Tai & E (2018) report faster early progress per iteration for the
 extended method of successive approximations than for gradient descent. Here
 the same network (the model of ``training.py``: dense kernel, unit_square
 n = 8, 8 layers, tanh, α = 1e-4, 1000 ``ellipses`` samples) is trained from the
-same initial controls, each method in a fresh process, by E-MSA and MSA (their
-default options: adaptive ρ from ρ₀ = 1, resp. backtracking along the sweep;
-inner L-BFGS in the L² metric), full-batch gradient descent (``sgd`` without
-minibatches or momentum, in its default L²(M_L) metric: θ ← θ − η ω⁻¹∇J with
-η = ``GD_STEP`` = 0.3, the largest of 0.1, 0.3, 1 whose J decreases
-monotonically over the first 50 steps — η = 1 overshoots to J ≈ 2 after five
-steps; in the Euclidean nodal coordinates η = 1 was needed and J barely moved)
-and PETSc TAO LMVM (L² metric too). After every
-iteration the full-batch J and the cumulative time are recorded. Prints the J
-after 1, 2, 5, 10, 20, … iterations with the time, and writes
-``out/msa_vs_gd.png`` (J vs iteration and J vs time).
+same initial controls, each method in a fresh process, by
+
+* ``emsa`` with its defaults (Gauss–Newton state curvature, Gauss–Seidel sweep),
+  ``emsa (jacobi)`` (the same with the Jacobi sweep, whose layer solves are
+  independent), ``emsa (Li et al.)`` (the published augmented Hamiltonian,
+  Jacobi sweep, ρ₀ = 1) and ``msa`` (Li et al.'s Algorithm 1 with backtracking);
+* full-batch gradient descent (``sgd`` without minibatches or momentum, in its
+  default L²(M_L) metric: θ ← θ − η ω⁻¹∇J with η = ``GD_STEP`` = 0.3, the largest
+  of 0.1, 0.3, 1 whose J decreases monotonically over the first 50 steps), full-
+  batch ``adam`` (η = 1e-2);
+* the quasi-Newton methods ``lmvm`` (PETSc TAO) and ``lbfgs`` (pontryx's), and
+  TAO's trust-region Newton ``ntr`` with the exact Hessian action.
+
+After every iteration the full-batch J and the cumulative time are recorded.
+The first table gives J after 1, 2, 5, 10, 20, … iterations and after 1, 5 and
+20 s; ``out/msa_vs_gd.png`` plots J against the iteration and the time. The
+second table repeats the race with box constraints (``BOUNDS``: |W| ≤ 10,
+|b| ≤ 1), which every method keeps (TAO's BLMVM for lmvm, the projected
+lbfgs and adam, BLMVM layer solves for msa/emsa): J at the end, the projected
+gradient norm (0 at a KKT point) and the fraction of W at its bound.
 
     .venv/bin/python benchmarks/msa_vs_gd.py [--smoke | --full] [--threads T] [--clock cpu]
 """
@@ -27,15 +36,34 @@ import subprocess
 import _common as C
 
 GD_STEP = 0.3
+#: label → (method, options)
 METHODS = {
-    "emsa": {},
-    "msa": {},
-    "gd": {"learning_rate": GD_STEP},
-    "lmvm": {},
+    "emsa": ("emsa", {}),
+    "emsa (jacobi)": ("emsa", {"order": "jacobi"}),
+    "emsa (Li et al.)": ("emsa", {"curvature": "none", "order": "jacobi", "rho": 1.0}),
+    "msa": ("msa", {}),
+    "gd": ("sgd", {"learning_rate": GD_STEP}),
+    "adam": ("adam", {"learning_rate": 1e-2}),
+    "lmvm": ("lmvm", {}),
+    "lbfgs": ("lbfgs", {}),
+    "ntr": ("ntr", {}),
 }
-TRAINER = {"gd": "sgd"}
+BOUNDS = {"W": 10.0, "b": 1.0}  # |w| ≤ 10 holds about 3/4 of the initial kernel (σ = 9)
+BOUNDED = ("emsa", "msa", "adam", "lmvm", "lbfgs")
+SECONDS = (1.0, 5.0, 20.0)
+BOUNDED_COLUMNS = [
+    "method", "J₀", "J at end", "‖P∇J‖", "W at bound", "violation", "iterations", "time s",
+]  # fmt: skip
 SETTINGS = {
-    "smoke": {"mesh": 3, "layers": 3, "samples": 32, "iterations": 3, "budget": 20.0},
+    "smoke": {
+        "mesh": 3,
+        "layers": 3,
+        "samples": 32,
+        "iterations": 3,
+        "budget": 20.0,
+        "methods": ("emsa", "gd", "lmvm"),
+        "bounded": ("emsa",),
+    },
     "quick": {"mesh": 8, "layers": 8, "samples": 1000, "iterations": 50, "budget": 60.0},
     "full": {"mesh": 8, "layers": 8, "samples": 1000, "iterations": 300, "budget": 600.0},
 }
@@ -46,8 +74,11 @@ CHECKPOINTS = (1, 2, 5, 10, 20, 50, 100, 200, 300)
 def worker(cfg: dict, threads: int) -> None:
     from mpi4py import MPI
 
+    import numpy as np
+
     from pontryx.meshes import create_mesh
     from pontryx.solver import ContinuumNetwork, ReducedFunctional, WidthSpace, load_dataset
+    from pontryx.solver.model.bounds import Bounds
     from pontryx.solver.training import minimize
 
     ds = load_dataset({"name": "ellipses", "n_train": cfg["samples"], "n_test": 4})
@@ -56,34 +87,46 @@ def worker(cfg: dict, threads: int) -> None:
         net = ContinuumNetwork(space, 2, 2, layers=cfg["layers"])
         theta = net.init_controls(seed=0)
         rf = ReducedFunctional(net, ds.X_train, ds.y_train, alpha=ALPHA)
+        bounds = Bounds(BOUNDS, net.trainable) if cfg.get("bounded") else None
+        if bounds is not None:
+            bounds.project(theta)  # every method starts from the same admissible point
         curve = [(0, rf(theta), 0.0)]
+        last = {}
         t0 = C.now()
 
         class Stop(Exception):
             pass
 
         def callback(rec):
-            # sgd records J at θ_{k−1} (before its step): shift to "J after k steps"
-            k = rec.iteration - 1 if cfg["method"] == "gd" else rec.iteration
+            # sgd/adam record J at θ_{k−1} (before their step): "J after k steps"
+            k = rec.iteration - 1 if cfg["method"] in ("sgd", "adam") else rec.iteration
             if k > 0:
                 curve.append((k, rec.loss, C.now() - t0))
+            last["grad_norm"] = rec.grad_norm
             if C.now() - t0 > cfg["budget"]:
                 raise Stop
 
-        its = cfg["iterations"] + (1 if cfg["method"] == "gd" else 0)
+        its = cfg["iterations"] + (1 if cfg["method"] in ("sgd", "adam") else 0)
         try:
             res = minimize(
                 rf,
                 theta,
-                TRAINER.get(cfg["method"], cfg["method"]),
+                cfg["method"],
                 cfg["options"],
                 max_iterations=its,
                 on_record=callback,
+                bounds=bounds,
             )
             reason = res.reason
         except Stop:
             reason = "time budget"
-        C.emit({"curve": curve, "reason": reason})
+        out = {"curve": curve, "reason": reason}
+        if bounds is not None:
+            out["violation"] = bounds.violation(theta)
+            lim = BOUNDS["W"]
+            out["active"] = float(np.mean(np.abs(theta["W"]) >= lim))
+            out["grad_norm"] = last.get("grad_norm")
+        C.emit(out)
 
 
 def plot(curves: dict, path) -> None:
@@ -110,6 +153,12 @@ def plot(curves: dict, path) -> None:
     plt.close(fig)
 
 
+def _at_time(curve, seconds):
+    """J of the last iterate reached within ``seconds`` (or "–")."""
+    within = [J for _, J, t in curve if t <= seconds]
+    return within[-1] if within else "–"
+
+
 def main(argv=None) -> str:
     p = C.parser(__doc__.splitlines()[0])
     p.set_defaults(threads=1)
@@ -117,16 +166,27 @@ def main(argv=None) -> str:
     if args.worker:
         return worker(json.loads(args.worker), args.threads)
     s = SETTINGS[C.mode(args)]
-    curves, notes = {}, {}
-    for name, options in METHODS.items():
-        cfg = {**s, "method": name, "options": options}
+    labels = s.get("methods", tuple(METHODS))
+    curves, notes, bounded = {}, {}, {}
+    for label in labels:
+        method, options = METHODS[label]
+        cfg = {**s, "method": method, "options": options}
         try:
             r = C.run_worker(__file__, cfg, threads=args.threads, timeout=s["budget"] + 120)
         except (subprocess.TimeoutExpired, RuntimeError) as e:
-            notes[name] = str(e).splitlines()[-1][:80]
+            notes[label] = str(e).splitlines()[-1][:80]
             continue
-        curves[name] = r["curve"]
-        notes[name] = r["reason"]
+        curves[label] = r["curve"]
+        notes[label] = r["reason"]
+    for label in s.get("bounded", BOUNDED):
+        method, options = METHODS[label]
+        cfg = {**s, "method": method, "options": options, "bounded": True}
+        try:
+            bounded[label] = C.run_worker(
+                __file__, cfg, threads=args.threads, timeout=s["budget"] + 120
+            )
+        except (subprocess.TimeoutExpired, RuntimeError) as e:
+            notes[f"{label} (bounded)"] = str(e).splitlines()[-1][:80]
     marks = [k for k in CHECKPOINTS if k <= s["iterations"]]
     rows = []
     for name, curve in curves.items():
@@ -135,6 +195,7 @@ def main(argv=None) -> str:
         rows.append(
             [name, curve[0][1]]
             + [at[k][0] if k in at else "–" for k in marks]
+            + [_at_time(curve, t) for t in SECONDS]
             + [last[1], last[0], last[2], last[2] / max(last[0], 1)]
         )
     png = C.OUT / "msa_vs_gd.png"
@@ -145,20 +206,35 @@ def main(argv=None) -> str:
         f"α = {ALPHA:g}, {s['samples']} ellipses samples, {args.threads} thread(s); the same "
         "initial controls for every method. J = full-batch training loss after k "
         "iterations (an E-MSA/MSA iteration is one sweep over all layers with its "
-        f"accepted step; gd: one L²-gradient step with η = {GD_STEP:g}; lmvm: one accepted "
-        "TAO iteration), "
+        f"accepted step; gd: one L²-gradient step with η = {GD_STEP:g}; adam: one full-batch "
+        "step; lmvm/lbfgs/ntr: one accepted iteration) and after t seconds, "
         f"at most {s['iterations']} iterations or {s['budget']:g} s. Plot: `out/{png.name}`.\n\n"
         + C.table(
             ["method", "J₀"]
             + [f"J after {k}" for k in marks]
+            + [f"J at {t:g} s" for t in SECONDS]
             + ["J at end", "iterations", "time s", "s/iteration"],
             rows,
         )
     )
-    failed = {k: v for k, v in notes.items() if k not in curves}
+    if bounded:
+        brows = []
+        for name, r in bounded.items():
+            curve = r["curve"]
+            brows.append(
+                [name, curve[0][1], curve[-1][1], r.get("grad_norm") or "–", r["active"],
+                 r["violation"], curve[-1][0], curve[-1][2]]
+            )  # fmt: skip
+        body += (
+            f"\n\nBounded: |W| ≤ {BOUNDS['W']:g}, |b| ≤ {BOUNDS['b']:g} (the start projected "
+            "onto the box); ‖P∇J‖ = the projected gradient's L² norm (0 at a KKT point), "
+            "violation = the largest distance of an iterate entry outside the box.\n\n"
+            + C.table(BOUNDED_COLUMNS, brows)
+        )
+    failed = {k: v for k, v in notes.items() if k not in curves and k not in bounded}
     if failed:
         body += "\n\nFailed: " + "; ".join(f"{k}: {v}" for k, v in failed.items())
-    text = C.section("MSA vs gradient descent: loss per iteration and per second", body)
+    text = C.section("Training methods: loss per iteration and per second", body)
     C.report(text)
     return text
 

@@ -1,6 +1,6 @@
 """Training time-to-accuracy per method (the hook for ``pontryx.solver.training``).
 
-For each method (lmvm, adam, msa, emsa, oneshot) a fresh process trains the
+For each method (lmvm, lbfgs, adam, msa, emsa, oneshot) a fresh process trains the
 same network from the same initial controls on ``ellipses`` (1000 train, 1000
 test samples) and ``digits`` (scikit-learn's 8×8 images: the first 898 train,
 the other 899 test, the split of ``pontryx.solver.data`` and the CLI example)
@@ -33,7 +33,7 @@ import subprocess
 
 import _common as C
 
-METHODS = ("lmvm", "adam", "msa", "emsa", "oneshot")
+METHODS = ("lmvm", "lbfgs", "adam", "msa", "emsa", "oneshot")
 TARGETS = {"ellipses": 0.99, "digits": 0.90}
 MODEL = {"mesh": 8, "layers": 8, "alpha": 1e-4}
 ONESHOT = {"budget": 300.0}
