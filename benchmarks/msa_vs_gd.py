@@ -63,6 +63,7 @@ SETTINGS = {
         "budget": 20.0,
         "methods": ("emsa", "gd", "lmvm"),
         "bounded": ("emsa",),
+        "depth_its": 2,
     },
     "quick": {"mesh": 8, "layers": 8, "samples": 1000, "iterations": 50, "budget": 60.0},
     "full": {"mesh": 8, "layers": 8, "samples": 1000, "iterations": 300, "budget": 600.0},
@@ -77,16 +78,26 @@ def worker(cfg: dict, threads: int) -> None:
     import numpy as np
 
     from pontryx.meshes import create_mesh
-    from pontryx.solver import ContinuumNetwork, ReducedFunctional, WidthSpace, load_dataset
+    from pontryx.solver import (
+        ContinuumNetwork,
+        Layout,
+        ReducedFunctional,
+        WidthSpace,
+        load_dataset,
+    )
     from pontryx.solver.model.bounds import Bounds
     from pontryx.solver.training import minimize
 
     ds = load_dataset({"name": "ellipses", "n_train": cfg["samples"], "n_test": 4})
     with C.limit_threads(threads):
-        space = WidthSpace(create_mesh({"kind": "unit_square", "n": cfg["mesh"]}, MPI.COMM_WORLD))
+        layout = None
+        if cfg.get("depth"):  # the Jacobi sweep's block solves over a depth axis
+            layout = Layout.create(MPI.COMM_WORLD, width=1, data=1, depth=cfg["depth"])
+        comm = layout.width if layout is not None else MPI.COMM_WORLD
+        space = WidthSpace(create_mesh({"kind": "unit_square", "n": cfg["mesh"]}, comm))
         net = ContinuumNetwork(space, 2, 2, layers=cfg["layers"])
         theta = net.init_controls(seed=0)
-        rf = ReducedFunctional(net, ds.X_train, ds.y_train, alpha=ALPHA)
+        rf = ReducedFunctional(net, ds.X_train, ds.y_train, alpha=ALPHA, layout=layout)
         bounds = Bounds(BOUNDS, net.trainable) if cfg.get("bounded") else None
         if bounds is not None:
             bounds.project(theta)  # every method starts from the same admissible point
@@ -121,6 +132,8 @@ def worker(cfg: dict, threads: int) -> None:
         except Stop:
             reason = "time budget"
         out = {"curve": curve, "reason": reason}
+        if MPI.COMM_WORLD.rank:
+            return
         if bounds is not None:
             out["violation"] = bounds.violation(theta)
             lim = BOUNDS["W"]
@@ -187,6 +200,24 @@ def main(argv=None) -> str:
             )
         except (subprocess.TimeoutExpired, RuntimeError) as e:
             notes[f"{label} (bounded)"] = str(e).splitlines()[-1][:80]
+    depth_rows = []
+    if s.get("depth", True):
+        method, options = METHODS["emsa (jacobi)"]
+        times = {}
+        for P in (1, 2):
+            cfg = {**s, "method": method, "options": options, "iterations": s.get("depth_its", 10)}
+            cfg["budget"] = 10 * s["budget"]
+            if P > 1:
+                cfg["depth"] = P
+            try:
+                r = C.run_worker(__file__, cfg, threads=args.threads, ranks=P if P > 1 else None,
+                                 timeout=cfg["budget"] + 120)  # fmt: skip
+            except (subprocess.TimeoutExpired, RuntimeError) as e:
+                notes[f"depth {P}"] = str(e).splitlines()[-1][:80]
+                continue
+            k, J, t = r["curve"][-1]
+            times[P] = t / max(k, 1)
+            depth_rows.append([P, k, J, t, times[P], times[1] / times[P] if 1 in times else "–"])
     marks = [k for k in CHECKPOINTS if k <= s["iterations"]]
     rows = []
     for name, curve in curves.items():
@@ -230,6 +261,17 @@ def main(argv=None) -> str:
             "onto the box); ‖P∇J‖ = the projected gradient's L² norm (0 at a KKT point), "
             "violation = the largest distance of an iterate entry outside the box.\n\n"
             + C.table(BOUNDED_COLUMNS, brows)
+        )
+    if depth_rows:
+        body += (
+            "\n\nThe Jacobi sweep over a depth axis (`emsa`, `order: jacobi`, `parallel.depth`): "
+            "each depth rank solves its contiguous block of layers and broadcasts it; the "
+            "trajectory, the sensitivities and the step control run on every depth rank. "
+            "The iterates are those of one rank (tested bit for bit).\n\n"
+            + C.table(
+                ["depth ranks", "sweeps", "J at end", "time s", "s/sweep", "speed-up"],
+                depth_rows,
+            )
         )
     failed = {k: v for k, v in notes.items() if k not in curves and k not in bounded}
     if failed:

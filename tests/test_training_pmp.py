@@ -304,3 +304,20 @@ def test_orders_descend_and_report_the_hamiltonian(order):
         assert len(r.layers["stationarity"]) == 3 and len(r.layers["gap"]) == 3
         assert min(r.layers["gap"]) >= 0 and r.extra["gap"] == max(r.layers["gap"])
         assert r.stationarity == max(r.layers["stationarity"])
+
+
+@pytest.mark.parallel
+def test_jacobi_sweep_over_a_depth_axis_equals_one_rank(comm):
+    """order: jacobi with the layers' block solves split over a depth axis (every
+    rank holds the whole mesh): the same iterates as one rank, bit for bit."""
+    layout = Layout.create(comm, width=1, data=1, depth=comm.size)
+    rf, th = _problem(layout=layout, layers=4)
+    split = EMSA(rf, th.copy(), order="jacobi")
+    losses = [r.loss for r in split.iterate(3)]
+    rf1, th1 = _problem(comm=MPI.COMM_SELF, layers=4)
+    one = EMSA(rf1, th1.copy(), order="jacobi")
+    assert losses == [r.loss for r in one.iterate(3)]
+    assert all(np.array_equal(split.controls[k], one.controls[k]) for k in one.controls)
+    assert split.gaps == one.gaps
+    with pytest.raises(ValueError, match=r"^order: the Gauss–Seidel sweep is sequential"):
+        EMSA(rf, th.copy())

@@ -175,8 +175,9 @@ def make_method(problem: Problem, say=None):
     c, t = problem.config, problem.config.training
     if problem.layout.n_depth > 1 and not method_class(t.method).depth_parallel:
         raise InputError(
-            f"method {t.method!r} keeps every layer on every rank; only oneshot splits "
-            f"the layers over the depth axis (got depth = {problem.layout.n_depth})",
+            f"method {t.method!r} keeps every layer on every rank; oneshot, msa and emsa "
+            f"(order: jacobi) split the layers over the depth axis "
+            f"(got depth = {problem.layout.n_depth})",
             "parallel.depth",
         )
     try:

@@ -68,9 +68,11 @@ state Uⁿ the layers before it now produce (its δU then includes the upstream
 change, which the state curvature prices): sequential in depth.
 ``order: jacobi`` (Li et al.'s sweep, and plain MSA's) solves every block from
 the states and costates of the same forward–backward sweep: the blocks are
-independent of each other and could run in parallel over a depth axis (here
-they run one after another); it needs more damping, hence more sweeps
-(measured in benchmarks/msa_vs_gd.py).
+independent of each other: with ``parallel.depth`` each depth rank solves a
+contiguous block of layers and broadcasts it (the iterates are those of one
+rank; the trajectory, sensitivities and step control run on every depth rank).
+It needs more damping, hence more sweeps (measured in benchmarks/msa_vs_gd.py,
+with the depth axis's speed-up).
 
 The readout C, d (if trainable) is the terminal block: minimise Φ(C, d) (E-MSA:
 + (ρS/2)‖Λ^{N_t} − ∇_U Φ(C, d)‖²_{M_L⁻¹}, exact with the loss's Hessian), with
@@ -257,6 +259,7 @@ class EMSA(Trainer):
 
     name = "emsa"
     supports_bounds = True
+    depth_parallel = True  # the Jacobi sweep's layer solves (order: jacobi)
     defaults: ClassVar[dict] = {
         "rho": 0.1,
         "step_control": True,
@@ -282,6 +285,14 @@ class EMSA(Trainer):
         # plain MSA has neither: Li et al.'s published Jacobi sweep
         self.curvature, self.order = opts.get("curvature", "none"), opts.get("order", "jacobi")
         self._solvers: dict = {}  # block key → BlockSolver, for one sweep
+        layout = getattr(rf, "layout", None)
+        self.depth = layout.depth if layout is not None else MPI.COMM_SELF
+        if self.depth.size > 1 and self.order != "jacobi":
+            raise InputError(
+                "the Gauss–Seidel sweep is sequential in depth; with a depth axis "
+                "use order: jacobi",
+                "order",
+            )
         self.gaps: list[float] = []  # the last sweep's maximum-principle gaps, by layer
         self.batch_size = opts["batch_size"]
         self.step_control = bool(opts["step_control"])
@@ -444,19 +455,32 @@ class EMSA(Trainer):
         traj = rfb.trajectory(self.controls, sensitivities=self.curvature == "gauss_newton")
         return rfb, traj, rfb.reduce(self.controls, traj.gradient, traj.misfit, traj.stat)[0]
 
+    def _owner(self, key) -> int:
+        """The depth rank that solves block ``key`` (Jacobi sweep over a depth axis:
+        contiguous blocks of layers, the embedding with layer 0, the readout with
+        the last layer)."""
+        P, L = self.depth.size, self.rf.net.layers
+        n = 0 if key == "embedding" else L - 1 if key == "readout" else key
+        return n * P // L
+
     def sweep(self, traj=None, rfb=None, rho=None):
         """One (E-)MSA update from the states and costates ``traj`` of batch
         ``rfb`` (default: this iteration's batch at the current controls) with
-        ρ (default: the current one); returns (θ_new, Σ_blocks of the decrease)."""
+        ρ (default: the current one); returns (θ_new, Σ_blocks of the decrease).
+        With a depth axis (Jacobi sweep only) every depth rank solves its own
+        blocks and broadcasts them: the same result as one rank."""
         if traj is None:
             rfb, traj, _ = self._batch()
         new = self.controls.copy()
-        decrease, gaps = 0.0, []
-        self.gaps = gaps  # the layers' maximum-principle gaps of this sweep
+        decrease, gaps = 0.0, {}
         net, seidel = self.rf.net, self.order == "gauss_seidel"
+        depth, owners = self.depth, {}
         state = traj.states[0]
         try:
             for key, problem in self.blocks(traj, rfb.X, rfb._misfit, rfb.S, rho):
+                owners[key] = self._owner(key)
+                if owners[key] != depth.rank:
+                    continue
                 if seidel and isinstance(key, int):  # the state the updated layers produce
                     problem.U = state
                 elif seidel and key == "readout":
@@ -468,7 +492,7 @@ class EMSA(Trainer):
                         gap = f0 - f
                     else:
                         gap = problem.without_rho(x0) - problem.without_rho(theta)
-                    gaps.append(max(gap, 0.0))
+                    gaps[key] = max(gap, 0.0)
                 target = self._block_controls(key, new)
                 for k in theta:
                     target[k][...] = theta[k]
@@ -482,6 +506,17 @@ class EMSA(Trainer):
                     net.kernel.release(ctx)
         finally:
             self.destroy()
+        if depth.size > 1:  # every block from its depth rank
+            for key, root in owners.items():
+                target = self._block_controls(key, new)
+                for k in target:
+                    arr = np.ascontiguousarray(target[k])
+                    depth.Bcast(arr, root=root)
+                    target[k][...] = arr
+            decrease = depth.allreduce(decrease)
+            for part in depth.allgather(gaps):
+                gaps.update(part)
+        self.gaps = [gaps[n] for n in sorted(gaps)]  # the layers' maximum-principle gaps
         return new, decrease
 
     def _set(self, controls):
