@@ -75,7 +75,9 @@ def test_entry_points_help():
         assert proc.returncode == 0 and "usage: pontryx" in proc.stdout, proc.stderr
 
 
-def _kill_after_second_checkpoint(cmd, run_dir: Path, timeout=180) -> None:
+def _start_and_await_checkpoint(cmd, run_dir: Path, iteration: int, timeout=180):
+    """The job in its own session (so that a signal reaches the launcher and every
+    rank), once the checkpoint of ``iteration`` is complete."""
     proc = subprocess.Popen(
         cmd,
         env=clean_env(),
@@ -83,17 +85,26 @@ def _kill_after_second_checkpoint(cmd, run_dir: Path, timeout=180) -> None:
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
     )
-    second = run_dir / "checkpoints" / "iter-00000008" / "manifest.json"
+    manifest = run_dir / "checkpoints" / f"iter-{iteration:08d}" / "manifest.json"
     deadline = time.monotonic() + timeout
     try:
-        while not second.exists():
+        while not manifest.exists():
             assert proc.poll() is None, f"the run ended early: {proc.stderr.read()}"
-            assert time.monotonic() < deadline, "no second checkpoint in time"
+            assert time.monotonic() < deadline, f"no checkpoint {iteration} in time"
             time.sleep(0.005)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole launcher tree, no clean-up
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
+        raise
+    return proc
+
+
+def _kill_after_second_checkpoint(cmd, run_dir: Path) -> None:
+    proc = _start_and_await_checkpoint(cmd, run_dir, 8)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole launcher tree, no clean-up
+    proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert not (run_dir / "summary.json").exists(), "the run finished before the kill"
 
@@ -145,23 +156,9 @@ def test_bad_input_under_mpirun_is_one_line(config, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def _terminate_after_first_checkpoint(cmd, run_dir: Path, timeout=180):
+def _terminate_after_first_checkpoint(cmd, run_dir: Path):
     """SIGTERM to the whole job (as Slurm sends it at the time limit); wait for it to end."""
-    proc = subprocess.Popen(
-        cmd,
-        env=clean_env(),
-        cwd=ROOT,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    first = run_dir / "checkpoints" / "iter-00000004" / "manifest.json"
-    deadline = time.monotonic() + timeout
-    while not first.exists():
-        assert proc.poll() is None, f"the run ended early: {proc.stderr.read()}"
-        assert time.monotonic() < deadline, "no checkpoint in time"
-        time.sleep(0.005)
+    proc = _start_and_await_checkpoint(cmd, run_dir, 4)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err
