@@ -198,6 +198,19 @@ class WidthSpace:
         values = self.comm.allgather(mine)
         return next(v for v in values if v is not None)
 
+    def matmul(self, mat: PETSc.Mat, X: np.ndarray, transpose: bool = False) -> np.ndarray:
+        """``mat`` X (or matᵀ X) for a distributed PETSc matrix on V_h and a
+        row-distributed multivector X (n × S). Collective."""
+        n, S = X.shape
+        Xd = PETSc.Mat().createDense(
+            ((n, self.N), (None, S)), array=np.asfortranarray(X), comm=self.comm
+        )
+        Yd = mat.transposeMatMult(Xd) if transpose else mat.matMult(Xd)
+        Y = np.array(Yd.getDenseArray(), order="C", copy=True)
+        Xd.destroy()
+        Yd.destroy()
+        return Y
+
     def canonical_csr(self, mat: PETSc.Mat) -> scipy.sparse.csr_matrix | None:
         """A distributed PETSc AIJ matrix on V_h as a canonical-order CSR matrix on
         width rank 0 (None elsewhere). Collective."""
