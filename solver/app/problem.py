@@ -52,6 +52,7 @@ class Problem:
     controls: object  # Controls
     rf: ReducedFunctional
     rf_test: ReducedFunctional
+    shared_layout: bool = False  # a coarse level: the layout belongs to its problem
 
     @property
     def metric_name(self) -> str:
@@ -72,27 +73,35 @@ class Problem:
     def destroy(self) -> None:
         self.net.destroy()
         self.space.destroy()
-        self.layout.destroy()
-        petsc_options.remove(self.config.petsc_options)
+        if not self.shared_layout:  # a coarse level shares its problem's layout and options
+            self.layout.destroy()
+            petsc_options.remove(self.config.petsc_options)
 
 
-def build_problem(config: Config, comm: MPI.Comm) -> Problem:
+def build_problem(config: Config, comm: MPI.Comm, *, layout=None, dataset=None) -> Problem:
     """Layout, PETSc options, data, mesh, network, functionals. Collective. On
-    failure, what was set up is released (the ``petsc:`` options removed)."""
+    failure, what was set up is released (the ``petsc:`` options removed). A
+    coarse level of multilevel training shares the ``layout``, PETSc options and
+    ``dataset`` of its problem."""
+    if layout is not None:
+        return _build(config, comm, layout, dataset)
     try:
-        return _build(config, comm)
+        return _build(config, comm, None, dataset)
     except BaseException:
         petsc_options.remove(config.petsc_options)
         raise
 
 
-def _build(config: Config, comm: MPI.Comm) -> Problem:
+def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
     c, m = config, config.model
-    with section("parallel"):
-        layout = Layout.create(comm, *c.parallel.sizes(comm.size))
-    petsc_options.apply(c.petsc_options)
-    with section("data"):
-        dataset = load_dataset(c.data)
+    shared = layout is not None
+    if not shared:
+        with section("parallel"):
+            layout = Layout.create(comm, *c.parallel.sizes(comm.size))
+        petsc_options.apply(c.petsc_options)
+    if dataset is None:
+        with section("data"):
+            dataset = load_dataset(c.data)
     with section("mesh"):
         mesh = create_mesh(c.mesh, layout.width)
     with section("model"):
@@ -116,7 +125,7 @@ def _build(config: Config, comm: MPI.Comm) -> Problem:
     with petsc_options.errors("the width-diffusion solver (prefix pontryx_diffusion_)"):
         net.scheme.setup()
     with section("model.init"):
-        controls = net.init_controls(seed=m.init.seed, gain=m.init.gain)
+        controls = net.init_controls(seed=m.init.seed, law=m.init.law())
 
     def functional(X, y, alpha, beta):
         part = shard(len(X), layout.group, layout.n_data)
@@ -135,7 +144,43 @@ def _build(config: Config, comm: MPI.Comm) -> Problem:
     with section("training"):
         rf = functional(dataset.X_train, dataset.y_train, t.alpha, t.beta)
         rf_test = functional(dataset.X_test, dataset.y_test, 0.0, 0.0)
-    return Problem(c, layout, dataset, space, net, controls, rf, rf_test)
+    return Problem(c, layout, dataset, space, net, controls, rf, rf_test, shared)
+
+
+def train_coarse_levels(problem: Problem, on_level=None) -> list:
+    """Multilevel training (``training.levels``, :mod:`pontryx.solver.training.levels`):
+    train the coarse levels, coarse to fine, with the configured method and
+    options, and write the last one's controls, prolonged, into
+    ``problem.controls`` (in place), where the configured problem's own training
+    then starts. ``on_level(k, result)`` after each level. Returns the
+    :class:`~pontryx.solver.training.levels.LevelResult` of every coarse level.
+    Collective."""
+    from pontryx.solver.model.prolongation import prolong_controls
+    from pontryx.solver.training.levels import Level, train_levels
+
+    c, t = problem.config, problem.config.training
+    coarse = []
+    try:
+        for i in range(len(t.levels)):
+            with section(f"training.levels.{i}"):
+                level = build_problem(
+                    c.level(i), problem.layout.world, layout=problem.layout, dataset=problem.dataset
+                )
+            coarse.append(level)
+        levels = [
+            Level(p.net, p.rf, p.config.training.max_iterations, p.rf_test, p.controls)
+            for p in coarse
+        ]
+        results = train_levels(
+            levels, t.method, dict(t.options), test_every=t.test_every, on_level=on_level
+        )
+        fine = prolong_controls(coarse[-1].net, results[-1].controls, problem.net)
+        for name, value in fine.items():
+            problem.controls[name][...] = value
+    finally:
+        for p in coarse:
+            p.destroy()
+    return results
 
 
 def make_method(problem: Problem, say=None):
