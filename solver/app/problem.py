@@ -127,7 +127,7 @@ def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
     with section("model.init"):
         controls = net.init_controls(seed=m.init.seed, law=m.init.law())
 
-    def functional(X, y, alpha, beta):
+    def functional(X, y, alpha, beta, gamma=0.0):
         part = shard(len(X), layout.group, layout.n_data)
         return ReducedFunctional(
             net,
@@ -136,13 +136,14 @@ def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
             dataset.task,
             alpha=alpha,
             beta=beta,
+            gamma=gamma,
             layout=layout,
             checkpoint=c.training.checkpointing,
         )
 
     t = c.training
     with section("training"):
-        rf = functional(dataset.X_train, dataset.y_train, t.alpha, t.beta)
+        rf = functional(dataset.X_train, dataset.y_train, t.alpha, t.beta, t.gamma)
         rf_test = functional(dataset.X_test, dataset.y_test, 0.0, 0.0)
     return Problem(c, layout, dataset, space, net, controls, rf, rf_test, shared)
 

@@ -196,6 +196,7 @@ class TrainingSection(Section):
     max_iterations: NonNegativeInt = Field(100, description="iterations of the method")
     alpha: NonNegative = Field(1e-4, description="α, L² regularisation of w, b")
     beta: NonNegative = Field(0.0, description="β, H¹-in-depth regularisation of w, b")
+    gamma: NonNegative = Field(0.0, description="γ, H¹-in-width regularisation of w, b")
     checkpointing: Annotated[Any, BeforeValidator(_checkpointing)] = Field(
         None, description="adjoint memory: null (store all) | 'sqrt' | k | 'reverse' (verlet)"
     )

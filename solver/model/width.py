@@ -91,6 +91,16 @@ class WidthSpace:
         return self.assemble_matrix(stiffness_form(self.V))
 
     @cached_property
+    def stiffness_csr(self) -> scipy.sparse.csr_matrix:
+        """A as a SciPy CSR matrix of all N rows in DOLFINx's global dof order, on
+        every width rank (for products with the column axis of a dense kernel)."""
+        indptr, indices, data = self.A.getValuesCSR()
+        local = scipy.sparse.csr_matrix(
+            (np.asarray(data), np.asarray(indices), np.asarray(indptr)), shape=(self.n, self.N)
+        )
+        return scipy.sparse.vstack(self.comm.allgather(local), format="csr")
+
+    @cached_property
     def x(self) -> np.ndarray:
         """Coordinates of the owned dofs, shape (n, gdim)."""
         gdim = self.mesh.geometry.dim
