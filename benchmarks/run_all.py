@@ -31,6 +31,9 @@ SCRIPTS = (
     "memory",
     "deep_limit",
     "width_limit",
+    "initial_law",
+    "trained_width_limit",
+    "multilevel",
     "training",
     "msa_vs_gd",
 )
