@@ -34,6 +34,7 @@ SCRIPTS = (
     "initial_law",
     "trained_width_limit",
     "multilevel",
+    "digits",
     "training",
     "msa_vs_gd",
 )

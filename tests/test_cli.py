@@ -321,7 +321,11 @@ def test_resume_continues_bit_for_bit(capsys, small, mpi_tmp_path):
 
 LEVELS = (
     "training.levels=[{mesh: {n: 1}, layers: 1, max_iterations: 3}, "
-    "{mesh: {n: 2}, max_iterations: 4}]"
+    "{mesh: {n: 2}, max_iterations: 4}]",
+    "--set",
+    "output.plots=false",
+    "--set",
+    "output.paraview=false",
 )
 
 
@@ -331,14 +335,14 @@ def test_multilevel_training_and_resume(capsys, small, mpi_tmp_path):
     a resumed run skips the coarse levels and ends bit-for-bit like an
     uninterrupted one; a bad level is one line keyed under training.levels."""
     a, b = mpi_tmp_path / "a", mpi_tmp_path / "b"
-    code, out, err = cli(capsys, "train", small, "--output", a, "--set", LEVELS)
+    code, out, err = cli(capsys, "train", small, "--output", a, "--set", *LEVELS)
     assert code == 0, err
     assert "level 1/2: N = 4, 1 layers: 3 iterations" in out and "level 2/2: N = 9" in out
     summary = json.loads((a / "summary.json").read_text())
     assert [lv["dofs"] for lv in summary["levels"]] == [4, 9] and summary["iterations"] == 6
     short = ("--set", "training.max_iterations=4")
-    assert cli(capsys, "train", small, "--output", b, "--quiet", "--set", LEVELS, *short)[0] == 0
-    code, out, _ = cli(capsys, "train", small, "--output", b, "--resume", "--set", LEVELS)
+    assert cli(capsys, "train", small, "--output", b, "--quiet", "--set", *LEVELS, *short)[0] == 0
+    code, out, _ = cli(capsys, "train", small, "--output", b, "--resume", "--set", *LEVELS)
     assert code == 0 and "level 1/2" not in out
     A, B = model_io.load_model(a / "model.npz"), model_io.load_model(b / "model.npz")
     assert all(np.array_equal(A[k], B[k]) for k in A)

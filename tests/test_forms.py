@@ -51,7 +51,7 @@ def _network(kernel, options, scheme, epsilon, degree=1, n=3, layers=3):
     return net, theta
 
 
-def _samples(S=3):
+def _samples(S=2):
     X = np.random.default_rng(3).standard_normal((2, S))
     G = np.random.default_rng(7).standard_normal((2, S))
     return X, G, (lambda Y: (float(np.sum(G * Y)), G, 0.0))
