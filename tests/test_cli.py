@@ -349,6 +349,7 @@ def test_multilevel_training_and_resume(capsys, small, mpi_tmp_path):
     bad = "training.levels=[{mesh: {n: 0}, max_iterations: 1}]"
     code, _, err = cli(capsys, "train", small, "--output", mpi_tmp_path / "c", "--set", bad)
     assert code == 2 and err.startswith("config error: training.levels.0.mesh.n:"), err
+    assert not (mpi_tmp_path / "c").exists()  # checked before anything is written
 
 
 def test_resume_with_other_configuration_is_refused(capsys, small, mpi_tmp_path):

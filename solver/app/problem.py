@@ -13,7 +13,7 @@ reads from (:func:`section`), which puts the key under it (``mesh.n``,
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mpi4py import MPI
 
@@ -53,6 +53,7 @@ class Problem:
     rf: ReducedFunctional
     rf_test: ReducedFunctional
     shared_layout: bool = False  # a coarse level: the layout belongs to its problem
+    levels: list = field(default_factory=list)  # coarse levels of training.levels (Problems)
 
     @property
     def metric_name(self) -> str:
@@ -68,9 +69,24 @@ class Problem:
             f"data:   {d.description}",
             f"model:  {kernel} kernel, {m.activation}, {m.scheme}, T = {m.T:g}, "
             f"{m.layers} layers, ε = {m.epsilon:g}; trains {', '.join(net.trainable)}",
+            *(
+                [
+                    "levels: "
+                    + " → ".join(
+                        f"N = {p.space.N}, {p.net.layers} layers, "
+                        f"{p.config.training.max_iterations} iterations"
+                        for p in self.levels
+                    )
+                    + " → this problem"
+                ]
+                if self.levels
+                else []
+            ),
         ]
 
     def destroy(self) -> None:
+        for level in self.levels:
+            level.destroy()
         self.net.destroy()
         self.space.destroy()
         if not self.shared_layout:  # a coarse level shares its problem's layout and options
@@ -145,42 +161,34 @@ def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
     with section("training"):
         rf = functional(dataset.X_train, dataset.y_train, t.alpha, t.beta, t.gamma)
         rf_test = functional(dataset.X_test, dataset.y_test, 0.0, 0.0)
-    return Problem(c, layout, dataset, space, net, controls, rf, rf_test, shared)
+    problem = Problem(c, layout, dataset, space, net, controls, rf, rf_test, shared)
+    for i in range(len(t.levels)):  # built (and so checked) before anything is written
+        with section(f"training.levels.{i}"):
+            problem.levels.append(build_problem(c.level(i), comm, layout=layout, dataset=dataset))
+    return problem
 
 
 def train_coarse_levels(problem: Problem, on_level=None) -> list:
     """Multilevel training (``training.levels``, :mod:`pontryx.solver.training.levels`):
-    train the coarse levels, coarse to fine, with the configured method and
-    options, and write the last one's controls, prolonged, into
-    ``problem.controls`` (in place), where the configured problem's own training
-    then starts. ``on_level(k, result)`` after each level. Returns the
+    train the coarse levels (``problem.levels``), coarse to fine, with the
+    configured method and options, and write the last one's controls, prolonged,
+    into ``problem.controls`` (in place), where the configured problem's own
+    training then starts. ``on_level(k, result)`` after each level. Returns the
     :class:`~pontryx.solver.training.levels.LevelResult` of every coarse level.
     Collective."""
     from pontryx.solver.model.prolongation import prolong_controls
     from pontryx.solver.training.levels import Level, train_levels
 
-    c, t = problem.config, problem.config.training
-    coarse = []
-    try:
-        for i in range(len(t.levels)):
-            with section(f"training.levels.{i}"):
-                level = build_problem(
-                    c.level(i), problem.layout.world, layout=problem.layout, dataset=problem.dataset
-                )
-            coarse.append(level)
-        levels = [
-            Level(p.net, p.rf, p.config.training.max_iterations, p.rf_test, p.controls)
-            for p in coarse
-        ]
-        results = train_levels(
-            levels, t.method, dict(t.options), test_every=t.test_every, on_level=on_level
-        )
-        fine = prolong_controls(coarse[-1].net, results[-1].controls, problem.net)
-        for name, value in fine.items():
-            problem.controls[name][...] = value
-    finally:
-        for p in coarse:
-            p.destroy()
+    t, coarse = problem.config.training, problem.levels
+    levels = [
+        Level(p.net, p.rf, p.config.training.max_iterations, p.rf_test, p.controls) for p in coarse
+    ]
+    results = train_levels(
+        levels, t.method, dict(t.options), test_every=t.test_every, on_level=on_level
+    )
+    fine = prolong_controls(coarse[-1].net, results[-1].controls, problem.net)
+    for name, value in fine.items():
+        problem.controls[name][...] = value
     return results
 
 
