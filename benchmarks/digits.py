@@ -24,7 +24,10 @@ import _common as C
 
 EXAMPLE = C.ROOT / "examples" / "digits_dense.yaml"
 SETTINGS = {
-    "smoke": {"ranks": 1, "sets": ["training.max_iterations=2", "training.levels=[]"]},
+    "smoke": {
+        "ranks": 1,
+        "sets": ["training.max_iterations=2", "output.plots=false", "output.paraview=false"],
+    },
     "quick": {"ranks": 2, "sets": []},
     "full": {"ranks": 2, "sets": []},
 }
