@@ -43,7 +43,7 @@ SETTINGS = {
 }
 CONFIG = """
 mesh: {{kind: unit_square, n: {n}}}
-model: {{layers: {layers}, T: 5.0, init: {{gain: 1.0, seed: 0}}}}
+model: {{layers: {layers}, T: 5.0, init: {{seed: 0}}}}
 data: {{name: ellipses, n_train: {samples}, n_test: {samples}, seed: 0}}
 training: {{method: sgd, max_iterations: {iterations}, test_every: 0, alpha: 1.0e-4}}
 output: {{checkpoint_every: {iterations}, plots: false, paraview: false,
@@ -83,6 +83,8 @@ def main(argv=None) -> str:
                 ]
             )
             seconds = C.now() - t
+            if code not in (0, 4):  # 4: not converged, still a path
+                raise SystemExit(f"optimiser_paths: pontryx train ({method}) exited {code}")
             summary = json.loads((root / method / "summary.json").read_text())
             rows.append(
                 [

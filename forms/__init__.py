@@ -2,8 +2,9 @@
 
 Mass, lumped mass and stiffness forms (:mod:`.operators`), activations with
 exact derivatives (:mod:`.activations`), embedding functions (:mod:`.embedding`),
-the local kernel (:mod:`.kernels`), and the per-sample layer residuals with their
-adjoints derived by ``ufl.derivative``/``ufl.adjoint`` (:mod:`.residual`).
+the local kernel (:mod:`.kernels`), and the model itself (:mod:`.residual`): the
+per-sample layer residual of every depth scheme with its adjoint blocks derived
+by ``ufl.derivative``/``ufl.adjoint``, the costate step and the Hamiltonian.
 No assembly or solver logic lives here. Names load on first use.
 """
 
@@ -20,6 +21,7 @@ _EXPORTS = {
     "DEGREES": "operators",
     "function_space": "operators",
     "lumped_measure": "operators",
+    "lumped_weights": "operators",
     "mass_form": "operators",
     "row_sum_form": "operators",
     "stiffness_form": "operators",

@@ -18,6 +18,7 @@ __all__ = [
     "DEGREES",
     "function_space",
     "lumped_measure",
+    "lumped_weights",
     "mass_form",
     "row_sum_form",
     "stiffness_form",
@@ -55,9 +56,34 @@ def row_sum_form(V):
     return ufl.TestFunction(V) * ufl.dx
 
 
-def lumped_measure(mesh):
-    """The vertex quadrature rule dx_L: for P1 it turns ∫ f v dx into the
-    row-sum lumped product Σ_i m_i f(x_i) v(x_i), i.e. M_L f."""
+def lumped_weights(element, lumping: str = "rowsum"):
+    """Reference-cell weights of the lumped mass of a Lagrange ``element`` (a basix
+    element): ``rowsum`` w_i = ∫ φ_i, ``hrz`` w_i = M_ii |K̂| / Σ_k M_kk (Hinton,
+    Rock & Zienkiewicz 1976), both on the reference cell K̂."""
+    import basix
+
+    points, weights = basix.make_quadrature(element.cell_type, 2 * element.degree + 2)
+    phi = element.tabulate(0, points)[0, :, :, 0]  # (points, dofs)
+    if lumping == "rowsum":
+        return weights @ phi
+    if lumping == "hrz":
+        diag = weights @ phi**2
+        return diag * weights.sum() / diag.sum()
+    raise InputError(f"expected rowsum or hrz, got {lumping!r}", "lumping")
+
+
+def lumped_measure(V, lumping: str = "rowsum"):
+    """The nodal quadrature dx_L of V_h: points at the reference dof points,
+    weights the reference lumped masses (:func:`lumped_weights`), so that on affine
+    cells ∫ f v dx_L = Σ_i m_i f(x_i) v(x_i), i.e. M_L f with the lumped mass of
+    :class:`pontryx.solver.model.width.WidthSpace` (P1: the vertex rule)."""
+    element = V.ufl_element().basix_element
     return ufl.Measure(
-        "dx", domain=mesh, metadata={"quadrature_rule": "vertex", "quadrature_degree": 1}
+        "dx",
+        domain=V.mesh,
+        metadata={
+            "quadrature_rule": "custom",
+            "quadrature_points": element.points,
+            "quadrature_weights": lumped_weights(element, lumping),
+        },
     )

@@ -10,8 +10,11 @@ count. ``python tests/reference_gradients.py --write`` stores them in
 
 The reference was written on one rank before the sweep/loop refactoring
 (issue #10); on the machine that wrote it the values were bit-identical after
-it. Across machines and rank counts BLAS kernels and reduction orders differ
-in the last bits, so the test allows a relative 1e-11.
+it. It was rewritten when the initial controls became random fields (issue
+#14), after checking that the fingerprints at the former nodal initial controls
+(``init_controls(seed, gain)`` with the examples' former gains) were unchanged.
+Across machines and rank counts BLAS kernels and reduction orders differ in the
+last bits, so the test allows a relative 1e-11.
 """
 
 from mpi4py import MPI  # noqa: I001

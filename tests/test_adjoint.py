@@ -59,7 +59,9 @@ def _problem(
     rng = np.random.default_rng(2)  # the same samples on every rank
     X = rng.standard_normal((S, 2))
     y = rng.integers(0, 2, S) if task == "classification" else rng.standard_normal((S, 2))
-    rf = ReducedFunctional(net, X, y, task, alpha=1e-2, beta=1e-2, checkpoint=checkpoint)
+    rf = ReducedFunctional(
+        net, X, y, task, alpha=1e-2, beta=1e-2, gamma=1e-3, checkpoint=checkpoint
+    )
     return net, theta, rf
 
 
@@ -80,6 +82,34 @@ def test_taylor(kernel, options, scheme, epsilon, checkpoint):
     )
     result = taylor_test(rf, theta, _direction(theta, net.trainable), h0=1e-3)
     assert result.min_rate >= 1.95, result.table()
+
+
+@pytest.mark.parametrize("kernel,options", KERNELS)
+def test_width_smoothness_regulariser(kernel, options):
+    """γ/2 |θ|²_{H¹}: for w(x, y) = f(x) g(y) the dense kernel's value is
+    ½(fᵀAf gᵀM_Lg + fᵀM_Lf gᵀAg); every kernel's R(θ) alone passes the Taylor
+    test (rate 2, exact gradient) and is the same on any number of ranks."""
+    net, theta, rf = _problem(kernel=kernel, options=options)
+    sp, reg = net.space, rf.regulariser
+    if kernel == "dense":
+        f, g = np.cos(3 * sp.x[:, 0]), np.sin(2 * sp.allgather(sp.x)[:, 1])
+        value, _ = reg.smoothness("W", f[:, None] * g[None, :])
+        M, A = sp.allgather(sp.m), sp.stiffness_csr
+        gl = sp.allgather(f)
+        expected = 0.5 * (gl @ (A @ gl) * np.sum(M * g * g) + np.sum(M * gl * gl) * g @ (A @ g))
+        assert sp.sum(value) == pytest.approx(expected, rel=1e-12)
+    R = type(reg)(net, 0.0, 0.0, 2.0)
+    d = _direction(theta, net.trainable).subset(net.layer_names)
+    grad = theta.subset(net.layer_names).zeros_like()
+    R0 = R(theta, grad)
+    errors = [abs(R(theta.copy().axpy(h, d)) - R0 - h * grad.dot(d)) for h in (1e-2, 5e-3)]
+    assert np.log2(errors[0] / errors[1]) > 1.95
+
+    theta["b"][...] = 0.0  # _problem draws b per rank; the kernels are canonical
+    serial_net, serial_theta, _ = _problem(MPI.COMM_SELF, kernel=kernel, options=options)
+    serial_theta["b"][...] = 0.0
+    R_serial = type(reg)(serial_net, 0.0, 0.0, 2.0)
+    assert R_serial(serial_theta) == pytest.approx(R(theta), rel=1e-11)
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
@@ -125,7 +155,7 @@ def test_reverse_needs_reversible_scheme():
 def test_dense_gradient_equals_numpy_backpropagation():
     """ε = 0 dense ResNet u ← u + Δt σ(W M_L u + b), backpropagated by hand in NumPy."""
     net, theta, rf = _problem(layers=5, S=7)
-    rf.alpha = rf.beta = 0.0
+    rf.alpha = rf.beta = rf.gamma = 0.0
     _, grad = rf.value_and_gradient(theta)
     sp, L, dt = net.space, net.layers, net.dt
     W = [sp.to_canonical(theta["W"][n], axis_full=True) for n in range(L)]

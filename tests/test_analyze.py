@@ -21,7 +21,7 @@ from pontryx.solver.outputs.trajectory import Projection, read_trajectory
 
 CONFIG = """
 mesh: {kind: unit_square, n: 3}
-model: {layers: 3, T: 2.0, init: {gain: 1.0}}
+model: {layers: 3, T: 2.0}
 data: {name: ellipses, n_train: 24, n_test: 12}
 training: {method: sgd, max_iterations: 6, test_every: 3, options: {batch_size: 8}}
 output: {checkpoint_every: 2, plots: false, paraview: false, trajectory_every: 2}

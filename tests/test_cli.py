@@ -23,7 +23,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 SMALL = """
 mesh: {kind: unit_square, n: 3}
-model: {layers: 3, T: 2.0, init: {gain: 1.0}}
+model: {layers: 3, T: 2.0, init: {variance: 3.0}}
 data: {name: ellipses, n_train: 24, n_test: 12}
 training: {method: lmvm, max_iterations: 6, test_every: 2}
 output: {checkpoint_every: 2, paraview: {samples: 2, kernel_rows: 1}}
@@ -349,6 +349,39 @@ def test_resume_continues_bit_for_bit(capsys, small, mpi_tmp_path):
     assert sa["train"] == sb["train"] and sa["test"] == sb["test"]
 
 
+LEVELS = (
+    "training.levels=[{mesh: {n: 1}, layers: 1, max_iterations: 3}, "
+    "{mesh: {n: 2}, max_iterations: 4}]",
+    "--set",
+    "output.plots=false",
+    "--set",
+    "output.paraview=false",
+)
+
+
+def test_multilevel_training_and_resume(capsys, small, mpi_tmp_path):
+    """``training.levels``: the coarse levels train first (reported in the progress
+    and summary.json), the configured problem starts from their prolonged controls;
+    a resumed run skips the coarse levels and ends bit-for-bit like an
+    uninterrupted one; a bad level is one line keyed under training.levels."""
+    a, b = mpi_tmp_path / "a", mpi_tmp_path / "b"
+    code, out, err = cli(capsys, "train", small, "--output", a, "--set", *LEVELS)
+    assert code == 0, err
+    assert "level 1/2: N = 4, 1 layers: 3 iterations" in out and "level 2/2: N = 9" in out
+    summary = json.loads((a / "summary.json").read_text())
+    assert [lv["dofs"] for lv in summary["levels"]] == [4, 9] and summary["iterations"] == 6
+    short = ("--set", "training.max_iterations=4")
+    assert cli(capsys, "train", small, "--output", b, "--quiet", "--set", *LEVELS, *short)[0] == 0
+    code, out, _ = cli(capsys, "train", small, "--output", b, "--resume", "--set", *LEVELS)
+    assert code == 0 and "level 1/2" not in out
+    A, B = model_io.load_model(a / "model.npz"), model_io.load_model(b / "model.npz")
+    assert all(np.array_equal(A[k], B[k]) for k in A)
+    bad = "training.levels=[{mesh: {n: 0}, max_iterations: 1}]"
+    code, _, err = cli(capsys, "train", small, "--output", mpi_tmp_path / "c", "--set", bad)
+    assert code == 2 and err.startswith("config error: training.levels.0.mesh.n:"), err
+    assert not (mpi_tmp_path / "c").exists()  # checked before anything is written
+
+
 def test_resume_with_other_configuration_is_refused(capsys, small, mpi_tmp_path):
     run = mpi_tmp_path / "run"
     assert cli(capsys, "train", small, "--output", run, "--quiet")[0] == 0
@@ -458,7 +491,20 @@ BAD = [
     ),
     ("rank-on-dense", _with("model.kernel", {"type": "dense", "rank": 2}), [], "model.kernel.rank"),
     ("degree", _with("model.degree", 7), [], "model.degree"),
-    ("gain-zero", _with("model.init", {"gain": 0}), [], "model.init.gain"),
+    ("gain-removed", _with("model.init", {"gain": 1}), [], "model.init.gain: removed"),
+    ("variance-negative", _with("model.init", {"variance": -1}), [], "model.init.variance"),
+    ("length-zero", _with("model.init", {"correlation_length": 0}), [], "model.init.correlation"),
+    ("smoothness-zero", _with("model.init", {"smoothness": 0}), [], "model.init.smoothness"),
+    ("tau-negative", _with("model.init", {"depth_correlation": -1}), [], "model.init.depth"),
+    ("levels-not-list", _with("training.levels", 2), [], "training.levels"),
+    (
+        "level-mesh-key",
+        _with("training.levels", [{"mesh": {"h": 0.1}, "max_iterations": 1}]),
+        [],
+        "training.levels.0.mesh.h: unknown key",
+    ),
+    ("level-layers", _with("training.levels", [{"layers": 0}]), [], "training.levels.0.layers"),
+    ("level-iterations", _with("training.levels", [{}]), [], "training.levels.0.max_iterations"),
     ("seed-negative", _with("model.init", {"seed": -1}), [], "model.init.seed"),
     ("image-embedding", _with("model.embedding", {"type": "image"}), [], "model.embedding.type"),
     ("lumping", _with("model.lumping", "diagonal"), [], "model.lumping"),

@@ -29,7 +29,7 @@ PONTRYX = [sys.executable, "-m", "pontryx.solver"]
 
 CONFIG = """
 mesh: {kind: unit_square, n: 5}
-model: {layers: 6, T: 3.0, init: {gain: 1.0}}
+model: {layers: 6, T: 3.0, init: {variance: 3.0}}
 data: {name: ellipses, n_train: 200, n_test: 50}
 training: {method: lmvm, max_iterations: 24, test_every: 3}
 output: {checkpoint_every: 4, plots: false, paraview: false}

@@ -1,19 +1,15 @@
-"""The forward model: batched fast path vs UFL forms, NumPy reference ResNet,
-depth and width convergence orders, rank independence, input errors."""
+"""The forward model: NumPy reference ResNet, depth and width convergence
+orders, rank independence, input errors (the batched path against the UFL forms
+is tests/test_forms.py)."""
 
 from mpi4py import MPI
 
-import dolfinx.fem
-import dolfinx.fem.petsc
 import numpy as np
 import pytest
-import ufl
 
 from pontryx.forms import get_activation
-from pontryx.forms.kernels import local_operator
-from pontryx.forms.residual import imex_euler_layer_forms
 from pontryx.meshes import InputError, create_mesh
-from pontryx.solver import ContinuumNetwork, Layout, Sweep, WidthSpace, shard
+from pontryx.solver import ContinuumNetwork, Layout, WidthSpace, shard
 
 
 def _space(comm=MPI.COMM_WORLD, kind="unit_square", n=4, degree=1):
@@ -25,142 +21,6 @@ def _samples(S, n_in=2, seed=3):
 
 
 KERNELS = [("dense", {}), ("lowrank", {"rank": 3}), ("local", {})]
-
-
-# -- the fast path against the UFL forms, one sample at a time -------------------
-class _UFLLayer:
-    """One IMEX Euler layer assembled from pontryx.forms.residual for one sample."""
-
-    def __init__(self, net):
-        sp = net.space
-        self.sp, self.net = sp, net
-        V = sp.V
-        self.u, self.u_n, self.z, self.q = (dolfinx.fem.Function(V) for _ in range(4))
-        self.dt = dolfinx.fem.Constant(sp.mesh, net.dt)
-        self.eps = dolfinx.fem.Constant(sp.mesh, net.epsilon)
-        f = imex_euler_layer_forms(self.u, self.u_n, self.z, self.dt, self.eps, net.activation)
-        du = ufl.TrialFunction(V)
-        # F is affine in u: F(u) = J u − r, with J = ∂F/∂u and r = −F(0).
-        self.J = dolfinx.fem.form(ufl.derivative(f.residual, self.u, du))
-        self.F = dolfinx.fem.form(f.residual)
-        self.JT = dolfinx.fem.form(f.jacobian_adjoint)
-        self.dFdun_T = dolfinx.fem.form(f.d_previous_adjoint)
-        self.dFdz_T = dolfinx.fem.form(f.d_preactivation_adjoint)
-        self.m = dolfinx.fem.form(ufl.TestFunction(V) * ufl.dx)  # lumped mass, UFL
-
-    def _set(self, f, values):
-        f.x.array[: self.sp.n] = values
-        f.x.scatter_forward()
-
-    def _solve(self, form, rhs):
-        A = dolfinx.fem.petsc.assemble_matrix(form)
-        A.assemble()
-        x, b = A.createVecRight(), A.createVecLeft()
-        b.array[:] = rhs
-        from petsc4py import PETSc
-
-        ksp = PETSc.KSP().create(self.sp.comm)
-        ksp.setOperators(A)
-        ksp.setType("preonly")
-        ksp.getPC().setType("lu")
-        ksp.getPC().setFactorSolverType("mumps")
-        ksp.solve(b, x)
-        out = x.array.copy()
-        for o in (ksp, A, x, b):
-            o.destroy()
-        return out
-
-    def _matvec(self, form, vec):
-        A = dolfinx.fem.petsc.assemble_matrix(form)
-        A.assemble()
-        x, y = A.createVecRight(), A.createVecLeft()
-        x.array[:] = vec
-        A.mult(x, y)
-        out = y.array.copy()
-        for o in (A, x, y):
-            o.destroy()
-        return out
-
-    def preactivation(self, theta, b, u):
-        """z = K u + b, with the local kernel's K u assembled from its UFL form."""
-        K = self.net.kernel
-        if K.name == "local":
-            kappa, r, a = (dolfinx.fem.Function(c.function_space) for c in K.coef.values())
-            for f, key in zip((kappa, r, a), ("kappa", "r", "a")):
-                K._set(f, theta[key])
-            self._set(self.u_n, u)
-            Lu = dolfinx.fem.assemble_vector(
-                dolfinx.fem.form(local_operator(kappa, r, a, self.u_n, ufl.TestFunction(self.sp.V)))
-            )
-            Lu.scatter_reverse(dolfinx.la.InsertMode.add)
-            return Lu.array[: self.sp.n] / self.sp.m + b
-        ctx = K.layer(theta)
-        return K.apply(ctx, u[:, None])[:, 0] + b
-
-    def step(self, theta, b, u):
-        z = self.preactivation(theta, b, u)
-        self._set(self.u_n, u)
-        self._set(self.z, z)
-        self._set(self.u, np.zeros(self.sp.n))
-        r = dolfinx.fem.assemble_vector(self.F)
-        r.scatter_reverse(dolfinx.la.InsertMode.add)
-        return self._solve(self.J, -r.array[: self.sp.n]), z
-
-    def adjoint(self, theta, u, z, lam):
-        self._set(self.u_n, u)
-        self._set(self.z, z)
-        q = self._solve(self.JT, lam)
-        D = -self._matvec(self.dFdz_T, q)
-        K = self.net.kernel
-        KtD = K.apply_T(K.layer(theta), D[:, None])[:, 0]
-        return -self._matvec(self.dFdun_T, q) + KtD, D
-
-
-@pytest.mark.parametrize("kernel,options", KERNELS)
-@pytest.mark.parametrize("epsilon", [0.0, 0.1])
-def test_fast_path_equals_ufl_forms(kernel, options, epsilon):
-    sp = _space(n=3)
-    net = ContinuumNetwork(
-        sp,
-        2,
-        2,
-        kernel=kernel,
-        kernel_options=dict(options),
-        epsilon=epsilon,
-        layers=3,
-        train_embedding=True,
-    )
-    theta = net.init_controls(seed=1, gain=1.0)
-    theta["b"][...] = 0.1 * np.random.default_rng(0).standard_normal(theta["b"].shape)
-    X = _samples(3)
-    G = np.random.default_rng(7).standard_normal((2, 3))
-    res = Sweep(net, theta).gradient(X, lambda Y: (float(np.sum(G * Y)), G, 0.0))
-
-    ufl_layer = _UFLLayer(net)
-    m_ufl = dolfinx.fem.assemble_vector(ufl_layer.m)
-    m_ufl.scatter_reverse(dolfinx.la.InsertMode.add)
-    assert np.allclose(m_ufl.array[: sp.n], sp.m, rtol=1e-14, atol=0)
-
-    gb = np.zeros_like(theta["b"])
-    gE = np.zeros_like(theta["E"])
-    for s in range(X.shape[1]):
-        u = theta["E"] @ X[:, s]
-        us, zs = [], []
-        for n in range(net.layers):
-            th = net.layer_controls(theta, n)
-            us.append(u)
-            u, z = ufl_layer.step(th, theta["b"][n], u)
-            zs.append(z)
-        yhat = sp.sum(theta["C"].T @ (sp.m * u)) + theta["d"]
-        assert np.allclose(yhat, res.Yhat[:, s], rtol=1e-12, atol=1e-12)
-        lam = sp.m * (theta["C"] @ G[:, s])
-        for n in reversed(range(net.layers)):
-            lam, D = ufl_layer.adjoint(net.layer_controls(theta, n), us[n], zs[n], lam)
-            gb[n] += D
-        gE += np.outer(lam, X[:, s])
-    scale = np.abs(res.gradient["b"]).max()
-    assert np.allclose(gb, res.gradient["b"], rtol=0, atol=1e-11 * scale)
-    assert np.allclose(gE, res.gradient["E"], rtol=0, atol=1e-11 * np.abs(gE).max())
 
 
 # -- ε = 0, dense kernel: a plain NumPy ResNet ------------------------------------

@@ -209,7 +209,7 @@ def test_readme_numpy_forward_redraws_the_training_paths(mpi_tmp_path):
 # -- through the command line ---------------------------------------------------------------
 NOISY = """
 mesh: {kind: unit_square, n: 3}
-model: {layers: 3, T: 2.0, init: {gain: 1.0}, epsilon: 0.05,
+model: {layers: 3, T: 2.0, epsilon: 0.05,
         noise: {amplitude: 0.3, correlation_length: 0.3, samples: 2, seed: 1, resample: true}}
 data: {name: ellipses, n_train: 24, n_test: 12}
 training: {method: sgd, max_iterations: 4, test_every: 2, options: {batch_size: 8}}

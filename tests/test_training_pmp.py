@@ -89,6 +89,35 @@ def test_block_gradient_at_old_controls_is_dJ(scheme, curvature):
         assert err < 1e-10, (key, err)
 
 
+@pytest.mark.parametrize("scheme", ["imex_euler", "midpoint", "verlet"])
+def test_layer_block_without_rho_is_minus_the_hamiltonian(scheme):
+    """E-MSA's layer objective without its ρ terms is −Hⁿ(Uⁿ, Pⁿ⁺¹, θ) of
+    :mod:`pontryx.solver.adjoint.hamiltonian` (the batched Hamiltonian that
+    tests/test_forms.py holds equal to the UFL forms), with the α, β and γ terms
+    of the regulariser, at controls away from the sweep's."""
+    from pontryx.solver.adjoint.hamiltonian import hamiltonian
+
+    rf, th = _problem(beta=1e-2, scheme=scheme, layers=3, n=8)
+    rf.gamma = 1e-2
+    trainer = EMSA(rf, th.copy(), rho=5.0, order="jacobi")
+    traj = rf.trajectory(th)
+    for key, problem in trainer.blocks(traj, rf.X, rf._misfit, rf.S):
+        if not isinstance(key, int):
+            continue
+        x0 = trainer._block_controls(key, th).copy()
+        theta = x0.copy().axpy(0.3, _random_like(x0, 30 + key))
+        H = hamiltonian(
+            rf.net,
+            key,
+            {k: theta[k] for k in theta},
+            traj.states[key],
+            traj.costates[key + 1],
+            regulariser=rf.regulariser,
+            frozen={k: th[k] for k in rf.net.layer_names},
+        )
+        assert abs(problem.without_rho(theta) + H) <= 1e-12 * max(1.0, abs(H)), (key, H)
+
+
 @pytest.mark.parametrize("curvature", ["none", "gauss_newton"])
 @pytest.mark.parametrize(
     "scheme, kernel", [("imex_euler", "dense"), ("imex_euler", "lowrank"), ("verlet", "dense")]

@@ -1,10 +1,15 @@
 """The reduced functional J(θ) of a continuum network, in the spirit of pyadjoint.
 
     J(θ) = (1/S) Σ_s ℓ(ŷ_s(θ), y_s) + R(θ),
-    R(θ) = (α/2) Δt Σ_n ‖θⁿ‖²  +  (β/2) Δt Σ_n ‖(θ^{n+1} − θⁿ)/Δt‖²
+    R(θ) = (α/2) Δt Σ_n ‖θⁿ‖²  +  (β/2) Δt Σ_n ‖(θ^{n+1} − θⁿ)/Δt‖²  +  (γ/2) Δt Σ_n |θⁿ|²_{H¹}
 
 (DESIGN.md §1, the time integrals by the rectangle rule, the lumped L² norms of
-:meth:`ContinuumNetwork.regularisation_weights`), over the layer controls
+:meth:`ContinuumNetwork.regularisation_weights`; γ: the H¹ seminorm in width,
+|f|²_{H¹} = fᵀ A f for a field f ∈ V_h (b, the low-rank factors, the local
+kernel's fields) and ∫∫ |∇_x w|² + |∇_y w|² ≈ tr(Wᵀ A W M_L) + tr(M_L W A Wᵀ)
+for the dense kernel w(x, y): with γ > 0 the continuum problem controls the
+kernels' gradients, so minimisers do not sharpen without bound as h → 0 and
+trained networks can converge in width), over the layer controls
 θⁿ = (Kⁿ, bⁿ) and the readout/embedding where trainable. ``rf(θ)`` evaluates J
 (one forward sweep); :meth:`ReducedFunctional.value_and_gradient` adds the exact
 gradient of the discrete J (one adjoint sweep, one Allreduce over the data
@@ -36,14 +41,29 @@ class Regulariser:
     network's workspace), so no temporary of the size of all controls is made.
     R is quadratic: its Hessian action is its gradient at dθ."""
 
-    def __init__(self, net, alpha: float, beta: float):
+    def __init__(self, net, alpha: float, beta: float, gamma: float = 0.0):
         self.net, self.alpha, self.beta = net, float(alpha), float(beta)
+        self.gamma = float(gamma)
         self.weights = net.regularisation_weights()
+
+    def smoothness(self, name: str, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """(½|θ|²_{H¹}, its gradient) of one layer's control ``name`` (this width
+        rank's part of the value; see the module docstring). Collective."""
+        sp = self.net.space
+        if name in self.net.kernel.full_axis:  # w(x, y): ∇ in x and in y
+            AW = sp.matmul(sp.A, theta)  # (A W) rows
+            WA = np.asarray((sp.stiffness_csr @ theta.T).T)  # (W A) rows, A symmetric
+            m_rows, m_cols = sp.m[:, None], sp.allgather(sp.m)[None, :]
+            grad = AW * m_cols + m_rows * WA
+            return 0.5 * float(np.vdot(theta, grad)), grad
+        flat = theta.reshape(theta.shape[0], -1)
+        grad = sp.matmul(sp.A, flat).reshape(theta.shape)
+        return 0.5 * float(np.vdot(theta, grad)), grad
 
     def __call__(self, controls, grad: Controls | None = None) -> float:
         """R(θ) (summed over the width ranks); adds ∂R/∂θ to ``grad`` if given."""
-        alpha, beta = self.alpha, self.beta
-        if alpha == 0 and beta == 0:
+        alpha, beta, gamma = self.alpha, self.beta, self.gamma
+        if alpha == 0 and beta == 0 and gamma == 0:
             return 0.0
         net = self.net
         dt, local, L, ws = net.dt, 0.0, net.layers, net.workspace
@@ -52,6 +72,11 @@ class Regulariser:
             g = grad[name] if grad is not None else None
             a, d = ws.take(th.shape[1:]), ws.take(th.shape[1:])
             for n in range(L):
+                if gamma:
+                    value, gs = self.smoothness(name, th[n])
+                    local += gamma * dt * value
+                    if g is not None:
+                        g[n] += gamma * dt * gs
                 if alpha:
                     np.multiply(w, th[n], out=a)  # ω θⁿ
                     local += 0.5 * alpha * dt * float(np.vdot(a, th[n]))
@@ -83,6 +108,10 @@ class Regulariser:
                 a = w * th
                 local += 0.5 * alpha * dt * float(np.vdot(a, th))
                 grad[name] += alpha * dt * a
+            if self.gamma:
+                value, gs = self.smoothness(name, th)
+                local += self.gamma * dt * value
+                grad[name] += self.gamma * dt * gs
             for k in neighbours:
                 d = th - frozen[name][k]
                 a = w * d
@@ -118,6 +147,7 @@ class ReducedFunctional:
         *,
         alpha=0.0,
         beta=0.0,
+        gamma=0.0,
         layout=None,
         S=None,
         checkpoint=None,
@@ -131,7 +161,7 @@ class ReducedFunctional:
             self.y = np.asarray(y, dtype=np.int64)
         else:
             self.y = np.asarray(y, dtype=float).reshape(len(y), -1).T.copy()
-        self.regulariser = Regulariser(net, alpha, beta)
+        self.regulariser = Regulariser(net, alpha, beta, gamma)
         self.layout = layout
         self.data_comm = layout.data if layout is not None else MPI.COMM_SELF
         self.S = int(S) if S is not None else self.data_comm.allreduce(self.X.shape[1])
@@ -199,6 +229,7 @@ class ReducedFunctional:
             self.task,
             alpha=self.alpha,
             beta=self.beta,
+            gamma=self.gamma,
             S=self.data_comm.allreduce(len(X)),
             checkpoint=self.checkpoint,
             noise=noise,
@@ -224,6 +255,15 @@ class ReducedFunctional:
     @beta.setter
     def beta(self, value: float) -> None:
         self.regulariser.beta = float(value)
+
+    @property
+    def gamma(self) -> float:
+        """γ of the regulariser (H¹ in width)."""
+        return self.regulariser.gamma
+
+    @gamma.setter
+    def gamma(self, value: float) -> None:
+        self.regulariser.gamma = float(value)
 
     @property
     def S_local(self) -> int:

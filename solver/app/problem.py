@@ -13,7 +13,7 @@ reads from (:func:`section`), which puts the key under it (``mesh.n``,
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mpi4py import MPI
 
@@ -56,6 +56,8 @@ class Problem:
     rf: ReducedFunctional
     rf_test: ReducedFunctional
     noise: DepthNoise | None = None  # model.noise (the training functional's paths)
+    shared_layout: bool = False  # a coarse level: the layout belongs to its problem
+    levels: list = field(default_factory=list)  # coarse levels of training.levels (Problems)
 
     @property
     def metric_name(self) -> str:
@@ -71,6 +73,19 @@ class Problem:
             f"data:   {d.description}",
             f"model:  {kernel} kernel, {m.activation}, {m.scheme}, T = {m.T:g}, "
             f"{m.layers} layers, ε = {m.epsilon:g}; trains {', '.join(net.trainable)}",
+            *(
+                [
+                    "levels: "
+                    + " → ".join(
+                        f"N = {p.space.N}, {p.net.layers} layers, "
+                        f"{p.config.training.max_iterations} iterations"
+                        for p in self.levels
+                    )
+                    + " → this problem"
+                ]
+                if self.levels
+                else []
+            ),
         ]
         z = m.noise
         if z.enabled:
@@ -82,31 +97,41 @@ class Problem:
         return lines
 
     def destroy(self) -> None:
+        for level in self.levels:
+            level.destroy()
         if self.noise is not None:
             self.noise.destroy()
         self.net.destroy()
         self.space.destroy()
-        self.layout.destroy()
-        petsc_options.remove(self.config.petsc_options)
+        if not self.shared_layout:  # a coarse level shares its problem's layout and options
+            self.layout.destroy()
+            petsc_options.remove(self.config.petsc_options)
 
 
-def build_problem(config: Config, comm: MPI.Comm) -> Problem:
+def build_problem(config: Config, comm: MPI.Comm, *, layout=None, dataset=None) -> Problem:
     """Layout, PETSc options, data, mesh, network, functionals. Collective. On
-    failure, what was set up is released (the ``petsc:`` options removed)."""
+    failure, what was set up is released (the ``petsc:`` options removed). A
+    coarse level of multilevel training shares the ``layout``, PETSc options and
+    ``dataset`` of its problem."""
+    if layout is not None:
+        return _build(config, comm, layout, dataset)
     try:
-        return _build(config, comm)
+        return _build(config, comm, None, dataset)
     except BaseException:
         petsc_options.remove(config.petsc_options)
         raise
 
 
-def _build(config: Config, comm: MPI.Comm) -> Problem:
+def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
     c, m = config, config.model
-    with section("parallel"):
-        layout = Layout.create(comm, *c.parallel.sizes(comm.size), depth=c.parallel.depth)
-    petsc_options.apply(c.petsc_options)
-    with section("data"):
-        dataset = load_dataset(c.data)
+    shared = layout is not None
+    if not shared:
+        with section("parallel"):
+            layout = Layout.create(comm, *c.parallel.sizes(comm.size), depth=c.parallel.depth)
+        petsc_options.apply(c.petsc_options)
+    if dataset is None:
+        with section("data"):
+            dataset = load_dataset(c.data)
     with section("mesh"):
         mesh = create_mesh(c.mesh, layout.width)
     with section("model"):
@@ -130,7 +155,7 @@ def _build(config: Config, comm: MPI.Comm) -> Problem:
     with petsc_options.errors("the width-diffusion solver (prefix pontryx_diffusion_)"):
         net.scheme.setup()
     with section("model.init"):
-        controls = net.init_controls(seed=m.init.seed, gain=m.init.gain)
+        controls = net.init_controls(seed=m.init.seed, law=m.init.law())
     noise = None
     if m.noise.enabled:
         z = m.noise
@@ -145,7 +170,7 @@ def _build(config: Config, comm: MPI.Comm) -> Problem:
                 resample=z.resample,
             )
 
-    def functional(X, y, alpha, beta, noise=None):
+    def functional(X, y, alpha, beta, gamma=0.0, noise=None):
         part = shard(len(X), layout.group, layout.n_data)
         return ReducedFunctional(
             net,
@@ -154,6 +179,7 @@ def _build(config: Config, comm: MPI.Comm) -> Problem:
             dataset.task,
             alpha=alpha,
             beta=beta,
+            gamma=gamma,
             layout=layout,
             checkpoint=c.training.checkpointing,
             noise=noise,
@@ -161,9 +187,39 @@ def _build(config: Config, comm: MPI.Comm) -> Problem:
 
     t = c.training
     with section("training"):
-        rf = functional(dataset.X_train, dataset.y_train, t.alpha, t.beta, noise)
+        rf = functional(dataset.X_train, dataset.y_train, t.alpha, t.beta, t.gamma, noise)
         rf_test = functional(dataset.X_test, dataset.y_test, 0.0, 0.0)
-    return Problem(c, layout, dataset, space, net, controls, rf, rf_test, noise)
+    problem = Problem(
+        c, layout, dataset, space, net, controls, rf, rf_test, noise, shared_layout=shared
+    )
+    for i in range(len(t.levels)):  # built (and so checked) before anything is written
+        with section(f"training.levels.{i}"):
+            problem.levels.append(build_problem(c.level(i), comm, layout=layout, dataset=dataset))
+    return problem
+
+
+def train_coarse_levels(problem: Problem, on_level=None) -> list:
+    """Multilevel training (``training.levels``, :mod:`pontryx.solver.training.levels`):
+    train the coarse levels (``problem.levels``), coarse to fine, with the
+    configured method and options, and write the last one's controls, prolonged,
+    into ``problem.controls`` (in place), where the configured problem's own
+    training then starts. ``on_level(k, result)`` after each level. Returns the
+    :class:`~pontryx.solver.training.levels.LevelResult` of every coarse level.
+    Collective."""
+    from pontryx.solver.model.prolongation import prolong_controls
+    from pontryx.solver.training.levels import Level, train_levels
+
+    t, coarse = problem.config.training, problem.levels
+    levels = [
+        Level(p.net, p.rf, p.config.training.max_iterations, p.rf_test, p.controls) for p in coarse
+    ]
+    results = train_levels(
+        levels, t.method, dict(t.options), test_every=t.test_every, on_level=on_level
+    )
+    fine = prolong_controls(coarse[-1].net, results[-1].controls, problem.net)
+    for name, value in fine.items():
+        problem.controls[name][...] = value
+    return results
 
 
 def make_method(problem: Problem, say=None):

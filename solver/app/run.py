@@ -35,7 +35,13 @@ import yaml
 from pontryx.meshes.errors import InputError
 from pontryx.solver.app.faults import abort_on_error, fault_plan
 from pontryx.solver.app.memory import check_memory
-from pontryx.solver.app.problem import Problem, build_problem, evaluate, make_method
+from pontryx.solver.app.problem import (
+    Problem,
+    build_problem,
+    evaluate,
+    make_method,
+    train_coarse_levels,
+)
 from pontryx.solver.app.signals import Interrupted, StopRequest
 from pontryx.solver.config.schema import Config
 from pontryx.solver.errors import NonFiniteError
@@ -266,6 +272,7 @@ class TrainingRun:
             self.controls_only = self.manifest.get("method", t.method) != t.method
         self.offset, self.t0 = 0.0, time.perf_counter()
         self.last_checkpoint = None
+        self.levels_summary: list[dict] = []
 
     def elapsed(self) -> float:
         """Seconds of training so far, over all restarts."""
@@ -374,6 +381,8 @@ class TrainingRun:
             and (m.get("reason") != MAX_ITERATIONS or trainer.iteration >= t.max_iterations)
         ):
             return m.get("reason")
+        if m is None and t.levels:  # a fresh start: nested iteration from the coarse levels
+            train_coarse_levels(self.problem, on_level=self.level_done)
         result = train_loop(
             trainer,
             t.max_iterations,
@@ -384,6 +393,25 @@ class TrainingRun:
             on_chunk=self._checkpoint,
         )
         return result.reason
+
+    def level_done(self, k: int, done) -> None:
+        """Report coarse level k of ``training.levels`` (progress and summary.json)."""
+        last, net = done.history[-1] if done.history else None, done.level.net
+        row = {
+            "dofs": net.space.N,
+            "layers": net.layers,
+            "iterations": done.result.trainer.iteration,
+            "reason": done.result.reason,
+            "loss": last.loss if last else None,
+            "test_metric": last.test_metric if last else None,
+            "time": done.seconds,
+        }
+        self.levels_summary.append(row)
+        self.progress.say(
+            f"level {k + 1}/{len(self.config.training.levels)}: N = {row['dofs']}, "
+            f"{row['layers']} layers: {row['iterations']} iterations ({row['reason']}), "
+            f"loss {row['loss']}, test {row['test_metric']}, {row['time']:.1f} s"
+        )
 
     def non_finite(self, error: NonFiniteError) -> NonFiniteError:
         """Close the log, record the failure; the error to report (exit code 3)."""
@@ -426,7 +454,9 @@ class TrainingRun:
     def _summary(self, status: str, reason: str) -> dict:
         problem, comm = self.problem, self.comm
         controls, net = self.trainer.controls, problem.net
+        levels = {"levels": self.levels_summary} if self.levels_summary else {}
         return {
+            **levels,
             "status": status,
             "reason": reason,
             "iterations": int(self.trainer.iteration),

@@ -27,7 +27,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -116,8 +116,37 @@ class ReadoutSection(Section):
 
 
 class InitSection(Section):
+    """The random-field law of the initial controls (:class:`pontryx.solver.model.fields.FieldLaw`).
+    ``gain`` (the scale of the former white noise on the nodes, whose L² size grew
+    with the mesh) is gone: ``variance`` and ``correlation_length`` replace it."""
+
     seed: NonNegativeInt = Field(0, description="seed of the initial controls")
-    gain: PositiveNumber = Field(0.5, description="scale of the initial kernel")
+    variance: NonNegative = Field(3.0, description="pointwise variance of the kernel w")
+    correlation_length: PositiveNumber = Field(
+        0.3, description="correlation length ρ of the Matérn fields"
+    )
+    smoothness: PositiveInt = Field(2, description="β of the SPDE (κ² − Δ)^β x = noise")
+    bias_variance: NonNegative = Field(0.0, description="pointwise variance of the bias b")
+    depth_correlation: NonNegative | None = Field(
+        None, description="τ: layers correlated by exp(−|t − t′|/τ); 0: independent; null: one draw"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def gain_is_gone(cls, v):
+        if isinstance(v, Mapping) and "gain" in v:
+            raise _field(
+                "gain",
+                "removed: the initial controls are random fields on Ω; "
+                "set variance and correlation_length instead",
+            )
+        return v
+
+    def law(self):
+        """The :class:`~pontryx.solver.model.fields.FieldLaw` of this section."""
+        from pontryx.solver.model.fields import FieldLaw
+
+        return FieldLaw(**self.model_dump(exclude={"seed"}))
 
 
 # ------------------------------------------------------- noise in depth ---
@@ -179,11 +208,21 @@ def _checkpointing(v):
     raise _field("", f"expected null, 'sqrt', 'reverse' or an integer ≥ 1, got {show(v)}")
 
 
+class LevelSection(Section):
+    """A coarse level of multilevel training (:mod:`pontryx.solver.training.levels`):
+    what differs from the configured problem."""
+
+    mesh: dict[str, Any] = Field({}, description="mesh keys of this level, e.g. {n: 8}")
+    layers: PositiveInt | None = Field(None, description="N_t of this level (null: model.layers)")
+    max_iterations: NonNegativeInt = Field(description="iterations on this level")
+
+
 class TrainingSection(Section):
     method: str = Field("lmvm", description="training method (see `pontryx train --help`)")
     max_iterations: NonNegativeInt = Field(100, description="iterations of the method")
     alpha: NonNegative = Field(1e-4, description="α, L² regularisation of w, b")
     beta: NonNegative = Field(0.0, description="β, H¹-in-depth regularisation of w, b")
+    gamma: NonNegative = Field(0.0, description="γ, H¹-in-width regularisation of w, b")
     checkpointing: Annotated[Any, BeforeValidator(_checkpointing)] = Field(
         None, description="adjoint memory: null (store all) | 'sqrt' | k | 'reverse' (verlet)"
     )
@@ -193,6 +232,9 @@ class TrainingSection(Section):
     options: dict[str, Any] = Field({}, description="options of the method (a mapping)")
     bounds: dict[str, Any] = Field(
         {}, description="box constraints: control name → c (|θ| ≤ c) or [lower, upper]"
+    )
+    levels: list[LevelSection] = Field(
+        [], description="coarse levels trained first, coarse to fine (nested iteration)"
     )
 
     @field_validator("bounds", mode="before")
@@ -413,6 +455,12 @@ class Config(Section):
                 "training.checkpointing",
                 f"'reverse' needs a reversible scheme ({', '.join(reversible)}), not {m.scheme}",
             )
+        for i, level in enumerate(t.levels):
+            try:
+                merged = {**self.mesh, **level.mesh}
+                resolve(merged, MESH_KINDS, "kind", default=DEFAULT_KIND, what="mesh kind")
+            except InputError as e:
+                raise e.under(f"training.levels.{i}.mesh") from None
         if m.embedding.type == "image":
             d = self.data
             image = d["name"] == "digits" or (
@@ -445,6 +493,20 @@ class Config(Section):
                 "(its line searches need one function)",
             )
 
+    def level(self, index: int) -> Config:
+        """The configuration of coarse level ``index`` of ``training.levels``: its
+        mesh keys merged into ``mesh``, its layers and iterations, no levels."""
+        lv = self.training.levels[index]
+        r = self.resolved()
+        r["mesh"] = {**r["mesh"], **lv.mesh}
+        r["model"]["layers"] = lv.layers or self.model.layers
+        r["training"]["levels"] = []
+        r["training"]["max_iterations"] = lv.max_iterations
+        try:
+            return Config.model_validate(r)
+        except InputError as e:
+            raise e.under(f"training.levels.{index}") from None
+
     @property
     def petsc_options(self) -> dict[str, str | None]:
         return flatten_petsc(self.petsc)
@@ -457,26 +519,30 @@ class Config(Section):
 # ------------------------------------------------------------ error text ---
 
 
-def _field_info(loc: tuple) -> Any:
-    """The pydantic FieldInfo at ``loc`` (None when not a plain section field)."""
+def _walk(loc: tuple):
+    """(FieldInfo, annotation) at ``loc``; list items (``training.levels.0``) are
+    their element type; (None, None) when not a plain section field."""
     cls, info = Config, None
     for part in loc:
+        if part.isdigit() and get_origin(cls) is list:
+            cls = get_args(cls)[0]
+            continue
         if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
-            return None
+            return None, None
         info = cls.model_fields.get(part)
         if info is None:
-            return None
+            return None, None
         cls = info.annotation
-    return info
+    return info, cls
+
+
+def _field_info(loc: tuple) -> Any:
+    """The pydantic FieldInfo at ``loc`` (None when not a plain section field)."""
+    return _walk(loc)[0]
 
 
 def _section_keys(loc: tuple) -> list[str] | None:
-    cls = Config
-    for part in loc:
-        info = cls.model_fields.get(part) if isinstance(cls, type) else None
-        if info is None:
-            return None
-        cls = info.annotation
+    cls = _walk(loc)[1] if loc else Config
     return list(cls.model_fields) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
@@ -492,9 +558,10 @@ def _bound(x) -> str:
 def message(err: dict) -> tuple[str, str]:
     """(key path, one-line message) of a pydantic error."""
     loc = tuple(
-        p
+        str(p)
         for p in err["loc"]
-        if isinstance(p, str) and not p.startswith(("literal[", "constrained-"))
+        if isinstance(p, int)
+        or (isinstance(p, str) and not p.startswith(("literal[", "constrained-")))
     )
     loc = tuple(p for p in loc if p not in ("function-before", "function-after"))
     typ, ctx, got = err["type"], err.get("ctx") or {}, show(err.get("input"))

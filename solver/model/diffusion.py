@@ -22,17 +22,21 @@ DEFAULTS = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type":
 
 
 class DiffusionSolver:
-    """Solve (M_L + c A) X = R for row-distributed multivectors R (n × S)."""
+    """Solve (M_L + c A) X = R for row-distributed multivectors R (n × S); or
+    B X = R for a given assembled ``matrix`` B."""
 
-    def __init__(self, space, c: float, prefix: str = PREFIX):
+    def __init__(self, space, c: float, prefix: str = PREFIX, matrix: PETSc.Mat | None = None):
         self.space = space
         self.c = float(c)
-        self.B = space.A.copy()
-        self.B.scale(self.c)
-        m = self.B.createVecRight()
-        m.array[:] = space.m
-        self.B.setDiagonal(m, addv=PETSc.InsertMode.ADD_VALUES)
-        m.destroy()
+        if matrix is not None:  # B assembled elsewhere (from a UFL form); owned from here on
+            self.B = matrix
+        else:
+            self.B = space.A.copy()
+            self.B.scale(self.c)
+            m = self.B.createVecRight()
+            m.array[:] = space.m
+            self.B.setDiagonal(m, addv=PETSc.InsertMode.ADD_VALUES)
+            m.destroy()
         self.ksp = PETSc.KSP().create(space.comm)
         self.ksp.setOperators(self.B)
         configure(self.ksp, prefix, DEFAULTS)

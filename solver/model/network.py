@@ -105,10 +105,20 @@ class ContinuumNetwork:
             E[:, j] = f.x.array[: self.space.n]
         return E
 
-    def init_controls(self, seed: int = 0, gain: float = 0.5) -> Controls:
+    def init_controls(self, seed: int = 0, gain: float = 0.5, law=None) -> Controls:
         """Seeded initial controls, identical on any number of ranks (drawn in
-        the canonical dof order): W (or A, G, or κ, a, r) gain-normalised
-        normal, b = 0, E from the embedding family, C normal, d = 0."""
+        the canonical dof order).
+
+        With a :class:`~pontryx.solver.model.fields.FieldLaw` ``law`` (what
+        ``pontryx train`` uses, ``model.init``): Gaussian random fields on Ω whose
+        law does not depend on the mesh (:func:`~pontryx.solver.model.fields.field_controls`).
+        Without: white noise on the nodes, W (or A, G, or κ, a, r) gain-normalised
+        normal, b = 0, E from the embedding family, C normal, d = 0 — its L² size
+        grows with N (‖W‖²_{L²} ≈ gain² N); kept for tests and comparisons."""
+        if law is not None:
+            from pontryx.solver.model.fields import field_controls
+
+            return field_controls(self, law, seed)
         sp, K = self.space, self.kernel
 
         def rng(name, layer=0):

@@ -91,6 +91,16 @@ class WidthSpace:
         return self.assemble_matrix(stiffness_form(self.V))
 
     @cached_property
+    def stiffness_csr(self) -> scipy.sparse.csr_matrix:
+        """A as a SciPy CSR matrix of all N rows in DOLFINx's global dof order, on
+        every width rank (for products with the column axis of a dense kernel)."""
+        indptr, indices, data = self.A.getValuesCSR()
+        local = scipy.sparse.csr_matrix(
+            (np.asarray(data), np.asarray(indices), np.asarray(indptr)), shape=(self.n, self.N)
+        )
+        return scipy.sparse.vstack(self.comm.allgather(local), format="csr")
+
+    @cached_property
     def x(self) -> np.ndarray:
         """Coordinates of the owned dofs, shape (n, gdim)."""
         gdim = self.mesh.geometry.dim
@@ -197,6 +207,19 @@ class WidthSpace:
         mine = local_rows[owned[0]] if owned.size else None
         values = self.comm.allgather(mine)
         return next(v for v in values if v is not None)
+
+    def matmul(self, mat: PETSc.Mat, X: np.ndarray, transpose: bool = False) -> np.ndarray:
+        """``mat`` X (or matᵀ X) for a distributed PETSc matrix on V_h and a
+        row-distributed multivector X (n × S). Collective."""
+        n, S = X.shape
+        Xd = PETSc.Mat().createDense(
+            ((n, self.N), (None, S)), array=np.asfortranarray(X), comm=self.comm
+        )
+        Yd = mat.transposeMatMult(Xd) if transpose else mat.matMult(Xd)
+        Y = np.array(Yd.getDenseArray(), order="C", copy=True)
+        Xd.destroy()
+        Yd.destroy()
+        return Y
 
     def canonical_csr(self, mat: PETSc.Mat) -> scipy.sparse.csr_matrix | None:
         """A distributed PETSc AIJ matrix on V_h as a canonical-order CSR matrix on

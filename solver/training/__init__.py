@@ -12,7 +12,9 @@ Methods (:data:`pontryx.solver.registry.METHODS`): PETSc TAO (:mod:`.tao`:
 ``type``), pontryx's memory-lean L-BFGS (:mod:`.lbfgs`: ``lbfgs``),
 stochastic (:mod:`.stochastic`: ``sgd``, ``adam``, ``langevin``), the
 Pontryagin sweeps (:mod:`.msa`: ``msa``, ``emsa``) and the one-shot
-Euler–Lagrange solve (:mod:`.oneshot`: ``oneshot``).
+Euler–Lagrange solve (:mod:`.oneshot`: ``oneshot``). Multilevel training
+(nested iteration in width and depth, any method) is
+:func:`pontryx.solver.training.levels.train_levels`.
 """
 
 from __future__ import annotations

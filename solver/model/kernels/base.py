@@ -5,7 +5,10 @@ Every kernel (DESIGN.md §1–2; n owned rows, N global dofs, S samples) provide
 * ``shapes``     — per-layer local shapes of its controls,
 * ``weights``    — lumped-mass weights ω with ‖θ‖² = Σ ω θ² (the L² norms of
                    the regulariser: ∫∫ w² ≈ Σ_ij m_i m_j W_ij² etc.),
-* ``init``       — one layer's initial controls from seeded generators,
+* ``init``       — one layer's initial controls from seeded generators (white
+                   noise on the nodes, scaled by a gain),
+* ``field_init`` — one layer's initial controls from a Matérn field
+                   (:mod:`pontryx.solver.model.fields`, the law of ``model.init``),
 * ``layer(θⁿ)``  — prepare layer n (assemble, gather, …) → a context; ``release``,
 * ``apply``      — K U,  ``apply_T`` — Kᵀ D (new arrays, which the schemes may
                    overwrite in place; taken from the
@@ -105,6 +108,12 @@ class Kernel:
 
     def init(self, rng_for, gain: float) -> dict[str, np.ndarray]:
         """One layer's controls; ``rng_for(name)`` gives a seeded generator."""
+        raise NotImplementedError
+
+    def field_init(self, field, rng_for, variance: float) -> dict[str, np.ndarray]:
+        """One layer's controls drawn from ``field`` (a
+        :class:`~pontryx.solver.model.fields.MaternField`), the kernel w of pointwise
+        variance ``variance``; ``rng_for(name)`` gives a seeded generator."""
         raise NotImplementedError
 
     def normal(self, rng, shape_full, scale):

@@ -36,6 +36,9 @@ class DenseKernel(Kernel):
         Wc = self.normal(rng_for("W"), (sp.N, sp.N), scale)
         return {"W": sp.from_canonical(Wc, axis_full=True)}
 
+    def field_init(self, field, rng_for, variance):
+        return {"W": field.kernel(rng_for("W"), np.sqrt(variance))}
+
     def _gathered(self, U, ws):
         """All N rows of M_L U (a workspace array)."""
         sp = self.space

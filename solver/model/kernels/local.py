@@ -101,6 +101,14 @@ class LocalKernel(Kernel):
             "a": sp.from_canonical(self.normal(rng_for("a"), (sp.N, self.gdim), 0.1 * gain)),
         }
 
+    def field_init(self, field, rng_for, variance):
+        std = np.sqrt(variance)  # the reaction r; κ and a relative to it, as in init
+        return {
+            "kappa": field.scalar(rng_for("kappa"), 1, 0.01 * std)[:, 0],
+            "r": field.scalar(rng_for("r"), 1, std)[:, 0],
+            "a": field.scalar(rng_for("a"), self.gdim, 0.1 * std),
+        }
+
     def _assemble(self, theta, slot) -> PETSc.Mat:
         """L(θ) into the matrix of ``slot`` (created on first use, then refilled)."""
         self._set_coefficients(theta)
@@ -119,15 +127,7 @@ class LocalKernel(Kernel):
         return {"theta": dtheta, "L": self._assemble(dtheta, "tangent")}
 
     def _matmul(self, L, X, transpose=False):
-        sp = self.space
-        n, S = X.shape
-        Xf = np.asfortranarray(X)
-        Xd = PETSc.Mat().createDense(((n, sp.N), (None, S)), array=Xf, comm=sp.comm)
-        Yd = L.transposeMatMult(Xd) if transpose else L.matMult(Xd)
-        Y = np.array(Yd.getDenseArray(), order="C", copy=True)
-        Xd.destroy()
-        Yd.destroy()
-        return Y
+        return self.space.matmul(L, X, transpose)
 
     def apply(self, ctx, U, ws=HEAP):
         return self._matmul(ctx["L"], U) / self.space.m[:, None]

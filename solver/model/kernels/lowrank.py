@@ -58,6 +58,11 @@ class LowRankKernel(Kernel):
             for key in ("A", "G")
         }
 
+    def field_init(self, field, rng_for, variance):
+        # w = Σ_r a_r g_r with independent factor fields: Var w = R s⁴ = σ_w²
+        s = (variance / self.rank) ** 0.25
+        return {key: field.scalar(rng_for(key), self.rank, s) for key in ("A", "G")}
+
     def _project(self, G, U):
         """Gᵀ M_L U (R × S), summed over the width ranks."""
         sp = self.space
