@@ -19,15 +19,13 @@ from mpi4py import MPI
 import numpy as np
 import pytest
 from petsc4py import PETSc
+from tiny import INTERVAL, ellipses_problem
 
-from pontryx.meshes import create_mesh
 from pontryx.meshes.errors import InputError
-from pontryx.solver import ContinuumNetwork, Layout, ReducedFunctional, WidthSpace, shard
-from pontryx.solver.data import load_dataset
+from pontryx.solver import Layout
 from pontryx.solver.training.kkt import KKT, DepthBlocks
 from pontryx.solver.training.oneshot import OneShot
 
-INTERVAL = {"kind": "unit_interval", "n": 4}
 CASES = [
     ("imex_euler", "dense", {}),
     ("midpoint", "lowrank", {"epsilon": 0.1, "kernel_options": {"rank": 2}}),
@@ -36,18 +34,9 @@ CASES = [
 ]
 
 
-def _problem(comm=MPI.COMM_WORLD, *, layout=None, n=8, alpha=1e-1, beta=1e-2, layers=4, **model):
-    """(rf, controls) for a tiny network on ``n`` ellipses samples (width-distributed
-    over ``layout.width`` or ``comm``; samples split over ``layout.data``)."""
-    ds = load_dataset({"name": "ellipses", "n_train": n, "n_test": 4, "seed": 0})
-    space = WidthSpace(create_mesh(INTERVAL, layout.width if layout is not None else comm))
-    net = ContinuumNetwork(space, 2, 2, layers=layers, **model)
-    X, y = ds.X_train, ds.y_train
-    if layout is not None:
-        s = shard(len(X), layout.data.rank, layout.data.size)
-        X, y = X[s], y[s]
-    rf = ReducedFunctional(net, X, y, "classification", alpha=alpha, beta=beta, layout=layout)
-    return rf, net.init_controls(seed=0)
+def _problem(comm=MPI.COMM_WORLD, *, n=8, alpha=1e-1, beta=1e-2, **kw):
+    """(rf, controls) for a tiny network on ``n`` ellipses samples (:mod:`tiny`)."""
+    return ellipses_problem(comm, n=n, alpha=alpha, beta=beta, **kw)
 
 
 def _consistent(kkt, rf, th):

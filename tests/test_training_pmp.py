@@ -11,40 +11,16 @@ from mpi4py import MPI
 
 import numpy as np
 import pytest
+from tiny import ellipses_problem
 
-from pontryx.meshes import create_mesh
-from pontryx.solver import ContinuumNetwork, Layout, ReducedFunctional, WidthSpace, shard
+from pontryx.solver import Layout
 from pontryx.solver.adjoint.taylor import taylor_test
-from pontryx.solver.data import load_dataset
 from pontryx.solver.training.msa import EMSA, MSA
 
-INTERVAL = {"kind": "unit_interval", "n": 4}
 
-
-def _problem(
-    comm=MPI.COMM_WORLD,
-    *,
-    layout=None,
-    n=16,
-    alpha=1e-2,
-    beta=0.0,
-    layers=4,
-    mesh=INTERVAL,
-    **model,
-):
-    """(rf, controls) for a tiny network on ``n`` ellipses samples (width-distributed
-    over ``comm``; samples split over ``layout.data`` if given)."""
-    ds = load_dataset({"name": "ellipses", "n_train": n, "n_test": 4, "seed": 0})
-    if layout is not None:
-        comm = layout.width
-    space = WidthSpace(create_mesh(INTERVAL, comm))
-    net = ContinuumNetwork(space, 2, 2, layers=layers, **model)
-    X, y = ds.X_train, ds.y_train
-    if layout is not None:
-        s = shard(len(X), layout.data.rank, layout.data.size)
-        X, y = X[s], y[s]
-    rf = ReducedFunctional(net, X, y, "classification", alpha=alpha, beta=beta, layout=layout)
-    return rf, net.init_controls(seed=0)
+def _problem(comm=MPI.COMM_WORLD, **kw):
+    """(rf, controls) for a tiny network on ellipses samples (:mod:`tiny`)."""
+    return ellipses_problem(comm, **kw)
 
 
 def _all(comm, flag):
