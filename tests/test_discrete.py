@@ -251,7 +251,7 @@ def test_model_file_holds_int8_codes(kernel, kind, mpi_tmp_path):
 # -- the command line -------------------------------------------------------------------
 CONFIG = """
 mesh: {kind: unit_square, n: 3}
-model: {layers: 3, T: 2.0, init: {gain: 1.0}}
+model: {layers: 3, T: 2.0}
 data: {name: ellipses, n_train: 24, n_test: 12}
 training: {method: emsa, max_iterations: 4, test_every: 2, options: {weights: ternary}}
 output: {checkpoint_every: 2, plots: false, paraview: false}
