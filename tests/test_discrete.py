@@ -189,6 +189,28 @@ def test_rank_independent(comm):
     assert np.allclose(out[0][1], out[1][1], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parallel
+@pytest.mark.parametrize("method", ["emsa", "msa"])
+def test_depth_axis_equals_one_rank(comm, method):
+    """The Jacobi sweep over a depth axis (each depth rank rounds its own layers and
+    broadcasts them with their latent kernel): the iterates of one rank, bit for bit."""
+    from test_training_pmp import _problem as layered
+
+    from pontryx.solver import Layout
+
+    layout = Layout.create(comm, width=1, data=1, depth=comm.size)
+    options = {"weights": "ternary", **({"order": "jacobi"} if method == "emsa" else {})}
+    runs = []
+    for rf, theta in (layered(layout=layout), layered(comm=MPI.COMM_SELF)):
+        trainer = make_trainer(method, rf, theta.copy(), options)
+        runs.append(([r.loss for r in trainer.iterate(3)], trainer))
+    (a, split), (b, one) = runs
+    assert a == b
+    for k in one.controls:
+        assert np.array_equal(split.controls[k], one.controls[k]), k
+    assert np.array_equal(split.latent["W"], one.latent["W"])
+
+
 def test_option_errors():
     rf, theta = _problem()
     from pontryx.solver.model.bounds import Bounds
