@@ -194,7 +194,7 @@ def test_rank_independent(comm):
 def test_depth_axis_equals_one_rank(comm, method):
     """The Jacobi sweep over a depth axis (each depth rank rounds its own layers and
     broadcasts them with their latent kernel): the iterates of one rank, bit for bit."""
-    from test_training_pmp import _problem as layered
+    from tiny import ellipses_problem as layered
 
     from pontryx.solver import Layout
 
