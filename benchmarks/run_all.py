@@ -41,6 +41,7 @@ SCRIPTS = (
     "langevin_gibbs",
     "optimiser_paths",
     "oneshot",
+    "discrete_weights",
 )
 
 _VERSIONS = """

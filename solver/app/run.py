@@ -472,7 +472,17 @@ class TrainingRun:
                 k: int(np.prod(canonical_shape(net, k, controls[k].shape))) for k in net.trainable
             },
             "versions": environment.versions(),
+            **self._weights(),
         }
+
+    def _weights(self) -> dict:
+        """summary["weights"] of a discrete-weight run: its kind and the fraction of
+        zero kernel values. Collective."""
+        discrete = getattr(self.trainer, "discrete", None)
+        if discrete is None:
+            return {}
+        sparsity = discrete.sparsity(self.trainer.controls)
+        return {"weights": {"kind": discrete.kind, "sparsity": sparsity}}
 
     def _write_model(self) -> None:
         problem, out = self.problem, self.config.output
@@ -486,6 +496,7 @@ class TrainingRun:
                 input_shape=d.input_shape,
                 classes=d.classes,
                 noise=problem.noise,
+                weights=self.trainer.options.get("weights", "real"),
             )
         if self.root and out.model:
             self.directory.register("model.npz")

@@ -16,6 +16,10 @@ Arrays (N dofs, N_t layers, n_in inputs, n_out outputs, R rank):
   (N_t, N, R); local ``kappa``, ``r`` (N_t, N), ``a`` (N_t, N, gdim) and the
   assembled ``L_data``/``L_indices`` (N_t, nnz), ``L_indptr`` (N+1,);
   ``E`` (N, n_in), ``C`` (N, n_out), ``d`` (n_out,);
+* discrete kernel values (``weights`` ternary or binary, 0-d; "real" otherwise):
+  each kernel control is stored as int8 codes T ∈ {−1, 0, 1} with its scales
+  ``<name>_scale`` (N_t,), the values being c_n T (:func:`load_model` returns
+  them as floats);
 * metadata (0-d arrays): ``format`` ("pontryx-model"), ``version``, ``kernel``,
   ``scheme``, ``activation``, ``smooth_relu_delta``, ``epsilon``, ``T``,
   ``layers``, ``dt``, ``n_in``, ``n_out``, ``task``, ``embedding``; and
@@ -35,6 +39,8 @@ import contextlib
 import os
 import zipfile
 from pathlib import Path
+
+from mpi4py import MPI
 
 import numpy as np
 
@@ -85,13 +91,14 @@ def _csr(prefix: str, A) -> dict[str, np.ndarray]:
     }
 
 
-def _metadata(net, task, input_shape, classes, noise=None) -> dict[str, np.ndarray]:
+def _metadata(net, task, input_shape, classes, noise=None, weights="real") -> dict[str, np.ndarray]:
     numeric = all(isinstance(c, int | float | np.integer | np.floating) for c in classes)
     extra = noise.arrays() if noise is not None else {"noise_amplitude": np.array(0.0)}
     return dict(
         **extra,
         format=np.array(FORMAT),
         version=np.array(VERSION),
+        weights=np.array(weights),
         kernel=np.array(net.kernel.name),
         kernel_rank=np.array(getattr(net.kernel, "rank", 0)),
         scheme=np.array(net.scheme.name),
@@ -110,9 +117,23 @@ def _metadata(net, task, input_shape, classes, noise=None) -> dict[str, np.ndarr
     )
 
 
-def _controls_in_layers(net, controls):
-    """(name, global shape, iterator of canonical chunks on width rank 0) for every
-    control: layer controls one layer at a time, gathered to width rank 0 only.
+def _codes(net, name, value):
+    """(int8 codes T, scales c) of the discrete values c_n T of a kernel control
+    (all layers; c_n = max |values of layer n|, 1 for a layer of zeros). Collective."""
+    from pontryx.solver.training.discrete import codes
+
+    T, c = codes(net.space.comm, value)
+    cT = c.reshape(-1, *([1] * (value.ndim - 1))) * T
+    bad = bool(np.any(cT != value) or np.any(np.abs(T) > 1))
+    if net.space.comm.allreduce(bad, op=MPI.LOR):
+        raise ValueError(f"control {name!r} is not discrete (c·T with T in {{-1, 0, 1}})")
+    return T, c
+
+
+def _controls_in_layers(net, controls, weights="real"):
+    """(name, global shape, dtype, iterator of canonical chunks on width rank 0) for
+    every control: layer controls one layer at a time, gathered to width rank 0
+    only; discrete kernel controls as int8 codes followed by their scales.
     Collective (the iterators must be consumed on every width rank)."""
     from pontryx.solver.outputs.canonical import canonical_shape
 
@@ -120,26 +141,34 @@ def _controls_in_layers(net, controls):
     for name, value in controls.items():
         shape = canonical_shape(net, name, value.shape)
         if name in REPLICATED:
-            yield name, shape, iter([np.array(value, copy=True)])
+            yield name, shape, float, iter([np.array(value, copy=True)])
         elif name in net.layer_names:
             full = name in net.kernel.full_axis
-            yield name, shape, (sp.gather_canonical(v, axis_full=full) for v in value)
+            if weights != "real" and name in net.kernel.shapes():
+                T, c = _codes(net, name, value)
+                yield name, shape, np.int8, (sp.gather_canonical(v, axis_full=full) for v in T)
+                yield f"{name}_scale", c.shape, float, iter([c])
+            else:
+                yield name, shape, float, (sp.gather_canonical(v, axis_full=full) for v in value)
         else:
-            yield name, shape, iter([sp.gather_canonical(value)])
+            yield name, shape, float, iter([sp.gather_canonical(value)])
 
 
-def model_arrays(net, controls, *, task: str, input_shape, classes=(), noise=None) -> dict | None:
+def model_arrays(
+    net, controls, *, task: str, input_shape, classes=(), noise=None, weights="real"
+) -> dict | None:
     """All arrays of ``model.npz`` on width rank 0 (None elsewhere), in memory.
     Collective. (:func:`save_model` streams them to the file instead.)"""
     out = mesh_arrays(net.space)
-    for name, shape, chunks in _controls_in_layers(net, controls):
+    for name, shape, dtype, chunks in _controls_in_layers(net, controls, weights):
         parts = list(chunks)
         if net.space.comm.rank == 0:
-            out[name] = np.stack(parts).reshape(shape) if len(parts) > 1 else parts[0]
+            value = np.stack(parts).reshape(shape) if len(parts) > 1 else parts[0]
+            out[name] = value.astype(dtype, copy=False)
     out.update(_operators(net, controls, noise))
     if net.space.comm.rank != 0:
         return None
-    out.update(_metadata(net, task, input_shape, classes, noise))
+    out.update(_metadata(net, task, input_shape, classes, noise, weights))
     return out
 
 
@@ -154,11 +183,21 @@ def _operators(net, controls, noise=None) -> dict[str, np.ndarray]:
 
 
 def save_model(
-    path: str | os.PathLike, net, controls, *, task, input_shape, classes=(), noise=None
+    path: str | os.PathLike,
+    net,
+    controls,
+    *,
+    task,
+    input_shape,
+    classes=(),
+    noise=None,
+    weights="real",
 ) -> None:
     """Write ``model.npz`` atomically, streamed: width rank 0 writes each layer of a
     layer control as it is gathered, so no rank ever holds the whole N_t × N × N
-    kernel and the other ranks only their rows. Collective (width comm)."""
+    kernel and the other ranks only their rows. ``weights`` ternary or binary:
+    the kernel controls (values c_n T) are written as int8 codes T and scales c_n.
+    Collective (width comm)."""
     sp = net.space
     root = sp.comm.rank == 0
     small = mesh_arrays(sp)
@@ -168,30 +207,35 @@ def save_model(
         if root:
             tmp = stack.enter_context(atomic_path(Path(path)))
             zf = stack.enter_context(zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True))
-        for name, shape, chunks in _controls_in_layers(net, controls):
+        for name, shape, dtype, chunks in _controls_in_layers(net, controls, weights):
             if not root:
                 for _ in chunks:  # take part in the gathers
                     pass
                 continue
             with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
-                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(float)),
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
                           "fortran_order": False, "shape": tuple(shape)}  # fmt: skip
                 np.lib.format.write_array_header_2_0(f, header)
                 for chunk in chunks:
-                    f.write(np.ascontiguousarray(chunk, dtype=float).tobytes())
+                    f.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
         if root:
-            meta = _metadata(net, task, input_shape, classes, noise)
+            meta = _metadata(net, task, input_shape, classes, noise, weights)
             for name, value in {**small, **meta}.items():
                 with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
 def load_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The arrays of a model file (no pickle); InputError if it is not one."""
+    """The arrays of a model file (no pickle); InputError if it is not one. A
+    discrete kernel's int8 codes T come back as the float values c_n T."""
     with np.load(path, allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
     if str(arrays.get("format", "")) != FORMAT:
         raise InputError("not a pontryx model file", "path")
+    if str(arrays.get("weights", "real")) != "real":
+        for name in [k for k in arrays if f"{k}_scale" in arrays]:
+            T, c = arrays[name], arrays[f"{name}_scale"]
+            arrays[name] = c.reshape(-1, *([1] * (T.ndim - 1))) * T
     return arrays
 
 

@@ -91,6 +91,11 @@ maximum over the layers; plots/hamiltonian.png).
 Bounds (``training.bounds``): the block solves run TAO's bound-constrained
 BLMVM on the box, i.e. the Hamiltonian is maximised over the admissible set.
 
+Discrete weights (``weights: ternary | binary``, default ``real``): the kernel
+takes values c·T per layer, T ∈ {−1, 0, 1} or {−1, 1}; each sweep maximises the
+relaxed Hamiltonian, moves a latent real kernel and rounds it by the L²(M_L)
+projection (Li & Hao, ICML 2018; the exact steps in :mod:`.discrete`).
+
 Each block is collective over the width ranks; the data ranks sum their
 samples' contributions. Memory: all N_t + 1 states and costates are stored,
 with the state curvature also n_out sensitivities per state.
@@ -114,10 +119,12 @@ from pontryx.solver.model.loss import LOSSES
 from pontryx.solver.petsc import configure, destroy
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.common import check_finite
+from pontryx.solver.training.discrete import discrete_set
 from pontryx.solver.training.msa_blocks import (
     EmbeddingProblem,
     LayerProblem,
     ReadoutProblem,
+    Restricted,
     StateCurvature,
 )
 
@@ -229,6 +236,8 @@ class EMSA(Trainer):
     regulariser, mesh-independent; ``euclidean``: in nodal coordinates),
     ``batch_size`` (samples per sweep; None: the full batch), ``seed`` (the
     minibatch stream of :class:`~pontryx.solver.data.sampler.Minibatches`,
+    checkpointed), ``weights`` (``real``, default; ``ternary`` or ``binary``:
+    discrete kernel values, see :mod:`.discrete`; the latent kernel is
     checkpointed). Defaults measured on ellipses (1000 samples, unit_square
     n = 8, 8 layers): with the state curvature and the Gauss–Seidel sweep ρ
     falls at every sweep and no sweep is rejected; 5 inner iterations balance
@@ -273,7 +282,11 @@ class EMSA(Trainer):
         "metric": "l2",
         "batch_size": None,
         "seed": 0,
+        "weights": "real",
     }
+    #: whether a discrete-weight sweep projects each layer as it goes (E-MSA) or the
+    #: step control projects the whole proposal (MSA's line search)
+    project_layers = True
 
     def __init__(self, rf, controls, **options):
         super().__init__(rf, controls, **options)
@@ -302,6 +315,13 @@ class EMSA(Trainer):
             if self.batch_size is not None
             else None
         )
+        # discrete kernel values (training.options.weights): the latent real kernel
+        self.discrete = discrete_set(rf.net, opts, self.bounds)
+        self.latent = self._proposal = None
+        if self.discrete is not None:
+            names = self.discrete.names
+            self.latent = Controls({k: controls[k].copy() for k in names}, controls.comm)
+            self.discrete.quantise(self.latent, self.controls)
         self._cache = None
 
     def _check(self, opts):
@@ -473,6 +493,9 @@ class EMSA(Trainer):
             rfb, traj, _ = self._batch()
         new = self.controls.copy()
         decrease, gaps = 0.0, {}
+        discrete = self.discrete is not None and self.project_layers
+        if discrete:
+            self._proposal = self.latent.copy()
         net, seidel = self.rf.net, self.order == "gauss_seidel"
         depth, owners = self.depth, {}
         state = traj.states[0]
@@ -487,6 +510,8 @@ class EMSA(Trainer):
                     problem.U = state[0]
                 x0 = self._block_controls(key, self.controls)
                 theta, f0, f = self._solver(key, x0).solve(problem, x0, self.inner, self.forcing)
+                if discrete and isinstance(key, int):
+                    theta, f = self._discrete_layer(key, problem, x0, theta.copy())
                 if isinstance(key, int):  # Hⁿ(θ_solve) − Hⁿ(θⁿ) ≤ max_θ Hⁿ − Hⁿ(θⁿ)
                     if not problem.rho and problem.curvature is None:  # the block is −Hⁿ
                         gap = f0 - f
@@ -513,11 +538,39 @@ class EMSA(Trainer):
                     arr = np.ascontiguousarray(target[k])
                     depth.Bcast(arr, root=root)
                     target[k][...] = arr
+                if discrete and isinstance(key, int):  # and its latent kernel
+                    for k in self._proposal:
+                        arr = np.ascontiguousarray(self._proposal[k][key])
+                        depth.Bcast(arr, root=root)
+                        self._proposal[k][key] = arr
             decrease = depth.allreduce(decrease)
             for part in depth.allgather(gaps):
                 gaps.update(part)
         self.gaps = [gaps[n] for n in sorted(gaps)]  # the layers' maximum-principle gaps
         return new, decrease
+
+    def _discrete_layer(self, n, problem, old, theta):
+        """Layer n's discrete-weight step (see :mod:`.discrete`): the displacement of
+        the block solve moves the latent kernel, whose L²(M_L) projection c·T is the
+        layer's new kernel; then b is re-solved with c·T fixed. Returns (θⁿ, its
+        block value)."""
+        latent = self._proposal
+        for k in self.discrete.names:
+            latent[k][n] += theta[k] - old[k]
+            theta[k][...] = self.discrete.project_layer(k, latent[k][n])
+        b = theta.subset(("b",))
+        fixed = Restricted(problem, {k: theta[k] for k in self.discrete.names})
+        b, _, _ = self._solver(("b", n), b).solve(fixed, b, self.inner, self.forcing)
+        theta["b"][...] = b["b"]
+        return theta, problem(theta)
+
+    def _codes_changed(self, old) -> bool:
+        """Whether any kernel value changed its code (sign or zero) since ``old``."""
+        changed = any(
+            not np.array_equal(np.sign(self.controls[k]), np.sign(old[k]))
+            for k in self.discrete.names
+        )
+        return self.rf.net.space.comm.allreduce(changed, op=MPI.LOR)
 
     def _set(self, controls):
         for k in self.controls:
@@ -540,10 +593,14 @@ class EMSA(Trainer):
             new, decrease = self.sweep(traj, rfb, rho)
             if not self.step_control:
                 self._set(new)
+                self.latent = self._proposal
                 return {"rho": rho, "decrease": decrease, "rejected": 0}
             J_new = self._trial(rfb, new)
             if J_new <= J_old:
-                if J_old - J_new >= 0.75 * decrease:
+                self.latent = self._proposal
+                # discrete: a sweep that moved no code asks for a longer step
+                stuck = self.discrete is not None and not self._codes_changed(old)
+                if J_old - J_new >= 0.75 * decrease or stuck:
                     self.rho = 0.5 * rho
                 return {"rho": rho, "decrease": decrease, "rejected": rejected}
             self._set(old)
@@ -564,6 +621,8 @@ class EMSA(Trainer):
             J, grad, misfit, stat, _ = self._full()
             self.rf.last = {"misfit": misfit, "stat": stat, "J": J, "gradient": grad}
             batch = self.rf.S if self.batch_size is None else self.batch_size
+            if self.discrete is not None and self.discrete.kind == "ternary":
+                extra["sparsity"] = self.discrete.sparsity(self.controls)
             rec = self.record(J, grad, **extra, batch=batch, gap=max(self.gaps, default=0.0))
             rec.layers["gap"] = list(self.gaps)
             try:
@@ -584,11 +643,27 @@ class EMSA(Trainer):
         out["msa/step"] = np.array(getattr(self, "step", 1.0))
         if self.batches is not None:
             out.update({f"msa/{k}": v for k, v in self.batches.state().items()})
+        if self.latent is not None:
+            out.update({f"latent/{k}": v.copy() for k, v in self.latent.items()})
         return out
+
+    def state_kinds(self):
+        kinds = super().state_kinds()
+        if self.latent is not None:
+            kinds.update({f"latent/{k}": ("control", k) for k in self.latent})
+        return kinds
 
     def restore(self, state, controls_only=False):
         super().restore(state)
         self._cache, self.failed = None, None
+        if self.latent is not None:  # the latent kernel; from a real run: θ's, quantised
+            if all(f"latent/{k}" in state for k in self.latent):
+                for k, v in self.latent.items():
+                    v[...] = state[f"latent/{k}"]
+            else:
+                for k, v in self.latent.items():
+                    v[...] = self.controls[k]
+                self.discrete.quantise(self.latent, self.controls)
         if controls_only:
             return
         if "msa/rho" in state:
@@ -632,19 +707,34 @@ class MSA(EMSA):
         # plain MSA: ρ = 0, no state curvature, the Jacobi sweep
         super()._check({**opts, "rho": 1.0, "curvature": "none", "order": "jacobi"})
 
+    project_layers = False  # discrete weights: the line search projects (see _point)
+
+    def _point(self, old, direction, lam):
+        """θ_old + λ(θ_MSA − θ_old); for discrete weights the kernel is the L²(M_L)
+        projection of latent + λ(W_MSA − W_old) (the proposed latent in
+        ``self._proposal``)."""
+        point = old.copy().axpy(lam, direction)
+        if self.discrete is not None:
+            names = self.discrete.names
+            self._proposal = self.latent.copy().axpy(lam, direction.subset(names))
+            self.discrete.quantise(self._proposal, point)
+        return point
+
     def _step(self):
         rfb, traj, J_old = self._batch()
         old = self.controls.copy()
         new, decrease = self.sweep(traj, rfb, 0.0)
         extra = {"rho": 0.0, "decrease": decrease, "rejected": 0, "step": 1.0}
-        if not self.step_control:
-            self._set(new)
-            return extra
         direction = new - old
+        if not self.step_control:
+            self._set(self._point(old, direction, 1.0))
+            self.latent = self._proposal
+            return extra
         lam = self.step
         for rejected in range(MAX_TRIALS):
-            if self._trial(rfb, old.copy().axpy(lam, direction)) <= J_old:
+            if self._trial(rfb, self._point(old, direction, lam)) <= J_old:
                 self.step = min(1.0, 2.0 * lam) if rejected == 0 else lam
+                self.latent = self._proposal
                 return {**extra, "rejected": rejected, "step": lam}
             lam *= 0.25
         return None

@@ -16,7 +16,7 @@ import numpy as np
 from pontryx.solver.model.controls import Controls
 from pontryx.solver.model.loss import LOSSES
 
-__all__ = ["Block", "EmbeddingProblem", "LayerProblem", "ReadoutProblem"]
+__all__ = ["Block", "EmbeddingProblem", "LayerProblem", "ReadoutProblem", "Restricted"]
 
 
 # -- block problems -----------------------------------------------------------------
@@ -236,3 +236,19 @@ class EmbeddingProblem(Block):
         grad = Controls({"E": (self.Lam + cot) @ self.X.T}, theta.comm)
         self._data_sum(grad)
         return self._total(local, 0.0, width_summed), grad
+
+
+class Restricted:
+    """A block problem as a function of some of its controls, the others held at
+    ``fixed`` (the discrete-weight step re-solves a layer's b with its discrete
+    kernel fixed: :mod:`.discrete`)."""
+
+    def __init__(self, problem, fixed: dict):
+        self.problem, self.fixed = problem, fixed
+
+    def value_and_gradient(self, theta: Controls):
+        f, g = self.problem.value_and_gradient(Controls({**self.fixed, **theta}, theta.comm))
+        return f, g.subset(tuple(theta))
+
+    def __call__(self, theta: Controls) -> float:
+        return self.value_and_gradient(theta)[0]

@@ -32,6 +32,16 @@ Bounds (``training.bounds``): every step is projected onto the box,
 whose stationary law is the Gibbs density restricted to the box only in the
 limit η → 0).
 
+Discrete weights (``sgd``, ``adam``: option ``weights: ternary | binary``, default
+``real``): the straight-through estimator. The optimiser moves a latent real
+kernel W̃; the network's kernel is its quantisation Q(W̃) = c·T (TWN's
+threshold for ternary, sign with the L²(M_L) mean of |W̃| for binary:
+:func:`~pontryx.solver.training.discrete.twn`), J and ∇J are evaluated there
+and the step is applied to W̃ as if ∂Q/∂W̃ = I (BinaryConnect, Courbariaux et
+al. 2015; ternary weight networks, Li, Zhang & Liu 2016). The latent kernel is
+in the checkpoint; the record's extra has ``sparsity`` (ternary: the fraction
+of zero codes). The baseline of :mod:`~pontryx.solver.training.discrete`.
+
 Minibatches: :class:`~pontryx.solver.data.sampler.Minibatches` (epochs of a
 seeded permutation of the global samples; the same batches on any layout).
 
@@ -65,9 +75,11 @@ from pontryx.meshes.errors import InputError, show
 from pontryx.solver.adjoint.riesz import RieszMap
 from pontryx.solver.data.sampler import Minibatches
 from pontryx.solver.errors import NonFiniteError
+from pontryx.solver.model.controls import Controls
 from pontryx.solver.model.random import canonical_normal
 from pontryx.solver.training.base import Record, Trainer
 from pontryx.solver.training.common import check_finite
+from pontryx.solver.training.discrete import discrete_set
 
 __all__ = ["SGD", "Adam", "Langevin", "StochasticTrainer"]
 
@@ -110,6 +122,27 @@ class StochasticTrainer(Trainer):
         self.batches.rng = self.rng  # one generator: batches and noise draw from it in turn
         self.moments = {}  # name → flat local array (optimiser state)
         self._good = None  # θ at the last finite evaluation (flat, local)
+        # discrete kernel values (straight-through): the optimiser moves the point
+        # ``self.point``, whose kernel controls are the latent real ``self.latent``
+        # (the other controls are θ's own arrays); θ's kernel is their quantisation
+        self.discrete = discrete_set(rf.net, opts, self.bounds)
+        self.latent = self.point = self.theta
+        if self.discrete is not None:
+            self.latent = Controls(
+                {k: self.theta[k].copy() for k in self.discrete.names}, controls.comm
+            )
+            self.point = Controls(
+                {k: self.latent.get(k, v) for k, v in self.theta.items()}, controls.comm
+            )
+            self._quantise()
+
+    @classmethod
+    def copies(cls, options: dict) -> float:
+        return cls.memory_copies + (options.get("weights", "real") != "real")
+
+    def _quantise(self) -> None:
+        """θ's kernel = the TWN / binary quantisation of the latent kernel."""
+        self.discrete.quantise(self.latent, self.theta, rule="twn")
 
     # -- minibatches ------------------------------------------------------------
     def minibatch(self):
@@ -143,15 +176,21 @@ class StochasticTrainer(Trainer):
                 check_finite(rec.iteration, rec.loss, rec.grad_norm)
             except NonFiniteError:  # back to θ_{k−2}, the last point with finite J and ∇J
                 if self._good is not None:
-                    self.theta.set_flat(self._good)
+                    self.point.set_flat(self._good)
+                    if self.discrete is not None:
+                        self._quantise()
                     self.iteration -= 1
                 raise
-            self._good = self.theta.to_flat()
+            self._good = self.point.to_flat()
             x = self.riesz.to_x(self._good)
             rec.extra = self.step(x, self.riesz.gradient(grad.subset(self.names).to_flat()))
-            self.theta.set_flat(self.riesz.to_theta(x))
+            self.point.set_flat(self.riesz.to_theta(x))
             if self.bounds is not None:  # projected step: θ ← P_Θ(θ − η …)
-                self.bounds.project(self.theta)
+                self.bounds.project(self.point)
+            if self.discrete is not None:  # straight through: ∇J at Q(latent) moved the latent
+                self._quantise()
+                if self.discrete.kind == "ternary":
+                    rec.extra["sparsity"] = self.discrete.sparsity(self.theta)
             self.iteration += 1
             rec.time = time.perf_counter() - self._t0
             yield rec
@@ -161,15 +200,23 @@ class StochasticTrainer(Trainer):
         out = super().state()
         out.update({f"moments/{k}": v.copy() for k, v in self.moments.items()})
         out.update(self.batches.state())  # "perm" and "rng" (the one generator)
+        if self.discrete is not None:
+            out.update({f"latent/{k}": v.copy() for k, v in self.latent.items()})
         return out
 
     def state_kinds(self):
         kinds = super().state_kinds()
         kinds.update({f"moments/{k}": ("flat", self.names) for k in self.moments})
+        if self.discrete is not None:
+            kinds.update({f"latent/{k}": ("control", k) for k in self.latent})
         return kinds
 
     def restore(self, state, controls_only=False):
         super().restore(state)
+        if self.discrete is not None:  # the latent kernel; from a real run: θ's own
+            for k, v in self.latent.items():
+                v[...] = state.get(f"latent/{k}", self.theta[k])
+            self._quantise()
         if controls_only:
             return
         self.moments = {k[8:]: v.copy() for k, v in state.items() if k.startswith("moments/")}
@@ -185,7 +232,12 @@ class SGD(StochasticTrainer):
     leaves room for minibatch noise."""
 
     name = "sgd"
-    defaults: ClassVar[dict] = {**StochasticTrainer.defaults, "learning_rate": 0.1, "momentum": 0.0}
+    defaults: ClassVar[dict] = {
+        **StochasticTrainer.defaults,
+        "learning_rate": 0.1,
+        "momentum": 0.0,
+        "weights": "real",
+    }
 
     def __init__(self, rf, controls, **options):
         super().__init__(rf, controls, **options)
@@ -221,6 +273,7 @@ class Adam(StochasticTrainer):
         "beta1": 0.9,
         "beta2": 0.999,
         "epsilon": 1e-8,
+        "weights": "real",
     }
 
     def __init__(self, rf, controls, **options):

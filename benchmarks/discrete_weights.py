@@ -1,0 +1,202 @@
+"""Discrete-weight networks: MSA/E-MSA ternary and binary against the straight-through
+baseline and full-precision lmvm (issue #13 §4).
+
+Each run is a fresh process training the same network (dense kernel on
+unit_square, tanh, from the same initial controls) on ``ellipses``,
+``swiss_roll`` and ``digits`` with :func:`pontryx.solver.training.minimize`:
+
+* ``msa`` / ``emsa`` with ``weights: ternary`` and ``binary`` (relax and round,
+  Li & Hao 2018: :mod:`pontryx.solver.training.discrete`), default options
+  otherwise;
+* ``adam`` with ``weights: ternary`` and ``binary`` (straight-through estimator,
+  full batch, default η), the baseline;
+* ``lmvm`` with real weights (TAO's L-BFGS), the full-precision reference.
+
+Every method runs to the same time budget per data set (or its iteration cap);
+the table shows the test accuracy of the final network (the discrete one for
+``weights`` ternary or binary), J, the iterations, the time and the sparsity
+(fraction of zero kernel values). The goals (issue #13): MSA ternary ≥ the
+straight-through ternary baseline on every data set, and within 2 points of
+lmvm on ellipses; checked for ``msa`` and ``emsa`` alike. On a shared machine
+use ``--clock cpu`` (the budget is then each worker's CPU time).
+
+    .venv/bin/python benchmarks/discrete_weights.py [--smoke | --full] [--threads T]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import _common as C
+
+RUNS = (
+    ("msa", "ternary"),
+    ("msa", "binary"),
+    ("emsa", "ternary"),
+    ("emsa", "binary"),
+    ("adam", "ternary"),
+    ("adam", "binary"),
+    ("lmvm", "real"),
+)
+MODEL = {"mesh": 6, "layers": 6, "alpha": 1e-4}
+SETTINGS = {
+    "smoke": {
+        "data": {"ellipses": 48},
+        "runs": (("msa", "ternary"), ("emsa", "binary"), ("adam", "ternary"), ("lmvm", "real")),
+        "budget": 10.0,
+        "max_iterations": 2,
+    },
+    "quick": {
+        "data": {"ellipses": 500, "swiss_roll": 500, "digits": None},
+        "budget": 20.0,
+        "max_iterations": 10**5,
+    },
+    "full": {
+        "data": {"ellipses": 1000, "swiss_roll": 1000, "digits": None},
+        "budget": 120.0,
+        "max_iterations": 10**6,
+    },
+}
+
+
+class _Stop(Exception):
+    """Raised by the callback when the time budget is spent."""
+
+
+def worker(cfg: dict, threads: int) -> None:
+    from mpi4py import MPI
+
+    from pontryx.meshes import create_mesh
+    from pontryx.solver import ContinuumNetwork, ReducedFunctional, WidthSpace, load_dataset
+    from pontryx.solver.training import make_trainer, train
+
+    desc = {"name": cfg["data"]}
+    if cfg["size"] is not None:
+        desc.update(n_train=cfg["size"], n_test=cfg["size"])
+    ds = load_dataset(desc)
+    with C.limit_threads(threads):
+        space = WidthSpace(create_mesh({"kind": "unit_square", "n": MODEL["mesh"]}, MPI.COMM_WORLD))
+        image = len(ds.input_shape) == 2
+        net = ContinuumNetwork(
+            space,
+            ds.X_train.shape[1],
+            ds.n_classes,
+            layers=MODEL["layers"],
+            embedding="image" if image else "bump",
+            input_shape=ds.input_shape,
+        )
+        theta = net.init_controls(seed=0)
+        rf = ReducedFunctional(net, ds.X_train, ds.y_train, alpha=MODEL["alpha"])
+        test = ReducedFunctional(net, ds.X_test, ds.y_test)
+        options = {} if cfg["weights"] == "real" else {"weights": cfg["weights"]}
+        trainer = make_trainer(cfg["method"], rf, theta, options)
+        out = {"status": "ok", "iterations": 0, "reason": "max_iterations"}
+        t0 = C.now()
+
+        def callback(rec):
+            out["iterations"] = rec.iteration
+            if C.now() - t0 > cfg["budget"]:
+                out["reason"] = "time budget"
+                raise _Stop
+
+        try:
+            res = train(trainer, cfg["max_iterations"], on_record=callback)
+            out["reason"] = res.reason
+        except _Stop:
+            pass
+        finally:
+            trainer.destroy()
+        out["time"] = C.now() - t0
+        controls = trainer.controls
+        out["J"] = float(rf(controls))
+        test(controls)
+        out["accuracy"] = float(test.metric())
+        discrete = getattr(trainer, "discrete", None)
+        out["sparsity"] = discrete.sparsity(controls) if discrete is not None else None
+        if discrete is not None:
+            assert discrete.violation(controls) == 0.0  # the network evaluated is discrete
+        C.emit(out)
+
+
+def main(argv=None) -> str:
+    p = C.parser(__doc__.splitlines()[0])
+    p.set_defaults(threads=1)
+    args = C.parse(p, argv)
+    if args.worker:
+        return worker(json.loads(args.worker), args.threads)
+    mode = C.mode(args)
+    s = SETTINGS[mode]
+    rows, acc = [], {}
+    for data, size in s["data"].items():
+        for method, weights in s.get("runs", RUNS):
+            cfg = {
+                "method": method,
+                "weights": weights,
+                "data": data,
+                "size": size,
+                "budget": s["budget"],
+                "max_iterations": s["max_iterations"],
+            }
+            label = f"{method} {weights}" + (" (STE)" if method == "adam" else "")
+            try:
+                r = C.run_worker(__file__, cfg, threads=args.threads, timeout=s["budget"] + 120)
+            except subprocess.TimeoutExpired:
+                rows.append([data, label, "timed out", "–", "–", "–", "–", ""])
+                continue
+            except RuntimeError as e:
+                rows.append([data, label, "failed", "–", "–", "–", "–", str(e).splitlines()[-1]])
+                continue
+            acc[data, method, weights] = r["accuracy"]
+            sparsity = "–" if r["sparsity"] is None else f"{100 * r['sparsity']:.0f} %"
+            rows.append(
+                [
+                    data,
+                    label,
+                    f"{100 * r['accuracy']:.1f} %",
+                    r["J"],
+                    r["iterations"],
+                    r["time"],
+                    sparsity,
+                    r["reason"],
+                ]
+            )
+    goals = []
+    for method in ("msa", "emsa"):
+        for data in s["data"]:
+            m, b = acc.get((data, method, "ternary")), acc.get((data, "adam", "ternary"))
+            if m is not None and b is not None:
+                verdict = "met" if m >= b else "not met"
+                goals.append(
+                    f"{data}: {method} ternary {100 * m:.1f} % ≥ STE ternary {100 * b:.1f} % "
+                    f"— {verdict}"
+                )
+        m, r = acc.get(("ellipses", method, "ternary")), acc.get(("ellipses", "lmvm", "real"))
+        if m is not None and r is not None:
+            verdict = "met" if m >= r - 0.02 else "not met"
+            goals.append(
+                f"ellipses: {method} ternary {100 * m:.1f} % within 2 points of lmvm "
+                f"{100 * r:.1f} % — {verdict}"
+            )
+    sizes = ", ".join(f"{d} {'default split' if n is None else n}" for d, n in s["data"].items())
+    body = (
+        f"Dense kernel on unit_square n = {MODEL['mesh']} (P1), {MODEL['layers']} layers, tanh, "
+        f"α = {MODEL['alpha']:g}, training samples (= test samples) {sizes}, the same initial "
+        f"controls, default options of every method apart from `weights`, {args.threads} "
+        f"thread(s), time budget {s['budget']:g} s per run (checked after each iteration). "
+        "Accuracy: on the test set, of the final network (discrete for ternary/binary). "
+        "An iteration is a sweep over all layers (msa, emsa), a full-batch step (adam) or "
+        "an accepted TAO iteration (lmvm). Sparsity: fraction of zero kernel values.\n\n"
+        + C.table(
+            ["data", "method", "test acc.", "J", "iterations", "time s", "sparsity", "stop"],
+            rows,
+        )
+        + ("\n\nGoals:\n\n" + "\n".join(f"- {g}" for g in goals) if goals else "")
+    )
+    text = C.section("Discrete-weight networks", body)
+    C.report(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
