@@ -68,8 +68,11 @@ def cells(summary: dict) -> tuple[str, str, str]:
     """(status (iterations), test metric, time) for the table."""
     status = f"{summary['status']} ({summary['iterations']})"
     metric = summary["metric"]
-    value = summary["test"][metric]
-    shown = f"RMSE {value:.2g}" if metric == "rmse" else f"{value:.3f}"
+    if "kappa_error" in summary:  # an inverse run: the relative L² error of κ
+        shown = f"κ error {summary['kappa_error']:.3f}"
+    else:
+        value = summary["test"][metric]
+        shown = f"RMSE {value:.2g}" if metric == "rmse" else f"{value:.3f}"
     wall = summary["wall"]
     time_ = f"{wall:.0f} s" if wall < 120 else f"{wall / 60:.1f} min"
     return status, shown, time_
@@ -108,9 +111,12 @@ def update_header(example: Path, ranks: int, metric: str, time_: str) -> None:
     """The usage line at the top of an example: ``# ~T on P rank(s), test … ≈ …``."""
     text = example.read_text()
     where = "one rank" if ranks == 1 else f"{ranks} ranks"
-    what = (
-        metric.replace("RMSE ", "RMSE ≈ ") if metric.startswith("RMSE") else f"accuracy ≈ {metric}"
-    )
+    if metric.startswith("RMSE"):
+        what = metric.replace("RMSE ", "RMSE ≈ ")
+    elif metric.startswith("κ error"):
+        what = metric.replace("κ error ", "κ error ≈ ")
+    else:
+        what = f"accuracy ≈ {metric}"
     note = f"# {time_} on {where}, test {what} (README's table)"
     pattern = re.compile(rf"^(#\s+pontryx train examples/{re.escape(example.name)}\s+)#.*$", re.M)
     new, n = pattern.subn(lambda m: m.group(1) + note, text, count=1)

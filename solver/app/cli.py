@@ -358,6 +358,8 @@ def cmd_evaluate(args) -> int:
     raw["parallel"] = {"width": None, "data": None}  # any number of ranks
     config = validate_config(raw, ranks=comm.size, base_dir=run_dir)
     file = None
+    if args.data and config.inverse is not None:
+        raise InputError("an inverse run is evaluated on its own observations", "--data")
     if args.data:
         raw["data"], file = _data_overrides(config, args.data)
         config = validate_config(raw, ranks=comm.size, base_dir=Path.cwd())
@@ -374,6 +376,8 @@ def cmd_evaluate(args) -> int:
     if comm.allreduce(bad, op=MPI.SUM):
         names = sorted(set(comm.allreduce(bad, op=MPI.SUM)))
         raise NonFiniteError(f"{model} holds non-finite values (in {', '.join(names)})")
+    if config.inverse is not None:
+        return _print_inverse(args, run_dir, problem, controls)
     if file is not None:
         classes = tuple(np.asarray(arrays.get("classes", [])).tolist())
         results = _file_results(problem, controls, file, classes)
@@ -401,6 +405,24 @@ def cmd_evaluate(args) -> int:
                     f"misfit {r['misfit']:.6e}  {m} {r[m]:.4f}"
                 )
     problem.destroy()
+    return 0
+
+
+def _print_inverse(args, run_dir, problem, controls) -> int:
+    """``pontryx evaluate`` of an inverse run: misfit, discrepancy, κ error."""
+    results = problem.evaluate(controls)
+    problem.destroy()
+    if args.json:
+        _say(json.dumps({"run_dir": str(run_dir), **results}))
+        return 0
+    r = results["train"]
+    _say(f"{run_dir}: the inverse problem's {r['samples']} observations")
+    _say(
+        f"  J {r['loss']:.6e}  misfit Φ {r['misfit']:.6e}  H¹ term {r['regulariser_h1']:.3e}  "
+        f"discrepancy {r['discrepancy']:.4f}"
+    )
+    if "kappa_error" in results:
+        _say(f"  relative L² error of κ against κ†: {results['kappa_error']:.4f}")
     return 0
 
 

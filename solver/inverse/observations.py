@@ -196,7 +196,7 @@ class PointObservations:
         cell = np.array([cells.links(i)[0] for i in self.mine], dtype=np.int32)
         cmap = mesh.geometry.cmaps[0]
         element = V.ufl_element()
-        geometry, gdofs = mesh.geometry.x[:, :gdim], mesh.geometry.dofmap
+        geometry, gdofs = mesh.geometry.x[:, :gdim], mesh.geometry.dofmaps[0]
         dofmap = V.dofmap
         ndofs = dofmap.dof_layout.num_dofs
         self.dofs = np.zeros((len(cell), ndofs), dtype=np.int32)

@@ -111,16 +111,20 @@ def _slice(x: np.ndarray):
 
 def _field(ax, fields, values, title, plt, **kw):
     x, gdim = fields["x"], int(fields["gdim"])
+    lo, hi = kw.pop("vmin", None), kw.pop("vmax", None)
+    levels = 30 if lo is None or not hi > lo else np.linspace(lo, hi, 31)
     if gdim == 2:
         cell = str(fields["cell_type"])
-        if cell in ("triangle", "quadrilateral") and x.shape[0] == fields["cells"].max() + 1:
+        if cell in ("triangle", "quadrilateral"):
             tri = _triangles(fields["cells"], cell)
-            im = ax.tripcolor(x[:, 0], x[:, 1], tri[:, :3], values, shading="gouraud", **kw)
+            im = ax.tripcolor(
+                x[:, 0], x[:, 1], tri[:, :3], values, shading="gouraud", vmin=lo, vmax=hi, **kw
+            )
         else:
-            im = ax.tricontourf(x[:, 0], x[:, 1], values, 30, **kw)
+            im = ax.tricontourf(x[:, 0], x[:, 1], values, levels, **kw)
     else:
         mask, level = _slice(x)
-        im = ax.tricontourf(x[mask, 0], x[mask, 1], values[mask], 30, **kw)
+        im = ax.tricontourf(x[mask, 0], x[mask, 1], values[mask], levels, **kw)
         title += f" (z = {level:.3g})"
     ax.set_aspect("equal")
     ax.set_title(title)
