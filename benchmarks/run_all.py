@@ -42,6 +42,7 @@ SCRIPTS = (
     "optimiser_paths",
     "oneshot",
     "discrete_weights",
+    "inverse",
 )
 
 _VERSIONS = """

@@ -212,6 +212,7 @@ def _build(config, comm: MPI.Comm) -> InverseProblem:
         phys_mesh = create_mesh(inv.domain, comm)
     gdim = phys_mesh.geometry.dim
     physical = WidthSpace(phys_mesh, degree=inv.degree)
+    _ = physical.canonical  # collective: made now, so later gathers to rank 0 need no peer
     truth = None
     with section("inverse"):
         if inv.truth is not None:
