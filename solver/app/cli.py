@@ -9,6 +9,7 @@ Commands::
     pontryx validate CONFIG.yaml [--set ...]
     pontryx methods [NAME] [--json]
     pontryx analyze RUN_DIR [RUN_DIR ...] [--output DIR] [--features projection|norms] [--json]
+    pontryx hjb CONFIG.yaml [--output DIR] [--set ...] [--overwrite] [--quiet]
     pontryx info [--json]
 
 Exit codes: 0 success (``train``: converged or the iterations asked for are
@@ -218,6 +219,21 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="print the summary as JSON")
     a.set_defaults(func=cmd_analyze)
 
+    hj = sub.add_parser(
+        "hjb",
+        help="HJB value function of the network reduced to two states; feedback vs open loop",
+        description="Solve the HJB equation of the two-dof network of CONFIG.yaml (an hjb: "
+        "section) on a grid, extract the feedback law, and compare its closed-loop cost with "
+        "the open-loop solution pontryx finds, from every initial state; results go to a run "
+        "directory (summary.json, value.npz, plots/, paraview/).",
+    )
+    hj.add_argument("config", metavar="CONFIG.yaml", help="a parameter file with an hjb: section")
+    hj.add_argument("--output", "-o", metavar="DIR", help="run directory (as for train)")
+    overrides(hj)
+    hj.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    hj.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    hj.set_defaults(func=cmd_hjb)
+
     i = sub.add_parser(
         "info",
         help="versions, MPI ranks and PETSc configuration",
@@ -271,6 +287,20 @@ def cmd_train(args) -> int:
         max_memory=max_memory,
     )
     return int(summary.get("exit_code", 0))
+
+
+def cmd_hjb(args) -> int:
+    from pontryx.solver.app.hjb import run_hjb
+
+    config = _load(args.config, args.set)
+    summary = run_hjb(
+        config,
+        _run_dir(args, config),
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        source=args.config,
+    )
+    return int(summary["exit_code"])
 
 
 def cmd_validate(args) -> int:

@@ -121,7 +121,10 @@ def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> 
     N = dofs(config.mesh, m.degree)
     n = max(1, math.ceil((N if width == 1 else 1.25 * N) / width))  # partitions are uneven
     inv = config.inverse  # an inverse run: the samples are the dofs of Ω_phys
-    samples = dofs(inv.domain, inv.degree) if inv is not None else _samples(config.data)
+    if inv is not None:
+        samples = dofs(inv.domain, inv.degree)
+    else:  # (an hjb configuration has no data: pontryx train refuses it later)
+        samples = _samples(config.data) if config.data is not None else 1
     S = max(1, math.ceil(samples / data_ranks))
     L = m.layers
     noise = 0

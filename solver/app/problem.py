@@ -114,6 +114,8 @@ def build_problem(config: Config, comm: MPI.Comm, *, layout=None, dataset=None) 
     coarse level of multilevel training shares the ``layout``, PETSc options and
     ``dataset`` of its problem. A configuration with an ``inverse:`` section
     builds an :class:`~.inverse.InverseProblem` instead."""
+    if config.hjb is not None:
+        raise InputError("an hjb: configuration is run by pontryx hjb", "hjb")
     if config.inverse is not None:
         from pontryx.solver.app.inverse import build_inverse
 

@@ -49,7 +49,7 @@ from pontryx.solver.registry import KERNELS, LUMPINGS, METHODS, SCHEMES, load
 
 __all__ = ["SECTIONS", "Config", "flatten_petsc", "key_paths", "message", "petsc_key_paths"]
 
-SECTIONS = ("mesh", "model", "data", "training", "parallel", "petsc", "output", "inverse")
+SECTIONS = ("mesh", "model", "data", "training", "parallel", "petsc", "output", "inverse", "hjb")
 
 
 def _field(key: str, message: str) -> InputError:
@@ -498,6 +498,58 @@ class InverseSection(Section):
         return self
 
 
+# ------------------------------------------------------------------- hjb ---
+#: the open-loop methods of an hjb run (TAO's bounded quasi-Newton types)
+HJB_METHODS = ("lmvm", "blmvm", "bqnls")
+Pair = Annotated[list[Number], Field(min_length=2, max_length=2)]
+
+
+class HJBGridSection(Section):
+    """``hjb.grid``: the rectangle G of states where V(t, u) is computed."""
+
+    lower: Pair = Field([-2.5, -2.5], description="lower corner of G")
+    upper: Pair = Field([2.5, 2.5], description="upper corner of G")
+    n: PositiveInt | Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] = Field(
+        64, description="cells per axis"
+    )
+    cfl: Annotated[Number, Field(gt=0, le=1)] = Field(0.9, description="fraction of the CFL Δτ")
+    controls: Annotated[int, Field(ge=2)] = Field(
+        41, description="candidate controls per component (then Newton)"
+    )
+
+    @model_validator(mode="after")
+    def check_box(self):
+        if any(hi <= lo for lo, hi in zip(self.lower, self.upper, strict=True)):
+            raise _field("upper", f"expected upper > lower, got {self.upper} and {self.lower}")
+        return self
+
+
+class HJBSection(Section):
+    """``hjb:`` the value function of the network reduced to two states (an interval of
+    one P1 cell), the kernel fixed, the bias in a box as the control
+    (:mod:`pontryx.solver.hjb`; ``pontryx hjb``)."""
+
+    kernel: Annotated[list[Pair], Field(min_length=2, max_length=2)] = Field(
+        [[0.0, -2.0], [2.0, 0.0]], description="W (2×2), the same in every layer"
+    )
+    readout: Pair = Field([1.0, -1.0], description="C: ŷ = Cᵀ M_L u + d")
+    offset: Number = Field(0.0, description="d")
+    target: Number = Field(0.5, description="y: terminal cost ½(ŷ − y)²")
+    bound: PositiveNumber = Field(1.0, description="the control box |b_i| ≤ bound")
+    grid: HJBGridSection = Field(default_factory=HJBGridSection)
+    initial_states: Annotated[list[Pair], Field(min_length=1, max_length=50)] = Field(
+        [[0.5, 0.0], [-0.5, 0.5], [0.0, -0.8]], description="u₀ of the compared trajectories"
+    )
+
+    @model_validator(mode="after")
+    def check_states(self):
+        g = self.grid
+        for k, u in enumerate(self.initial_states):
+            if not all(lo < x < hi for x, lo, hi in zip(u, g.lower, g.upper, strict=True)):
+                raise _field(f"initial_states.{k}", f"{u} is not inside the grid")
+        return self
+
+
 # ---------------------------------------------------------------- config ---
 
 
@@ -513,6 +565,7 @@ class Config(Section):
     petsc: dict[str, Any] = Field({}, description="PETSc options (nested mapping)")
     output: OutputSection = Field(default_factory=OutputSection)
     inverse: InverseSection | None = Field(None, description="a PDE inverse problem (no data)")
+    hjb: HJBSection | None = Field(None, description="HJB in reduced dimension (pontryx hjb)")
 
     @field_validator("mesh", mode="before")
     @classmethod
@@ -532,6 +585,9 @@ class Config(Section):
     @model_validator(mode="after")
     def check_consistent(self):
         m, t = self.model, self.training
+        if self.hjb is not None:
+            self._check_hjb()
+            return self
         self._check_inverse()
         if t.checkpointing == "reverse" and not load(SCHEMES, m.scheme).reversible:
             reversible = [name for name in SCHEMES if load(SCHEMES, name).reversible]
@@ -561,6 +617,27 @@ class Config(Section):
                 raise _field("model.embedding.type", "'image' needs a 2D or 3D mesh")
         self._check_noise()
         return self
+
+    def _check_hjb(self) -> None:
+        m, t = self.model, self.training
+        if self.inverse is not None:
+            raise _field("hjb", "an hjb run and an inverse run exclude each other")
+        if self.data is not None:
+            raise _field("data", "an hjb run takes no data (its samples are the initial states)")
+        kind, n = self.mesh.get("kind"), self.mesh.get("n")
+        if kind not in ("interval", "unit_interval") or n != 1:
+            raise _field("mesh", "an hjb run reduces the network to 2 dofs: {kind: interval, n: 1}")
+        for key, ok, want in (
+            ("model.scheme", m.scheme == "imex_euler", "imex_euler"),
+            ("model.epsilon", m.epsilon == 0, "0"),
+            ("model.kernel.type", m.kernel.type == "dense", "dense"),
+            ("model.noise.amplitude", not m.noise.enabled, "0"),
+            ("training.method", t.method in HJB_METHODS, f"one of {', '.join(HJB_METHODS)}"),
+        ):
+            if not ok:
+                raise _field(key, f"an hjb run needs {want}")
+        if not t.alpha > 0:
+            raise _field("training.alpha", "an hjb run needs α > 0 (the running cost)")
 
     def _check_inverse(self) -> None:
         if self.inverse is None:
