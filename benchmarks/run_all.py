@@ -43,6 +43,7 @@ SCRIPTS = (
     "oneshot",
     "discrete_weights",
     "inverse",
+    "hjb",
 )
 
 _VERSIONS = """
