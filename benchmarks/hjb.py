@@ -55,7 +55,7 @@ def orders(errors) -> list:
         None,
         *(
             float(np.log2(a / b)) if a > 0 and b > 0 else None
-            for a, b in zip(errors, errors[1:], strict=False)
+            for a, b in itertools.pairwise(errors)
         ),
     ]
 
