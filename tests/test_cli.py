@@ -296,7 +296,8 @@ def test_check_gradient_passes_on_every_example_as_shipped(capsys, example):
 
 @pytest.mark.parametrize(
     "example",
-    [e for e in EXAMPLES if not e.stem.startswith("inverse_")],  # test_inverse.py runs those
+    # test_inverse.py and test_hjb.py run those
+    [e for e in EXAMPLES if not e.stem.startswith(("inverse_", "hjb"))],
     ids=lambda p: p.stem,
 )
 def test_example_runs_shortened(capsys, example, mpi_tmp_path):

@@ -175,6 +175,9 @@ def test_pontryx_hjb_run(capsys, mpi_tmp_path):
         ({"hjb": {"grid": {"lower": [1, 1], "upper": [0, 2]}}}, "hjb.grid.upper"),
         ({"hjb": {"bound": -1}}, "hjb.bound"),
         ({"data": {"name": "ellipses"}}, "data"),
+        ({"model": {"degree": 2}}, "model.degree"),
+        ({"training": {"beta": 0.1}}, "training.beta"),
+        ({"training": {"bounds": {"b": 1.0}}}, "training.bounds"),
     ],
 )
 def test_hjb_bad_input(capsys, mpi_tmp_path, change, key):
@@ -191,3 +194,40 @@ def test_train_refuses_an_hjb_configuration(capsys, mpi_tmp_path):
         capsys, "train", write(mpi_tmp_path / "h.yaml", SMALL), "-o", mpi_tmp_path / "o"
     )
     assert code == 2 and "config error: hjb:" in err
+
+
+def test_the_width_interval_is_honoured():
+    """mesh: {kind: interval, n: 1, upper: 2} doubles M_L: r_i = α m_i and c = C M_L."""
+    a = ReducedNetwork([[0, 1], [1, 0]], [1.0, 1.0], 0.0, 1.0, 0.2, 1.0, layers=2)
+    b = ReducedNetwork(
+        [[0, 1], [1, 0]],
+        [1.0, 1.0],
+        0.0,
+        1.0,
+        0.2,
+        1.0,
+        layers=2,
+        mesh={"kind": "interval", "n": 1, "upper": 2.0},
+    )
+    try:
+        assert np.allclose(b.system.r, 2 * a.system.r)
+    finally:
+        a.destroy()
+        b.destroy()
+
+
+def test_example_validates_checks_gradient_and_runs_shortened(capsys, mpi_tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "hjb.yaml"
+    code, out, err = cli(capsys, "validate", example)
+    assert code == 0 and "valid" in out and "cells" in out, out + err
+    code, out, err = cli(capsys, "check-gradient", example)
+    assert code == 0 and "PASS" in out, out + err
+    sets = ["hjb.grid.n=10", "model.layers=4", "hjb.initial_states=[[0.5, 0.0]]"]
+    run = mpi_tmp_path / "hjb"
+    args = [a for s in sets for a in ("--set", s)]
+    code, _, err = cli(capsys, "hjb", example, "--output", run, "--quiet", *args)
+    assert code == 0, err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "done" and len(summary["initial_states"]) == 1

@@ -307,6 +307,16 @@ def cmd_validate(args) -> int:
     from pontryx.solver.app.problem import build_problem, make_method
 
     config = _load(args.config, args.set)
+    if config.hjb is not None:  # pontryx hjb's configuration: built, not solved
+        from pontryx.solver.app.hjb import HJBProblem
+
+        problem = HJBProblem(config)
+        _say(f"{args.config}: valid (run by pontryx hjb)")
+        for line in problem.describe():
+            _say("  " + line)
+        _say(f"  open loop: {config.training.method}, {config.training.max_iterations} iterations")
+        problem.destroy()
+        return 0
     problem = build_problem(config, MPI.COMM_WORLD)
     try:
         trainer = make_method(problem)
@@ -466,9 +476,15 @@ def cmd_check_gradient(args) -> int:
     if args.h0 is not None and not args.h0 > 0:
         raise InputError(f"expected a positive step, got {args.h0}", "--h0")
     config = _load(args.config, args.set)
-    problem = build_problem(config, MPI.COMM_WORLD)
+    if config.hjb is not None:  # the open-loop J(b) of pontryx hjb, at b = 0
+        from pontryx.solver.app.hjb import HJBProblem
+
+        problem = HJBProblem(config)
+    else:
+        problem = build_problem(config, MPI.COMM_WORLD)
     net, controls = problem.net, problem.controls
-    direction = random_direction(net, controls, net.trainable, seed=args.seed)
+    names = getattr(problem, "trainable", net.trainable)
+    direction = random_direction(net, controls, names, seed=args.seed)
     h0 = args.h0
     if h0 is None:
         h0 = first_step(problem.rf, controls, direction, steps=args.steps)
@@ -481,7 +497,7 @@ def cmd_check_gradient(args) -> int:
     rates = result.rates
     ok = bool(rates) and min(rates) >= TAYLOR_RATE
     _say(f"Taylor test of ∇J for {args.config} along a random direction (seed {args.seed}) ")
-    _say(f"over {', '.join(net.trainable)}:")
+    _say(f"over {', '.join(names)}:")
     _say(result.table())
     _say(f"observed rates: {', '.join(f'{r:.3f}' for r in rates)}")
     _say(

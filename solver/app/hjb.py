@@ -11,14 +11,17 @@ run directory is written (the rules of :mod:`pontryx.solver.outputs.rundir`):
   closed-loop cost of the feedback law, the open-loop cost pontryx's method
   reached (and its status), their differences; the grid, Δτ, time levels, timings;
 * ``value.npz`` — the grid axes, V_h at the layer times t_n, the feedback b*(0, ·)
-  at the grid nodes, the closed- and open-loop trajectories and controls;
+  at the grid nodes, the closed- and open-loop trajectories (their controls are in
+  summary.json);
 * ``plots/value.png`` — V_h(0, ·) with the closed-loop (HJB feedback) and the
   open-loop (pontryx) trajectories from every u₀; ``plots/feedback.png`` — b*(0, ·);
 * ``paraview/value.bp`` — V_h(t_n, ·) on the DOLFINx grid (VTX time series).
 
-Exit code 0, or 4 when an open-loop solve stopped without converging (a line
-search failure); bad input is one line and exit 2 before anything is written.
-Every rank computes the same (the grid solve is serial); rank 0 writes.
+Exit code 0, or 4 when an open-loop solve did not converge (its tolerance not
+met within ``training.max_iterations``, or a line-search failure: the comparison
+is then against a cost that is not the open-loop minimum); bad input is one line
+and exit 2 before anything is written. Every rank computes the same (the grid
+solve is serial); rank 0 writes.
 """
 
 from __future__ import annotations
@@ -42,14 +45,27 @@ from pontryx.solver.outputs.rundir import RunDirectory
 __all__ = ["run_hjb"]
 
 
+#: where an argument of :class:`ReducedNetwork` comes from in the configuration
+_KEYS = {"mesh": "mesh", "alpha": "training.alpha", "W": "hjb.kernel", "bound": "hjb.bound"}
+
+
 def _build(config, comm):
     h, m, t = config.hjb, config.model, config.training
     try:
         reduced = ReducedNetwork(
-            h.kernel, h.readout, h.offset, h.target, t.alpha, h.bound, m.T, m.layers, m.activation
+            h.kernel,
+            h.readout,
+            h.offset,
+            h.target,
+            t.alpha,
+            h.bound,
+            m.T,
+            m.layers,
+            m.activation,
+            mesh=config.mesh,
         )
     except InputError as e:
-        raise e.under("hjb") from None
+        raise InputError(e.message, _KEYS.get(e.key, f"hjb.{e.key}")) from None
     try:
         vf = ValueFunction(
             reduced.system,
@@ -65,6 +81,37 @@ def _build(config, comm):
         reduced.destroy()
         raise e.under("hjb.grid") from None
     return reduced, vf
+
+
+class HJBProblem:
+    """What ``pontryx validate`` and ``check-gradient`` need of an ``hjb:``
+    configuration (nothing is solved): the reduced network, the value-function
+    grid, and the open-loop functional J(b) at b = 0 from the first initial state
+    (``rf``, ``controls``, ``net``; ``trainable``: the bias, the only control)."""
+
+    trainable = ("b",)
+
+    def __init__(self, config, comm=None):
+        self.config = config
+        self.reduced, self.vf = _build(config, MPI.COMM_WORLD if comm is None else comm)
+        self.net = self.reduced.net
+        self.controls = self.reduced.controls(config.hjb.initial_states[0])
+        self.rf = self.reduced.functional()
+
+    def describe(self) -> list[str]:
+        h, vf, r = self.config.hjb, self.vf, self.reduced
+        return [
+            f"grid:   [{h.grid.lower[0]:g}, {h.grid.upper[0]:g}] × [{h.grid.lower[1]:g}, "
+            f"{h.grid.upper[1]:g}], {vf.n[0]} × {vf.n[1]} cells, Δτ = {vf.dt:.3e} "
+            f"({vf.steps} steps; CFL speeds {vf.speed[0]:.3g}, {vf.speed[1]:.3g})",
+            f"system: {r.system.name}, W = {h.kernel}, C = {h.readout}, d = {h.offset:g}, "
+            f"y = {h.target:g}, |b_i| ≤ {h.bound:g}, α = {r.alpha:g}; {r.layers} layers, "
+            f"T = {self.config.model.T:g}",
+            f"states: {len(h.initial_states)} initial states u₀",
+        ]
+
+    def destroy(self) -> None:
+        self.reduced.destroy()
 
 
 def run_hjb(config, run_dir: Path, *, overwrite=False, quiet=False, source="", comm=None) -> dict:
@@ -126,7 +173,7 @@ def _study(config, reduced, vf, say) -> dict:
         t1 = time.perf_counter()
         Jo, co, result = reduced.open_loop(u0, t.method, dict(t.options), t.max_iterations)
         t_open = time.perf_counter() - t1
-        failed |= result.reason.startswith("stopped")
+        failed |= not result.converged
         V0 = vf.value(0.0, u0)
         rows.append(
             {

@@ -632,12 +632,16 @@ class Config(Section):
             ("model.epsilon", m.epsilon == 0, "0"),
             ("model.kernel.type", m.kernel.type == "dense", "dense"),
             ("model.noise.amplitude", not m.noise.enabled, "0"),
+            ("model.degree", m.degree == 1, "1 (two P1 dofs)"),
             ("training.method", t.method in HJB_METHODS, f"one of {', '.join(HJB_METHODS)}"),
+            ("training.beta", t.beta == 0, "0 (its running cost is (α/2)‖b‖²_{M_L} alone)"),
         ):
             if not ok:
                 raise _field(key, f"an hjb run needs {want}")
         if not t.alpha > 0:
             raise _field("training.alpha", "an hjb run needs α > 0 (the running cost)")
+        if t.bounds:
+            raise _field("training.bounds", "an hjb run's control box is hjb.bound")
 
     def _check_inverse(self) -> None:
         if self.inverse is None:

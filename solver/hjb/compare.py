@@ -28,6 +28,7 @@ from mpi4py import MPI
 import numpy as np
 
 from pontryx.meshes import create_mesh
+from pontryx.meshes.errors import InputError
 from pontryx.solver.adjoint.reduced import ReducedFunctional
 from pontryx.solver.hjb.system import reduced_network
 from pontryx.solver.model.bounds import Bounds
@@ -62,13 +63,33 @@ class FixedKernel(ReducedFunctional):
 class ReducedNetwork:
     """The two-state network of the module docstring: ``W`` (2×2, canonical dof
     order), ``C`` (2,), ``d``, target ``y``, regulariser ``alpha``, control box
-    ``bound`` (c or [lo, hi]), depth ``T`` with ``layers`` layers, ``activation``.
-    ``system`` is the same problem as a :class:`~.system.SeparableSystem` (the HJB
-    solver's input)."""
+    ``bound`` (c or [lo, hi]), depth ``T`` with ``layers`` layers, ``activation``;
+    ``mesh``: the width mesh, an interval of one cell (default {kind: interval, n: 1},
+    i.e. [0, 1]: M_L = diag(½, ½)). ``system`` is the same problem as a
+    :class:`~.system.SeparableSystem` (the HJB solver's input)."""
 
-    def __init__(self, W, C, d, y, alpha, bound, T=1.0, layers=16, activation="tanh", comm=None):
+    def __init__(
+        self,
+        W,
+        C,
+        d,
+        y,
+        alpha,
+        bound,
+        T=1.0,
+        layers=16,
+        activation="tanh",
+        comm=None,
+        mesh=None,
+    ):
         comm = MPI.COMM_SELF if comm is None else comm
-        self.space = WidthSpace(create_mesh({"kind": "interval", "n": 1}, comm))
+        mesh = {"kind": "interval", "n": 1} if mesh is None else dict(mesh)
+        self.space = WidthSpace(create_mesh(mesh, comm))
+        if self.space.N != 2:
+            self.space.destroy()
+            raise InputError(
+                f"the reduced network has two states; this mesh has {self.space.N} dofs", "mesh"
+            )
         sp = self.space
         self.net = ContinuumNetwork(
             sp, 1, 1, T=T, layers=layers, activation=activation, train_readout=False
