@@ -157,8 +157,13 @@ def test_misfit_gradient_against_finite_differences(pde2d, comm):
             "model__embedding": {"type": "coordinate"},
         },
         {"inverse__observations": {"kind": "field", "refine": 0}, "inverse__degree": 2},
+        {
+            "inverse__domain": {"kind": "lshape", "h": 0.3},
+            "inverse__pde__dirichlet": ["left", "bottom"],
+            "inverse__pde__g_N": "0.5*x[1]",
+        },
     ],
-    ids=["2d-points", "1d", "2d-field-P2"],
+    ids=["2d-points", "1d", "2d-field-P2", "gmsh-lshape-neumann"],
 )
 def test_chained_gradient_taylor(comm, changes):
     """∇J(θ) through the network's adjoint sweep and the PDE adjoint: rate 2."""
@@ -197,6 +202,27 @@ def test_independent_of_the_number_of_ranks(comm):
         for name in g1:
             scale = np.max(np.abs(g1[name])) or 1.0
             assert np.max(np.abs(g[name] - g1[name])) <= 1e-10 * scale, (parallel, name)
+
+
+@pytest.mark.parametrize("method", ["ntr", "nls", "lbfgs"])
+def test_other_methods_run(comm, method):
+    """The Newton types with differences of adjoint gradients (hessian: fd), and
+    pontryx's own L-BFGS, reduce J."""
+    from pontryx.solver.app.problem import make_method
+    from pontryx.solver.training.loop import train
+
+    options = {"hessian": "fd"} if method != "lbfgs" else {}
+    p = build_problem(config(training__method=method, training__options=options), comm)
+    try:
+        J0 = p.rf(p.controls)
+        trainer = make_method(p)
+        try:
+            train(trainer, 2)
+        finally:
+            trainer.destroy()
+        assert p.rf(p.controls) < J0
+    finally:
+        p.destroy()
 
 
 def test_nodal_reconstruction_decreases_the_error(comm):
@@ -264,6 +290,7 @@ BAD = [
     ({"data": {"name": "ellipses"}}, "data", "no data"),
     ({"training__method": "msa"}, "training.method", "inverse run"),
     ({"training__method": "ntr"}, "training.options.hessian", "Hessian"),
+    ({"training__method": "ntl"}, "training.method", "inverse run"),
 ]
 
 
@@ -308,7 +335,13 @@ def test_train_resume_evaluate_check_gradient(capsys, mpi_tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["iterations"] == 4 and np.isfinite(summary["train"]["discrepancy"])
     assert 0 < summary["kappa_error"] < 1 and summary["inverse"]["observations"] == 20
-    for name in ("inverse.npz", "model.npz", "plots/kappa.png", "plots/state.png"):
+    for name in (
+        "inverse.npz",
+        "model.npz",
+        "plots/kappa.png",
+        "plots/state.png",
+        "plots/curves.png",
+    ):
         assert (run / name).is_file(), name
     assert (run / "paraview" / "inverse.bp").is_dir()
     fields = np.load(run / "inverse.npz")

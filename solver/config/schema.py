@@ -418,8 +418,11 @@ def _petsc(v: Any) -> dict:
 
 # --------------------------------------------------------------- inverse ---
 #: the methods an inverse run takes (gradient methods on J(θ); the Newton types with
-#: ``hessian: fd``); the others need per-sample losses or layer sweeps
-INVERSE_METHODS = ("lmvm", "blmvm", "bqnls", "bncg", "cg", "tao", "lbfgs", "ntr", "nls", "ntl")
+#: ``hessian: fd``); the others need per-sample losses or layer sweeps. Not ``ntl``: when
+#: its line search fails at a trial point where κ = exp(m) overflows (J = +∞), PETSc's
+#: TaoSolve_NTL falls back to a step with a preconditioner it never created (MatSolve
+#: on a null matrix: a segmentation fault, PETSc 3.25)
+INVERSE_METHODS = ("lmvm", "blmvm", "bqnls", "bncg", "cg", "tao", "lbfgs", "ntr", "nls")
 Coefficient = Annotated[Number | str, BeforeValidator(_yaml_float)]
 
 
