@@ -178,6 +178,8 @@ def test_pontryx_hjb_run(capsys, mpi_tmp_path):
         ({"model": {"degree": 2}}, "model.degree"),
         ({"training": {"beta": 0.1}}, "training.beta"),
         ({"training": {"bounds": {"b": 1.0}}}, "training.bounds"),
+        ({"training": {"gamma": 0.1}}, "training.gamma"),
+        ({"training": {"levels": [{"max_iterations": 2}]}}, "training.levels"),
     ],
 )
 def test_hjb_bad_input(capsys, mpi_tmp_path, change, key):

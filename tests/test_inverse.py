@@ -155,6 +155,8 @@ def test_misfit_gradient_against_finite_differences(pde2d, comm):
             "inverse__truth": "1 + 0.5*x",
             "mesh": {"kind": "interval", "n": 5},
             "model__embedding": {"type": "coordinate"},
+            "training__gamma": 1e-2,  # the network's H¹-in-width term
+            "training__beta": 1e-2,
         },
         {"inverse__observations": {"kind": "field", "refine": 0}, "inverse__degree": 2},
         {
@@ -291,6 +293,8 @@ BAD = [
     ({"training__method": "msa"}, "training.method", "inverse run"),
     ({"training__method": "ntr"}, "training.options.hessian", "Hessian"),
     ({"training__method": "ntl"}, "training.method", "inverse run"),
+    ({"training__levels": [{"max_iterations": 2}]}, "training.levels", "multilevel"),
+    ({"model__init__gain": 0.5}, "model.init.gain", "removed"),
 ]
 
 

@@ -267,11 +267,17 @@ def _build(config, comm: MPI.Comm) -> InverseProblem:
         with petsc_options.errors("the width-diffusion solver (prefix pontryx_diffusion_)"):
             net.scheme.setup()
         with section("model.init"):
-            controls = net.init_controls(seed=m.init.seed, gain=m.init.gain)
+            controls = net.init_controls(seed=m.init.seed, law=m.init.law())
         controls["d"][:] = np.log(inv.initial)  # log κ starts near log κ₀
         with section("training"):
             rf = InverseFunctional(
-                net, misfit, layout, alpha=t.alpha, beta=t.beta, checkpoint=t.checkpointing
+                net,
+                misfit,
+                layout,
+                alpha=t.alpha,
+                beta=t.beta,
+                gamma=t.gamma,
+                checkpoint=t.checkpointing,
             )
     except BaseException:
         pde.destroy()

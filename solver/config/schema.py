@@ -638,6 +638,8 @@ class Config(Section):
             ("model.degree", m.degree == 1, "1 (two P1 dofs)"),
             ("training.method", t.method in HJB_METHODS, f"one of {', '.join(HJB_METHODS)}"),
             ("training.beta", t.beta == 0, "0 (its running cost is (α/2)‖b‖²_{M_L} alone)"),
+            ("training.gamma", t.gamma == 0, "0 (its running cost is (α/2)‖b‖²_{M_L} alone)"),
+            ("training.levels", not t.levels, "no levels (one grid, one network)"),
         ):
             if not ok:
                 raise _field(key, f"an hjb run needs {want}")
@@ -668,6 +670,8 @@ class Config(Section):
             raise _field("model.noise.amplitude", "an inverse run has no noise in depth")
         if self.training.bounds:
             raise _field("training.bounds", "an inverse run takes no bounds")
+        if self.training.levels:
+            raise _field("training.levels", "an inverse run has no multilevel training")
 
     def _check_noise(self) -> None:
         noise, method = self.model.noise, self.training.method

@@ -9,7 +9,7 @@ Phys. 446 (2021) 110651, did this with dolfin-adjoint and a dense network):
     J(θ) = Φ(u(m(θ))) + R(m(θ)) + R_net(θ),
 
 Φ, R and u(m) as in :mod:`.misfit`, R_net the network's own regulariser
-(:class:`~pontryx.solver.adjoint.reduced.Regulariser`: α and β of ``training``).
+(:class:`~pontryx.solver.adjoint.reduced.Regulariser`: α, β and γ of ``training``).
 The network's width mesh is its own; its samples are the coordinates x_j.
 
 Gradient, by the chain rule through two adjoints: the PDE adjoint gives the
@@ -48,17 +48,17 @@ class InverseFunctional:
     n_in = gdim inputs and one output; ``misfit``: a :class:`~.misfit.ReducedMisfit`
     on the physical mesh; ``layout``: the network's width × data
     :class:`~pontryx.solver.layout.Layout` (its world is the physical mesh's
-    communicator); ``alpha``, ``beta``: the network regulariser;
+    communicator); ``alpha``, ``beta``, ``gamma``: the network regulariser;
     ``checkpoint``: the sweep's storage (``training.checkpointing``).
     """
 
     task = "regression"
 
-    def __init__(self, net, misfit, layout, *, alpha=0.0, beta=0.0, checkpoint=None):
+    def __init__(self, net, misfit, layout, *, alpha=0.0, beta=0.0, gamma=0.0, checkpoint=None):
         self.net, self.misfit, self.layout = net, misfit, layout
         self.pde = misfit.pde
         self.data_comm = layout.data
-        self.regulariser = Regulariser(net, alpha, beta)
+        self.regulariser = Regulariser(net, alpha, beta, gamma)
         self.checkpoint = checkpoint
         Sweep(net, None, checkpoint)  # check the storage strategy now
         width = layout.width
@@ -81,6 +81,10 @@ class InverseFunctional:
     @property
     def beta(self) -> float:
         return self.regulariser.beta
+
+    @property
+    def gamma(self) -> float:
+        return self.regulariser.gamma
 
     # -- the network's output: m = log κ ----------------------------------------------------
     def parameter(self, controls) -> np.ndarray:
