@@ -209,7 +209,7 @@ def test_the_width_interval_is_honoured():
         0.2,
         1.0,
         layers=2,
-        mesh={"kind": "interval", "n": 1, "upper": 2.0},
+        width_mesh={"kind": "interval", "n": 1, "upper": 2.0},
     )
     try:
         assert np.allclose(b.system.r, 2 * a.system.r)

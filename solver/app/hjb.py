@@ -46,7 +46,7 @@ __all__ = ["run_hjb"]
 
 
 #: where an argument of :class:`ReducedNetwork` comes from in the configuration
-_KEYS = {"mesh": "mesh", "alpha": "training.alpha", "W": "hjb.kernel", "bound": "hjb.bound"}
+_KEYS = {"width_mesh": "mesh", "alpha": "training.alpha", "W": "hjb.kernel", "bound": "hjb.bound"}
 
 
 def _build(config, comm):
@@ -62,7 +62,7 @@ def _build(config, comm):
             m.T,
             m.layers,
             m.activation,
-            mesh=config.mesh,
+            width_mesh=config.mesh,
         )
     except InputError as e:
         raise InputError(e.message, _KEYS.get(e.key, f"hjb.{e.key}")) from None

@@ -64,7 +64,7 @@ class ReducedNetwork:
     """The two-state network of the module docstring: ``W`` (2×2, canonical dof
     order), ``C`` (2,), ``d``, target ``y``, regulariser ``alpha``, control box
     ``bound`` (c or [lo, hi]), depth ``T`` with ``layers`` layers, ``activation``;
-    ``mesh``: the width mesh, an interval of one cell (default {kind: interval, n: 1},
+    ``width_mesh``: the width mesh, an interval of one cell (default {kind: interval, n: 1},
     i.e. [0, 1]: M_L = diag(½, ½)). ``system`` is the same problem as a
     :class:`~.system.SeparableSystem` (the HJB solver's input)."""
 
@@ -80,15 +80,16 @@ class ReducedNetwork:
         layers=16,
         activation="tanh",
         comm=None,
-        mesh=None,
+        width_mesh=None,
     ):
         comm = MPI.COMM_SELF if comm is None else comm
-        mesh = {"kind": "interval", "n": 1} if mesh is None else dict(mesh)
-        self.space = WidthSpace(create_mesh(mesh, comm))
+        desc = {"kind": "interval", "n": 1} if width_mesh is None else dict(width_mesh)
+        self.space = WidthSpace(create_mesh(desc, comm))
         if self.space.N != 2:
             self.space.destroy()
             raise InputError(
-                f"the reduced network has two states; this mesh has {self.space.N} dofs", "mesh"
+                f"the reduced network has two states; this mesh has {self.space.N} dofs",
+                "width_mesh",
             )
         sp = self.space
         self.net = ContinuumNetwork(
