@@ -42,6 +42,8 @@ SCRIPTS = (
     "optimiser_paths",
     "oneshot",
     "discrete_weights",
+    "inverse",
+    "hjb",
 )
 
 _VERSIONS = """

@@ -3,11 +3,13 @@
 
     .venv/bin/python scripts/examples_table.py [--ranks P] [--only NAME …] [--dry-run]
 
-Each ``examples/NAME.yaml`` is trained by ``pontryx train`` exactly as a user
-runs it (default outputs, into a temporary directory); the table between the
+Each ``examples/NAME.yaml`` (but those with an ``hjb:`` section, run by
+``pontryx hjb``) is trained by ``pontryx train`` exactly as a user runs it
+(default outputs, into a temporary directory); the table between the
 ``<!-- examples-table -->`` markers of README.md gets the run's status and
-iterations, the test accuracy (or RMSE) from its ``summary.json`` and the wall
-time of the whole command, with the CPU model and the date below it; the
+iterations, the test accuracy (or RMSE, or an inverse run's relative L² error of
+κ) from its ``summary.json`` and the wall time of the whole command, with the CPU
+model and the date below it; the
 "what it shows" column is kept. The usage line at the top of each example
 (``#   pontryx train examples/NAME.yaml   # …``) gets the same numbers.
 ``--dry-run`` prints the table and writes nothing; ``--readme`` and
@@ -31,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- examples-table -->", "<!-- /examples-table -->"
-HEADER = ["file", "what it shows", "status (iterations)", "test accuracy / RMSE", "time"]
+HEADER = ["file", "what it shows", "status (iterations)", "test accuracy / RMSE / κ error", "time"]
 
 
 def cpu_model() -> str:
@@ -68,11 +70,24 @@ def cells(summary: dict) -> tuple[str, str, str]:
     """(status (iterations), test metric, time) for the table."""
     status = f"{summary['status']} ({summary['iterations']})"
     metric = summary["metric"]
-    value = summary["test"][metric]
-    shown = f"RMSE {value:.2g}" if metric == "rmse" else f"{value:.3f}"
+    if "kappa_error" in summary:  # an inverse run: the relative L² error of κ
+        shown = f"κ error {summary['kappa_error']:.3f}"
+    else:
+        value = summary["test"][metric]
+        shown = f"RMSE {value:.2g}" if metric == "rmse" else f"{value:.3f}"
     wall = summary["wall"]
     time_ = f"{wall:.0f} s" if wall < 120 else f"{wall / 60:.1f} min"
     return status, shown, time_
+
+
+def trained_examples() -> list[Path]:
+    """The examples run by ``pontryx train`` (not those with an ``hjb:`` section,
+    which ``pontryx hjb`` runs: README's HJB section has their numbers)."""
+    return [
+        e
+        for e in sorted((ROOT / "examples").glob("*.yaml"))
+        if not re.search(r"^hjb:", e.read_text(), re.M)
+    ]
 
 
 def descriptions(readme: str) -> dict[str, str]:
@@ -108,9 +123,12 @@ def update_header(example: Path, ranks: int, metric: str, time_: str) -> None:
     """The usage line at the top of an example: ``# ~T on P rank(s), test … ≈ …``."""
     text = example.read_text()
     where = "one rank" if ranks == 1 else f"{ranks} ranks"
-    what = (
-        metric.replace("RMSE ", "RMSE ≈ ") if metric.startswith("RMSE") else f"accuracy ≈ {metric}"
-    )
+    if metric.startswith("RMSE"):
+        what = metric.replace("RMSE ", "RMSE ≈ ")
+    elif metric.startswith("κ error"):
+        what = metric.replace("κ error ", "κ error ≈ ")
+    else:
+        what = f"accuracy ≈ {metric}"
     note = f"# {time_} on {where}, test {what} (README's table)"
     pattern = re.compile(rf"^(#\s+pontryx train examples/{re.escape(example.name)}\s+)#.*$", re.M)
     new, n = pattern.subn(lambda m: m.group(1) + note, text, count=1)
@@ -133,7 +151,7 @@ def main(argv=None) -> int:
     known = descriptions(readme)
     order = list(known)  # the table's order; new examples after it, by name
     examples = sorted(
-        (ROOT / "examples").glob("*.yaml"),
+        trained_examples(),
         key=lambda e: (order.index(e.name) if e.name in order else len(order), e.name),
     )
     chosen = set(args.only) if args.only is not None else {e.stem for e in examples}

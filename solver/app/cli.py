@@ -9,6 +9,7 @@ Commands::
     pontryx validate CONFIG.yaml [--set ...]
     pontryx methods [NAME] [--json]
     pontryx analyze RUN_DIR [RUN_DIR ...] [--output DIR] [--features projection|norms] [--json]
+    pontryx hjb CONFIG.yaml [--output DIR] [--set ...] [--overwrite] [--quiet]
     pontryx info [--json]
 
 Exit codes: 0 success (``train``: converged or the iterations asked for are
@@ -218,6 +219,21 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="print the summary as JSON")
     a.set_defaults(func=cmd_analyze)
 
+    hj = sub.add_parser(
+        "hjb",
+        help="HJB value function of the network reduced to two states; feedback vs open loop",
+        description="Solve the HJB equation of the two-dof network of CONFIG.yaml (an hjb: "
+        "section) on a grid, extract the feedback law, and compare its closed-loop cost with "
+        "the open-loop solution pontryx finds, from every initial state; results go to a run "
+        "directory (summary.json, value.npz, plots/, paraview/).",
+    )
+    hj.add_argument("config", metavar="CONFIG.yaml", help="a parameter file with an hjb: section")
+    hj.add_argument("--output", "-o", metavar="DIR", help="run directory (as for train)")
+    overrides(hj)
+    hj.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    hj.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    hj.set_defaults(func=cmd_hjb)
+
     i = sub.add_parser(
         "info",
         help="versions, MPI ranks and PETSc configuration",
@@ -273,10 +289,34 @@ def cmd_train(args) -> int:
     return int(summary.get("exit_code", 0))
 
 
+def cmd_hjb(args) -> int:
+    from pontryx.solver.app.hjb import run_hjb
+
+    config = _load(args.config, args.set)
+    summary = run_hjb(
+        config,
+        _run_dir(args, config),
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        source=args.config,
+    )
+    return int(summary["exit_code"])
+
+
 def cmd_validate(args) -> int:
     from pontryx.solver.app.problem import build_problem, make_method
 
     config = _load(args.config, args.set)
+    if config.hjb is not None:  # pontryx hjb's configuration: built, not solved
+        from pontryx.solver.app.hjb import HJBProblem
+
+        problem = HJBProblem(config)
+        _say(f"{args.config}: valid (run by pontryx hjb)")
+        for line in problem.describe():
+            _say("  " + line)
+        _say(f"  open loop: {config.training.method}, {config.training.max_iterations} iterations")
+        problem.destroy()
+        return 0
     problem = build_problem(config, MPI.COMM_WORLD)
     try:
         trainer = make_method(problem)
@@ -358,6 +398,8 @@ def cmd_evaluate(args) -> int:
     raw["parallel"] = {"width": None, "data": None}  # any number of ranks
     config = validate_config(raw, ranks=comm.size, base_dir=run_dir)
     file = None
+    if args.data and config.inverse is not None:
+        raise InputError("an inverse run is evaluated on its own observations", "--data")
     if args.data:
         raw["data"], file = _data_overrides(config, args.data)
         config = validate_config(raw, ranks=comm.size, base_dir=Path.cwd())
@@ -374,6 +416,8 @@ def cmd_evaluate(args) -> int:
     if comm.allreduce(bad, op=MPI.SUM):
         names = sorted(set(comm.allreduce(bad, op=MPI.SUM)))
         raise NonFiniteError(f"{model} holds non-finite values (in {', '.join(names)})")
+    if config.inverse is not None:
+        return _print_inverse(args, run_dir, problem, controls)
     if file is not None:
         classes = tuple(np.asarray(arrays.get("classes", [])).tolist())
         results = _file_results(problem, controls, file, classes)
@@ -404,6 +448,24 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _print_inverse(args, run_dir, problem, controls) -> int:
+    """``pontryx evaluate`` of an inverse run: misfit, discrepancy, κ error."""
+    results = problem.evaluate(controls)
+    problem.destroy()
+    if args.json:
+        _say(json.dumps({"run_dir": str(run_dir), **results}))
+        return 0
+    r = results["train"]
+    _say(f"{run_dir}: the inverse problem's {r['samples']} observations")
+    _say(
+        f"  J {r['loss']:.6e}  misfit Φ {r['misfit']:.6e}  H¹ term {r['regulariser_h1']:.3e}  "
+        f"discrepancy {r['discrepancy']:.4f}"
+    )
+    if "kappa_error" in results:
+        _say(f"  relative L² error of κ against κ†: {results['kappa_error']:.4f}")
+    return 0
+
+
 def cmd_check_gradient(args) -> int:
     from pontryx.solver.adjoint.taylor import first_step, taylor_test
     from pontryx.solver.app.problem import build_problem
@@ -414,9 +476,15 @@ def cmd_check_gradient(args) -> int:
     if args.h0 is not None and not args.h0 > 0:
         raise InputError(f"expected a positive step, got {args.h0}", "--h0")
     config = _load(args.config, args.set)
-    problem = build_problem(config, MPI.COMM_WORLD)
+    if config.hjb is not None:  # the open-loop J(b) of pontryx hjb, at b = 0
+        from pontryx.solver.app.hjb import HJBProblem
+
+        problem = HJBProblem(config)
+    else:
+        problem = build_problem(config, MPI.COMM_WORLD)
     net, controls = problem.net, problem.controls
-    direction = random_direction(net, controls, net.trainable, seed=args.seed)
+    names = getattr(problem, "trainable", net.trainable)
+    direction = random_direction(net, controls, names, seed=args.seed)
     h0 = args.h0
     if h0 is None:
         h0 = first_step(problem.rf, controls, direction, steps=args.steps)
@@ -429,7 +497,7 @@ def cmd_check_gradient(args) -> int:
     rates = result.rates
     ok = bool(rates) and min(rates) >= TAYLOR_RATE
     _say(f"Taylor test of ∇J for {args.config} along a random direction (seed {args.seed}) ")
-    _say(f"over {', '.join(net.trainable)}:")
+    _say(f"over {', '.join(names)}:")
     _say(result.table())
     _say(f"observed rates: {', '.join(f'{r:.3f}' for r in rates)}")
     _say(

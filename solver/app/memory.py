@@ -120,7 +120,12 @@ def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> 
     width, data_ranks = config.parallel.sizes(ranks)
     N = dofs(config.mesh, m.degree)
     n = max(1, math.ceil((N if width == 1 else 1.25 * N) / width))  # partitions are uneven
-    S = max(1, math.ceil(_samples(config.data) / data_ranks))
+    inv = config.inverse  # an inverse run: the samples are the dofs of Ω_phys
+    if inv is not None:
+        samples = dofs(inv.domain, inv.degree)
+    else:  # (an hjb configuration has no data: pontryx train refuses it later)
+        samples = _samples(config.data) if config.data is not None else 1
+    S = max(1, math.ceil(samples / data_ranks))
     L = m.layers
     noise = 0
     if m.noise.enabled:
@@ -136,8 +141,9 @@ def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> 
     else:
         gdim = 1 if config.mesh.get("kind", "") in ("interval", "unit_interval") else 3
         per_layer = (2 + gdim) * n
-    n_out = 10 if config.data.get("name") == "digits" else 5
-    controls = 8 * (L * (per_layer + n) + n * (n_out + _inputs(config.data)))
+    data = config.data or {}
+    n_out = 10 if data.get("name") == "digits" else 5
+    controls = 8 * (L * (per_layer + n) + n * (n_out + _inputs(data)))
     records = load(SCHEMES, m.scheme).records
     chk = t.checkpointing
     if chk is None:

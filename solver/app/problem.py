@@ -112,7 +112,14 @@ def build_problem(config: Config, comm: MPI.Comm, *, layout=None, dataset=None) 
     """Layout, PETSc options, data, mesh, network, functionals. Collective. On
     failure, what was set up is released (the ``petsc:`` options removed). A
     coarse level of multilevel training shares the ``layout``, PETSc options and
-    ``dataset`` of its problem."""
+    ``dataset`` of its problem. A configuration with an ``inverse:`` section
+    builds an :class:`~.inverse.InverseProblem` instead."""
+    if config.hjb is not None:
+        raise InputError("an hjb: configuration is run by pontryx hjb", "hjb")
+    if config.inverse is not None:
+        from pontryx.solver.app.inverse import build_inverse
+
+        return build_inverse(config, comm)
     if layout is not None:
         return _build(config, comm, layout, dataset)
     try:
@@ -241,7 +248,10 @@ def make_method(problem: Problem, say=None):
             bounds = Bounds(t.bounds, problem.rf.net.trainable)
         except InputError as e:
             raise e.under("bounds") from None
-        trainer = make_trainer(t.method, problem.rf, problem.controls, dict(t.options), bounds)
+        options = dict(t.options)
+        if hasattr(problem, "method_options"):  # an inverse problem's defaults
+            options = problem.method_options(t.method, options)
+        trainer = make_trainer(t.method, problem.rf, problem.controls, options, bounds)
         with petsc_options.errors(f"the {t.method} method's PETSc objects"):
             trainer.probe()
     except InputError as e:
@@ -266,7 +276,10 @@ def evaluate(problem: Problem, controls) -> dict:
     With noise in depth these are of the deterministic network (g = 0: the drift
     alone, the prediction ``pontryx evaluate`` and the test metric report), and
     ``"noise"`` adds the mean over the M noise paths of every sample (the paths of
-    the run's seed at epoch 0; for the training set, the objective J_M)."""
+    the run's seed at epoch 0; for the training set, the objective J_M). An
+    inverse problem reports its own (:meth:`~.inverse.InverseProblem.evaluate`)."""
+    if problem.config.inverse is not None:
+        return problem.evaluate(controls)
     out = {}
     for split, rf in (("train", problem.rf.deterministic()), ("test", problem.rf_test)):
         out[split] = _scores(problem, rf, controls)

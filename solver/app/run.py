@@ -79,8 +79,10 @@ class Progress:
     in the method's metric, elapsed time, an estimate of the time left and the
     clock — on the terminal (unless ``quiet``) and in ``train.log`` (always)."""
 
-    def __init__(self, world: MPI.Comm, quiet: bool, metric: str, total: int, norm: str):
-        self.root = world.rank == 0
+    def __init__(
+        self, world: MPI.Comm, quiet: bool, metric: str, total: int, norm: str, test: str = "test"
+    ):
+        self.root, self.test = world.rank == 0, test
         self.active = self.root and not quiet
         self.metric = "acc" if metric == "accuracy" else metric
         self.total, self.norm = int(total), "‖∇J‖_L2" if norm == "l2" else "‖∇J‖_2"
@@ -114,7 +116,7 @@ class Progress:
         if k > k0 and self.total > k:
             eta = f"  ETA {(t - t0) / (k - k0) * (self.total - k):7.0f} s"
         test = row.get("test_metric")
-        test = f"  test {test:.4f}" if isinstance(test, float) else ""
+        test = f"  {self.test} {test:.4f}" if isinstance(test, float) else ""
         clock = datetime.datetime.now().strftime("%H:%M:%S")
         width = len(str(self.total))
         self.say(
@@ -250,7 +252,12 @@ class TrainingRun:
             self.problem.destroy()
             raise
         self.progress = Progress(
-            comm, quiet, self.problem.metric_name, t.max_iterations, self.trainer.metric
+            comm,
+            quiet,
+            self.problem.metric_name,
+            t.max_iterations,
+            self.trainer.metric,
+            getattr(self.problem, "test_label", "test"),
         )
         lay = self.problem.layout
         self.layout = {"width": lay.n_width, "data": lay.n_data, "depth": lay.n_depth}
@@ -563,8 +570,14 @@ def train(
     whose ``exit_code`` is what ``pontryx train`` exits with.
 
     Bad input raises InputError before anything is written; a non-finite loss or
-    gradient raises NonFiniteError after keeping the last good checkpoint."""
-    run = TrainingRun(
+    gradient raises NonFiniteError after keeping the last good checkpoint. A
+    configuration with an ``inverse:`` section runs as an :class:`~.inverse.InverseRun`."""
+    cls = TrainingRun
+    if config.inverse is not None:
+        from pontryx.solver.app.inverse import InverseRun
+
+        cls = InverseRun
+    run = cls(
         config,
         run_dir,
         resume=resume,

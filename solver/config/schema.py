@@ -49,7 +49,7 @@ from pontryx.solver.registry import KERNELS, LUMPINGS, METHODS, SCHEMES, load
 
 __all__ = ["SECTIONS", "Config", "flatten_petsc", "key_paths", "message", "petsc_key_paths"]
 
-SECTIONS = ("mesh", "model", "data", "training", "parallel", "petsc", "output")
+SECTIONS = ("mesh", "model", "data", "training", "parallel", "petsc", "output", "inverse", "hjb")
 
 
 def _field(key: str, message: str) -> InputError:
@@ -416,6 +416,143 @@ def _petsc(v: Any) -> dict:
     return dict(v)
 
 
+# --------------------------------------------------------------- inverse ---
+#: the methods an inverse run takes (gradient methods on J(θ); the Newton types with
+#: ``hessian: fd``); the others need per-sample losses or layer sweeps. Not ``ntl``: when
+#: its line search fails at a trial point where κ = exp(m) overflows (J = +∞), PETSc's
+#: TaoSolve_NTL falls back to a step with a preconditioner it never created (MatSolve
+#: on a null matrix: a segmentation fault, PETSc 3.25)
+INVERSE_METHODS = ("lmvm", "blmvm", "bqnls", "bncg", "cg", "tao", "lbfgs", "ntr", "nls")
+Coefficient = Annotated[Number | str, BeforeValidator(_yaml_float)]
+
+
+class InversePDESection(Section):
+    """``inverse.pde``: −∇·(κ∇u) = f, u = g_D on Γ_D, κ∂_n u = g_N on the rest of ∂Ω."""
+
+    source: Coefficient = Field(1.0, description="f: a number or an expression in x")
+    dirichlet: str | list[str] = Field(
+        "all", description="Γ_D: 'all' or sides left, right, bottom, top, front, back"
+    )
+    g_D: Coefficient = Field(0.0, description="Dirichlet value on Γ_D (number or expression)")
+    g_N: Coefficient = Field(0.0, description="Neumann flux on ∂Ω \\ Γ_D (number or expression)")
+
+
+class ObservationsSection(Section):
+    """``inverse.observations``: where u is observed."""
+
+    kind: Literal["points", "field"] = Field("points", description="points | field (every dof)")
+    points: PositiveInt = Field(100, description="random points in Ω_phys (without file)")
+    file: str | None = Field(None, description="CSV/NPZ of points and values (kind points)")
+    seed: NonNegativeInt = Field(0, description="seed of the points and of the noise")
+    refine: NonNegativeInt = Field(
+        1, description="uniform refinements of the mesh the synthetic data are computed on"
+    )
+
+    @field_validator("file", mode="before")
+    @classmethod
+    def check_file(cls, v, info: ValidationInfo):
+        if v is None:
+            return v
+        path = _relative_to(v, (info.context or {}).get("base_dir"))
+        if not isinstance(path, str):
+            raise ValueError(f"expected a file path, got {show(v)}")
+        if Path(path).suffix.lower() not in (".csv", ".npz", ".txt"):
+            raise ValueError(f"expected a .csv or .npz file, got {show(v)}")
+        if not Path(path).is_file():
+            raise ValueError(f"file {v!r} does not exist")
+        return path
+
+
+class TikhonovSection(Section):
+    gamma: NonNegative = Field(0.0, description="γ of (γ/2)∫|∇ log κ|² (0: off)")
+    delta: NonNegative = Field(0.0, description="δ of (δ/2)∫(log κ − log κ₀)² (0: off)")
+
+
+class InverseSection(Section):
+    """``inverse:`` recover κ in −∇·(κ∇u) = f from noisy observations of u, with
+    log κ = the output of the network of ``model:`` at the coordinates x
+    (:mod:`pontryx.solver.inverse`)."""
+
+    domain: dict[str, Any] = Field(
+        {"kind": "unit_square", "n": 32}, description="Ω_phys: a mesh description (as mesh:)"
+    )
+    degree: Literal[1, 2] = Field(1, description="Lagrange degree of u and log κ")
+    pde: InversePDESection = Field(default_factory=InversePDESection)
+    truth: Coefficient | None = Field(
+        None, description="κ†: synthetic data and the κ error (number or expression in x)"
+    )
+    observations: ObservationsSection = Field(default_factory=ObservationsSection)
+    noise: PositiveNumber = Field(0.01, description="η: noise std σ = η max |u†(x_i)|")
+    initial: PositiveNumber = Field(1.0, description="κ₀: log κ starts at log κ₀ (readout d)")
+    regularisation: TikhonovSection = Field(default_factory=TikhonovSection)
+
+    @field_validator("domain", mode="before")
+    @classmethod
+    def check_domain(cls, v, info: ValidationInfo):
+        return _mesh(v, info)
+
+    @model_validator(mode="after")
+    def check_consistent(self):
+        o = self.observations
+        if o.file is None and self.truth is None:
+            raise _field("truth", "required for synthetic observations (no observations.file)")
+        if o.kind == "field" and o.file is not None:
+            raise _field("observations.file", "field observations are synthetic; use kind: points")
+        return self
+
+
+# ------------------------------------------------------------------- hjb ---
+#: the open-loop methods of an hjb run (TAO's bounded quasi-Newton types)
+HJB_METHODS = ("lmvm", "blmvm", "bqnls")
+Pair = Annotated[list[Number], Field(min_length=2, max_length=2)]
+
+
+class HJBGridSection(Section):
+    """``hjb.grid``: the rectangle G of states where V(t, u) is computed."""
+
+    lower: Pair = Field([-2.5, -2.5], description="lower corner of G")
+    upper: Pair = Field([2.5, 2.5], description="upper corner of G")
+    n: PositiveInt | Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] = Field(
+        64, description="cells per axis"
+    )
+    cfl: Annotated[Number, Field(gt=0, le=1)] = Field(0.9, description="fraction of the CFL Δτ")
+    controls: Annotated[int, Field(ge=2)] = Field(
+        41, description="candidate controls per component (then Newton)"
+    )
+
+    @model_validator(mode="after")
+    def check_box(self):
+        if any(hi <= lo for lo, hi in zip(self.lower, self.upper, strict=True)):
+            raise _field("upper", f"expected upper > lower, got {self.upper} and {self.lower}")
+        return self
+
+
+class HJBSection(Section):
+    """``hjb:`` the value function of the network reduced to two states (an interval of
+    one P1 cell), the kernel fixed, the bias in a box as the control
+    (:mod:`pontryx.solver.hjb`; ``pontryx hjb``)."""
+
+    kernel: Annotated[list[Pair], Field(min_length=2, max_length=2)] = Field(
+        [[0.0, -2.0], [2.0, 0.0]], description="W (2×2), the same in every layer"
+    )
+    readout: Pair = Field([1.0, -1.0], description="C: ŷ = Cᵀ M_L u + d")
+    offset: Number = Field(0.0, description="d")
+    target: Number = Field(0.5, description="y: terminal cost ½(ŷ − y)²")
+    bound: PositiveNumber = Field(1.0, description="the control box |b_i| ≤ bound")
+    grid: HJBGridSection = Field(default_factory=HJBGridSection)
+    initial_states: Annotated[list[Pair], Field(min_length=1, max_length=50)] = Field(
+        [[0.5, 0.0], [-0.5, 0.5], [0.0, -0.8]], description="u₀ of the compared trajectories"
+    )
+
+    @model_validator(mode="after")
+    def check_states(self):
+        g = self.grid
+        for k, u in enumerate(self.initial_states):
+            if not all(lo < x < hi for x, lo, hi in zip(u, g.lower, g.upper, strict=True)):
+                raise _field(f"initial_states.{k}", f"{u} is not inside the grid")
+        return self
+
+
 # ---------------------------------------------------------------- config ---
 
 
@@ -425,11 +562,13 @@ class Config(Section):
 
     mesh: dict[str, Any] = Field({"kind": DEFAULT_KIND}, description="the width domain Ω")
     model: ModelSection = Field(default_factory=ModelSection)
-    data: dict[str, Any] = Field(description="the data set")
+    data: dict[str, Any] | None = Field(None, description="the data set (not with inverse)")
     training: TrainingSection = Field(default_factory=TrainingSection)
     parallel: ParallelSection = Field(default_factory=ParallelSection)
     petsc: dict[str, Any] = Field({}, description="PETSc options (nested mapping)")
     output: OutputSection = Field(default_factory=OutputSection)
+    inverse: InverseSection | None = Field(None, description="a PDE inverse problem (no data)")
+    hjb: HJBSection | None = Field(None, description="HJB in reduced dimension (pontryx hjb)")
 
     @field_validator("mesh", mode="before")
     @classmethod
@@ -439,7 +578,7 @@ class Config(Section):
     @field_validator("data", mode="before")
     @classmethod
     def check_data(cls, v, info: ValidationInfo):
-        return _data(v, info)
+        return None if v is None else _data(v, info)
 
     @field_validator("petsc", mode="before")
     @classmethod
@@ -449,6 +588,10 @@ class Config(Section):
     @model_validator(mode="after")
     def check_consistent(self):
         m, t = self.model, self.training
+        if self.hjb is not None:
+            self._check_hjb()
+            return self
+        self._check_inverse()
         if t.checkpointing == "reverse" and not load(SCHEMES, m.scheme).reversible:
             reversible = [name for name in SCHEMES if load(SCHEMES, name).reversible]
             raise _field(
@@ -477,6 +620,58 @@ class Config(Section):
                 raise _field("model.embedding.type", "'image' needs a 2D or 3D mesh")
         self._check_noise()
         return self
+
+    def _check_hjb(self) -> None:
+        m, t = self.model, self.training
+        if self.inverse is not None:
+            raise _field("hjb", "an hjb run and an inverse run exclude each other")
+        if self.data is not None:
+            raise _field("data", "an hjb run takes no data (its samples are the initial states)")
+        kind, n = self.mesh.get("kind"), self.mesh.get("n")
+        if kind not in ("interval", "unit_interval") or n != 1:
+            raise _field("mesh", "an hjb run reduces the network to 2 dofs: {kind: interval, n: 1}")
+        for key, ok, want in (
+            ("model.scheme", m.scheme == "imex_euler", "imex_euler"),
+            ("model.epsilon", m.epsilon == 0, "0"),
+            ("model.kernel.type", m.kernel.type == "dense", "dense"),
+            ("model.noise.amplitude", not m.noise.enabled, "0"),
+            ("model.degree", m.degree == 1, "1 (two P1 dofs)"),
+            ("training.method", t.method in HJB_METHODS, f"one of {', '.join(HJB_METHODS)}"),
+            ("training.beta", t.beta == 0, "0 (its running cost is (α/2)‖b‖²_{M_L} alone)"),
+            ("training.gamma", t.gamma == 0, "0 (its running cost is (α/2)‖b‖²_{M_L} alone)"),
+            ("training.levels", not t.levels, "no levels (one grid, one network)"),
+        ):
+            if not ok:
+                raise _field(key, f"an hjb run needs {want}")
+        if not t.alpha > 0:
+            raise _field("training.alpha", "an hjb run needs α > 0 (the running cost)")
+        if t.bounds:
+            raise _field("training.bounds", "an hjb run's control box is hjb.bound")
+
+    def _check_inverse(self) -> None:
+        if self.inverse is None:
+            if self.data is None:
+                raise _field("data", "required key is missing")
+            return
+        if self.data is not None:
+            raise _field(
+                "data",
+                "an inverse run takes no data (its samples are the dof coordinates of Ω_phys)",
+            )
+        if self.training.method not in INVERSE_METHODS:
+            raise _field(
+                "training.method",
+                f"an inverse run takes one of {', '.join(INVERSE_METHODS)}, not "
+                f"{self.training.method}",
+            )
+        if self.model.embedding.type == "image":
+            raise _field("model.embedding.type", "an inverse run's inputs are coordinates")
+        if self.model.noise.enabled:
+            raise _field("model.noise.amplitude", "an inverse run has no noise in depth")
+        if self.training.bounds:
+            raise _field("training.bounds", "an inverse run takes no bounds")
+        if self.training.levels:
+            raise _field("training.levels", "an inverse run has no multilevel training")
 
     def _check_noise(self) -> None:
         noise, method = self.model.noise, self.training.method
