@@ -129,6 +129,14 @@ def test_newton_converges_in_fewer_iterations_than_lmvm():
     assert abs(lmvm.history[-1].loss - newton.history[-1].loss) < 1e-10  # the same minimum
 
 
+def test_ntl_runs_as_bntl():
+    """PETSc 3.25's NTL segfaults after a failed line search (examples/sine.yaml):
+    ``ntl`` runs TAO's BNTL, the same method without bounds, and converges."""
+    rf, theta, _ = _problem(alpha=1.0, train_readout=False)
+    res = minimize(rf, theta, "ntl", {"gatol": 1e-8}, max_iterations=30)
+    assert res.trainer.type == "bntl" and res.converged, res.reason
+
+
 def test_tao_options_reach_tao(comm):
     """The dict ``petsc_options`` and the prefixed options database configure TAO."""
     rf, theta, _ = _problem()

@@ -60,7 +60,8 @@ Bounds (``training.bounds``): TAO's bound-constrained types keep the controls
 in the box (in the Riesz variables, √ω lo ≤ x ≤ √ω hi: the same box); a type
 without bounds runs as its bounded variant — ``lmvm`` as ``blmvm`` (projected
 L-BFGS), ``cg`` as ``bncg``, ``ntr``/``nls``/``ntl`` as ``bntr``/``bnls``/``bntl``
-— and ``gatol`` then tests the projected gradient.
+— and ``gatol`` then tests the projected gradient. ``ntl`` always runs as
+``bntl`` (:data:`SUBSTITUTES`: PETSc 3.25's NTL segfaults after a failed line search).
 
 Chunks: :meth:`TaoTrainer.iterate` runs one ``TaoSolve`` of at most k iterations
 warm-started from the current controls. TAO's internal state (the L-BFGS
@@ -93,6 +94,11 @@ __all__ = ["PREFIX", "TAO_TRAINERS", "TaoTrainer"]
 PREFIX = "pontryx_tao_"
 QUASI_NEWTON = ("lmvm", "blmvm", "bqnls")  # their L-BFGS matrix defaults to lmvmdbfgs
 #: the bound-constrained TAO type a type runs as when the controls have bounds
+#: TAO types run as another one: PETSc 3.25's legacy NTL segfaults in its fallback
+#: after a failed line search (seen on examples/sine.yaml); BNTL, TAO's BNK
+#: implementation of the same method (a trust region safeguarded by a line search),
+#: is NTL when there are no bounds.
+SUBSTITUTES = {"ntl": "bntl"}
 BOUNDED = {"lmvm": "blmvm", "cg": "bncg", "ntr": "bntr", "nls": "bnls", "ntl": "bntl"}
 BOUND_TYPES = ("blmvm", "bqnls", "bncg", "bnls", "bntr", "bntl")
 
@@ -201,6 +207,7 @@ class TaoTrainer(Trainer):
         if self.bounds is not None and self.type not in BOUND_TYPES:
             #: the type asked for, when bounds made it run as its bounded variant
             self.requested_type, self.type = self.type, BOUNDED[self.type]
+        self.type = SUBSTITUTES.get(self.type, self.type)
         self.names = tuple(rf.net.trainable)
         self.theta = controls.subset(self.names)
         self.riesz = RieszMap(rf.net, self.theta, opts["metric"])
