@@ -134,6 +134,10 @@ def sizes(cfg) -> tuple[str, dict]:
     return text, {"n": ns[:-1], "diffs": diffs}
 
 
+class _Reached(Exception):
+    """Raised by the callback once every target loss is reached."""
+
+
 def iterations(cfg) -> str:
     from pontryx.meshes import create_mesh
     from pontryx.solver import WidthSpace
@@ -159,8 +163,13 @@ def iterations(cfg) -> str:
                     for target in TARGETS:
                         if rec.loss <= target and target not in first:
                             first[target] = rec.iteration
+                    if len(first) == len(TARGETS):
+                        raise _Reached  # the counts are known: no further iterations
 
-                minimize(p.rf, theta, "lmvm", max_iterations=cfg["max_it"], on_record=record)
+                try:
+                    minimize(p.rf, theta, "lmvm", max_iterations=cfg["max_it"], on_record=record)
+                except _Reached:
+                    pass
                 runs.append([first.get(t, np.inf) for t in TARGETS])
             counts[label].append(np.median(np.array(runs), axis=0))
         p.destroy()
