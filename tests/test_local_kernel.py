@@ -1,0 +1,34 @@
+"""The local kernel's linear map t ↦ vec(L) (solver/model/kernels/local.py): a
+distance-2 colouring, and B t equal to L(θ) assembled from UFL (1 and 2 ranks)."""
+
+import dolfinx.fem.petsc
+import numpy as np
+import scipy.sparse
+
+from pontryx.meshes import create_mesh
+from pontryx.solver import WidthSpace
+from pontryx.solver.model.kernels.local import LocalKernel, distance2_colouring
+
+
+def test_distance2_colouring():
+    A = scipy.sparse.random(60, 60, density=0.05, random_state=1, format="csr")
+    A = ((A + A.T + scipy.sparse.eye(60)) != 0).astype(np.int8)
+    colour = distance2_colouring(A)
+    two = ((A @ A) != 0).tocoo()
+    clash = (colour[two.row] == colour[two.col]) & (two.row != two.col)
+    assert not clash.any() and colour.min() == 0
+
+
+def test_linear_map_is_the_assembled_operator(comm):
+    sp = WidthSpace(create_mesh({"kind": "unit_square", "n": 5}, comm))
+    K = LocalKernel(sp)
+    rng = np.random.default_rng(comm.rank)
+    theta = {k: rng.standard_normal(s) for k, s in K.shapes().items()}
+    L = K.layer(theta).L
+    K._set_coefficients(theta)
+    A = dolfinx.fem.petsc.assemble_matrix(K.operator)
+    A.assemble()
+    indptr, indices, data = A.getValuesCSR()
+    A.destroy()
+    assert np.array_equal(indptr, L.indptr) and np.array_equal(indices, L.indices)
+    assert np.allclose(L.data, data, rtol=0, atol=1e-13 * np.abs(data).max())
