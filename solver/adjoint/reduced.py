@@ -12,7 +12,7 @@ kernels' gradients, so minimisers do not sharpen without bound as h → 0 and
 trained networks can converge in width), over the layer controls
 θⁿ = (Kⁿ, bⁿ) and the readout/embedding where trainable. ``rf(θ)`` evaluates J
 (one forward sweep); :meth:`ReducedFunctional.value_and_gradient` adds the exact
-gradient of the discrete J (one adjoint sweep, one Allreduce over the data
+gradient of the discrete J (one adjoint sweep, Allreduces over the data
 ranks); :meth:`ReducedFunctional.hessian_action` the exact Hessian action ∇²J·dθ
 (a tangent sweep and a second-order adjoint sweep, :mod:`.sweep`);
 with noise in depth (``noise``, :mod:`pontryx.solver.model.noise`) J is the mean
@@ -60,18 +60,21 @@ class Regulariser:
         grad = sp.matmul(sp.A, flat).reshape(theta.shape)
         return 0.5 * float(np.vdot(theta, grad)), grad
 
-    def __call__(self, controls, grad: Controls | None = None) -> float:
-        """R(θ) (summed over the width ranks); adds ∂R/∂θ to ``grad`` if given."""
+    def __call__(self, controls, grad: Controls | None = None, layers=None) -> float:
+        """R(θ) (summed over the width ranks); adds ∂R/∂θ to ``grad`` if given.
+        ``layers``: only the terms of these layers (α‖θⁿ‖², γ|θⁿ|²_{H¹} and the
+        difference θⁿ⁺¹ − θⁿ), so that blocks of layers on different ranks add up to R."""
         alpha, beta, gamma = self.alpha, self.beta, self.gamma
         if alpha == 0 and beta == 0 and gamma == 0:
             return 0.0
         net = self.net
         dt, local, L, ws = net.dt, 0.0, net.layers, net.workspace
+        layers = range(L) if layers is None else layers
         for name, w in self.weights.items():
             th = controls[name]
             g = grad[name] if grad is not None else None
             a, d = ws.take(th.shape[1:]), ws.take(th.shape[1:])
-            for n in range(L):
+            for n in layers:
                 if gamma:
                     value, gs = self.smoothness(name, th[n])
                     local += gamma * dt * value
@@ -325,24 +328,33 @@ class ReducedFunctional:
         return H
 
     def _data_sum(self, grad: Controls, *scalars):
-        """Sum a local gradient (in place) and scalars over the data ranks (one Allreduce)."""
-        if self.data_comm.size == 1:
+        """Sum a local gradient (in place, one Allreduce per control array: no
+        packing copies) and scalars over the data ranks."""
+        comm = self.data_comm
+        if comm.size == 1:
             return scalars
-        names = list(grad)
-        buf = np.concatenate([grad[k].ravel() for k in names] + [list(scalars)])
-        self.data_comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-        i = 0
-        for k in names:
-            grad[k].ravel()[:] = buf[i : i + grad[k].size]
-            i += grad[k].size
-        return tuple(buf[i:])
+        for k in grad:
+            a = grad[k]
+            if a.flags.c_contiguous:
+                comm.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM)
+            else:  # pragma: no cover - controls are contiguous
+                a[...] = comm.allreduce(a, op=MPI.SUM)
+        return tuple(comm.allreduce(np.array(scalars, dtype=float), op=MPI.SUM))
 
     def reduce(self, controls, grad: Controls, misfit: float, stat: float):
-        """Sum a local gradient, misfit and statistic over the data ranks (one
-        Allreduce) and add the regulariser: returns (J, ∇J, misfit, stat)."""
-        if self.data_comm.size > 1:
-            misfit, stat = self._data_sum(grad, misfit, stat)
-        J = misfit + self.regulariser(controls, grad)
+        """Sum a local gradient, misfit and statistic over the data ranks and add
+        the regulariser: returns (J, ∇J, misfit, stat). With several data ranks
+        each one adds R's terms of its own contiguous block of layers before the
+        sum, so R is not computed twice."""
+        comm = self.data_comm
+        if comm.size > 1:
+            L = self.net.layers
+            lo, hi = (L * comm.rank) // comm.size, (L * (comm.rank + 1)) // comm.size
+            R = self.regulariser(controls, grad, layers=range(lo, hi))
+            misfit, stat, R = self._data_sum(grad, misfit, stat, R)
+        else:
+            R = self.regulariser(controls, grad)
+        J = misfit + R
         return float(J), grad, float(misfit), float(stat)
 
     def derivative(self, apply_riesz: bool = False) -> Controls:
