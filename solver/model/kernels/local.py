@@ -13,11 +13,12 @@ coefficient equal to 1 on the dofs of that colour, and entry (i, k) of the
 probe belongs to the one dof j of that colour adjacent to i. Then per layer
 
 * L(θ) = B t — a sparse product instead of a finite-element assembly,
-* K U = M_L⁻¹ L U and Kᵀ D = Lᵀ M_L⁻¹ D — one sparse × dense product on all S
-  sample columns (SciPy CSR; with several width ranks on the all-gathered rows,
-  the transpose followed by a reduce-scatter, like the dense kernel),
+* K U = M_L⁻¹ L U and Kᵀ D = Lᵀ M_L⁻¹ D — one product on all S sample columns
+  (:mod:`.banded`: GEMMs on the dense bands of L's pattern, CSR elsewhere; with
+  several width ranks on the all-gathered rows, the transpose followed by a
+  reduce-scatter, like the dense kernel),
 * ∂/∂θ ⟨D, K U⟩ = Bᵀ p with p_(i,k) = Σ_s (M_L⁻¹ D)_is U_ks on the pattern of L
-  (a sampled product, in row blocks on the BLAS threads).
+  (the sampled product of :mod:`.banded`).
 
 B t equals the assembled matrix up to round-off, and the gradient is exact for
 the operator the network applies (B t).
@@ -34,6 +35,7 @@ import scipy.sparse
 import ufl
 
 from pontryx.forms.kernels import local_operator
+from pontryx.solver.model.kernels.banded import Pattern
 from pontryx.solver.model.kernels.base import Kernel
 from pontryx.solver.model.threads import rows
 from pontryx.solver.model.workspace import HEAP
@@ -56,17 +58,27 @@ def distance2_colouring(adjacency: scipy.sparse.csr_matrix) -> np.ndarray:
 
 
 class _Layer:
-    """L(θ) of one layer: the local rows (n × N, global columns) as CSR, its
-    transpose made on first use."""
+    """L(θ) of one layer: its values on the pattern of L (the local rows, global
+    columns)."""
 
-    def __init__(self, theta, L):
-        self.theta, self.L, self._LT = theta, L, None
+    def __init__(self, theta, values, kernel):
+        self.theta, self.values, self._kernel = theta, values, kernel
+        self._T = None
 
     @property
-    def LT(self):
-        if self._LT is None:
-            self._LT = self.L.T.tocsr()
-        return self._LT
+    def values_T(self):
+        """The values of Lᵀ on its pattern."""
+        if self._T is None:
+            self._T = self.values[self._kernel.perm]
+        return self._T
+
+    @property
+    def L(self) -> scipy.sparse.csr_matrix:
+        """L as a SciPy CSR matrix (n × N, global columns)."""
+        k = self._kernel
+        return scipy.sparse.csr_matrix(
+            (self.values, k.indices, k.indptr), shape=(k.space.n, k.space.N)
+        )
 
     def __getitem__(self, key):  # the controls, as for the other kernels
         return self.theta[key]
@@ -149,9 +161,8 @@ class LocalKernel(Kernel):
         )
         self.BT = self.B.T.tocsr()
         self.colours = ncol
-        # the pattern by slots: slot t holds the t-th entry of every row that has one
-        length = np.diff(indptr)
-        self._slots = [np.flatnonzero(length > t) for t in range(int(length.max(initial=0)))]
+        self.pattern = Pattern(indptr, indices, (n, N))
+        self.pattern_T, self.perm = self.pattern.transpose()
 
     def _stacked(self, theta) -> np.ndarray:
         """t = (κ, r, a₁ … a_d) over all N dofs (all-gathered)."""
@@ -197,42 +208,43 @@ class LocalKernel(Kernel):
 
     # -- the operator ----------------------------------------------------------------------
     def layer(self, theta, n=None):
-        sp = self.space
-        values = self.B @ self._stacked(theta)
-        L = scipy.sparse.csr_matrix((values, self.indices, self.indptr), shape=(sp.n, sp.N))
-        return _Layer(theta, L)
+        return _Layer(theta, self.B @ self._stacked(theta), self)
 
     def tangent(self, ctx, dtheta):
         return self.layer(dtheta)
 
+    def _over_m(self, X):
+        """M_L⁻¹ X (a new array), in row blocks on the BLAS threads."""
+        m, Y = self.space.m, np.empty_like(X)
+        rows(lambda r: np.divide(X[r], m[r, None], out=Y[r]), *X.shape)
+        return Y
+
     def apply(self, ctx, U, ws=HEAP):
         sp = self.space
-        Y = ctx.L @ sp.allgather(U)
+        Y = self.pattern.matmul(ctx.values, sp.allgather(U))
         m = sp.m
         rows(lambda r: np.divide(Y[r], m[r, None], out=Y[r]), *Y.shape)
         return Y
 
     def apply_T(self, ctx, D, ws=HEAP):
-        sp = self.space
-        return sp.reduce_scatter(ctx.LT @ (D / sp.m[:, None]))
+        return self.space.reduce_scatter(self.pattern_T.matmul(ctx.values_T, self._over_m(D)))
 
     def vjp(self, ctx, U, D, out, ws=HEAP):
         sp = self.space
-        Q = D / sp.m[:, None]
-        Ufull = sp.allgather(U)
-        p = np.empty(self.indices.size)
-        indptr, indices = self.indptr, self.indices
+        p = self.pattern.sampled(self._over_m(D), sp.allgather(U))
+        self._accumulate(p, out)
 
-        def block(r):  # p on the entries of rows r, slot by slot
-            for t, where in enumerate(self._slots):
-                sel = where[np.searchsorted(where, r.start) : np.searchsorted(where, r.stop)]
-                if sel.size == 0:
-                    continue
-                Qs = Q[r] if sel.size == r.stop - r.start else Q[sel]
-                e = indptr[sel] + t
-                p[e] = np.einsum("is,is->i", Qs, Ufull[indices[e]])
+    def backward(self, ctx, U, D, out, ws=HEAP):
+        """Kᵀ D and the vjp, sharing M_L⁻¹ D."""
+        sp = self.space
+        Q = self._over_m(D)
+        if out is not None:
+            self._accumulate(self.pattern.sampled(Q, sp.allgather(U)), out)
+        return sp.reduce_scatter(self.pattern_T.matmul(ctx.values_T, Q))
 
-        rows(block, sp.n, 8 * U.shape[1])
+    def _accumulate(self, p, out):
+        """∂/∂θ Σ_e L_e(θ) p_e = Bᵀ p into ``out`` (owned dofs, summed over width ranks)."""
+        sp = self.space
         g = sp.reduce_scatter((self.BT @ p).reshape(len(self.components), sp.N).T.copy())
         for block_index, (name, comp) in enumerate(self.components):
             if comp is None:
