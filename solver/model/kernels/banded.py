@@ -72,9 +72,9 @@ class Pattern:
             (values[b.e0 : b.e1], self.indices[b.e0 : b.e1], ip), shape=(b.r1 - b.r0, self.shape[1])
         )
 
-    def matmul(self, values: np.ndarray, X: np.ndarray) -> np.ndarray:
-        """A X for the matrix A with ``values`` on the pattern (a new array)."""
-        Y = np.empty((self.shape[0], X.shape[1]))
+    def matmul(self, values: np.ndarray, X: np.ndarray, out: np.ndarray | None = None):
+        """A X for the matrix A with ``values`` on the pattern (into ``out`` if given)."""
+        Y = np.empty((self.shape[0], X.shape[1])) if out is None else out
         for b in self.blocks:
             out = Y[b.r0 : b.r1]
             if b.e1 == b.e0:

@@ -213,34 +213,55 @@ class LocalKernel(Kernel):
     def tangent(self, ctx, dtheta):
         return self.layer(dtheta)
 
-    def _over_m(self, X):
-        """M_L⁻¹ X (a new array), in row blocks on the BLAS threads."""
-        m, Y = self.space.m, np.empty_like(X)
+    def _over_m(self, X, ws=HEAP):
+        """M_L⁻¹ X (a workspace array), in row blocks on the BLAS threads."""
+        m, Y = self.space.m, ws.take(X.shape)
         rows(lambda r: np.divide(X[r], m[r, None], out=Y[r]), *X.shape)
         return Y
 
+    def _gathered(self, U, ws):
+        """All N rows of U (U itself on one width rank, else a workspace array)."""
+        return self.space.allgather(U, ws)
+
     def apply(self, ctx, U, ws=HEAP):
         sp = self.space
-        Y = self.pattern.matmul(ctx.values, sp.allgather(U))
+        Ufull = self._gathered(U, ws)
+        Y = self.pattern.matmul(ctx.values, Ufull, out=ws.take((sp.n, U.shape[1])))
+        if Ufull is not U:
+            ws.give(Ufull)
         m = sp.m
         rows(lambda r: np.divide(Y[r], m[r, None], out=Y[r]), *Y.shape)
         return Y
 
+    def _transposed(self, ctx, Q, ws):
+        """Lᵀ Q on the owned rows (summed over the width ranks; a workspace array)."""
+        sp = self.space
+        Yfull = self.pattern_T.matmul(ctx.values_T, Q, out=ws.take((sp.N, Q.shape[1])))
+        return ws.replaced(Yfull, sp.reduce_scatter(Yfull, ws))
+
     def apply_T(self, ctx, D, ws=HEAP):
-        return self.space.reduce_scatter(self.pattern_T.matmul(ctx.values_T, self._over_m(D)))
+        Q = self._over_m(D, ws)
+        Y = self._transposed(ctx, Q, ws)
+        ws.give(Q)
+        return Y
 
     def vjp(self, ctx, U, D, out, ws=HEAP):
-        sp = self.space
-        p = self.pattern.sampled(self._over_m(D), sp.allgather(U))
-        self._accumulate(p, out)
+        self._backward(ctx, U, D, out, ws, transpose=False)
 
     def backward(self, ctx, U, D, out, ws=HEAP):
         """Kᵀ D and the vjp, sharing M_L⁻¹ D."""
-        sp = self.space
-        Q = self._over_m(D)
+        return self._backward(ctx, U, D, out, ws, transpose=True)
+
+    def _backward(self, ctx, U, D, out, ws, transpose):
+        Q = self._over_m(D, ws)
         if out is not None:
-            self._accumulate(self.pattern.sampled(Q, sp.allgather(U)), out)
-        return sp.reduce_scatter(self.pattern_T.matmul(ctx.values_T, Q))
+            Ufull = self._gathered(U, ws)
+            self._accumulate(self.pattern.sampled(Q, Ufull), out)
+            if Ufull is not U:
+                ws.give(Ufull)
+        Y = self._transposed(ctx, Q, ws) if transpose else None
+        ws.give(Q)
+        return Y
 
     def _accumulate(self, p, out):
         """∂/∂θ Σ_e L_e(θ) p_e = Bᵀ p into ``out`` (owned dofs, summed over width ranks)."""
