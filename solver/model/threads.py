@@ -19,6 +19,7 @@ runs once on the whole range in the calling thread (the serial path).
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,7 +33,7 @@ BLOCK_ELEMENTS = 1 << 15
 MIN_ELEMENTS = 1 << 16
 
 _lock = threading.Lock()
-_state: dict = {"blas": None, "pool": None, "size": 0}
+_state: dict = {"blas": None, "pool": None, "size": 0, "pid": None}
 
 
 def blas_threads() -> int:
@@ -51,6 +52,8 @@ def blas_threads() -> int:
 
 def _pool(threads: int) -> ThreadPoolExecutor:
     with _lock:
+        if _state["pid"] != os.getpid():  # a forked child has no pool threads
+            _state.update(pool=None, size=0, pid=os.getpid())
         if _state["size"] < threads:
             if _state["pool"] is not None:
                 _state["pool"].shutdown(wait=True)
