@@ -32,13 +32,43 @@ from pontryx.solver.adjoint.riesz import RieszMap
 from pontryx.solver.adjoint.sweep import Sweep
 from pontryx.solver.model.controls import Controls
 from pontryx.solver.model.loss import LOSSES
+from pontryx.solver.model.threads import rows
 
 __all__ = ["ReducedFunctional", "Regulariser", "layer_gradient_norms"]
 
 
+def _weighted(w, x, x0, out, size, diff=None) -> None:
+    """out = ω x, or with ``x0``: diff = x − x0 and out = ω diff (row blocks)."""
+
+    def block(r):
+        if x0 is None:
+            np.multiply(w[r], x[r], out=out[r])
+        else:
+            np.subtract(x[r], x0[r], out=diff[r])
+            np.multiply(w[r], diff[r], out=out[r])
+
+    rows(block, *size)
+
+
+def _add_scaled(g, a, c, size, g_next=None) -> None:
+    """a *= c; g −= a and g_next += a if g_next is given, else g += a (row blocks)."""
+
+    def block(r):
+        ar = a[r]
+        ar *= c
+        if g_next is None:
+            np.add(g[r], ar, out=g[r])
+        else:
+            np.subtract(g[r], ar, out=g[r])
+            np.add(g_next[r], ar, out=g_next[r])
+
+    rows(block, *size)
+
+
 class Regulariser:
     """R(θ) above, layer by layer in work arrays of one layer's shape (from the
-    network's workspace), so no temporary of the size of all controls is made.
+    network's workspace), so no temporary of the size of all controls is made;
+    the element-wise passes in row blocks on the BLAS threads.
     R is quadratic: its Hessian action is its gradient at dθ."""
 
     def __init__(self, net, alpha: float, beta: float, gamma: float = 0.0):
@@ -74,6 +104,7 @@ class Regulariser:
             th = controls[name]
             g = grad[name] if grad is not None else None
             a, d = ws.take(th.shape[1:]), ws.take(th.shape[1:])
+            size = (th.shape[1], int(np.prod(th.shape[2:], dtype=np.int64)))
             for n in layers:
                 if gamma:
                     value, gs = self.smoothness(name, th[n])
@@ -81,19 +112,15 @@ class Regulariser:
                     if g is not None:
                         g[n] += gamma * dt * gs
                 if alpha:
-                    np.multiply(w, th[n], out=a)  # ω θⁿ
+                    _weighted(w, th[n], None, a, size)  # ω θⁿ
                     local += 0.5 * alpha * dt * float(np.vdot(a, th[n]))
                     if g is not None:
-                        a *= alpha * dt
-                        g[n] += a
+                        _add_scaled(g[n], a, alpha * dt, size)
                 if beta and n + 1 < L:
-                    np.subtract(th[n + 1], th[n], out=d)  # θⁿ⁺¹ − θⁿ
-                    np.multiply(w, d, out=a)
+                    _weighted(w, th[n + 1], th[n], a, size, d)  # ω (θⁿ⁺¹ − θⁿ)
                     local += 0.5 * beta / dt * float(np.vdot(a, d))
                     if g is not None:
-                        a *= beta / dt
-                        g[n] -= a
-                        g[n + 1] += a
+                        _add_scaled(g[n], a, beta / dt, size, g[n + 1])
             ws.give(a, d)
         return net.space.sum(local)
 
