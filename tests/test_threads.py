@@ -59,14 +59,3 @@ def test_threaded_gradient_is_bit_identical(kernel, options, scheme, comm, monke
     assert J1 == J2
     for name in g1:
         assert np.array_equal(g1[name], g2[name]), name
-
-
-def test_gemm_accumulate():
-    from pontryx.solver.model.kernels.dense import gemm_accumulate
-
-    rng = np.random.default_rng(4)
-    A, B, C = rng.standard_normal((5, 7)), rng.standard_normal((6, 7)), rng.standard_normal((5, 6))
-    ref = C + A @ B.T
-    assert gemm_accumulate(A, B, C) and np.allclose(C, ref, rtol=1e-14, atol=1e-14)
-    assert not gemm_accumulate(A, B, np.asfortranarray(C))  # only C-contiguous arrays
-    assert gemm_accumulate(A[:, :0], B[:, :0], C)  # nothing to add

@@ -3,35 +3,21 @@
 W ∈ R^{N×N} is distributed by rows; its column axis runs over all N dofs (in
 DOLFINx's global numbering), so K U needs all rows of M_L U on every width rank
 (an allgather) and Kᵀ D a reduce-scatter of the partial products. The GEMMs run
-on the BLAS threads (∂J/∂W accumulated by the GEMM itself, β = 1), the scalings
-by M_L on the same number of threads in row blocks
-(:mod:`pontryx.solver.model.threads`).
+on the BLAS threads; the scalings by M_L and the accumulation of ∂J/∂W on as many
+threads in row blocks (:mod:`pontryx.solver.model.threads`). (An accumulating
+GEMM, β = 1, would need SciPy's BLAS: a second OpenBLAS, whose idle threads
+spin while NumPy's work; measured slower with 2 threads.)
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg.blas import dgemm
 
 from pontryx.solver.model.kernels.base import Kernel
 from pontryx.solver.model.threads import add_into, scale_rows
 from pontryx.solver.model.workspace import HEAP
 
-__all__ = ["DenseKernel", "gemm_accumulate"]
-
-
-def gemm_accumulate(A: np.ndarray, B: np.ndarray, C: np.ndarray) -> bool:
-    """C += A Bᵀ in one BLAS GEMM with β = 1 (no temporary, no extra pass over C);
-    False (nothing done) unless A, B, C are C-contiguous float64. Row-major C
-    is column-major Cᵀ, so this is Cᵀ += B Aᵀ for Fortran's dgemm."""
-    if not all(x.dtype == np.float64 and x.flags.c_contiguous for x in (A, B, C)):
-        return False
-    if C.size == 0 or A.shape[1] == 0:
-        return True  # nothing to add
-    out = dgemm(1.0, B.T, A.T, beta=1.0, c=C.T, trans_a=1, trans_b=0, overwrite_c=1)
-    if not np.shares_memory(out, C):  # pragma: no cover - f2py made a copy
-        C[...] = out.T
-    return True
+__all__ = ["DenseKernel"]
 
 
 class DenseKernel(Kernel):
@@ -79,11 +65,9 @@ class DenseKernel(Kernel):
     def vjp(self, ctx, U, D, out, ws=HEAP):
         G = self._gathered(U, ws)
         W = out["W"]
-        if not gemm_accumulate(D, G, W):
-            P = np.matmul(D, G.T, out=ws.take(W.shape))
-            add_into(W, P)
-            ws.give(P)
-        ws.give(G)
+        P = np.matmul(D, G.T, out=ws.take(W.shape))
+        add_into(W, P)
+        ws.give(G, P)
 
     def row(self, theta, i):
         sp = self.space
