@@ -59,3 +59,13 @@ def test_threaded_gradient_is_bit_identical(kernel, options, scheme, comm, monke
     assert J1 == J2
     for name in g1:
         assert np.array_equal(g1[name], g2[name]), name
+
+
+def test_single_threaded_blas_restores():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(2):
+        before = threads.blas_threads()
+        with threads.single_threaded_blas():
+            assert threads.blas_threads() == 1
+        assert threads.blas_threads() == before

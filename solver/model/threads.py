@@ -18,6 +18,7 @@ runs once on the whole range in the calling thread (the serial path).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -25,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["add_into", "blas_threads", "row_blocks", "rows", "scale_rows"]
+__all__ = ["add_into", "blas_threads", "row_blocks", "rows", "scale_rows", "single_threaded_blas"]
 
 #: Elements per block (≈ 256 KiB of float64: a block's chain of ufuncs stays in cache).
 BLOCK_ELEMENTS = 1 << 15
@@ -48,6 +49,22 @@ def blas_threads() -> int:
             blas = []
         _state["blas"] = blas
     return max((lib.num_threads for lib in blas), default=1)
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """NumPy's BLAS on one thread inside the block (for many small GEMMs run
+    concurrently on the row-block threads instead); restored afterwards."""
+    blas_threads()
+    libs = _state["blas"]
+    before = [lib.num_threads for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(libs, before):
+            lib.set_num_threads(n)
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:

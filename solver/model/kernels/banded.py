@@ -13,14 +13,19 @@ explicit zeros add exact zeros. The other blocks use SciPy's CSR product.
   the pattern (the sampled product Q Xᵀ on the pattern; in dense blocks one GEMM
   Q_b X_wᵀ read at the pattern's positions).
 
-Results agree with the CSR product up to round-off; they do not depend on the
-number of threads beyond the BLAS's own (fixed blocks, fixed order).
+With several BLAS threads the blocks run concurrently on the row-block threads
+(:mod:`pontryx.solver.model.threads`), each small GEMM on one BLAS thread (a
+multi-threaded BLAS spends more on synchronising than on a 64-row block). The
+blocks and their GEMMs are the same for any number of threads, so results are
+bit-identical; they agree with SciPy's CSR product up to round-off.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse
+
+from pontryx.solver.model.threads import blas_threads, rows, single_threaded_blas
 
 __all__ = ["Pattern"]
 
@@ -72,37 +77,56 @@ class Pattern:
             (values[b.e0 : b.e1], self.indices[b.e0 : b.e1], ip), shape=(b.r1 - b.r0, self.shape[1])
         )
 
+    def _each(self, fn) -> None:
+        """``fn(block)`` for every block: on the row-block threads when the BLAS has
+        several (each block's small GEMM then on one BLAS thread), else in order."""
+        T = blas_threads()
+        if T <= 1 or len(self.blocks) < 2:
+            for b in self.blocks:
+                fn(b)
+            return
+
+        def run(sl):
+            for b in self.blocks[sl]:
+                fn(b)
+
+        with single_threaded_blas():
+            rows(run, len(self.blocks), 1 << 30, threads=T)
+
     def matmul(self, values: np.ndarray, X: np.ndarray, out: np.ndarray | None = None):
         """A X for the matrix A with ``values`` on the pattern (into ``out`` if given)."""
         Y = np.empty((self.shape[0], X.shape[1])) if out is None else out
-        for b in self.blocks:
-            out = Y[b.r0 : b.r1]
-            if b.e1 == b.e0:
-                out[...] = 0.0
-            elif b.pos is not None:
-                A = np.zeros((b.r1 - b.r0, b.c1 - b.c0))
-                A.flat[b.pos] = values[b.e0 : b.e1]
-                np.matmul(A, X[b.c0 : b.c1], out=out)
-            else:
-                out[...] = self._csr(values, b) @ X
+        self._each(lambda b: self._matmul_block(values, X, Y, b))
         return Y
+
+    def _matmul_block(self, values, X, Y, b) -> None:
+        out = Y[b.r0 : b.r1]
+        if b.e1 == b.e0:
+            out[...] = 0.0
+        elif b.pos is not None:
+            A = np.zeros((b.r1 - b.r0, b.c1 - b.c0))
+            A.flat[b.pos] = values[b.e0 : b.e1]
+            np.matmul(A, X[b.c0 : b.c1], out=out)
+        else:
+            out[...] = self._csr(values, b) @ X
 
     def sampled(self, Q: np.ndarray, X: np.ndarray) -> np.ndarray:
         """p_e = Σ_s Q_is X_ks for every entry e = (i, k) of the pattern."""
         p = np.empty(self.indices.size)
-        for b in self.blocks:
-            if b.e1 == b.e0:
-                continue
-            if b.pos is not None:
-                P = Q[b.r0 : b.r1] @ X[b.c0 : b.c1].T
-                p[b.e0 : b.e1] = P.ravel()[b.pos]
-            else:
-                rows = b.r0 + np.repeat(
-                    np.arange(b.r1 - b.r0), np.diff(self.indptr[b.r0 : b.r1 + 1])
-                )
-                cols = self.indices[b.e0 : b.e1]
-                p[b.e0 : b.e1] = np.einsum("is,is->i", Q[rows], X[cols])
+        self._each(lambda b: self._sampled_block(Q, X, p, b))
         return p
+
+    def _sampled_block(self, Q, X, p, b) -> None:
+        if b.e1 == b.e0:
+            return
+        if b.pos is not None:
+            P = Q[b.r0 : b.r1] @ X[b.c0 : b.c1].T
+            p[b.e0 : b.e1] = P.ravel()[b.pos]
+        else:
+            counts = np.diff(self.indptr[b.r0 : b.r1 + 1])
+            ri = b.r0 + np.repeat(np.arange(b.r1 - b.r0), counts)
+            cols = self.indices[b.e0 : b.e1]
+            p[b.e0 : b.e1] = np.einsum("is,is->i", Q[ri], X[cols])
 
     def transpose(self) -> tuple[Pattern, np.ndarray]:
         """The pattern of Aᵀ and ``perm`` with values(Aᵀ) = values(A)[perm]."""
