@@ -12,7 +12,7 @@ kernels' gradients, so minimisers do not sharpen without bound as h → 0 and
 trained networks can converge in width), over the layer controls
 θⁿ = (Kⁿ, bⁿ) and the readout/embedding where trainable. ``rf(θ)`` evaluates J
 (one forward sweep); :meth:`ReducedFunctional.value_and_gradient` adds the exact
-gradient of the discrete J (one adjoint sweep, one Allreduce over the data
+gradient of the discrete J (one adjoint sweep, Allreduces over the data
 ranks); :meth:`ReducedFunctional.hessian_action` the exact Hessian action ∇²J·dθ
 (a tangent sweep and a second-order adjoint sweep, :mod:`.sweep`);
 with noise in depth (``noise``, :mod:`pontryx.solver.model.noise`) J is the mean
@@ -32,13 +32,43 @@ from pontryx.solver.adjoint.riesz import RieszMap
 from pontryx.solver.adjoint.sweep import Sweep
 from pontryx.solver.model.controls import Controls
 from pontryx.solver.model.loss import LOSSES
+from pontryx.solver.model.threads import rows
 
 __all__ = ["ReducedFunctional", "Regulariser", "layer_gradient_norms"]
 
 
+def _weighted(w, x, x0, out, size, diff=None) -> None:
+    """out = ω x, or with ``x0``: diff = x − x0 and out = ω diff (row blocks)."""
+
+    def block(r):
+        if x0 is None:
+            np.multiply(w[r], x[r], out=out[r])
+        else:
+            np.subtract(x[r], x0[r], out=diff[r])
+            np.multiply(w[r], diff[r], out=out[r])
+
+    rows(block, *size)
+
+
+def _add_scaled(g, a, c, size, g_next=None) -> None:
+    """a *= c; g −= a and g_next += a if g_next is given, else g += a (row blocks)."""
+
+    def block(r):
+        ar = a[r]
+        ar *= c
+        if g_next is None:
+            np.add(g[r], ar, out=g[r])
+        else:
+            np.subtract(g[r], ar, out=g[r])
+            np.add(g_next[r], ar, out=g_next[r])
+
+    rows(block, *size)
+
+
 class Regulariser:
     """R(θ) above, layer by layer in work arrays of one layer's shape (from the
-    network's workspace), so no temporary of the size of all controls is made.
+    network's workspace), so no temporary of the size of all controls is made;
+    the element-wise passes in row blocks on the BLAS threads.
     R is quadratic: its Hessian action is its gradient at dθ."""
 
     def __init__(self, net, alpha: float, beta: float, gamma: float = 0.0):
@@ -60,37 +90,37 @@ class Regulariser:
         grad = sp.matmul(sp.A, flat).reshape(theta.shape)
         return 0.5 * float(np.vdot(theta, grad)), grad
 
-    def __call__(self, controls, grad: Controls | None = None) -> float:
-        """R(θ) (summed over the width ranks); adds ∂R/∂θ to ``grad`` if given."""
+    def __call__(self, controls, grad: Controls | None = None, layers=None) -> float:
+        """R(θ) (summed over the width ranks); adds ∂R/∂θ to ``grad`` if given.
+        ``layers``: only the terms of these layers (α‖θⁿ‖², γ|θⁿ|²_{H¹} and the
+        difference θⁿ⁺¹ − θⁿ), so that blocks of layers on different ranks add up to R."""
         alpha, beta, gamma = self.alpha, self.beta, self.gamma
         if alpha == 0 and beta == 0 and gamma == 0:
             return 0.0
         net = self.net
         dt, local, L, ws = net.dt, 0.0, net.layers, net.workspace
+        layers = range(L) if layers is None else layers
         for name, w in self.weights.items():
             th = controls[name]
             g = grad[name] if grad is not None else None
             a, d = ws.take(th.shape[1:]), ws.take(th.shape[1:])
-            for n in range(L):
+            size = (th.shape[1], int(np.prod(th.shape[2:], dtype=np.int64)))
+            for n in layers:
                 if gamma:
                     value, gs = self.smoothness(name, th[n])
                     local += gamma * dt * value
                     if g is not None:
                         g[n] += gamma * dt * gs
                 if alpha:
-                    np.multiply(w, th[n], out=a)  # ω θⁿ
+                    _weighted(w, th[n], None, a, size)  # ω θⁿ
                     local += 0.5 * alpha * dt * float(np.vdot(a, th[n]))
                     if g is not None:
-                        a *= alpha * dt
-                        g[n] += a
+                        _add_scaled(g[n], a, alpha * dt, size)
                 if beta and n + 1 < L:
-                    np.subtract(th[n + 1], th[n], out=d)  # θⁿ⁺¹ − θⁿ
-                    np.multiply(w, d, out=a)
+                    _weighted(w, th[n + 1], th[n], a, size, d)  # ω (θⁿ⁺¹ − θⁿ)
                     local += 0.5 * beta / dt * float(np.vdot(a, d))
                     if g is not None:
-                        a *= beta / dt
-                        g[n] -= a
-                        g[n + 1] += a
+                        _add_scaled(g[n], a, beta / dt, size, g[n + 1])
             ws.give(a, d)
         return net.space.sum(local)
 
@@ -325,24 +355,33 @@ class ReducedFunctional:
         return H
 
     def _data_sum(self, grad: Controls, *scalars):
-        """Sum a local gradient (in place) and scalars over the data ranks (one Allreduce)."""
-        if self.data_comm.size == 1:
+        """Sum a local gradient (in place, one Allreduce per control array: no
+        packing copies) and scalars over the data ranks."""
+        comm = self.data_comm
+        if comm.size == 1:
             return scalars
-        names = list(grad)
-        buf = np.concatenate([grad[k].ravel() for k in names] + [list(scalars)])
-        self.data_comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-        i = 0
-        for k in names:
-            grad[k].ravel()[:] = buf[i : i + grad[k].size]
-            i += grad[k].size
-        return tuple(buf[i:])
+        for k in grad:
+            a = grad[k]
+            if a.flags.c_contiguous:
+                comm.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM)
+            else:  # pragma: no cover - controls are contiguous
+                a[...] = comm.allreduce(a, op=MPI.SUM)
+        return tuple(comm.allreduce(np.array(scalars, dtype=float), op=MPI.SUM))
 
     def reduce(self, controls, grad: Controls, misfit: float, stat: float):
-        """Sum a local gradient, misfit and statistic over the data ranks (one
-        Allreduce) and add the regulariser: returns (J, ∇J, misfit, stat)."""
-        if self.data_comm.size > 1:
-            misfit, stat = self._data_sum(grad, misfit, stat)
-        J = misfit + self.regulariser(controls, grad)
+        """Sum a local gradient, misfit and statistic over the data ranks and add
+        the regulariser: returns (J, ∇J, misfit, stat). With several data ranks
+        each one adds R's terms of its own contiguous block of layers before the
+        sum, so R is not computed twice."""
+        comm = self.data_comm
+        if comm.size > 1:
+            L = self.net.layers
+            lo, hi = (L * comm.rank) // comm.size, (L * (comm.rank + 1)) // comm.size
+            R = self.regulariser(controls, grad, layers=range(lo, hi))
+            misfit, stat, R = self._data_sum(grad, misfit, stat, R)
+        else:
+            R = self.regulariser(controls, grad)
+        J = misfit + R
         return float(J), grad, float(misfit), float(stat)
 
     def derivative(self, apply_riesz: bool = False) -> Controls:

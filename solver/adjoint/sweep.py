@@ -282,9 +282,9 @@ class Sweep:
         (full storage, no array recycling): the Pontryagin sweeps need them; with
         ``sensitivities`` (and ``trajectory``) also the output sensitivities
         Λ_kⁿ = ∂Ŷ_k/∂Uⁿ, the costates of the unit cotangents e_k on Ŷ, carried
-        backwards through the same layer records (their parameter gradients are
-        discarded): the Gauss–Newton Hessian of the cost-to-go in Uⁿ is
-        Σ_s Λ_{·,s}ⁿᵀ ∇²ℓ_s Λ_{·,s}ⁿ."""
+        backwards through the same layer records in one block of n_out·S columns,
+        without parameter products (``grad=None``): the Gauss–Newton Hessian of
+        the cost-to-go in Uⁿ is Σ_s Λ_{·,s}ⁿᵀ ∇²ℓ_s Λ_{·,s}ⁿ."""
         net = self.net
         if trajectory:
             store, self.ws, states = Full(), HEAP, []
@@ -301,22 +301,18 @@ class Sweep:
         grad = self.controls.subset(net.trainable).zeros_like()
         lam = self._terminal(state, G, grad)
         costates = [lam] if trajectory else None
-        sens, scratch = [], None
+        sens = None  # the K = n_out sensitivity costates as one (n × K·S) block
         if trajectory and sensitivities:
-            scratch = self.controls.subset(net.trainable).zeros_like()
-            for k in range(G.shape[0]):
-                E = np.zeros_like(G)
-                E[k] = 1.0
-                sens.append([self._terminal(state, E, scratch)])
+            sens = [self._sensitivity_terminal(state, G.shape[0])]
         if not isinstance(store, Reverse):
             _give_back(ws, state)
         for n, record in store.backward(self, net.layers, ws):
             ctx = self._ctx(n)
             layer_grad = {name: grad[name][n] for name in net.layer_names}
             new = self.scheme.adjoint(ctx, record, lam, layer_grad, n=n, ws=ws)
-            for path in sens:
-                waste = {name: scratch[name][n] for name in net.layer_names}
-                path.append(self.scheme.adjoint(ctx, record, path[-1], waste, n=n))
+            if sens is not None:  # state cotangents only: no parameter products
+                tiled = tuple(np.tile(a, (1, G.shape[0])) for a in record)
+                sens.append(self.scheme.adjoint(ctx, tiled, sens[-1], None, n=n))
             self.kernel.release(ctx)
             _give_back(ws, (record, lam), keep=new)
             lam = new
@@ -335,8 +331,15 @@ class Sweep:
             states=states or [],
             costates=costates[::-1] if costates else [],
             G=G,
-            sensitivities=[path[::-1] for path in sens],
+            sensitivities=_split_columns(sens[::-1], G.shape[0]) if sens else [],
         )
+
+    def _sensitivity_terminal(self, state, K):
+        """Λ_k^{N_t} = M_L C e_k 1ᵀ for k = 0 … K−1, side by side (n × K·S)."""
+        m, C = self.net.space.m, self.controls["C"]
+        S = state[0].shape[1]
+        lam = np.repeat(m[:, None] * C, S, axis=1)  # column block k: M_L C[:, k] 1ᵀ
+        return (lam, *(np.zeros((s.shape[0], K * S)) for s in state[1:]))
 
     # -- tangent-linear and second order ----------------------------------------------------
     def _tangent_controls(self, dtheta: Controls, n):
@@ -421,6 +424,17 @@ class Sweep:
         return SweepResult(Yhat, misfit, stat, grad, hessian_action=hess, G=G)
 
     _dtheta = None
+
+
+def _split_columns(path, K):
+    """[[Λ_k⁰ … Λ_k^{N_t}] for k] from the states of K column blocks side by side."""
+    out = []
+    for k in range(K):
+        out.append([])
+        for lam in path:
+            S = lam[0].shape[1] // K
+            out[k].append(tuple(a[:, k * S : (k + 1) * S] for a in lam))
+    return out
 
 
 class _Recorder:

@@ -221,10 +221,14 @@ class WidthSpace:
         Yd.destroy()
         return Y
 
-    def canonical_csr(self, mat: PETSc.Mat) -> scipy.sparse.csr_matrix | None:
-        """A distributed PETSc AIJ matrix on V_h as a canonical-order CSR matrix on
-        width rank 0 (None elsewhere). Collective."""
-        indptr, indices, data = mat.getValuesCSR()
+    def canonical_csr(self, mat) -> scipy.sparse.csr_matrix | None:
+        """A distributed matrix on V_h (a PETSc AIJ matrix, or the owned rows as a
+        SciPy CSR matrix with global column indices) as a canonical-order CSR matrix
+        on width rank 0 (None elsewhere). Collective."""
+        if isinstance(mat, scipy.sparse.spmatrix | scipy.sparse.sparray):
+            indptr, indices, data = mat.indptr, mat.indices, mat.data
+        else:
+            indptr, indices, data = mat.getValuesCSR()
         rows = np.repeat(np.arange(self.n) + self.offset, np.diff(indptr))
         parts = self.comm.gather((rows, np.asarray(indices), np.asarray(data)), root=0)
         if self.comm.rank != 0:

@@ -15,6 +15,9 @@ Every kernel (DESIGN.md §1–2; n owned rows, N global dofs, S samples) provide
                    :class:`~pontryx.solver.model.workspace.Workspace` ``ws`` where
                    the kernel supports it, temporaries given back to it),
 * ``vjp``        — accumulate ∂/∂θ ⟨D, K(θ) U⟩ (the kernel part of ∂J/∂θⁿ),
+* ``backward``   — Kᵀ D and the ``vjp`` together (what an adjoint step needs;
+                   kernels may share work between the two; without a gradient
+                   to accumulate only Kᵀ D),
 
 and for tangent-linear and second-order sweeps
 
@@ -138,6 +141,15 @@ class Kernel:
         self, ctx, U: np.ndarray, D: np.ndarray, out: dict[str, np.ndarray], ws: Workspace = HEAP
     ) -> None:
         raise NotImplementedError
+
+    def backward(
+        self, ctx, U: np.ndarray, D: np.ndarray, out: dict | None, ws: Workspace = HEAP
+    ) -> np.ndarray:
+        """Kᵀ D, accumulating ∂/∂θ ⟨D, K(θ) U⟩ into ``out`` unless it is ``None``
+        (sweeps that only need state cotangents skip the parameter gradient)."""
+        if out is not None:
+            self.vjp(ctx, U, D, out, ws)
+        return self.apply_T(ctx, D, ws)
 
     def apply_adjoint(self, ctx, V: np.ndarray) -> np.ndarray:
         """The L²(M_L) adjoint K* = M_L⁻¹ Kᵀ M_L (the discrete 𝒦*)."""

@@ -2,7 +2,11 @@
 
 W ∈ R^{N×N} is distributed by rows; its column axis runs over all N dofs (in
 DOLFINx's global numbering), so K U needs all rows of M_L U on every width rank
-(an allgather) and Kᵀ D a reduce-scatter of the partial products.
+(an allgather) and Kᵀ D a reduce-scatter of the partial products. The GEMMs run
+on the BLAS threads; the scalings by M_L and the accumulation of ∂J/∂W on as many
+threads in row blocks (:mod:`pontryx.solver.model.threads`). (An accumulating
+GEMM, β = 1, would need SciPy's BLAS: a second OpenBLAS, whose idle threads
+spin while NumPy's work; measured slower with 2 threads.)
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from pontryx.solver.model.kernels.base import Kernel
+from pontryx.solver.model.threads import add_into, scale_rows
 from pontryx.solver.model.workspace import HEAP
 
 __all__ = ["DenseKernel"]
@@ -42,7 +47,7 @@ class DenseKernel(Kernel):
     def _gathered(self, U, ws):
         """All N rows of M_L U (a workspace array)."""
         sp = self.space
-        X = np.multiply(sp.m[:, None], U, out=ws.take(U.shape))
+        X = scale_rows(sp.m, U, out=ws.take(U.shape))
         return ws.replaced(X, sp.allgather(X, ws))
 
     def apply(self, ctx, U, ws=HEAP):
@@ -55,13 +60,13 @@ class DenseKernel(Kernel):
         sp = self.space
         Yfull = np.matmul(ctx["W"].T, D, out=ws.take((sp.N, D.shape[1])))
         Y = ws.replaced(Yfull, sp.reduce_scatter(Yfull, ws))
-        Y *= sp.m[:, None]
-        return Y
+        return scale_rows(sp.m, Y, out=Y)
 
     def vjp(self, ctx, U, D, out, ws=HEAP):
         G = self._gathered(U, ws)
-        P = np.matmul(D, G.T, out=ws.take(out["W"].shape))
-        out["W"] += P
+        W = out["W"]
+        P = np.matmul(D, G.T, out=ws.take(W.shape))
+        add_into(W, P)
         ws.give(G, P)
 
     def row(self, theta, i):

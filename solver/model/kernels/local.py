@@ -3,10 +3,25 @@
     L(κ, a, r; u, v) = ∫_Ω r u v − κ ∇u·∇v + (a·∇u) v dx
 
 is a reaction–diffusion–advection operator with learnable coefficient fields
-κ, r ∈ V_h and a ∈ V_h^d (:func:`pontryx.forms.kernels.local_operator`), a sparse
-PETSc matrix assembled from UFL. L is linear in (κ, a, r), so K'(θ)[dθ] = K(dθ).
-One matrix per layer is created once and refilled (``zeroEntries`` + assembly)
-whenever the layer's coefficients change.
+κ, r ∈ V_h and a ∈ V_h^d (:func:`pontryx.forms.kernels.local_operator`).
+
+L is linear in θ = (κ, r, a), so its entries are a fixed linear map of the
+coefficient dofs: vec(L(θ)) = B t, t = (κ, r, a₁ … a_d) stacked over all N dofs.
+B (nnz(L) × (2 + d)N, sparse) is assembled once from UFL: with a distance-2
+colouring of the dof graph, each (component, colour) probe assembles L with the
+coefficient equal to 1 on the dofs of that colour, and entry (i, k) of the
+probe belongs to the one dof j of that colour adjacent to i. Then per layer
+
+* L(θ) = B t — a sparse product instead of a finite-element assembly,
+* K U = M_L⁻¹ L U and Kᵀ D = Lᵀ M_L⁻¹ D — one product on all S sample columns
+  (:mod:`.banded`: GEMMs on the dense bands of L's pattern, CSR elsewhere; with
+  several width ranks on the all-gathered rows, the transpose followed by a
+  reduce-scatter, like the dense kernel),
+* ∂/∂θ ⟨D, K U⟩ = Bᵀ p with p_(i,k) = Σ_s (M_L⁻¹ D)_is U_ks on the pattern of L
+  (the sampled product of :mod:`.banded`).
+
+B t equals the assembled matrix up to round-off, and the gradient is exact for
+the operator the network applies (B t).
 """
 
 from __future__ import annotations
@@ -16,14 +31,57 @@ from typing import ClassVar
 import dolfinx.fem
 import dolfinx.fem.petsc
 import numpy as np
+import scipy.sparse
 import ufl
-from petsc4py import PETSc
 
-from pontryx.forms.kernels import local_operator, sample_sum
+from pontryx.forms.kernels import local_operator
+from pontryx.solver.model.kernels.banded import Pattern
 from pontryx.solver.model.kernels.base import Kernel
+from pontryx.solver.model.threads import rows
 from pontryx.solver.model.workspace import HEAP
 
-__all__ = ["LocalKernel"]
+__all__ = ["LocalKernel", "distance2_colouring"]
+
+
+def distance2_colouring(adjacency: scipy.sparse.csr_matrix) -> np.ndarray:
+    """Greedy colours (0, 1, …) of the vertices of a graph such that vertices at
+    distance ≤ 2 differ (``adjacency``: symmetric pattern with the diagonal)."""
+    A = adjacency.astype(bool).astype(np.int8)
+    two = (A @ A).tocsr()
+    colour = np.full(A.shape[0], -1, dtype=np.int64)
+    for j in range(A.shape[0]):
+        taken = colour[two.indices[two.indptr[j] : two.indptr[j + 1]]]
+        free = np.ones(taken.size + 1, dtype=bool)
+        free[taken[(taken >= 0) & (taken <= taken.size)]] = False
+        colour[j] = int(np.argmax(free))
+    return colour
+
+
+class _Layer:
+    """L(θ) of one layer: its values on the pattern of L (the local rows, global
+    columns)."""
+
+    def __init__(self, theta, values, kernel):
+        self.theta, self.values, self._kernel = theta, values, kernel
+        self._T = None
+
+    @property
+    def values_T(self):
+        """The values of Lᵀ on its pattern."""
+        if self._T is None:
+            self._T = self.values[self._kernel.perm]
+        return self._T
+
+    @property
+    def L(self) -> scipy.sparse.csr_matrix:
+        """L as a SciPy CSR matrix (n × N, global columns)."""
+        k = self._kernel
+        return scipy.sparse.csr_matrix(
+            (self.values, k.indices, k.indptr), shape=(k.space.n, k.space.N)
+        )
+
+    def __getitem__(self, key):  # the controls, as for the other kernels
+        return self.theta[key]
 
 
 class LocalKernel(Kernel):
@@ -33,13 +91,11 @@ class LocalKernel(Kernel):
     name = "local"
     fields: ClassVar[dict] = {"kappa": (), "r": (), "a": "gdim"}
 
-    def __init__(self, space, block: int = 8):
+    def __init__(self, space):
         super().__init__(space)
         V, mesh = space.V, space.mesh
         self.gdim = gdim = mesh.geometry.dim
-        self.block = block
         Va = dolfinx.fem.functionspace(mesh, ("Lagrange", space.degree, (gdim,)))
-        Vb = dolfinx.fem.functionspace(mesh, ("Lagrange", space.degree, (block,)))
         self.coef = {
             "kappa": dolfinx.fem.Function(V),
             "r": dolfinx.fem.Function(V),
@@ -49,13 +105,72 @@ class LocalKernel(Kernel):
         self.operator = dolfinx.fem.form(
             local_operator(kappa, r, a, ufl.TrialFunction(V), ufl.TestFunction(V))
         )
-        self.U, self.Q = dolfinx.fem.Function(Vb), dolfinx.fem.Function(Vb)
-        total = sample_sum(kappa, r, a, self.U, self.Q)
-        self.grad_forms = {
-            key: dolfinx.fem.form(ufl.derivative(total, f, ufl.TestFunction(f.function_space)))
-            for key, f in self.coef.items()
-        }
-        self._mats: dict[object, PETSc.Mat] = {}  # one matrix per layer (and slot)
+        #: (field, component) of each block of N entries of t
+        self.components = [("kappa", None), ("r", None)] + [("a", c) for c in range(gdim)]
+        self._build_map()
+
+    # -- the linear map B: t ↦ vec(L) --------------------------------------------------
+    def _probe(self, theta):
+        """The local CSR (indptr, global column indices, values) of L(θ) assembled."""
+        self._set_coefficients(theta)
+        L = dolfinx.fem.petsc.create_matrix(self.operator)
+        dolfinx.fem.petsc.assemble_matrix(L, self.operator)
+        L.assemble()
+        indptr, indices, data = (np.array(x, copy=True) for x in L.getValuesCSR())
+        L.destroy()
+        return indptr.astype(np.int64), indices.astype(np.int64), data
+
+    def _build_map(self):
+        sp = self.space
+        n, N = sp.n, sp.N
+        zero = {k: np.zeros(s) for k, s in self.shapes().items()}
+        indptr, indices, _ = self._probe(zero)
+        self.indptr, self.indices = indptr, indices
+        row = np.repeat(np.arange(n), np.diff(indptr))
+        # the global dof graph on every width rank, its distance-2 colouring
+        parts = sp.comm.allgather((row + sp.offset, indices))
+        grow = np.concatenate([p[0] for p in parts])
+        gcol = np.concatenate([p[1] for p in parts])
+        graph = scipy.sparse.csr_matrix((np.ones(grow.size, np.int8), (grow, gcol)), (N, N))
+        colour = distance2_colouring(graph + graph.T)
+        ncol = int(colour.max()) + 1
+        # member[i, c]: the dof of colour c adjacent to owned row i (−1: none)
+        member = np.full((n, ncol), -1, dtype=np.int64)
+        member[row, colour[indices]] = indices
+        owned_colour = colour[sp.offset : sp.offset + n]
+        entries, cols, vals = [], [], []
+        for block, (name, comp) in enumerate(self.components):
+            for c in range(ncol):
+                theta = {k: v.copy() for k, v in zero.items()}
+                on = (owned_colour == c).astype(float)
+                if comp is None:
+                    theta[name][:] = on
+                else:
+                    theta[name][:, comp] = on
+                p_indptr, p_indices, data = self._probe(theta)
+                if not (np.array_equal(p_indptr, indptr) and np.array_equal(p_indices, indices)):
+                    raise RuntimeError("local kernel: the sparsity pattern of L changed")
+                j = member[row, c]
+                keep = (j >= 0) & (data != 0.0)
+                entries.append(np.flatnonzero(keep))
+                cols.append(block * N + j[keep])
+                vals.append(data[keep])
+        self.B = scipy.sparse.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(entries), np.concatenate(cols))),
+            shape=(indices.size, len(self.components) * N),
+        )
+        self.BT = self.B.T.tocsr()
+        self.colours = ncol
+        self.pattern = Pattern(indptr, indices, (n, N))
+        self.pattern_T, self.perm = self.pattern.transpose()
+
+    def _stacked(self, theta) -> np.ndarray:
+        """t = (κ, r, a₁ … a_d) over all N dofs (all-gathered)."""
+        sp = self.space
+        local = np.column_stack(
+            [theta[k] if comp is None else theta[k][:, comp] for k, comp in self.components]
+        )
+        return np.ascontiguousarray(sp.allgather(local).T).ravel()
 
     def _set(self, f, values):
         bs = f.function_space.dofmap.index_map_bs
@@ -66,25 +181,7 @@ class LocalKernel(Kernel):
         for key, f in self.coef.items():
             self._set(f, theta[key])
 
-    def sample_sum_gradient(self, U, Q):
-        """∂/∂θ Σ_s L(θ; u_s, q_s), in blocks of ``self.block`` samples."""
-        n, S = U.shape
-        grads = {k: np.zeros((n, *self.shapes()[k][1:])) for k in self.coef}
-        blk = self.block
-        for start in range(0, S, blk):
-            Ub = np.zeros((n, blk))
-            Qb = np.zeros((n, blk))
-            Ub[:, : min(blk, S - start)] = U[:, start : start + blk]
-            Qb[:, : min(blk, S - start)] = Q[:, start : start + blk]
-            self._set(self.U, Ub)
-            self._set(self.Q, Qb)
-            for key, form in self.grad_forms.items():
-                vec = dolfinx.fem.assemble_vector(form)
-                vec.scatter_reverse(dolfinx.la.InsertMode.add)
-                bs = self.coef[key].function_space.dofmap.index_map_bs
-                grads[key] += vec.array[: n * bs].reshape(grads[key].shape)
-        return grads
-
+    # -- controls ------------------------------------------------------------------------
     def shapes(self):
         n = self.space.n
         return {"kappa": (n,), "r": (n,), "a": (n, self.gdim)}
@@ -109,45 +206,81 @@ class LocalKernel(Kernel):
             "a": field.scalar(rng_for("a"), self.gdim, 0.1 * std),
         }
 
-    def _assemble(self, theta, slot) -> PETSc.Mat:
-        """L(θ) into the matrix of ``slot`` (created on first use, then refilled)."""
-        self._set_coefficients(theta)
-        L = self._mats.get(slot)
-        if L is None:
-            L = self._mats[slot] = dolfinx.fem.petsc.create_matrix(self.operator)
-        L.zeroEntries()
-        dolfinx.fem.petsc.assemble_matrix(L, self.operator)
-        L.assemble()
-        return L
-
+    # -- the operator ----------------------------------------------------------------------
     def layer(self, theta, n=None):
-        return {"theta": theta, "L": self._assemble(theta, n)}
+        return _Layer(theta, self.B @ self._stacked(theta), self)
 
     def tangent(self, ctx, dtheta):
-        return {"theta": dtheta, "L": self._assemble(dtheta, "tangent")}
+        return self.layer(dtheta)
 
-    def _matmul(self, L, X, transpose=False):
-        return self.space.matmul(L, X, transpose)
+    def _over_m(self, X, ws=HEAP):
+        """M_L⁻¹ X (a workspace array), in row blocks on the BLAS threads."""
+        m, Y = self.space.m, ws.take(X.shape)
+        rows(lambda r: np.divide(X[r], m[r, None], out=Y[r]), *X.shape)
+        return Y
+
+    def _gathered(self, U, ws):
+        """All N rows of U (U itself on one width rank, else a workspace array)."""
+        return self.space.allgather(U, ws)
 
     def apply(self, ctx, U, ws=HEAP):
-        return self._matmul(ctx["L"], U) / self.space.m[:, None]
+        sp = self.space
+        Ufull = self._gathered(U, ws)
+        Y = self.pattern.matmul(ctx.values, Ufull, out=ws.take((sp.n, U.shape[1])))
+        if Ufull is not U:
+            ws.give(Ufull)
+        m = sp.m
+        rows(lambda r: np.divide(Y[r], m[r, None], out=Y[r]), *Y.shape)
+        return Y
+
+    def _transposed(self, ctx, Q, ws):
+        """Lᵀ Q on the owned rows (summed over the width ranks; a workspace array)."""
+        sp = self.space
+        Yfull = self.pattern_T.matmul(ctx.values_T, Q, out=ws.take((sp.N, Q.shape[1])))
+        return ws.replaced(Yfull, sp.reduce_scatter(Yfull, ws))
 
     def apply_T(self, ctx, D, ws=HEAP):
-        return self._matmul(ctx["L"], D / self.space.m[:, None], transpose=True)
+        Q = self._over_m(D, ws)
+        Y = self._transposed(ctx, Q, ws)
+        ws.give(Q)
+        return Y
 
     def vjp(self, ctx, U, D, out, ws=HEAP):
-        self._set_coefficients(ctx["theta"])
-        for key, g in self.sample_sum_gradient(U, D / self.space.m[:, None]).items():
-            out[key] += g
+        self._backward(ctx, U, D, out, ws, transpose=False)
+
+    def backward(self, ctx, U, D, out, ws=HEAP):
+        """Kᵀ D and the vjp, sharing M_L⁻¹ D."""
+        return self._backward(ctx, U, D, out, ws, transpose=True)
+
+    def _backward(self, ctx, U, D, out, ws, transpose):
+        Q = self._over_m(D, ws)
+        if out is not None:
+            Ufull = self._gathered(U, ws)
+            self._accumulate(self.pattern.sampled(Q, Ufull), out)
+            if Ufull is not U:
+                ws.give(Ufull)
+        Y = self._transposed(ctx, Q, ws) if transpose else None
+        ws.give(Q)
+        return Y
+
+    def _accumulate(self, p, out):
+        """∂/∂θ Σ_e L_e(θ) p_e = Bᵀ p into ``out`` (owned dofs, summed over width ranks)."""
+        sp = self.space
+        g = sp.reduce_scatter((self.BT @ p).reshape(len(self.components), sp.N).T.copy())
+        for block_index, (name, comp) in enumerate(self.components):
+            if comp is None:
+                out[name] += g[:, block_index]
+            else:
+                out[name][:, comp] += g[:, block_index]
 
     def export(self, controls, layers):
-        """The assembled matrices Lⁿ in canonical CSR (``L_data``, ``L_indices``
-        (N_t, nnz), ``L_indptr``), on width rank 0."""
+        """The matrices Lⁿ = B tⁿ of the layers in canonical CSR (``L_data``,
+        ``L_indices`` (N_t, nnz), ``L_indptr``), on width rank 0."""
         sp = self.space
-        mats = []
-        for n in range(layers):
-            ctx = self.layer({k: controls[k][n] for k in self.coef}, n)
-            mats.append(sp.canonical_csr(ctx["L"]))
+        mats = [
+            sp.canonical_csr(self.layer({k: controls[k][n] for k in self.coef}).L)
+            for n in range(layers)
+        ]
         if sp.comm.rank != 0:
             return {}
         return {
@@ -155,8 +288,3 @@ class LocalKernel(Kernel):
             "L_indices": np.stack([M.indices for M in mats]).astype(np.int64),
             "L_data": np.stack([M.data for M in mats]),
         }
-
-    def destroy(self):
-        for L in self._mats.values():
-            L.destroy()
-        self._mats.clear()

@@ -13,6 +13,7 @@ import numpy as np
 
 from pontryx.meshes.errors import InputError
 from pontryx.solver.model.kernels.base import Kernel, Option, positive_int
+from pontryx.solver.model.threads import scale_rows
 from pontryx.solver.model.workspace import HEAP
 
 __all__ = ["LowRankKernel"]
@@ -63,10 +64,10 @@ class LowRankKernel(Kernel):
         s = (variance / self.rank) ** 0.25
         return {key: field.scalar(rng_for(key), self.rank, s) for key in ("A", "G")}
 
-    def _project(self, G, U):
-        """Gᵀ M_L U (R × S), summed over the width ranks."""
+    def _project(self, G, U, mU=None):
+        """Gᵀ M_L U (R × S), summed over the width ranks (``mU``: M_L U if known)."""
         sp = self.space
-        return sp.sum(G.T @ (sp.m[:, None] * U))
+        return sp.sum(G.T @ (scale_rows(sp.m, U) if mU is None else mU))
 
     def apply(self, ctx, U, ws=HEAP):
         if isinstance(ctx, _Tangent):
@@ -74,16 +75,31 @@ class LowRankKernel(Kernel):
         return ctx["A"] @ self._project(ctx["G"], U)
 
     def apply_T(self, ctx, D, ws=HEAP):
-        m, sp = self.space.m[:, None], self.space
+        m, sp = self.space.m, self.space
         if isinstance(ctx, _Tangent):
-            return m * (ctx.dG @ sp.sum(ctx.A.T @ D) + ctx.G @ sp.sum(ctx.dA.T @ D))
-        return m * (ctx["G"] @ sp.sum(ctx["A"].T @ D))
+            Y = ctx.dG @ sp.sum(ctx.A.T @ D) + ctx.G @ sp.sum(ctx.dA.T @ D)
+        else:
+            Y = ctx["G"] @ sp.sum(ctx["A"].T @ D)
+        return scale_rows(m, Y, out=Y)
 
     def vjp(self, ctx, U, D, out, ws=HEAP):
         sp = self.space
-        P = self._project(ctx["G"], U)  # Gᵀ M_L U
+        mU = scale_rows(sp.m, U)
+        P = self._project(ctx["G"], U, mU)  # Gᵀ M_L U
         out["A"] += D @ P.T
-        out["G"] += (sp.m[:, None] * U) @ sp.sum(ctx["A"].T @ D).T
+        out["G"] += mU @ sp.sum(ctx["A"].T @ D).T
+
+    def backward(self, ctx, U, D, out, ws=HEAP):
+        """Kᵀ D = M_L G (Aᵀ D) and the vjp, sharing Aᵀ D and M_L U."""
+        if out is None or isinstance(ctx, _Tangent):
+            return super().backward(ctx, U, D, out, ws)
+        sp = self.space
+        AD = sp.sum(ctx["A"].T @ D)  # Aᵀ D (R × S)
+        mU = scale_rows(sp.m, U)
+        out["A"] += D @ self._project(ctx["G"], U, mU).T
+        out["G"] += mU @ AD.T
+        Y = ctx["G"] @ AD
+        return scale_rows(sp.m, Y, out=Y)
 
     def tangent(self, ctx, dtheta):
         return _Tangent(ctx, dtheta)
@@ -91,8 +107,9 @@ class LowRankKernel(Kernel):
     def second_vjp(self, ctx, dtheta, U, D, out):
         """∂_A⟨D, dA Gᵀ M U + A dGᵀ M U⟩ = D (dGᵀ M U)ᵀ, ∂_G = M U (dAᵀ D)ᵀ."""
         sp = self.space
-        out["A"] += D @ self._project(dtheta["G"], U).T
-        out["G"] += (sp.m[:, None] * U) @ sp.sum(dtheta["A"].T @ D).T
+        mU = scale_rows(sp.m, U)
+        out["A"] += D @ self._project(dtheta["G"], U, mU).T
+        out["G"] += mU @ sp.sum(dtheta["A"].T @ D).T
 
     def row(self, theta, i):
         return theta["G"] @ self.space.row(theta["A"], i)

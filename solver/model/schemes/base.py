@@ -7,7 +7,8 @@ with the layer's controls θⁿ held constant over [t_n, t_{n+1}], declares its
 ``n_states``, ``needs_zero_epsilon``), and provides
 
 * ``step``     — the forward layer gⁿ, returning the record its adjoint needs,
-* ``adjoint``  — Λⁿ = (∂U^{n+1}/∂Uⁿ)ᵀ Λ^{n+1}, accumulating (∂_θ gⁿ)ᵀ Λ^{n+1},
+* ``adjoint``  — Λⁿ = (∂U^{n+1}/∂Uⁿ)ᵀ Λ^{n+1}, accumulating (∂_θ gⁿ)ᵀ Λ^{n+1}
+  (``grad=None``: the state cotangent only, no parameter products),
 * ``reverse``  — (reversible schemes only) Uⁿ recomputed from U^{n+1},
 * ``tangent``  — dU^{n+1} = ∂_U gⁿ dUⁿ + ∂_θ gⁿ dθⁿ (forward mode), with its record,
 * ``adjoint2`` — the adjoint and its derivative along the tangent direction

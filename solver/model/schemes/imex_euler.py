@@ -16,6 +16,7 @@ the other lines do not change (the increment depends on neither U nor θ).
 from __future__ import annotations
 
 from pontryx.solver.model.schemes.base import Scheme, vjp2
+from pontryx.solver.model.threads import add_into, rows
 from pontryx.solver.model.workspace import HEAP
 
 __all__ = ["IMEXEuler"]
@@ -28,24 +29,38 @@ class IMEXEuler(Scheme):
     def step(self, ctx, b, state, n=None, ws=HEAP, noise=None):
         (U,) = state
         Z = self.kernel.apply(ctx, U, ws)
-        Z += b[:, None]
-        Y = self.sigma.f(Z, out=ws.take(Z.shape))  # U + Δt σ(Z), in place (same rounding)
-        Y *= self.dt
-        Y += U
-        if noise is not None:  # Euler–Maruyama: + g ΔWⁿ
-            Y += noise
+        Y = ws.take(Z.shape)
+        f, dt = self.sigma.f, self.dt
+
+        def block(r):  # Z += b; Y = U + Δt σ(Z), in place (same rounding)
+            z = Z[r]
+            z += b[r, None]
+            y = f(z, out=Y[r])
+            y *= dt
+            y += U[r]
+            if noise is not None:  # Euler–Maruyama: + g ΔWⁿ
+                y += noise[r]
+
+        rows(block, *Z.shape)
         return (ws.replaced(Y, self._S(1.0, Y)),), (U, Z)
 
     def adjoint(self, ctx, record, lam, grad, n=None, ws=HEAP):
         U, Z = record
         Q = self._ST(1.0, lam[0])
-        D = self.sigma.df(Z, out=ws.take(Z.shape))  # Δt σ'(Z) ∘ Q, in place (same rounding)
-        D *= self.dt
-        D *= Q
-        grad["b"] += D.sum(axis=1)
-        self.kernel.vjp(ctx, U, D, grad, ws)
-        L = self.kernel.apply_T(ctx, D, ws)
-        L += Q
+        D = ws.take(Z.shape)
+        df, dt = self.sigma.df, self.dt
+        gb = None if grad is None else grad["b"]
+
+        def block(r):  # D = Δt σ'(Z) ∘ Q, in place (same rounding); ∂J/∂b += D 1
+            d = df(Z[r], out=D[r])
+            d *= dt
+            d *= Q[r]
+            if gb is not None:
+                gb[r] += d.sum(axis=1)
+
+        rows(block, *Z.shape)
+        L = self.kernel.backward(ctx, U, D, grad, ws)
+        add_into(L, Q)
         ws.give(D)
         return (L,)
 

@@ -56,8 +56,7 @@ class IMEXMidpoint(Scheme):
         (L,) = lam
         dt, df, K = self.dt, self.sigma.df, self.kernel
         D2 = dt * df(Z2) * L
-        K.vjp(ctx, Us, D2, grad, ws)
-        Ls = K.apply_T(ctx, D2, ws)
+        Ls = K.backward(ctx, Us, D2, grad, ws)
         if self.epsilon == 0.0:
             LY = Ls
             D1 = 0.5 * dt * df(Z1) * LY
@@ -67,9 +66,9 @@ class IMEXMidpoint(Scheme):
             D1 = df(Z1) * (0.5 * dt * LY - dt * L)
             Ln = LY - L
         ws.give(Ls)
-        K.vjp(ctx, U, D1, grad, ws)
-        grad["b"] += D1.sum(axis=1) + D2.sum(axis=1)
-        KD1 = K.apply_T(ctx, D1, ws)
+        if grad is not None:
+            grad["b"] += D1.sum(axis=1) + D2.sum(axis=1)
+        KD1 = K.backward(ctx, U, D1, grad, ws)
         Ln += KD1
         ws.give(KD1)
         return (Ln,)

@@ -84,12 +84,12 @@ class Verlet(Scheme):
         dt, df, K = self.dt, self.sigma.df, self.kernel
         m = self.space.m[:, None]
         D2 = dt * df(Y2) * LU
-        K.vjp(ctx, Vn, D2, grad)
-        LV = LV + K.apply_T(ctx, D2)
+        LV = LV + K.backward(ctx, Vn, D2, grad)
         D1 = -self._c(n) * dt * df(Y1) * LV
-        # ⟨D1, K* U⟩ = ⟨M_L U, K (M_L⁻¹ D1)⟩
-        K.vjp(ctx, D1 / m, m * U, grad)
-        grad["b"] += D1.sum(axis=1) + D2.sum(axis=1)
+        if grad is not None:
+            # ⟨D1, K* U⟩ = ⟨M_L U, K (M_L⁻¹ D1)⟩
+            K.vjp(ctx, D1 / m, m * U, grad)
+            grad["b"] += D1.sum(axis=1) + D2.sum(axis=1)
         return (LU + m * K.apply(ctx, D1 / m), LV)
 
     def tangent(self, ctx, dctx, db, record, dstate, n=None):

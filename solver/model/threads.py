@@ -1,0 +1,120 @@
+"""The element-wise work of the sweeps on the BLAS threads, in row blocks.
+
+A layer of the dense kernel is one GEMM (two in the adjoint) and O(NS)
+element-wise work between them: σ(Z), σ'(Z), the scalings by Δt and M_L, the
+products with the costate, the row sums ∂J/∂b = D 1. BLAS runs its GEMMs on T
+threads; NumPy's ufuncs run on one, so with T = 2 the element-wise share of
+the time doubles. NumPy releases the GIL inside its ufuncs, so a persistent
+pool of T threads (:class:`concurrent.futures.ThreadPoolExecutor`) applies the
+same ufuncs to contiguous row blocks of the (n × S) multivectors concurrently.
+
+Every operation run here is element-wise or a reduction along a row (axis 1)
+of its block, so the result is **bit-identical** for any number of threads and
+any block partition. T is the number of threads of NumPy's BLAS (read through
+threadpoolctl at each call, so ``threadpool_limits`` and ``OPENBLAS_NUM_THREADS``
+apply); with T = 1, or an array too small to be worth splitting, the function
+runs once on the whole range in the calling thread (the serial path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+__all__ = ["add_into", "blas_threads", "row_blocks", "rows", "scale_rows", "single_threaded_blas"]
+
+#: Elements per block (≈ 256 KiB of float64: a block's chain of ufuncs stays in cache).
+BLOCK_ELEMENTS = 1 << 15
+#: Below this many elements an array is processed whole, in the calling thread.
+MIN_ELEMENTS = 1 << 16
+
+_lock = threading.Lock()
+_state: dict = {"blas": None, "pool": None, "size": 0, "pid": None}
+
+
+def blas_threads() -> int:
+    """The number of threads of NumPy's BLAS (1 if threadpoolctl cannot tell)."""
+    blas = _state["blas"]
+    if blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            blas = ThreadpoolController().select(user_api="blas").lib_controllers
+        except Exception:  # pragma: no cover - threadpoolctl unavailable or failing
+            blas = []
+        _state["blas"] = blas
+    return max((lib.num_threads for lib in blas), default=1)
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """NumPy's BLAS on one thread inside the block (for many small GEMMs run
+    concurrently on the row-block threads instead); restored afterwards."""
+    blas_threads()
+    libs = _state["blas"]
+    before = [lib.num_threads for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(libs, before):
+            lib.set_num_threads(n)
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    with _lock:
+        if _state["pid"] != os.getpid():  # a forked child has no pool threads
+            _state.update(pool=None, size=0, pid=os.getpid())
+        if _state["size"] < threads:
+            if _state["pool"] is not None:
+                _state["pool"].shutdown(wait=True)
+            _state["pool"] = ThreadPoolExecutor(threads, thread_name_prefix="pontryx-rows")
+            _state["size"] = threads
+        return _state["pool"]
+
+
+def row_blocks(n_rows: int, row_length: int, threads: int) -> list[slice]:
+    """Contiguous row blocks covering ``range(n_rows)``: at least ``threads`` of
+    them (when there are rows enough), each of about :data:`BLOCK_ELEMENTS`."""
+    if n_rows <= 1 or threads <= 1:
+        return [slice(0, n_rows)]
+    rows_per = max(1, BLOCK_ELEMENTS // max(row_length, 1))
+    count = max(threads, -(-n_rows // rows_per))
+    count = min(count, n_rows)
+    edges = np.linspace(0, n_rows, count + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
+
+
+def rows(fn, n_rows: int, row_length: int, threads: int | None = None) -> None:
+    """Call ``fn(block)`` for contiguous row blocks ``block`` (slices) covering
+    ``range(n_rows)``, concurrently on ``threads`` threads (default: the BLAS
+    threads). ``fn`` must only touch rows ``block`` of its arrays (element-wise
+    work or sums along rows), so the result does not depend on the blocks."""
+    T = blas_threads() if threads is None else int(threads)
+    if T <= 1 or n_rows * row_length < MIN_ELEMENTS:
+        fn(slice(0, n_rows))
+        return
+    blocks = row_blocks(n_rows, row_length, T)
+    for future in [_pool(T).submit(fn, b) for b in blocks]:
+        future.result()  # re-raises an exception of fn
+
+
+def scale_rows(m: np.ndarray, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """diag(m) X (``out`` may be ``X``), in row blocks on the BLAS threads."""
+    if out is None:
+        out = np.empty_like(X)
+    length = X[0].size if len(X) else 0
+    rows(lambda r: np.multiply(m[r, None], X[r], out=out[r]), X.shape[0], length)
+    return out
+
+
+def add_into(Y: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Y += X, in row blocks on the BLAS threads."""
+    rows(lambda r: np.add(Y[r], X[r], out=Y[r]), Y.shape[0], Y[0].size if len(Y) else 0)
+    return Y
