@@ -255,6 +255,32 @@ def problem(
     return space, net, theta, rf, rf.X
 
 
+def data_problem(data: str, size, model: dict):
+    """A shipped data set (``size`` training and test samples, None: its default)
+    on unit_square n = model["mesh"] with model["layers"] layers, α = model["alpha"]
+    (image embedding for images, else bump): (dataset, net, θ₀, rf, rf_test)."""
+    from mpi4py import MPI
+
+    from pontryx.meshes import create_mesh
+    from pontryx.solver import ContinuumNetwork, ReducedFunctional, WidthSpace, load_dataset
+
+    desc = {"name": data}
+    if size is not None:
+        desc.update(n_train=size, n_test=size)
+    ds = load_dataset(desc)
+    space = WidthSpace(create_mesh({"kind": "unit_square", "n": model["mesh"]}, MPI.COMM_WORLD))
+    net = ContinuumNetwork(
+        space,
+        ds.X_train.shape[1],
+        ds.n_classes,
+        layers=model["layers"],
+        embedding="image" if len(ds.input_shape) == 2 else "bump",
+        input_shape=ds.input_shape,
+    )
+    rf = ReducedFunctional(net, ds.X_train, ds.y_train, alpha=model["alpha"])
+    return ds, net, net.init_controls(seed=0), rf, ReducedFunctional(net, ds.X_test, ds.y_test)
+
+
 # -- fits and tables ---------------------------------------------------------------
 def fit_exponent(x, y) -> float:
     """p in y ≈ c·x^p (least squares in log–log)."""

@@ -65,30 +65,11 @@ class _Stop(Exception):
 
 
 def worker(cfg: dict, threads: int) -> None:
-    from mpi4py import MPI
 
-    from pontryx.meshes import create_mesh
-    from pontryx.solver import ContinuumNetwork, ReducedFunctional, WidthSpace, load_dataset
     from pontryx.solver.training import make_trainer, train
 
-    desc = {"name": cfg["data"]}
-    if cfg["size"] is not None:
-        desc.update(n_train=cfg["size"], n_test=cfg["size"])
-    ds = load_dataset(desc)
     with C.limit_threads(threads):
-        space = WidthSpace(create_mesh({"kind": "unit_square", "n": MODEL["mesh"]}, MPI.COMM_WORLD))
-        image = len(ds.input_shape) == 2
-        net = ContinuumNetwork(
-            space,
-            ds.X_train.shape[1],
-            ds.n_classes,
-            layers=MODEL["layers"],
-            embedding="image" if image else "bump",
-            input_shape=ds.input_shape,
-        )
-        theta = net.init_controls(seed=0)
-        rf = ReducedFunctional(net, ds.X_train, ds.y_train, alpha=MODEL["alpha"])
-        test = ReducedFunctional(net, ds.X_test, ds.y_test)
+        _, _, theta, rf, test = C.data_problem(cfg["data"], cfg["size"], MODEL)
         options = {} if cfg["weights"] == "real" else {"weights": cfg["weights"]}
         trainer = make_trainer(cfg["method"], rf, theta, options)
         out = {"status": "ok", "iterations": 0, "reason": "max_iterations"}

@@ -92,32 +92,13 @@ class _TimedTest:
 
 
 def worker(cfg: dict, threads: int) -> None:
-    from mpi4py import MPI
-
-    from pontryx.meshes import create_mesh
-    from pontryx.solver import ContinuumNetwork, ReducedFunctional, WidthSpace, load_dataset
 
     minimize, METHODS = trainers()
     if cfg["method"] not in METHODS:
         return C.emit({"status": "not available"})
-    desc = {"name": cfg["data"]}
-    if cfg["size"] is not None:
-        desc.update(n_train=cfg["size"], n_test=cfg["size"])
-    ds = load_dataset(desc)
     with C.limit_threads(threads):
-        space = WidthSpace(create_mesh({"kind": "unit_square", "n": MODEL["mesh"]}, MPI.COMM_WORLD))
-        image = len(ds.input_shape) == 2
-        net = ContinuumNetwork(
-            space,
-            ds.X_train.shape[1],
-            ds.n_classes,
-            layers=MODEL["layers"],
-            embedding="image" if image else "bump",
-            input_shape=ds.input_shape,
-        )
-        theta = net.init_controls(seed=0)
-        rf = ReducedFunctional(net, ds.X_train, ds.y_train, alpha=MODEL["alpha"])
-        test = _TimedTest(ReducedFunctional(net, ds.X_test, ds.y_test))
+        _, _, theta, rf, test = C.data_problem(cfg["data"], cfg["size"], MODEL)
+        test = _TimedTest(test)
         out = {"status": "ok", "time": None, "iterations": 0, "best": 0.0, "reason": ""}
         out["kkt"] = None
         t0 = C.now()

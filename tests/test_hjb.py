@@ -9,8 +9,8 @@ from mpi4py import MPI
 import numpy as np
 import pytest
 import yaml
+from test_cli import cli
 
-from pontryx.solver.app.cli import main
 from pontryx.solver.hjb.compare import ReducedNetwork
 from pontryx.solver.hjb.scheme import ValueFunction, minimise_component
 from pontryx.solver.hjb.system import lqr, riccati
@@ -126,18 +126,6 @@ def merge(base: dict, change: dict) -> dict:
         else:
             base[k] = v
     return base
-
-
-def cli(capsys, *args):
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    comm = MPI.COMM_WORLD
-    out, err = comm.bcast((out, err) if comm.rank == 0 else None, root=0)
-    return code, out, err
 
 
 def write(path, obj):

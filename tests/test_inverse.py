@@ -14,11 +14,11 @@ import dolfinx.mesh
 import numpy as np
 import pytest
 import yaml
+from test_cli import cli
 
 from pontryx.forms.operators import function_space
 from pontryx.meshes.errors import InputError
 from pontryx.solver.adjoint.taylor import taylor_test
-from pontryx.solver.app.cli import main
 from pontryx.solver.app.problem import build_problem
 from pontryx.solver.config import validate_config
 from pontryx.solver.inverse.expressions import expression
@@ -253,18 +253,6 @@ def test_read_observations(tmp_path):
     np.savez(tmp_path / "c.npz", points=points, values=values[:1])
     with pytest.raises(InputError, match="one per point"):
         read_observations(tmp_path / "c.npz", 2)
-
-
-def cli(capsys, *args):
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    comm = MPI.COMM_WORLD
-    out, err = comm.bcast((out, err) if comm.rank == 0 else None, root=0)
-    return code, out, err
 
 
 def write(path, obj):

@@ -29,7 +29,7 @@ import numpy as np
 from pontryx.meshes.errors import InputError
 from pontryx.meshes.factory import create_mesh, mesh_summary
 from pontryx.solver.app import petsc_options
-from pontryx.solver.app.problem import section
+from pontryx.solver.app.problem import build_network, section
 from pontryx.solver.app.run import EXIT_NOT_CONVERGED, TrainingRun, status_of
 from pontryx.solver.inverse.expressions import expression
 from pontryx.solver.inverse.functional import InverseFunctional, KappaError
@@ -193,7 +193,7 @@ def build_inverse(config, comm: MPI.Comm) -> InverseProblem:
 
 
 def _build(config, comm: MPI.Comm) -> InverseProblem:
-    c, inv, m, t = config, config.inverse, config.model, config.training
+    c, inv, t = config, config.inverse, config.training
     cls_newton = t.method in NEWTON_TYPES or (
         t.method == "tao" and t.options.get("type") in NEWTON_TYPES
     )
@@ -245,29 +245,7 @@ def _build(config, comm: MPI.Comm) -> InverseProblem:
                 inv.regularisation.delta,
                 m0=float(np.log(inv.initial)),
             )
-        with section("mesh"):
-            mesh = create_mesh(c.mesh, layout.width)
-        with section("model"):
-            space = WidthSpace(mesh, degree=m.degree, lumping=m.lumping)
-            net = ContinuumNetwork(
-                space,
-                gdim,
-                1,
-                kernel=m.kernel.type,
-                kernel_options=m.kernel.options,
-                activation=m.activation,
-                scheme=m.scheme,
-                T=m.T,
-                layers=m.layers,
-                epsilon=m.epsilon,
-                embedding=m.embedding.type,
-                train_embedding=m.embedding.trainable,
-                train_readout=m.readout.trainable,
-            )
-        with petsc_options.errors("the width-diffusion solver (prefix pontryx_diffusion_)"):
-            net.scheme.setup()
-        with section("model.init"):
-            controls = net.init_controls(seed=m.init.seed, law=m.init.law())
+        space, net, controls = build_network(c, layout, gdim, 1)
         controls["d"][:] = np.log(inv.initial)  # log κ starts near log κ₀
         with section("training"):
             rf = InverseFunctional(

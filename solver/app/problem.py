@@ -108,6 +108,39 @@ class Problem:
             petsc_options.remove(self.config.petsc_options)
 
 
+def build_network(config: Config, layout: Layout, n_in: int, n_outputs: int, input_shape=None):
+    """(space, net, controls): the width space of ``config.mesh`` over
+    ``layout.width``, the network of ``config.model`` (its width-diffusion solver
+    set up) and its initial controls (``model.init``). Collective; errors keyed
+    by their section."""
+    m = config.model
+    with section("mesh"):
+        mesh = create_mesh(config.mesh, layout.width)
+    with section("model"):
+        space = WidthSpace(mesh, degree=m.degree, lumping=m.lumping)
+        net = ContinuumNetwork(
+            space,
+            n_in,
+            n_outputs,
+            kernel=m.kernel.type,
+            kernel_options=m.kernel.options,
+            activation=m.activation,
+            scheme=m.scheme,
+            T=m.T,
+            layers=m.layers,
+            epsilon=m.epsilon,
+            embedding=m.embedding.type,
+            input_shape=input_shape,
+            train_embedding=m.embedding.trainable,
+            train_readout=m.readout.trainable,
+        )
+    with petsc_options.errors("the width-diffusion solver (prefix pontryx_diffusion_)"):
+        net.scheme.setup()
+    with section("model.init"):
+        controls = net.init_controls(seed=m.init.seed, law=m.init.law())
+    return space, net, controls
+
+
 def build_problem(config: Config, comm: MPI.Comm, *, layout=None, dataset=None) -> Problem:
     """Layout, PETSc options, data, mesh, network, functionals. Collective. On
     failure, what was set up is released (the ``petsc:`` options removed). A
@@ -139,30 +172,9 @@ def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
     if dataset is None:
         with section("data"):
             dataset = load_dataset(c.data)
-    with section("mesh"):
-        mesh = create_mesh(c.mesh, layout.width)
-    with section("model"):
-        space = WidthSpace(mesh, degree=m.degree, lumping=m.lumping)
-        net = ContinuumNetwork(
-            space,
-            dataset.n_in,
-            dataset.n_outputs,
-            kernel=m.kernel.type,
-            kernel_options=m.kernel.options,
-            activation=m.activation,
-            scheme=m.scheme,
-            T=m.T,
-            layers=m.layers,
-            epsilon=m.epsilon,
-            embedding=m.embedding.type,
-            input_shape=dataset.input_shape,
-            train_embedding=m.embedding.trainable,
-            train_readout=m.readout.trainable,
-        )
-    with petsc_options.errors("the width-diffusion solver (prefix pontryx_diffusion_)"):
-        net.scheme.setup()
-    with section("model.init"):
-        controls = net.init_controls(seed=m.init.seed, law=m.init.law())
+    space, net, controls = build_network(
+        c, layout, dataset.n_in, dataset.n_outputs, input_shape=dataset.input_shape
+    )
     noise = None
     if m.noise.enabled:
         z = m.noise
