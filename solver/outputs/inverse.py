@@ -27,7 +27,7 @@ import numpy as np
 
 from pontryx.solver.outputs.atomic import atomic_path
 from pontryx.solver.outputs.model_io import mesh_arrays
-from pontryx.solver.outputs.plots import _pyplot, _save, _triangles
+from pontryx.solver.outputs.plots import _pyplot, _save, _triangles, column, objective_panel
 
 __all__ = ["gather_fields", "plot_inverse", "write_arrays", "write_paraview"]
 
@@ -189,22 +189,13 @@ def _curves(rows: list[dict], path: Path) -> None:
     if not rows:
         return
     plt = _pyplot()
-    it = np.array([r["iteration"] for r in rows])
-
-    def col(key):
-        return np.array([np.nan if r.get(key) in (None, "") else float(r[key]) for r in rows])
-
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, label in (("loss", "J(θ)"), ("misfit", "Φ + R (misfit)")):
-        v = col(key)
-        if np.any(np.isfinite(v) & (v > 0)):
-            a1.semilogy(it, v, label=label)
-    a1.set_xlabel("iteration")
+    it = objective_panel(a1, rows, {"loss": "J(θ)", "misfit": "Φ + R (misfit)"})
     a1.set_title("objective")
     a1.legend()
-    a2.semilogy(it, col("train_metric"), label="discrepancy √(Σr²/M)")
+    a2.semilogy(it, column(rows, "train_metric"), label="discrepancy √(Σr²/M)")
     a2.axhline(1.0, color="k", lw=0.6, ls=":")
-    test = col("test_metric")
+    test = column(rows, "test_metric")
     ok = np.isfinite(test)
     if np.any(ok):
         a2.semilogy(it[ok], test[ok], "o-", ms=3, label="‖κ − κ†‖/‖κ†‖")

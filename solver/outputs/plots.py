@@ -52,27 +52,35 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def column(rows: list[dict], key: str) -> np.ndarray:
+    """The values of ``key`` over metric rows (NaN where missing or empty)."""
+    return np.array([np.nan if r.get(key) in (None, "") else float(r[key]) for r in rows])
+
+
+def objective_panel(ax, rows: list[dict], labels: dict[str, str]) -> np.ndarray:
+    """Semilog curves of the row keys in ``labels`` (key → legend label) that have
+    positive values, against the iteration; returns the iterations."""
+    it = np.array([r["iteration"] for r in rows])
+    for key, label in labels.items():
+        v = column(rows, key)
+        if np.any(np.isfinite(v) & (v > 0)):
+            ax.semilogy(it, v, label=label)
+    ax.set_xlabel("iteration")
+    return it
+
+
 def plot_curves(rows: list[dict], path: Path, metric: str = "accuracy") -> None:
     """Loss/misfit and train/test metric against the iteration (rank 0 only)."""
     if not rows:
         return
     plt = _pyplot()
-    it = np.array([r["iteration"] for r in rows])
-
-    def col(key):
-        return np.array([np.nan if r.get(key) in (None, "") else float(r[key]) for r in rows])
-
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key in ("loss", "misfit"):
-        v = col(key)
-        if np.any(np.isfinite(v) & (v > 0)):
-            a1.semilogy(it, v, label=key)
-    a1.set_xlabel("iteration")
+    it = objective_panel(a1, rows, {"loss": "loss", "misfit": "misfit"})
     a1.set_ylabel("J(θ), misfit (log scale)")
     a1.set_title("objective J(θ)")
     a1.legend()
-    a2.plot(it, col("train_metric"), label=f"train {metric}")
-    test = col("test_metric")
+    a2.plot(it, column(rows, "train_metric"), label=f"train {metric}")
+    test = column(rows, "test_metric")
     if np.any(np.isfinite(test)):
         ok = np.isfinite(test)
         a2.plot(it[ok], test[ok], "o-", label=f"test {metric}")
