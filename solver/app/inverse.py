@@ -30,7 +30,7 @@ from pontryx.meshes.errors import InputError
 from pontryx.meshes.factory import create_mesh, mesh_summary
 from pontryx.solver.app import petsc_options
 from pontryx.solver.app.problem import build_network, section
-from pontryx.solver.app.run import EXIT_NOT_CONVERGED, TrainingRun, status_of
+from pontryx.solver.app.run import TrainingRun
 from pontryx.solver.inverse.expressions import expression
 from pontryx.solver.inverse.functional import InverseFunctional, KappaError
 from pontryx.solver.inverse.misfit import ReducedMisfit, relative_error
@@ -300,16 +300,11 @@ class InverseRun(TrainingRun):
         if self.root and out.model:
             self.directory.register("model.npz")
 
-    def finish(self, reason: str) -> dict:
-        """summary.json, model.npz, inverse.npz, ParaView and plots."""
+    def _write_outputs(self) -> None:
+        """inverse.npz, ParaView files and plots of κ and u (collective)."""
         from pontryx.solver.outputs import inverse as outputs
 
-        self.metrics.close()
         problem, out = self.problem, self.config.output
-        status = status_of(reason, self.trainer)
-        summary = self._summary(status, reason)
-        summary["exit_code"] = EXIT_NOT_CONVERGED if status == "not_converged" else 0
-        self._write_model()
         fields = outputs.gather_fields(problem, self.trainer.controls)  # collective
         if self.root:
             outputs.write_arrays(self.run_dir / "inverse.npz", fields)
@@ -318,12 +313,8 @@ class InverseRun(TrainingRun):
             outputs.write_paraview(problem, self.trainer.controls, self.run_dir / "paraview")
         if out.plots and self.root:
             outputs.plot_inverse(fields, self.metrics.rows, self.run_dir / "plots")
-        if self.root:
-            self.directory.register(
-                *(["paraview"] if out.paraview.enabled else []), *(["plots"] if out.plots else [])
-            )
-        summary["output_time"] = self.elapsed() - summary["time"]
-        self._write_summary(summary)
+
+    def _say_done(self, summary: dict, reason: str, status: str) -> None:
         r = summary["train"]
         err = summary.get("kappa_error")
         self.progress.say(
@@ -335,4 +326,3 @@ class InverseRun(TrainingRun):
             f"results in {self.run_dir}/: summary.json, metrics.csv, inverse.npz, model.npz, "
             "plots/, paraview/"
         )
-        return summary

@@ -517,33 +517,41 @@ class TrainingRun:
     def finish(self, reason: str) -> dict:
         """Final evaluation, model.npz, ParaView files, plots and summary.json."""
         self.metrics.close()
-        problem, out = self.problem, self.config.output
+        out = self.config.output
         status = status_of(reason, self.trainer)
         summary = self._summary(status, reason)
         summary["exit_code"] = EXIT_NOT_CONVERGED if status == "not_converged" else 0
         self._write_model()
-        if problem.layout.writes:
-            controls = self.trainer.controls
-            if out.paraview.enabled:
-                write_paraview(problem, controls, self.run_dir / "paraview")
-            if out.plots:
-                write_plots(problem, controls, self.run_dir / "plots", self.metrics.rows)
+        self._write_outputs()
         if self.root:
             self.directory.register(
                 *(["paraview"] if out.paraview.enabled else []), *(["plots"] if out.plots else [])
             )
         summary["output_time"] = self.elapsed() - summary["time"]
         self._write_summary(summary)
-        m, results = problem.metric_name, summary
+        self._say_done(summary, reason, status)
+        return summary
+
+    def _write_outputs(self) -> None:
+        """ParaView files and plots of the trained network (collective)."""
+        problem, out = self.problem, self.config.output
+        if problem.layout.writes:
+            controls = self.trainer.controls
+            if out.paraview.enabled:
+                write_paraview(problem, controls, self.run_dir / "paraview")
+            if out.plots:
+                write_plots(problem, controls, self.run_dir / "plots", self.metrics.rows)
+
+    def _say_done(self, summary: dict, reason: str, status: str) -> None:
+        m = self.problem.metric_name
         self.progress.say(
             f"done: {summary['iterations']} iterations ({reason}; status {status}) in "
-            f"{summary['time']:.1f} s; train {m} {results['train'][m]:.4f}, "
-            f"test {m} {results['test'][m]:.4f}"
+            f"{summary['time']:.1f} s; train {m} {summary['train'][m]:.4f}, "
+            f"test {m} {summary['test'][m]:.4f}"
         )
         self.progress.say(
             f"results in {self.run_dir}/: summary.json, metrics.csv, model.npz, plots/, paraview/"
         )
-        return summary
 
     def destroy(self) -> None:
         if getattr(self, "trajectory", None) is not None:
