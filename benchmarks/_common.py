@@ -315,6 +315,14 @@ def section(title: str, body: str, level: int = 2, timed: bool = True) -> str:
     return f"{'#' * level} {title}\n\n{body.strip()}\n"
 
 
+def progress(text: str) -> None:
+    """One line of progress on stderr (rank 0), for long runs."""
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.rank == 0:
+        print(text, file=sys.stderr, flush=True)
+
+
 def report(text: str) -> None:
     """Print on rank 0 (the script's Markdown output)."""
     try:

@@ -72,6 +72,7 @@ def run(cfg, levels, comm) -> dict:
         return C.now() - t0 - checks[0]
 
     out = {"levels": []}
+    label = "multilevel" if levels else "single level"
     fine = problem(*cfg["fine"], comm)
     if levels:
         coarse = [problem(n, layers, comm) for n, layers, _ in levels]
@@ -83,6 +84,7 @@ def run(cfg, levels, comm) -> dict:
             out["levels"].append(
                 [p.space.N, p.net.layers, r.result.trainer.iteration, test(p, r.controls)]
             )
+            C.progress(f"level N = {p.space.N}: test {out['levels'][-1][-1]:.3f}, {clock():.0f} s")
         start = prolong_controls(coarse[-1].net, results[-1].controls, fine.net)
         for name, value in start.items():
             fine.controls[name][...] = value
@@ -97,6 +99,7 @@ def run(cfg, levels, comm) -> dict:
         out["iterations"] = rec.iteration
         if rec.iteration % EVERY == 0:
             acc = test(fine, fine.controls)
+            C.progress(f"{label}: iteration {rec.iteration}, {clock():.0f} s, test {acc:.3f}")
             if acc >= target:
                 out.update(time=clock(), test=acc)
                 raise _Stop
