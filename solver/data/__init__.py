@@ -102,4 +102,6 @@ def _augment(data: Dataset, spec) -> Dataset:
     copies = len(X) // data.n_train - 1
     text = f"{data.description}; training set augmented ({', '.join(parts) or 'no copies'}: "
     text += f"{copies} copies of each image, {len(X)} samples)"
-    return dataclasses.replace(data, X_train=X, y_train=y, description=text)
+    lo, hi = data.feature_range  # the zero fill may lie outside a file's range
+    bounds = (min(lo, float(X.min())), max(hi, float(X.max())))
+    return dataclasses.replace(data, X_train=X, y_train=y, feature_range=bounds, description=text)
