@@ -44,6 +44,7 @@ from pontryx.forms.embedding import EMBEDDINGS
 from pontryx.forms.operators import DEGREES
 from pontryx.meshes.errors import InputError, resolve, show
 from pontryx.meshes.kinds import DEFAULT_KIND, MESH_KINDS
+from pontryx.solver.data.augment import augmentation
 from pontryx.solver.data.dataset import DATASET_KEYS
 from pontryx.solver.registry import KERNELS, LUMPINGS, METHODS, SCHEMES, load
 
@@ -366,7 +367,16 @@ def _mesh(v: Any, info: ValidationInfo) -> dict:
 
 
 def _data(v: Any, info: ValidationInfo) -> dict:
-    return _described(v, info, DATASET_KEYS, "name", None, "data set")
+    out = _described(v, info, DATASET_KEYS, "name", None, "data set")
+    if out.get("augment") is not None:  # checked here; a file's shape again once read
+        shape = (8, 8) if out["name"] == "digits" else out.get("input_shape")
+        if not (isinstance(shape, list | tuple) and all(type(d) is int and d > 0 for d in shape)):
+            shape = None
+        try:
+            augmentation(out["augment"], None if shape is None else tuple(shape))
+        except InputError as e:
+            raise e.under("augment") from None
+    return out
 
 
 _OPTION_NAME = re.compile(r"^[A-Za-z0-9_]+$")

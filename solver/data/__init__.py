@@ -4,16 +4,19 @@ CSV/NPZ files, seeded splits, shards over the data ranks and minibatches.
 :mod:`.dataset` (the registry :data:`DATASET_KEYS`, :class:`Dataset`,
 :func:`shard`), :mod:`.synthetic` (ellipses, swiss_roll, peaks, spirals, sine),
 :mod:`.digits` (scikit-learn's digits), :mod:`.files` (CSV, NPZ),
-:mod:`.sampler` (minibatches). :func:`load_dataset` is the entry point.
+:mod:`.sampler` (minibatches), :mod:`.augment` (shifted and rotated copies of
+training images). :func:`load_dataset` is the entry point.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from pontryx.meshes.errors import resolve
+from pontryx.meshes.errors import InputError, resolve
+from pontryx.solver.data.augment import augmentation, augmented
 from pontryx.solver.data.dataset import (
     DATASET_KEYS,
     DATASETS,
@@ -64,17 +67,41 @@ def load_dataset(desc: Mapping[str, Any], base_dir: str | os.PathLike | None = N
     strings) to 0..K−1, kept in ``Dataset.classes``; ``regression`` wants
     numeric targets. ``input_shape`` optionally reshapes the features (e.g.
     ``[8, 8]`` for images).
+
+    ``augment`` (``digits`` and image files): ``{shifts: k, rotations: [φ, …]}``
+    adds shifted and rotated copies of the training images
+    (:mod:`pontryx.solver.data.augment`); the test set is never augmented.
     """
     full = resolve(desc, DATASET_KEYS, "name", what="data set")
     name = full["name"]
     if name == "digits":
         from pontryx.solver.data.digits import digits
 
-        return digits(full)
+        return _augment(digits(full), full["augment"])
     if name == "file":
         from pontryx.solver.data.files import file_dataset
 
-        return file_dataset(full, base_dir)
+        return _augment(file_dataset(full, base_dir), full["augment"])
     from pontryx.solver.data.synthetic import synthetic
 
     return synthetic(name, full)
+
+
+def _augment(data: Dataset, spec) -> Dataset:
+    """``data`` with the training set augmented by ``spec`` (the ``augment`` key)."""
+    try:
+        spec = augmentation(spec, data.input_shape)
+    except InputError as e:
+        raise e.under("augment") from None
+    if spec is None:
+        return data
+    X, y = augmented(data.X_train, data.y_train, data.input_shape, spec)
+    parts = [f"shifts up to {spec['shifts']} px"] if spec["shifts"] else []
+    if spec["rotations"]:
+        parts.append(f"rotations {list(spec['rotations'])} deg")
+    copies = len(X) // data.n_train - 1
+    text = f"{data.description}; training set augmented ({', '.join(parts) or 'no copies'}: "
+    text += f"{copies} copies of each image, {len(X)} samples)"
+    lo, hi = data.feature_range  # the zero fill may lie outside a file's range
+    bounds = (min(lo, float(X.min())), max(hi, float(X.max())))
+    return dataclasses.replace(data, X_train=X, y_train=y, feature_range=bounds, description=text)

@@ -44,7 +44,7 @@ DATASET_KEYS: dict[str, dict[str, Any]] = {
     "swiss_roll": dict(_SYNTHETIC),
     "peaks": dict(_SYNTHETIC),
     "spirals": dict(_SYNTHETIC),
-    "digits": {"n_train": DIGITS_SPLIT, "n_test": None},
+    "digits": {"n_train": DIGITS_SPLIT, "n_test": None, "augment": None},
     "sine": {"n_train": 200, "n_test": 200, "seed": 0, "noise": 0.0},
     "file": {
         "path": ...,
@@ -54,6 +54,7 @@ DATASET_KEYS: dict[str, dict[str, Any]] = {
         "seed": 0,
         "header": None,
         "input_shape": None,
+        "augment": None,
     },
 }
 
