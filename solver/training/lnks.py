@@ -28,6 +28,15 @@ one tangent-linear or one adjoint sweep through depth. The weak-constraint
 term −D of the state rows (precision annealing) is left out of the
 preconditioner.
 
+Control block (``control``): B_z⁻¹ g is either the L-BFGS inverse below
+(``lbfgs``) or a truncated PCG solve (:mod:`.steihaug`, forcing ``inner_rtol``,
+at most ``inner_max_it`` iterations, preconditioned by the L-BFGS inverse) of
+W g' = g with W the exact reduced Hessian (``exact``; stopped at negative
+curvature) or its Gauss–Newton part W_GN = Jᵀ (∂²Φ/∂Ŷ²) J + R'' (``gauss_newton``;
+J = dŶ/dθ, no σ'' and no costate terms: positive semidefinite) — Biros &
+Ghattas' control block that sees the data term's curvature; each inner
+iteration is one forward tangent and one backward sweep.
+
 B_z is the L-BFGS approximation (:class:`LBFGS`) in the L²(M_L) metric of the
 regulariser: H₀ = γ Ω⁻¹ (Ω the lumped-mass weights ω of the controls, γ the
 Barzilai–Borwein scaling of the newest pair), updated with pairs (s, W_z s) of

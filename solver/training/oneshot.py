@@ -17,7 +17,15 @@ Newton step k (one :class:`~.base.Record`):
    (:mod:`.lnks`) with the L-BFGS reduced Hessian B_z, to the Eisenstat–Walker
    forcing tolerance ‖K p + F‖ ≤ η_k ‖F‖ (choice 2: η_k = 0.9 (‖F_k‖/‖F_{k−1}‖)²,
    safeguarded, in [½ tol/‖F_k‖, 0.5]; option ``forcing`` fixes η) or at most
-   ``krylov_max_it`` iterations (an inexact, truncated Newton step).
+   ``krylov_max_it`` iterations (an inexact, truncated Newton step). Option
+   ``control``: the control block B_z⁻¹ of the preconditioner is the L-BFGS
+   inverse (``lbfgs``, default) or ≤ ``inner_max_it`` (10) iterations of truncated
+   PCG to the relative tolerance ``inner_rtol`` (0.1; :mod:`.steihaug`,
+   preconditioned by the L-BFGS inverse) on the Gauss–Newton (``gauss_newton``:
+   loss Hessian through the tangent and adjoint sweeps, symmetric positive
+   semidefinite) or the exact (``exact``: stopped at negative curvature) reduced
+   Hessian, two sweeps per inner iteration; the preconditioner is then not a
+   fixed linear map and the Krylov method FGMRES (right-preconditioned).
 2. Negative curvature: with y = K p, the curvature of L along the primal part is
    p_xᵀ W p_x = pᵀy − 2 p_Λᵀ y_Λ. If it is not positive (the reduced Hessian is
    indefinite along the step, as far from a minimiser of a non-convex loss), or
@@ -67,7 +75,9 @@ Pontryagin residual of the reduced functional at the new θ (one sweep), and in
 ``extra``: ``phase`` (lbfgs | newton), ``R_f``, ``kkt_residual`` ‖F‖,
 ``kkt_reduction`` ‖F‖/‖F(x₀)‖, ``kkt_state`` ‖F_Λ‖, ``kkt_costate`` ‖F_U‖,
 ``kkt_stationarity`` ‖F_θ‖, ``merit`` φ_ρ, ``step`` (the accepted step length),
-``ksp_its`` (Krylov iterations), ``direction`` (newton | quasi_newton | lbfgs),
+``ksp_its`` (Krylov iterations), ``inner_its`` (inner CG iterations of the
+control block), ``sweeps`` (the preconditioner's and the L-BFGS update's
+tangent and adjoint sweeps through depth), ``direction`` (newton | quasi_newton | lbfgs),
 ``rho``, ``eta`` (forcing).
 
 Parallel: width (rows of V_h), data (samples; θ on data rank 0) and depth
@@ -141,6 +151,7 @@ class OneShot(Trainer):
     ``atol`` (0), ``max_it`` (Newton steps per stage, 50), ``krylov_max_it`` (20),
     ``forcing`` ("ew" or a fixed η in (0, 1)), ``stages`` (precision annealing
     stages, 0), ``R0`` (1e4), ``a`` (10), ``chunks`` ("auto" or an integer ≥ 1),
+    ``control`` (lbfgs | gauss_newton | exact), ``inner_rtol`` (0.1), ``inner_max_it`` (10),
     ``petsc_options`` (options of the KSP without its prefix ``pontryx_snes_``).
     """
 
