@@ -39,7 +39,7 @@ SETTINGS = {
         "S": [12, 24],
         "L": [2, 4],
         "n": [2, 3],
-        "pcs": ("p2",),
+        "pcs": ("p2", "p4/gauss_newton"),
         "depth": (3, 16, 8),
         "warm": 2,
         "newton": 1,
@@ -49,7 +49,7 @@ SETTINGS = {
         "S": [100, 300, 1000],
         "L": [8, 16, 32, 64],
         "n": [4, 8, 16],
-        "pcs": ("p2",),
+        "pcs": ("p2", "p4/gauss_newton"),
         "depth": (8, 1000, 64),
         "warm": 20,
         "newton": 5,
@@ -59,7 +59,7 @@ SETTINGS = {
         "S": [100, 300, 1000],
         "L": [8, 16, 32, 64],
         "n": [4, 8, 16],
-        "pcs": ("p2", "p4"),
+        "pcs": ("p2", "p4", "p2/gauss_newton", "p4/gauss_newton", "p4/exact"),
         "depth": (8, 1000, 64),
         "warm": 20,
         "newton": 10,
@@ -91,21 +91,23 @@ def krylov(cfg: dict) -> dict:
 
     net, rf, theta = _problem(cfg["n"], cfg["S"], cfg["L"])
     N = net.space.N
-    t = OneShot(rf, theta.copy(), preconditioner=cfg["pc"], warm_start=cfg["warm"])
+    opts = {"preconditioner": cfg["pc"], "control": cfg.get("control", "lbfgs")}
+    t = OneShot(rf, theta.copy(), warm_start=cfg["warm"], **opts)
     list(t.iterate(cfg["warm"]))
     t._start_newton()
     ksp = t.ksp
     ksp.setConvergenceHistory()
-    ksp.setGMRESRestart(100)
-    t.options = {**t.options, "krylov_max_it": 100}
+    first_max = cfg.get("first_max", 100)
+    ksp.setGMRESRestart(first_max)
+    t.options = {**t.options, "krylov_max_it": first_max}
     t._solve(1e-2)
     h = np.asarray(ksp.getConvergenceHistory())
     h = h / h[0]
     first = [int(np.argmax(h <= tol)) if (h <= tol).any() else None for tol in (1e-1, 1e-2)]
     t.destroy()
-    t = OneShot(rf, theta, preconditioner=cfg["pc"], warm_start=cfg["warm"])
+    t = OneShot(rf, theta, warm_start=cfg["warm"], **opts)
     list(t.iterate(cfg["warm"]))
-    its, seconds = [], 0.0
+    its, inner, sweeps, seconds = [], [], [], 0.0
     for _ in range(cfg["newton"]):
         start = C.now()
         recs = list(t.iterate(1))
@@ -113,9 +115,12 @@ def krylov(cfg: dict) -> dict:
         if not recs:
             break
         its.append(recs[0].extra["ksp_its"])
+        inner.append(recs[0].extra["inner_its"])
+        sweeps.append(recs[0].extra["sweeps"])
     t.destroy()
     net.destroy()
-    return {"N": N, "first": first, "its": its, "time": seconds / max(sum(its), 1)}
+    time = seconds / max(sum(its), 1)
+    return {"N": N, "first": first, "its": its, "inner": inner, "sweeps": sweeps, "time": time}
 
 
 def depth(cfg: dict, threads: int) -> dict:
@@ -222,14 +227,15 @@ def main(argv=None) -> str:
     axes = (("S", s["S"]), ("L", s["L"]), ("n", s["n"]))
     points = sorted({point(key, v) for key, values in axes for v in values})
     runs = [
-        {"n": n, "S": S, "L": L, "pc": pc, "warm": s["warm"], "newton": s["newton"]}
+        {"n": n, "S": S, "L": L, "pc": pc.split("/")[0], "control": (pc + "/lbfgs").split("/")[1]}
+        | {"warm": s["warm"], "newton": s["newton"], "variant": pc}
         for n, S, L in points
         for pc in s["pcs"]
     ]
     results = C.run_worker(
         __file__, {"kind": "krylov", "runs": runs}, threads=args.threads, timeout=7200
     )["results"]
-    got = {(r["n"], r["S"], r["L"], r["pc"]): res for r, res in zip(runs, results)}
+    got = {(r["n"], r["S"], r["L"], r["variant"]): res for r, res in zip(runs, results)}
 
     def first(v):
         return "> 100" if v is None else v
@@ -241,18 +247,23 @@ def main(argv=None) -> str:
             row = [{"S": "S", "L": "N_t", "n": "N"}[key], got[n, S, L, s["pcs"][0]]["N"], S, L]
             for pc in s["pcs"]:
                 r = got[n, S, L, pc]
-                mean = sum(r["its"]) / max(len(r["its"]), 1)
-                row += [first(r["first"][0]), first(r["first"][1]), mean, r["time"]]
+                k = max(len(r["its"]), 1)
+                mean = sum(r["its"]) / k
+                inner, sweeps = sum(r["inner"]) / k, sum(r["sweeps"]) / k
+                row += [first(r["first"][0]), first(r["first"][1]), mean, inner, sweeps, r["time"]]
             rows.append(row)
     spread = []
     for key, label in (("S", "S"), ("L", "N_t")):
         for pc in s["pcs"]:
-            its = [got[(*point(key, v), pc)]["its"] for v in dict(axes)[key]]
-            means = [sum(i) / max(len(i), 1) for i in its]
-            spread.append(f"{pc} over {label}: {max(means) / max(min(means), 1e-300):.2f}×")
+            for what in ("its", "sweeps"):
+                its = [got[(*point(key, v), pc)][what] for v in dict(axes)[key]]
+                means = [sum(i) / max(len(i), 1) for i in its]
+                ratio = max(means) / max(min(means), 1e-300)
+                spread.append(f"{pc} {what} over {label}: {ratio:.2f}×")
     headers = ["varied", "N", "S", "N_t"]
     for pc in s["pcs"]:
-        headers += [f"{pc}: 1st system to 10⁻¹", "to 10⁻²", "its per Newton step", "s per it"]
+        headers += [f"{pc}: 1st system to 10⁻¹", "to 10⁻²", "its per Newton step"]
+        headers += ["inner CG its", "sweeps", "s per it"]
 
     # 2. depth axis: 1 vs 2 ranks
     n, S, L = s["depth"]

@@ -36,7 +36,11 @@ import _common as C
 METHODS = ("lmvm", "lbfgs", "adam", "msa", "emsa", "oneshot")
 TARGETS = {"ellipses": 0.99, "digits": 0.90}
 MODEL = {"mesh": 8, "layers": 8, "alpha": 1e-4}
-ONESHOT = {"budget": 300.0}
+ONESHOT = {
+    "budget": 300.0,
+    # the control block by inner CG on the Gauss–Newton reduced Hessian (lnks.py)
+    "variants": {"P₄ + GN-CG": {"options": {"control": "gauss_newton", "preconditioner": "p4"}}},
+}
 SETTINGS = {
     "smoke": {
         "data": {"ellipses": 64},
@@ -158,6 +162,8 @@ def main(argv=None) -> str:
         if s.get("oneshot_tolerance"):
             extra = {"to_tolerance": True, "eval_every": 1, "budget": ONESHOT["budget"]}
             runs.append(("oneshot (to tolerance)", "oneshot", extra))
+            for label, options in ONESHOT["variants"].items():
+                runs.append((f"oneshot ({label}, to tolerance)", "oneshot", extra | options))
         for label, method, extra in runs:
             cfg = {
                 "method": method,

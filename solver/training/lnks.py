@@ -28,6 +28,15 @@ one tangent-linear or one adjoint sweep through depth. The weak-constraint
 term −D of the state rows (precision annealing) is left out of the
 preconditioner.
 
+Control block (``control``): B_z⁻¹ g is either the L-BFGS inverse below
+(``lbfgs``) or a truncated PCG solve (:mod:`.steihaug`, forcing ``inner_rtol``,
+at most ``inner_max_it`` iterations, preconditioned by the L-BFGS inverse) of
+W g' = g with W the exact reduced Hessian (``exact``; stopped at negative
+curvature) or its Gauss–Newton part W_GN = Jᵀ (∂²Φ/∂Ŷ²) J + R'' (``gauss_newton``;
+J = dŶ/dθ, no σ'' and no costate terms: positive semidefinite) — Biros &
+Ghattas' control block that sees the data term's curvature; each inner
+iteration is one forward tangent and one backward sweep.
+
 B_z is the L-BFGS approximation (:class:`LBFGS`) in the L²(M_L) metric of the
 regulariser: H₀ = γ Ω⁻¹ (Ω the lumped-mass weights ω of the controls, γ the
 Barzilai–Borwein scaling of the newest pair), updated with pairs (s, W_z s) of
@@ -49,10 +58,12 @@ import itertools
 import numpy as np
 
 from pontryx.solver.training.kkt import columns
+from pontryx.solver.training.steihaug import truncated_cg
 
-__all__ = ["LBFGS", "LNKS", "PRECONDITIONERS"]
+__all__ = ["CONTROL_BLOCKS", "LBFGS", "LNKS", "PRECONDITIONERS"]
 
 PRECONDITIONERS = ("p4", "p2")
+CONTROL_BLOCKS = ("lbfgs", "gauss_newton", "exact")
 
 
 class LBFGS:
@@ -122,9 +133,19 @@ class LNKS:
     ``kkt``, with B_z⁻¹ = ``lbfgs``; the sweeps in ``chunks`` sample blocks."""
 
     def __init__(
-        self, kkt, lbfgs: LBFGS, kind: str = "p4", chunks: int = 1, initial: str = "scaled"
+        self,
+        kkt,
+        lbfgs: LBFGS,
+        kind: str = "p4",
+        chunks: int = 1,
+        initial: str = "scaled",
+        control: str = "lbfgs",
+        inner_rtol: float = 0.1,
+        inner_max_it: int = 10,
     ):
         self.kkt, self.lbfgs, self.kind, self.initial = kkt, lbfgs, kind, initial
+        self.control, self.inner_rtol, self.inner_max_it = control, inner_rtol, inner_max_it
+        self.sweeps = self.inner_its = 0  # counters (sweeps through depth, inner CG its)
         S = kkt.S_local
         k = max(1, min(int(chunks), S))
         edges = np.linspace(0, S, k + 1).round().astype(int)
@@ -138,6 +159,7 @@ class LNKS:
         kkt = self.kkt
         P, b, scheme, kernel = kkt.point, kkt.blocks, kkt.scheme, kkt.kernel
         n, ns = kkt.space.n, kkt.n_states
+        self.sweeps += 1
         out = [tuple(np.empty((n, kkt.S_local)) for _ in range(ns)) for _ in range(b.count)]
         trecs = [[None] * len(self.chunks) for _ in range(b.count)]
         sends = []
@@ -162,22 +184,26 @@ class LNKS:
         _wait(sends)
         return out, trecs
 
-    def backward(self, dth, rU, q=None, trecs=None, keep: bool = True):
+    def backward(self, dth, rU, q=None, trecs=None, keep: bool = True, gauss_newton=False):
         """s^m = [(∂_U gᵐ)ᵀ s^{m+1} + W_UU qᵐ + W_Uθ dθᵐ] − r_Uᵐ for the local U, from
         s^{N_t} = (terminal W)(q, dθ) − r_U^{N_t}; with ``trecs`` None the first-order
-        adjoint (no W terms). Returns (s fields or None, z): z = Cᵀ s (+ W_θU q +
-        W_θθ dθ of the layers and the loss) as the θ part on data rank 0 (summed
-        over the data ranks; no regulariser). ``rU`` None: zero. Pipelined."""
+        adjoint (no W terms), from s^{N_t} = −r_U^{N_t} or, with ``gauss_newton``, from
+        the loss Hessian's part (:meth:`.kkt.KKT.terminal_gauss_newton`) of q^{N_t}.
+        Returns (s fields or None, z): z = Cᵀ s (+ W_θU q + W_θθ dθ of the layers and
+        the loss) as the θ part on data rank 0 (summed over the data ranks; no
+        regulariser). ``rU`` None: zero. Pipelined."""
         kkt = self.kkt
         P, b, scheme, kernel = kkt.point, kkt.blocks, kkt.scheme, kkt.kernel
         n, ns, second = kkt.space.n, kkt.n_states, trecs is not None
+        self.sweeps += 1
         z = kkt._zeros()
         out = [tuple(np.empty((n, kkt.S_local)) for _ in range(ns)) for _ in range(b.count)]
         sends = []
         for c, cols in enumerate(self.chunks):
             if b.last:
-                if second:
-                    w, readout = kkt.terminal_tangent(columns(q[-1], cols), dth, cols)
+                if second or gauss_newton:
+                    terminal = kkt.terminal_tangent if second else kkt.terminal_gauss_newton
+                    w, readout = terminal(columns(q[-1], cols), dth, cols)
                     for k, v in readout.items():
                         z[k] += v
                 else:
@@ -222,13 +248,19 @@ class LNKS:
         return self._theta(np.zeros(self.kkt.n_theta))
 
     # -- the operators ------------------------------------------------------------------------
-    def reduced_hessian(self, v: np.ndarray) -> np.ndarray:
+    def reduced_hessian(self, v: np.ndarray, gauss_newton: bool = False) -> np.ndarray:
         """W_z v = Zᵀ W Z v (the θ part): a forward tangent and a backward
-        second-order sweep, plus the regulariser's Hessian."""
+        second-order sweep, plus the regulariser's Hessian. With ``gauss_newton`` its
+        Gauss–Newton part W_GN v = Jᵀ (∂²Φ/∂Ŷ²) J v + R'' v (J = dŶ/dθ: the forward
+        tangent sweep; Jᵀ: a first-order adjoint sweep; no σ'' terms, no costate
+        curvature, no G terms of the readout): symmetric positive semidefinite."""
         kkt = self.kkt
         dth = self._theta(v)
-        q, trecs = self.forward(dth, None)
-        _, z = self.backward(dth, None, q, trecs, keep=False)
+        q, trecs = self.forward(dth, None, keep=not gauss_newton)
+        if gauss_newton:
+            _, z = self.backward(dth, None, q, None, keep=False, gauss_newton=True)
+        else:
+            _, z = self.backward(dth, None, q, trecs, keep=False)
         if kkt.owns_theta:
             reg = kkt._zeros()
             kkt.regulariser(dth, reg)
@@ -236,8 +268,21 @@ class LNKS:
         return z
 
     def solve_reduced(self, g: np.ndarray) -> np.ndarray:
-        """B_z⁻¹ g on the θ part (data rank 0)."""
-        return self.lbfgs.apply(g, self.initial)
+        """B_z⁻¹ g on the θ part (data rank 0): the L-BFGS inverse (``control`` lbfgs),
+        or truncated PCG (:func:`.steihaug.truncated_cg`, ≤ ``inner_max_it``
+        iterations to the relative tolerance ``inner_rtol``, preconditioned by the
+        L-BFGS inverse) on the Gauss–Newton (``gauss_newton``) or exact (``exact``)
+        reduced Hessian. Collective."""
+        if self.control == "lbfgs":
+            return self.lbfgs.apply(g, self.initial)
+        gn = self.control == "gauss_newton"
+        x, its, _ = truncated_cg(
+            lambda v: self.reduced_hessian(v, gauss_newton=gn),
+            lambda r: self.lbfgs.apply(r, self.initial),
+            g, self.kkt.dot, self.inner_rtol, self.inner_max_it,
+        )  # fmt: skip
+        self.inner_its += its
+        return x
 
     def apply(self, r: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """P⁻¹ r for a local vector r (a new vector or ``out``)."""

@@ -17,7 +17,15 @@ Newton step k (one :class:`~.base.Record`):
    (:mod:`.lnks`) with the L-BFGS reduced Hessian B_z, to the Eisenstat–Walker
    forcing tolerance ‖K p + F‖ ≤ η_k ‖F‖ (choice 2: η_k = 0.9 (‖F_k‖/‖F_{k−1}‖)²,
    safeguarded, in [½ tol/‖F_k‖, 0.5]; option ``forcing`` fixes η) or at most
-   ``krylov_max_it`` iterations (an inexact, truncated Newton step).
+   ``krylov_max_it`` iterations (an inexact, truncated Newton step). Option
+   ``control``: the control block B_z⁻¹ of the preconditioner is the L-BFGS
+   inverse (``lbfgs``, default) or ≤ ``inner_max_it`` (10) iterations of truncated
+   PCG to the relative tolerance ``inner_rtol`` (0.1; :mod:`.steihaug`,
+   preconditioned by the L-BFGS inverse) on the Gauss–Newton (``gauss_newton``:
+   loss Hessian through the tangent and adjoint sweeps, symmetric positive
+   semidefinite) or the exact (``exact``: stopped at negative curvature) reduced
+   Hessian, two sweeps per inner iteration; the preconditioner is then not a
+   fixed linear map and the Krylov method FGMRES (right-preconditioned).
 2. Negative curvature: with y = K p, the curvature of L along the primal part is
    p_xᵀ W p_x = pᵀy − 2 p_Λᵀ y_Λ. If it is not positive (the reduced Hessian is
    indefinite along the step, as far from a minimiser of a non-convex loss), or
@@ -67,7 +75,9 @@ Pontryagin residual of the reduced functional at the new θ (one sweep), and in
 ``extra``: ``phase`` (lbfgs | newton), ``R_f``, ``kkt_residual`` ‖F‖,
 ``kkt_reduction`` ‖F‖/‖F(x₀)‖, ``kkt_state`` ‖F_Λ‖, ``kkt_costate`` ‖F_U‖,
 ``kkt_stationarity`` ‖F_θ‖, ``merit`` φ_ρ, ``step`` (the accepted step length),
-``ksp_its`` (Krylov iterations), ``direction`` (newton | quasi_newton | lbfgs),
+``ksp_its`` (Krylov iterations), ``inner_its`` (inner CG iterations of the
+control block), ``sweeps`` (the preconditioner's and the L-BFGS update's
+tangent and adjoint sweeps through depth), ``direction`` (newton | quasi_newton | lbfgs),
 ``rho``, ``eta`` (forcing).
 
 Parallel: width (rows of V_h), data (samples; θ on data rank 0) and depth
@@ -93,7 +103,7 @@ from pontryx.meshes.errors import InputError, show
 from pontryx.solver.petsc import configure, destroy
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.kkt import KKT
-from pontryx.solver.training.lnks import LBFGS, LNKS, PRECONDITIONERS
+from pontryx.solver.training.lnks import CONTROL_BLOCKS, LBFGS, LNKS, PRECONDITIONERS
 
 __all__ = ["OneShot"]
 
@@ -141,6 +151,7 @@ class OneShot(Trainer):
     ``atol`` (0), ``max_it`` (Newton steps per stage, 50), ``krylov_max_it`` (20),
     ``forcing`` ("ew" or a fixed η in (0, 1)), ``stages`` (precision annealing
     stages, 0), ``R0`` (1e4), ``a`` (10), ``chunks`` ("auto" or an integer ≥ 1),
+    ``control`` (lbfgs | gauss_newton | exact), ``inner_rtol`` (0.1), ``inner_max_it`` (10),
     ``petsc_options`` (options of the KSP without its prefix ``pontryx_snes_``).
     """
 
@@ -161,6 +172,9 @@ class OneShot(Trainer):
         "R0": 1e4,
         "a": 10.0,
         "chunks": "auto",
+        "control": "lbfgs",
+        "inner_rtol": 0.1,
+        "inner_max_it": 10,
         "rho": 1.0,
         "restoration": True,
         "petsc_options": {},
@@ -187,6 +201,10 @@ class OneShot(Trainer):
             ("rho", _positive(o["rho"]), "ρ > 0"),
             ("restoration", isinstance(o["restoration"], bool), "true or false"),
             ("chunks", o["chunks"] == "auto" or _count(o["chunks"], 1), "auto or an integer ≥ 1"),
+            ("control", o["control"] in CONTROL_BLOCKS, "lbfgs, gauss_newton or exact"),
+            ("inner_rtol", _positive(o["inner_rtol"]) and o["inner_rtol"] < 1,
+             "0 < inner_rtol < 1"),
+            ("inner_max_it", _count(o["inner_max_it"], 1), "an integer ≥ 1"),
             ("petsc_options", isinstance(o["petsc_options"], dict), "a mapping"),
         )  # fmt: skip
         for key, ok, want in checks:
@@ -199,7 +217,10 @@ class OneShot(Trainer):
         part = self.kkt.theta_slice
         omega, reg = self.kkt.omega()[part], self.kkt.regulariser_diagonal()[part]
         self.lbfgs = LBFGS(o["memory"], omega, self.kkt.dot, reg=reg)
-        self.lnks = LNKS(self.kkt, self.lbfgs, o["preconditioner"], chunks, o["initial_hessian"])
+        self.lnks = LNKS(
+            self.kkt, self.lbfgs, o["preconditioner"], chunks, o["initial_hessian"],
+            o["control"], o["inner_rtol"], o["inner_max_it"],
+        )  # fmt: skip
         self.phase = "lbfgs" if o["warm_start"] > 0 else "newton"
         self.stage = self.newton_its = 0
         self.x = self.F = None
@@ -260,7 +281,12 @@ class OneShot(Trainer):
             pc.setType("python")
             pc.setPythonContext(_Preconditioner(self.lnks))
         restart = self.options["krylov_max_it"]
-        defaults = {"ksp_type": "gmres", "ksp_pc_side": "right", "ksp_gmres_restart": restart}
+        flexible = self.options["control"] != "lbfgs" and self.options["preconditioner"] != "none"
+        defaults = {
+            "ksp_type": "fgmres" if flexible else "gmres",
+            "ksp_pc_side": "right",
+            "ksp_gmres_restart": restart,
+        }
         defaults.update(self.options["petsc_options"])
         configure(ksp, PREFIX, defaults)
         self._A = A
@@ -340,7 +366,7 @@ class OneShot(Trainer):
         extra = self._extra("lbfgs", gnorm, (gnorm, 0.0, 0.0), J, t, 0, "lbfgs")
         return self.record(J, grad, **extra)
 
-    def _extra(self, phase, F, blocks, merit, step, its, direction):
+    def _extra(self, phase, F, blocks, merit, step, its, direction, inner=0, sweeps=0):
         return {
             "phase": phase,
             "R_f": self.kkt.R_f,
@@ -352,6 +378,8 @@ class OneShot(Trainer):
             "merit": float(merit),
             "step": float(step),
             "ksp_its": int(its),
+            "inner_its": int(inner),
+            "sweeps": int(sweeps),
             "direction": direction,
             "rho": float(self.rho),
             "eta": float(self.eta),
@@ -454,6 +482,7 @@ class OneShot(Trainer):
 
     def _newton_step(self):
         k = self.kkt
+        self.lnks.sweeps = self.lnks.inner_its = 0
         self.eta = self._forcing()
         p, its, reason = self._solve(self.eta)
         direction = "newton"
@@ -504,7 +533,10 @@ class OneShot(Trainer):
         blocks = k.block_norms(self.F)
         if restored:
             direction += "+restoration"
-        extra = self._extra("newton", self.F_norm, blocks, merit, t, its, direction)
+        P = self.lnks
+        extra = self._extra(
+            "newton", self.F_norm, blocks, merit, t, its, direction, P.inner_its, P.sweeps
+        )
         return self.record(J, grad, **extra)
 
     # -- checkpointing ----------------------------------------------------------------------
