@@ -167,7 +167,10 @@ def run_worker(
 ) -> dict:
     """Run ``script --worker JSON`` in a fresh process (under ``mpirun -n ranks``
     if given, with ``extra_env`` added to its environment; a value None removes
-    the variable) and return the JSON object it prints on its last stdout line."""
+    the variable) and return the JSON object it prints on its last stdout line.
+    ``timeout`` is in wall seconds; with ``--clock cpu`` (a shared machine, where
+    the budgets are CPU seconds) it is stretched 5×. Failures and timeouts raise
+    :class:`RuntimeError` whose last line says what happened."""
     cmd = [str(python), str(script), "--worker", json.dumps(config), "--threads", str(threads)]
     if ranks is not None:
         cmd = [str(MPIRUN), "-n", str(ranks), *cmd]
@@ -177,7 +180,14 @@ def run_worker(
             env.pop(key, None)
         else:
             env[key] = value
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if os.environ.get(CLOCK_ENV) == "cpu":
+        timeout *= 5
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(
+            f"worker {Path(script).name}: timed out after {timeout:.0f} s wall"
+        ) from None
     if proc.returncode != 0:
         raise RuntimeError(
             f"worker {Path(script).name} {config} failed ({proc.returncode}):\n"
