@@ -156,11 +156,10 @@ def test_ste_baseline_trains():
     assert recs[-1].extra["sparsity"] > 0
 
 
-def test_emsa_rho_floor_and_latent_clip():
+def test_emsa_rho_floor():
     """E-MSA ternary: ρ never falls below its floor (default RHO_MIN for discrete
-    weights, none for real ones, ``rho_min`` sets it) and after every sweep each
-    layer's latent kernel lies within LATENT_CLIP·c of its scale c."""
-    from pontryx.solver.training.discrete import LATENT_CLIP, RHO_MIN
+    weights, none for real ones; ``rho_min`` sets it)."""
+    from pontryx.solver.training.discrete import RHO_MIN
 
     rf, theta = _problem()
     assert make_trainer("emsa", rf, theta.copy(), {}).rho_min == 0.0
@@ -168,11 +167,6 @@ def test_emsa_rho_floor_and_latent_clip():
         trainer = make_trainer("emsa", rf, theta.copy(), {"weights": "ternary", **options})
         for _ in trainer.iterate(6):
             assert trainer.rho >= floor
-            for name in trainer.discrete.names:
-                c = np.abs(trainer.controls[name]).reshape(rf.net.layers, -1).max(axis=1)
-                c = trainer.discrete.comm.allreduce(c, op=MPI.MAX)
-                lat = np.abs(trainer.latent[name]).reshape(rf.net.layers, -1).max(axis=1)
-                assert np.all(lat <= LATENT_CLIP * c * (1 + 1e-12) + 1e-300), name
     with pytest.raises(ValueError, match=r"^rho_min: expected null or ρ_min ≥ 0"):
         make_trainer("emsa", rf, theta.copy(), {"weights": "ternary", "rho_min": -1.0})
 

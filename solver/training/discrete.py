@@ -39,17 +39,18 @@ Training (relax and round, with a latent real kernel W̃ kept next to θ):
   W̃ⁿ ← W̃ⁿ + (Ŵⁿ − Wⁿ) (Li & Hao's M with unit decay, the step set by the
   block solve and ρ); (3) Wⁿ ← cT = :func:`project` (W̃ⁿ), the L²(M_L)
   projection with a trained scale c (where Li & Hao fix c and threshold at a
-  penalty λ), and the latent is clipped to |W̃ⁿ| ≤ 1.5 c (:data:`LATENT_CLIP`;
-  BinaryConnect's clip: an entry pushed the same way sweep after sweep does
-  not drift off, so the next push the other way can flip it, and the
-  ternary codes do not grow sparser as the latent's tails grow); (4) bⁿ
+  penalty λ; no clip of the latent as in BinaryConnect: a clip at κc
+  changes the Lloyd scale c of the clipped latent, so a sweep of zero
+  displacement would still change codes, and at large ρ every sweep was
+  rejected); (4) bⁿ
   maximises Hⁿ with that kernel fixed (a block solve in b only). The
   Gauss–Seidel sweep carries the state through the discrete layers. E-MSA's
   step control accepts a sweep iff J of the discrete network does not
-  increase (else ρ ← 4ρ, the latent kernel unchanged); a sweep that changes
-  no code halves ρ, so the next one moves further, but not below the floor
-  ``rho_min`` (default :data:`RHO_MIN` for discrete weights: without it ρ
-  fell to 10⁻³⁰ and the first rejected sweep then cost up to 30 rejections).
+  increase (else ρ ← 4ρ, the latent kernel unchanged); every accepted sweep
+  halves ρ (the rounding makes the real sweep's predicted decrease, the rule
+  for real weights, meaningless), but not below the floor ``rho_min``
+  (default :data:`RHO_MIN` for discrete weights: without it ρ fell to 10⁻³⁰
+  and the first rejected sweep then cost up to 30 rejections).
   Two more defaults differ from real weights. The layer blocks run 20 TAO
   iterations (:data:`INNER_DISCRETE`, real: 5): a code flips only when the
   accumulated displacement crosses a threshold, so the displacement should
@@ -86,7 +87,6 @@ from pontryx.solver.model.controls import Controls
 
 __all__ = [
     "INNER_DISCRETE",
-    "LATENT_CLIP",
     "LLOYD_STEPS",
     "NONMONOTONE",
     "RHO_MIN",
@@ -101,10 +101,6 @@ __all__ = [
 WEIGHTS = ("real", "ternary", "binary")
 LLOYD_STEPS = 50
 TWN_THRESHOLD = 0.7
-#: E-MSA clips the latent kernel of a layer to |W̃| ≤ LATENT_CLIP·c after its
-#: projection c·T (BinaryConnect's clip, at 1.5 c: at c itself the Lloyd scale
-#: shrinks with the clipped latent and the sweeps stall)
-LATENT_CLIP = 1.5
 #: E-MSA's defaults for discrete weights: the floor of ρ (``rho_min``), the
 #: TAO iterations per block (``inner_iterations``; 5 for real weights) and the
 #: memory of the nonmonotone step control (``nonmonotone``; 1 for real weights)
@@ -217,12 +213,9 @@ class DiscreteSet:
             scales[name] = c
         return scales
 
-    def project_layer(self, name: str, W: np.ndarray, clip: float | None = None) -> np.ndarray:
-        """c·T of one layer's values W of control ``name`` by :func:`project`; with
-        ``clip`` = κ, W is clipped in place to |W| ≤ κ·c afterwards. Collective."""
+    def project_layer(self, name: str, W: np.ndarray) -> np.ndarray:
+        """c·T of one layer's values W of control ``name`` by :func:`project`. Collective."""
         T, c = project(self.comm, W[None], self.omega[name], self.kind)
-        if clip is not None and c[0] > 0:
-            np.clip(W, -clip * c[0], clip * c[0], out=W)
         return c[0] * T[0]
 
     def codes(self, name: str, values: np.ndarray):

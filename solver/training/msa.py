@@ -121,7 +121,6 @@ from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.common import check_finite
 from pontryx.solver.training.discrete import (
     INNER_DISCRETE,
-    LATENT_CLIP,
     NONMONOTONE,
     RHO_MIN,
     discrete_set,
@@ -265,7 +264,8 @@ class EMSA(Trainer):
     largest J of the last M iterates, Grippo, Lampariello & Lucidi's
     nonmonotone rule, 1986); on rejection ρ ← 4ρ and the blocks are solved again from the same
     states and costates; after an accepted sweep whose decrease of J is at
-    least ¾ of the predicted Σ_blocks (Eⁿ(θ_old) − Eⁿ(θ_new)), ρ ← max(ρ/2,
+    least ¾ of the predicted Σ_blocks (Eⁿ(θ_old) − Eⁿ(θ_new)) (discrete
+    weights: after every accepted sweep), ρ ← max(ρ/2,
     ``rho_min``) (the floor; default null: 0 for real weights, 10⁻³ for
     discrete ones, see :mod:`.discrete`). So
     E-MSA is a descent method for every ρ₀ (M = 1; for M > 1 the largest J of
@@ -593,12 +593,12 @@ class EMSA(Trainer):
     def _discrete_layer(self, n, problem, old, theta):
         """Layer n's discrete-weight step (see :mod:`.discrete`): the displacement of
         the block solve moves the latent kernel, whose L²(M_L) projection c·T is the
-        layer's new kernel, the latent clipped to |W̃ⁿ| ≤ 1.5 c; then b is
-        re-solved with c·T fixed. Returns (θⁿ, its block value)."""
+        layer's new kernel; then b is re-solved with c·T fixed. Returns (θⁿ, its
+        block value)."""
         latent = self._proposal
         for k in self.discrete.names:
             latent[k][n] += theta[k] - old[k]
-            theta[k][...] = self.discrete.project_layer(k, latent[k][n], clip=LATENT_CLIP)
+            theta[k][...] = self.discrete.project_layer(k, latent[k][n])
         b = theta.subset(("b",))
         fixed = Restricted(problem, {k: theta[k] for k in self.discrete.names})
         b, _, _ = self._solver(("b", n), b).solve(fixed, b, self.inner, self.forcing)
