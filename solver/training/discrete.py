@@ -46,24 +46,22 @@ Training (relax and round, with a latent real kernel W̃ kept next to θ):
   maximises Hⁿ with that kernel fixed (a block solve in b only). The
   Gauss–Seidel sweep carries the state through the discrete layers. E-MSA's
   step control accepts a sweep iff J of the discrete network does not
-  increase (else ρ ← 4ρ, the latent kernel unchanged); every accepted sweep
+  exceed its reference (below; else ρ ← 4ρ, the latent kernel unchanged);
+  every accepted sweep
   halves ρ (the rounding makes the real sweep's predicted decrease, the rule
   for real weights, meaningless), but not below the floor ``rho_min``
   (default :data:`RHO_MIN` for discrete weights: without it ρ fell to 10⁻³⁰
   and the first rejected sweep then cost up to 30 rejections).
-  Two more defaults differ from real weights. The layer blocks run 20 TAO
-  iterations (:data:`INNER_DISCRETE`, real: 5): a code flips only when the
-  accumulated displacement crosses a threshold, so the displacement should
-  be the relaxed Hamiltonian's maximiser, not a few steps towards it (on
-  swiss roll 5 iterations reached J = 0.14 in 20 s, 20 reach 0.03); the real
-  blocks (readout, embedding, the b re-solve) keep 5 (with 20 the readout's
-  logistic regression on the current features grows C: ellipses' test
-  accuracy fell from 99.4 % to 97.8 %). And the
-  step control is nonmonotone with memory 5 (:data:`NONMONOTONE`: a sweep is
-  accepted iff J ≤ the largest J of the last 5 iterates): the rounding moves
-  the network by finite steps however large ρ is, and at a point where every
-  rounded sweep increases J the monotone rule rejected every sweep (J stuck
-  at 0.066 on swiss roll, ρ grown to 10⁸).
+  The step control is nonmonotone with memory 5 (:data:`NONMONOTONE`, real
+  weights: 1): a sweep is accepted iff J ≤ the largest J of the last 5
+  iterates. The rounding moves the network by finite steps however large ρ
+  is, and at a point where every rounded sweep increases J the monotone rule
+  rejected every sweep (swiss roll with 10 inner iterations: J stuck at 0.066,
+  ρ grown to 10⁸). More inner iterations on the layer blocks (20: the
+  displacement the relaxed maximiser, so more codes flip per sweep) reached
+  J = 0.03 on swiss roll in 20 s where 5 reach 0.14, but are not the default:
+  from the second sweep on 1 and 2 ranks then differ beyond round-off (a code
+  flip that round-off decides).
 * MSA (``msa``) — the Jacobi sweep of real block solves (ρ = 0), then the line
   search on J along θ_old + λ(θ̂ − θ_old) rounds every trial point: its kernel
   is :func:`project` (W̃ + λ(Ŵ − W_old)); the accepted trial's latent is kept.
@@ -86,7 +84,6 @@ from pontryx.meshes.errors import InputError, show
 from pontryx.solver.model.controls import Controls
 
 __all__ = [
-    "INNER_DISCRETE",
     "LLOYD_STEPS",
     "NONMONOTONE",
     "RHO_MIN",
@@ -101,11 +98,10 @@ __all__ = [
 WEIGHTS = ("real", "ternary", "binary")
 LLOYD_STEPS = 50
 TWN_THRESHOLD = 0.7
-#: E-MSA's defaults for discrete weights: the floor of ρ (``rho_min``), the
-#: TAO iterations per block (``inner_iterations``; 5 for real weights) and the
-#: memory of the nonmonotone step control (``nonmonotone``; 1 for real weights)
+#: E-MSA's defaults for discrete weights: the floor of ρ (``rho_min``; 0 for
+#: real weights) and the memory of the nonmonotone step control
+#: (``nonmonotone``; 1 for real weights)
 RHO_MIN = 1e-3
-INNER_DISCRETE = 20
 NONMONOTONE = 5
 
 

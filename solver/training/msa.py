@@ -120,7 +120,6 @@ from pontryx.solver.petsc import configure, destroy
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.common import check_finite
 from pontryx.solver.training.discrete import (
-    INNER_DISCRETE,
     NONMONOTONE,
     RHO_MIN,
     discrete_set,
@@ -233,8 +232,7 @@ class EMSA(Trainer):
     ``order`` (``gauss_seidel``, default, or ``jacobi``), ``step_control``
     (default true: ρ adapted, see below), ``gatol`` (stop when ‖∇J‖ ≤ gatol,
     default 1e-8, in the metric), ``inner_iterations`` (TAO iterations per
-    block and sweep; default null: 5, and 20 for the layer blocks of E-MSA
-    with discrete weights, see :mod:`.discrete`),
+    block and sweep, default 5),
     ``rho_min`` (the floor of ρ; default null: 0, and 10⁻³ for discrete
     weights), ``nonmonotone`` (the memory M of the step control, below;
     default null: 1, and 5 for discrete weights), ``inner_type`` (the blocks' TAO type: lmvm,
@@ -292,7 +290,7 @@ class EMSA(Trainer):
         "gatol": 1e-8,
         "curvature": "gauss_newton",
         "order": "gauss_seidel",
-        "inner_iterations": None,
+        "inner_iterations": 5,
         "inner_type": "lmvm",
         "forcing": 0.0,
         "petsc_options": {},
@@ -313,10 +311,7 @@ class EMSA(Trainer):
         discrete = opts.get("weights", "real") != "real"
         floor = opts.get("rho_min")  # null: 0 (real), RHO_MIN (discrete: see .discrete)
         self.rho_min = float(floor if floor is not None else RHO_MIN if discrete else 0.0)
-        inner = opts["inner_iterations"]  # null: 5; E-MSA's discrete layer blocks: 20
-        self.inner = int(inner if inner is not None else 5)
-        layer = INNER_DISCRETE if discrete and self.project_layers else 5
-        self.inner_layer = int(inner if inner is not None else layer)
+        self.inner = int(opts["inner_iterations"])
         memory = opts.get("nonmonotone")  # null: 1 (real), 5 (discrete)
         self.memory = int(memory if memory is not None else NONMONOTONE if discrete else 1)
         self.history: list[float] = []  # J of the last accepted iterates (nonmonotone)
@@ -360,12 +355,8 @@ class EMSA(Trainer):
         ):
             raise InputError(f"expected null or ρ_min ≥ 0, got {show(floor)}", "rho_min")
         inner, bs = opts["inner_iterations"], opts["batch_size"]
-        if inner is not None and (
-            isinstance(inner, bool) or not (isinstance(inner, int) and inner >= 1)
-        ):
-            raise InputError(
-                f"expected null or an integer ≥ 1, got {show(inner)}", "inner_iterations"
-            )
+        if isinstance(inner, bool) or not (isinstance(inner, int) and inner >= 1):
+            raise InputError(f"expected an integer ≥ 1, got {show(inner)}", "inner_iterations")
         memory = opts.get("nonmonotone")
         if memory is not None and (
             isinstance(memory, bool) or not (isinstance(memory, int) and memory >= 1)
@@ -549,8 +540,7 @@ class EMSA(Trainer):
                 elif seidel and key == "readout":
                     problem.U = state[0]
                 x0 = self._block_controls(key, self.controls)
-                inner = self.inner_layer if isinstance(key, int) else self.inner
-                theta, f0, f = self._solver(key, x0).solve(problem, x0, inner, self.forcing)
+                theta, f0, f = self._solver(key, x0).solve(problem, x0, self.inner, self.forcing)
                 if discrete and isinstance(key, int):
                     theta, f = self._discrete_layer(key, problem, x0, theta.copy())
                 if isinstance(key, int):  # Hⁿ(θ_solve) − Hⁿ(θⁿ) ≤ max_θ Hⁿ − Hⁿ(θⁿ)
