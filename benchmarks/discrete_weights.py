@@ -21,6 +21,10 @@ lmvm on ellipses; checked for ``msa`` and ``emsa`` alike. On a shared machine
 use ``--clock cpu`` (the budget is then each worker's CPU time).
 
     .venv/bin/python benchmarks/discrete_weights.py [--smoke | --full] [--threads T]
+        [--data NAME ...] [--method NAME ...] [--weights KIND ...]
+
+(``--data``/``--method``/``--weights``: only those data sets / methods / weights,
+e.g. ``--data digits --method emsa adam --weights ternary``.)
 """
 
 from __future__ import annotations
@@ -103,14 +107,22 @@ def worker(cfg: dict, threads: int) -> None:
 def main(argv=None) -> str:
     p = C.parser(__doc__.splitlines()[0])
     p.set_defaults(threads=1)
+    p.add_argument("--data", nargs="+", help="only these data sets")
+    p.add_argument("--method", nargs="+", help="only these methods (msa emsa adam lmvm)")
+    p.add_argument("--weights", nargs="+", help="only these weights (ternary binary real)")
     args = C.parse(p, argv)
     if args.worker:
         return worker(json.loads(args.worker), args.threads)
     mode = C.mode(args)
     s = SETTINGS[mode]
     rows, acc = [], {}
-    for data, size in s["data"].items():
+    sets = {d: n for d, n in s["data"].items() if not args.data or d in args.data}
+    for data, size in sets.items():
         for method, weights in s.get("runs", RUNS):
+            if (args.method and method not in args.method) or (
+                args.weights and weights not in args.weights
+            ):
+                continue
             cfg = {
                 "method": method,
                 "weights": weights,
@@ -144,7 +156,7 @@ def main(argv=None) -> str:
             )
     goals = []
     for method in ("msa", "emsa"):
-        for data in s["data"]:
+        for data in sets:
             m, b = acc.get((data, method, "ternary")), acc.get((data, "adam", "ternary"))
             if m is not None and b is not None:
                 verdict = "met" if m >= b else "not met"
@@ -159,7 +171,7 @@ def main(argv=None) -> str:
                 f"ellipses: {method} ternary {100 * m:.1f} % within 2 points of lmvm "
                 f"{100 * r:.1f} % — {verdict}"
             )
-    sizes = ", ".join(f"{d} {'default split' if n is None else n}" for d, n in s["data"].items())
+    sizes = ", ".join(f"{d} {'default split' if n is None else n}" for d, n in sets.items())
     body = (
         f"Dense kernel on unit_square n = {MODEL['mesh']} (P1), {MODEL['layers']} layers, tanh, "
         f"α = {MODEL['alpha']:g}, training samples (= test samples) {sizes}, the same initial "

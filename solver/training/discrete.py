@@ -39,11 +39,29 @@ Training (relax and round, with a latent real kernel W̃ kept next to θ):
   W̃ⁿ ← W̃ⁿ + (Ŵⁿ − Wⁿ) (Li & Hao's M with unit decay, the step set by the
   block solve and ρ); (3) Wⁿ ← cT = :func:`project` (W̃ⁿ), the L²(M_L)
   projection with a trained scale c (where Li & Hao fix c and threshold at a
-  penalty λ); (4) bⁿ maximises Hⁿ with that kernel fixed (a block solve in b
-  only). The Gauss–Seidel sweep carries the state through the discrete
-  layers. E-MSA's step control accepts a sweep iff J of the discrete network
-  does not increase (else ρ ← 4ρ, the latent kernel unchanged); a sweep
-  that changes no code halves ρ, so the next one moves further.
+  penalty λ; no clip of the latent as in BinaryConnect: a clip at κc
+  changes the Lloyd scale c of the clipped latent, so a sweep of zero
+  displacement would still change codes, and at large ρ every sweep was
+  rejected); (4) bⁿ
+  maximises Hⁿ with that kernel fixed (a block solve in b only). The
+  Gauss–Seidel sweep carries the state through the discrete layers. E-MSA's
+  step control accepts a sweep iff J of the discrete network does not
+  exceed its reference (below; else ρ ← 4ρ, the latent kernel unchanged);
+  every accepted sweep
+  halves ρ (the rounding makes the real sweep's predicted decrease, the rule
+  for real weights, meaningless), but not below the floor ``rho_min``
+  (default :data:`RHO_MIN` for discrete weights: without it ρ fell to 10⁻³⁰
+  and the first rejected sweep then cost up to 30 rejections).
+  The step control is nonmonotone with memory 5 (:data:`NONMONOTONE`, real
+  weights: 1): a sweep is accepted iff J ≤ the largest J of the last 5
+  iterates. The rounding moves the network by finite steps however large ρ
+  is, and at a point where every rounded sweep increases J the monotone rule
+  rejected every sweep (swiss roll with 10 inner iterations: J stuck at 0.066,
+  ρ grown to 10⁸). More inner iterations on the layer blocks (20: the
+  displacement the relaxed maximiser, so more codes flip per sweep) reached
+  J = 0.03 on swiss roll in 20 s where 5 reach 0.14, but are not the default:
+  from the second sweep on 1 and 2 ranks then differ beyond round-off (a code
+  flip that round-off decides).
 * MSA (``msa``) — the Jacobi sweep of real block solves (ρ = 0), then the line
   search on J along θ_old + λ(θ̂ − θ_old) rounds every trial point: its kernel
   is :func:`project` (W̃ + λ(Ŵ − W_old)); the accepted trial's latent is kept.
@@ -67,6 +85,8 @@ from pontryx.solver.model.controls import Controls
 
 __all__ = [
     "LLOYD_STEPS",
+    "NONMONOTONE",
+    "RHO_MIN",
     "WEIGHTS",
     "DiscreteSet",
     "check_weights",
@@ -78,6 +98,11 @@ __all__ = [
 WEIGHTS = ("real", "ternary", "binary")
 LLOYD_STEPS = 50
 TWN_THRESHOLD = 0.7
+#: E-MSA's defaults for discrete weights: the floor of ρ (``rho_min``; 0 for
+#: real weights) and the memory of the nonmonotone step control
+#: (``nonmonotone``; 1 for real weights)
+RHO_MIN = 1e-3
+NONMONOTONE = 5
 
 
 def check_weights(value) -> str:

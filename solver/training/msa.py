@@ -119,7 +119,11 @@ from pontryx.solver.model.loss import LOSSES
 from pontryx.solver.petsc import configure, destroy
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.common import check_finite
-from pontryx.solver.training.discrete import discrete_set
+from pontryx.solver.training.discrete import (
+    NONMONOTONE,
+    RHO_MIN,
+    discrete_set,
+)
 from pontryx.solver.training.msa_blocks import (
     EmbeddingProblem,
     LayerProblem,
@@ -228,7 +232,10 @@ class EMSA(Trainer):
     ``order`` (``gauss_seidel``, default, or ``jacobi``), ``step_control``
     (default true: ρ adapted, see below), ``gatol`` (stop when ‖∇J‖ ≤ gatol,
     default 1e-8, in the metric), ``inner_iterations`` (TAO iterations per
-    block and sweep, default 5), ``inner_type`` (the blocks' TAO type: lmvm,
+    block and sweep, default 5),
+    ``rho_min`` (the floor of ρ; default null: 0, and 10⁻³ for discrete
+    weights), ``nonmonotone`` (the memory M of the step control, below;
+    default null: 1, and 5 for discrete weights), ``inner_type`` (the blocks' TAO type: lmvm,
     default, blmvm, bqnls, bncg, cg), ``forcing`` (a block solve stops early at
     ‖∇Eⁿ‖ ≤ forcing·‖∇Eⁿ(θ_old)‖; default 0: after ``inner_iterations``),
     ``petsc_options`` (further TAO options without the prefix), ``metric``
@@ -251,10 +258,16 @@ class EMSA(Trainer):
     ρ = 1 sends J from 0.70 to 5.9 in three sweeps; ρ ≈ 30–100 is needed at the
     start, far less later). So ρ is adapted like a trust region (Levenberg–
     Marquardt): a sweep is accepted iff J(θ_new) ≤ J(θ_old) (the sweep's
-    batch); on rejection ρ ← 4ρ and the blocks are solved again from the same
+    batch; with ``nonmonotone`` M > 1 and the full batch iff J(θ_new) ≤ the
+    largest J of the last M iterates, Grippo, Lampariello & Lucidi's
+    nonmonotone rule, 1986); on rejection ρ ← 4ρ and the blocks are solved again from the same
     states and costates; after an accepted sweep whose decrease of J is at
-    least ¾ of the predicted Σ_blocks (Eⁿ(θ_old) − Eⁿ(θ_new)), ρ ← ρ/2. So
-    E-MSA is a descent method for every ρ₀. After 30 rejections in a row the
+    least ¾ of the predicted Σ_blocks (Eⁿ(θ_old) − Eⁿ(θ_new)) (discrete
+    weights: after every accepted sweep), ρ ← max(ρ/2,
+    ``rho_min``) (the floor; default null: 0 for real weights, 10⁻³ for
+    discrete ones, see :mod:`.discrete`). So
+    E-MSA is a descent method for every ρ₀ (M = 1; for M > 1 the largest J of
+    every M consecutive iterates does not increase). After 30 rejections in a row the
     run stops (``failed = "NO_DESCENT"``). ``step_control: false``: fixed ρ
     (Li et al.'s Algorithm 2 as published).
 
@@ -271,6 +284,8 @@ class EMSA(Trainer):
     depth_parallel = True  # the Jacobi sweep's layer solves (order: jacobi)
     defaults: ClassVar[dict] = {
         "rho": 0.1,
+        "rho_min": None,
+        "nonmonotone": None,
         "step_control": True,
         "gatol": 1e-8,
         "curvature": "gauss_newton",
@@ -293,7 +308,13 @@ class EMSA(Trainer):
         opts = self.options
         self._check(opts)
         self.rho = float(opts.get("rho", 0.0))
+        discrete = opts.get("weights", "real") != "real"
+        floor = opts.get("rho_min")  # null: 0 (real), RHO_MIN (discrete: see .discrete)
+        self.rho_min = float(floor if floor is not None else RHO_MIN if discrete else 0.0)
         self.inner = int(opts["inner_iterations"])
+        memory = opts.get("nonmonotone")  # null: 1 (real), 5 (discrete)
+        self.memory = int(memory if memory is not None else NONMONOTONE if discrete else 1)
+        self.history: list[float] = []  # J of the last accepted iterates (nonmonotone)
         self.inner_type, self.forcing = opts["inner_type"], float(opts["forcing"])
         # plain MSA has neither: Li et al.'s published Jacobi sweep
         self.curvature, self.order = opts.get("curvature", "none"), opts.get("order", "jacobi")
@@ -328,9 +349,19 @@ class EMSA(Trainer):
         rho = opts["rho"]
         if isinstance(rho, bool) or not (isinstance(rho, int | float) and rho > 0):
             raise InputError(f"expected ρ > 0 for {self.name}, got {show(rho)}", "rho")
+        floor = opts.get("rho_min")
+        if floor is not None and (
+            isinstance(floor, bool) or not (isinstance(floor, int | float) and floor >= 0)
+        ):
+            raise InputError(f"expected null or ρ_min ≥ 0, got {show(floor)}", "rho_min")
         inner, bs = opts["inner_iterations"], opts["batch_size"]
         if isinstance(inner, bool) or not (isinstance(inner, int) and inner >= 1):
             raise InputError(f"expected an integer ≥ 1, got {show(inner)}", "inner_iterations")
+        memory = opts.get("nonmonotone")
+        if memory is not None and (
+            isinstance(memory, bool) or not (isinstance(memory, int) and memory >= 1)
+        ):
+            raise InputError(f"expected null or an integer ≥ 1, got {show(memory)}", "nonmonotone")
         if bs is not None and (
             isinstance(bs, bool) or not (isinstance(bs, int) and 1 <= bs <= self.rf.S)
         ):
@@ -564,14 +595,6 @@ class EMSA(Trainer):
         theta["b"][...] = b["b"]
         return theta, problem(theta)
 
-    def _codes_changed(self, old) -> bool:
-        """Whether any kernel value changed its code (sign or zero) since ``old``."""
-        changed = any(
-            not np.array_equal(np.sign(self.controls[k]), np.sign(old[k]))
-            for k in self.discrete.names
-        )
-        return self.rf.net.space.comm.allreduce(changed, op=MPI.LOR)
-
     def _set(self, controls):
         for k in self.controls:
             self.controls[k][...] = controls[k]
@@ -596,16 +619,29 @@ class EMSA(Trainer):
                 self.latent = self._proposal
                 return {"rho": rho, "decrease": decrease, "rejected": 0}
             J_new = self._trial(rfb, new)
-            if J_new <= J_old:
+            if J_new <= self._reference(J_old):
+                self._remember(J_old)
                 self.latent = self._proposal
-                # discrete: a sweep that moved no code asks for a longer step
-                stuck = self.discrete is not None and not self._codes_changed(old)
-                if J_old - J_new >= 0.75 * decrease or stuck:
-                    self.rho = 0.5 * rho
+                # discrete weights: the rounding makes the predicted decrease
+                # meaningless; every accepted sweep halves ρ (down to ρ_min)
+                if self.discrete is not None or J_old - J_new >= 0.75 * decrease:
+                    self.rho = max(0.5 * rho, self.rho_min)
                 return {"rho": rho, "decrease": decrease, "rejected": rejected}
             self._set(old)
             self.rho = 4.0 * rho
         return None
+
+    def _reference(self, J_old: float) -> float:
+        """The value a trial must not exceed: J_old, or with ``nonmonotone`` M > 1
+        (full batch) max(J_old, the M − 1 accepted iterates' J before it) (Grippo,
+        Lampariello & Lucidi 1986)."""
+        if self.batch_size is not None:
+            return J_old
+        return max([J_old, *self.history])  # at most M − 1 values
+
+    def _remember(self, J_old: float) -> None:
+        if self.memory > 1 and self.batch_size is None:
+            self.history = [*self.history, J_old][-(self.memory - 1) :]
 
     def _iterate(self, n):
         for _ in range(n):
@@ -641,6 +677,7 @@ class EMSA(Trainer):
         out = super().state()
         out["msa/rho"] = np.array(self.rho)
         out["msa/step"] = np.array(getattr(self, "step", 1.0))
+        out["msa/history"] = np.array(self.history, dtype=float)
         if self.batches is not None:
             out.update({f"msa/{k}": v for k, v in self.batches.state().items()})
         if self.latent is not None:
@@ -669,6 +706,8 @@ class EMSA(Trainer):
         if "msa/rho" in state:
             self.rho = float(state["msa/rho"])
             self.step = float(state["msa/step"])
+        if "msa/history" in state:
+            self.history = [float(v) for v in np.atleast_1d(state["msa/history"])]
         if self.batches is not None and "msa/perm" in state:
             self.batches.restore({k[4:]: v for k, v in state.items() if k.startswith("msa/")})
         self._cache, self.failed = None, None
@@ -690,7 +729,9 @@ class MSA(EMSA):
 
     name = "msa"
     defaults: ClassVar[dict] = {
-        k: v for k, v in EMSA.defaults.items() if k not in ("rho", "curvature", "order")
+        k: v
+        for k, v in EMSA.defaults.items()
+        if k not in ("rho", "rho_min", "nonmonotone", "curvature", "order")
     }
 
     def __init__(self, rf, controls, **options):
