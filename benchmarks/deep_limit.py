@@ -37,7 +37,7 @@ def main(argv=None) -> str:
     from pontryx.meshes import create_mesh
     from pontryx.solver import WidthSpace
 
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     mode = C.mode(args)
     cfg = SETTINGS[mode]
     X = St.inputs()

@@ -95,7 +95,7 @@ def pontryx(cfg, label: str, sets: list[str]) -> list:
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     cfg = SETTINGS[C.mode(args)]
     load = os.getloadavg()[0]
     rows = [*(pontryx(cfg, label, sets) for label, sets in VARIANTS), *anchors()]

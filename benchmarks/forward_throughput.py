@@ -39,7 +39,7 @@ def measure(n: int, S: int, layers: int, repeats: int) -> dict:
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     mode = C.mode(args)
     repeats = 2 if mode == "smoke" else 5
     rows = []

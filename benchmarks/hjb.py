@@ -140,7 +140,7 @@ def with_orders(values) -> list[str]:
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     cfg = SETTINGS[C.mode(args)]
     states = STATES[: cfg["states"]]
     levels = range(cfg["levels"])

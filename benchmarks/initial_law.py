@@ -199,7 +199,7 @@ def iterations(cfg) -> str:
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     cfg = SETTINGS[C.mode(args)]
     with C.limit_threads(args.threads):
         size_text, series = sizes(cfg)

@@ -193,7 +193,7 @@ def ranks(dim: int, shrink: bool, threads: int) -> list:
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     if args.worker:
         with C.limit_threads(args.threads):
             worker(json.loads(args.worker))

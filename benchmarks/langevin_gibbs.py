@@ -268,7 +268,7 @@ def plot(path, edges, p, runs, hs, tvs, floors):
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     cfg = SETTINGS[C.mode(args)]
     rng = np.random.default_rng(1)
     with C.limit_threads(args.threads):

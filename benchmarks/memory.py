@@ -29,7 +29,6 @@ to width rank 0 and written; rank 1 holds only its rows).
 
 from __future__ import annotations
 
-import json
 import resource
 
 import _common as C
@@ -132,9 +131,9 @@ def worker(cfg: dict, threads: int) -> None:
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     if args.worker:
-        return worker(json.loads(args.worker), args.threads)
+        return C.in_worker(args, worker)
     mode = C.mode(args)
     repeats = 1 if mode == "smoke" else 3
     rows, fits = [], []

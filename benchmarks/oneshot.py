@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import _common as C
@@ -211,11 +210,9 @@ def model(one: dict, two: dict, L: int, S: int, ranks) -> list:
 
 
 def main(argv=None) -> str:
-    p = C.parser(__doc__.splitlines()[0])
-    p.set_defaults(threads=1)
-    args = C.parse(p, argv)
+    args = C.arguments(__doc__, argv, threads=1)
     if args.worker:
-        return worker(json.loads(args.worker), args.threads)
+        return C.in_worker(args, worker)
     mode = C.mode(args)
     s = SETTINGS[mode]
     n0, S0, L0 = s["base"]

@@ -17,8 +17,6 @@
 
 from __future__ import annotations
 
-import json
-
 import _common as C
 
 # base (mesh n, S, N_t) and the sweeps around it
@@ -70,9 +68,9 @@ def measure(cfg: dict, threads: int) -> dict:
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     if args.worker:
-        return worker(json.loads(args.worker), args.threads)
+        return C.in_worker(args, worker)
     mode = C.mode(args)
     repeats = 1 if mode == "smoke" else 3
     sw = SWEEPS[mode]

@@ -28,8 +28,6 @@ why it stopped.
 
 from __future__ import annotations
 
-import json
-
 import _common as C
 
 METHODS = ("lmvm", "lbfgs", "adam", "msa", "emsa", "oneshot")
@@ -143,11 +141,9 @@ def worker(cfg: dict, threads: int) -> None:
 
 
 def main(argv=None) -> str:
-    p = C.parser(__doc__.splitlines()[0])
-    p.set_defaults(threads=1)
-    args = C.parse(p, argv)
+    args = C.arguments(__doc__, argv, threads=1)
     if args.worker:
-        return worker(json.loads(args.worker), args.threads)
+        return C.in_worker(args, worker)
     title = "Training: time to accuracy"
     if trainers() is None:
         text = C.section(title, "The trainers (`pontryx.solver.training`) are not installed.")

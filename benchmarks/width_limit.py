@@ -42,7 +42,7 @@ def output(n, degree, X):
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     mode = C.mode(args)
     X = St.inputs()
     rows, series, rates = [], {}, {}
