@@ -347,6 +347,13 @@ def progress(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def publish(title: str, body: str, timed: bool = True) -> str:
+    """A script's result: the Markdown :func:`section`, printed on rank 0 and returned."""
+    text = section(title, body, timed=timed)
+    report(text)
+    return text
+
+
 def report(text: str) -> None:
     """Print on rank 0 (the script's Markdown output)."""
     try:

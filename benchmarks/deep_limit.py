@@ -85,9 +85,7 @@ def main(argv=None) -> str:
         + ", ".join(f"{s} **{orders[s]:.2f}**" for s in SCHEMES)
         + " (expected 1 and 2)."
     )
-    text = C.section("Deep limit (N_t → ∞)", body, timed=False)
-    C.report(text)
-    return text
+    return C.publish("Deep limit (N_t → ∞)", body, timed=False)
 
 
 if __name__ == "__main__":

@@ -184,9 +184,7 @@ def main(argv=None) -> str:
         )
         + ("\n\nGoals:\n\n" + "\n".join(f"- {g}" for g in goals) if goals else "")
     )
-    text = C.section("Discrete-weight networks", body)
-    C.report(text)
-    return text
+    return C.publish("Discrete-weight networks", body)
 
 
 if __name__ == "__main__":

@@ -238,9 +238,7 @@ def main(argv=None) -> str:
             rows,
         )
     )
-    text = C.section("Gradient cost (forward + adjoint) / forward", body)
-    C.report(text)
-    return text
+    return C.publish("Gradient cost (forward + adjoint) / forward", body)
 
 
 if __name__ == "__main__":

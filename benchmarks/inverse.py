@@ -291,9 +291,7 @@ def main(argv=None) -> str:
             )
         )
     body += f"\n\nTotal {time.perf_counter() - t0:.0f} s."
-    text = C.section("Inverse problem: network prior against nodal H¹-Tikhonov", body)
-    C.report(text)
-    return text
+    return C.publish("Inverse problem: network prior against nodal H¹-Tikhonov", body)
 
 
 if __name__ == "__main__":

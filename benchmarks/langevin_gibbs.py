@@ -360,9 +360,7 @@ def main(argv=None) -> str:
             sgd_rows,
         )
     )
-    text = C.section("Langevin and SGD against their stationary laws", body)
-    C.report(text)
-    return text
+    return C.publish("Langevin and SGD against their stationary laws", body)
 
 
 if __name__ == "__main__":

@@ -208,9 +208,7 @@ def main(argv=None) -> str:
         "layers; peak RSS over the baseline after set-up / bytes of θ on that rank):\n\n"
         + C.table(["what", "N", "θ MB (all ranks)", "copies of θ per rank"], rows2)
     )
-    text = C.section("Memory: full storage vs checkpointing", body)
-    C.report(text)
-    return text
+    return C.publish("Memory: full storage vs checkpointing", body)
 
 
 if __name__ == "__main__":

@@ -271,9 +271,7 @@ def main(argv=None) -> str:
     failed = {k: v for k, v in notes.items() if k not in curves and k not in bounded}
     if failed:
         body += "\n\nFailed: " + "; ".join(f"{k}: {v}" for k, v in failed.items())
-    text = C.section("Training methods: loss per iteration and per second", body)
-    C.report(text)
-    return text
+    return C.publish("Training methods: loss per iteration and per second", body)
 
 
 if __name__ == "__main__":

@@ -158,9 +158,7 @@ def main(argv=None) -> str:
             else "A run did not reach the target within the budget."
         )
     )
-    text = C.section("Multilevel training (nested iteration)", body)
-    C.report(text)
-    return text
+    return C.publish("Multilevel training (nested iteration)", body)
 
 
 if __name__ == "__main__":

@@ -297,9 +297,7 @@ def main(argv=None) -> str:
         f"ping-pong; c = 4P chunks): predicted depth-axis efficiency for N_t = {L}.\n\n"
         + C.table(["depth ranks P", "matvec", "P₂", "P₄"], model_rows)
     )
-    text = C.section("One-shot KKT solver: Krylov iterations and the depth axis", body)
-    C.report(text)
-    return text
+    return C.publish("One-shot KKT solver: Krylov iterations and the depth axis", body)
 
 
 if __name__ == "__main__":

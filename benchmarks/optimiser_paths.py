@@ -120,9 +120,7 @@ def main(argv=None) -> str:
         )
         + f"\n\nEigenvalues λ_0 … λ_3: {lam}."
     )
-    text = C.section("Diffusion maps of optimiser paths", body)
-    C.report(text)
-    return text
+    return C.publish("Diffusion maps of optimiser paths", body)
 
 
 if __name__ == "__main__":

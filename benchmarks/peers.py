@@ -337,9 +337,7 @@ def main(argv=None) -> str:
             eff,
         )
     )
-    text = C.section("Peers: PyTorch and JAX on the identical discrete model", body)
-    C.report(text)
-    return text
+    return C.publish("Peers: PyTorch and JAX on the identical discrete model", body)
 
 
 if __name__ == "__main__":

@@ -149,9 +149,7 @@ def main(argv=None) -> str:
         f"the others fixed at N = {runs[n0, S0, L0]['N']}, S = {S0}, N_t = {L0}).\n\n"
         + C.table(["x", "values", "fitted p", "expected"], fits)
     )
-    text = C.section("Machine limit, scaling and cost exponents", body)
-    C.report(text)
-    return text
+    return C.publish("Machine limit, scaling and cost exponents", body)
 
 
 if __name__ == "__main__":

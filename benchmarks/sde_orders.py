@@ -252,9 +252,7 @@ def main(argv=None) -> str:
             train_rows,
         )
     )
-    text = C.section("Noise in depth: Euler–Maruyama orders and training", body)
-    C.report(text)
-    return text
+    return C.publish("Noise in depth: Euler–Maruyama orders and training", body)
 
 
 if __name__ == "__main__":

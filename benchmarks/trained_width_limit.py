@@ -173,9 +173,7 @@ def main(argv=None) -> str:
             rows,
         )
     )
-    text = C.section("Trained networks under mesh refinement", body)
-    C.report(text)
-    return text
+    return C.publish("Trained networks under mesh refinement", body)
 
 
 if __name__ == "__main__":
