@@ -45,10 +45,12 @@ def now() -> float:
 
 
 # -- command line ----------------------------------------------------------------
-def parser(description: str) -> argparse.ArgumentParser:
-    """--smoke (seconds: proves the script runs), default quick, --full; --threads;
-    --worker JSON (internal: run one configuration in this fresh process)."""
-    p = argparse.ArgumentParser(description=description)
+def parser(doc: str, threads: int | None = None) -> argparse.ArgumentParser:
+    """--smoke (seconds: proves the script runs), default quick, --full; --threads
+    (default ``threads``, else all cores); --clock; --worker JSON (internal: run one
+    configuration in this fresh process). The description is the first line of
+    ``doc`` (the script's docstring)."""
+    p = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
     g = p.add_mutually_exclusive_group()
     g.add_argument("--smoke", action="store_true", help="tiniest sizes (seconds)")
     g.add_argument("--full", action="store_true", help="all sizes (long)")
@@ -63,7 +65,19 @@ def parser(description: str) -> argparse.ArgumentParser:
         "--threads 1)",
     )
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    if threads is not None:
+        p.set_defaults(threads=threads)
     return p
+
+
+def arguments(doc: str, argv=None, threads: int | None = None):
+    """The parsed command line of a script with only the common flags (:func:`parser`)."""
+    return parse(parser(doc, threads), argv)
+
+
+def in_worker(args, worker):
+    """Run ``worker(config, threads)`` for ``--worker JSON`` and return its result."""
+    return worker(json.loads(args.worker), args.threads)
 
 
 def parse(p: argparse.ArgumentParser, argv=None):
@@ -331,6 +345,13 @@ def progress(text: str) -> None:
 
     if MPI.COMM_WORLD.rank == 0:
         print(text, file=sys.stderr, flush=True)
+
+
+def publish(title: str, body: str, timed: bool = True) -> str:
+    """A script's result: the Markdown :func:`section`, printed on rank 0 and returned."""
+    text = section(title, body, timed=timed)
+    report(text)
+    return text
 
 
 def report(text: str) -> None:

@@ -37,7 +37,7 @@ def main(argv=None) -> str:
     from pontryx.meshes import create_mesh
     from pontryx.solver import WidthSpace
 
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     mode = C.mode(args)
     cfg = SETTINGS[mode]
     X = St.inputs()
@@ -85,9 +85,7 @@ def main(argv=None) -> str:
         + ", ".join(f"{s} **{orders[s]:.2f}**" for s in SCHEMES)
         + " (expected 1 and 2)."
     )
-    text = C.section("Deep limit (N_t → ∞)", body, timed=False)
-    C.report(text)
-    return text
+    return C.publish("Deep limit (N_t → ∞)", body, timed=False)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def pontryx(cfg, label: str, sets: list[str]) -> list:
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     cfg = SETTINGS[C.mode(args)]
     load = os.getloadavg()[0]
     rows = [*(pontryx(cfg, label, sets) for label, sets in VARIANTS), *anchors()]
@@ -108,9 +108,7 @@ def main(argv=None) -> str:
         + C.table(["model", "test accuracy", "time s", "CPU s", "note"], rows)
         + "\n\nGoal: ≥ 97.5 % in ≤ 120 s on 2 cores."
     )
-    text = C.section("Digits at its anchors", body)
-    C.report(text)
-    return text
+    return C.publish("Digits at its anchors", body)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ e.g. ``--data digits --method emsa adam --weights ternary``.)
 
 from __future__ import annotations
 
-import json
 import subprocess
 
 import _common as C
@@ -105,14 +104,13 @@ def worker(cfg: dict, threads: int) -> None:
 
 
 def main(argv=None) -> str:
-    p = C.parser(__doc__.splitlines()[0])
-    p.set_defaults(threads=1)
+    p = C.parser(__doc__, threads=1)
     p.add_argument("--data", nargs="+", help="only these data sets")
     p.add_argument("--method", nargs="+", help="only these methods (msa emsa adam lmvm)")
     p.add_argument("--weights", nargs="+", help="only these weights (ternary binary real)")
     args = C.parse(p, argv)
     if args.worker:
-        return worker(json.loads(args.worker), args.threads)
+        return C.in_worker(args, worker)
     mode = C.mode(args)
     s = SETTINGS[mode]
     rows, acc = [], {}
@@ -186,9 +184,7 @@ def main(argv=None) -> str:
         )
         + ("\n\nGoals:\n\n" + "\n".join(f"- {g}" for g in goals) if goals else "")
     )
-    text = C.section("Discrete-weight networks", body)
-    C.report(text)
-    return text
+    return C.publish("Discrete-weight networks", body)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def measure(n: int, S: int, layers: int, repeats: int) -> dict:
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     mode = C.mode(args)
     repeats = 2 if mode == "smoke" else 5
     rows = []
@@ -54,9 +54,7 @@ def main(argv=None) -> str:
         f"2N²S flops per layer; goal ≥ {100 * GOAL:.0f} % of the GEMM rate.\n\n"
         + C.table(["N", "S", "N_t", "GEMM GFLOP/s", "forward GFLOP/s", "forward / GEMM"], rows)
     )
-    text = C.section("Forward throughput (dense kernel)", body)
-    C.report(text)
-    return text
+    return C.publish("Forward throughput (dense kernel)", body)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ to keep all freed memory (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_).
 
 from __future__ import annotations
 
-import json
 import math
 import resource
 
@@ -173,11 +172,11 @@ def _layouts(args, mode) -> list[str]:
 
 
 def main(argv=None) -> str:
-    p = C.parser(__doc__.splitlines()[0])
+    p = C.parser(__doc__)
     p.add_argument("--layouts", help="comma-separated: serial, threads, data, width")
     args = C.parse(p, argv)
     if args.worker:
-        return worker(json.loads(args.worker), args.threads)
+        return C.in_worker(args, worker)
     mode = C.mode(args)
     repeats = 1 if mode == "smoke" else 3
     T = max(2, args.threads)
@@ -239,9 +238,7 @@ def main(argv=None) -> str:
             rows,
         )
     )
-    text = C.section("Gradient cost (forward + adjoint) / forward", body)
-    C.report(text)
-    return text
+    return C.publish("Gradient cost (forward + adjoint) / forward", body)
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ def with_orders(values) -> list[str]:
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     cfg = SETTINGS[C.mode(args)]
     states = STATES[: cfg["states"]]
     levels = range(cfg["levels"])
@@ -243,9 +243,7 @@ def main(argv=None) -> str:
         + C.table(["u₀", "V*", "V_h(0, u₀)", "J_closed", "J_open"], per_state)
         + f"\n\nPlot: `benchmarks/out/{png.name}`. Total {time.perf_counter() - t0:.0f} s."
     )
-    text = C.section("HJB feedback against the open-loop solution (two-dof network)", body)
-    C.report(text)
-    return text
+    return C.publish("HJB feedback against the open-loop solution (two-dof network)", body)
 
 
 if __name__ == "__main__":

@@ -199,7 +199,7 @@ def iterations(cfg) -> str:
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     cfg = SETTINGS[C.mode(args)]
     with C.limit_threads(args.threads):
         size_text, series = sizes(cfg)
@@ -223,9 +223,7 @@ def main(argv=None) -> str:
         "mesh; nodal: the former white noise on the nodes with gain 1. "
         f"Plot: `benchmarks/out/{png.name}`.\n\n" + size_text + "\n\n" + iter_text
     )
-    text = C.section("Initial law on Ω (h → 0)", body, timed=False)
-    C.report(text)
-    return text
+    return C.publish("Initial law on Ω (h → 0)", body, timed=False)
 
 
 if __name__ == "__main__":

@@ -193,7 +193,7 @@ def ranks(dim: int, shrink: bool, threads: int) -> list:
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     if args.worker:
         with C.limit_threads(args.threads):
             worker(json.loads(args.worker))
@@ -291,9 +291,7 @@ def main(argv=None) -> str:
             )
         )
     body += f"\n\nTotal {time.perf_counter() - t0:.0f} s."
-    text = C.section("Inverse problem: network prior against nodal H¹-Tikhonov", body)
-    C.report(text)
-    return text
+    return C.publish("Inverse problem: network prior against nodal H¹-Tikhonov", body)
 
 
 if __name__ == "__main__":

@@ -268,7 +268,7 @@ def plot(path, edges, p, runs, hs, tvs, floors):
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     cfg = SETTINGS[C.mode(args)]
     rng = np.random.default_rng(1)
     with C.limit_threads(args.threads):
@@ -360,9 +360,7 @@ def main(argv=None) -> str:
             sgd_rows,
         )
     )
-    text = C.section("Langevin and SGD against their stationary laws", body)
-    C.report(text)
-    return text
+    return C.publish("Langevin and SGD against their stationary laws", body)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ to width rank 0 and written; rank 1 holds only its rows).
 
 from __future__ import annotations
 
-import json
 import resource
 
 import _common as C
@@ -132,9 +131,9 @@ def worker(cfg: dict, threads: int) -> None:
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     if args.worker:
-        return worker(json.loads(args.worker), args.threads)
+        return C.in_worker(args, worker)
     mode = C.mode(args)
     repeats = 1 if mode == "smoke" else 3
     rows, fits = [], []
@@ -209,9 +208,7 @@ def main(argv=None) -> str:
         "layers; peak RSS over the baseline after set-up / bytes of θ on that rank):\n\n"
         + C.table(["what", "N", "θ MB (all ranks)", "copies of θ per rank"], rows2)
     )
-    text = C.section("Memory: full storage vs checkpointing", body)
-    C.report(text)
-    return text
+    return C.publish("Memory: full storage vs checkpointing", body)
 
 
 if __name__ == "__main__":

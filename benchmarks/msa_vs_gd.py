@@ -30,8 +30,6 @@ gradient norm (0 at a KKT point) and the fraction of W at its bound.
 
 from __future__ import annotations
 
-import json
-
 import _common as C
 
 GD_STEP = 0.3
@@ -172,11 +170,9 @@ def _at_time(curve, seconds):
 
 
 def main(argv=None) -> str:
-    p = C.parser(__doc__.splitlines()[0])
-    p.set_defaults(threads=1)
-    args = C.parse(p, argv)
+    args = C.arguments(__doc__, argv, threads=1)
     if args.worker:
-        return worker(json.loads(args.worker), args.threads)
+        return C.in_worker(args, worker)
     s = SETTINGS[C.mode(args)]
     labels = s.get("methods", tuple(METHODS))
     curves, notes, bounded = {}, {}, {}
@@ -275,9 +271,7 @@ def main(argv=None) -> str:
     failed = {k: v for k, v in notes.items() if k not in curves and k not in bounded}
     if failed:
         body += "\n\nFailed: " + "; ".join(f"{k}: {v}" for k, v in failed.items())
-    text = C.section("Training methods: loss per iteration and per second", body)
-    C.report(text)
-    return text
+    return C.publish("Training methods: loss per iteration and per second", body)
 
 
 if __name__ == "__main__":

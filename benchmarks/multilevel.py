@@ -117,7 +117,7 @@ def run(cfg, levels, comm) -> dict:
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     cfg = SETTINGS[C.mode(args)]
     comm = MPI.COMM_WORLD
     with C.limit_threads(args.threads):
@@ -158,9 +158,7 @@ def main(argv=None) -> str:
             else "A run did not reach the target within the budget."
         )
     )
-    text = C.section("Multilevel training (nested iteration)", body)
-    C.report(text)
-    return text
+    return C.publish("Multilevel training (nested iteration)", body)
 
 
 if __name__ == "__main__":

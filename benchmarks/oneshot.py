@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import _common as C
@@ -211,11 +210,9 @@ def model(one: dict, two: dict, L: int, S: int, ranks) -> list:
 
 
 def main(argv=None) -> str:
-    p = C.parser(__doc__.splitlines()[0])
-    p.set_defaults(threads=1)
-    args = C.parse(p, argv)
+    args = C.arguments(__doc__, argv, threads=1)
     if args.worker:
-        return worker(json.loads(args.worker), args.threads)
+        return C.in_worker(args, worker)
     mode = C.mode(args)
     s = SETTINGS[mode]
     n0, S0, L0 = s["base"]
@@ -300,9 +297,7 @@ def main(argv=None) -> str:
         f"ping-pong; c = 4P chunks): predicted depth-axis efficiency for N_t = {L}.\n\n"
         + C.table(["depth ranks P", "matvec", "P₂", "P₄"], model_rows)
     )
-    text = C.section("One-shot KKT solver: Krylov iterations and the depth axis", body)
-    C.report(text)
-    return text
+    return C.publish("One-shot KKT solver: Krylov iterations and the depth axis", body)
 
 
 if __name__ == "__main__":

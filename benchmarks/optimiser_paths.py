@@ -58,7 +58,7 @@ def main(argv=None) -> str:
         with contextlib.redirect_stdout(io.StringIO()):
             return cli(argv)
 
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     cfg = SETTINGS[C.mode(args)]
     root = C.OUT / "paths"
     shutil.rmtree(root, ignore_errors=True)
@@ -120,9 +120,7 @@ def main(argv=None) -> str:
         )
         + f"\n\nEigenvalues λ_0 … λ_3: {lam}."
     )
-    text = C.section("Diffusion maps of optimiser paths", body)
-    C.report(text)
-    return text
+    return C.publish("Diffusion maps of optimiser paths", body)
 
 
 if __name__ == "__main__":

@@ -257,15 +257,13 @@ def measure(n, S, L, threads, repeats, peers, one_process=False) -> tuple[list, 
 
 
 def main(argv=None) -> str:
-    p = C.parser(__doc__.splitlines()[0])
+    p = C.parser(__doc__)
     p.add_argument("--setup-peers", action="store_true", help="create the peer venvs and exit")
     p.add_argument("--torch-python", help="Python 3.11 interpreter for .venv-torch")
     p.add_argument("--jax-python", help="Python 3.12 interpreter for .venv-jax")
     args = C.parse(p, argv)
     if args.worker:
-        import json
-
-        return worker(json.loads(args.worker), args.threads)
+        return C.in_worker(args, worker)
     if args.setup_peers:
         setup_peers(args.torch_python, args.jax_python)
         return ""
@@ -339,9 +337,7 @@ def main(argv=None) -> str:
             eff,
         )
     )
-    text = C.section("Peers: PyTorch and JAX on the identical discrete model", body)
-    C.report(text)
-    return text
+    return C.publish("Peers: PyTorch and JAX on the identical discrete model", body)
 
 
 if __name__ == "__main__":

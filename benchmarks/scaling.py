@@ -17,8 +17,6 @@
 
 from __future__ import annotations
 
-import json
-
 import _common as C
 
 # base (mesh n, S, N_t) and the sweeps around it
@@ -70,9 +68,9 @@ def measure(cfg: dict, threads: int) -> dict:
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     if args.worker:
-        return worker(json.loads(args.worker), args.threads)
+        return C.in_worker(args, worker)
     mode = C.mode(args)
     repeats = 1 if mode == "smoke" else 3
     sw = SWEEPS[mode]
@@ -151,9 +149,7 @@ def main(argv=None) -> str:
         f"the others fixed at N = {runs[n0, S0, L0]['N']}, S = {S0}, N_t = {L0}).\n\n"
         + C.table(["x", "values", "fitted p", "expected"], fits)
     )
-    text = C.section("Machine limit, scaling and cost exponents", body)
-    C.report(text)
-    return text
+    return C.publish("Machine limit, scaling and cost exponents", body)
 
 
 if __name__ == "__main__":

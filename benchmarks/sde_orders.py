@@ -191,7 +191,7 @@ def plot(path, depths, result, det):
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     cfg = SETTINGS[C.mode(args)]
     with C.limit_threads(args.threads):
         N, result, det = orders(cfg)
@@ -252,9 +252,7 @@ def main(argv=None) -> str:
             train_rows,
         )
     )
-    text = C.section("Noise in depth: Euler–Maruyama orders and training", body)
-    C.report(text)
-    return text
+    return C.publish("Noise in depth: Euler–Maruyama orders and training", body)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def variant(label: str, degree: int, meshes, cfg) -> list[dict]:
 def main(argv=None) -> str:
     import _studies as St
 
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     cfg = SETTINGS[C.mode(args)]
     rows, series = [], {}
     with C.limit_threads(args.threads):
@@ -173,9 +173,7 @@ def main(argv=None) -> str:
             rows,
         )
     )
-    text = C.section("Trained networks under mesh refinement", body)
-    C.report(text)
-    return text
+    return C.publish("Trained networks under mesh refinement", body)
 
 
 if __name__ == "__main__":

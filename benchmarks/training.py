@@ -28,8 +28,6 @@ why it stopped.
 
 from __future__ import annotations
 
-import json
-
 import _common as C
 
 METHODS = ("lmvm", "lbfgs", "adam", "msa", "emsa", "oneshot")
@@ -65,15 +63,6 @@ SETTINGS = {
 }
 
 
-def trainers():
-    """(minimize, METHODS) or None when the trainers are not installed."""
-    try:
-        from pontryx.solver.training import METHODS, minimize
-    except ImportError:
-        return None
-    return minimize, METHODS
-
-
 class _Stop(Exception):
     """Raised by the callback to end a run: target reached or budget spent."""
 
@@ -95,8 +84,8 @@ class _TimedTest:
 
 
 def worker(cfg: dict, threads: int) -> None:
+    from pontryx.solver.training import METHODS, minimize
 
-    minimize, METHODS = trainers()
     if cfg["method"] not in METHODS:
         return C.emit({"status": "not available"})
     with C.limit_threads(threads):
@@ -143,16 +132,10 @@ def worker(cfg: dict, threads: int) -> None:
 
 
 def main(argv=None) -> str:
-    p = C.parser(__doc__.splitlines()[0])
-    p.set_defaults(threads=1)
-    args = C.parse(p, argv)
+    args = C.arguments(__doc__, argv, threads=1)
     if args.worker:
-        return worker(json.loads(args.worker), args.threads)
+        return C.in_worker(args, worker)
     title = "Training: time to accuracy"
-    if trainers() is None:
-        text = C.section(title, "The trainers (`pontryx.solver.training`) are not installed.")
-        C.report(text)
-        return text
     mode = C.mode(args)
     s = SETTINGS[mode]
     rows = []
@@ -221,9 +204,7 @@ def main(argv=None) -> str:
             ["data", "method", "time to target s", "iterations", "best test acc.", "note"], rows
         )
     )
-    text = C.section(title, body)
-    C.report(text)
-    return text
+    return C.publish(title, body)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def output(n, degree, X):
 
 
 def main(argv=None) -> str:
-    args = C.parse(C.parser(__doc__.splitlines()[0]), argv)
+    args = C.arguments(__doc__, argv)
     mode = C.mode(args)
     X = St.inputs()
     rows, series, rates = [], {}, {}
@@ -77,9 +77,7 @@ def main(argv=None) -> str:
         + ", ".join(f"P{d} **{p:.2f}**" for d, p in rates.items())
         + "."
     )
-    text = C.section("Width limit (h → 0)", body, timed=False)
-    C.report(text)
-    return text
+    return C.publish("Width limit (h → 0)", body, timed=False)
 
 
 if __name__ == "__main__":
