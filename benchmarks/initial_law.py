@@ -63,16 +63,28 @@ def kernel_norm(sp, W) -> float:
     return float(np.sqrt(sp.sum(float(np.sum(sp.m[:, None] * W**2 * sp.allgather(sp.m)[None, :])))))
 
 
-def draws(p, seeds: int, reference):
-    """θ₀ for independent seeds, the coupled draw and the nodal law."""
-    from pontryx.solver.model.fields import RestrictedNoise, field_controls
+def draws(p, seeds: int, reference, each: bool = False):
+    """θ₀ for independent seeds, the coupled draw and the nodal law; with ``each``
+    only the independent draws, one at a time (a generator)."""
+    from pontryx.solver.model.fields import field_controls
 
     law = p.config.model.init.law()
-    out = {"field": [field_controls(p.net, law, s) for s in range(seeds)]}
+    field = (field_controls(p.net, law, s) for s in range(seeds))
+    if each:
+        return field
+    return {
+        "field": list(field),
+        "coupled": coupled_draw(p, reference),
+        "nodal": p.net.init_controls(seed=0, gain=1.0),
+    }
+
+
+def coupled_draw(p, reference):
+    """θ₀ from the white noise of the finest mesh ``reference``, restricted to p's mesh."""
+    from pontryx.solver.model.fields import RestrictedNoise, field_controls
+
     noise = RestrictedNoise(p.space, reference) if reference.N != p.space.N else None
-    out["coupled"] = field_controls(p.net, law, 0, noise)
-    out["nodal"] = p.net.init_controls(seed=0, gain=1.0)
-    return out
+    return field_controls(p.net, p.config.model.init.law(), 0, noise)
 
 
 def sizes(cfg) -> tuple[str, dict]:
@@ -85,16 +97,19 @@ def sizes(cfg) -> tuple[str, dict]:
     rows, coupled, nets = [], [], []
     for n in ns:
         p = problem(n)
-        d = draws(p, cfg["seeds"], reference)
         sp, rf = p.space, p.rf
 
         def stats(theta, p=p, sp=sp, rf=rf):
             J = rf(theta)
             return kernel_norm(sp, theta["W"][0]), rf.regulariser(theta), J
 
-        field = np.array([stats(t) for t in d["field"]])
-        c, nodal = stats(d["coupled"]), stats(d["nodal"])
-        coupled.append(d["coupled"]["W"][0])
+        # one draw in memory at a time (n = 64: 2.3 GB of controls per draw)
+        field = np.array([stats(t) for t in draws(p, cfg["seeds"], reference, each=True)])
+        theta = coupled_draw(p, reference)
+        c = stats(theta)
+        coupled.append(theta["W"][0].copy())
+        del theta
+        nodal = stats(p.net.init_controls(seed=0, gain=1.0))
         nets.append(p)
         rows.append(
             [n, sp.N]
