@@ -470,10 +470,12 @@ class KKT:
         return self.evaluate(flat, gradient=True, linearise=True)
 
     # -- the Jacobian ------------------------------------------------------------------------
-    def terminal_tangent(self, dU_L, dth, cols=slice(None)):
+    def terminal_tangent(self, dU_L, dth, cols=slice(None), gauss_newton: bool = False):
         """At the terminal layer (last depth rank), for the sample columns ``cols``:
         (d(∇_U Φ) as a state tuple, the readout part of dF_θ as a dict) along dU^{N_t}
-        and the readout direction in ``dth`` (C, d)."""
+        and the readout direction in ``dth`` (C, d). With dŶ = Cᵀ M_L dU^{N_t} + dCᵀ M_L
+        U^{N_t} + dd and dG = (∂²Φ/∂Ŷ²) dŶ; ``gauss_newton``: only these terms, those
+        with G = ∂Φ/∂Ŷ dropped (the Gauss–Newton part)."""
         P, m, sp = self.point, self.m, self.space
         C, U_L = P.full["C"], P.states[-1][0][:, cols]
         Yhat, G = P.Yhat[:, cols], P.G[:, cols]
@@ -482,29 +484,15 @@ class KKT:
             dY += sp.sum(dth["C"].T @ (m * U_L)) + dth["d"][:, None]
         dG = self.rf._loss.hvp(Yhat, dY, self.S)
         top = m * (C @ dG)
-        if "C" in dth:
+        if "C" in dth and not gauss_newton:
             top += m * (dth["C"] @ G)
         out = {}
         if "C" in self.globals:
-            out["C"] = (m * dU_L[0]) @ G.T + (m * U_L) @ dG.T
+            out["C"] = (m * U_L) @ dG.T
+            if not gauss_newton:
+                out["C"] += (m * dU_L[0]) @ G.T
             out["d"] = dG.sum(axis=1)
         return (top, *(np.zeros_like(s) for s in dU_L[1:])), out
-
-    def terminal_gauss_newton(self, dU_L, dth, cols=slice(None)):
-        """The Gauss–Newton part of :meth:`terminal_tangent`: with dŶ = Cᵀ M_L dU^{N_t}
-        + dCᵀ M_L U^{N_t} + dd and dG = (∂²Φ/∂Ŷ²) dŶ, (M_L C dG as a state tuple,
-        {C: M_L U^{N_t} dGᵀ, d: dG 1}) — the terms with G = ∂Φ/∂Ŷ dropped."""
-        P, m, sp = self.point, self.m, self.space
-        C, U_L, Yhat = P.full["C"], P.states[-1][0][:, cols], P.Yhat[:, cols]
-        dY = sp.sum(C.T @ (m * dU_L[0]))
-        if "C" in dth:
-            dY += sp.sum(dth["C"].T @ (m * U_L)) + dth["d"][:, None]
-        dG = self.rf._loss.hvp(Yhat, dY, self.S)
-        out = {}
-        if "C" in self.globals:
-            out["C"] = (m * U_L) @ dG.T
-            out["d"] = dG.sum(axis=1)
-        return (m * (C @ dG), *(np.zeros_like(s) for s in dU_L[1:])), out
 
     def apply(self, dflat, out=None) -> np.ndarray:
         """J · dx: the Hessian of L at the linearisation point along the local vector

@@ -188,7 +188,8 @@ class LNKS:
         """s^m = [(∂_U gᵐ)ᵀ s^{m+1} + W_UU qᵐ + W_Uθ dθᵐ] − r_Uᵐ for the local U, from
         s^{N_t} = (terminal W)(q, dθ) − r_U^{N_t}; with ``trecs`` None the first-order
         adjoint (no W terms), from s^{N_t} = −r_U^{N_t} or, with ``gauss_newton``, from
-        the loss Hessian's part (:meth:`.kkt.KKT.terminal_gauss_newton`) of q^{N_t}.
+        the loss Hessian's part of q^{N_t} (:meth:`.kkt.KKT.terminal_tangent`,
+        ``gauss_newton``).
         Returns (s fields or None, z): z = Cᵀ s (+ W_θU q + W_θθ dθ of the layers and
         the loss) as the θ part on data rank 0 (summed over the data ranks; no
         regulariser). ``rU`` None: zero. Pipelined."""
@@ -202,8 +203,9 @@ class LNKS:
         for c, cols in enumerate(self.chunks):
             if b.last:
                 if second or gauss_newton:
-                    terminal = kkt.terminal_tangent if second else kkt.terminal_gauss_newton
-                    w, readout = terminal(columns(q[-1], cols), dth, cols)
+                    w, readout = kkt.terminal_tangent(
+                        columns(q[-1], cols), dth, cols, gauss_newton=not second
+                    )
                     for k, v in readout.items():
                         z[k] += v
                 else:
