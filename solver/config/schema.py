@@ -45,7 +45,7 @@ from pontryx.forms.operators import DEGREES
 from pontryx.meshes.errors import InputError, resolve, show
 from pontryx.meshes.kinds import DEFAULT_KIND, MESH_KINDS
 from pontryx.solver.data.augment import augmentation
-from pontryx.solver.data.dataset import DATASET_KEYS
+from pontryx.solver.data.dataset import DATASET_KEYS, DIGITS_SHAPE
 from pontryx.solver.registry import KERNELS, LUMPINGS, METHODS, SCHEMES, load
 
 __all__ = ["SECTIONS", "Config", "flatten_petsc", "key_paths", "message", "petsc_key_paths"]
@@ -369,7 +369,7 @@ def _mesh(v: Any, info: ValidationInfo) -> dict:
 def _data(v: Any, info: ValidationInfo) -> dict:
     out = _described(v, info, DATASET_KEYS, "name", None, "data set")
     if out.get("augment") is not None:  # checked here; a file's shape again once read
-        shape = (8, 8) if out["name"] == "digits" else out.get("input_shape")
+        shape = DIGITS_SHAPE if out["name"] == "digits" else out.get("input_shape")
         if not (isinstance(shape, list | tuple) and all(type(d) is int and d > 0 for d in shape)):
             shape = None
         try:

@@ -51,7 +51,7 @@ def augmentation(spec: object, shape: tuple[int, ...] | None = None) -> dict | N
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
         raise InputError(f"expected an integer >= 0, got {show(k)}", "shifts")
     angles = spec.get("rotations", ())
-    if isinstance(angles, str | bytes) or not isinstance(angles, list | tuple):
+    if not isinstance(angles, list | tuple):
         raise InputError(f"expected a list of angles in degrees, got {show(angles)}", "rotations")
     for a in angles:
         if isinstance(a, bool) or not isinstance(a, numbers.Real) or not math.isfinite(a):

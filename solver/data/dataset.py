@@ -22,6 +22,7 @@ from pontryx.meshes.errors import InputError
 __all__ = [
     "DATASETS",
     "DATASET_KEYS",
+    "DIGITS_SHAPE",
     "DIGITS_SPLIT",
     "TASKS",
     "Dataset",
@@ -34,6 +35,8 @@ DATASETS: tuple[str, ...] = ("ellipses", "swiss_roll", "peaks", "spirals", "digi
 #: Default digits split: the first 898 of scikit-learn's 1797 images train, the other
 #: 899 test (``train_test_split(..., test_size=0.5, shuffle=False)`` in its example).
 DIGITS_SPLIT = 898
+#: The digits images' shape (8 × 8 pixels).
+DIGITS_SHAPE = (8, 8)
 
 _SYNTHETIC = {"n_train": 1000, "n_test": 1000, "seed": 0, "noise": 0.0}
 

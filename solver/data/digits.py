@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pontryx.solver.data.dataset import Dataset, _error, check_int
+from pontryx.solver.data.dataset import DIGITS_SHAPE, Dataset, _error, check_int
 
 __all__ = ["digits"]
 
@@ -43,7 +43,7 @@ def digits(desc: Mapping) -> Dataset:
         y_test=y[n_train : n_train + n_test],
         n_classes=10,
         n_outputs=10,
-        input_shape=(8, 8),
+        input_shape=DIGITS_SHAPE,
         feature_range=(0.0, 1.0),
         description=(
             f"scikit-learn 8x8 digits, pixels/16 in [0,1]: images 0..{n_train - 1} train, "
