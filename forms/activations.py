@@ -25,13 +25,23 @@ SMOOTH_RELU_DELTA = 0.1
 @dataclass(frozen=True)
 class Activation:
     """σ and its first two derivatives, elementwise; ``f(z, out=None)`` and
-    ``df(z, out=None)`` may write into ``out`` (which may be ``z`` itself)."""
+    ``df(z, out=None)`` may write into ``out`` (which may be ``z`` itself).
+    ``df_of_f(s, out)``, where given, is σ' from the value s = σ(z) (tanh: 1 − s²,
+    sigmoid: s(1 − s)), rounded exactly as ``df(z)``: a forward step that has σ(z)
+    gets σ'(z) without evaluating σ again."""
 
     name: str
     f: Callable[[np.ndarray], np.ndarray]
     df: Callable[[np.ndarray], np.ndarray]
     d2f: Callable[[np.ndarray], np.ndarray]
     ufl: Callable[[ufl.core.expr.Expr], ufl.core.expr.Expr]
+    df_of_f: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+    def derivative(self, z: np.ndarray, s: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """σ'(z) into ``out`` (which may be ``z``), given s = σ(z) (not ``out``)."""
+        if self.df_of_f is not None:
+            return self.df_of_f(s, out)
+        return self.df(z, out=out)
 
     def ufl_derivative(self, z):
         """σ'(z) as a UFL expression, by symbolic differentiation of ``self.ufl``."""
@@ -53,6 +63,11 @@ def _tanh_df(z, out=None):
     return np.subtract(1.0, t, out=t)
 
 
+def _tanh_df_of_f(t, out):
+    np.multiply(t, t, out=out)  # the operations of _tanh_df after its tanh
+    return np.subtract(1.0, out, out=out)
+
+
 def _tanh_d2f(z):
     t = np.tanh(z)
     return -2.0 * t * (1.0 - t * t)
@@ -71,6 +86,11 @@ def _sigmoid_df(z, out=None):
     s = _sigmoid(z, out=out)
     s *= 1.0 - s
     return s
+
+
+def _sigmoid_df_of_f(s, out):
+    np.subtract(1.0, s, out=out)  # s · (1 − s), as _sigmoid_df
+    return np.multiply(out, s, out=out)
 
 
 def _sigmoid_d2f(z):
@@ -95,9 +115,14 @@ def _srelu_d2f(z, d=SMOOTH_RELU_DELTA):
 
 
 ACTIVATIONS: dict[str, Activation] = {
-    "tanh": Activation("tanh", np.tanh, _tanh_df, _tanh_d2f, ufl.tanh),
+    "tanh": Activation("tanh", np.tanh, _tanh_df, _tanh_d2f, ufl.tanh, _tanh_df_of_f),
     "sigmoid": Activation(
-        "sigmoid", _sigmoid, _sigmoid_df, _sigmoid_d2f, lambda z: 1 / (1 + ufl.exp(-z))
+        "sigmoid",
+        _sigmoid,
+        _sigmoid_df,
+        _sigmoid_d2f,
+        lambda z: 1 / (1 + ufl.exp(-z)),
+        _sigmoid_df_of_f,
     ),
     "softplus": Activation(
         "softplus", _softplus, _sigmoid, _sigmoid_df, lambda z: ufl.ln(1 + ufl.exp(z))

@@ -186,5 +186,10 @@ def test_activations_match_ufl_and_finite_differences():
         h = 1e-6
         assert np.allclose(a.df(z), (a.f(z + h) - a.f(z - h)) / (2 * h), atol=1e-8)
         assert np.allclose(a.d2f(z), (a.df(z + h) - a.df(z - h)) / (2 * h), atol=1e-7)
+        # σ' from σ(z) (the forward step's shortcut) rounds exactly as df(z)
+        w = np.random.default_rng(0).standard_normal(1000)
+        assert np.array_equal(a.derivative(w.copy(), a.f(w), np.empty_like(w)), a.df(w))
+        v = w.copy()  # into z itself, as the IMEX Euler step does
+        assert np.array_equal(a.derivative(v, a.f(w), out=v), a.df(w))
     with pytest.raises(InputError, match=r"^name: unknown activation 'relu6'"):
         get_activation("relu6")

@@ -81,8 +81,10 @@ class Storage:
     """Where the backward sweep finds each layer's record.
 
     :meth:`forward` runs the layers from ``state`` (``stepper.step(n, state) →
-    (new state, record)``) and keeps what :meth:`backward` needs; :meth:`backward`
-    then yields ``(n, record)`` for n = N_t − 1 … 0, each record once."""
+    (new state, record)``; ``record=False`` where the record is not kept, so the
+    step may skip what only the adjoint needs) and keeps what :meth:`backward`
+    needs; :meth:`backward` then yields ``(n, record)`` for n = N_t − 1 … 0, each
+    record once."""
 
     name = "storage"
 
@@ -132,7 +134,7 @@ class Every(Storage):
         for n in range(layers):
             if n % k == 0:
                 self.saved[n] = state
-            new, record = stepper.step(n, state)
+            new, record = stepper.step(n, state, record=False)
             _give_back(ws, (record, state), keep=(new, *self.saved.values()))
             state = new
         return state
@@ -156,7 +158,7 @@ class Reverse(Storage):
 
     def forward(self, stepper, state, layers, ws):
         for n in range(layers):
-            new, record = stepper.step(n, state)
+            new, record = stepper.step(n, state, record=False)
             _give_back(ws, (record, state), keep=new)
             state = new
         self.state = state
@@ -221,6 +223,7 @@ class Sweep:
                 "checkpointing",
             )
         self.ws = HEAP
+        self.record = "all"  # the scheme's record kind (``"adjoint"`` in gradient sweeps)
 
     # -- one layer ----------------------------------------------------------------------
     def _ctx(self, n):
@@ -229,11 +232,12 @@ class Sweep:
     def _noise(self, n):
         return None if self.noise is None else self.noise(n)
 
-    def step(self, n, state):
-        """(U^{n+1}, record) from Uⁿ."""
+    def step(self, n, state, record=True):
+        """(U^{n+1}, record) from Uⁿ (``record=False``: the record is not kept)."""
         ctx = self._ctx(n)
         b, noise = self.controls["b"][n], self._noise(n)
-        out = self.scheme.step(ctx, b, state, n=n, ws=self.ws, noise=noise)
+        kind = self.record if record else None
+        out = self.scheme.step(ctx, b, state, n=n, ws=self.ws, noise=noise, record=kind)
         self.kernel.release(ctx)
         return out
 
@@ -263,7 +267,7 @@ class Sweep:
         for n in range(net.layers):
             if n in keep:
                 kept[n] = state[0].copy()
-            state, _ = self.step(n, state)
+            state, _ = self.step(n, state, record=False)
         if net.layers in keep:
             kept[net.layers] = state[0].copy()
         return net.readout(self.controls, state[0]), [kept[n] for n in sorted(kept)]
@@ -288,9 +292,11 @@ class Sweep:
         net = self.net
         if trajectory:
             store, self.ws, states = Full(), HEAP, []
-        else:
+        else:  # records for the adjoint alone (IMEX Euler: Δt σ'(Z) stored)
             store, self.ws, states = self.storage, net.workspace, None
+            self.record = "adjoint"
         ws = self.ws
+        assign = self.scheme.assigns
         stepper = _Recorder(self, states) if trajectory else self
         state = self.scheme.initial_state(net.embed(self.controls, X))
         if states is not None:
@@ -298,7 +304,7 @@ class Sweep:
         state = store.forward(stepper, state, net.layers, ws)
         Yhat = net.readout(self.controls, state[0])
         misfit, G, stat = misfit_fn(Yhat)
-        grad = self.controls.subset(net.trainable).zeros_like()
+        grad = self._gradient_arrays(assign)
         lam = self._terminal(state, G, grad)
         costates = [lam] if trajectory else None
         sens = None  # the K = n_out sensitivity costates as one (n × K·S) block
@@ -309,7 +315,10 @@ class Sweep:
         for n, record in store.backward(self, net.layers, ws):
             ctx = self._ctx(n)
             layer_grad = {name: grad[name][n] for name in net.layer_names}
-            new = self.scheme.adjoint(ctx, record, lam, layer_grad, n=n, ws=ws)
+            if assign:  # every layer's gradient written once, by its adjoint step
+                new = self.scheme.adjoint(ctx, record, lam, layer_grad, n=n, ws=ws, assign=True)
+            else:
+                new = self.scheme.adjoint(ctx, record, lam, layer_grad, n=n, ws=ws)
             if sens is not None:  # state cotangents only: no parameter products
                 tiled = tuple(np.tile(a, (1, G.shape[0])) for a in record)
                 sens.append(self.scheme.adjoint(ctx, tiled, sens[-1], None, n=n))
@@ -322,7 +331,7 @@ class Sweep:
             grad["E"] += lam[0] @ X.T
         ws.give(*lam)
         ws.end()
-        self.ws = HEAP
+        self.ws, self.record = HEAP, "all"
         return SweepResult(
             Yhat,
             misfit,
@@ -333,6 +342,18 @@ class Sweep:
             G=G,
             sensitivities=_split_columns(sens[::-1], G.shape[0]) if sens else [],
         )
+
+    def _gradient_arrays(self, assign: bool) -> Controls:
+        """The gradient's arrays: zeros, except the layer controls when the scheme
+        writes them (``assign``): those are left unfilled (np.empty), each layer's
+        written once by its adjoint step — no zero fill of the N_t layers' arrays."""
+        net = self.net
+        layered = set(net.layer_names) if assign else set()
+        arrays = {
+            k: (np.empty_like if k in layered else np.zeros_like)(v)
+            for k, v in self.controls.subset(net.trainable).items()
+        }
+        return Controls(arrays, self.controls.comm)
 
     def _sensitivity_terminal(self, state, K):
         """Λ_k^{N_t} = M_L C e_k 1ᵀ for k = 0 … K−1, side by side (n × K·S)."""
@@ -443,8 +464,8 @@ class _Recorder:
     def __init__(self, sweep, states):
         self.sweep, self.states = sweep, states
 
-    def step(self, n, state):
-        new, record = self.sweep.step(n, state)
+    def step(self, n, state, record=True):
+        new, record = self.sweep.step(n, state, record)
         self.states.append(new)
         return new, record
 
@@ -455,5 +476,5 @@ class _TangentStepper:
     def __init__(self, sweep):
         self.sweep = sweep
 
-    def step(self, n, both):
+    def step(self, n, both, record=True):  # the tangent step needs the record either way
         return self.sweep._tangent_step(n, both)

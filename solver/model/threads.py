@@ -12,8 +12,10 @@ Every operation run here is element-wise or a reduction along a row (axis 1)
 of its block, so the result is **bit-identical** for any number of threads and
 any block partition. T is the number of threads of NumPy's BLAS (read through
 threadpoolctl at each call, so ``threadpool_limits`` and ``OPENBLAS_NUM_THREADS``
-apply); with T = 1, or an array too small to be worth splitting, the function
-runs once on the whole range in the calling thread (the serial path).
+apply); with T = 1 the blocks run in turn in the calling thread, so that a chain
+of ufuncs on a block stays in cache instead of streaming whole multivectors
+through memory once per ufunc; an array too small to be worth splitting is
+processed whole, in the calling thread.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 def row_blocks(n_rows: int, row_length: int, threads: int) -> list[slice]:
     """Contiguous row blocks covering ``range(n_rows)``: at least ``threads`` of
     them (when there are rows enough), each of about :data:`BLOCK_ELEMENTS`."""
-    if n_rows <= 1 or threads <= 1:
+    if n_rows <= 1:
         return [slice(0, n_rows)]
     rows_per = max(1, BLOCK_ELEMENTS // max(row_length, 1))
     count = max(threads, -(-n_rows // rows_per))
@@ -94,13 +96,18 @@ def row_blocks(n_rows: int, row_length: int, threads: int) -> list[slice]:
 def rows(fn, n_rows: int, row_length: int, threads: int | None = None) -> None:
     """Call ``fn(block)`` for contiguous row blocks ``block`` (slices) covering
     ``range(n_rows)``, concurrently on ``threads`` threads (default: the BLAS
-    threads). ``fn`` must only touch rows ``block`` of its arrays (element-wise
-    work or sums along rows), so the result does not depend on the blocks."""
-    T = blas_threads() if threads is None else int(threads)
-    if T <= 1 or n_rows * row_length < MIN_ELEMENTS:
+    threads; one: in turn, in the calling thread). ``fn`` must only touch rows
+    ``block`` of its arrays (element-wise work or sums along rows), so the result
+    does not depend on the blocks."""
+    if n_rows * row_length < MIN_ELEMENTS:
         fn(slice(0, n_rows))
         return
+    T = blas_threads() if threads is None else int(threads)
     blocks = row_blocks(n_rows, row_length, T)
+    if T <= 1:
+        for b in blocks:
+            fn(b)
+        return
     for future in [_pool(T).submit(fn, b) for b in blocks]:
         future.result()  # re-raises an exception of fn
 

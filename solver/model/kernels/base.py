@@ -17,7 +17,8 @@ Every kernel (DESIGN.md §1–2; n owned rows, N global dofs, S samples) provide
 * ``vjp``        — accumulate ∂/∂θ ⟨D, K(θ) U⟩ (the kernel part of ∂J/∂θⁿ),
 * ``backward``   — Kᵀ D and the ``vjp`` together (what an adjoint step needs;
                    kernels may share work between the two; without a gradient
-                   to accumulate only Kᵀ D),
+                   to accumulate only Kᵀ D; with ``assign`` the gradient arrays
+                   hold no values yet and are written, not added to),
 
 and for tangent-linear and second-order sweeps
 
@@ -143,13 +144,28 @@ class Kernel:
         raise NotImplementedError
 
     def backward(
-        self, ctx, U: np.ndarray, D: np.ndarray, out: dict | None, ws: Workspace = HEAP
+        self,
+        ctx,
+        U: np.ndarray,
+        D: np.ndarray,
+        out: dict | None,
+        ws: Workspace = HEAP,
+        assign: bool = False,
     ) -> np.ndarray:
         """Kᵀ D, accumulating ∂/∂θ ⟨D, K(θ) U⟩ into ``out`` unless it is ``None``
-        (sweeps that only need state cotangents skip the parameter gradient)."""
+        (sweeps that only need state cotangents skip the parameter gradient);
+        ``assign``: ``out``'s arrays of this kernel hold no values yet and are
+        written (here: zeroed, then accumulated into)."""
         if out is not None:
+            if assign:
+                self.clear(out)
             self.vjp(ctx, U, D, out, ws)
         return self.apply_T(ctx, D, ws)
+
+    def clear(self, out: dict) -> None:
+        """Zero this kernel's arrays in the layer gradient ``out``."""
+        for name in self.shapes():
+            out[name][...] = 0.0
 
     def apply_adjoint(self, ctx, V: np.ndarray) -> np.ndarray:
         """The L²(M_L) adjoint K* = M_L⁻¹ Kᵀ M_L (the discrete 𝒦*)."""

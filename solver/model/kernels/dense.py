@@ -62,12 +62,23 @@ class DenseKernel(Kernel):
         Y = ws.replaced(Yfull, sp.reduce_scatter(Yfull, ws))
         return scale_rows(sp.m, Y, out=Y)
 
-    def vjp(self, ctx, U, D, out, ws=HEAP):
+    def vjp(self, ctx, U, D, out, ws=HEAP, assign=False):
+        """∂J/∂W += D (M_L U)ᵀ; with ``assign`` the GEMM writes ∂J/∂W itself (no
+        zero-filled gradient, no temporary, no addition: 0 + x = x, the same values)."""
         G = self._gathered(U, ws)
         W = out["W"]
-        P = np.matmul(D, G.T, out=ws.take(W.shape))
-        add_into(W, P)
-        ws.give(G, P)
+        if assign:
+            np.matmul(D, G.T, out=W)
+        else:
+            P = np.matmul(D, G.T, out=ws.take(W.shape))
+            add_into(W, P)
+            ws.give(P)
+        ws.give(G)
+
+    def backward(self, ctx, U, D, out, ws=HEAP, assign=False):
+        if out is not None:
+            self.vjp(ctx, U, D, out, ws, assign)
+        return self.apply_T(ctx, D, ws)
 
     def row(self, theta, i):
         sp = self.space

@@ -248,8 +248,10 @@ class LocalKernel(Kernel):
     def vjp(self, ctx, U, D, out, ws=HEAP):
         self._backward(ctx, U, D, out, ws, transpose=False)
 
-    def backward(self, ctx, U, D, out, ws=HEAP):
+    def backward(self, ctx, U, D, out, ws=HEAP, assign=False):
         """Kᵀ D and the vjp, sharing M_L⁻¹ D."""
+        if out is not None and assign:
+            self.clear(out)
         return self._backward(ctx, U, D, out, ws, transpose=True)
 
     def _backward(self, ctx, U, D, out, ws, transpose):

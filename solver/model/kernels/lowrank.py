@@ -89,15 +89,20 @@ class LowRankKernel(Kernel):
         out["A"] += D @ P.T
         out["G"] += mU @ sp.sum(ctx["A"].T @ D).T
 
-    def backward(self, ctx, U, D, out, ws=HEAP):
+    def backward(self, ctx, U, D, out, ws=HEAP, assign=False):
         """Kᵀ D = M_L G (Aᵀ D) and the vjp, sharing Aᵀ D and M_L U."""
         if out is None or isinstance(ctx, _Tangent):
-            return super().backward(ctx, U, D, out, ws)
+            return super().backward(ctx, U, D, out, ws, assign)
         sp = self.space
         AD = sp.sum(ctx["A"].T @ D)  # Aᵀ D (R × S)
         mU = scale_rows(sp.m, U)
-        out["A"] += D @ self._project(ctx["G"], U, mU).T
-        out["G"] += mU @ AD.T
+        P = self._project(ctx["G"], U, mU)
+        if assign:  # written straight into the gradient (0 + x = x: the same values)
+            np.matmul(D, P.T, out=out["A"])
+            np.matmul(mU, AD.T, out=out["G"])
+        else:
+            out["A"] += D @ P.T
+            out["G"] += mU @ AD.T
         Y = ctx["G"] @ AD
         return scale_rows(sp.m, Y, out=Y)
 

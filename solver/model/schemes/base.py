@@ -24,6 +24,15 @@ The optional keyword ``n`` (layer index) only matters for Verlet's first layer.
 The optional ``noise`` of ``step`` (and ``reverse``) is the layer's increment
 g ΔWⁿ (n × S) of noise in depth (:mod:`pontryx.solver.model.noise`), added to the
 explicit update (Euler–Maruyama); ``None``: the deterministic network.
+The optional ``record`` of ``step`` says what the caller does with the record:
+``"all"`` (the default) for any of ``adjoint``, ``tangent`` and ``adjoint2``;
+``"adjoint"`` for the adjoint step alone (an :class:`AdjointRecord`: a scheme may
+keep there what its adjoint needs in place of what that is computed from, in the
+same memory — IMEX Euler keeps Δt σ'(Zⁿ) instead of Zⁿ); ``None``: no record
+(forward-only sweeps; the step skips what only the adjoint needs). Schemes with
+``assigns = True`` accept ``adjoint(…, assign=True)``: the layer's gradient arrays
+hold no values yet and the step writes them instead of adding to them (no
+zero-filled gradient is made and read back).
 The optional workspace ``ws`` (:mod:`pontryx.solver.model.workspace`) supplies the
 arrays of the step, its record and the adjoint's temporaries (IMEX Euler and
 midpoint): the adjoint sweep gives records and costates back once consumed, so
@@ -36,7 +45,12 @@ from typing import ClassVar
 
 from pontryx.solver.model.diffusion import DiffusionSolver
 
-__all__ = ["Scheme", "vjp2"]
+__all__ = ["AdjointRecord", "Scheme", "vjp2"]
+
+
+class AdjointRecord(tuple):
+    """A layer's record made by ``step(…, record="adjoint")``, for the adjoint step
+    alone (see the module docstring)."""
 
 
 def vjp2(kernel, ctx, dtheta, U, dU, D, dD, grad, dgrad) -> None:
@@ -60,6 +74,8 @@ class Scheme:
     records: ClassVar[int] = 2
     #: fractions c of Δt of the implicit diffusion solves B_c = M_L + cΔtεA of a layer
     implicit_fractions: ClassVar[tuple[float, ...]] = (1.0,)
+    #: whether ``adjoint(…, assign=True)`` writes the layer's gradient (see above)
+    assigns: ClassVar[bool] = False
 
     def __init__(self, space, kernel, activation, dt: float, epsilon: float):
         self.space, self.kernel, self.sigma = space, kernel, activation
@@ -96,10 +112,10 @@ class Scheme:
     def initial_tangent(self, dU0):
         return (dU0,)
 
-    def step(self, ctx, b, state, n=None, ws=None, noise=None):
+    def step(self, ctx, b, state, n=None, ws=None, noise=None, record="all"):
         raise NotImplementedError
 
-    def adjoint(self, ctx, record, lam, grad, n=None, ws=None):
+    def adjoint(self, ctx, record, lam, grad, n=None, ws=None, assign=False):
         raise NotImplementedError
 
     def tangent(self, ctx, dctx, db, record, dstate, n=None):

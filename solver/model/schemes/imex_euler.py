@@ -11,11 +11,18 @@
 With ε = 0 this is the ResNet u^{n+1} = uⁿ + Δt σ(Wⁿ M_L uⁿ + bⁿ). With noise in
 depth (:mod:`..noise`) the step is Euler–Maruyama, U^{n+1} = S_Δt (Uⁿ + Δt σ(Zⁿ) + g ΔWⁿ);
 the other lines do not change (the increment depends on neither U nor θ).
+
+For the gradient sweep (``record="adjoint"``) the step stores Δt σ'(Zⁿ) in Zⁿ's
+place, computed from σ(Zⁿ) while it is at hand (tanh: 1 − σ²), so the adjoint's
+Dⁿ is one product with Qⁿ: σ is evaluated once per layer, and the record takes no
+more memory than (Uⁿ, Zⁿ).
 """
 
 from __future__ import annotations
 
-from pontryx.solver.model.schemes.base import Scheme, vjp2
+import numpy as np
+
+from pontryx.solver.model.schemes.base import AdjointRecord, Scheme, vjp2
 from pontryx.solver.model.threads import add_into, rows
 from pontryx.solver.model.workspace import HEAP
 
@@ -25,41 +32,58 @@ __all__ = ["IMEXEuler"]
 class IMEXEuler(Scheme):
     name = "imex_euler"
     order = 1
+    assigns = True
 
-    def step(self, ctx, b, state, n=None, ws=HEAP, noise=None):
+    def step(self, ctx, b, state, n=None, ws=HEAP, noise=None, record="all"):
         (U,) = state
         Z = self.kernel.apply(ctx, U, ws)
         Y = ws.take(Z.shape)
-        f, dt = self.sigma.f, self.dt
+        sigma, dt = self.sigma, self.dt
+        derivative = record == "adjoint"
 
         def block(r):  # Z += b; Y = U + Δt σ(Z), in place (same rounding)
             z = Z[r]
             z += b[r, None]
-            y = f(z, out=Y[r])
+            y = sigma.f(z, out=Y[r])
+            if derivative:  # Δt σ'(Z) in Z's place, from σ(Z) where the activation can
+                sigma.derivative(z, y, out=z)
+                z *= dt
             y *= dt
             y += U[r]
             if noise is not None:  # Euler–Maruyama: + g ΔWⁿ
                 y += noise[r]
 
         rows(block, *Z.shape)
-        return (ws.replaced(Y, self._S(1.0, Y)),), (U, Z)
+        new = (ws.replaced(Y, self._S(1.0, Y)),)
+        if record is None:
+            ws.give(Z)
+            return new, None
+        return new, (AdjointRecord((U, Z)) if derivative else (U, Z))
 
-    def adjoint(self, ctx, record, lam, grad, n=None, ws=HEAP):
+    def adjoint(self, ctx, record, lam, grad, n=None, ws=HEAP, assign=False):
         U, Z = record
         Q = self._ST(1.0, lam[0])
         D = ws.take(Z.shape)
         df, dt = self.sigma.df, self.dt
+        stored = isinstance(record, AdjointRecord)  # Z holds Δt σ'(Z)
         gb = None if grad is None else grad["b"]
 
         def block(r):  # D = Δt σ'(Z) ∘ Q, in place (same rounding); ∂J/∂b += D 1
-            d = df(Z[r], out=D[r])
-            d *= dt
-            d *= Q[r]
-            if gb is not None:
+            if stored:
+                d = np.multiply(Z[r], Q[r], out=D[r])
+            else:
+                d = df(Z[r], out=D[r])
+                d *= dt
+                d *= Q[r]
+            if gb is None:
+                return
+            if assign:
+                np.sum(d, axis=1, out=gb[r])
+            else:
                 gb[r] += d.sum(axis=1)
 
         rows(block, *Z.shape)
-        L = self.kernel.backward(ctx, U, D, grad, ws)
+        L = self.kernel.backward(ctx, U, D, grad, ws, assign=assign)
         add_into(L, Q)
         ws.give(D)
         return (L,)

@@ -31,7 +31,7 @@ class IMEXMidpoint(Scheme):
     implicit_fractions = (0.5,)
     records = 4
 
-    def step(self, ctx, b, state, n=None, ws=HEAP, noise=None):
+    def step(self, ctx, b, state, n=None, ws=HEAP, noise=None, record="all"):
         (U,) = state
         dt, f, K = self.dt, self.sigma.f, self.kernel
         Z1 = K.apply(ctx, U, ws)

@@ -52,7 +52,7 @@ class Verlet(Scheme):
     def _c(n):
         return 0.5 if n == 0 else 1.0
 
-    def step(self, ctx, b, state, n=None, ws=HEAP, noise=None):
+    def step(self, ctx, b, state, n=None, ws=HEAP, noise=None, record="all"):
         U, V = state
         dt, f, K = self.dt, self.sigma.f, self.kernel
         Y1 = K.apply_adjoint(ctx, U)
