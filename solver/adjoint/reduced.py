@@ -34,6 +34,12 @@ from pontryx.solver.model.controls import Controls
 from pontryx.solver.model.loss import LOSSES
 from pontryx.solver.model.threads import rows
 
+#: Values per Allreduce of the data-rank gradient sum (8 MiB): MPI takes a temporary
+#: of the message's size, which for a whole dense ∂J/∂W (N_t·n·N values) is mapped
+#: afresh by the C allocator and page-faulted at every call; in chunks it is reused.
+#: Measured (2 ranks, 128 MiB): 0.127 s in one call, 0.074 s in 8 MiB chunks.
+SUM_CHUNK = 1 << 20
+
 __all__ = ["ReducedFunctional", "Regulariser", "layer_gradient_norms"]
 
 
@@ -355,15 +361,18 @@ class ReducedFunctional:
         return H
 
     def _data_sum(self, grad: Controls, *scalars):
-        """Sum a local gradient (in place, one Allreduce per control array: no
-        packing copies) and scalars over the data ranks."""
+        """Sum a local gradient (in place, Allreduces of at most :data:`SUM_CHUNK`
+        values of each control array: no packing copies) and scalars over the
+        data ranks."""
         comm = self.data_comm
         if comm.size == 1:
             return scalars
         for k in grad:
             a = grad[k]
             if a.flags.c_contiguous:
-                comm.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM)
+                flat = a.reshape(-1)
+                for i in range(0, flat.size, SUM_CHUNK):
+                    comm.Allreduce(MPI.IN_PLACE, flat[i : i + SUM_CHUNK], op=MPI.SUM)
             else:  # pragma: no cover - controls are contiguous
                 a[...] = comm.allreduce(a, op=MPI.SUM)
         return tuple(comm.allreduce(np.array(scalars, dtype=float), op=MPI.SUM))

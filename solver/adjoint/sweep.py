@@ -103,8 +103,10 @@ class Full(Storage):
     def forward(self, stepper, state, layers, ws):
         self.records = []
         for n in range(layers):
-            state, record = stepper.step(n, state)
+            new, record = stepper.step(n, state)
             self.records.append(record)
+            _give_back(ws, state, keep=(record, new))  # a state the record does not hold
+            state = new
         return state
 
     def backward(self, stepper, layers, ws):
@@ -144,8 +146,10 @@ class Every(Storage):
         for start in reversed(range(0, layers, k)):
             segment, s = [], self.saved.pop(start)
             for n in range(start, min(start + k, layers)):
-                s, record = stepper.step(n, s)
+                new, record = stepper.step(n, s)
                 segment.append(record)
+                _give_back(ws, s, keep=(record, new))
+                s = new
             _give_back(ws, s, keep=segment)
             for n in reversed(range(start, min(start + k, layers))):
                 yield n, segment.pop()

@@ -14,6 +14,9 @@ Every kernel (DESIGN.md §1–2; n owned rows, N global dofs, S samples) provide
                    overwrite in place; taken from the
                    :class:`~pontryx.solver.model.workspace.Workspace` ``ws`` where
                    the kernel supports it, temporaries given back to it),
+* ``apply_and_record`` — K U and V, the form of U that ``backward(…, recorded=True)``
+                   takes in U's place (U itself; the dense kernel: M_L U, which
+                   its forward product computes anyway),
 * ``vjp``        — accumulate ∂/∂θ ⟨D, K(θ) U⟩ (the kernel part of ∂J/∂θⁿ),
 * ``backward``   — Kᵀ D and the ``vjp`` together (what an adjoint step needs;
                    kernels may share work between the two; without a gradient
@@ -138,6 +141,11 @@ class Kernel:
     def apply_T(self, ctx, D: np.ndarray, ws: Workspace = HEAP) -> np.ndarray:
         raise NotImplementedError
 
+    def apply_and_record(self, ctx, U: np.ndarray, ws: Workspace = HEAP):
+        """(K U, V) with V what :meth:`backward` takes for U with ``recorded=True``
+        (here U itself)."""
+        return self.apply(ctx, U, ws), U
+
     def vjp(
         self, ctx, U: np.ndarray, D: np.ndarray, out: dict[str, np.ndarray], ws: Workspace = HEAP
     ) -> None:
@@ -151,11 +159,13 @@ class Kernel:
         out: dict | None,
         ws: Workspace = HEAP,
         assign: bool = False,
+        recorded: bool = False,
     ) -> np.ndarray:
         """Kᵀ D, accumulating ∂/∂θ ⟨D, K(θ) U⟩ into ``out`` unless it is ``None``
         (sweeps that only need state cotangents skip the parameter gradient);
         ``assign``: ``out``'s arrays of this kernel hold no values yet and are
-        written (here: zeroed, then accumulated into)."""
+        written (here: zeroed, then accumulated into); ``recorded``: ``U`` is the
+        V of :meth:`apply_and_record` (here U itself)."""
         if out is not None:
             if assign:
                 self.clear(out)

@@ -51,10 +51,20 @@ class DenseKernel(Kernel):
         return ws.replaced(X, sp.allgather(X, ws))
 
     def apply(self, ctx, U, ws=HEAP):
-        G = self._gathered(U, ws)
-        Z = np.matmul(ctx["W"], G, out=ws.take((self.space.n, U.shape[1])))
-        ws.give(G)
+        Z, X = self.apply_and_record(ctx, U, ws)
+        ws.give(X)
         return Z
+
+    def apply_and_record(self, ctx, U, ws=HEAP):
+        """(K U, M_L U): the owned rows of M_L U, which the product scales anyway,
+        for the vjp's D (M_L U)ᵀ (a workspace array)."""
+        sp = self.space
+        X = scale_rows(sp.m, U, out=ws.take(U.shape))
+        G = sp.allgather(X, ws)
+        Z = np.matmul(ctx["W"], G, out=ws.take((sp.n, U.shape[1])))
+        if G is not X:
+            ws.give(G)
+        return Z, X
 
     def apply_T(self, ctx, D, ws=HEAP):
         sp = self.space
@@ -62,10 +72,14 @@ class DenseKernel(Kernel):
         Y = ws.replaced(Yfull, sp.reduce_scatter(Yfull, ws))
         return scale_rows(sp.m, Y, out=Y)
 
-    def vjp(self, ctx, U, D, out, ws=HEAP, assign=False):
+    def vjp(self, ctx, U, D, out, ws=HEAP, assign=False, recorded=False):
         """∂J/∂W += D (M_L U)ᵀ; with ``assign`` the GEMM writes ∂J/∂W itself (no
-        zero-filled gradient, no temporary, no addition: 0 + x = x, the same values)."""
-        G = self._gathered(U, ws)
+        zero-filled gradient, no temporary, no addition: 0 + x = x, the same values);
+        ``recorded``: ``U`` is M_L U already (:meth:`apply_and_record`)."""
+        if recorded:
+            G = self.space.allgather(U, ws)
+        else:
+            G = self._gathered(U, ws)
         W = out["W"]
         if assign:
             np.matmul(D, G.T, out=W)
@@ -73,11 +87,12 @@ class DenseKernel(Kernel):
             P = np.matmul(D, G.T, out=ws.take(W.shape))
             add_into(W, P)
             ws.give(P)
-        ws.give(G)
+        if G is not U:
+            ws.give(G)
 
-    def backward(self, ctx, U, D, out, ws=HEAP, assign=False):
+    def backward(self, ctx, U, D, out, ws=HEAP, assign=False, recorded=False):
         if out is not None:
-            self.vjp(ctx, U, D, out, ws, assign)
+            self.vjp(ctx, U, D, out, ws, assign, recorded)
         return self.apply_T(ctx, D, ws)
 
     def row(self, theta, i):

@@ -248,7 +248,7 @@ class LocalKernel(Kernel):
     def vjp(self, ctx, U, D, out, ws=HEAP):
         self._backward(ctx, U, D, out, ws, transpose=False)
 
-    def backward(self, ctx, U, D, out, ws=HEAP, assign=False):
+    def backward(self, ctx, U, D, out, ws=HEAP, assign=False, recorded=False):
         """Kᵀ D and the vjp, sharing M_L⁻¹ D."""
         if out is not None and assign:
             self.clear(out)

@@ -89,7 +89,7 @@ class LowRankKernel(Kernel):
         out["A"] += D @ P.T
         out["G"] += mU @ sp.sum(ctx["A"].T @ D).T
 
-    def backward(self, ctx, U, D, out, ws=HEAP, assign=False):
+    def backward(self, ctx, U, D, out, ws=HEAP, assign=False, recorded=False):
         """Kᵀ D = M_L G (Aᵀ D) and the vjp, sharing Aᵀ D and M_L U."""
         if out is None or isinstance(ctx, _Tangent):
             return super().backward(ctx, U, D, out, ws, assign)

@@ -14,8 +14,9 @@ the other lines do not change (the increment depends on neither U nor θ).
 
 For the gradient sweep (``record="adjoint"``) the step stores Δt σ'(Zⁿ) in Zⁿ's
 place, computed from σ(Zⁿ) while it is at hand (tanh: 1 − σ²), so the adjoint's
-Dⁿ is one product with Qⁿ: σ is evaluated once per layer, and the record takes no
-more memory than (Uⁿ, Zⁿ).
+Dⁿ is one product with Qⁿ: σ is evaluated once per layer; and in Uⁿ's place the
+kernel's form of Uⁿ for its backward (dense: M_L Uⁿ, made by the forward product
+anyway). The record takes no more memory than (Uⁿ, Zⁿ).
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ class IMEXEuler(Scheme):
 
     def step(self, ctx, b, state, n=None, ws=HEAP, noise=None, record="all"):
         (U,) = state
-        Z = self.kernel.apply(ctx, U, ws)
+        derivative = record == "adjoint"
+        if derivative:  # V: U as the kernel's backward takes it (dense: M_L U)
+            Z, V = self.kernel.apply_and_record(ctx, U, ws)
+        else:
+            Z, V = self.kernel.apply(ctx, U, ws), U
         Y = ws.take(Z.shape)
         sigma, dt = self.sigma, self.dt
-        derivative = record == "adjoint"
 
         def block(r):  # Z += b; Y = U + Δt σ(Z), in place (same rounding)
             z = Z[r]
@@ -58,14 +62,14 @@ class IMEXEuler(Scheme):
         if record is None:
             ws.give(Z)
             return new, None
-        return new, (AdjointRecord((U, Z)) if derivative else (U, Z))
+        return new, (AdjointRecord((V, Z)) if derivative else (U, Z))
 
     def adjoint(self, ctx, record, lam, grad, n=None, ws=HEAP, assign=False):
         U, Z = record
         Q = self._ST(1.0, lam[0])
         D = ws.take(Z.shape)
         df, dt = self.sigma.df, self.dt
-        stored = isinstance(record, AdjointRecord)  # Z holds Δt σ'(Z)
+        stored = isinstance(record, AdjointRecord)  # (V, Δt σ'(Z)), V from apply_and_record
         gb = None if grad is None else grad["b"]
 
         def block(r):  # D = Δt σ'(Z) ∘ Q, in place (same rounding); ∂J/∂b += D 1
@@ -83,7 +87,7 @@ class IMEXEuler(Scheme):
                 gb[r] += d.sum(axis=1)
 
         rows(block, *Z.shape)
-        L = self.kernel.backward(ctx, U, D, grad, ws, assign=assign)
+        L = self.kernel.backward(ctx, U, D, grad, ws, assign=assign, recorded=stored)
         add_into(L, Q)
         ws.give(D)
         return (L,)
