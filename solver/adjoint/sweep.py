@@ -35,7 +35,11 @@ Storage of the layer records for the backward sweep (like diffrax's
 
 The gradient sweep takes its records and temporaries from the network's
 :class:`~pontryx.solver.model.workspace.Workspace` and gives each back as soon as
-it is consumed, so a training run's gradients reuse one set of arrays.
+it is consumed, so a training run's gradients reuse one set of arrays. Its records
+are made for the adjoint step alone (``record="adjoint"``, see
+:mod:`pontryx.solver.model.schemes.base`), and schemes that can (``assigns``) write
+each layer's gradient instead of adding it to a zero-filled array; trajectories
+keep full records.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ predicts, per MPI rank, the bytes of
   the test evaluation — about 42 for TAO's ``lmvm`` with its default history, 2m + 4
   for ``lbfgs`` with history m);
 * the states a gradient stores: ``records`` multivectors of n × S_local per layer
-  for full storage (IMEX Euler U, Z: 2; midpoint 4; Verlet 4), ⌈√N_t⌉ + 2 records'
+  for full storage (IMEX Euler 2: M_L U and Δt σ'(Z) in the gradient sweep, U and Z
+  otherwise; midpoint 4; Verlet 4), ⌈√N_t⌉ + 2 records'
   worth with ``checkpointing: sqrt`` (N_t/k + 2k for every k-th state), a few with
   ``reverse``, plus the sweep's work arrays (N × S for the dense kernel's gathered
   states); with noise in depth S_local counts the M paths of every sample, and

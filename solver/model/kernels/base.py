@@ -21,7 +21,8 @@ Every kernel (DESIGN.md §1–2; n owned rows, N global dofs, S samples) provide
 * ``backward``   — Kᵀ D and the ``vjp`` together (what an adjoint step needs;
                    kernels may share work between the two; without a gradient
                    to accumulate only Kᵀ D; with ``assign`` the gradient arrays
-                   hold no values yet and are written, not added to),
+                   hold no values yet and are written, not added to; ``add``:
+                   Kᵀ D + add, in the same pass where the kernel can),
 
 and for tangent-linear and second-order sweeps
 
@@ -49,9 +50,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pontryx.meshes.errors import InputError, show
+from pontryx.solver.model.threads import add_into
 from pontryx.solver.model.workspace import HEAP, Workspace
 
 __all__ = ["Kernel", "Option", "positive_int"]
+
+
+def _plus(Y: np.ndarray, add: np.ndarray | None) -> np.ndarray:
+    """Y += add (unless ``add`` is None), in row blocks; returns Y."""
+    return Y if add is None else add_into(Y, add)
 
 
 def positive_int(value: Any) -> int:
@@ -160,17 +167,18 @@ class Kernel:
         ws: Workspace = HEAP,
         assign: bool = False,
         recorded: bool = False,
+        add: np.ndarray | None = None,
     ) -> np.ndarray:
         """Kᵀ D, accumulating ∂/∂θ ⟨D, K(θ) U⟩ into ``out`` unless it is ``None``
         (sweeps that only need state cotangents skip the parameter gradient);
         ``assign``: ``out``'s arrays of this kernel hold no values yet and are
         written (here: zeroed, then accumulated into); ``recorded``: ``U`` is the
-        V of :meth:`apply_and_record` (here U itself)."""
+        V of :meth:`apply_and_record` (here U itself); ``add``: returns Kᵀ D + add."""
         if out is not None:
             if assign:
                 self.clear(out)
             self.vjp(ctx, U, D, out, ws)
-        return self.apply_T(ctx, D, ws)
+        return _plus(self.apply_T(ctx, D, ws), add)
 
     def clear(self, out: dict) -> None:
         """Zero this kernel's arrays in the layer gradient ``out``."""

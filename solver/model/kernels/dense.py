@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from pontryx.solver.model.kernels.base import Kernel
-from pontryx.solver.model.threads import add_into, scale_rows
+from pontryx.solver.model.threads import add_into, rows, scale_rows
 from pontryx.solver.model.workspace import HEAP
 
 __all__ = ["DenseKernel"]
@@ -66,11 +66,21 @@ class DenseKernel(Kernel):
             ws.give(G)
         return Z, X
 
-    def apply_T(self, ctx, D, ws=HEAP):
+    def apply_T(self, ctx, D, ws=HEAP, add=None):
+        """Kᵀ D = M_L Wᵀ D (``add``: + add, in the same pass as the scaling)."""
         sp = self.space
         Yfull = np.matmul(ctx["W"].T, D, out=ws.take((sp.N, D.shape[1])))
         Y = ws.replaced(Yfull, sp.reduce_scatter(Yfull, ws))
-        return scale_rows(sp.m, Y, out=Y)
+        if add is None:
+            return scale_rows(sp.m, Y, out=Y)
+        m = sp.m
+
+        def block(r):  # the operations of scale_rows, then add_into
+            y = np.multiply(m[r, None], Y[r], out=Y[r])
+            np.add(y, add[r], out=y)
+
+        rows(block, *Y.shape)
+        return Y
 
     def vjp(self, ctx, U, D, out, ws=HEAP, assign=False, recorded=False):
         """∂J/∂W += D (M_L U)ᵀ; with ``assign`` the GEMM writes ∂J/∂W itself (no
@@ -90,10 +100,10 @@ class DenseKernel(Kernel):
         if G is not U:
             ws.give(G)
 
-    def backward(self, ctx, U, D, out, ws=HEAP, assign=False, recorded=False):
+    def backward(self, ctx, U, D, out, ws=HEAP, assign=False, recorded=False, add=None):
         if out is not None:
             self.vjp(ctx, U, D, out, ws, assign, recorded)
-        return self.apply_T(ctx, D, ws)
+        return self.apply_T(ctx, D, ws, add)
 
     def row(self, theta, i):
         sp = self.space

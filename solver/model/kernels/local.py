@@ -37,7 +37,7 @@ import ufl
 from pontryx.forms.kernels import local_operator
 from pontryx.solver.model.kernels.banded import Pattern
 from pontryx.solver.model.kernels.base import Kernel
-from pontryx.solver.model.threads import rows
+from pontryx.solver.model.threads import add_into, rows
 from pontryx.solver.model.workspace import HEAP
 
 __all__ = ["LocalKernel", "distance2_colouring"]
@@ -248,11 +248,12 @@ class LocalKernel(Kernel):
     def vjp(self, ctx, U, D, out, ws=HEAP):
         self._backward(ctx, U, D, out, ws, transpose=False)
 
-    def backward(self, ctx, U, D, out, ws=HEAP, assign=False, recorded=False):
-        """Kᵀ D and the vjp, sharing M_L⁻¹ D."""
+    def backward(self, ctx, U, D, out, ws=HEAP, assign=False, recorded=False, add=None):
+        """Kᵀ D (+ add) and the vjp, sharing M_L⁻¹ D."""
         if out is not None and assign:
             self.clear(out)
-        return self._backward(ctx, U, D, out, ws, transpose=True)
+        Y = self._backward(ctx, U, D, out, ws, transpose=True)
+        return Y if add is None else add_into(Y, add)
 
     def _backward(self, ctx, U, D, out, ws, transpose):
         Q = self._over_m(D, ws)

@@ -13,7 +13,7 @@ import numpy as np
 
 from pontryx.meshes.errors import InputError
 from pontryx.solver.model.kernels.base import Kernel, Option, positive_int
-from pontryx.solver.model.threads import scale_rows
+from pontryx.solver.model.threads import add_into, scale_rows
 from pontryx.solver.model.workspace import HEAP
 
 __all__ = ["LowRankKernel"]
@@ -89,10 +89,10 @@ class LowRankKernel(Kernel):
         out["A"] += D @ P.T
         out["G"] += mU @ sp.sum(ctx["A"].T @ D).T
 
-    def backward(self, ctx, U, D, out, ws=HEAP, assign=False, recorded=False):
-        """Kᵀ D = M_L G (Aᵀ D) and the vjp, sharing Aᵀ D and M_L U."""
+    def backward(self, ctx, U, D, out, ws=HEAP, assign=False, recorded=False, add=None):
+        """Kᵀ D = M_L G (Aᵀ D) (+ add) and the vjp, sharing Aᵀ D and M_L U."""
         if out is None or isinstance(ctx, _Tangent):
-            return super().backward(ctx, U, D, out, ws, assign)
+            return super().backward(ctx, U, D, out, ws, assign, add=add)
         sp = self.space
         AD = sp.sum(ctx["A"].T @ D)  # Aᵀ D (R × S)
         mU = scale_rows(sp.m, U)
@@ -104,7 +104,8 @@ class LowRankKernel(Kernel):
             out["A"] += D @ P.T
             out["G"] += mU @ AD.T
         Y = ctx["G"] @ AD
-        return scale_rows(sp.m, Y, out=Y)
+        scale_rows(sp.m, Y, out=Y)
+        return Y if add is None else add_into(Y, add)
 
     def tangent(self, ctx, dtheta):
         return _Tangent(ctx, dtheta)

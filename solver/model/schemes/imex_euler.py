@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from pontryx.solver.model.schemes.base import AdjointRecord, Scheme, vjp2
-from pontryx.solver.model.threads import add_into, rows
+from pontryx.solver.model.threads import rows
 from pontryx.solver.model.workspace import HEAP
 
 __all__ = ["IMEXEuler"]
@@ -87,8 +87,7 @@ class IMEXEuler(Scheme):
                 gb[r] += d.sum(axis=1)
 
         rows(block, *Z.shape)
-        L = self.kernel.backward(ctx, U, D, grad, ws, assign=assign, recorded=stored)
-        add_into(L, Q)
+        L = self.kernel.backward(ctx, U, D, grad, ws, assign=assign, recorded=stored, add=Q)
         ws.give(D)
         return (L,)
 
