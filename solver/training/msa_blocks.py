@@ -83,7 +83,7 @@ class StateCurvature:
     dynamic programming, Mayne 1966, in its Gauss–Newton form)."""
 
     def __init__(self, net, U_old, sens, Yhat, hvp, S, mu):
-        self.net, self.U_old, self.sens = net, U_old, sens
+        self.net, self.U_old, self._sens, self._stacked = net, U_old, sens, None
         self.Yhat, self.hvp, self.S, self.mu = Yhat, hvp, float(S), float(mu)
 
     def __call__(self, U) -> tuple[float, float, tuple]:
@@ -91,23 +91,28 @@ class StateCurvature:
         summed over the width ranks, the cotangent ∂/∂U as a state tuple)."""
         sp, m = self.net.space, self.net.space.m[:, None]
         dU = tuple(a - b for a, b in zip(U, self.U_old, strict=True))
-        a = np.array(
-            [
-                np.sum([np.einsum("is,is->s", L, d) for L, d in zip(Lk, dU, strict=True)], axis=0)
-                for Lk in self.sens
-            ]
+        a = sum(
+            np.einsum("iks,is->ks", L, d) for L, d in zip(self.sens, dU, strict=True)
         )  # (K, S_local): Λ δU per sample, this rank's rows
         a = sp.sum(a)
         Ha = self.hvp(self.Yhat, a, self.S)
         gn = 0.5 * float(np.vdot(a, Ha))
         rows = 0.5 * self.mu * _dot(dU, tuple(m * d for d in dU))
-        cot = []
-        for c, d in enumerate(dU):
-            v = self.mu * m * d
-            for k, Lk in enumerate(self.sens):
-                v += Lk[c] * Ha[k][None, :]
-            cot.append(v)
-        return rows, gn, tuple(cot)
+        cot = tuple(
+            self.mu * m * d + np.einsum("iks,ks->is", L, Ha)
+            for L, d in zip(self.sens, dU, strict=True)
+        )
+        return rows, gn, cot
+
+    @property
+    def sens(self) -> tuple:
+        """Per state component c: Λ_k[c] of all k as one (rows, K, S) array (one
+        contraction over the rows per call instead of K), stacked at first use."""
+        if self._stacked is None:
+            self._stacked = tuple(
+                np.stack([Lk[c] for Lk in self._sens], axis=1) for c in range(len(self.U_old))
+            )
+        return self._stacked
 
 
 class LayerProblem(Block):
