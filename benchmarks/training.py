@@ -24,6 +24,10 @@ pass, and reports the time it first reached the target, the reduction and
 why it stopped.
 
     .venv/bin/python benchmarks/training.py [--smoke | --full] [--threads T]
+        [--data NAME ...] [--method NAME ...]
+
+(``--data``/``--method``: only those data sets / methods, e.g. ``--data digits
+--method lmvm emsa``; ``--method oneshot`` includes its to-tolerance rows.)
 """
 
 from __future__ import annotations
@@ -132,16 +136,21 @@ def worker(cfg: dict, threads: int) -> None:
 
 
 def main(argv=None) -> str:
-    args = C.arguments(__doc__, argv, threads=1)
+    p = C.parser(__doc__, threads=1)
+    p.add_argument("--data", nargs="+", help="only these data sets (ellipses digits)")
+    p.add_argument("--method", nargs="+", help="only these methods")
+    args = C.parse(p, argv)
     if args.worker:
         return C.in_worker(args, worker)
     title = "Training: time to accuracy"
     mode = C.mode(args)
     s = SETTINGS[mode]
     rows = []
-    for data, size in s["data"].items():
-        runs = [(m, m, {}) for m in s.get("methods", METHODS)]
-        if s.get("oneshot_tolerance"):
+    sets = {d: n for d, n in s["data"].items() if not args.data or d in args.data}
+    methods = [m for m in s.get("methods", METHODS) if not args.method or m in args.method]
+    for data, size in sets.items():
+        runs = [(m, m, {}) for m in methods]
+        if s.get("oneshot_tolerance") and "oneshot" in methods:
             extra = {"to_tolerance": True, "eval_every": 1, "budget": ONESHOT["budget"]}
             runs.append(("oneshot (to tolerance)", "oneshot", extra))
             for label, options in ONESHOT["variants"].items():
@@ -186,17 +195,17 @@ def main(argv=None) -> str:
         f"α = {MODEL['alpha']:g}, default options of every method, {args.threads} thread(s); "
         f"test accuracy checked every {s['eval_every']} iterations (not timed), "
         "time budget per method "
-        + ", ".join(f"{d} {b:g} s" for d, b in s["budget"].items())
+        + ", ".join(f"{d} {b:g} s" for d, b in s["budget"].items() if d in sets)
         + ". An iteration is an accepted TAO iteration (lmvm), a full-batch step "
         "(adam) or a sweep over all layers (msa, emsa: each sweep several L-BFGS "
         "iterations per layer). Targets: "
-        + ", ".join(f"{d} {100 * t:.0f} %" for d, t in TARGETS.items() if d in s["data"])
+        + ", ".join(f"{d} {100 * t:.0f} %" for d, t in TARGETS.items() if d in sets)
         + (
             ". An iteration of oneshot is an L-BFGS warm-start or a Newton step; "
             "oneshot (to tolerance): the one-shot kept running after the target until "
             f"its KKT residual met rtol = 10⁻⁶ or {ONESHOT['budget']:g} s, test accuracy "
             "every iteration"
-            if s.get("oneshot_tolerance")
+            if s.get("oneshot_tolerance") and "oneshot" in methods
             else ""
         )
         + ".\n\n"
