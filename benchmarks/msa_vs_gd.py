@@ -26,6 +26,10 @@ lbfgs and adam, BLMVM layer solves for msa/emsa): J at the end, the projected
 gradient norm (0 at a KKT point) and the fraction of W at its bound.
 
     .venv/bin/python benchmarks/msa_vs_gd.py [--smoke | --full] [--threads T] [--clock cpu]
+        [--method LABEL ...]
+
+(``--method``: only these rows by label, e.g. ``--method emsa "emsa (jacobi)" lmvm``;
+the depth-axis table runs with ``"emsa (jacobi)"``.)
 """
 
 from __future__ import annotations
@@ -170,11 +174,17 @@ def _at_time(curve, seconds):
 
 
 def main(argv=None) -> str:
-    args = C.arguments(__doc__, argv, threads=1)
+    p = C.parser(__doc__, threads=1)
+    p.add_argument("--method", nargs="+", help="only these rows (labels of METHODS)")
+    args = C.parse(p, argv)
     if args.worker:
         return C.in_worker(args, worker)
     s = SETTINGS[C.mode(args)]
-    labels = s.get("methods", tuple(METHODS))
+
+    def chosen(label):
+        return not args.method or label in args.method
+
+    labels = [label for label in s.get("methods", tuple(METHODS)) if chosen(label)]
     curves, notes, bounded = {}, {}, {}
     for label in labels:
         method, options = METHODS[label]
@@ -186,7 +196,7 @@ def main(argv=None) -> str:
             continue
         curves[label] = r["curve"]
         notes[label] = r["reason"]
-    for label in s.get("bounded", BOUNDED):
+    for label in [lb for lb in s.get("bounded", BOUNDED) if chosen(lb)]:
         method, options = METHODS[label]
         cfg = {**s, "method": method, "options": options, "bounded": True}
         try:
@@ -196,7 +206,7 @@ def main(argv=None) -> str:
         except RuntimeError as e:
             notes[f"{label} (bounded)"] = str(e).splitlines()[-1][:80]
     depth_rows = []
-    if s.get("depth", True):
+    if s.get("depth", True) and chosen("emsa (jacobi)"):
         method, options = METHODS["emsa (jacobi)"]
         times = {}
         for P in (1, 2):
