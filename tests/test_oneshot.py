@@ -230,6 +230,46 @@ def test_truncated_cg():
     assert (why, its) == ("max_it", 2)
 
 
+def test_steihaug_toint_path():
+    """Against assembled matrices: the interior Newton step, the M-norm recurrences
+    (boundary points have ‖p‖_M = Δ with M the inverse of the preconditioner), the
+    model decrease m(p) = gᵀp + ½pᵀWp, negative curvature followed to the boundary
+    with m < 0, and the path cut at a smaller radius equals a new solve there."""
+    from pontryx.solver.training.steihaug import TrustRegionPath
+
+    rng = np.random.default_rng(1)
+    Q = np.linalg.qr(rng.standard_normal((12, 12)))[0]
+    g = rng.standard_normal(12)
+    A = Q @ np.diag(np.linspace(1.0, 50.0, 12)) @ Q.T
+    B = Q @ np.diag(np.r_[-2.0, -0.5, np.linspace(1.0, 50.0, 10)]) @ Q.T
+    R = rng.standard_normal((12, 12))
+    Minv = R @ R.T / 12 + np.eye(12)
+    M = np.linalg.inv(Minv)
+
+    def model(W, p):
+        return g @ p + 0.5 * p @ W @ p
+
+    path = TrustRegionPath(A.dot, Minv.dot, g, np.vdot, 1e6, 1e-12, 50)
+    p, m, norm, edge = path.point()
+    assert path.reason == "rtol" and not edge and np.allclose(A @ p, -g, atol=1e-9)
+    assert m == pytest.approx(model(A, p), rel=1e-10)
+    assert norm == pytest.approx(np.sqrt(p @ M @ p), rel=1e-8)
+    for W in (A, B):
+        for radius in (0.05 * norm, 0.3 * norm, 0.9 * norm):
+            path = TrustRegionPath(W.dot, Minv.dot, g, np.vdot, radius, 1e-12, 50)
+            p, m, norm, edge = path.point()
+            assert edge and path.reason in ("boundary", "negative_curvature")
+            assert np.sqrt(p @ M @ p) == pytest.approx(radius, rel=1e-8) and norm == radius
+            assert m == pytest.approx(model(W, p), rel=1e-9, abs=1e-12) and m < 0
+            for smaller in (0.5 * radius, 0.1 * radius):
+                q, mq, _, _ = path.point(smaller)
+                fresh = TrustRegionPath(W.dot, Minv.dot, g, np.vdot, smaller, 1e-12, 50)
+                np.testing.assert_allclose(q, fresh.point()[0], rtol=1e-9, atol=1e-12)
+                assert mq == pytest.approx(model(W, q), rel=1e-9, abs=1e-12)
+    path = TrustRegionPath(B.dot, Minv.dot, g, np.vdot, 1e3, 1e-12, 50)
+    assert path.reason == "negative_curvature" and path.point()[1] < model(B, -Minv @ g)
+
+
 # -- the trainer ---------------------------------------------------------------------------------
 def _lmvm_reference(rf, controls, gatol=1e-12):
     names = rf.net.trainable

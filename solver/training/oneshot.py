@@ -104,12 +104,16 @@ from pontryx.solver.petsc import configure, destroy
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.kkt import KKT
 from pontryx.solver.training.lnks import CONTROL_BLOCKS, LBFGS, LNKS, PRECONDITIONERS
+from pontryx.solver.training.steihaug import TrustRegionPath
 
 __all__ = ["OneShot"]
 
 PREFIX = "pontryx_snes_"
 _ARMIJO, _BACKTRACKS = 1e-4, 30
 _RECORD_ARRAYS = {"imex_euler": 2}  # arrays of one layer's record (default 4)
+GLOBALISATIONS = ("line_search", "trust_region")
+# trust region: accept if actual/predicted > _ETA1, shrink below _ETA2, grow above _ETA3
+_ETA1, _ETA2, _ETA3 = 1e-4, 0.25, 0.75
 
 
 def _positive(v) -> bool:
@@ -177,6 +181,8 @@ class OneShot(Trainer):
         "inner_max_it": 10,
         "rho": 1.0,
         "restoration": True,
+        "globalisation": "line_search",
+        "radius": "auto",
         "petsc_options": {},
     }
 
@@ -205,11 +211,20 @@ class OneShot(Trainer):
             ("inner_rtol", _positive(o["inner_rtol"]) and o["inner_rtol"] < 1,
              "0 < inner_rtol < 1"),
             ("inner_max_it", _count(o["inner_max_it"], 1), "an integer ≥ 1"),
+            ("globalisation", o["globalisation"] in GLOBALISATIONS,
+             "line_search or trust_region"),
+            ("radius", o["radius"] == "auto" or _positive(o["radius"]), "auto or a radius > 0"),
             ("petsc_options", isinstance(o["petsc_options"], dict), "a mapping"),
         )  # fmt: skip
         for key, ok, want in checks:
             if not ok:
                 raise InputError(f"expected {want}, got {show(o[key])}", key)
+        if o["globalisation"] == "trust_region" and o["stages"]:
+            raise InputError(
+                "expected 0 with globalisation: trust_region (a reduced-space method: "
+                f"strong constraints only), got {show(o['stages'])}",
+                "stages",
+            )
         self.net = rf.net
         self.kkt = KKT(rf, controls, self._R_f(0))
         depth = self.kkt.blocks.comm.size
@@ -227,6 +242,7 @@ class OneShot(Trainer):
         self.F_ref = self.F_norm = self.F_stage = None
         self.L = self.feasibility = 0.0
         self.rho, self.eta = float(o["rho"]), 0.5
+        self.radius = None if o["radius"] == "auto" else float(o["radius"])
         self.ksp = self._A = None
         self._J = self._g = self._F_prev = None
 
@@ -323,7 +339,10 @@ class OneShot(Trainer):
                     self._start_newton()
                 if self._check_stage():
                     return
-                rec = self._newton_step()
+                if self.options["globalisation"] == "trust_region":
+                    rec = self._trust_region_step()
+                else:
+                    rec = self._newton_step()
             yield rec
 
     # -- warm start: L-BFGS on J(θ) -------------------------------------------------------------
@@ -390,7 +409,7 @@ class OneShot(Trainer):
         """x = (θ, U(θ), Λ(θ)): the forward states and the adjoint of the current controls."""
         self._restore_states(self.kkt.theta_of_controls(self.controls)[self.kkt.theta_slice])
         self.F_stage = self.F_norm
-        if self.ksp is None:
+        if self.ksp is None and self.options["globalisation"] == "line_search":
             self.ksp = self._make_ksp()
 
     def _restore_states(self, theta):
@@ -539,6 +558,62 @@ class OneShot(Trainer):
         )
         return self.record(J, grad, **extra)
 
+    def _trust_region_step(self):
+        """One reduced-space Newton trust-region step (module docstring, item 5)."""
+        k, rf, P, H = self.kkt, self.rf, self.lnks, self.lbfgs
+        P.sweeps = P.inner_its = 0
+        self.eta = self._forcing()
+        g = self.F[k.theta_slice].copy()
+        if self.radius is None:  # the M-norm of the quasi-Newton step −B_z⁻¹ g
+            self.radius = math.sqrt(max(k.dot(g, H.apply(g, self.options["initial_hessian"])), 0))
+        path = TrustRegionPath(
+            P.reduced_hessian, lambda r: H.apply(r, self.options["initial_hessian"]), g,
+            k.dot, self.radius, self.eta, self.options["krylov_max_it"],
+        )  # fmt: skip
+        theta0, J0 = self.x[k.theta_slice].copy(), self.L
+        trial = self.controls.copy()
+        accepted, t = False, 1.0
+        for _ in range(_BACKTRACKS):
+            p, m, norm, edge = path.point(self.radius)
+            k.controls_of_theta(theta0 + p, trial)
+            J, grad = rf.value_and_gradient(trial)
+            actual, predicted = J0 - J, -m
+            small = 10 * np.finfo(float).eps * max(abs(J0), 1e-300)
+            ratio = 1.0 if abs(actual) <= small and predicted <= small else (
+                actual / predicted if predicted > 0 else -1.0
+            )  # fmt: skip
+            if not math.isfinite(J):
+                ratio = -1.0
+            if ratio < _ETA2:
+                self.radius = _ETA2 * norm
+            elif ratio > _ETA3 and edge:
+                self.radius = 2.0 * self.radius
+            if ratio > _ETA1:
+                accepted = True
+                break
+            t = 0.0
+        self.newton_its += 1
+        F0 = self.F_norm
+        if accepted:
+            self._F_prev = F0
+            for name in self.controls:
+                self.controls[name][...] = trial[name]
+            self._restore_states(theta0 + p)
+            H.update(p, self.F[k.theta_slice] - g)
+            t = 1.0
+        else:
+            self.failed = "DIVERGED_TR_REDUCTION"
+            k.controls_of_theta(theta0, self.controls)
+            J, grad = rf.value_and_gradient(self.controls)
+            p, t = 0 * g, 0.0
+        self.iteration += 1
+        extra = self._extra(
+            "newton", self.F_norm, k.block_norms(self.F), self.L, t, path.iterations,
+            f"trust_region:{path.reason}", 0, P.sweeps,
+        )  # fmt: skip
+        extra["radius"] = float(self.radius)
+        return self.record(J, grad, **extra)
+
     # -- checkpointing ----------------------------------------------------------------------
     def state(self):
         """Controls, iteration and the solver's state on this rank: the phase, stage,
@@ -554,6 +629,7 @@ class OneShot(Trainer):
             np.nan if self.F_stage is None else self.F_stage,
             np.nan if getattr(self, "_F_prev", None) is None else self._F_prev,
             1.0 if self.phase == "newton" else 0.0,
+            np.nan if self.radius is None else self.radius,
         ]
         out["oneshot/scalars"] = np.array(scalars, dtype=float)
         if self.x is not None:
@@ -585,6 +661,7 @@ class OneShot(Trainer):
         self.F_stage = None if np.isnan(s[5]) else float(s[5])
         self._F_prev = None if np.isnan(s[6]) else float(s[6])
         self.phase = "newton" if s[7] else "lbfgs"
+        self.radius = None if len(s) < 9 or np.isnan(s[8]) else float(s[8])
         self.lbfgs.restore(state, "oneshot/lbfgs/")
         self.kkt.R_f = self._R_f(self.stage)
         if "oneshot/x" in state:
