@@ -330,6 +330,44 @@ def test_newton_reaches_the_lmvm_minimiser(preconditioner, control):
     t.destroy()
 
 
+def test_trust_region_reaches_the_lmvm_minimiser():
+    """globalisation: trust_region (reduced-space Newton trust region, exact reduced
+    Hessian): the LMVM minimiser to the KKT tolerance, superlinear at the end, every
+    iterate consistent (state and costate rows zero: F = (∇J, 0, 0))."""
+    rf, th = _convex_problem()
+    ref = _lmvm_reference(rf, th)
+    t = OneShot(rf, th.copy(), warm_start=2, rtol=1e-10, globalisation="trust_region")
+    recs = list(t.iterate(30))
+    assert t.converged == "CONVERGED_FNORM_RELATIVE" and t.failed is None
+    newton = [r for r in recs if r.extra["phase"] == "newton"]
+    assert 1 <= len(newton) <= 10
+    F = [r.extra["kkt_residual"] for r in newton]
+    assert F[-1] <= 1e-10 * t.F_ref and F[-2] < 1e-2 * F[-3]
+    assert all(r.extra["kkt_state"] < 1e-12 and r.extra["kkt_costate"] < 1e-12 for r in newton)
+    assert all(r.extra["radius"] > 0 and r.extra["step"] == 1.0 for r in newton)
+    names = rf.net.trainable
+    diff = (t.controls.subset(names) - ref.subset(names)).norm()
+    assert diff < 1e-6 * ref.subset(names).norm()
+    t.destroy()
+
+
+def test_trust_region_on_a_non_convex_problem():
+    """Far from a minimiser (α = 10⁻², two warm-start steps) the trust-region steps
+    follow negative curvature to the boundary, J falls monotonically, the radius
+    adapts, and the iterates stay consistent (state rows zero)."""
+    rf, th = _problem(alpha=1e-2)
+    t = OneShot(rf, th.copy(), warm_start=2, globalisation="trust_region")
+    recs = list(t.iterate(20))
+    newton = [r for r in recs if r.extra["phase"] == "newton"]
+    reasons = {r.extra["direction"] for r in newton}
+    assert "trust_region:negative_curvature" in reasons and "trust_region:rtol" in reasons
+    J = [r.loss for r in recs]
+    assert all(b <= a for a, b in itertools.pairwise(J)) and J[-1] < 0.1 * J[0]
+    assert len({r.extra["radius"] for r in newton}) > 2 and t.failed is None
+    assert all(r.extra["kkt_state"] < 1e-12 for r in newton)
+    t.destroy()
+
+
 def test_record_fields_and_honest_status():
     rf, th = _problem(alpha=1e-2)
     t = OneShot(rf, th.copy(), warm_start=1, max_it=2, rtol=1e-14)
@@ -420,6 +458,17 @@ def test_iterates_agree_on_every_layout(comm):
         layout.destroy()
 
 
+def test_trust_region_agrees_on_every_layout(comm):
+    """The trust-region iteration (its CG decisions, ratios and radii from global
+    inner products) gives the same iterates on one rank and on every split."""
+    opts = {"globalisation": "trust_region"}
+    ref = _losses(None, MPI.COMM_SELF, **opts)
+    for sizes in ({"depth": comm.size}, {"data": comm.size}, {"width": comm.size}):
+        layout = Layout.create(comm, **sizes)
+        np.testing.assert_allclose(_losses(layout, comm, chunks=2, **opts), ref, rtol=1e-9)
+        layout.destroy()
+
+
 @pytest.mark.parametrize("control", ["gauss_newton", "exact"])
 def test_inner_control_block_agrees_on_every_layout(comm, control):
     """The inner CG of the control block (collective: its stopping decisions from
@@ -457,10 +506,12 @@ def test_memory_estimate_and_option_errors():
         ("atol", -1.0), ("max_it", 0), ("krylov_max_it", 0), ("forcing", 1.5),
         ("stages", -1), ("R0", -1.0), ("a", 0.5), ("chunks", 0), ("rho", 0.0),
         ("restoration", "yes"), ("petsc_options", 3), ("control", "newton"),
-        ("inner_rtol", 1.0), ("inner_max_it", 0),
+        ("inner_rtol", 1.0), ("inner_max_it", 0), ("globalisation", "filter"), ("radius", 0.0),
     ):  # fmt: skip
         with pytest.raises(InputError, match=rf"^{key}: expected"):
             OneShot(rf, th, **{key: value})
+    with pytest.raises(InputError, match=r"^stages: expected 0 with globalisation: trust_region"):
+        OneShot(rf, th, stages=1, globalisation="trust_region")
     with pytest.raises(InputError, match=r"^max_unknowns: not an option"):
         OneShot(rf, th, max_unknowns=10)
 

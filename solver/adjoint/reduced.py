@@ -335,6 +335,16 @@ class ReducedFunctional:
         self._grad = grad
         return J, grad
 
+    def value_gradient_trajectory(self, controls: Controls):
+        """(J(θ), ∇J(θ), the :meth:`trajectory`) from one forward and one adjoint
+        sweep that keeps every state and costate (as :meth:`value_and_gradient`
+        otherwise: sets :attr:`last`)."""
+        res = self.trajectory(controls)
+        J, grad, misfit, stat = self.reduce(controls, res.gradient, res.misfit, res.stat)
+        self.last = {"misfit": misfit, "stat": stat, "J": J, "gradient": grad}
+        self._grad = grad
+        return J, grad, res
+
     def trajectory(self, controls: Controls, sensitivities: bool = False):
         """The gradient sweep keeping every state and costate (Pontryagin methods),
         with ``sensitivities`` also ∂Ŷ_k/∂Uⁿ: the :class:`~.sweep.SweepResult`

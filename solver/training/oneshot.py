@@ -412,13 +412,14 @@ class OneShot(Trainer):
         if self.ksp is None and self.options["globalisation"] == "line_search":
             self.ksp = self._make_ksp()
 
-    def _restore_states(self, theta):
+    def _restore_states(self, theta, traj=None):
         """x = (θ, U(θ), Λ(θ)) for the θ part ``theta``: the states of the forward sweep
-        and the costates of the adjoint sweep at θ (whole depth on every depth rank),
-        linearised there; F_U = F_Λ = 0 (for R_f = ∞) and L = J(θ)."""
+        and the costates of the adjoint sweep at θ (whole depth on every depth rank;
+        ``traj``: that sweep's trajectory if already computed), linearised there;
+        F_U = F_Λ = 0 (for R_f = ∞) and L = J(θ)."""
         k, b = self.kkt, self.kkt.blocks
         k.controls_of_theta(theta, self.controls)
-        traj = self.rf.trajectory(self.controls)
+        traj = self.rf.trajectory(self.controls) if traj is None else traj
         U, Lam = traj.states[b.lo + 1 : b.hi + 1], traj.costates[b.lo + 1 : b.hi + 1]
         self.x = k.pack(theta, U, Lam)
         self._linearise()
@@ -576,7 +577,7 @@ class OneShot(Trainer):
         for _ in range(_BACKTRACKS):
             p, m, norm, edge = path.point(self.radius)
             k.controls_of_theta(theta0 + p, trial)
-            J, grad = rf.value_and_gradient(trial)
+            J, grad, traj = rf.value_gradient_trajectory(trial)
             actual, predicted = J0 - J, -m
             small = 10 * np.finfo(float).eps * max(abs(J0), 1e-300)
             ratio = 1.0 if abs(actual) <= small and predicted <= small else (
@@ -596,9 +597,7 @@ class OneShot(Trainer):
         F0 = self.F_norm
         if accepted:
             self._F_prev = F0
-            for name in self.controls:
-                self.controls[name][...] = trial[name]
-            self._restore_states(theta0 + p)
+            self._restore_states(theta0 + p, traj)
             H.update(p, self.F[k.theta_slice] - g)
             t = 1.0
         else:
