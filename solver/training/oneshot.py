@@ -50,6 +50,29 @@ Newton step k (one :class:`~.base.Record`):
    exact reduced Hessian action at the new point (one tangent and one
    second-order sweep; pairs with sᵀW_z s ≤ 0 are skipped).
 
+Trust region (option ``globalisation: trust_region``; the default
+``line_search`` is items 1–4): a reduced-space Newton trust-region method on
+J(θ) with the one-shot's operators, every iterate consistent — x = (θ, U(θ),
+Λ(θ)), so F = (∇J, 0, 0) and ‖F‖ is the KKT residual it reports. Step k:
+
+5. Steihaug–Toint CG (:class:`.steihaug.TrustRegionPath`) on the model
+   m(p) = gᵀp + ½ pᵀ W p, ‖p‖_M ≤ Δ, with g = F_θ, W the exact reduced Hessian
+   W_z (``model: exact``, default: one forward tangent and one backward
+   second-order sweep per CG iteration, :meth:`.lnks.LNKS.reduced_hessian`) or its
+   Gauss–Newton part (``model: gauss_newton``), preconditioned by the L-BFGS
+   inverse B_z⁻¹ (M = B_z), to the forcing η_k of item 1 or ``krylov_max_it`` CG
+   iterations; negative curvature goes to the boundary of the region instead of
+   stopping. The trial θ + p is evaluated by one forward and one adjoint sweep
+   (keeping the trajectory); with ρ = (J(θ) − J(θ + p)) / (−m(p)) the step is
+   accepted if ρ > 10⁻⁴ and Δ ← ¼‖p‖_M if ρ < ¼, Δ ← 2Δ if ρ > ¾ and p is on the
+   boundary (Conn, Gould & Toint 2000, Alg. 6.1.1); a rejected step is retried
+   on the same CG path cut at the smaller radius (no new Hessian products), at
+   most 30 times, then ``DIVERGED_TR_REDUCTION``. Initial Δ: option ``radius``
+   (``auto``: ‖B_z⁻¹ g‖_M, the length of the quasi-Newton step). The accepted
+   point's trajectory becomes x (states and costates) and is linearised there;
+   B_z is updated with (p, ∇J(θ + p) − ∇J(θ)). Annealing stages are refused
+   (the reduced functional is the strong-constraint one).
+
 Warm start (option ``warm_start``, default 20): that many L-BFGS iterations
 (two-loop recursion in the L²(M_L) metric, Armijo backtracking) on the reduced
 functional J(θ) first, each one Record (extra ``phase`` = ``lbfgs``); its
@@ -67,7 +90,8 @@ Status (honest): ``converged`` is set (``CONVERGED_FNORM_RELATIVE`` or
 ``CONVERGED_FNORM_ABS``) only when ‖F‖ ≤ max(``atol``, ``rtol`` · ‖F(x₀)‖) on the
 strong-constraint system, with x₀ the initial controls with their states and
 costates (‖F(x₀)‖ = ‖∇J(θ₀)‖); ``failed`` is set to ``DIVERGED_LINE_SEARCH``
-(no acceptable step) or ``DIVERGED_MAX_IT`` (``max_it`` Newton steps in a stage).
+(no acceptable step), ``DIVERGED_TR_REDUCTION`` (trust region: no acceptable
+step) or ``DIVERGED_MAX_IT`` (``max_it`` Newton steps in a stage).
 The norms are Euclidean over all unknowns.
 
 Record (one per L-BFGS or Newton step): loss, misfit, accuracy, ‖∇J‖ and the
@@ -78,7 +102,10 @@ Pontryagin residual of the reduced functional at the new θ (one sweep), and in
 ``ksp_its`` (Krylov iterations), ``inner_its`` (inner CG iterations of the
 control block), ``sweeps`` (the preconditioner's and the L-BFGS update's
 tangent and adjoint sweeps through depth), ``direction`` (newton | quasi_newton | lbfgs),
-``rho``, ``eta`` (forcing).
+``rho``, ``eta`` (forcing); with the trust region ``direction`` is
+``trust_region:<model>:<end of the CG path>`` (rtol | max_it | boundary |
+negative_curvature), ``ksp_its`` the CG iterations, ``radius`` Δ after the step,
+``ratio`` ρ of the last trial and ``trials`` (1 + rejected trials).
 
 Parallel: width (rows of V_h), data (samples; θ on data rank 0) and depth
 (contiguous blocks of layers, :mod:`.kkt`; the preconditioner's sweeps
@@ -112,6 +139,7 @@ PREFIX = "pontryx_snes_"
 _ARMIJO, _BACKTRACKS = 1e-4, 30
 _RECORD_ARRAYS = {"imex_euler": 2}  # arrays of one layer's record (default 4)
 GLOBALISATIONS = ("line_search", "trust_region")
+MODELS = ("exact", "gauss_newton")
 # trust region: accept if actual/predicted > _ETA1, shrink below _ETA2, grow above _ETA3
 _ETA1, _ETA2, _ETA3 = 1e-4, 0.25, 0.75
 
@@ -156,6 +184,8 @@ class OneShot(Trainer):
     ``forcing`` ("ew" or a fixed η in (0, 1)), ``stages`` (precision annealing
     stages, 0), ``R0`` (1e4), ``a`` (10), ``chunks`` ("auto" or an integer ≥ 1),
     ``control`` (lbfgs | gauss_newton | exact), ``inner_rtol`` (0.1), ``inner_max_it`` (10),
+    ``globalisation`` (line_search | trust_region), ``radius`` (auto | Δ₀ > 0), ``model``
+    (exact | gauss_newton: the trust region's reduced Hessian),
     ``petsc_options`` (options of the KSP without its prefix ``pontryx_snes_``).
     """
 
@@ -183,6 +213,7 @@ class OneShot(Trainer):
         "restoration": True,
         "globalisation": "line_search",
         "radius": "auto",
+        "model": "exact",
         "petsc_options": {},
     }
 
@@ -214,6 +245,7 @@ class OneShot(Trainer):
             ("globalisation", o["globalisation"] in GLOBALISATIONS,
              "line_search or trust_region"),
             ("radius", o["radius"] == "auto" or _positive(o["radius"]), "auto or a radius > 0"),
+            ("model", o["model"] in MODELS, "exact or gauss_newton"),
             ("petsc_options", isinstance(o["petsc_options"], dict), "a mapping"),
         )  # fmt: skip
         for key, ok, want in checks:
@@ -567,13 +599,15 @@ class OneShot(Trainer):
         g = self.F[k.theta_slice].copy()
         if self.radius is None:  # the M-norm of the quasi-Newton step −B_z⁻¹ g
             self.radius = math.sqrt(max(k.dot(g, H.apply(g, self.options["initial_hessian"])), 0))
+        gn = self.options["model"] == "gauss_newton"
         path = TrustRegionPath(
-            P.reduced_hessian, lambda r: H.apply(r, self.options["initial_hessian"]), g,
-            k.dot, self.radius, self.eta, self.options["krylov_max_it"],
+            lambda v: P.reduced_hessian(v, gauss_newton=gn),
+            lambda r: H.apply(r, self.options["initial_hessian"]),
+            g, k.dot, self.radius, self.eta, self.options["krylov_max_it"],
         )  # fmt: skip
         theta0, J0 = self.x[k.theta_slice].copy(), self.L
         trial = self.controls.copy()
-        accepted, t = False, 1.0
+        accepted, trials = False, 0
         for _ in range(_BACKTRACKS):
             p, m, norm, edge = path.point(self.radius)
             k.controls_of_theta(theta0 + p, trial)
@@ -589,10 +623,10 @@ class OneShot(Trainer):
                 self.radius = _ETA2 * norm
             elif ratio > _ETA3 and edge:
                 self.radius = 2.0 * self.radius
+            trials += 1
             if ratio > _ETA1:
                 accepted = True
                 break
-            t = 0.0
         self.newton_its += 1
         F0 = self.F_norm
         if accepted:
@@ -608,9 +642,9 @@ class OneShot(Trainer):
         self.iteration += 1
         extra = self._extra(
             "newton", self.F_norm, k.block_norms(self.F), self.L, t, path.iterations,
-            f"trust_region:{path.reason}", 0, P.sweeps,
+            f"trust_region:{'gauss_newton' if gn else 'exact'}:{path.reason}", 0, P.sweeps,
         )  # fmt: skip
-        extra["radius"] = float(self.radius)
+        extra.update(radius=float(self.radius), ratio=float(ratio), trials=trials)
         return self.record(J, grad, **extra)
 
     # -- checkpointing ----------------------------------------------------------------------
