@@ -91,6 +91,7 @@ def krylov(cfg: dict) -> dict:
     net, rf, theta = _problem(cfg["n"], cfg["S"], cfg["L"])
     N = net.space.N
     opts = {"preconditioner": cfg["pc"], "control": cfg.get("control", "lbfgs")}
+    opts["globalisation"] = "line_search"  # the full-space Newton–Krylov steps
     t = OneShot(rf, theta.copy(), warm_start=cfg["warm"], **opts)
     list(t.iterate(cfg["warm"]))
     t._start_newton()

@@ -310,7 +310,7 @@ def _convex_problem(comm=MPI.COMM_WORLD, layout=None):
 def test_newton_reaches_the_lmvm_minimiser(preconditioner, control):
     rf, th = _convex_problem()
     ref = _lmvm_reference(rf, th)
-    opts = {"preconditioner": preconditioner, "control": control}
+    opts = {"preconditioner": preconditioner, "control": control, "globalisation": "line_search"}
     t = OneShot(rf, th.copy(), warm_start=2, rtol=1e-10, **opts)
     recs = list(t.iterate(30))
     assert t.converged == "CONVERGED_FNORM_RELATIVE" and t.failed is None
@@ -368,9 +368,10 @@ def test_trust_region_on_a_non_convex_problem():
     t.destroy()
 
 
-def test_record_fields_and_honest_status():
+@pytest.mark.parametrize("globalisation", ["trust_region", "line_search"])
+def test_record_fields_and_honest_status(globalisation):
     rf, th = _problem(alpha=1e-2)
-    t = OneShot(rf, th.copy(), warm_start=1, max_it=2, rtol=1e-14)
+    t = OneShot(rf, th.copy(), warm_start=1, max_it=2, rtol=1e-14, globalisation=globalisation)
     recs = list(t.iterate(10))
     assert len(recs) == 3 and t.converged is None and t.failed == "DIVERGED_MAX_IT"
     keys = {"phase", "R_f", "kkt_residual", "kkt_reduction", "kkt_state", "kkt_costate"}
@@ -382,7 +383,10 @@ def test_record_fields_and_honest_status():
             assert r.loss == pytest.approx(J, rel=1e-13)
             assert r.grad_norm == pytest.approx(t.gradient_norm(g), rel=1e-12)
     assert recs[0].extra["phase"] == "lbfgs" and recs[0].extra["kkt_state"] == 0.0
-    assert {r.extra["direction"].split("+")[0] for r in recs[1:]} <= {"newton", "quasi_newton"}
+    directions = {r.extra["direction"].split("+")[0].split(":")[0] for r in recs[1:]}
+    assert directions <= (
+        {"trust_region"} if globalisation == "trust_region" else {"newton", "quasi_newton"}
+    )
     t.destroy()
 
 
@@ -391,7 +395,7 @@ def test_globalisation_on_a_non_convex_problem():
     negative curvature (quasi-Newton steps), restores rejected trial points and
     shortens steps, and J falls."""
     rf, th = _problem(alpha=1e-2)
-    t = OneShot(rf, th.copy(), warm_start=2)
+    t = OneShot(rf, th.copy(), warm_start=2, globalisation="line_search")
     recs = list(t.iterate(20))
     directions = {r.extra["direction"] for r in recs}
     assert {"newton", "quasi_newton", "newton+restoration"} <= directions
@@ -402,7 +406,8 @@ def test_globalisation_on_a_non_convex_problem():
 
 def test_precision_annealing_stages():
     rf, th = _convex_problem()
-    t = OneShot(rf, th.copy(), warm_start=0, stages=2, R0=1e2, a=10.0, rtol=1e-9)
+    opts = {"stages": 2, "R0": 1e2, "a": 10.0, "globalisation": "line_search"}
+    t = OneShot(rf, th.copy(), warm_start=0, rtol=1e-9, **opts)
     recs = list(t.iterate(40))
     assert t.converged
     R_f = [r.extra["R_f"] for r in recs]
@@ -450,11 +455,12 @@ def _losses(layout, comm, chunks=1, **options):
 def test_iterates_agree_on_every_layout(comm):
     """One rank vs width × data × depth splits of the ranks (and sample chunks of the
     pipelined sweeps): the same iterates up to round-off."""
-    ref = _losses(None, MPI.COMM_SELF)
-    np.testing.assert_allclose(_losses(None, MPI.COMM_SELF, chunks=3), ref, rtol=1e-9)
+    opts = {"globalisation": "line_search"}
+    ref = _losses(None, MPI.COMM_SELF, **opts)
+    np.testing.assert_allclose(_losses(None, MPI.COMM_SELF, chunks=3, **opts), ref, rtol=1e-9)
     for sizes in ({"depth": comm.size}, {"data": comm.size}, {"width": comm.size}):
         layout = Layout.create(comm, **sizes)
-        np.testing.assert_allclose(_losses(layout, comm, chunks=2), ref, rtol=1e-9)
+        np.testing.assert_allclose(_losses(layout, comm, chunks=2, **opts), ref, rtol=1e-9)
         layout.destroy()
 
 
@@ -463,6 +469,7 @@ def test_trust_region_agrees_on_every_layout(comm):
     inner products) gives the same iterates on one rank and on every split."""
     opts = {"globalisation": "trust_region"}
     ref = _losses(None, MPI.COMM_SELF, **opts)
+    np.testing.assert_allclose(_losses(None, MPI.COMM_SELF, chunks=3, **opts), ref, rtol=1e-9)
     for sizes in ({"depth": comm.size}, {"data": comm.size}, {"width": comm.size}):
         layout = Layout.create(comm, **sizes)
         np.testing.assert_allclose(_losses(layout, comm, chunks=2, **opts), ref, rtol=1e-9)
@@ -475,6 +482,7 @@ def test_inner_control_block_agrees_on_every_layout(comm, control):
     global inner products) gives the same iterates on one rank and on the depth
     and data splits."""
     opts = {"control": control, "preconditioner": "p4", "inner_max_it": 4}
+    opts["globalisation"] = "line_search"
     ref = _losses(None, MPI.COMM_SELF, **opts)
     for sizes in ({"depth": comm.size}, {"data": comm.size}):
         layout = Layout.create(comm, **sizes)

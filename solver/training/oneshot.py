@@ -9,7 +9,7 @@ Lagrange–Newton–Krylov–Schur method of Biros & Ghattas (SIAM J. Sci. Compu
 call this view of training "deepest learning"; their precision annealing is
 kept as an optional continuation.
 
-Newton step k (one :class:`~.base.Record`):
+Line search (``globalisation: line_search``), Newton step k (one :class:`~.base.Record`):
 
 1. Solve K p = −F(x) with right-preconditioned GMRES (PETSc KSP, options prefix
    ``pontryx_snes_``): K the exact Jacobian (the Hessian of L, :meth:`.kkt.KKT.apply`,
@@ -50,8 +50,8 @@ Newton step k (one :class:`~.base.Record`):
    exact reduced Hessian action at the new point (one tangent and one
    second-order sweep; pairs with sᵀW_z s ≤ 0 are skipped).
 
-Trust region (option ``globalisation: trust_region``; the default
-``line_search`` is items 1–4): a reduced-space Newton trust-region method on
+Trust region (option ``globalisation: trust_region``, the default; items 1–4
+are ``globalisation: line_search``): a reduced-space Newton trust-region method on
 J(θ) with the one-shot's operators, every iterate consistent — x = (θ, U(θ),
 Λ(θ)), so F = (∇J, 0, 0) and ‖F‖ is the KKT residual it reports. Step k:
 
@@ -211,7 +211,7 @@ class OneShot(Trainer):
         "inner_max_it": 10,
         "rho": 1.0,
         "restoration": True,
-        "globalisation": "line_search",
+        "globalisation": "trust_region",
         "radius": "auto",
         "model": "exact",
         "petsc_options": {},
