@@ -2,13 +2,14 @@
 
 1. Krylov iterations: on ``ellipses`` (dense kernel, tanh, T = 1, α = 10⁻⁴, the
    model of ``training.py``) after the one-shot's default warm start (20 L-BFGS
-   iterations), the iterations right-preconditioned GMRES(100) needs to reduce the
+   iterations): for the default trust region (``tr``) the mean Steihaug–Toint CG
+   iterations per Newton step over its first Newton steps; for the full-space
+   line search the iterations right-preconditioned GMRES(100) needs to reduce the
    residual of the first Newton system K p = −F 10× and 100× with the LNKS
-   preconditioner (P₂, the default; P₄ too in ``--full``), and the mean Krylov
-   iterations per Newton step over the first Newton steps of the solver with its
-   default options; against the samples S, the dofs N and the layers N_t (one
-   varied, the others at the base point). The goal: within 1.5× from S = 100 to
-   1000 and N_t = 8 to 64.
+   preconditioner (P₂; P₄ too in ``--full``), and the mean Krylov iterations per
+   Newton step over the first Newton steps; against the samples S, the dofs N
+   and the layers N_t (one varied, the others at the base point). The goal:
+   within 1.5× from S = 100 to 1000 and N_t = 8 to 64.
 2. Depth axis: the KKT Jacobian action (layers independent, the block ends
    exchanged) and the preconditioner (sweeps pipelined over sample chunks) on
    1 rank and on 2 ranks with ``parallel.depth = 2`` (one BLAS thread each),
@@ -38,7 +39,7 @@ SETTINGS = {
         "S": [12, 24],
         "L": [2, 4],
         "n": [2, 3],
-        "pcs": ("p2", "p4/gauss_newton"),
+        "pcs": ("tr", "p2", "p4/gauss_newton"),
         "depth": (3, 16, 8),
         "warm": 2,
         "newton": 1,
@@ -48,7 +49,7 @@ SETTINGS = {
         "S": [100, 300, 1000],
         "L": [8, 16, 32, 64],
         "n": [4, 8, 16],
-        "pcs": ("p2", "p4/gauss_newton"),
+        "pcs": ("tr", "p2", "p4/gauss_newton"),
         "depth": (8, 1000, 64),
         "warm": 20,
         "newton": 5,
@@ -58,7 +59,7 @@ SETTINGS = {
         "S": [100, 300, 1000],
         "L": [8, 16, 32, 64],
         "n": [4, 8, 16],
-        "pcs": ("p2", "p4", "p2/gauss_newton", "p4/gauss_newton", "p4/exact"),
+        "pcs": ("tr", "p2", "p4", "p2/gauss_newton", "p4/gauss_newton", "p4/exact"),
         "depth": (8, 1000, 64),
         "warm": 20,
         "newton": 10,
@@ -89,7 +90,8 @@ def krylov(cfg: dict) -> dict:
     from pontryx.solver.training.oneshot import OneShot
 
     net, rf, theta = _problem(cfg["n"], cfg["S"], cfg["L"])
-    N = net.space.N
+    if cfg["pc"] == "tr":  # the trust region (default): CG iterations per Newton step
+        return _steps(cfg, net, rf, theta, {"globalisation": "trust_region"}, [None, None])
     opts = {"preconditioner": cfg["pc"], "control": cfg.get("control", "lbfgs")}
     opts["globalisation"] = "line_search"  # the full-space Newton–Krylov steps
     t = OneShot(rf, theta.copy(), warm_start=cfg["warm"], **opts)
@@ -105,6 +107,14 @@ def krylov(cfg: dict) -> dict:
     h = h / h[0]
     first = [int(np.argmax(h <= tol)) if (h <= tol).any() else None for tol in (1e-1, 1e-2)]
     t.destroy()
+    return _steps(cfg, net, rf, theta, opts, first)
+
+
+def _steps(cfg, net, rf, theta, opts, first) -> dict:
+    """The warm start, then ``newton`` Newton steps: their Krylov (or CG) iterations."""
+    from pontryx.solver.training.oneshot import OneShot
+
+    N = net.space.N
     t = OneShot(rf, theta, warm_start=cfg["warm"], **opts)
     list(t.iterate(cfg["warm"]))
     its, inner, sweeps, seconds = [], [], [], 0.0
@@ -235,8 +245,8 @@ def main(argv=None) -> str:
     )["results"]
     got = {(r["n"], r["S"], r["L"], r["variant"]): res for r, res in zip(runs, results)}
 
-    def first(v):
-        return "> 100" if v is None else v
+    def first(v, pc):
+        return "–" if pc == "tr" else "> 100" if v is None else v
 
     rows = []
     for key, values in axes:
@@ -248,7 +258,8 @@ def main(argv=None) -> str:
                 k = max(len(r["its"]), 1)
                 mean = sum(r["its"]) / k
                 inner, sweeps = sum(r["inner"]) / k, sum(r["sweeps"]) / k
-                row += [first(r["first"][0]), first(r["first"][1]), mean, inner, sweeps, r["time"]]
+                row += [first(r["first"][0], pc), first(r["first"][1], pc), mean, inner, sweeps]
+                row.append(r["time"])
             rows.append(row)
     spread = []
     for key, label in (("S", "S"), ("L", "N_t")):
@@ -278,7 +289,10 @@ def main(argv=None) -> str:
 
     body = (
         f"Ellipses, dense kernel on unit_square, tanh, T = 1, α = {ALPHA:g}; the one-shot "
-        f"with its default options ({s['warm']} L-BFGS warm-start iterations). Iterations of "
+        f"({s['warm']} L-BFGS warm-start iterations); tr: the default trust region (its "
+        "Krylov iterations are the Steihaug–Toint CG iterations per Newton step, at most 20), "
+        "p2, p4/…: the full-space line search with that preconditioner and control "
+        "block. Iterations of "
         "GMRES(100) on the first Newton system to reduce its residual 10× and 100× "
         f'("> 100": not within 100), and the mean Krylov iterations of the first {s["newton"]} '
         "Newton steps (Eisenstat–Walker forcing, at most 20 each) with the seconds per "
