@@ -295,7 +295,8 @@ class OneShot(Trainer):
         copies (:attr:`memory_copies`) and the reduced sweep's states (both counted
         by ``pontryx train``): the KKT-sized vectors (iterate, residual, step, its
         image, trial point, right-hand side: 6, plus the GMRES basis of
-        ``krylov_max_it`` + 4), the linearisation's layer records, the
+        ``krylov_max_it`` + 4; the trust region keeps instead the directions of
+        its CG path, θ-sized), the linearisation's layer records, the
         preconditioner's tangent records and two field-sized sweep outputs, the
         L-BFGS pairs, and the states and costates of the restoration's trajectory
         (every layer on this rank's samples). Cheap (no allocation); within a
@@ -307,7 +308,10 @@ class OneShot(Trainer):
         vector = 8 * k.size
         krylov = self.options["krylov_max_it"] + 4
         local = k.blocks.count
-        out = (6 + krylov) * vector
+        if self.options["globalisation"] == "trust_region":  # the CG path: θ-sized
+            out = 6 * vector + 2 * krylov * 8 * k.n_theta
+        else:
+            out = (6 + krylov) * vector
         out += r * local * block  # linearisation records
         out += (r + 2 * ns) * local * block  # sweep records and outputs
         out += 2 * self.options["memory"] * 8 * k.n_theta
