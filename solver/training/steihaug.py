@@ -1,5 +1,6 @@
-"""Truncated preconditioned conjugate gradients (Steihaug 1983, without a trust
-region): the inner solve of the LNKS control block.
+"""Preconditioned conjugate gradients for the one-shot: :func:`truncated_cg`
+(Steihaug 1983 without a trust region, the inner solve of the LNKS control
+block) and :class:`TrustRegionPath` (Steihaug–Toint, the trust-region step).
 
 For a symmetric operator W and a symmetric positive definite preconditioner
 M⁻¹ (here the L-BFGS B_z⁻¹), PCG on W x = g from x₀ = 0,
