@@ -30,6 +30,7 @@ KERNELS = {
     "dense": "model.kernels.dense:DenseKernel",
     "lowrank": "model.kernels.lowrank:LowRankKernel",
     "local": "model.kernels.local:LocalKernel",
+    "conv": "model.kernels.conv:ConvKernel",
 }
 
 SCHEMES = {
