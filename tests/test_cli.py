@@ -283,6 +283,7 @@ SHORT = {  # the smallest mesh of each kind used by the examples
     "rectangle": ["mesh.n=[3, 3]"],
     "interval": ["mesh.n=6"],
     "unit_cube": ["mesh.n=1"],
+    "box": ["mesh.n=[2, 2, 1]"],
     "disk": ["mesh.h=0.6"],
 }
 

@@ -645,6 +645,6 @@ def write_plots(problem: Problem, controls, directory: Path, rows: list[dict]) -
         plots.plot_hamiltonian(rows, directory / "hamiltonian.png")
     plots.plot_decision_boundary(net, controls, d, directory / "decision_boundary.png", draw=draw)
     plots.plot_features(net, controls, d, directory / "features.png", draw=draw)
-    if len(d.input_shape) == 2 and net.space.mesh.geometry.dim == 2:
+    if len(d.input_shape) == 2 and net.space.mesh.geometry.dim in (2, 3):
         mesh = model_io.mesh_arrays(net.space)
         plots.plot_digits(net, controls, d, mesh, directory / "digits.png", draw=draw)

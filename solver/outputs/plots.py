@@ -8,7 +8,8 @@
                             classes: on the readout direction c₁ − c₀ and a principal
                             direction; else two principal directions, in L²(M_L)), and
                             the readout coordinates Ŷ, coloured by class;
-* ``digits.png``            image inputs: a few inputs with u(0) and u(T) on the mesh;
+* ``digits.png``            image inputs: a few inputs with u(0) and u(T) on the mesh
+                            (on a 3D box: plane sections at three channel levels);
 * ``hamiltonian.png``       the maximum principle per layer n and iteration k: the
                             stationarity ‖∂_θ Hⁿ‖ (every method) and, for msa/emsa,
                             the gap max_θ Hⁿ − Hⁿ(θⁿ) found by the layer solves.
@@ -251,26 +252,41 @@ def _triangles(cells: np.ndarray, cell_type: str) -> np.ndarray:
 
 
 def plot_digits(net, controls, dataset, mesh: dict, path: Path, *, draw: bool, count: int = 4):
-    """A few image inputs with u(0) and u(T) on the (2D) mesh."""
+    """A few image inputs with u(0) and u(T) on the mesh: a 2D mesh whole; on a 3D
+    box (the image plane × channels of the conv kernel) the plane sections
+    z = const of u(T) at the first, middle and last channel level."""
     sp = net.space
     X, y = dataset.X_test[:count], dataset.y_test[:count]
     _, (U0, UT) = net.forward(controls, np.ascontiguousarray(X.T), keep=[0, net.layers])
     U0, UT = _gather_rows(sp, U0), _gather_rows(sp, UT)
-    if not draw or int(mesh["gdim"]) != 2:
+    gdim = int(mesh["gdim"])
+    if not draw or gdim not in (2, 3):
         return
     plt = _pyplot()
     import matplotlib.tri as mtri
 
     x = mesh["x"]
-    tri = mtri.Triangulation(x[:, 0], x[:, 1], _triangles(mesh["cells"], str(mesh["cell_type"])))
-    fig, axes = plt.subplots(3, len(X), figsize=(2.6 * len(X), 7.5), squeeze=False)
+    if gdim == 2:
+        tri = mtri.Triangulation(
+            x[:, 0], x[:, 1], _triangles(mesh["cells"], str(mesh["cell_type"]))
+        )
+        rows = [("u(0, x)", U0, slice(None)), ("u(T, x)", UT, slice(None))]
+    else:
+        zs = np.unique(np.round(x[:, 2], 10))
+        picks = sorted({zs[0], zs[len(zs) // 2], zs[-1]})
+        on = [np.flatnonzero(np.isclose(x[:, 2], z)) for z in picks]
+        order = [i[np.lexsort((x[i, 0], x[i, 1]))] for i in on]  # the same plane order
+        tri = mtri.Triangulation(x[order[0], 0], x[order[0], 1])
+        rows = [(f"u(0, x, z = {picks[0]:.2g})", U0, order[0])]
+        rows += [(f"u(T, x, z = {z:.2g})", UT, i) for z, i in zip(picks, order)]
+    fig, axes = plt.subplots(1 + len(rows), len(X), figsize=(2.6 * len(X), 2.5 * (1 + len(rows))))
+    axes = np.asarray(axes).reshape(1 + len(rows), len(X))
     for k in range(len(X)):
         axes[0, k].imshow(X[k].reshape(dataset.input_shape), cmap="gray_r")
         axes[0, k].set_title(f"input (label {y[k]})", fontsize=9)
-        axes[1, k].tripcolor(tri, U0[:, k], shading="gouraud")
-        axes[1, k].set_title("u(0, x)", fontsize=9)
-        axes[2, k].tripcolor(tri, UT[:, k], shading="gouraud")
-        axes[2, k].set_title("u(T, x)", fontsize=9)
+        for r, (title, U, at) in enumerate(rows, start=1):
+            axes[r, k].tripcolor(tri, U[at, k], shading="gouraud")
+            axes[r, k].set_title(title, fontsize=9)
         for ax in axes[:, k]:
             ax.set_aspect("equal")
             ax.set_xticks([])
