@@ -174,6 +174,7 @@ class ConvKernel(Kernel):
         pad[:, :, : self.Np] = self.D.toarray().reshape(self.K, self.Np, self.Np)
         at = (np.arange(self.Np)[:, None], self.nbr)
         self.Dn = np.stack([pad[k][at] for k in range(self.K)], axis=2)
+        self.DnT = np.ascontiguousarray(self.Dn.transpose(0, 2, 1))
         if not np.allclose(abs(self.D).sum(), np.abs(self.Dn).sum()):
             raise RuntimeError("conv kernel: a plane operator reaches beyond the 3 × 3 stencil")
 
@@ -218,8 +219,10 @@ class ConvKernel(Kernel):
             ag = np.broadcast_to(self._plane_mean(theta["a"]), (self.Np, self.L, self.K, self.L))
         else:
             ag = self.space.allgather(theta["a"])[self.grid]  # (|P|, L, K, L)
-        W = np.einsum("pjk,plkm->pljm", self.Dn, ag * self.wz) if ag.size else None
-        return {"W": W.reshape(self.Np, self.L, 9 * self.L)}
+        L, K = self.L, self.K
+        agT = np.ascontiguousarray((ag * self.wz).transpose(0, 2, 1, 3)).reshape(self.Np, K, L * L)
+        W = np.matmul(self.Dn, agT).reshape(self.Np, 9, L, L)  # [p, j, l, l']
+        return {"W": np.ascontiguousarray(W.transpose(0, 2, 1, 3)).reshape(self.Np, L, 9 * L)}
 
     def tangent(self, ctx, dtheta):
         return self.layer(dtheta)
@@ -260,8 +263,10 @@ class ConvKernel(Kernel):
     def vjp(self, ctx, U, D, out, ws=HEAP):
         Dg = self._on_grid(D)[: self.Np]
         G = np.matmul(Dg, self._shifted(U).transpose(0, 2, 1))  # (|P|, L, 9L)
-        G = G.reshape(self.Np, self.L, 9, self.L)
-        ga = np.einsum("pjk,pljm->plkm", self.Dn, G) * self.wz  # ∂/∂a on the grid
+        L, K = self.L, self.K
+        GT = np.ascontiguousarray(G.reshape(self.Np, L, 9, L).transpose(0, 2, 1, 3))
+        ga = np.matmul(self.DnT, GT.reshape(self.Np, 9, L * L)).reshape(self.Np, K, L, L)
+        ga = ga.transpose(0, 2, 1, 3) * self.wz  # ∂/∂a[(p, l), k, l'] on the grid
         if self.shared:  # ∂/∂a[(p, l)] = m_P[p]/|P| · Σ_p' ∂/∂ā at (p', l)
             gbar = ga.sum(axis=0)
             out["a"] += (self.mp[self.p_of] / self.mp.sum())[:, None, None] * gbar[self.l_of]
