@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pontryx.meshes import create_mesh
+from pontryx.meshes.errors import InputError
 from pontryx.solver import ContinuumNetwork, Layout, ReducedFunctional, WidthSpace, shard
 from pontryx.solver.data import load_dataset
 from pontryx.solver.registry import METHODS as REGISTRY
@@ -194,9 +195,22 @@ def test_non_finite_loss_keeps_last_good_controls(comm):
     assert isinstance(e.value, FloatingPointError) and e.value.history == []
 
 
+def test_learning_rate_decay():
+    """η_k = η · lr_decay^k for the stochastic methods; lr_decay in (0, 1]."""
+    rf, theta, _ = _problem()
+    for method in ("sgd", "adam"):
+        opts = {"learning_rate": 0.01, "lr_decay": 0.5, "batch_size": 16}
+        rates = [r.extra["learning_rate"] for r in make_trainer(method, rf, theta, opts).iterate(3)]
+        assert rates == [0.01, 0.005, 0.0025]
+    for bad in (0, 1.5, True):
+        with pytest.raises(InputError) as e:
+            make_trainer("adam", rf, theta, {"lr_decay": bad})
+        assert e.value.key == "lr_decay"
+
+
 # -- stochastic methods: reproducibility and bit-for-bit resume ---------------------
 STOCHASTIC = {
-    "adam": {"learning_rate": 1e-2, "batch_size": 16, "seed": 3},
+    "adam": {"learning_rate": 1e-2, "batch_size": 16, "seed": 3, "lr_decay": 0.9},
     "langevin": {"learning_rate": 0.3, "batch_size": 16, "temperature": 1e-3, "seed": 3},
     "sgd": {"learning_rate": 0.3, "batch_size": 16, "momentum": 0.9, "seed": 3},
 }

@@ -12,7 +12,8 @@ One iteration = one step on one minibatch B_k:
                 T_k = T₀ · decay^k (``schedule: exponential``) or
                 T_k = T₀ / (1 + k/τ) (``schedule: inverse``).
 
-Options: ``learning_rate`` η, ``batch_size`` (global minibatch size; ``None`` =
+Options: ``learning_rate`` η (step k uses η_k = η · ``lr_decay``^k, k = 0, 1, …;
+``lr_decay`` = 1: constant), ``batch_size`` (global minibatch size; ``None`` =
 full batch, i.e. plain gradient descent), ``seed``, ``metric``, and per method
 ``momentum``; ``beta1``, ``beta2``, ``epsilon``; ``temperature`` T₀,
 ``schedule``, ``decay``, ``tau``.
@@ -93,6 +94,7 @@ class StochasticTrainer(Trainer):
 
     defaults: ClassVar[dict] = {
         "learning_rate": 1e-2,
+        "lr_decay": 1.0,
         "batch_size": None,
         "seed": 0,
         "metric": "l2",
@@ -110,6 +112,9 @@ class StochasticTrainer(Trainer):
             raise InputError(f"expected a positive integer or null, got {show(B)}", "batch_size")
         if isinstance(opts["seed"], bool) or not isinstance(opts["seed"], int) or opts["seed"] < 0:
             raise InputError(f"expected an integer ≥ 0, got {show(opts['seed'])}", "seed")
+        d = opts["lr_decay"]
+        if not _number(d) or not 0 < d <= 1:
+            raise InputError(f"expected 0 < decay ≤ 1, got {show(d)}", "lr_decay")
         self.lr = float(opts["learning_rate"])
         self.batch_size = None if B is None or B >= rf.S else int(B)
         self.names = tuple(rf.net.trainable)
@@ -152,6 +157,11 @@ class StochasticTrainer(Trainer):
         return self.rf.batch(self.batches.local(self.iteration))
 
     # -- the loop ---------------------------------------------------------------
+    @property
+    def eta(self) -> float:
+        """The learning rate of this step, η_k = η · lr_decay^k (k = 0 first)."""
+        return self.lr * float(self.options["lr_decay"]) ** self.iteration
+
     def step(self, theta: np.ndarray, g: np.ndarray) -> dict:
         """Update the flat local x = √ω θ in place from the gradient g = ∇_x J
         (θ and ∇_θ J for ``metric: euclidean``); return the extras."""
@@ -251,8 +261,9 @@ class SGD(StochasticTrainer):
             v *= self.mu
             v += g
             g = v
-        theta -= self.lr * g
-        return {"learning_rate": self.lr}
+        eta = self.eta
+        theta -= eta * g
+        return {"learning_rate": eta}
 
 
 class Adam(StochasticTrainer):
@@ -298,8 +309,9 @@ class Adam(StochasticTrainer):
         v += (1 - self.b2) * g * g
         mhat = m / (1 - self.b1**k)
         vhat = v / (1 - self.b2**k)
-        theta -= self.lr * mhat / (np.sqrt(vhat) + self.eps)
-        return {"learning_rate": self.lr}
+        eta = self.eta
+        theta -= eta * mhat / (np.sqrt(vhat) + self.eps)
+        return {"learning_rate": eta}
 
 
 class Langevin(StochasticTrainer):
@@ -339,6 +351,7 @@ class Langevin(StochasticTrainer):
     def step(self, theta, g):
         T = self.temperature(self.iteration)
         xi = canonical_normal(self.rng, self.rf.net, self.theta)
-        theta -= self.lr * g
-        theta += math.sqrt(2 * self.lr * T) * xi.to_flat()
-        return {"learning_rate": self.lr, "temperature": T}
+        eta = self.eta
+        theta -= eta * g
+        theta += math.sqrt(2 * eta * T) * xi.to_flat()
+        return {"learning_rate": eta, "temperature": T}
