@@ -16,13 +16,20 @@ operators D_k = ℓ^|k| M_P⁻¹ F_k (F_k assembled from :func:`pontryx.forms.ke
 on the quadrilateral plane mesh of the grid, M_P its lumped mass) and the
 trapezoid weights ω_Z of the channel levels,
 
-    X_k[p, l'] = (D_k U_{·, l'})_p ω_Z[l'],   (K U)_(p, l) = Σ_{k, l'} a[(p, l), k, l'] X_k[p, l'],
+    (K U)_(p, l) = Σ_{k, l'} a[(p, l), k, l'] ω_Z[l'] (D_k U_{·, l'})_p.
 
-one batched GEMM per layer over the plane points. Controls: ``a`` (n × K × L),
-row-distributed like every field; ‖a‖² = Σ m_i ω_Z[l'] a[i, k, l']² (∫_Ω ∫_Z a²).
-K is linear in a: K'(a)[da] = K(da), second-order term zero. With several width
-ranks U is all-gathered (N = |P|·L rows, as the dense kernel does) and the
-partial products of Kᵀ D are summed over the ranks.
+The D_k are 3 × 3 stencils on the uniform plane grid, so with U_j[p] = U[nbr(p, j)]
+the value at the 9 neighbours j of p, (K U)[p] = W[p] (U_j[p])_j with the
+L × 9L matrix W[p, l, j, l'] = Σ_k D_k[p, nbr(p, j)] a[(p, l), k, l'] ω_Z[l']
+made once per layer: one batched GEMM over the plane points (18·L·N·S flops).
+With ``shared`` the layer applies the plane mean ā(z, z') = |P|⁻¹ ∫_P a dx of
+the coefficients at every point (a translation-equivariant convolution; the
+gradient with respect to a[(p, l)] is m_P[p]/|P| times that of ā).
+Controls: ``a`` (n × K × L), row-distributed like every field;
+‖a‖² = Σ m_i ω_Z[l'] a[i, k, l']² (∫_Ω ∫_Z a²). K is linear in a:
+K'(a)[da] = K(da), second-order term zero. With several width ranks U and D
+are all-gathered (N = |P|·L rows, as for the dense kernel) and every rank
+evaluates the whole grid, keeping its own rows.
 """
 
 from __future__ import annotations
