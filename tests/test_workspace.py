@@ -77,3 +77,26 @@ def test_checkpointing_holds_fewer_arrays():
         rf.value_and_gradient(theta)
         held[checkpoint] = net.workspace.nbytes
     assert held["sqrt"] < 0.5 * held[None]
+
+
+@pytest.mark.parametrize("scheme,epsilon", [("imex_euler", 0.0), ("midpoint", 0.1)])
+def test_gradient_reuses_the_previous_gradient_only_when_no_one_holds_it(scheme, epsilon):
+    """A gradient nobody holds is written into by the next call (the same values);
+    a held gradient, or a view of one of its arrays, is never overwritten."""
+    _, theta, rf = _problem(scheme=scheme, epsilon=epsilon, layers=5)
+    _, g = rf.value_and_gradient(theta)
+    ref = g.copy()
+    address = g["W"].ctypes.data
+    del g
+    _, g = rf.value_and_gradient(theta)
+    assert g["W"].ctypes.data == address  # reused
+    assert all(np.array_equal(g[k], ref[k]) for k in ref)
+    held, view = g, g["b"][1]
+    _, g = rf.value_and_gradient(theta)
+    assert g["W"].ctypes.data != held["W"].ctypes.data
+    assert all(np.array_equal(held[k], ref[k]) for k in ref)
+    del held
+    _, g2 = rf.value_and_gradient(theta)  # g held: new arrays again
+    assert g2["b"].ctypes.data != g["b"].ctypes.data
+    assert np.array_equal(view, ref["b"][1])
+    assert all(np.array_equal(g2[k], ref[k]) for k in ref)

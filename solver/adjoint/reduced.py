@@ -24,6 +24,8 @@ its L²(M_L) Riesz representative ω⁻¹∇J (``apply_riesz``, :mod:`.riesz`).
 
 from __future__ import annotations
 
+import sys
+
 from mpi4py import MPI
 
 import numpy as np
@@ -329,7 +331,8 @@ class ReducedFunctional:
 
     def value_and_gradient(self, controls: Controls):
         """(J(θ), ∇J(θ)) with one forward and one adjoint sweep."""
-        res = self.sweep(controls).gradient(self._Xc, self.misfit)
+        spare = self._spare_gradient()
+        res = self.sweep(controls).gradient(self._Xc, self.misfit, out=spare)
         J, grad, misfit, stat = self.reduce(controls, res.gradient, res.misfit, res.stat)
         self.last = {"misfit": misfit, "stat": stat, "J": J, "gradient": grad}
         self._grad = grad
@@ -344,6 +347,25 @@ class ReducedFunctional:
         self.last = {"misfit": misfit, "stat": stat, "J": J, "gradient": grad}
         self._grad = grad
         return J, grad, res
+
+    def _spare_gradient(self) -> dict | None:
+        """The arrays of the previous gradient if nothing outside this object holds
+        it, its arrays or views of them (by reference counts, as NumPy's own elision
+        of temporaries), else None: the next gradient is written into them instead
+        of into freshly mapped memory, whose first-touch page faults cost about
+        8 ms of system time per 8 MiB layer of the dense ∂J/∂W (N = 1024, measured).
+        This object's own references (``_grad``, ``last["gradient"]``) are dropped."""
+        g, self._grad = self._grad, None
+        if self.last is not None and "gradient" in self.last:
+            self.last = {k: v for k, v in self.last.items() if k != "gradient"}
+        if g is None or sys.getrefcount(g) > 2:  # g and getrefcount's argument
+            return None
+        arrays = dict(g)
+        del g
+        for name in list(arrays):  # the dict's and getrefcount's references
+            if sys.getrefcount(arrays[name]) > 2:
+                return None
+        return arrays
 
     def trajectory(self, controls: Controls, sensitivities: bool = False):
         """The gradient sweep keeping every state and costate (Pontryagin methods),

@@ -282,7 +282,7 @@ class Sweep:
 
     # -- forward and adjoint ------------------------------------------------------------------
     def gradient(
-        self, X, misfit_fn, trajectory: bool = False, sensitivities: bool = False
+        self, X, misfit_fn, trajectory: bool = False, sensitivities: bool = False, out=None
     ) -> SweepResult:
         """One forward and one adjoint sweep for inputs X (n_in × S_local).
 
@@ -296,7 +296,9 @@ class Sweep:
         Λ_kⁿ = ∂Ŷ_k/∂Uⁿ, the costates of the unit cotangents e_k on Ŷ, carried
         backwards through the same layer records in one block of n_out·S columns,
         without parameter products (``grad=None``): the Gauss–Newton Hessian of
-        the cost-to-go in Uⁿ is Σ_s Λ_{·,s}ⁿᵀ ∇²ℓ_s Λ_{·,s}ⁿ."""
+        the cost-to-go in Uⁿ is Σ_s Λ_{·,s}ⁿᵀ ∇²ℓ_s Λ_{·,s}ⁿ. ``out``: arrays (name →
+        array of the control's shape) the gradient is written into instead of new ones,
+        e.g. a previous gradient no one holds any more (their values are not used)."""
         net = self.net
         if trajectory:
             store, self.ws, states = Full(), HEAP, []
@@ -312,7 +314,7 @@ class Sweep:
         state = store.forward(stepper, state, net.layers, ws)
         Yhat = net.readout(self.controls, state[0])
         misfit, G, stat = misfit_fn(Yhat)
-        grad = self._gradient_arrays(assign)
+        grad = self._gradient_arrays(assign, out)
         lam = self._terminal(state, G, grad)
         costates = [lam] if trajectory else None
         sens = None  # the K = n_out sensitivity costates as one (n × K·S) block
@@ -351,16 +353,23 @@ class Sweep:
             sensitivities=_split_columns(sens[::-1], G.shape[0]) if sens else [],
         )
 
-    def _gradient_arrays(self, assign: bool) -> Controls:
+    def _gradient_arrays(self, assign: bool, out=None) -> Controls:
         """The gradient's arrays: zeros, except the layer controls when the scheme
         writes them (``assign``): those are left unfilled (np.empty), each layer's
-        written once by its adjoint step — no zero fill of the N_t layers' arrays."""
+        written once by its adjoint step — no zero fill of the N_t layers' arrays.
+        Arrays of ``out`` with the right shape are used instead of new ones (zeroed
+        where the sweep adds into them)."""
         net = self.net
         layered = set(net.layer_names) if assign else set()
-        arrays = {
-            k: (np.empty_like if k in layered else np.zeros_like)(v)
-            for k, v in self.controls.subset(net.trainable).items()
-        }
+        out = out or {}
+        arrays = {}
+        for k, v in self.controls.subset(net.trainable).items():
+            a = out.get(k)
+            if a is None or a.shape != v.shape or a.dtype != v.dtype:
+                a = (np.empty_like if k in layered else np.zeros_like)(v)
+            elif k not in layered:
+                a.fill(0.0)
+            arrays[k] = a
         return Controls(arrays, self.controls.comm)
 
     def _sensitivity_terminal(self, state, K):
