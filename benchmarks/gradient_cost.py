@@ -12,7 +12,7 @@ same cores, measured in the same run, interleaved with the gradient:
 * dense: 3 GEMMs of 2nNS per layer against the same three GEMMs, as a layer
   calls them (W G, Wᵀ D with W passed transposed to BLAS, D Gᵀ into an n×N array;
   goal ≥ 85 % for N ≥ 512). Until #17's fourth round the reference was W G alone,
-  repeated (measured on a 2-core Xeon with OpenBLAS 0.3.34: within −3 … +4 % of
+  repeated (measured on a 2-core Xeon with OpenBLAS 0.3.34: within −3 … +5 % of
   the three products' mean, so the two references give the same ratio to within
   about 3 points),
 * low rank: 14nRS per layer (forward Gᵀ(M_L U) and A P, backward Aᵀ D,
@@ -229,7 +229,8 @@ def main(argv=None) -> str:
         "gradient/forward ≤ "
         + ", ".join(f"{v} ({k})" for k, v in RATIO_GOALS.items())
         + f" (✗: missed); dense gradient rate ≥ {100 * GEMM_GOAL:.0f} % of the GEMM rate of "
-        "the same layout for N ≥ 512. Reference: GEMM (dense, low rank) or SpMM (local), "
+        "the same layout for N ≥ 512. Reference: the layer's three GEMMs (dense), the GEMM (low "
+        "rank) or SpMM (local), "
         "see the script's docstring for the flop counts.\n\n"
         + C.table(
             [
