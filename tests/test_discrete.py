@@ -19,6 +19,8 @@ from pontryx.solver.training import make_trainer
 from pontryx.solver.training.discrete import NONMONOTONE, DiscreteSet, project, twn
 
 SQUARE = {"kind": "unit_square", "n": 3}
+# E-MSA options under which sweeps are rejected and the flip search takes part of them
+FLIPS = {"nonmonotone": 1, "rho": 1e-3, "rho_min": 1e-4, "curvature": "none"}
 
 
 def _problem(comm=MPI.COMM_WORLD, n=24, layers=3, kernel="dense", alpha=1e-3):
@@ -143,6 +145,29 @@ def test_discrete_emsa_descends(kernel):
     _check_nonmonotone([J0, *(r.loss for r in recs)], NONMONOTONE)
 
 
+def test_flip_search_accepts_a_part_of_a_rejected_sweep():
+    """E-MSA ternary, monotone (nonmonotone: 1), Li et al.'s augmented Hamiltonian
+    from a small ρ: sweeps are rejected and the flip search accepts a fraction
+    f < 1 of them (the best flips by their first-order gain) at the same ρ; J
+    never increases and every iterate is discrete; without it ρ grows instead."""
+    options = {"weights": "ternary", **FLIPS}
+    rf, theta = _problem(n=32)
+    trainer = make_trainer("emsa", rf, theta.copy(), options)
+    J = [rf(trainer.controls)]
+    fractions = []
+    for rec in trainer.iterate(6):
+        _check_discrete(trainer.discrete, trainer.controls)
+        J.append(rf(trainer.controls))
+        assert rec.loss == pytest.approx(J[-1], rel=1e-12)
+        fractions.append(rec.extra["fraction"])
+        if rec.extra["fraction"] < 1:
+            assert rec.extra["rho"] == trainer.rho  # ρ kept
+    _check_nonmonotone(J, 1)
+    assert min(fractions) < 1 and J[-1] < J[0]
+    off = make_trainer("emsa", rf, theta.copy(), {**options, "flip_search": False})
+    assert all(r.extra["fraction"] == 1.0 for r in off.iterate(6))
+
+
 def test_ste_baseline_trains():
     """adam with the straight-through estimator: the gradient at the TWN-quantised
     kernel moves the latent one; J of the quantised network falls."""
@@ -174,6 +199,7 @@ def test_emsa_rho_floor():
 @pytest.mark.parametrize(
     ("method", "options"),
     [("emsa", {"weights": "ternary"}), ("msa", {"weights": "binary"}),
+     ("emsa", {"weights": "ternary", **FLIPS}),
      ("adam", {"weights": "ternary", "batch_size": 8})],
 )  # fmt: skip
 def test_resume_is_bit_identical(method, options):
@@ -196,15 +222,19 @@ def test_resume_is_bit_identical(method, options):
     assert np.array_equal(one.latent["W"], three.latent["W"])
 
 
-def test_rank_independent(comm):
-    """E-MSA ternary on a width split gives the run of one rank (to round-off)."""
+@pytest.mark.parametrize("options", [{}, FLIPS])
+def test_rank_independent(comm, options):
+    """E-MSA ternary on a width split gives the run of one rank (to round-off),
+    also through the flip search (``FLIPS``: accepted fractions f < 1)."""
     if comm.size == 1:
         pytest.skip("needs ranks to compare")
     out = []
     for c in (MPI.COMM_SELF, comm):
-        rf, theta = _problem(c)
-        trainer = make_trainer("emsa", rf, theta, {"weights": "ternary"})
-        recs = list(trainer.iterate(3))
+        rf, theta = _problem(c, n=32 if options else 24)
+        trainer = make_trainer("emsa", rf, theta, {"weights": "ternary", **options})
+        recs = list(trainer.iterate(4 if options else 3))
+        if options:
+            assert min(r.extra["fraction"] for r in recs) < 1
         out.append((recs[-1].loss, to_canonical(rf.net, trainer.controls)["W"]))
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-9)
     assert np.allclose(out[0][1], out[1][1], rtol=1e-9, atol=1e-12)
@@ -238,6 +268,12 @@ def test_option_errors():
 
     with pytest.raises(ValueError, match=r"^weights: expected real, ternary or binary"):
         make_trainer("emsa", rf, theta.copy(), {"weights": "quaternary"})
+    with pytest.raises(ValueError, match=r"^flip_search: needs weights: ternary or binary"):
+        make_trainer("emsa", rf, theta.copy(), {"flip_search": True})
+    with pytest.raises(ValueError, match=r"^flip_search: expected null, true or false"):
+        make_trainer("emsa", rf, theta.copy(), {"weights": "ternary", "flip_search": 1})
+    with pytest.raises(ValueError, match=r"^flip_search: not an option of method 'msa'"):
+        make_trainer("msa", rf, theta.copy(), {"weights": "ternary", "flip_search": True})
     with pytest.raises(ValueError, match=r"^weights: not an option of method 'lmvm'"):
         make_trainer("lmvm", rf, theta.copy(), {"weights": "ternary"})
     with pytest.raises(ValueError, match=r"^weights: not an option of method 'langevin'"):

@@ -300,6 +300,7 @@ class EMSA(Trainer):
         "batch_size": None,
         "seed": 0,
         "weights": "real",
+        "flip_search": None,
     }
     #: whether a discrete-weight sweep projects each layer as it goes (E-MSA) or the
     #: step control projects the whole proposal (MSA's line search)
@@ -317,6 +318,8 @@ class EMSA(Trainer):
         memory = opts.get("nonmonotone")  # null: 1 (real), 5 (discrete)
         self.memory = int(memory if memory is not None else NONMONOTONE if discrete else 1)
         self.history: list[float] = []  # J of the last accepted iterates (nonmonotone)
+        search = opts.get("flip_search")  # null: on for discrete weights
+        self.flip_search = bool(discrete if search is None else search)
         self.inner_type, self.forcing = opts["inner_type"], float(opts["forcing"])
         # plain MSA has neither: Li et al.'s published Jacobi sweep
         self.curvature, self.order = opts.get("curvature", "none"), opts.get("order", "jacobi")
@@ -359,6 +362,11 @@ class EMSA(Trainer):
         inner, bs = opts["inner_iterations"], opts["batch_size"]
         if isinstance(inner, bool) or not (isinstance(inner, int) and inner >= 1):
             raise InputError(f"expected an integer ≥ 1, got {show(inner)}", "inner_iterations")
+        search = opts.get("flip_search")
+        if search is not None and not isinstance(search, bool):
+            raise InputError(f"expected null, true or false, got {show(search)}", "flip_search")
+        if search and opts.get("weights", "real") == "real":
+            raise InputError("needs weights: ternary or binary", "flip_search")
         memory = opts.get("nonmonotone")
         if memory is not None and (
             isinstance(memory, bool) or not (isinstance(memory, int) and memory >= 1)
@@ -613,6 +621,8 @@ class EMSA(Trainer):
         if no trial decreased J."""
         rfb, traj, J_old = self._batch()
         old = self.controls.copy()
+        # ∇J at θ_old for the flip search: the full batch's is cached with its trajectory
+        grad = self._full()[1].copy() if self.flip_search and rfb is self.rf else None
         for rejected in range(MAX_TRIALS):
             rho = self.rho
             new, decrease = self.sweep(traj, rfb, rho)
@@ -628,10 +638,70 @@ class EMSA(Trainer):
                 # meaningless; every accepted sweep halves ρ (down to ρ_min)
                 if self.discrete is not None or J_old - J_new >= 0.75 * decrease:
                     self.rho = max(0.5 * rho, self.rho_min)
-                return {"rho": rho, "decrease": decrease, "rejected": rejected}
+                return {"rho": rho, "decrease": decrease, "rejected": rejected, "fraction": 1.0}
             self._set(old)
+            if self.flip_search:
+                if grad is None:
+                    grad = self._batch_gradient(rfb, traj, old)
+                f = self._flip_search(rfb, old, new, grad, self._reference(J_old))
+                if f is not None:  # a part of the sweep accepted; ρ kept
+                    self._remember(J_old)
+                    return {"rho": rho, "decrease": decrease, "rejected": rejected, "fraction": f}
             self.rho = 4.0 * rho
         return None
+
+    def _batch_gradient(self, rfb, traj, old) -> Controls:
+        """∇J of the sweep's batch at ``old`` (the current controls): one adjoint
+        sweep without sensitivities."""
+        self._set(old)
+        if rfb is self.rf:
+            return self.rf.value_and_gradient(self.controls)[1]
+        return rfb.value_and_gradient(self.controls)[1]
+
+    def _flip_search(self, rfb, old, new, grad, reference):
+        """The discrete line search of a rejected sweep (``flip_search``): the
+        sweep's proposal changes the codes T of a set F of kernel entries; rank
+        them by their first-order gain −∂J/∂W_ij·(W_new − W_old)_ij (the linearised
+        Hamiltonian increase of each flip) and try, for f = ½, ¼, …, the latent
+        W̃_old + f·ΔW̃ + (1 − f)·1_top(f)·ΔW̃ (the best ⌈f|F|⌉ flips taken in full,
+        the rest of the displacement scaled by f), its projection as kernel and
+        θ_old + f(θ_new − θ_old) for the real controls, down to one flip; the
+        trial of least J is taken if J ≤ ``reference``. Returns its f (controls
+        and latent set) or None (controls at ``old``)."""
+        names, dset = self.discrete.names, self.discrete
+        delta = Controls({k: self._proposal[k] - self.latent[k] for k in names}, old.comm)
+        flipped, scores = {}, []
+        for k in names:
+            flipped[k] = np.sign(new[k]) != np.sign(old[k])
+            s = -grad[k] * (new[k] - old[k])
+            scores.append(s[flipped[k]])
+        local = np.concatenate(scores) if scores else np.empty(0)
+        gathered = np.sort(np.concatenate(self.rf.net.space.comm.allgather(local)))[::-1]
+        count = len(gathered)
+        if count == 0:
+            return None
+        best, f, keep = None, 1.0, count
+        while best is None or keep > 1:  # f = ½, ¼, … down to one flip; the least J
+            f *= 0.5
+            keep = int(np.ceil(f * count))
+            threshold = gathered[keep - 1]
+            latent = self.latent.copy()
+            for k in names:
+                top = flipped[k] & (-grad[k] * (new[k] - old[k]) >= threshold)
+                latent[k] += np.where(top, 1.0, f) * delta[k]
+            point = old.copy().axpy(f, new - old)
+            dset.quantise(latent, point)
+            if self.bounds is not None:
+                self.bounds.project(point)
+            J = float(rfb(point))
+            if best is None or J < best[0]:
+                best = (J, f, point, latent)
+        if best[0] > reference:
+            self._set(old)
+            return None
+        self._set(best[2])
+        self.latent = best[3]
+        return best[1]
 
     def _reference(self, J_old: float) -> float:
         """The value a trial must not exceed: J_old, or with ``nonmonotone`` M > 1
@@ -733,12 +803,12 @@ class MSA(EMSA):
     defaults: ClassVar[dict] = {
         k: v
         for k, v in EMSA.defaults.items()
-        if k not in ("rho", "rho_min", "nonmonotone", "curvature", "order")
+        if k not in ("rho", "rho_min", "nonmonotone", "curvature", "order", "flip_search")
     }
 
     def __init__(self, rf, controls, **options):
         super().__init__(rf, controls, **options)
-        self.rho, self.step = 0.0, 1.0
+        self.rho, self.step, self.flip_search = 0.0, 1.0, False
 
     def _check(self, opts):
         if "E" in self.rf.net.trainable:
