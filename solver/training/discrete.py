@@ -57,7 +57,17 @@ Training (relax and round, with a latent real kernel W̃ kept next to θ):
   iterates. The rounding moves the network by finite steps however large ρ
   is, and at a point where every rounded sweep increases J the monotone rule
   rejected every sweep (swiss roll with 10 inner iterations: J stuck at 0.066,
-  ρ grown to 10⁸). More inner iterations on the layer blocks (20) are not
+  ρ grown to 10⁸), and the nonmonotone rule alone still stalls (swiss roll,
+  5 inner iterations: from sweep ≈ 70 every sweep rejected, ρ → 10¹⁵, J stuck
+  at 0.092). Hence the flip search (``flip_search``, default on for discrete
+  weights; :meth:`.msa.EMSA._flip_search`), a discrete line search: a rejected
+  sweep's code changes, ranked by their first-order gain −∂J/∂W_ij·ΔW_ij, are
+  tried in fractions f = ½, ¼, … (the best ⌈f|F|⌉ flips in full, the rest of
+  the displacement and the real controls scaled by f) down to one flip; the
+  trial of least J is accepted by the same rule at the same ρ, else ρ ← 4ρ.
+  The limit f → 0 is one flip of the largest linearised Hamiltonian gain, so a
+  rejected sweep still leads to an accepted smaller step wherever a single
+  flip decreases J. More inner iterations on the layer blocks (20) are not
   the default: one run reached J = 0.03 on swiss roll in 20 s, a later one
   (ρ₀ = 0.01) 98.4 % at J = 0.095, and digits fell to 89.7 % (91.0 % with 5).
 * Ranks. Every code is a threshold decision, and the TAO block solves amplify

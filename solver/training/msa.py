@@ -237,7 +237,10 @@ class EMSA(Trainer):
     block and sweep, default 5),
     ``rho_min`` (the floor of ρ; default null: 0, and 10⁻³ for discrete
     weights), ``nonmonotone`` (the memory M of the step control, below;
-    default null: 1, and 5 for discrete weights), ``inner_type`` (the blocks' TAO type: lmvm,
+    default null: 1, and 5 for discrete weights), ``flip_search`` (null,
+    default: on for discrete weights; a rejected sweep's best code flips are
+    tried before ρ grows, see :meth:`_flip_search` and :mod:`.discrete`;
+    refused for real weights), ``inner_type`` (the blocks' TAO type: lmvm,
     default, blmvm, bqnls, bncg, cg), ``forcing`` (a block solve stops early at
     ‖∇Eⁿ‖ ≤ forcing·‖∇Eⁿ(θ_old)‖; default 0: after ``inner_iterations``),
     ``petsc_options`` (further TAO options without the prefix), ``metric``
@@ -277,7 +280,8 @@ class EMSA(Trainer):
     max_n ‖∂_θ Hⁿ‖ *after* the update (one extra forward–adjoint sweep; with the
     full batch it provides the states and costates of the next sweep), extra =
     {"rho": ρ of the accepted sweep, "decrease": Σ_blocks (Eⁿ(θ_old) −
-    Eⁿ(θ_new)), "rejected": rejected trials before it, "batch": samples,
+    Eⁿ(θ_new)), "rejected": rejected trials before it, "fraction": the part of
+    the sweep taken (1, or f < 1 from the flip search), "batch": samples,
     "gap": the largest layer gap}, layers = {"stationarity", "gap"}.
     """
 
