@@ -7,15 +7,14 @@ from mpi4py import MPI
 
 import numpy as np
 import pytest
+from tiny import outputs_on_one_and_all_ranks
 
 from pontryx.meshes import create_mesh
 from pontryx.meshes.errors import InputError
 from pontryx.solver import (
     ContinuumNetwork,
-    Layout,
     ReducedFunctional,
     WidthSpace,
-    shard,
     taylor_test,
 )
 from pontryx.solver.model.kernels import make_kernel
@@ -116,13 +115,9 @@ def test_taylor(order, scheme, epsilon, shared):
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("axis", ["width", "data"])
 def test_same_outputs_on_any_number_of_ranks(axis, shared):
-    world = MPI.COMM_WORLD
-    X = _samples(6)
-
-    def run(layout):
-        sp = _space(layout.width)
-        net = ContinuumNetwork(
-            sp,
+    def network(width):
+        return ContinuumNetwork(
+            _space(width),
             4,
             3,
             kernel="conv",
@@ -131,16 +126,9 @@ def test_same_outputs_on_any_number_of_ranks(axis, shared):
             embedding="image",
             input_shape=(2, 2),
         )
-        theta = net.init_controls(seed=4, gain=1.0)
-        part = shard(X.shape[1], layout.group, layout.n_data)
-        Y = net.forward(theta, X[:, part])
-        return np.concatenate(layout.data.allgather(Y), axis=1)
 
-    serial = run(Layout.create(MPI.COMM_SELF))
-    layout = Layout.create(
-        world, **({"width": world.size} if axis == "width" else {"data": world.size})
-    )
-    assert np.max(np.abs(serial - run(layout))) < 1e-12
+    serial, parallel = outputs_on_one_and_all_ranks(network, _samples(6), axis)
+    assert np.max(np.abs(serial - parallel)) < 1e-12
 
 
 @pytest.mark.parametrize(

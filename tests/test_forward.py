@@ -6,10 +6,11 @@ from mpi4py import MPI
 
 import numpy as np
 import pytest
+from tiny import outputs_on_one_and_all_ranks
 
 from pontryx.forms import get_activation
 from pontryx.meshes import InputError, create_mesh
-from pontryx.solver import ContinuumNetwork, Layout, WidthSpace, shard
+from pontryx.solver import ContinuumNetwork, WidthSpace
 
 
 def _space(comm=MPI.COMM_WORLD, kind="unit_square", n=4, degree=1):
@@ -121,24 +122,18 @@ def test_width_convergence(degree):
 @pytest.mark.parametrize("axis", ["width", "data"])
 @pytest.mark.parametrize("kernel,options", KERNELS)
 def test_same_outputs_on_any_number_of_ranks(axis, kernel, options):
-    world = MPI.COMM_WORLD
-    X = _samples(6)
-
-    def run(layout):
-        sp = _space(layout.width, n=4)
-        net = ContinuumNetwork(
-            sp, 2, 2, kernel=kernel, kernel_options=dict(options), epsilon=0.05, layers=3
+    def network(width):
+        return ContinuumNetwork(
+            _space(width, n=4),
+            2,
+            2,
+            kernel=kernel,
+            kernel_options=dict(options),
+            epsilon=0.05,
+            layers=3,
         )
-        theta = net.init_controls(seed=4, gain=1.0)
-        part = shard(X.shape[1], layout.group, layout.n_data)
-        Y = net.forward(theta, X[:, part])
-        return np.concatenate(layout.data.allgather(Y), axis=1)
 
-    serial = run(Layout.create(MPI.COMM_SELF))
-    layout = Layout.create(
-        world, **({"width": world.size} if axis == "width" else {"data": world.size})
-    )
-    parallel = run(layout)
+    serial, parallel = outputs_on_one_and_all_ranks(network, _samples(6), axis)
     assert np.max(np.abs(serial - parallel)) < 1e-12
 
 

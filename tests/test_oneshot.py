@@ -475,22 +475,12 @@ def _losses(layout, comm, chunks=1, **options):
     return np.array(out)
 
 
-def test_iterates_agree_on_every_layout(comm):
+@pytest.mark.parametrize("globalisation", ["line_search", "trust_region"])
+def test_iterates_agree_on_every_layout(comm, globalisation):
     """One rank vs width × data × depth splits of the ranks (and sample chunks of the
-    pipelined sweeps): the same iterates up to round-off."""
-    opts = {"globalisation": "line_search"}
-    ref = _losses(None, MPI.COMM_SELF, **opts)
-    np.testing.assert_allclose(_losses(None, MPI.COMM_SELF, chunks=3, **opts), ref, rtol=1e-9)
-    for sizes in ({"depth": comm.size}, {"data": comm.size}, {"width": comm.size}):
-        layout = Layout.create(comm, **sizes)
-        np.testing.assert_allclose(_losses(layout, comm, chunks=2, **opts), ref, rtol=1e-9)
-        layout.destroy()
-
-
-def test_trust_region_agrees_on_every_layout(comm):
-    """The trust-region iteration (its CG decisions, ratios and radii from global
-    inner products) gives the same iterates on one rank and on every split."""
-    opts = {"globalisation": "trust_region"}
+    pipelined sweeps): the same iterates up to round-off — for the trust region too,
+    whose CG decisions, ratios and radii come from global inner products."""
+    opts = {"globalisation": globalisation}
     ref = _losses(None, MPI.COMM_SELF, **opts)
     np.testing.assert_allclose(_losses(None, MPI.COMM_SELF, chunks=3, **opts), ref, rtol=1e-9)
     for sizes in ({"depth": comm.size}, {"data": comm.size}, {"width": comm.size}):

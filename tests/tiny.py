@@ -7,7 +7,7 @@ from mpi4py import MPI
 import numpy as np
 
 from pontryx.meshes import create_mesh
-from pontryx.solver import ContinuumNetwork, ReducedFunctional, WidthSpace, shard
+from pontryx.solver import ContinuumNetwork, Layout, ReducedFunctional, WidthSpace, shard
 from pontryx.solver.data import load_dataset
 
 INTERVAL = {"kind": "unit_interval", "n": 4}
@@ -45,3 +45,19 @@ def assert_same_value_and_gradient(one, two, rtol_value=1e-13, rtol_gradient=1e-
     for k in g1:
         scale = max(np.max(np.abs(g1[k])), 1e-300)
         assert np.max(np.abs(g1[k] - g2[k])) <= rtol_gradient * scale, k
+
+
+def outputs_on_one_and_all_ranks(network, X, axis, comm=MPI.COMM_WORLD):
+    """The outputs of ``network(width_comm)`` (a ContinuumNetwork on that width
+    communicator) at the samples X (columns) with seed-4 controls: on one rank, and
+    with ``comm``'s ranks on the width or the data ``axis`` (samples gathered)."""
+
+    def run(layout):
+        net = network(layout.width)
+        theta = net.init_controls(seed=4, gain=1.0)
+        part = shard(X.shape[1], layout.group, layout.n_data)
+        Y = net.forward(theta, X[:, part])
+        return np.concatenate(layout.data.allgather(Y), axis=1)
+
+    layout = Layout.create(comm, **{axis: comm.size})
+    return run(Layout.create(MPI.COMM_SELF)), run(layout)
