@@ -597,3 +597,62 @@ def test_application_layer_splits_depth_for_oneshot_only(comm):
     with pytest.raises(InputError, match=r"^parallel.depth: method 'lmvm' keeps every layer"):
         make_method(p)
     p.destroy()
+
+
+# -- continuation in the regularisation weight ------------------------------------------------
+def test_continuation_in_alpha_reaches_the_plain_minimiser():
+    """``continuation``: trust-region Newton solves at α = 100, 10, then the target 1, each
+    from the last; it ends at the minimiser of the plain solve (and LMVM's) to the KKT
+    tolerance of the target problem, with the target α restored in the regulariser."""
+    rf, th = _convex_problem()
+    ref = _lmvm_reference(rf, th)
+    cont = {"alpha0": 100.0, "factor": 10.0, "stage_rtol": 1e-3}
+    t = OneShot(rf, th.copy(), warm_start=2, rtol=1e-10, continuation=cont)
+    assert t.alphas == [100.0, 10.0, 1.0]
+    alphas = []
+    recs = [r for r in t.iterate(60) if alphas.append(rf.regulariser.alpha) is None]
+    assert t.converged == "CONVERGED_FNORM_RELATIVE" and t.failed is None
+    assert alphas[0] == 100.0 and alphas[-1] == 1.0 == rf.regulariser.alpha
+    assert sorted(set(alphas), reverse=True) == [100.0, 10.0, 1.0] and alphas == sorted(
+        alphas, reverse=True
+    )
+    final = [r for r, a in zip(recs, alphas) if a == 1.0]
+    assert 1 <= len(final) <= 6 and final[-1].extra["kkt_residual"] <= 1e-10 * t.F_ref
+    names = rf.net.trainable
+    diff = (t.controls.subset(names) - ref.subset(names)).norm()
+    assert diff < 1e-6 * ref.subset(names).norm()
+    t.destroy()
+
+
+def test_continuation_resume_and_errors(comm):
+    """A continuation run resumed mid-way is bit-identical (the stage's α and the
+    pairs restored); bad ``continuation`` options are one-line errors."""
+    rf, th = _problem(alpha=1e-2)
+    opts = {"warm_start": 2, "max_it": 50,
+            "continuation": {"alpha0": 1.0, "factor": 10.0, "stage_rtol": 0.5}}  # fmt: skip
+    a = OneShot(rf, th.copy(), **opts)
+    ra = [(r.loss, rf.regulariser.alpha) for r in a.iterate(12)]
+    assert len({alpha for _, alpha in ra}) >= 2  # stages advanced
+    rf.regulariser.alpha = 1e-2
+    b = OneShot(rf, th.copy(), **opts)
+    rb = [(r.loss, rf.regulariser.alpha) for r in b.iterate(6)]
+    state = b.state()
+    rf.regulariser.alpha = 1e-2
+    c = OneShot(rf, rf.net.init_controls(seed=3), **opts)
+    c.restore(state)
+    rb += [(r.loss, rf.regulariser.alpha) for r in c.iterate(6)]
+    assert ra == rb
+    same = all(np.array_equal(a.controls[k], c.controls[k]) for k in a.controls)
+    assert comm.allreduce(same, op=MPI.LAND)
+    for t in (a, b, c):
+        t.destroy()
+    rf.regulariser.alpha = 1e-2
+    for value, want in (
+        (3, "null or a mapping"), ({"alpha": 1.0}, "unknown key alpha"),
+        ({"alpha0": 1e-3}, "alpha0: a weight above the target"), ({"alpha0": 1.0, "factor": 1.0}, "factor"),
+        ({"alpha0": 1.0, "stage_rtol": 1.0}, "stage_rtol"),
+    ):  # fmt: skip
+        with pytest.raises(InputError, match=rf"^continuation: expected .*{want}"):
+            OneShot(rf, th, continuation=value)
+    with pytest.raises(InputError, match=r"^continuation: expected null with globalisation"):
+        OneShot(rf, th, continuation={}, globalisation="line_search")

@@ -142,6 +142,8 @@ GLOBALISATIONS = ("line_search", "trust_region")
 MODELS = ("exact", "gauss_newton")
 # trust region: accept if actual/predicted > _ETA1, shrink below _ETA2, grow above _ETA3
 _ETA1, _ETA2, _ETA3 = 1e-4, 0.25, 0.75
+# the continuation in the regularisation weight (option ``continuation``)
+CONTINUATION = {"alpha0": 1e-2, "factor": 10.0, "stage_rtol": 1e-3}
 
 
 def _positive(v) -> bool:
@@ -214,6 +216,7 @@ class OneShot(Trainer):
         "globalisation": "trust_region",
         "radius": "auto",
         "model": "exact",
+        "continuation": None,
         "petsc_options": {},
     }
 
@@ -251,6 +254,7 @@ class OneShot(Trainer):
         for key, ok, want in checks:
             if not ok:
                 raise InputError(f"expected {want}, got {show(o[key])}", key)
+        self.alphas = self._alphas(rf, o["continuation"], o["globalisation"])
         if o["globalisation"] == "trust_region" and o["stages"]:
             raise InputError(
                 "expected 0 with globalisation: trust_region (a reduced-space method: "
@@ -279,6 +283,64 @@ class OneShot(Trainer):
         self._J = self._g = self._F_prev = None
 
     # -- options ------------------------------------------------------------------------
+    @staticmethod
+    def _alphas(rf, spec, globalisation) -> list[float]:
+        """The continuation's regularisation weights α₀ > α₀/f > … > α (the target, last)."""
+        if spec is None:
+            return []
+        want = "a mapping {alpha0, factor, stage_rtol}"
+        if not isinstance(spec, dict):
+            raise InputError(f"expected null or {want}, got {show(spec)}", "continuation")
+        unknown = sorted(set(spec) - set(CONTINUATION))
+        if unknown:
+            raise InputError(f"expected {want}, got the unknown key {unknown[0]}", "continuation")
+        c = CONTINUATION | spec
+        target = rf.regulariser.alpha
+        checks = (
+            ("alpha0", _positive(c["alpha0"]) and c["alpha0"] > target,
+             f"a weight above the target α = {target:g}"),
+            ("factor", _positive(c["factor"]) and c["factor"] > 1, "a factor > 1"),
+            ("stage_rtol", _positive(c["stage_rtol"]) and c["stage_rtol"] < 1,
+             "0 < stage_rtol < 1"),
+        )  # fmt: skip
+        if globalisation != "trust_region":
+            raise InputError(
+                "expected null with globalisation: line_search (the continuation in α runs "
+                f"the trust region only), got {show(spec)}",
+                "continuation",
+            )
+        if not target > 0:
+            raise InputError(
+                f"expected a regulariser weight α > 0 to continue to, got α = {target:g}",
+                "continuation",
+            )
+        for key, ok, want in checks:
+            if not ok:
+                raise InputError(f"expected {key}: {want}, got {show(c[key])}", "continuation")
+        alphas, a = [], float(c["alpha0"])
+        while a > target * (1 + 1e-12):
+            alphas.append(a)
+            a /= c["factor"]
+        return [*alphas, float(target)]
+
+    def _set_alpha(self, stage: int) -> None:
+        """The regulariser's weight of continuation stage ``stage`` (the target after the
+        last); the L-BFGS pairs' gradient differences get the change of the regulariser's
+        Hessian, (α_new − α_old) Δt ω s, so that they stay exact for its part."""
+        if not self.alphas:
+            return
+        reg, part = self.rf.regulariser, self.kkt.theta_slice
+        alpha = self.alphas[min(stage, len(self.alphas) - 1)]
+        if alpha == reg.alpha:
+            return
+        old = self.kkt.regulariser_diagonal()[part]
+        reg.alpha = alpha
+        new = self.kkt.regulariser_diagonal()[part]
+        H, pairs = self.lbfgs, self.lbfgs.pairs
+        H.pairs, H.reg = [], new
+        for s, y, _ in pairs:  # pairs that lose the curvature condition are dropped
+            H.update(s, y + (new - old) * s)
+
     def _R_f(self, stage: int) -> float:
         o = self.options
         return o["R0"] * o["a"] ** stage if stage < o["stages"] else math.inf
@@ -365,9 +427,14 @@ class OneShot(Trainer):
             if self.converged or self.failed:
                 return
             if self.F_ref is None:
+                if self.alphas:  # ‖F(x₀)‖ of the problem with the target α
+                    self.rf.regulariser.alpha = self.alphas[-1]
                 J, g = self.rf.value_and_gradient(self.controls)
                 self.F_ref = g.subset(self.net.trainable).norm()
                 self._J, self._g = J, self.kkt.theta_of_controls(g)
+                if self.alphas:  # the continuation starts at α₀: J and ∇J anew
+                    self._set_alpha(self.stage)
+                    self._g = None
             if self.phase == "lbfgs":
                 rec = self._lbfgs_step()
             else:
@@ -478,6 +545,8 @@ class OneShot(Trainer):
 
     def _check_stage(self) -> bool:
         """Stage bookkeeping before a Newton step; True when the solve is over."""
+        if self.alphas:
+            return self._check_continuation()
         final = not math.isfinite(self.kkt.R_f)
         if final and self.F_norm <= self._tol():
             absolute = self.F_norm <= self.options["atol"]
@@ -490,6 +559,29 @@ class OneShot(Trainer):
             self._linearise()
             self.F_stage = self.F_norm
             return self._check_stage()
+        if self.newton_its >= self.options["max_it"]:
+            self.failed = "DIVERGED_MAX_IT"
+            return True
+        return False
+
+    def _check_continuation(self) -> bool:
+        """Stage bookkeeping of the continuation in α: a stage ends at ‖∇J_α‖ ≤
+        ``stage_rtol`` × its initial residual (or the final tolerance); the next
+        stage starts from its θ with the smaller α (x stays consistent: U and Λ
+        do not depend on α, only the stationarity rows change)."""
+        last = len(self.alphas) - 1
+        if self.stage >= last and self.F_norm <= self._tol():
+            absolute = self.F_norm <= self.options["atol"]
+            self.converged = "CONVERGED_FNORM_ABS" if absolute else "CONVERGED_FNORM_RELATIVE"
+            return True
+        rtol = CONTINUATION | self.options["continuation"]
+        if self.stage < last and self.F_norm <= max(self._tol(), rtol["stage_rtol"] * self.F_stage):
+            self.stage += 1
+            self.newton_its = 0
+            self._set_alpha(self.stage)
+            self._linearise()
+            self.F_stage, self._F_prev = self.F_norm, None
+            return self._check_continuation()
         if self.newton_its >= self.options["max_it"]:
             self.failed = "DIVERGED_MAX_IT"
             return True
@@ -700,6 +792,9 @@ class OneShot(Trainer):
         self.phase = "newton" if s[7] else "lbfgs"
         self.radius = None if len(s) < 9 or np.isnan(s[8]) else float(s[8])
         self.lbfgs.restore(state, "oneshot/lbfgs/")
+        if self.alphas:  # the pairs were saved at this stage's α
+            self.rf.regulariser.alpha = self.alphas[min(self.stage, len(self.alphas) - 1)]
+            self.lbfgs.reg = self.kkt.regulariser_diagonal()[self.kkt.theta_slice]
         self.kkt.R_f = self._R_f(self.stage)
         if "oneshot/x" in state:
             self.x = state["oneshot/x"].copy()
