@@ -649,7 +649,8 @@ def test_continuation_resume_and_errors(comm):
     rf.regulariser.alpha = 1e-2
     for value, want in (
         (3, "null or a mapping"), ({"alpha": 1.0}, "unknown key alpha"),
-        ({"alpha0": 1e-3}, "alpha0: a weight above the target"), ({"alpha0": 1.0, "factor": 1.0}, "factor"),
+        ({"alpha0": 1e-3}, "alpha0: a weight above the target"),
+        ({"alpha0": 1.0, "factor": 1.0}, "factor"),
         ({"alpha0": 1.0, "stage_rtol": 1.0}, "stage_rtol"),
     ):  # fmt: skip
         with pytest.raises(InputError, match=rf"^continuation: expected .*{want}"):
