@@ -475,12 +475,20 @@ def _losses(layout, comm, chunks=1, **options):
     return np.array(out)
 
 
-@pytest.mark.parametrize("globalisation", ["line_search", "trust_region"])
-def test_iterates_agree_on_every_layout(comm, globalisation):
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {"globalisation": "line_search"},
+        {"globalisation": "trust_region"},
+        {"continuation": {"alpha0": 1.0, "factor": 10.0, "stage_rtol": 0.5}},
+    ],
+    ids=["line_search", "trust_region", "continuation"],
+)
+def test_iterates_agree_on_every_layout(comm, opts):
     """One rank vs width × data × depth splits of the ranks (and sample chunks of the
     pipelined sweeps): the same iterates up to round-off — for the trust region too,
-    whose CG decisions, ratios and radii come from global inner products."""
-    opts = {"globalisation": globalisation}
+    whose CG decisions, ratios and radii come from global inner products, and its
+    continuation in α."""
     ref = _losses(None, MPI.COMM_SELF, **opts)
     np.testing.assert_allclose(_losses(None, MPI.COMM_SELF, chunks=3, **opts), ref, rtol=1e-9)
     for sizes in ({"depth": comm.size}, {"data": comm.size}, {"width": comm.size}):
@@ -633,11 +641,12 @@ def test_continuation_resume_and_errors(comm):
     a = OneShot(rf, th.copy(), **opts)
     ra = [(r.loss, rf.regulariser.alpha) for r in a.iterate(12)]
     assert len({alpha for _, alpha in ra}) >= 2  # stages advanced
-    rf.regulariser.alpha = 1e-2
+    a.destroy()  # gives the regulariser its target α back
+    assert rf.regulariser.alpha == 1e-2
     b = OneShot(rf, th.copy(), **opts)
     rb = [(r.loss, rf.regulariser.alpha) for r in b.iterate(6)]
     state = b.state()
-    rf.regulariser.alpha = 1e-2
+    b.destroy()
     c = OneShot(rf, rf.net.init_controls(seed=3), **opts)
     c.restore(state)
     rb += [(r.loss, rf.regulariser.alpha) for r in c.iterate(6)]
@@ -646,7 +655,6 @@ def test_continuation_resume_and_errors(comm):
     assert comm.allreduce(same, op=MPI.LAND)
     for t in (a, b, c):
         t.destroy()
-    rf.regulariser.alpha = 1e-2
     for value, want in (
         (3, "null or a mapping"), ({"alpha": 1.0}, "unknown key alpha"),
         ({"alpha0": 1e-3}, "alpha0: a weight above the target"),

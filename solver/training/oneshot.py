@@ -418,11 +418,17 @@ class OneShot(Trainer):
             self.destroy()
 
     def destroy(self) -> None:
+        """Free the KSP; with a continuation, give the regulariser its target α back
+        (the next :meth:`iterate` sets the stage's α again)."""
         destroy(self.ksp, getattr(self, "_A", None))
         self.ksp = self._A = None
+        if self.alphas:
+            self.rf.regulariser.alpha = self.alphas[-1]
 
     # -- the iterations ---------------------------------------------------------------------
     def _iterate(self, n):
+        if self.alphas and self.F_ref is not None:  # the stage's α (destroy sets the target)
+            self.rf.regulariser.alpha = self.alphas[min(self.stage, len(self.alphas) - 1)]
         for _ in range(n):
             if self.converged or self.failed:
                 return
