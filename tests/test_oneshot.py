@@ -617,8 +617,8 @@ def test_continuation_in_alpha_reaches_the_plain_minimiser():
     cont = {"alpha0": 100.0, "factor": 10.0, "stage_rtol": 1e-3}
     t = OneShot(rf, th.copy(), warm_start=2, rtol=1e-10, continuation=cont)
     assert t.alphas == [100.0, 10.0, 1.0]
-    alphas = []
-    recs = [r for r in t.iterate(60) if alphas.append(rf.regulariser.alpha) is None]
+    recs = list(t.iterate(60))
+    alphas = [r.extra["alpha"] for r in recs]
     assert t.converged == "CONVERGED_FNORM_RELATIVE" and t.failed is None
     assert alphas[0] == 100.0 and alphas[-1] == 1.0 == rf.regulariser.alpha
     assert sorted(set(alphas), reverse=True) == [100.0, 10.0, 1.0] and alphas == sorted(

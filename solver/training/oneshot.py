@@ -73,6 +73,26 @@ J(θ) with the one-shot's operators, every iterate consistent — x = (θ, U(θ)
    B_z is updated with (p, ∇J(θ + p) − ∇J(θ)). Annealing stages are refused
    (the reduced functional is the strong-constraint one).
 
+6. Continuation in the regularisation weight (option ``continuation``, trust region
+   only; null by default): ``{alpha0, factor, stage_rtol}`` (defaults 10⁻², 10, 10⁻³)
+   solves the problems with α_j = α₀/f^j (j = 0, 1, … while above the target α of
+   the regulariser) and then the target α, each by the trust-region steps of item 5
+   from the last stage's θ (the warm start runs at α₀). Stage j ends when
+   ‖∇J_{α_j}‖ ≤ ``stage_rtol`` × its value at the stage's start (or at the final
+   tolerance); the state and costate rows do not depend on α, so x stays
+   consistent and only the stationarity rows are recomputed; the L-BFGS pairs get
+   the exact change of the regulariser's Hessian, y ← y + (α_{j+1} − α_j) Δt ω s
+   (pairs that lose sᵀy > 0 are dropped). ``max_it`` counts Newton steps per
+   stage; ‖F(x₀)‖ and the status are those of the target problem (α), and the
+   Records of stage j report J_{α_j} (``extra["alpha"]``). While a stage runs the
+   regulariser of ``rf`` holds α_j; :meth:`OneShot.destroy` sets the target back.
+   Path following for the minimisers θ*(α) (Allgower & Georg, *Introduction to
+   numerical continuation methods*, 2003): it converges where the path exists
+   and each θ*(α_j) lies in Newton's region of θ*(α_{j+1}); a stationary point of
+   J_{α₀} that stays one for every α (e.g. zero layer controls with a
+   symmetric readout) ends the continuation there, converged, but not a
+   minimiser (README: measured on ellipses).
+
 Warm start (option ``warm_start``, default 20): that many L-BFGS iterations
 (two-loop recursion in the L²(M_L) metric, Armijo backtracking) on the reduced
 functional J(θ) first, each one Record (extra ``phase`` = ``lbfgs``); its
@@ -187,7 +207,8 @@ class OneShot(Trainer):
     stages, 0), ``R0`` (1e4), ``a`` (10), ``chunks`` ("auto" or an integer ≥ 1),
     ``control`` (lbfgs | gauss_newton | exact), ``inner_rtol`` (0.1), ``inner_max_it`` (10),
     ``globalisation`` (line_search | trust_region), ``radius`` (auto | Δ₀ > 0), ``model``
-    (exact | gauss_newton: the trust region's reduced Hessian),
+    (exact | gauss_newton: the trust region's reduced Hessian), ``continuation`` (null |
+    {alpha0, factor, stage_rtol}: item 6 of the module docstring),
     ``petsc_options`` (options of the KSP without its prefix ``pontryx_snes_``).
     """
 
@@ -511,6 +532,7 @@ class OneShot(Trainer):
             "direction": direction,
             "rho": float(self.rho),
             "eta": float(self.eta),
+            "alpha": float(self.rf.regulariser.alpha),
         }
 
     # -- Newton ------------------------------------------------------------------------------------
