@@ -344,6 +344,10 @@ class OneShot(Trainer):
             a /= c["factor"]
         return [*alphas, float(target)]
 
+    def _stage_alpha(self, stage: int) -> float:
+        """α of continuation stage ``stage`` (the target from the last stage on)."""
+        return self.alphas[min(stage, len(self.alphas) - 1)]
+
     def _set_alpha(self, stage: int) -> None:
         """The regulariser's weight of continuation stage ``stage`` (the target after the
         last); the L-BFGS pairs' gradient differences get the change of the regulariser's
@@ -351,7 +355,7 @@ class OneShot(Trainer):
         if not self.alphas:
             return
         reg, part = self.rf.regulariser, self.kkt.theta_slice
-        alpha = self.alphas[min(stage, len(self.alphas) - 1)]
+        alpha = self._stage_alpha(stage)
         if alpha == reg.alpha:
             return
         old = self.kkt.regulariser_diagonal()[part]
@@ -449,7 +453,7 @@ class OneShot(Trainer):
     # -- the iterations ---------------------------------------------------------------------
     def _iterate(self, n):
         if self.alphas and self.F_ref is not None:  # the stage's α (destroy sets the target)
-            self.rf.regulariser.alpha = self.alphas[min(self.stage, len(self.alphas) - 1)]
+            self.rf.regulariser.alpha = self._stage_alpha(self.stage)
         for _ in range(n):
             if self.converged or self.failed:
                 return
@@ -821,7 +825,7 @@ class OneShot(Trainer):
         self.radius = None if len(s) < 9 or np.isnan(s[8]) else float(s[8])
         self.lbfgs.restore(state, "oneshot/lbfgs/")
         if self.alphas:  # the pairs were saved at this stage's α
-            self.rf.regulariser.alpha = self.alphas[min(self.stage, len(self.alphas) - 1)]
+            self.rf.regulariser.alpha = self._stage_alpha(self.stage)
             self.lbfgs.reg = self.kkt.regulariser_diagonal()[self.kkt.theta_slice]
         self.kkt.R_f = self._R_f(self.stage)
         if "oneshot/x" in state:
