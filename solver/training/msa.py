@@ -646,7 +646,7 @@ class EMSA(Trainer):
             self._set(old)
             if self.flip_search:
                 if grad is None:
-                    grad = self._batch_gradient(rfb, traj, old)
+                    grad = self._batch_gradient(rfb, old)
                 f = self._flip_search(rfb, old, new, grad, self._reference(J_old))
                 if f is not None:  # a part of the sweep accepted; ρ kept
                     self._remember(J_old)
@@ -654,12 +654,10 @@ class EMSA(Trainer):
             self.rho = 4.0 * rho
         return None
 
-    def _batch_gradient(self, rfb, traj, old) -> Controls:
+    def _batch_gradient(self, rfb, old) -> Controls:
         """∇J of the sweep's batch at ``old`` (the current controls): one adjoint
         sweep without sensitivities."""
         self._set(old)
-        if rfb is self.rf:
-            return self.rf.value_and_gradient(self.controls)[1]
         return rfb.value_and_gradient(self.controls)[1]
 
     def _flip_search(self, rfb, old, new, grad, reference):
@@ -674,12 +672,11 @@ class EMSA(Trainer):
         and latent set) or None (controls at ``old``)."""
         names, dset = self.discrete.names, self.discrete
         delta = Controls({k: self._proposal[k] - self.latent[k] for k in names}, old.comm)
-        flipped, scores = {}, []
+        flipped, gain = {}, {}
         for k in names:
             flipped[k] = np.sign(new[k]) != np.sign(old[k])
-            s = -grad[k] * (new[k] - old[k])
-            scores.append(s[flipped[k]])
-        local = np.concatenate(scores) if scores else np.empty(0)
+            gain[k] = -grad[k] * (new[k] - old[k])
+        local = np.concatenate([gain[k][flipped[k]] for k in names]) if names else np.empty(0)
         gathered = np.sort(np.concatenate(self.rf.net.space.comm.allgather(local)))[::-1]
         count = len(gathered)
         if count == 0:
@@ -691,7 +688,7 @@ class EMSA(Trainer):
             threshold = gathered[keep - 1]
             latent = self.latent.copy()
             for k in names:
-                top = flipped[k] & (-grad[k] * (new[k] - old[k]) >= threshold)
+                top = flipped[k] & (gain[k] >= threshold)
                 latent[k] += np.where(top, 1.0, f) * delta[k]
             point = old.copy().axpy(f, new - old)
             dset.quantise(latent, point)
