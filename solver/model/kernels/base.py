@@ -56,7 +56,7 @@ from pontryx.solver.model.workspace import HEAP, Workspace
 __all__ = ["Kernel", "Option", "positive_int"]
 
 
-def _plus(Y: np.ndarray, add: np.ndarray | None) -> np.ndarray:
+def plus(Y: np.ndarray, add: np.ndarray | None) -> np.ndarray:
     """Y += add (unless ``add`` is None), in row blocks; returns Y."""
     return Y if add is None else add_into(Y, add)
 
@@ -178,7 +178,7 @@ class Kernel:
             if assign:
                 self.clear(out)
             self.vjp(ctx, U, D, out, ws)
-        return _plus(self.apply_T(ctx, D, ws), add)
+        return plus(self.apply_T(ctx, D, ws), add)
 
     def clear(self, out: dict) -> None:
         """Zero this kernel's arrays in the layer gradient ``out``."""

@@ -12,8 +12,8 @@ from typing import ClassVar
 import numpy as np
 
 from pontryx.meshes.errors import InputError
-from pontryx.solver.model.kernels.base import Kernel, Option, positive_int
-from pontryx.solver.model.threads import add_into, scale_rows
+from pontryx.solver.model.kernels.base import Kernel, Option, plus, positive_int
+from pontryx.solver.model.threads import scale_rows
 from pontryx.solver.model.workspace import HEAP
 
 __all__ = ["LowRankKernel"]
@@ -105,7 +105,7 @@ class LowRankKernel(Kernel):
             out["G"] += mU @ AD.T
         Y = ctx["G"] @ AD
         scale_rows(sp.m, Y, out=Y)
-        return Y if add is None else add_into(Y, add)
+        return plus(Y, add)
 
     def tangent(self, ctx, dtheta):
         return _Tangent(ctx, dtheta)
