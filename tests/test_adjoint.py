@@ -61,7 +61,7 @@ def _problem(
     X = rng.standard_normal((S, 2))
     y = rng.integers(0, 2, S) if task == "classification" else rng.standard_normal((S, 2))
     rf = ReducedFunctional(
-        net, X, y, task, alpha=1e-2, beta=1e-2, gamma=1e-3, checkpoint=checkpoint
+        net, X, y, task, alpha=1e-2, beta=1e-2, gamma=1e-3, delta=1e-2, checkpoint=checkpoint
     )
     return net, theta, rf
 
@@ -111,6 +111,27 @@ def test_width_smoothness_regulariser(kernel, options):
     serial_theta["b"][...] = 0.0
     R_serial = type(reg)(serial_net, 0.0, 0.0, 2.0)
     assert R_serial(serial_theta) == pytest.approx(R(theta), rel=1e-11)
+
+
+def test_embedding_and_readout_regulariser():
+    """δ/2 (‖E‖²_{M_L} + ‖C‖²_{M_L} + |d|²): its value by hand, the same on any
+    number of ranks, added once when blocks of layers add up R (data ranks), and
+    nothing when δ = 0 (DESIGN.md's J)."""
+    net, theta, rf = _problem(layers=3)
+    sp, reg = net.space, type(rf.regulariser)(net, 0.0, 0.0, 0.0, 0.5)
+    m = sp.m[:, None]
+    E, C, d = theta["E"], theta["C"], theta["d"]
+    expected = 0.25 * (sp.sum(np.sum(m * E * E) + np.sum(m * C * C)) + np.sum(d * d))
+    grad = theta.zeros_like()
+    assert reg(theta, grad) == pytest.approx(expected, rel=1e-13)
+    assert np.array_equal(grad["C"], 0.5 * m * C) and np.array_equal(grad["d"], 0.5 * d)
+    assert all(not grad[k].any() for k in net.layer_names)
+    blocks = sum(reg(theta, layers=part) for part in (range(0, 1), range(1, 1), range(1, 3)))
+    assert blocks == pytest.approx(expected, rel=1e-13)
+    assert type(rf.regulariser)(net, 0.0, 0.0, 0.0, 0.0)(theta) == 0.0
+    serial_net, serial_theta, _ = _problem(MPI.COMM_SELF, layers=3)
+    R_serial = type(reg)(serial_net, 0.0, 0.0, 0.0, 0.5)(serial_theta)
+    assert R_serial == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
@@ -185,7 +206,7 @@ def test_reverse_needs_reversible_scheme():
 def test_dense_gradient_equals_numpy_backpropagation():
     """ε = 0 dense ResNet u ← u + Δt σ(W M_L u + b), backpropagated by hand in NumPy."""
     net, theta, rf = _problem(layers=5, S=7)
-    rf.alpha = rf.beta = rf.gamma = 0.0
+    rf.alpha = rf.beta = rf.gamma = rf.delta = 0.0
     _, grad = rf.value_and_gradient(theta)
     sp, L, dt = net.space, net.layers, net.dt
     W = [sp.to_canonical(theta["W"][n], axis_full=True) for n in range(L)]

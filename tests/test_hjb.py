@@ -167,6 +167,7 @@ def test_pontryx_hjb_run(capsys, mpi_tmp_path):
         ({"training": {"beta": 0.1}}, "training.beta"),
         ({"training": {"bounds": {"b": 1.0}}}, "training.bounds"),
         ({"training": {"gamma": 0.1}}, "training.gamma"),
+        ({"training": {"delta": 0.1}}, "training.delta"),
         ({"training": {"levels": [{"max_iterations": 2}]}}, "training.levels"),
     ],
 )

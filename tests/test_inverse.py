@@ -282,6 +282,7 @@ BAD = [
     ({"training__method": "ntr"}, "training.options.hessian", "Hessian"),
     ({"training__method": "ntl"}, "training.method", "inverse run"),
     ({"training__levels": [{"max_iterations": 2}]}, "training.levels", "multilevel"),
+    ({"training__delta": 0.1}, "training.delta", "layer controls only"),
     ({"model__init__gain": 0.5}, "model.init.gain", "removed"),
 ]
 

@@ -53,7 +53,10 @@ def _rates(r):
 # -- the KKT operator ------------------------------------------------------------------------
 @pytest.mark.parametrize("scheme, kernel, options", CASES)
 def test_residual_at_the_states_and_costates_of_theta(scheme, kernel, options):
-    rf, th = _problem(scheme=scheme, kernel=kernel, train_embedding=True, **options)
+    """… with every regulariser term (α, β, γ, δ)."""
+    rf, th = _problem(
+        scheme=scheme, kernel=kernel, train_embedding=True, gamma=1e-3, delta=1e-2, **options
+    )
     kkt = KKT(rf, th)
     J, g = rf.value_and_gradient(th)
     L, c2, F = kkt.evaluate(_consistent(kkt, rf, th))
@@ -67,8 +70,10 @@ def test_residual_at_the_states_and_costates_of_theta(scheme, kernel, options):
 def test_jacobian_blocks_taylor_and_symmetry(scheme, kernel, options):
     """For a direction in each block (θ, U, Λ) the remainder of each residual
     block (stationarity, costate, state) falls like h² (or vanishes: the state rows
-    are linear in Λ, the Λ rows of the costate residual too)."""
-    rf, th = _problem(scheme=scheme, kernel=kernel, train_embedding=True, **options)
+    are linear in Λ, the Λ rows of the costate residual too); every regulariser term."""
+    rf, th = _problem(
+        scheme=scheme, kernel=kernel, train_embedding=True, gamma=1e-3, delta=1e-2, **options
+    )
     kkt = KKT(rf, th)
     rng = np.random.default_rng([1, MPI.COMM_WORLD.rank])
     x = _consistent(kkt, rf, th) + 0.05 * rng.standard_normal(kkt.size)

@@ -54,7 +54,7 @@ def test_block_gradient_at_old_controls_is_dJ(scheme, curvature):
     """At θ_old the ρ terms (and the state curvature) are stationary, so every
     block's gradient is the corresponding part of ∂J/∂θ: ∇_θ(−Hⁿ) = ∂J/∂θⁿ (with
     Λ = ∂J/∂U, H = ⟨−Λ, g⟩ − R)."""
-    rf, th = _problem(beta=1e-2, scheme=scheme, train_embedding=True, layers=3)
+    rf, th = _problem(beta=1e-2, delta=1e-2, scheme=scheme, train_embedding=True, layers=3)
     _, g = rf.value_and_gradient(th)
     trainer = EMSA(rf, th.copy(), rho=5.0, curvature=curvature, order="jacobi")
     traj = rf.trajectory(th, sensitivities=True)
@@ -101,10 +101,12 @@ def test_layer_block_without_rho_is_minus_the_hamiltonian(scheme):
 def test_emsa_block_objectives_taylor(scheme, kernel, curvature):
     """Taylor rate 2 for every E-MSA block objective (layers with all three terms
     or with the Gauss–Newton state curvature, readout with the costate term
-    through the loss Hessian, embedding) at a point away from θ_old, where the ρ
-    terms do not vanish."""
+    through the loss Hessian, embedding; the last two with δ's term) at a point
+    away from θ_old, where the ρ terms do not vanish."""
     options = {"kernel_options": {"rank": 2}} if kernel == "lowrank" else {}
-    rf, th = _problem(scheme=scheme, kernel=kernel, train_embedding=True, layers=3, n=8, **options)
+    rf, th = _problem(
+        scheme=scheme, kernel=kernel, train_embedding=True, layers=3, n=8, delta=0.1, **options
+    )
     trainer = EMSA(rf, th.copy(), rho=3.0, curvature=curvature)
     traj = rf.trajectory(th, sensitivities=True)
     for i, (key, problem) in enumerate(trainer.blocks(traj, rf.X, rf._misfit, rf.S)):

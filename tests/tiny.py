@@ -20,6 +20,8 @@ def ellipses_problem(
     n=16,
     alpha=1e-2,
     beta=0.0,
+    gamma=0.0,
+    delta=0.0,
     layers=4,
     mesh=INTERVAL,
     **model,
@@ -34,7 +36,9 @@ def ellipses_problem(
     if layout is not None:
         s = shard(len(X), layout.data.rank, layout.data.size)
         X, y = X[s], y[s]
-    rf = ReducedFunctional(net, X, y, "classification", alpha=alpha, beta=beta, layout=layout)
+    rf = ReducedFunctional(
+        net, X, y, "classification", alpha=alpha, beta=beta, gamma=gamma, delta=delta, layout=layout
+    )
     return rf, net.init_controls(seed=0)
 
 

@@ -2,6 +2,7 @@
 
     J(θ) = (1/S) Σ_s ℓ(ŷ_s(θ), y_s) + R(θ),
     R(θ) = (α/2) Δt Σ_n ‖θⁿ‖²  +  (β/2) Δt Σ_n ‖(θ^{n+1} − θⁿ)/Δt‖²  +  (γ/2) Δt Σ_n |θⁿ|²_{H¹}
+           + (δ/2) (‖E‖²_{M_L} + ‖C‖²_{M_L} + |d|²)
 
 (DESIGN.md §1, the time integrals by the rectangle rule, the lumped L² norms of
 :meth:`ContinuumNetwork.regularisation_weights`; γ: the H¹ seminorm in width,
@@ -10,7 +11,9 @@ kernel's fields) and ∫∫ |∇_x w|² + |∇_y w|² ≈ tr(Wᵀ A W M_L) + tr(
 for the dense kernel w(x, y): with γ > 0 the continuum problem controls the
 kernels' gradients, so minimisers do not sharpen without bound as h → 0 and
 trained networks can converge in width), over the layer controls
-θⁿ = (Kⁿ, bⁿ) and the readout/embedding where trainable. ``rf(θ)`` evaluates J
+θⁿ = (Kⁿ, bⁿ); δ (0 in DESIGN.md's J) on the embedding and readout where they
+are trained, Σ_j ∫ e_j² + Σ_k ∫ c_k² + |d|² — without it, on separable data the
+cross-entropy falls along a ray of growing readout and J has no minimiser. ``rf(θ)`` evaluates J
 (one forward sweep); :meth:`ReducedFunctional.value_and_gradient` adds the exact
 gradient of the discrete J (one adjoint sweep, Allreduces over the data
 ranks); :meth:`ReducedFunctional.hessian_action` the exact Hessian action ∇²J·dθ
@@ -79,10 +82,28 @@ class Regulariser:
     the element-wise passes in row blocks on the BLAS threads.
     R is quadratic: its Hessian action is its gradient at dθ."""
 
-    def __init__(self, net, alpha: float, beta: float, gamma: float = 0.0):
+    def __init__(self, net, alpha: float, beta: float, gamma: float = 0.0, delta: float = 0.0):
         self.net, self.alpha, self.beta = net, float(alpha), float(beta)
-        self.gamma = float(gamma)
+        self.gamma, self.delta = float(gamma), float(delta)
         self.weights = net.regularisation_weights()
+
+    def outer(self, theta, grad=None) -> float:
+        """This width rank's part of (δ/2)(‖E‖²_{M_L} + ‖C‖²_{M_L} + |d|²) over the
+        trained embedding and readout in ``theta`` (the replicated d counted on
+        width rank 0); adds δ M_L E, δ M_L C, δ d to ``grad`` if given."""
+        if not self.delta:
+            return 0.0
+        net, local = self.net, 0.0
+        for name in ("E", "C", "d"):
+            if name not in net.trainable or name not in theta:
+                continue
+            th = theta[name]
+            a = th if name == "d" else net.space.m[:, None] * th
+            if name != "d" or net.space.comm.rank == 0:
+                local += 0.5 * self.delta * float(np.vdot(a, th))
+            if grad is not None:
+                grad[name] += self.delta * a
+        return local
 
     def smoothness(self, name: str, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """(½|θ|²_{H¹}, its gradient) of one layer's control ``name`` (this width
@@ -101,13 +122,15 @@ class Regulariser:
     def __call__(self, controls, grad: Controls | None = None, layers=None) -> float:
         """R(θ) (summed over the width ranks); adds ∂R/∂θ to ``grad`` if given.
         ``layers``: only the terms of these layers (α‖θⁿ‖², γ|θⁿ|²_{H¹} and the
-        difference θⁿ⁺¹ − θⁿ), so that blocks of layers on different ranks add up to R."""
+        difference θⁿ⁺¹ − θⁿ; δ's with the last layer), so that blocks of layers on
+        different ranks add up to R."""
         alpha, beta, gamma = self.alpha, self.beta, self.gamma
-        if alpha == 0 and beta == 0 and gamma == 0:
+        if alpha == 0 and beta == 0 and gamma == 0 and self.delta == 0:
             return 0.0
         net = self.net
-        dt, local, L, ws = net.dt, 0.0, net.layers, net.workspace
+        dt, L, ws = net.dt, net.layers, net.workspace
         layers = range(L) if layers is None else layers
+        local = self.outer(controls, grad) if L - 1 in layers else 0.0  # one block adds it
         for name, w in self.weights.items():
             th = controls[name]
             g = grad[name] if grad is not None else None
@@ -186,6 +209,7 @@ class ReducedFunctional:
         alpha=0.0,
         beta=0.0,
         gamma=0.0,
+        delta=0.0,
         layout=None,
         S=None,
         checkpoint=None,
@@ -199,7 +223,7 @@ class ReducedFunctional:
             self.y = np.asarray(y, dtype=np.int64)
         else:
             self.y = np.asarray(y, dtype=float).reshape(len(y), -1).T.copy()
-        self.regulariser = Regulariser(net, alpha, beta, gamma)
+        self.regulariser = Regulariser(net, alpha, beta, gamma, delta)
         self.layout = layout
         self.data_comm = layout.data if layout is not None else MPI.COMM_SELF
         self.S = int(S) if S is not None else self.data_comm.allreduce(self.X.shape[1])
@@ -268,6 +292,7 @@ class ReducedFunctional:
             alpha=self.alpha,
             beta=self.beta,
             gamma=self.gamma,
+            delta=self.delta,
             S=self.data_comm.allreduce(len(X)),
             checkpoint=self.checkpoint,
             noise=noise,
@@ -302,6 +327,15 @@ class ReducedFunctional:
     @gamma.setter
     def gamma(self, value: float) -> None:
         self.regulariser.gamma = float(value)
+
+    @property
+    def delta(self) -> float:
+        """δ of the regulariser (embedding and readout)."""
+        return self.regulariser.delta
+
+    @delta.setter
+    def delta(self, value: float) -> None:
+        self.regulariser.delta = float(value)
 
     @property
     def S_local(self) -> int:

@@ -189,7 +189,7 @@ def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
                 resample=z.resample,
             )
 
-    def functional(X, y, alpha, beta, gamma=0.0, noise=None):
+    def functional(X, y, alpha, beta, gamma=0.0, delta=0.0, noise=None):
         part = shard(len(X), layout.group, layout.n_data)
         return ReducedFunctional(
             net,
@@ -199,6 +199,7 @@ def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
             alpha=alpha,
             beta=beta,
             gamma=gamma,
+            delta=delta,
             layout=layout,
             checkpoint=c.training.checkpointing,
             noise=noise,
@@ -206,7 +207,7 @@ def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
 
     t = c.training
     with section("training"):
-        rf = functional(dataset.X_train, dataset.y_train, t.alpha, t.beta, t.gamma, noise)
+        rf = functional(dataset.X_train, dataset.y_train, t.alpha, t.beta, t.gamma, t.delta, noise)
         rf_test = functional(dataset.X_test, dataset.y_test, 0.0, 0.0)
     problem = Problem(
         c, layout, dataset, space, net, controls, rf, rf_test, noise, shared_layout=shared

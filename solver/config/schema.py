@@ -224,6 +224,9 @@ class TrainingSection(Section):
     alpha: NonNegative = Field(1e-4, description="α, L² regularisation of w, b")
     beta: NonNegative = Field(0.0, description="β, H¹-in-depth regularisation of w, b")
     gamma: NonNegative = Field(0.0, description="γ, H¹-in-width regularisation of w, b")
+    delta: NonNegative = Field(
+        0.0, description="δ, L² regularisation of the trained embedding E and readout C, d"
+    )
     checkpointing: Annotated[Any, BeforeValidator(_checkpointing)] = Field(
         None, description="adjoint memory: null (store all) | 'sqrt' | k | 'reverse' (verlet)"
     )
@@ -649,6 +652,7 @@ class Config(Section):
             ("training.method", t.method in HJB_METHODS, f"one of {', '.join(HJB_METHODS)}"),
             ("training.beta", t.beta == 0, "0 (its running cost is (α/2)‖b‖²_{M_L} alone)"),
             ("training.gamma", t.gamma == 0, "0 (its running cost is (α/2)‖b‖²_{M_L} alone)"),
+            ("training.delta", t.delta == 0, "0 (its running cost is (α/2)‖b‖²_{M_L} alone)"),
             ("training.levels", not t.levels, "no levels (one grid, one network)"),
         ):
             if not ok:
@@ -676,6 +680,11 @@ class Config(Section):
             )
         if self.model.embedding.type == "image":
             raise _field("model.embedding.type", "an inverse run's inputs are coordinates")
+        if self.training.delta:
+            raise _field(
+                "training.delta",
+                "an inverse run regularises the layer controls only (its readout d is log κ₀)",
+            )
         if self.model.noise.enabled:
             raise _field("model.noise.amplitude", "an inverse run has no noise in depth")
         if self.training.bounds:

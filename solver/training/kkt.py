@@ -294,8 +294,12 @@ class KKT:
 
     def regulariser_diagonal(self) -> np.ndarray:
         """The diagonal of the regulariser's Hessian on the θ part: α Δt ω plus β/Δt ω
-        for each neighbouring layer (0 on the embedding and readout)."""
+        for each neighbouring layer, δ ω on the embedding and readout (γ's H¹ term,
+        not diagonal, left out)."""
+        from pontryx.solver.adjoint.riesz import l2_weights
+
         reg, dt, b = self.rf.regulariser, self.net.dt, self.blocks
+        w = l2_weights(self.net, self.globals)
         n = np.arange(b.lo, b.hi)
         neighbours = ((n > 0).astype(float) + (n < self.net.layers - 1)) if reg.beta else 0 * n
         out = {}
@@ -305,7 +309,7 @@ class KKT:
                 c = c.reshape(-1, *[1] * (len(shape) - 1))
                 out[k] = np.broadcast_to(reg.weights[k], shape) * c
             else:
-                out[k] = np.zeros(shape)
+                out[k] = np.broadcast_to(reg.delta * w[k], shape)
         return self.pack_theta(out)
 
     def dot(self, a, b) -> float:
@@ -362,14 +366,15 @@ class KKT:
 
     def regulariser(self, theta, grad=None) -> float:
         """This rank's part of R (layers lo … hi − 1; the β differences (n, n+1)
-        with n in the block) and its gradient added to ``grad`` (R is quadratic,
-        so at a direction dθ this adds the Hessian action R''dθ)."""
+        with n in the block; δ's terms of the embedding and readout it holds) and its
+        gradient added to ``grad`` (R is quadratic, so at a direction dθ this adds
+        the Hessian action R''dθ)."""
         reg = self.rf.regulariser
-        alpha, beta, dt, L = reg.alpha, reg.beta, self.net.dt, self.net.layers
+        alpha, beta, gamma, dt, L = reg.alpha, reg.beta, reg.gamma, self.net.dt, self.net.layers
         b = self.blocks
-        local = 0.0
-        if alpha == 0 and beta == 0:
-            return 0.0
+        local = reg.outer({k: theta[k] for k in self.globals}, grad)
+        if alpha == 0 and beta == 0 and gamma == 0:
+            return local
         nxt = prv = None
         if beta and b.comm.size > 1:  # θ^{hi} from the next rank, θ^{lo−1} from the previous
             nxt = [b.shift((theta[k][0],), forward=False) for k in self.layer_names]
@@ -381,6 +386,11 @@ class KKT:
                 local += 0.5 * alpha * dt * float(np.vdot(a, th))
                 if grad is not None:
                     grad[k] += alpha * dt * a
+            for i in range(b.count) if gamma else ():  # |θⁿ|²_{H¹}, collective in width
+                value, gs = reg.smoothness(k, th[i])
+                local += gamma * dt * value
+                if grad is not None:
+                    grad[k][i] += gamma * dt * gs
             if not beta:
                 continue
             before = prv[j] if prv is not None and prv[j] is not None else ()

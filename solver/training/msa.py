@@ -443,7 +443,7 @@ class EMSA(Trainer):
         net, old = self.rf.net, self.controls
         U, Lam = traj.states, traj.costates
         rho = self.rho if rho is None else rho
-        comm = self.rf.data_comm
+        comm, outer = self.rf.data_comm, self.rf.regulariser.outer
 
         def curvature(n):
             if self.curvature != "gauss_newton":
@@ -455,7 +455,9 @@ class EMSA(Trainer):
         if "E" in net.trainable:
             yield (
                 "embedding",
-                EmbeddingProblem(net, X, U[0][0], Lam[0][0], rho, S, comm, curvature=curvature(0)),
+                EmbeddingProblem(
+                    net, X, U[0][0], Lam[0][0], rho, S, comm, curvature=curvature(0), reg=outer
+                ),
             )
         for n in range(net.layers):
             reg = self._layer_regulariser(n, old)
@@ -466,7 +468,9 @@ class EMSA(Trainer):
         if "C" in net.trainable:
             yield (
                 "readout",
-                ReadoutProblem(net, U[-1][0], Lam[-1][0], misfit_fn, self.rf.task, rho, S, comm),
+                ReadoutProblem(
+                    net, U[-1][0], Lam[-1][0], misfit_fn, self.rf.task, rho, S, comm, reg=outer
+                ),
             )
 
     def _block_controls(self, key, controls):

@@ -189,12 +189,13 @@ class LayerProblem(Block):
 
 class ReadoutProblem(Block):
     """The terminal block over (C, d): Φ(C, d) = (1/S) Σ ℓ(Cᵀ M_L U^{N_t} + d, y)
-    (+ E-MSA: (ρS/2)‖Λ^{N_t} − M_L C ∂Φ/∂Ŷ‖²_{M_L⁻¹}, ρ > 0)."""
+    (+ E-MSA: (ρS/2)‖Λ^{N_t} − M_L C ∂Φ/∂Ŷ‖²_{M_L⁻¹}, ρ > 0) + R(C, d), R = ``reg``
+    (:meth:`~pontryx.solver.adjoint.reduced.Regulariser.outer`; None: 0)."""
 
-    def __init__(self, net, U, Lam, misfit_fn, task, rho, S, data_comm=MPI.COMM_SELF):
+    def __init__(self, net, U, Lam, misfit_fn, task, rho, S, data_comm=MPI.COMM_SELF, reg=None):
         super().__init__(net, data_comm)
         self.U, self.Lam, self.misfit_fn, self.task = U, Lam, misfit_fn, task
-        self.rho, self.S = float(rho), float(S)
+        self.rho, self.S, self.reg = float(rho), float(S), reg
 
     def value_and_gradient(self, theta: Controls):
         sp, m = self.net.space, self.net.space.m[:, None]
@@ -214,17 +215,19 @@ class ReadoutProblem(Block):
         grad = Controls({"C": gC, "d": Gd.sum(axis=1)}, theta.comm)
         self._data_sum(grad)
         rows = 0.5 * _dot((dL,), (Delta / m,)) if self.rho else 0.0
-        return self._total(rows, replicated=misfit), grad
+        reg = self.reg(theta, grad) if self.reg is not None else 0.0
+        return self._total(rows, reg, replicated=misfit), grad
 
 
 class EmbeddingProblem(Block):
-    """The initial block over E (E-MSA): ⟨Λ⁰, E X⟩ + (ρ/2S)‖E X − U⁰‖²_{M_L}; with
-    ``curvature`` (in U⁰) its model ½ δUᵀ(𝓗_GN + (ρ/S) M_L) δU instead."""
+    """The initial block over E (E-MSA): ⟨Λ⁰, E X⟩ + (ρ/2S)‖E X − U⁰‖²_{M_L} + R(E);
+    with ``curvature`` (in U⁰) its model ½ δUᵀ(𝓗_GN + (ρ/S) M_L) δU instead of the
+    ρ term; R = ``reg`` as for :class:`ReadoutProblem`."""
 
-    def __init__(self, net, X, U, Lam, rho, S, data_comm=MPI.COMM_SELF, curvature=None):
+    def __init__(self, net, X, U, Lam, rho, S, data_comm=MPI.COMM_SELF, curvature=None, reg=None):
         super().__init__(net, data_comm)
         self.X, self.U, self.Lam, self.rho, self.S = X, U, Lam, float(rho), float(S)
-        self.curvature = curvature
+        self.curvature, self.reg = curvature, reg
 
     def value_and_gradient(self, theta: Controls):
         m = self.net.space.m[:, None]
@@ -240,7 +243,8 @@ class EmbeddingProblem(Block):
             cot = self.rho / self.S * m * dU
         grad = Controls({"E": (self.Lam + cot) @ self.X.T}, theta.comm)
         self._data_sum(grad)
-        return self._total(local, 0.0, width_summed), grad
+        reg = self.reg(theta, grad) if self.reg is not None else 0.0
+        return self._total(local, reg, width_summed), grad
 
 
 class Restricted:
