@@ -282,7 +282,8 @@ def problem(
 def data_problem(data: str, size, model: dict):
     """A shipped data set (``size`` training and test samples, None: its default)
     on unit_square n = model["mesh"] with model["layers"] layers, α = model["alpha"]
-    (image embedding for images, else bump): (dataset, net, θ₀, rf, rf_test)."""
+    (image embedding for images, else bump), δ = model.get("delta", 0) on the
+    readout: (dataset, net, θ₀, rf, rf_test)."""
     from mpi4py import MPI
 
     from pontryx.meshes import create_mesh
@@ -301,7 +302,9 @@ def data_problem(data: str, size, model: dict):
         embedding="image" if len(ds.input_shape) == 2 else "bump",
         input_shape=ds.input_shape,
     )
-    rf = ReducedFunctional(net, ds.X_train, ds.y_train, alpha=model["alpha"])
+    rf = ReducedFunctional(
+        net, ds.X_train, ds.y_train, alpha=model["alpha"], delta=model.get("delta", 0.0)
+    )
     return ds, net, net.init_controls(seed=0), rf, ReducedFunctional(net, ds.X_test, ds.y_test)
 
 
