@@ -54,16 +54,38 @@ independent) except through the order of the sums over samples.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
+
+from mpi4py import MPI
 
 import numpy as np
 
 from pontryx.solver.training.kkt import columns
 from pontryx.solver.training.steihaug import truncated_cg
 
-__all__ = ["CONTROL_BLOCKS", "LBFGS", "LNKS", "PRECONDITIONERS"]
+__all__ = ["CONTROL_BLOCKS", "LBFGS", "LNKS", "PRECONDITIONERS", "Trajectory"]
 
 PRECONDITIONERS = ("p4", "p2")
 CONTROL_BLOCKS = ("lbfgs", "gauss_newton", "exact")
+
+
+@dataclass
+class Trajectory:
+    """The forward sweep at a trial point on this depth rank (:meth:`LNKS.states`): θ
+    blocks, with embedding and readout (``full``), the states U^{lo} … U^{hi}, the
+    local layers' contexts and records (per layer and chunk), Ŷ and ∂Φ/∂Ŷ (last depth
+    rank) and the global misfit, statistic and J."""
+
+    theta: dict
+    full: dict
+    states: list
+    ctxs: list
+    records: list
+    Yhat: np.ndarray | None = None
+    G: np.ndarray | None = None
+    misfit: float = 0.0
+    stat: float = 0.0
+    J: float = 0.0
 
 
 class LBFGS:
@@ -152,36 +174,62 @@ class LNKS:
         self.chunks = [slice(a, b) for a, b in itertools.pairwise(edges) if b > a]
 
     # -- the sweeps ---------------------------------------------------------------------
+    def _pipeline(self, forward: bool, start, layer, end=None) -> None:
+        """The one loop of the sweeps below, through this rank's layers (ascending if
+        ``forward``, else descending) chunk by chunk: chunk c's value entering the
+        block is ``start(c, cols)`` on the depth rank where the sweep begins and
+        received from the neighbour elsewhere; ``v = layer(i, c, cols, v)`` for each
+        local layer i; the result goes on to the next rank, or to ``end(c, cols, v)``
+        where the sweep ends. Chunk c is sent before chunk c + 1 starts (pipelined)."""
+        b, n, ns = self.kkt.blocks, self.kkt.space.n, self.kkt.n_states
+        head, tail = (b.first, b.last) if forward else (b.last, b.first)
+        order = range(b.count) if forward else range(b.count - 1, -1, -1)
+        sends = []
+        for c, cols in enumerate(self.chunks):
+            v = start(c, cols) if head else b.recv((ns, n, _width(cols)), c, forward)
+            for i in order:
+                v = layer(i, c, cols, v)
+            if not tail:
+                sends.append(b.isend(v, tag=c, forward=forward))
+            elif end is not None:
+                end(c, cols, v)
+        _wait(sends)
+
+    def _fields(self, count=None) -> list:
+        """``count`` (default: the local layers) state tuples of (n × S_local) arrays."""
+        k = self.kkt
+        count = k.blocks.count if count is None else count
+        return [tuple(np.empty((k.space.n, k.S_local)) for _ in range(k.n_states))
+                for _ in range(count)]  # fmt: skip
+
     def forward(self, dth, drive, keep: bool = True):
         """q^{n+1} = ∂_U gⁿ qⁿ + ∂_θ gⁿ dθⁿ − drive^{n+1} for the local layers (q^{lo} from
         the previous depth rank, q⁰ = dE X): (q fields, tangent records per layer and
         chunk). ``drive`` None: zero. Pipelined over the chunks."""
         kkt = self.kkt
         P, b, scheme, kernel = kkt.point, kkt.blocks, kkt.scheme, kkt.kernel
-        n, ns = kkt.space.n, kkt.n_states
         self.sweeps += 1
-        out = [tuple(np.empty((n, kkt.S_local)) for _ in range(ns)) for _ in range(b.count)]
+        out = self._fields()
         trecs = [[None] * len(self.chunks) for _ in range(b.count)]
-        sends = []
-        for c, cols in enumerate(self.chunks):
-            if b.first:
-                dU0 = dth["E"] @ kkt.X[:, cols] if "E" in dth else np.zeros((n, _width(cols)))
-                v = scheme.initial_tangent(dU0)
-            else:
-                v = b.recv((ns, n, _width(cols)), tag=c, forward=True)
-            for i in range(b.count):
-                rec = columns(P.records[i], cols)
-                dctx = kernel.tangent(P.ctxs[i], self._layer(dth, i))  # (one slot: per use)
-                v, trec = scheme.tangent(P.ctxs[i], dctx, dth["b"][i], rec, v, n=b.lo + i)
-                if drive is not None:
-                    v = tuple(a - r[:, cols] for a, r in zip(v, drive[i]))
-                for o, a in zip(out[i], v):
-                    o[:, cols] = a
-                if keep:
-                    trecs[i][c] = trec
-            if not b.last:
-                sends.append(b.isend(v, tag=c, forward=True))
-        _wait(sends)
+
+        def start(c, cols):
+            X = kkt.X[:, cols]
+            return scheme.initial_tangent(
+                dth["E"] @ X if "E" in dth else np.zeros((kkt.space.n, X.shape[1]))
+            )
+
+        def layer(i, c, cols, v):
+            dctx = kernel.tangent(P.ctxs[i], self._layer(dth, i))  # (one slot: per use)
+            rec = columns(P.records[i], cols)
+            v, trec = scheme.tangent(P.ctxs[i], dctx, dth["b"][i], rec, v, n=b.lo + i)
+            if drive is not None:
+                v = tuple(a - r[:, cols] for a, r in zip(v, drive[i]))
+            _store(out[i], cols, v)
+            if keep:
+                trecs[i][c] = trec
+            return v
+
+        self._pipeline(True, start, layer)
         return out, trecs
 
     def backward(self, dth, rU, q=None, trecs=None, keep: bool = True, gauss_newton=False):
@@ -195,49 +243,110 @@ class LNKS:
         regulariser). ``rU`` None: zero. Pipelined."""
         kkt = self.kkt
         P, b, scheme, kernel = kkt.point, kkt.blocks, kkt.scheme, kkt.kernel
-        n, ns, second = kkt.space.n, kkt.n_states, trecs is not None
+        second = trecs is not None
         self.sweeps += 1
         z = kkt._zeros()
-        out = [tuple(np.empty((n, kkt.S_local)) for _ in range(ns)) for _ in range(b.count)]
-        sends = []
-        for c, cols in enumerate(self.chunks):
-            if b.last:
-                if second or gauss_newton:
-                    w, readout = kkt.terminal_tangent(
-                        columns(q[-1], cols), dth, cols, gauss_newton=not second
-                    )
-                    for k, v in readout.items():
-                        z[k] += v
-                else:
-                    w = tuple(np.zeros((n, _width(cols))) for _ in range(ns))
-            else:
-                w = b.recv((ns, n, _width(cols)), tag=c, forward=False)
+        out = self._fields() if keep else None
+
+        def start(c, cols):
+            if not (second or gauss_newton):
+                return tuple(np.zeros((kkt.space.n, _width(cols))) for _ in range(kkt.n_states))
+            w, readout = kkt.terminal_tangent(
+                columns(q[-1], cols), dth, cols, gauss_newton=not second
+            )
+            for k, v in readout.items():
+                z[k] += v
+            return w
+
+        def layer(i, c, cols, w):
             if rU is not None:
-                w = tuple(a - r[:, cols] for a, r in zip(w, rU[-1]))
-            for i in reversed(range(b.count)):
-                if keep:
-                    for o, a in zip(out[i], w):
-                        o[:, cols] = a
-                rec, lam = columns(P.records[i], cols), columns(P.Lam[i], cols)
-                zi = kkt._layer_grad(z, i)
-                if second:
-                    dthi = self._layer(dth, i)
-                    dctx = kernel.tangent(P.ctxs[i], dthi)
-                    _, dL = scheme.adjoint2(
-                        P.ctxs[i], dctx, dthi, rec, trecs[i][c], lam, w,
-                        kkt.layer_zeros(), zi, n=b.lo + i,
-                    )  # fmt: skip
-                else:
-                    dL = scheme.adjoint(P.ctxs[i], rec, w, zi, n=b.lo + i)
-                if i > 0:
-                    w = dL if rU is None else tuple(a - r[:, cols] for a, r in zip(dL, rU[i - 1]))
-                elif b.first:
-                    if "E" in z:
-                        z["E"] += dL[0] @ kkt.X[:, cols].T
-                else:
-                    sends.append(b.isend(dL, tag=c, forward=False))
-        _wait(sends)
-        return (out if keep else None), kkt._reduce_theta(z)
+                w = tuple(a - r[:, cols] for a, r in zip(w, rU[i]))
+            if keep:
+                _store(out[i], cols, w)
+            rec, zi = columns(P.records[i], cols), kkt._layer_grad(z, i)
+            if not second:
+                return scheme.adjoint(P.ctxs[i], rec, w, zi, n=b.lo + i)
+            dthi = self._layer(dth, i)
+            dctx = kernel.tangent(P.ctxs[i], dthi)
+            _, dL = scheme.adjoint2(
+                P.ctxs[i], dctx, dthi, rec, trecs[i][c], columns(P.Lam[i], cols), w,
+                kkt.layer_zeros(), zi, n=b.lo + i,
+            )  # fmt: skip
+            return dL
+
+        self._pipeline(False, start, layer, self._embedding_gradient(z))
+        return out, kkt._reduce_theta(z)
+
+    def _embedding_gradient(self, z):
+        """The end of a backward sweep (first depth rank): ∂/∂E += (∂_U g⁰)ᵀ s¹ Xᵀ."""
+        X = self.kkt.X
+
+        def end(c, cols, dL):
+            if "E" in z:
+                z["E"] += dL[0] @ X[:, cols].T
+
+        return end
+
+    def states(self, th) -> Trajectory:
+        """The forward sweep U^{n+1} = gⁿ(Uⁿ, θⁿ) from U⁰ = E X at the θ blocks ``th``
+        (a trial point: its own kernel contexts), pipelined, with J(θ): the
+        :class:`Trajectory` (U^{lo} … U^{hi} and the records of the local layers; Ŷ
+        and ∂Φ/∂Ŷ on the last depth rank). Collective."""
+        kkt = self.kkt
+        b, scheme = kkt.blocks, kkt.scheme
+        full = kkt.full(th)
+        ctxs = [kkt._ctx(th, i, False) for i in range(b.count)]
+        U = self._fields(b.count + 1)
+        recs = [[None] * len(self.chunks) for _ in range(b.count)]
+
+        def start(c, cols):
+            return scheme.initial_state(kkt.net.embed(full, kkt.X[:, cols]))
+
+        def layer(i, c, cols, v):
+            if i == 0:
+                _store(U[0], cols, v)
+            v, recs[i][c] = scheme.step(ctxs[i], th["b"][i], v, n=b.lo + i)
+            _store(U[i + 1], cols, v)
+            return v
+
+        self._pipeline(True, start, layer)
+        t = Trajectory(th, full, U, ctxs, recs)
+        sums = np.zeros(3)  # misfit, statistic, regulariser
+        if b.last:
+            t.Yhat = kkt.net.readout(full, U[-1][0])
+            misfit, t.G, stat = kkt.rf.misfit(t.Yhat)
+            if kkt.width.rank == 0:
+                sums[:2] = misfit, stat
+        if kkt.owns_theta:  # the same on every rank of the depth communicator
+            sums[2] = kkt.regulariser(th)
+        kkt.world.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
+        t.misfit, t.stat, t.J = float(sums[0]), float(sums[1]), float(sums[0] + sums[2])
+        return t
+
+    def costates(self, t: Trajectory):
+        """The adjoint sweep of a :class:`Trajectory`: Λ^{N_t} = ∇_U Φ, Λⁿ = (∂_U gⁿ)ᵀ
+        Λ^{n+1}, pipelined. Returns (Λ^{lo+1} … Λ^{hi}, the θ part of ∇J(θ) on data
+        rank 0, the regulariser's gradient included). Collective."""
+        kkt = self.kkt
+        b, scheme, m = kkt.blocks, kkt.scheme, kkt.m
+        z = kkt._zeros()
+        Lam = self._fields()
+
+        def start(c, cols):
+            G = t.G[:, cols]
+            if "C" in z:
+                z["C"] += (m * t.states[-1][0][:, cols]) @ G.T
+                z["d"] += G.sum(axis=1)
+            return (m * (t.full["C"] @ G), *(np.zeros_like(a[:, cols]) for a in t.states[-1][1:]))
+
+        def layer(i, c, cols, w):
+            _store(Lam[i], cols, w)
+            return scheme.adjoint(t.ctxs[i], t.records[i][c], w, kkt._layer_grad(z, i), n=b.lo + i)
+
+        self._pipeline(False, start, layer, self._embedding_gradient(z))
+        if kkt.owns_theta:
+            kkt.regulariser(t.theta, z)
+        return Lam, kkt._reduce_theta(z)
 
     def _layer(self, dth, i):
         return {k: dth[k][i] for k in self.kkt.kernel_names}
@@ -308,6 +417,12 @@ class LNKS:
 
 def _width(cols: slice) -> int:
     return cols.stop - cols.start
+
+
+def _store(fields, cols, values) -> None:
+    """fields[c][:, cols] = values[c] for each component c."""
+    for o, a in zip(fields, values):
+        o[:, cols] = a
 
 
 def _wait(sends) -> None:

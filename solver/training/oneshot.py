@@ -547,17 +547,38 @@ class OneShot(Trainer):
         if self.ksp is None and self.options["globalisation"] == "line_search":
             self.ksp = self._make_ksp()
 
-    def _restore_states(self, theta, traj=None):
+    def _restore_states(self, theta, trial=None):
         """x = (θ, U(θ), Λ(θ)) for the θ part ``theta``: the states of the forward sweep
-        and the costates of the adjoint sweep at θ (whole depth on every depth rank;
-        ``traj``: that sweep's trajectory if already computed), linearised there;
-        F_U = F_Λ = 0 (for R_f = ∞) and L = J(θ)."""
-        k, b = self.kkt, self.kkt.blocks
+        (``trial``: its :class:`.lnks.Trajectory` if already computed) and the costates
+        of the adjoint sweep at θ, both depth-distributed and pipelined
+        (:meth:`.lnks.LNKS.states`, :meth:`.lnks.LNKS.costates`), linearised there;
+        F_U = F_Λ = 0 (for R_f = ∞) and L = J(θ). Sets the controls and ``rf.last``."""
+        k = self.kkt
+        trial = self._trial(theta) if trial is None else trial
+        Lam, _ = self.lnks.costates(trial)
         k.controls_of_theta(theta, self.controls)
-        traj = self.rf.trajectory(self.controls) if traj is None else traj
-        U, Lam = traj.states[b.lo + 1 : b.hi + 1], traj.costates[b.lo + 1 : b.hi + 1]
-        self.x = k.pack(theta, U, Lam)
+        self.x = k.pack(theta, trial.states[1:], Lam)
         self._linearise()
+
+    def _trial(self, theta):
+        """The :class:`.lnks.Trajectory` (J(θ) and the states) of the θ part ``theta``:
+        one depth-distributed forward sweep; sets ``rf.last`` (misfit, statistic)."""
+        t = self.lnks.states(self.kkt.theta(theta))
+        self.rf.last = {"misfit": t.misfit, "stat": t.stat, "J": t.J}
+        return t
+
+    def _reduced(self, theta):
+        """(J(θ), ∇J(θ)) at the θ part ``theta`` by the depth-distributed forward and
+        adjoint sweeps; ∇J as full controls on every rank (for the Record)."""
+        t = self._trial(theta)
+        _, g = self.lnks.costates(t)
+        return t.J, self._gradient(g)
+
+    def _gradient(self, g):
+        """Full controls (every layer, on every rank) of a θ part ``g``: a gradient."""
+        grad = self.controls.zeros_like()
+        self.kkt.controls_of_theta(g, grad)
+        return grad
 
     def _linearise(self):
         self.L, _, self.F = self.kkt.linearise(self.x)
@@ -708,7 +729,7 @@ class OneShot(Trainer):
             t, merit = 0.0, phi0
             self.failed = "DIVERGED_LINE_SEARCH"
         k.controls_of_theta(self.x[k.theta_slice], self.controls)
-        J, grad = self.rf.value_and_gradient(self.controls)
+        J, grad = self._reduced(self.x[k.theta_slice])
         self.iteration += 1
         blocks = k.block_norms(self.F)
         if restored:
@@ -721,7 +742,7 @@ class OneShot(Trainer):
 
     def _trust_region_step(self):
         """One reduced-space Newton trust-region step (module docstring, item 5)."""
-        k, rf, P, H = self.kkt, self.rf, self.lnks, self.lbfgs
+        k, P, H = self.kkt, self.lnks, self.lbfgs
         P.sweeps = P.inner_its = 0
         self.eta = self._forcing()
         g = self.F[k.theta_slice].copy()
@@ -734,13 +755,11 @@ class OneShot(Trainer):
             g, k.dot, self.radius, self.eta, self.options["krylov_max_it"],
         )  # fmt: skip
         theta0, J0 = self.x[k.theta_slice].copy(), self.L
-        trial = self.controls.copy()
         accepted, trials = False, 0
         for _ in range(_BACKTRACKS):
             p, m, norm, edge = path.point(self.radius)
-            k.controls_of_theta(theta0 + p, trial)
-            J, grad, traj = rf.value_gradient_trajectory(trial)
-            actual, predicted = J0 - J, -m
+            trial = self._trial(theta0 + p)
+            J, actual, predicted = trial.J, J0 - trial.J, -m
             small = 10 * np.finfo(float).eps * max(abs(J0), 1e-300)
             ratio = 1.0 if abs(actual) <= small and predicted <= small else (
                 actual / predicted if predicted > 0 else -1.0
@@ -759,14 +778,14 @@ class OneShot(Trainer):
         F0 = self.F_norm
         if accepted:
             self._F_prev = F0
-            self._restore_states(theta0 + p, traj)
+            self._restore_states(theta0 + p, trial)
             H.update(p, self.F[k.theta_slice] - g)
             t = 1.0
         else:
             self.failed = "DIVERGED_TR_REDUCTION"
-            k.controls_of_theta(theta0, self.controls)
-            J, grad = rf.value_and_gradient(self.controls)
-            p, t = 0 * g, 0.0
+            self._restore_states(theta0)
+            J, t = self.L, 0.0
+        grad = self._gradient(self.F[k.theta_slice])
         self.iteration += 1
         extra = self._extra(
             "newton", self.F_norm, k.block_norms(self.F), self.L, t, path.iterations,
