@@ -134,8 +134,9 @@ def _steps(cfg, net, rf, theta, opts, first) -> dict:
 
 
 def depth(cfg: dict, threads: int) -> dict:
-    """Best-of-3 times of the Jacobian action and the preconditioners on this layout;
-    on one rank also the per-layer and per-chunk costs and a ping-pong."""
+    """Best-of-3 times of the Jacobian action, the preconditioners and the trust
+    region's Hessian action, trial sweeps and Newton step on this layout; on one
+    rank also the per-layer and per-chunk costs and a ping-pong."""
     from mpi4py import MPI
 
     import numpy as np
@@ -146,25 +147,25 @@ def depth(cfg: dict, threads: int) -> dict:
 
     world = MPI.COMM_WORLD
     layout = Layout.create(world, width=1, data=1, depth=world.size)
+    chunks = cfg["chunks"] if world.size > 1 else 1
     out = {}
+
+    def timed(fn):
+        def run():
+            world.Barrier()
+            fn()
+            world.Barrier()
+
+        return C.best_time(run, repeats=cfg["repeats"])
+
     with C.limit_threads(threads):
         net, rf, theta = _problem(cfg["n"], cfg["S"], cfg["L"], layout)
         for pc in ("p2", "p4"):
-            chunks = cfg["chunks"] if world.size > 1 else 1
             t = OneShot(rf, theta.copy(), warm_start=0, preconditioner=pc, chunks=chunks)
             t.F_ref = 1.0
             t._start_newton()
             k = t.kkt
             r = np.random.default_rng(world.rank).standard_normal(k.size)
-
-            def timed(fn):
-                def run():
-                    world.Barrier()
-                    fn()
-                    world.Barrier()
-
-                return C.best_time(run, repeats=cfg["repeats"])
-
             if pc == "p2":
                 out["matvec"] = timed(lambda k=k, r=r: k.apply(r))
             out[pc] = timed(lambda t=t, r=r: t.lnks.apply(r))
@@ -174,6 +175,7 @@ def depth(cfg: dict, threads: int) -> dict:
                     lnks = LNKS(k, t.lbfgs, pc, c)
                     out[f"{pc}_c{c}"] = timed(lambda lnks=lnks, r=r: lnks.apply(r))
             t.destroy()
+        out.update(_trust_region(cfg, rf, theta, chunks, timed))
         out["message_bytes"] = 8 * net.space.n * k.S_local * net.scheme.n_states
         net.destroy()
     if world.size == 2:  # ping-pong: latency and bandwidth of the block-end messages
@@ -194,6 +196,55 @@ def depth(cfg: dict, threads: int) -> dict:
     return out
 
 
+def _trust_region(cfg, rf, theta, chunks, timed) -> dict:
+    """The trust region (default options) after ``warm`` L-BFGS iterations: times of a
+    reduced Hessian action W_z v (one CG iteration: a tangent and a second-order
+    sweep), of the trial forward sweep (J at a trial point) and of the adjoint
+    sweep of an accepted point, and of one whole Newton step (from the same state
+    each time: the best of ``repeats``) with its CG iterations and trials; on one
+    rank also the sweeps' costs in c = 4P chunks."""
+    from mpi4py import MPI
+
+    import numpy as np
+
+    from pontryx.solver.training.lnks import LNKS
+    from pontryx.solver.training.oneshot import OneShot
+
+    world, out = MPI.COMM_WORLD, {}
+    t = OneShot(rf, theta.copy(), warm_start=cfg["warm"], chunks=chunks)
+    list(t.iterate(cfg["warm"]))
+    t._start_newton()
+    state = t.state()
+    k = t.kkt
+    v = np.random.default_rng(world.rank).standard_normal(k.n_theta)[k.theta_slice]
+    point = k.theta(t.x[k.theta_slice] + 1e-3 * v)
+
+    def sweeps(P, tag=""):
+        trial = P.states(point)
+        out["hessian" + tag] = timed(lambda: P.reduced_hessian(v))
+        out["states" + tag] = timed(lambda: P.states(point))
+        out["costates" + tag] = timed(lambda: P.costates(trial))
+
+    sweeps(t.lnks)
+    if world.size == 1:
+        for P in cfg["model_ranks"]:
+            c = min(4 * P, cfg["S"])
+            sweeps(LNKS(k, t.lbfgs, "p2", c), f"_c{c}")
+    t.destroy()
+    best = math.inf
+    for _ in range(cfg["repeats"]):  # one Newton step from the same state
+        s = OneShot(rf, theta.copy(), warm_start=cfg["warm"], chunks=chunks)
+        s.restore(state)
+        world.Barrier()
+        start = C.now()
+        (rec,) = s.iterate(1)
+        world.Barrier()
+        best = min(best, C.now() - start)
+        s.destroy()
+    out.update(tr_step=best, tr_its=rec.extra["ksp_its"], tr_trials=rec.extra["trials"])
+    return out
+
+
 def worker(cfg: dict, threads: int) -> None:
     if cfg["kind"] == "krylov":
         with C.limit_threads(threads):
@@ -201,21 +252,35 @@ def worker(cfg: dict, threads: int) -> None:
     return C.emit(depth(cfg, threads))
 
 
+def _pipelined(one, key, P, L, S, lat, bw, m) -> float:
+    """Predicted time of the pipelined sweeps ``key`` on P depth ranks with c = 4P
+    chunks (module docstring): (c + P − 1) (⌈N_t/P⌉ t_chunk + λ + m/(c B))."""
+    c = min(4 * P, S)
+    chunk = one[f"{key}_c{c}"] / (c * L)  # one layer, one chunk
+    return (c + P - 1) * (math.ceil(L / P) * chunk + lat + m / (c * bw))
+
+
 def model(one: dict, two: dict, L: int, S: int, ranks) -> list:
-    """Predicted efficiencies of the matvec and P₂/P₄ on P depth ranks (module docstring)."""
+    """Predicted efficiencies of the matvec, P₂/P₄, the trust region's Hessian action,
+    trial sweeps and Newton step on P depth ranks (module docstring)."""
     lat = two["pingpong_1"]
     m = two["message_bytes"]
     bw = m / max(two[f"pingpong_{m // 8}"] - lat, 1e-12)
+    its, trials = one["tr_its"], one["tr_trials"]
+    # the step's remainder (layer-parallel linearisation, L-BFGS, CG vectors)
+    rest = one["tr_step"] - its * one["hessian"] - trials * one["states"] - one["costates"]
     rows = []
     for P in ranks:
         per = math.ceil(L / P)
         mv = per * one["matvec"] / L + 2 * (lat + m / bw)
         row = [P, one["matvec"] / (P * mv)]
-        for pc in ("p2", "p4"):
-            c = min(4 * P, S)
-            chunk = one[f"{pc}_c{c}"] / (c * L)  # one layer, one chunk
-            sweep = (c + P - 1) * (per * chunk + lat + m / (c * bw))
-            row.append(one[pc] / (P * sweep))
+        t = {key: _pipelined(one, key, P, L, S, lat, bw, m) for key in
+             ("p2", "p4", "hessian", "states", "costates")}  # fmt: skip
+        row += [one[key] / (P * t[key]) for key in ("p2", "p4", "hessian")]
+        trial = t["states"] + t["costates"]
+        row.append((one["states"] + one["costates"]) / (P * trial))
+        step = its * t["hessian"] + trials * t["states"] + t["costates"] + max(rest, 0) * per / L
+        row.append(one["tr_step"] / (P * step))
         rows.append(row)
     return rows, lat, bw
 
@@ -278,13 +343,25 @@ def main(argv=None) -> str:
     n, S, L = s["depth"]
     base = {"kind": "depth", "n": n, "S": S, "L": L, "chunks": 8, "repeats": 3}
     base["model_ranks"] = [2, 8, 16, 32, 64] if mode != "smoke" else [2]
+    base["warm"] = s["warm"]
     one = C.run_worker(__file__, base, threads=1, ranks=1, timeout=7200)
     two = C.run_worker(__file__, base, threads=1, ranks=2, timeout=7200)
-    depth_rows = [
-        [op, one[op], two[op], one[op] / two[op], f"{100 * one[op] / (2 * two[op]):.0f} %"]
-        for op in ("matvec", "p2", "p4")
-    ]
     pred, lat, bw = model(one, two, L, S, base["model_ranks"])
+    ops = {
+        "matvec": "KKT matvec",
+        "p2": "P₂",
+        "p4": "P₄",
+        "hessian": "TR: W_z v (one CG iteration)",
+        "trial": "TR: trial + adjoint sweep",
+        "tr_step": "TR: Newton step",
+    }
+    for d in (one, two):
+        d["trial"] = d["states"] + d["costates"]
+    depth_rows = [
+        [label, one[op], two[op], one[op] / two[op], f"{100 * one[op] / (2 * two[op]):.0f} %",
+         f"{100 * pred[0][1 + i]:.0f} %" if pred[0][0] == 2 else "–"]
+        for i, (op, label) in enumerate(ops.items())
+    ]  # fmt: skip
     model_rows = [[P, *(f"{100 * e:.0f} %" for e in effs)] for P, *effs in pred]
 
     body = (
@@ -305,12 +382,16 @@ def main(argv=None) -> str:
         "N_t = 8 … 64).\n\n"
         f"**Depth axis** (N = {(n + 1) ** 2}, S = {S}, N_t = {L}; 2 ranks: "
         f"parallel.depth = 2, {base['chunks']} sample chunks; one BLAS thread per rank; "
-        "best of 3).\n\n"
-        + C.table(["operation", "1 rank s", "2 ranks s", "speed-up", "efficiency"], depth_rows)
+        f"best of 3). TR: the trust region after {s['warm']} L-BFGS iterations; its "
+        f"Newton step took {one['tr_its']} CG iterations and {one['tr_trials']} trial(s) "
+        f"on 1 rank, {two['tr_its']} and {two['tr_trials']} on 2.\n\n"
+        + C.table(
+            ["operation", "1 rank s", "2 ranks s", "speed-up", "efficiency", "model"], depth_rows
+        )
         + f"\n\n**Cost model** (per-layer and per-chunk costs measured on 1 rank; "
         f"latency {lat * 1e6:.1f} µs, bandwidth {bw / 1e9:.2f} GB/s from a 2-rank "
         f"ping-pong; c = 4P chunks): predicted depth-axis efficiency for N_t = {L}.\n\n"
-        + C.table(["depth ranks P", "matvec", "P₂", "P₄"], model_rows)
+        + C.table(["depth ranks P", *ops.values()], model_rows)
     )
     return C.publish("One-shot KKT solver: Krylov iterations and the depth axis", body)
 

@@ -177,6 +177,31 @@ def test_sweeps_solve_their_blocks_and_reduced_hessian_is_the_hessian_of_J(kerne
     t.destroy()
 
 
+@pytest.mark.parametrize("scheme, kernel, options", CASES)
+def test_pipelined_states_and_costates_are_the_reduced_sweep(comm, scheme, kernel, options):
+    """The trust region's trial sweeps (:meth:`LNKS.states`, :meth:`LNKS.costates`) on
+    the depth layout over all ranks, in 3 sample chunks: J, the states, the
+    costates and ∇J of the reduced functional's sweep."""
+    layout = Layout.create(comm, depth=comm.size)
+    kw = {"beta": 0.01, "layers": 4, "train_embedding": True}
+    rf, th = _problem(comm, layout=layout, scheme=scheme, kernel=kernel, **options, **kw)
+    t = _trainer(rf, th.copy(), chunks=3)
+    k, P, b = t.kkt, t.lnks, t.kkt.blocks
+    th.axpy(0.1, th)  # not the linearisation point
+    J, grad, traj = rf.value_gradient_trajectory(th)
+    trial = P.states(k.theta(k.theta_of_controls(th)[k.theta_slice]))
+    assert abs(trial.J - J) < 1e-13 * abs(J)
+    assert abs(trial.misfit - rf.last["misfit"]) < 1e-13 * abs(J)
+    Lam, g = P.costates(trial)
+    for got, want in ((trial.states, traj.states[b.lo :]), (Lam, traj.costates[b.lo + 1 :])):
+        err = max(np.abs(a - c).max() for x, y in zip(got, want) for a, c in zip(x, y))
+        assert k.world.allreduce(err, op=MPI.MAX) < 1e-12
+    ref = k.theta_of_controls(grad)[k.theta_slice]
+    assert np.sqrt(k.dot(g - ref, g - ref)) < 1e-12 * np.sqrt(k.dot(ref, ref))
+    t.destroy()
+    layout.destroy()
+
+
 def _zero_residual_problem(comm):
     """A regression network whose targets are its own outputs at θ: G = ∂Φ/∂Ŷ = 0 and
     Λ = 0 at the states and costates of θ, so ∇²J = Gauss–Newton + R''."""

@@ -48,7 +48,13 @@ blocks of samples (the columns of U are independent): depth rank k runs its
 layers on chunk c while rank k + 1 runs chunk c − 1. With c chunks on P depth
 ranks a sweep takes (c + P − 1) chunk-steps instead of c·P: efficiency
 c / (c + P − 1). The result does not depend on the chunks (columns are
-independent) except through the order of the sums over samples.
+independent) except through the order of the sums over samples. One loop
+(:meth:`LNKS._pipeline`) runs every sweep here: the tangent and (second-order)
+adjoint sweeps at the linearisation point and, for the trust region's trial
+points, the nonlinear forward sweep U^{n+1} = gⁿ(Uⁿ, θⁿ) with J(θ)
+(:meth:`LNKS.states`) and its adjoint sweep Λⁿ = (∂_U gⁿ)ᵀ Λ^{n+1} from
+Λ^{N_t} = ∇_U Φ with ∇J(θ) (:meth:`LNKS.costates`) — the sweeps of
+:class:`pontryx.solver.adjoint.sweep.Sweep`, distributed over depth.
 """
 
 from __future__ import annotations

@@ -62,14 +62,15 @@ J(θ) with the one-shot's operators, every iterate consistent — x = (θ, U(θ)
    Gauss–Newton part (``model: gauss_newton``), preconditioned by the L-BFGS
    inverse B_z⁻¹ (M = B_z), to the forcing η_k of item 1 or ``krylov_max_it`` CG
    iterations; negative curvature goes to the boundary of the region instead of
-   stopping. The trial θ + p is evaluated by one forward and one adjoint sweep
-   (keeping the trajectory); with ρ = (J(θ) − J(θ + p)) / (−m(p)) the step is
+   stopping. The trial θ + p is evaluated by one forward sweep (J(θ + p), keeping
+   the states; :meth:`.lnks.LNKS.states`); with ρ = (J(θ) − J(θ + p)) / (−m(p)) the step is
    accepted if ρ > 10⁻⁴ and Δ ← ¼‖p‖_M if ρ < ¼, Δ ← 2Δ if ρ > ¾ and p is on the
    boundary (Conn, Gould & Toint 2000, Alg. 6.1.1); a rejected step is retried
    on the same CG path cut at the smaller radius (no new Hessian products), at
    most 30 times, then ``DIVERGED_TR_REDUCTION``. Initial Δ: option ``radius``
-   (``auto``: ‖B_z⁻¹ g‖_M, the length of the quasi-Newton step). The accepted
-   point's trajectory becomes x (states and costates) and is linearised there;
+   (``auto``: ‖B_z⁻¹ g‖_M, the length of the quasi-Newton step). One adjoint
+   sweep at the accepted point (:meth:`.lnks.LNKS.costates`) gives its costates;
+   with its states they become x and are linearised there;
    B_z is updated with (p, ∇J(θ + p) − ∇J(θ)). Annealing stages are refused
    (the reduced functional is the strong-constraint one).
 
@@ -115,7 +116,8 @@ step) or ``DIVERGED_MAX_IT`` (``max_it`` Newton steps in a stage).
 The norms are Euclidean over all unknowns.
 
 Record (one per L-BFGS or Newton step): loss, misfit, accuracy, ‖∇J‖ and the
-Pontryagin residual of the reduced functional at the new θ (one sweep), and in
+Pontryagin residual of the reduced functional at the new θ (the trust region:
+from x, where F_θ = ∇J; the line search: one forward and one adjoint sweep), and in
 ``extra``: ``phase`` (lbfgs | newton), ``R_f``, ``kkt_residual`` ‖F‖,
 ``kkt_reduction`` ‖F‖/‖F(x₀)‖, ``kkt_state`` ‖F_Λ‖, ``kkt_costate`` ‖F_U‖,
 ``kkt_stationarity`` ‖F_θ‖, ``merit`` φ_ρ, ``step`` (the accepted step length),
@@ -128,10 +130,14 @@ negative_curvature), ``ksp_its`` the CG iterations, ``radius`` Δ after the step
 ``ratio`` ρ of the last trial and ``trials`` (1 + rejected trials).
 
 Parallel: width (rows of V_h), data (samples; θ on data rank 0) and depth
-(contiguous blocks of layers, :mod:`.kkt`; the preconditioner's sweeps
-pipelined over ``chunks`` blocks of samples, default 1 on one depth rank and
-4 per depth rank otherwise). The warm start and the Records' reduced
-evaluations run the whole depth on every depth rank (replicated).
+(contiguous blocks of layers with their θⁿ, Uⁿ⁺¹, Λⁿ⁺¹, :mod:`.kkt`). Every sweep
+of the Newton phase is depth-distributed and pipelined over ``chunks`` blocks of
+samples (default 1 on one depth rank and 4 per depth rank otherwise): the
+preconditioner's, the trust region's Hessian actions (tangent and second-order
+sweeps), its trial points (forward sweep) and accepted points (adjoint sweep),
+the restorations, the warm start's evaluations and the Records' (:mod:`.lnks`);
+inner products and J are sums over all ranks. No sweep runs the whole depth on
+every depth rank.
 
 Memory: :meth:`OneShot.memory_bytes` estimates this rank's allocation.
 """
@@ -385,11 +391,11 @@ class OneShot(Trainer):
         ``krylov_max_it`` + 4; the trust region keeps instead the directions of
         its CG path, θ-sized), the linearisation's layer records, the
         preconditioner's tangent records and two field-sized sweep outputs, the
-        L-BFGS pairs, and the states and costates of the restoration's trajectory
-        (every layer on this rank's samples). Cheap (no allocation); within a
+        L-BFGS pairs, and the states, records and costates of a trial point's
+        sweeps (this rank's layers and samples). Cheap (no allocation); within a
         factor of about 2 of the peak."""
         k, net = self.kkt, self.net
-        n, S, ns, L = k.space.n, k.S_local, k.n_states, net.layers
+        n, S, ns = k.space.n, k.S_local, k.n_states
         block = n * S * 8  # one state component of one layer
         r = _RECORD_ARRAYS.get(net.scheme.name, 4)
         vector = 8 * k.size
@@ -402,7 +408,7 @@ class OneShot(Trainer):
         out += r * local * block  # linearisation records
         out += (r + 2 * ns) * local * block  # sweep records and outputs
         out += 2 * self.options["memory"] * 8 * k.n_theta
-        out += 2 * (L + 1) * ns * block  # the trajectory of a restoration
+        out += ((2 * ns + r) * local + ns) * block  # a trial point's sweeps
         return int(out)
 
     # -- the PETSc solver ------------------------------------------------------------------
@@ -460,9 +466,9 @@ class OneShot(Trainer):
             if self.F_ref is None:
                 if self.alphas:  # ‖F(x₀)‖ of the problem with the target α
                     self.rf.regulariser.alpha = self.alphas[-1]
-                J, g = self.rf.value_and_gradient(self.controls)
-                self.F_ref = g.subset(self.net.trainable).norm()
-                self._J, self._g = J, self.kkt.theta_of_controls(g)
+                k = self.kkt
+                self._J, self._g = self._reduced(k.theta_of_controls(self.controls)[k.theta_slice])
+                self.F_ref = math.sqrt(k.dot(self._g, self._g))
                 if self.alphas:  # the continuation starts at α₀: J and ∇J anew
                     self._set_alpha(self.stage)
                     self._g = None
@@ -481,11 +487,11 @@ class OneShot(Trainer):
 
     # -- warm start: L-BFGS on J(θ) -------------------------------------------------------------
     def _lbfgs_step(self):
-        k, rf, H = self.kkt, self.rf, self.lbfgs
+        k, H = self.kkt, self.lbfgs
+        theta = k.theta_of_controls(self.controls)[k.theta_slice]
         if self._g is None:
-            self._J, grad = rf.value_and_gradient(self.controls)
-            self._g = k.theta_of_controls(grad)
-        g = self._g[k.theta_slice]
+            self._J, self._g = self._reduced(theta)
+        g = self._g
         if not H.pairs:  # first step: unit length in the L²(M_L) norm
             H.gamma = 1.0 / max(math.sqrt(k.dot(g, g / H.omega)), 1e-300)
         d = -H.apply(g)
@@ -493,31 +499,26 @@ class OneShot(Trainer):
         if not slope < 0:
             d = -H.gamma * g / H.omega
             slope = k.dot(g, d)
-        D = self.controls.subset(self.net.trainable).zeros_like()
-        k.controls_of_theta(d, D)
-        base = self.controls.copy()
         t, J0 = 1.0, self._J
         for _ in range(_BACKTRACKS):
-            trial = base.copy().axpy(t, D)
-            Jt = rf(trial)
+            Jt = self._trial(theta + t * d).J
             if math.isfinite(Jt) and Jt <= J0 + _ARMIJO * t * slope:
                 break
             t *= 0.5
         else:
             t = 0.0
-        for name in self.controls:
-            self.controls[name][...] = base[name] + (t * D[name] if name in D else 0.0)
-        J, grad = rf.value_and_gradient(self.controls)
-        g_new = k.theta_of_controls(grad)
+        theta = theta + t * d
+        k.controls_of_theta(theta, self.controls)
+        J, g_new = self._reduced(theta)
         if t > 0:
-            H.update(t * d, g_new[k.theta_slice] - g)
+            H.update(t * d, g_new - g)
         self._J, self._g = J, g_new
         self.iteration += 1
         if self.iteration >= self.options["warm_start"] or t == 0:
             self.phase = "newton"
-        gnorm = grad.subset(self.net.trainable).norm()
+        gnorm = math.sqrt(k.dot(g_new, g_new))
         extra = self._extra("lbfgs", gnorm, (gnorm, 0.0, 0.0), J, t, 0, "lbfgs")
-        return self.record(J, grad, **extra)
+        return self.record(J, self._gradient(g_new), **extra)
 
     def _extra(self, phase, F, blocks, merit, step, its, direction, inner=0, sweeps=0):
         return {
@@ -568,11 +569,10 @@ class OneShot(Trainer):
         return t
 
     def _reduced(self, theta):
-        """(J(θ), ∇J(θ)) at the θ part ``theta`` by the depth-distributed forward and
-        adjoint sweeps; ∇J as full controls on every rank (for the Record)."""
+        """(J(θ), the θ part of ∇J(θ)) at the θ part ``theta`` by the depth-distributed
+        forward and adjoint sweeps."""
         t = self._trial(theta)
-        _, g = self.lnks.costates(t)
-        return t.J, self._gradient(g)
+        return t.J, self.lnks.costates(t)[1]
 
     def _gradient(self, g):
         """Full controls (every layer, on every rank) of a θ part ``g``: a gradient."""
@@ -729,7 +729,8 @@ class OneShot(Trainer):
             t, merit = 0.0, phi0
             self.failed = "DIVERGED_LINE_SEARCH"
         k.controls_of_theta(self.x[k.theta_slice], self.controls)
-        J, grad = self._reduced(self.x[k.theta_slice])
+        J, g = self._reduced(self.x[k.theta_slice])
+        grad = self._gradient(g)
         self.iteration += 1
         blocks = k.block_norms(self.F)
         if restored:
