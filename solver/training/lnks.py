@@ -66,6 +66,7 @@ from mpi4py import MPI
 
 import numpy as np
 
+from pontryx.solver.model.workspace import HEAP, Workspace
 from pontryx.solver.training.kkt import columns
 from pontryx.solver.training.steihaug import truncated_cg
 
@@ -178,6 +179,9 @@ class LNKS:
         k = max(1, min(int(chunks), S))
         edges = np.linspace(0, S, k + 1).round().astype(int)
         self.chunks = [slice(a, b) for a, b in itertools.pairwise(edges) if b > a]
+        # the arrays of the last Trajectory and of its costates, recycled by the next
+        # call (:meth:`states`, :meth:`costates`): no first-touch page faults per trial
+        self.ws, self._lent, self._lent_costates = Workspace(), [], []
 
     # -- the sweeps ---------------------------------------------------------------------
     def _pipeline(self, forward: bool, start, layer, end=None) -> None:
@@ -201,11 +205,12 @@ class LNKS:
                 end(c, cols, v)
         _wait(sends)
 
-    def _fields(self, count=None) -> list:
-        """``count`` (default: the local layers) state tuples of (n × S_local) arrays."""
+    def _fields(self, count=None, ws=HEAP) -> list:
+        """``count`` (default: the local layers) state tuples of (n × S_local) arrays
+        (from the workspace ``ws``)."""
         k = self.kkt
         count = k.blocks.count if count is None else count
-        return [tuple(np.empty((k.space.n, k.S_local)) for _ in range(k.n_states))
+        return [tuple(ws.take((k.space.n, k.S_local)) for _ in range(k.n_states))
                 for _ in range(count)]  # fmt: skip
 
     def forward(self, dth, drive, keep: bool = True):
@@ -298,12 +303,15 @@ class LNKS:
         (a trial point: its own kernel contexts), pipelined, with J(θ): the
         :class:`Trajectory` (U^{lo} … U^{hi} and the records of the local layers; Ŷ
         and ∂Φ/∂Ŷ on the last depth rank). Collective."""
-        kkt = self.kkt
+        kkt, ws = self.kkt, self.ws
         b, scheme = kkt.blocks, kkt.scheme
+        ws.give(*_arrays(self._lent + self._lent_costates))  # the last trajectory's
         full = kkt.full(th)
         ctxs = [kkt._ctx(th, i, False) for i in range(b.count)]
-        U = self._fields(b.count + 1)
+        U = self._fields(b.count + 1, ws)
         recs = [[None] * len(self.chunks) for _ in range(b.count)]
+        spent = []  # the steps' outputs (copied into U; records may hold them)
+        self._lent, self._lent_costates = [U, recs, spent], []
 
         def start(c, cols):
             return scheme.initial_state(kkt.net.embed(full, kkt.X[:, cols]))
@@ -311,8 +319,10 @@ class LNKS:
         def layer(i, c, cols, v):
             if i == 0:
                 _store(U[0], cols, v)
-            v, recs[i][c] = scheme.step(ctxs[i], th["b"][i], v, n=b.lo + i)
+            v, recs[i][c] = scheme.step(ctxs[i], th["b"][i], v, n=b.lo + i, ws=ws,
+                                        record="adjoint")  # fmt: skip
             _store(U[i + 1], cols, v)
+            spent.append(v)
             return v
 
         self._pipeline(True, start, layer)
@@ -333,10 +343,12 @@ class LNKS:
         """The adjoint sweep of a :class:`Trajectory`: Λ^{N_t} = ∇_U Φ, Λⁿ = (∂_U gⁿ)ᵀ
         Λ^{n+1}, pipelined. Returns (Λ^{lo+1} … Λ^{hi}, the θ part of ∇J(θ) on data
         rank 0, the regulariser's gradient included). Collective."""
-        kkt = self.kkt
+        kkt, ws = self.kkt, self.ws
         b, scheme, m = kkt.blocks, kkt.scheme, kkt.m
         z = kkt._zeros()
-        Lam = self._fields()
+        ws.give(*_arrays(self._lent_costates))
+        Lam, spent = self._fields(ws=ws), []
+        self._lent_costates = [Lam, spent]
 
         def start(c, cols):
             G = t.G[:, cols]
@@ -347,7 +359,10 @@ class LNKS:
 
         def layer(i, c, cols, w):
             _store(Lam[i], cols, w)
-            return scheme.adjoint(t.ctxs[i], t.records[i][c], w, kkt._layer_grad(z, i), n=b.lo + i)
+            grad = kkt._layer_grad(z, i)
+            w = scheme.adjoint(t.ctxs[i], t.records[i][c], w, grad, n=b.lo + i, ws=ws)
+            spent.append(w)
+            return w
 
         self._pipeline(False, start, layer, self._embedding_gradient(z))
         if kkt.owns_theta:
@@ -423,6 +438,15 @@ class LNKS:
 
 def _width(cols: slice) -> int:
     return cols.stop - cols.start
+
+
+def _arrays(obj):
+    """The arrays in nested lists and tuples (records, fields)."""
+    if isinstance(obj, tuple | list):
+        for item in obj:
+            yield from _arrays(item)
+    elif isinstance(obj, np.ndarray):
+        yield obj
 
 
 def _store(fields, cols, values) -> None:

@@ -501,15 +501,15 @@ class OneShot(Trainer):
             slope = k.dot(g, d)
         t, J0 = 1.0, self._J
         for _ in range(_BACKTRACKS):
-            Jt = self._trial(theta + t * d).J
-            if math.isfinite(Jt) and Jt <= J0 + _ARMIJO * t * slope:
+            trial = self._trial(theta + t * d)
+            if math.isfinite(trial.J) and trial.J <= J0 + _ARMIJO * t * slope:
                 break
             t *= 0.5
         else:
-            t = 0.0
+            t, trial = 0.0, self._trial(theta)
         theta = theta + t * d
         k.controls_of_theta(theta, self.controls)
-        J, g_new = self._reduced(theta)
+        J, g_new = trial.J, self.lnks.costates(trial)[1]  # the accepted trial's adjoint
         if t > 0:
             H.update(t * d, g_new - g)
         self._J, self._g = J, g_new
