@@ -301,8 +301,10 @@ class LNKS:
     def states(self, th) -> Trajectory:
         """The forward sweep U^{n+1} = gⁿ(Uⁿ, θⁿ) from U⁰ = E X at the θ blocks ``th``
         (a trial point: its own kernel contexts), pipelined, with J(θ): the
-        :class:`Trajectory` (U^{lo} … U^{hi} and the records of the local layers; Ŷ
-        and ∂Φ/∂Ŷ on the last depth rank). Collective."""
+        :class:`Trajectory` (U^{lo} … U^{hi} and the records of the local layers for
+        the adjoint step; Ŷ and ∂Φ/∂Ŷ on the last depth rank). Its arrays come from
+        this object's workspace and are recycled by the next call: a Trajectory (and
+        the costates of :meth:`costates`) is valid until then. Collective."""
         kkt, ws = self.kkt, self.ws
         b, scheme = kkt.blocks, kkt.scheme
         ws.give(*_arrays(self._lent + self._lent_costates))  # the last trajectory's
@@ -342,7 +344,8 @@ class LNKS:
     def costates(self, t: Trajectory):
         """The adjoint sweep of a :class:`Trajectory`: Λ^{N_t} = ∇_U Φ, Λⁿ = (∂_U gⁿ)ᵀ
         Λ^{n+1}, pipelined. Returns (Λ^{lo+1} … Λ^{hi}, the θ part of ∇J(θ) on data
-        rank 0, the regulariser's gradient included). Collective."""
+        rank 0, the regulariser's gradient included); Λ is valid until the next call of
+        :meth:`costates` or :meth:`states`. Collective."""
         kkt, ws = self.kkt, self.ws
         b, scheme, m = kkt.blocks, kkt.scheme, kkt.m
         z = kkt._zeros()
