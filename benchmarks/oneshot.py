@@ -11,17 +11,25 @@
    and the layers N_t (one varied, the others at the base point). The goal:
    within 1.5× from S = 100 to 1000 and N_t = 8 to 64.
 2. Depth axis: the KKT Jacobian action (layers independent, the block ends
-   exchanged) and the preconditioner (sweeps pipelined over sample chunks) on
-   1 rank and on 2 ranks with ``parallel.depth = 2`` (one BLAS thread each),
-   N_t = 64; efficiency E = t₁ / (2 t₂) (goal ≥ 70 %).
+   exchanged), the preconditioners (sweeps pipelined over sample chunks) and
+   the default trust region (TR, after the warm start: a reduced Hessian action
+   W_z v = one CG iteration, a tangent and a second-order adjoint sweep; the
+   forward sweep of a trial point plus the adjoint sweep of an accepted one;
+   one whole Newton step, from the same state each time) on 1 rank and on
+   2 ranks with ``parallel.depth = 2`` (one BLAS thread each), N_t = 64;
+   efficiency E = t₁ / (2 t₂) (goal ≥ 70 %).
 3. Cost model, from the 1-rank measurements: a Jacobian action on P depth ranks
    takes ⌈N_t/P⌉ t_layer + 2 (λ + m/B) (t_layer the per-layer cost, m = 8 n S
    n_states bytes at the block ends, λ and B the latency and bandwidth of a
-   measured ping-pong); a preconditioner sweep with c sample chunks takes
+   measured ping-pong); pipelined sweeps with c sample chunks take
    (c + P − 1) (⌈N_t/P⌉ t_chunk + λ + m/(c B)) with t_chunk the measured
-   per-layer cost of one chunk; predicted for P = 2 … 64 with c = 4P chunks
-   (at least one sample each), the 2-rank prediction next to the measurement.
-   The machine is shared while these numbers are taken: timings are best of 3.
+   per-layer cost of one chunk (P₂, P₄, W_z v, the trial sweeps); a TR Newton
+   step with k CG iterations and r trials takes k W_z(P) + r t_forward(P) +
+   t_adjoint(P) + the rest of its 1-rank time (layer-parallel linearisation,
+   L-BFGS and CG vectors) × ⌈N_t/P⌉/N_t. Predicted for P = 2 … 64 with
+   c = 4P chunks (the default; at least one sample each), the 2-rank
+   prediction next to the measurement. The machine is shared while these
+   numbers are taken: timings are best of 3.
 
     .venv/bin/python benchmarks/oneshot.py [--smoke | --full] [--threads T]
 """
@@ -220,9 +228,9 @@ def _trust_region(cfg, rf, theta, chunks, timed) -> dict:
     point = k.theta(t.x[k.theta_slice] + 1e-3 * v)
 
     def sweeps(P, tag=""):
-        trial = P.states(point)
         out["hessian" + tag] = timed(lambda: P.reduced_hessian(v))
         out["states" + tag] = timed(lambda: P.states(point))
+        trial = P.states(point)  # valid until the next P.states
         out["costates" + tag] = timed(lambda: P.costates(trial))
 
     sweeps(t.lnks)
