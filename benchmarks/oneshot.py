@@ -29,9 +29,9 @@
    L-BFGS and CG vectors) × ⌈N_t/P⌉/N_t. Predicted for P = 2 … 64 with
    c = 4P chunks (the default; at least one sample each), the 2-rank
    prediction next to the measurement. The machine is shared while these
-   numbers are taken: timings are best of 3.
+   numbers are taken: timings are best of 5 (smoke: 2).
 
-    .venv/bin/python benchmarks/oneshot.py [--smoke | --full] [--threads T]
+    .venv/bin/python benchmarks/oneshot.py [--smoke | --full] [--threads T] [--depth-only]
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ SETTINGS = {
         "n": [2, 3],
         "pcs": ("tr", "p2", "p4/gauss_newton"),
         "depth": (3, 16, 8),
+        "repeats": 2,
         "warm": 2,
         "newton": 1,
     },
@@ -59,6 +60,7 @@ SETTINGS = {
         "n": [4, 8, 16],
         "pcs": ("tr", "p2", "p4/gauss_newton"),
         "depth": (8, 1000, 64),
+        "repeats": 5,
         "warm": 20,
         "newton": 5,
     },
@@ -69,6 +71,7 @@ SETTINGS = {
         "n": [4, 8, 16],
         "pcs": ("tr", "p2", "p4", "p2/gauss_newton", "p4/gauss_newton", "p4/exact"),
         "depth": (8, 1000, 64),
+        "repeats": 5,
         "warm": 20,
         "newton": 10,
     },
@@ -293,13 +296,61 @@ def model(one: dict, two: dict, L: int, S: int, ranks) -> list:
     return rows, lat, bw
 
 
+def depth_section(s: dict, mode: str) -> str:
+    """Part 2 and 3 of the module docstring: the depth axis on 1 and 2 ranks and the
+    cost model (Markdown)."""
+    n, S, L = s["depth"]
+    base = {"kind": "depth", "n": n, "S": S, "L": L, "chunks": 8, "repeats": s["repeats"]}
+    base["model_ranks"] = [2, 8, 16, 32, 64] if mode != "smoke" else [2]
+    base["warm"] = s["warm"]
+    one = C.run_worker(__file__, base, threads=1, ranks=1, timeout=7200)
+    two = C.run_worker(__file__, base, threads=1, ranks=2, timeout=7200)
+    pred, lat, bw = model(one, two, L, S, base["model_ranks"])
+    ops = {
+        "matvec": "KKT matvec",
+        "p2": "P₂",
+        "p4": "P₄",
+        "hessian": "TR: W_z v (one CG iteration)",
+        "trial": "TR: trial + adjoint sweep",
+        "tr_step": "TR: Newton step",
+    }
+    for d in (one, two):
+        d["trial"] = d["states"] + d["costates"]
+    depth_rows = [
+        [label, one[op], two[op], one[op] / two[op], f"{100 * one[op] / (2 * two[op]):.0f} %",
+         f"{100 * pred[0][1 + i]:.0f} %" if pred[0][0] == 2 else "–"]
+        for i, (op, label) in enumerate(ops.items())
+    ]  # fmt: skip
+    model_rows = [[P, *(f"{100 * e:.0f} %" for e in effs)] for P, *effs in pred]
+
+    return (
+        f"**Depth axis** (N = {(n + 1) ** 2}, S = {S}, N_t = {L}; 2 ranks: "
+        f"parallel.depth = 2, {base['chunks']} sample chunks; one BLAS thread per rank; "
+        f"best of {s['repeats']}). TR: the trust region after {s['warm']} L-BFGS iterations; its "
+        f"Newton step took {one['tr_its']} CG iterations and {one['tr_trials']} trial(s) "
+        f"on 1 rank, {two['tr_its']} and {two['tr_trials']} on 2.\n\n"
+        + C.table(
+            ["operation", "1 rank s", "2 ranks s", "speed-up", "efficiency", "model"], depth_rows
+        )
+        + f"\n\n**Cost model** (per-layer and per-chunk costs measured on 1 rank; "
+        f"latency {lat * 1e6:.1f} µs, bandwidth {bw / 1e9:.2f} GB/s from a 2-rank "
+        f"ping-pong; c = 4P chunks): predicted depth-axis efficiency for N_t = {L}.\n\n"
+        + C.table(["depth ranks P", *ops.values()], model_rows)
+    )
+
+
 def main(argv=None) -> str:
-    args = C.arguments(__doc__, argv, threads=1)
+    p = C.parser(__doc__, threads=1)
+    p.add_argument("--depth-only", action="store_true", help="parts 2 and 3 only")
+    args = C.parse(p, argv)
     if args.worker:
         return C.in_worker(args, worker)
     mode = C.mode(args)
     s = SETTINGS[mode]
     n0, S0, L0 = s["base"]
+    title = "One-shot KKT solver: Krylov iterations and the depth axis"
+    if args.depth_only:
+        return C.publish(title, depth_section(s, mode))
 
     # 1. Krylov iterations against S, N, N_t
     def point(key, v):
@@ -347,31 +398,6 @@ def main(argv=None) -> str:
         headers += [f"{pc}: 1st system to 10⁻¹", "to 10⁻²", "its per Newton step"]
         headers += ["inner CG its", "sweeps", "s per it"]
 
-    # 2. depth axis: 1 vs 2 ranks
-    n, S, L = s["depth"]
-    base = {"kind": "depth", "n": n, "S": S, "L": L, "chunks": 8, "repeats": 3}
-    base["model_ranks"] = [2, 8, 16, 32, 64] if mode != "smoke" else [2]
-    base["warm"] = s["warm"]
-    one = C.run_worker(__file__, base, threads=1, ranks=1, timeout=7200)
-    two = C.run_worker(__file__, base, threads=1, ranks=2, timeout=7200)
-    pred, lat, bw = model(one, two, L, S, base["model_ranks"])
-    ops = {
-        "matvec": "KKT matvec",
-        "p2": "P₂",
-        "p4": "P₄",
-        "hessian": "TR: W_z v (one CG iteration)",
-        "trial": "TR: trial + adjoint sweep",
-        "tr_step": "TR: Newton step",
-    }
-    for d in (one, two):
-        d["trial"] = d["states"] + d["costates"]
-    depth_rows = [
-        [label, one[op], two[op], one[op] / two[op], f"{100 * one[op] / (2 * two[op]):.0f} %",
-         f"{100 * pred[0][1 + i]:.0f} %" if pred[0][0] == 2 else "–"]
-        for i, (op, label) in enumerate(ops.items())
-    ]  # fmt: skip
-    model_rows = [[P, *(f"{100 * e:.0f} %" for e in effs)] for P, *effs in pred]
-
     body = (
         f"Ellipses, dense kernel on unit_square, tanh, T = 1, α = {ALPHA:g}; the one-shot "
         f"({s['warm']} L-BFGS warm-start iterations); tr: the default trust region (its "
@@ -387,21 +413,9 @@ def main(argv=None) -> str:
         + "\n\nLargest / smallest iteration count: "
         + "; ".join(spread)
         + " (of the mean per Newton step; goal ≤ 1.5× over S = 100 … 1000 and "
-        "N_t = 8 … 64).\n\n"
-        f"**Depth axis** (N = {(n + 1) ** 2}, S = {S}, N_t = {L}; 2 ranks: "
-        f"parallel.depth = 2, {base['chunks']} sample chunks; one BLAS thread per rank; "
-        f"best of 3). TR: the trust region after {s['warm']} L-BFGS iterations; its "
-        f"Newton step took {one['tr_its']} CG iterations and {one['tr_trials']} trial(s) "
-        f"on 1 rank, {two['tr_its']} and {two['tr_trials']} on 2.\n\n"
-        + C.table(
-            ["operation", "1 rank s", "2 ranks s", "speed-up", "efficiency", "model"], depth_rows
-        )
-        + f"\n\n**Cost model** (per-layer and per-chunk costs measured on 1 rank; "
-        f"latency {lat * 1e6:.1f} µs, bandwidth {bw / 1e9:.2f} GB/s from a 2-rank "
-        f"ping-pong; c = 4P chunks): predicted depth-axis efficiency for N_t = {L}.\n\n"
-        + C.table(["depth ranks P", *ops.values()], model_rows)
+        "N_t = 8 … 64).\n\n" + depth_section(s, mode)
     )
-    return C.publish("One-shot KKT solver: Krylov iterations and the depth axis", body)
+    return C.publish(title, body)
 
 
 if __name__ == "__main__":
