@@ -181,9 +181,9 @@ def test_sweeps_solve_their_blocks_and_reduced_hessian_is_the_hessian_of_J(kerne
 def test_pipelined_states_and_costates_are_the_reduced_sweep(comm, scheme, kernel, options):
     """The trust region's trial sweeps (:meth:`LNKS.states`, :meth:`LNKS.costates`) on
     the depth layout over all ranks, in 3 sample chunks: J, the states, the
-    costates and ∇J of the reduced functional's sweep."""
+    costates and ∇J of the reduced functional's sweep (α, β, γ, δ)."""
     layout = Layout.create(comm, depth=comm.size)
-    kw = {"beta": 0.01, "layers": 4, "train_embedding": True}
+    kw = {"beta": 0.01, "gamma": 1e-3, "delta": 1e-2, "layers": 4, "train_embedding": True}
     rf, th = _problem(comm, layout=layout, scheme=scheme, kernel=kernel, **options, **kw)
     t = _trainer(rf, th.copy(), chunks=3)
     k, P, b = t.kkt, t.lnks, t.kkt.blocks
