@@ -63,8 +63,8 @@ J(θ) with the one-shot's operators, every iterate consistent — x = (θ, U(θ)
    inverse B_z⁻¹ (M = B_z), to the forcing η_k of item 1 or ``krylov_max_it`` CG
    iterations; negative curvature goes to the boundary of the region instead of
    stopping. The trial θ + p is evaluated by one forward sweep (J(θ + p), keeping
-   the states; :meth:`.lnks.LNKS.states`); with ρ = (J(θ) − J(θ + p)) / (−m(p)) the step is
-   accepted if ρ > 10⁻⁴ and Δ ← ¼‖p‖_M if ρ < ¼, Δ ← 2Δ if ρ > ¾ and p is on the
+   the states; :meth:`.lnks.LNKS.states`); with ρ = (J(θ) − J(θ + p)) / (−m(p))
+   the step is accepted if ρ > 10⁻⁴ and Δ ← ¼‖p‖_M if ρ < ¼, Δ ← 2Δ if ρ > ¾ and p is on the
    boundary (Conn, Gould & Toint 2000, Alg. 6.1.1); a rejected step is retried
    on the same CG path cut at the smaller radius (no new Hessian products), at
    most 30 times, then ``DIVERGED_TR_REDUCTION``. Initial Δ: option ``radius``
@@ -131,7 +131,7 @@ negative_curvature), ``ksp_its`` the CG iterations, ``radius`` Δ after the step
 
 Parallel: width (rows of V_h), data (samples; θ on data rank 0) and depth
 (contiguous blocks of layers with their θⁿ, Uⁿ⁺¹, Λⁿ⁺¹, :mod:`.kkt`). Every sweep
-of the Newton phase is depth-distributed and pipelined over ``chunks`` blocks of
+of the solver is depth-distributed and pipelined over ``chunks`` blocks of
 samples (default 1 on one depth rank and 4 per depth rank otherwise): the
 preconditioner's, the trust region's Hessian actions (tangent and second-order
 sweeps), its trial points (forward sweep) and accepted points (adjoint sweep),
