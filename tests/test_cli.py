@@ -319,7 +319,8 @@ def test_example_runs_shortened(capsys, example, mpi_tmp_path):
     sets = [a for o in overrides for a in ("--set", o)]
     run = mpi_tmp_path / example.stem
     code, _, err = cli(capsys, "train", example, "--output", run, "--quiet", *sets)
-    assert code == 0, err
+    # the one-shot solves to a tolerance: stopped by the iterations it is not converged (4)
+    assert code == (4 if cfg["training"]["method"] == "oneshot" else 0), err
     summary = json.loads((run / "summary.json").read_text())
     assert summary["iterations"] == 2 and np.isfinite(summary["train"]["loss"])
     assert (run / "model.npz").is_file() and (run / "plots" / "curves.png").is_file()
