@@ -453,10 +453,7 @@ class KKT:
             if self.width.rank == 0:
                 value += misfit
             if gradient:
-                dphi = (m * (full["C"] @ Gl), *(np.zeros_like(s) for s in states[-1][1:]))
-                if "C" in grad:
-                    grad["C"] += (m * states[-1][0]) @ Gl.T
-                    grad["d"] += Gl.sum(axis=1)
+                dphi = self.terminal(full, states[-1], Gl, grad)
         if self.owns_theta:  # the same on every rank of the depth communicator
             value += self.regulariser(th, grad)
         sums = np.array([value, c2])
@@ -478,6 +475,17 @@ class KKT:
     def linearise(self, flat):
         """:meth:`evaluate` with the gradient, keeping the point for :meth:`apply`."""
         return self.evaluate(flat, gradient=True, linearise=True)
+
+    def terminal(self, full, U_L, G, grad) -> tuple:
+        """At the terminal layer (last depth rank), for the sample columns of the state
+        tuple ``U_L`` = U^{N_t} and G = ∂Φ/∂Ŷ on them: the costate Λ^{N_t} = ∇_U Φ =
+        (M_L C G, 0, …) as a state tuple; adds ∂Φ/∂C = M_L U^{N_t} Gᵀ and ∂Φ/∂d = G 1
+        to ``grad`` if the readout is trained."""
+        m = self.m
+        if "C" in grad:
+            grad["C"] += (m * U_L[0]) @ G.T
+            grad["d"] += G.sum(axis=1)
+        return (m * (full["C"] @ G), *(np.zeros_like(s) for s in U_L[1:]))
 
     # -- the Jacobian ------------------------------------------------------------------------
     def terminal_tangent(self, dU_L, dth, cols=slice(None), gauss_newton: bool = False):

@@ -347,18 +347,14 @@ class LNKS:
         rank 0, the regulariser's gradient included); Λ is valid until the next call of
         :meth:`costates` or :meth:`states`. Collective."""
         kkt, ws = self.kkt, self.ws
-        b, scheme, m = kkt.blocks, kkt.scheme, kkt.m
+        b, scheme = kkt.blocks, kkt.scheme
         z = kkt._zeros()
         ws.give(*_arrays(self._lent_costates))
         Lam, spent = self._fields(ws=ws), []
         self._lent_costates = [Lam, spent]
 
         def start(c, cols):
-            G = t.G[:, cols]
-            if "C" in z:
-                z["C"] += (m * t.states[-1][0][:, cols]) @ G.T
-                z["d"] += G.sum(axis=1)
-            return (m * (t.full["C"] @ G), *(np.zeros_like(a[:, cols]) for a in t.states[-1][1:]))
+            return kkt.terminal(t.full, columns(t.states[-1], cols), t.G[:, cols], z)
 
         def layer(i, c, cols, w):
             _store(Lam[i], cols, w)
