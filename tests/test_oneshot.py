@@ -188,7 +188,8 @@ def test_pipelined_states_and_costates_are_the_reduced_sweep(comm, scheme, kerne
     t = _trainer(rf, th.copy(), chunks=3)
     k, P, b = t.kkt, t.lnks, t.kkt.blocks
     th.axpy(0.1, th)  # not the linearisation point
-    J, grad, traj = rf.value_gradient_trajectory(th)
+    J, grad = rf.value_and_gradient(th)
+    traj = rf.trajectory(th)
     trial = P.states(k.theta(k.theta_of_controls(th)[k.theta_slice]))
     assert abs(trial.J - J) < 1e-13 * abs(J)
     assert abs(trial.misfit - rf.last["misfit"]) < 1e-13 * abs(J)

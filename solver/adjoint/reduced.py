@@ -372,16 +372,6 @@ class ReducedFunctional:
         self._grad = grad
         return J, grad
 
-    def value_gradient_trajectory(self, controls: Controls):
-        """(J(θ), ∇J(θ), the :meth:`trajectory`) from one forward and one adjoint
-        sweep that keeps every state and costate (as :meth:`value_and_gradient`
-        otherwise: sets :attr:`last`)."""
-        res = self.trajectory(controls)
-        J, grad, misfit, stat = self.reduce(controls, res.gradient, res.misfit, res.stat)
-        self.last = {"misfit": misfit, "stat": stat, "J": J, "gradient": grad}
-        self._grad = grad
-        return J, grad, res
-
     def _spare_gradient(self) -> dict | None:
         """The arrays of the previous gradient if nothing outside this object holds
         it, its arrays or views of them (by reference counts, as NumPy's own elision
