@@ -155,24 +155,35 @@ class Regulariser:
             ws.give(a, d)
         return net.space.sum(local)
 
+    def own(self, name: str, theta: np.ndarray, grad: np.ndarray | None = None) -> float:
+        """This width rank's part of (α/2) Δt ‖θⁿ‖² + (γ/2) Δt |θⁿ|²_{H¹}, the terms of
+        one layer's control ``name`` (``theta``: that layer's array) that involve no
+        other layer; adds their gradient to ``grad`` (the layer's gradient array)
+        if given. Collective in width when γ > 0."""
+        dt, local = self.net.dt, 0.0
+        if self.alpha:
+            a = self.weights[name] * theta
+            local += 0.5 * self.alpha * dt * float(np.vdot(a, theta))
+            if grad is not None:
+                grad += self.alpha * dt * a
+        if self.gamma:
+            value, gs = self.smoothness(name, theta)
+            local += self.gamma * dt * value
+            if grad is not None:
+                grad += self.gamma * dt * gs
+        return local
+
     def layer(self, n: int, theta: dict, frozen, grad: dict) -> float:
         """This width rank's part of the terms of R that involve layer n, with the
         neighbouring layers held at ``frozen`` (a block of a Jacobi/Gauss–Seidel
         sweep); adds their gradient to ``grad``. Not summed over ranks."""
-        net, alpha, beta = self.net, self.alpha, self.beta
+        net, beta = self.net, self.beta
         dt, L = net.dt, net.layers
         neighbours = [k for k in (n - 1, n + 1) if 0 <= k < L] if beta and L > 1 else []
         local = 0.0
         for name in net.layer_names:
             w, th = self.weights[name], theta[name]
-            if alpha:
-                a = w * th
-                local += 0.5 * alpha * dt * float(np.vdot(a, th))
-                grad[name] += alpha * dt * a
-            if self.gamma:
-                value, gs = self.smoothness(name, th)
-                local += self.gamma * dt * value
-                grad[name] += self.gamma * dt * gs
+            local += self.own(name, th, grad[name])
             for k in neighbours:
                 d = th - frozen[name][k]
                 a = w * d

@@ -381,16 +381,8 @@ class KKT:
             prv = [b.shift((theta[k][-1],), forward=True) for k in self.layer_names]
         for j, k in enumerate(self.layer_names):
             w, th = reg.weights[k], theta[k]
-            if alpha:
-                a = w * th
-                local += 0.5 * alpha * dt * float(np.vdot(a, th))
-                if grad is not None:
-                    grad[k] += alpha * dt * a
-            for i in range(b.count) if gamma else ():  # |θⁿ|²_{H¹}, collective in width
-                value, gs = reg.smoothness(k, th[i])
-                local += gamma * dt * value
-                if grad is not None:
-                    grad[k][i] += gamma * dt * gs
+            for i in range(b.count) if alpha or gamma else ():  # α, γ: collective in width
+                local += reg.own(k, th[i], None if grad is None else grad[k][i])
             if not beta:
                 continue
             before = prv[j] if prv is not None and prv[j] is not None else ()
