@@ -177,14 +177,15 @@ def depth(cfg: dict, threads: int) -> dict:
             t._start_newton()
             k = t.kkt
             r = np.random.default_rng(world.rank).standard_normal(k.size)
+            y = np.zeros(k.size)  # the output vector, as the KSP passes it
             if pc == "p2":
-                out["matvec"] = timed(lambda k=k, r=r: k.apply(r))
-            out[pc] = timed(lambda t=t, r=r: t.lnks.apply(r))
+                out["matvec"] = timed(lambda k=k, r=r, y=y: k.apply(r, y))
+            out[pc] = timed(lambda t=t, r=r, y=y: t.lnks.apply(r, y))
             if world.size == 1:  # per-chunk preconditioner cost for c = 4P chunks
                 for P in cfg["model_ranks"]:
                     c = min(4 * P, cfg["S"])
                     lnks = LNKS(k, t.lbfgs, pc, c)
-                    out[f"{pc}_c{c}"] = timed(lambda lnks=lnks, r=r: lnks.apply(r))
+                    out[f"{pc}_c{c}"] = timed(lambda lnks=lnks, r=r, y=y: lnks.apply(r, y))
             t.destroy()
         out.update(_trust_region(cfg, rf, theta, chunks, timed))
         out["message_bytes"] = 8 * net.space.n * k.S_local * net.scheme.n_states

@@ -213,14 +213,15 @@ class LNKS:
         return [tuple(ws.take((k.space.n, k.S_local)) for _ in range(k.n_states))
                 for _ in range(count)]  # fmt: skip
 
-    def forward(self, dth, drive, keep: bool = True):
+    def forward(self, dth, drive, keep: bool = True, into=None):
         """q^{n+1} = ∂_U gⁿ qⁿ + ∂_θ gⁿ dθⁿ − drive^{n+1} for the local layers (q^{lo} from
         the previous depth rank, q⁰ = dE X): (q fields, tangent records per layer and
-        chunk). ``drive`` None: zero. Pipelined over the chunks."""
+        chunk). ``drive`` None: zero. ``into``: the fields to write q into (default:
+        new arrays). Pipelined over the chunks."""
         kkt = self.kkt
         P, b, scheme, kernel = kkt.point, kkt.blocks, kkt.scheme, kkt.kernel
         self.sweeps += 1
-        out = self._fields()
+        out = self._fields() if into is None else into
         trecs = [[None] * len(self.chunks) for _ in range(b.count)]
 
         def start(c, cols):
@@ -243,7 +244,9 @@ class LNKS:
         self._pipeline(True, start, layer)
         return out, trecs
 
-    def backward(self, dth, rU, q=None, trecs=None, keep: bool = True, gauss_newton=False):
+    def backward(
+        self, dth, rU, q=None, trecs=None, keep: bool = True, gauss_newton=False, into=None
+    ):
         """s^m = [(∂_U gᵐ)ᵀ s^{m+1} + W_UU qᵐ + W_Uθ dθᵐ] − r_Uᵐ for the local U, from
         s^{N_t} = (terminal W)(q, dθ) − r_U^{N_t}; with ``trecs`` None the first-order
         adjoint (no W terms), from s^{N_t} = −r_U^{N_t} or, with ``gauss_newton``, from
@@ -251,13 +254,14 @@ class LNKS:
         ``gauss_newton``).
         Returns (s fields or None, z): z = Cᵀ s (+ W_θU q + W_θθ dθ of the layers and
         the loss) as the θ part on data rank 0 (summed over the data ranks; no
-        regulariser). ``rU`` None: zero. Pipelined."""
+        regulariser). ``rU`` None: zero. ``into``: the fields to write s into (with
+        ``keep``; default: new arrays). Pipelined."""
         kkt = self.kkt
         P, b, scheme, kernel = kkt.point, kkt.blocks, kkt.scheme, kkt.kernel
         second = trecs is not None
         self.sweeps += 1
         z = kkt._zeros()
-        out = self._fields() if keep else None
+        out = (self._fields() if into is None else into) if keep else None
 
         def start(c, cols):
             if not (second or gauss_newton):
@@ -416,23 +420,28 @@ class LNKS:
         return x
 
     def apply(self, r: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """P⁻¹ r for a local vector r (a new vector or ``out``)."""
+        """P⁻¹ r for a local vector r (a new vector or ``out``, not ``r``): the sweeps
+        write p_U and p_Λ into it."""
         kkt = self.kkt
+        out = np.empty(kkt.size) if out is None else out
         r_theta = r[kkt.theta_slice]
         rU, rL = kkt.fields(r, 0), kkt.fields(r, 1)
+        pU, pL = kkt.fields(out, 0), kkt.fields(out, 1)
         if self.kind == "p2":
-            pL, z = self.backward(self.zero_theta(), rU)
+            _, z = self.backward(self.zero_theta(), rU, into=pL)
             p_theta = self.solve_reduced(r_theta - z)
-            pU, _ = self.forward(self._theta(p_theta), rL, keep=False)
+            self.forward(self._theta(p_theta), rL, keep=False, into=pU)
         else:
             zero = self.zero_theta()
             q, trecs = self.forward(zero, rL)
             _, z = self.backward(zero, rU, q, trecs, keep=False)
             p_theta = self.solve_reduced(r_theta - z)
             dth = self._theta(p_theta)
-            pU, trecs = self.forward(dth, rL)
-            pL, _ = self.backward(dth, rU, pU, trecs)
-        return kkt.pack(p_theta, pU, pL, out)
+            _, trecs = self.forward(dth, rL, into=pU)
+            self.backward(dth, rU, pU, trecs, into=pL)
+        if kkt.owns_theta:
+            out[kkt.theta_slice] = p_theta
+        return out
 
 
 def _width(cols: slice) -> int:
