@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run the whole test suite: serially, then on 2 MPI ranks,
+# Set up (if needed) and run the whole test suite: on 1 MPI rank (in one pytest-xdist
+# worker per core), then on 2 MPI ranks,
 # then the installed package (scripts/check-install.sh).
 # Extra arguments go to pytest (e.g. scripts/test.sh -k forward).
 set -euo pipefail
@@ -9,8 +10,11 @@ venv="${PONTRYX_VENV:-$root/.venv}"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 export PATH="$venv/bin:$PATH"
 cd "$root"
-echo "== pytest, 1 rank"
-python -m pytest -q "$@"
+# The one-rank suite runs in pytest-xdist workers, one per core (at most 4;
+# PONTRYX_TEST_WORKERS overrides, 0 = in this process): each worker is one MPI rank.
+workers="${PONTRYX_TEST_WORKERS:-$(python -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')}"
+echo "== pytest, 1 rank ($workers workers)"
+python -m pytest -q -n "$workers" "$@"
 echo "== pytest, 2 ranks (rank 0 reports; rank 1's log is shown if it fails)"
 log="$(mktemp)"
 status=0
