@@ -27,11 +27,14 @@
    step with k CG iterations and r trials takes k W_z(P) + r t_forward(P) +
    t_adjoint(P) + the rest of its 1-rank time (layer-parallel linearisation,
    L-BFGS and CG vectors) × ⌈N_t/P⌉/N_t. Predicted for P = 2 … 64 with
-   c = 4P chunks (the default; at least one sample each), the 2-rank
-   prediction next to the measurement. The machine is shared while these
-   numbers are taken: timings are best of 5 (smoke: 2).
+   the default chunks (``chunks: auto``, ``lnks.default_chunks``: about one
+   per 256 samples, 2P ≤ c ≤ 4P), the 2-rank prediction next to the
+   measurement; ``--chunks c`` sets the 2-rank run's chunks instead. The
+   machine is shared while these numbers are taken: timings are best of 5
+   (smoke: 2).
 
-    .venv/bin/python benchmarks/oneshot.py [--smoke | --full] [--threads T] [--depth-only]
+    .venv/bin/python benchmarks/oneshot.py [--smoke | --full] [--threads T]
+        [--depth-only] [--chunks c]
 """
 
 from __future__ import annotations
@@ -153,7 +156,7 @@ def depth(cfg: dict, threads: int) -> dict:
     import numpy as np
 
     from pontryx.solver import Layout
-    from pontryx.solver.training.lnks import LNKS
+    from pontryx.solver.training.lnks import LNKS, default_chunks
     from pontryx.solver.training.oneshot import OneShot
 
     world = MPI.COMM_WORLD
@@ -181,9 +184,9 @@ def depth(cfg: dict, threads: int) -> dict:
             if pc == "p2":
                 out["matvec"] = timed(lambda k=k, r=r, y=y: k.apply(r, y))
             out[pc] = timed(lambda t=t, r=r, y=y: t.lnks.apply(r, y))
-            if world.size == 1:  # per-chunk preconditioner cost for c = 4P chunks
+            if world.size == 1:  # per-chunk preconditioner cost for the default chunks
                 for P in cfg["model_ranks"]:
-                    c = min(4 * P, cfg["S"])
+                    c = default_chunks(P, cfg["S"])
                     lnks = LNKS(k, t.lbfgs, pc, c)
                     out[f"{pc}_c{c}"] = timed(lambda lnks=lnks, r=r, y=y: lnks.apply(r, y))
             t.destroy()
@@ -214,12 +217,12 @@ def _trust_region(cfg, rf, theta, chunks, timed) -> dict:
     sweep), of the trial forward sweep (J at a trial point) and of the adjoint
     sweep of an accepted point, and of one whole Newton step (from the same state
     each time: the best of ``repeats``) with its CG iterations and trials; on one
-    rank also the sweeps' costs in c = 4P chunks."""
+    rank also the sweeps' costs in the default chunks."""
     from mpi4py import MPI
 
     import numpy as np
 
-    from pontryx.solver.training.lnks import LNKS
+    from pontryx.solver.training.lnks import LNKS, default_chunks
     from pontryx.solver.training.oneshot import OneShot
 
     world, out = MPI.COMM_WORLD, {}
@@ -240,7 +243,7 @@ def _trust_region(cfg, rf, theta, chunks, timed) -> dict:
     sweeps(t.lnks)
     if world.size == 1:
         for P in cfg["model_ranks"]:
-            c = min(4 * P, cfg["S"])
+            c = default_chunks(P, cfg["S"])
             sweeps(LNKS(k, t.lbfgs, "p2", c), f"_c{c}")
     t.destroy()
     best = math.inf
@@ -265,9 +268,11 @@ def worker(cfg: dict, threads: int) -> None:
 
 
 def _pipelined(one, key, P, L, S, lat, bw, m) -> float:
-    """Predicted time of the pipelined sweeps ``key`` on P depth ranks with c = 4P
-    chunks (module docstring): (c + P − 1) (⌈N_t/P⌉ t_chunk + λ + m/(c B))."""
-    c = min(4 * P, S)
+    """Predicted time of the pipelined sweeps ``key`` on P depth ranks with the
+    default c chunks (module docstring): (c + P − 1) (⌈N_t/P⌉ t_chunk + λ + m/(c B))."""
+    from pontryx.solver.training.lnks import default_chunks
+
+    c = default_chunks(P, S)
     chunk = one[f"{key}_c{c}"] / (c * L)  # one layer, one chunk
     return (c + P - 1) * (math.ceil(L / P) * chunk + lat + m / (c * bw))
 
@@ -297,11 +302,14 @@ def model(one: dict, two: dict, L: int, S: int, ranks) -> list:
     return rows, lat, bw
 
 
-def depth_section(s: dict, mode: str) -> str:
-    """Part 2 and 3 of the module docstring: the depth axis on 1 and 2 ranks and the
-    cost model (Markdown)."""
+def depth_section(s: dict, mode: str, chunks=None) -> str:
+    """Part 2 and 3 of the module docstring: the depth axis on 1 and 2 ranks (with
+    ``chunks``, default the solver's) and the cost model (Markdown)."""
+    from pontryx.solver.training.lnks import default_chunks
+
     n, S, L = s["depth"]
-    base = {"kind": "depth", "n": n, "S": S, "L": L, "chunks": 8, "repeats": s["repeats"]}
+    chunks = default_chunks(2, S) if chunks is None else chunks
+    base = {"kind": "depth", "n": n, "S": S, "L": L, "chunks": chunks, "repeats": s["repeats"]}
     base["model_ranks"] = [2, 8, 16, 32, 64] if mode != "smoke" else [2]
     base["warm"] = s["warm"]
     one = C.run_worker(__file__, base, threads=1, ranks=1, timeout=7200)
@@ -335,14 +343,15 @@ def depth_section(s: dict, mode: str) -> str:
         )
         + f"\n\n**Cost model** (per-layer and per-chunk costs measured on 1 rank; "
         f"latency {lat * 1e6:.1f} µs, bandwidth {bw / 1e9:.2f} GB/s from a 2-rank "
-        f"ping-pong; c = 4P chunks): predicted depth-axis efficiency for N_t = {L}.\n\n"
-        + C.table(["depth ranks P", *ops.values()], model_rows)
+        f"ping-pong; the default chunks, 2P ≤ c ≤ 4P): predicted depth-axis efficiency "
+        f"for N_t = {L}.\n\n" + C.table(["depth ranks P", *ops.values()], model_rows)
     )
 
 
 def main(argv=None) -> str:
     p = C.parser(__doc__, threads=1)
     p.add_argument("--depth-only", action="store_true", help="parts 2 and 3 only")
+    p.add_argument("--chunks", type=int, help="sample chunks of the 2-rank run (default: auto)")
     args = C.parse(p, argv)
     if args.worker:
         return C.in_worker(args, worker)
@@ -351,7 +360,7 @@ def main(argv=None) -> str:
     n0, S0, L0 = s["base"]
     title = "One-shot KKT solver: Krylov iterations and the depth axis"
     if args.depth_only:
-        return C.publish(title, depth_section(s, mode))
+        return C.publish(title, depth_section(s, mode, args.chunks))
 
     # 1. Krylov iterations against S, N, N_t
     def point(key, v):
@@ -414,7 +423,7 @@ def main(argv=None) -> str:
         + "\n\nLargest / smallest iteration count: "
         + "; ".join(spread)
         + " (of the mean per Newton step; goal ≤ 1.5× over S = 100 … 1000 and "
-        "N_t = 8 … 64).\n\n" + depth_section(s, mode)
+        "N_t = 8 … 64).\n\n" + depth_section(s, mode, args.chunks)
     )
     return C.publish(title, body)
 

@@ -24,6 +24,7 @@ from tiny import INTERVAL, ellipses_problem
 from pontryx.meshes.errors import InputError
 from pontryx.solver import Layout, ReducedFunctional
 from pontryx.solver.training.kkt import KKT, DepthBlocks
+from pontryx.solver.training.lnks import default_chunks
 from pontryx.solver.training.oneshot import OneShot
 
 CASES = [
@@ -574,6 +575,20 @@ def test_memory_estimate_and_option_errors():
         OneShot(rf, th, stages=1, globalisation="trust_region")
     with pytest.raises(InputError, match=r"^max_unknowns: not an option"):
         OneShot(rf, th, max_unknowns=10)
+
+
+def test_default_chunks(comm):
+    """``chunks: auto``: one chunk on one depth rank; otherwise about one per 256
+    local samples within 2P … 4P, never more chunks than samples; the solver uses it."""
+    assert default_chunks(1, 1000) == 1
+    assert [default_chunks(2, S) for S in (1000, 1500, 2000, 5000)] == [4, 6, 8, 8]
+    assert default_chunks(64, 1000) == 128 and default_chunks(8, 10) == 10
+    layout = Layout.create(comm, depth=comm.size)
+    rf, th = _problem(comm, layout=layout, n=12, layers=5)
+    t = OneShot(rf, th)
+    assert len(t.lnks.chunks) == default_chunks(comm.size, t.kkt.S_local)
+    t.destroy()
+    layout.destroy()
 
 
 def test_registry_and_train_driver():

@@ -70,10 +70,24 @@ from pontryx.solver.model.workspace import HEAP, Workspace
 from pontryx.solver.training.kkt import columns
 from pontryx.solver.training.steihaug import truncated_cg
 
-__all__ = ["CONTROL_BLOCKS", "LBFGS", "LNKS", "PRECONDITIONERS", "Trajectory"]
+__all__ = ["CONTROL_BLOCKS", "LBFGS", "LNKS", "PRECONDITIONERS", "Trajectory", "default_chunks"]
 
 PRECONDITIONERS = ("p4", "p2")
 CONTROL_BLOCKS = ("lbfgs", "gauss_newton", "exact")
+#: the chunk width the default aims at: narrower chunks pay more per sample
+#: (a layer step's fixed cost, column slices of the (n × S) fields and records)
+CHUNK_SAMPLES = 256
+
+
+def default_chunks(depth: int, samples: int) -> int:
+    """The sample chunks c of the pipelined sweeps (``chunks: auto``) on ``depth``
+    depth ranks with ``samples`` local samples: 1 on one depth rank; otherwise about
+    one chunk per :data:`CHUNK_SAMPLES` samples, kept within 2P ≤ c ≤ 4P (the
+    pipeline's bound c/(c + P − 1): 67–80 %) and to at least one sample each."""
+    if depth <= 1:
+        return 1
+    c = min(max(round(samples / CHUNK_SAMPLES), 2 * depth), 4 * depth)
+    return max(1, min(c, samples))
 
 
 @dataclass

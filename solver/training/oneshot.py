@@ -132,7 +132,8 @@ negative_curvature), ``ksp_its`` the CG iterations, ``radius`` Δ after the step
 Parallel: width (rows of V_h), data (samples; θ on data rank 0) and depth
 (contiguous blocks of layers with their θⁿ, Uⁿ⁺¹, Λⁿ⁺¹, :mod:`.kkt`). Every sweep
 of the solver is depth-distributed and pipelined over ``chunks`` blocks of
-samples (default 1 on one depth rank and 4 per depth rank otherwise): the
+samples (default :func:`.lnks.default_chunks`: 1 on one depth rank, otherwise
+about one per 256 samples, between 2 and 4 per depth rank): the
 preconditioner's, the trust region's Hessian actions (tangent and second-order
 sweeps), its trial points (forward sweep) and accepted points (adjoint sweep),
 the restorations, the warm start's evaluations and the Records' (:mod:`.lnks`);
@@ -156,7 +157,13 @@ from pontryx.meshes.errors import InputError, show
 from pontryx.solver.petsc import configure, destroy
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.kkt import KKT
-from pontryx.solver.training.lnks import CONTROL_BLOCKS, LBFGS, LNKS, PRECONDITIONERS
+from pontryx.solver.training.lnks import (
+    CONTROL_BLOCKS,
+    LBFGS,
+    LNKS,
+    PRECONDITIONERS,
+    default_chunks,
+)
 from pontryx.solver.training.steihaug import TrustRegionPath
 
 __all__ = ["OneShot"]
@@ -291,7 +298,8 @@ class OneShot(Trainer):
         self.net = rf.net
         self.kkt = KKT(rf, controls, self._R_f(0))
         depth = self.kkt.blocks.comm.size
-        chunks = o["chunks"] if o["chunks"] != "auto" else (1 if depth == 1 else 4 * depth)
+        auto = o["chunks"] == "auto"
+        chunks = default_chunks(depth, self.kkt.S_local) if auto else o["chunks"]
         part = self.kkt.theta_slice
         omega, reg = self.kkt.omega()[part], self.kkt.regulariser_diagonal()[part]
         self.lbfgs = LBFGS(o["memory"], omega, self.kkt.dot, reg=reg)
