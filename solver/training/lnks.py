@@ -82,8 +82,8 @@ CHUNK_SAMPLES = 256
 def default_chunks(depth: int, samples: int) -> int:
     """The sample chunks c of the pipelined sweeps (``chunks: auto``) on ``depth``
     depth ranks with ``samples`` local samples: 1 on one depth rank; otherwise about
-    one chunk per :data:`CHUNK_SAMPLES` samples, kept within 2P ≤ c ≤ 4P (the
-    pipeline's bound c/(c + P − 1): 67–80 %) and to at least one sample each."""
+    one chunk per :data:`CHUNK_SAMPLES` samples, kept within 2P ≤ c ≤ 4P (so the
+    pipeline's bound c/(c + P − 1) is at least 2/3) and to at least one sample each."""
     if depth <= 1:
         return 1
     c = min(max(round(samples / CHUNK_SAMPLES), 2 * depth), 4 * depth)
