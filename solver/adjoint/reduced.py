@@ -201,6 +201,19 @@ def layer_gradient_norms(net, grad) -> np.ndarray:
     return np.sqrt(net.space.sum(local))
 
 
+def _weight(name: str, doc: str) -> property:
+    """A weight of :class:`Regulariser` read and set through the reduced functional
+    (set as a float)."""
+
+    def get(self) -> float:
+        return getattr(self.regulariser, name)
+
+    def set(self, value: float) -> None:
+        setattr(self.regulariser, name, float(value))
+
+    return property(get, set, doc=doc)
+
+
 class ReducedFunctional:
     """θ ↦ J(θ) for a network, a local block of samples and a loss.
 
@@ -312,41 +325,10 @@ class ReducedFunctional:
         rf.layout, rf.data_comm, rf.epoch = self.layout, self.data_comm, self.epoch
         return rf
 
-    @property
-    def alpha(self) -> float:
-        """α of the regulariser."""
-        return self.regulariser.alpha
-
-    @alpha.setter
-    def alpha(self, value: float) -> None:
-        self.regulariser.alpha = float(value)
-
-    @property
-    def beta(self) -> float:
-        """β of the regulariser."""
-        return self.regulariser.beta
-
-    @beta.setter
-    def beta(self, value: float) -> None:
-        self.regulariser.beta = float(value)
-
-    @property
-    def gamma(self) -> float:
-        """γ of the regulariser (H¹ in width)."""
-        return self.regulariser.gamma
-
-    @gamma.setter
-    def gamma(self, value: float) -> None:
-        self.regulariser.gamma = float(value)
-
-    @property
-    def delta(self) -> float:
-        """δ of the regulariser (embedding and readout)."""
-        return self.regulariser.delta
-
-    @delta.setter
-    def delta(self, value: float) -> None:
-        self.regulariser.delta = float(value)
+    alpha = _weight("alpha", "α of the regulariser.")
+    beta = _weight("beta", "β of the regulariser.")
+    gamma = _weight("gamma", "γ of the regulariser (H¹ in width).")
+    delta = _weight("delta", "δ of the regulariser (embedding and readout).")
 
     @property
     def S_local(self) -> int:
