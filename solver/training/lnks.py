@@ -48,7 +48,9 @@ blocks of samples (the columns of U are independent): depth rank k runs its
 layers on chunk c while rank k + 1 runs chunk c − 1. With c chunks on P depth
 ranks a sweep takes (c + P − 1) chunk-steps instead of c·P: efficiency
 c / (c + P − 1). The result does not depend on the chunks (columns are
-independent) except through the order of the sums over samples. One loop
+independent) except through the order of the sums over samples. The sweeps read
+the linearisation point's records chunk by chunk from contiguous copies (made
+once per point: :meth:`LNKS._columns`). One loop
 (:meth:`LNKS._pipeline`) runs every sweep here: the tangent and (second-order)
 adjoint sweeps at the linearisation point and, for the trust region's trial
 points, the nonlinear forward sweep U^{n+1} = gⁿ(Uⁿ, θⁿ) with J(θ)
@@ -196,6 +198,24 @@ class LNKS:
         # the arrays of the last Trajectory and of its costates, recycled by the next
         # call (:meth:`states`, :meth:`costates`): no first-touch page faults per trial
         self.ws, self._lent, self._lent_costates = Workspace(), [], []
+        # contiguous copies of the linearisation point's records and Λ per layer and
+        # chunk (:meth:`_columns`), for the point ``_point``
+        self._point, self._chunked = None, {}
+
+    def _columns(self, name: str, i: int, c: int, cols: slice) -> tuple:
+        """Chunk c (the columns ``cols``) of the linearisation point's ``name``
+        (``records`` or ``Lam``) of local layer i. With several chunks, contiguous
+        copies made once per point (column slices of (n × S) arrays cost up to twice as
+        much per element in the sweeps' element-wise work); with one, views."""
+        P = self.kkt.point
+        if len(self.chunks) == 1:
+            return columns(getattr(P, name)[i], cols)
+        if P is not self._point:
+            self._point, self._chunked = P, {}
+        key = (name, i, c)
+        if key not in self._chunked:
+            self._chunked[key] = tuple(np.ascontiguousarray(a[:, cols]) for a in getattr(P, name)[i])
+        return self._chunked[key]
 
     # -- the sweeps ---------------------------------------------------------------------
     def _pipeline(self, forward: bool, start, layer, end=None) -> None:
@@ -246,7 +266,7 @@ class LNKS:
 
         def layer(i, c, cols, v):
             dctx = kernel.tangent(P.ctxs[i], self._layer(dth, i))  # (one slot: per use)
-            rec = columns(P.records[i], cols)
+            rec = self._columns("records", i, c, cols)
             v, trec = scheme.tangent(P.ctxs[i], dctx, dth["b"][i], rec, v, n=b.lo + i)
             if drive is not None:
                 v = tuple(a - r[:, cols] for a, r in zip(v, drive[i]))
@@ -292,13 +312,13 @@ class LNKS:
                 w = tuple(a - r[:, cols] for a, r in zip(w, rU[i]))
             if keep:
                 _store(out[i], cols, w)
-            rec, zi = columns(P.records[i], cols), kkt._layer_grad(z, i)
+            rec, zi = self._columns("records", i, c, cols), kkt._layer_grad(z, i)
             if not second:
                 return scheme.adjoint(P.ctxs[i], rec, w, zi, n=b.lo + i)
             dthi = self._layer(dth, i)
             dctx = kernel.tangent(P.ctxs[i], dthi)
             _, dL = scheme.adjoint2(
-                P.ctxs[i], dctx, dthi, rec, trecs[i][c], columns(P.Lam[i], cols), w,
+                P.ctxs[i], dctx, dthi, rec, trecs[i][c], self._columns("Lam", i, c, cols), w,
                 kkt.layer_zeros(), zi, n=b.lo + i,
             )  # fmt: skip
             return dL

@@ -397,7 +397,8 @@ class OneShot(Trainer):
         by ``pontryx train``): the KKT-sized vectors (iterate, residual, step, its
         image, trial point, right-hand side: 6, plus the GMRES basis of
         ``krylov_max_it`` + 4; the trust region keeps instead the directions of
-        its CG path, θ-sized), the linearisation's layer records, the
+        its CG path, θ-sized), the linearisation's layer records (twice with more
+        than one sample chunk: the sweeps' contiguous copies, with Λ), the
         preconditioner's tangent records and two field-sized sweep outputs, the
         L-BFGS pairs, and the states, records and costates of a trial point's
         sweeps (this rank's layers and samples). Cheap (no allocation); within a
@@ -414,6 +415,8 @@ class OneShot(Trainer):
         else:
             out = (6 + krylov) * vector
         out += r * local * block  # linearisation records
+        if len(self.lnks.chunks) > 1:  # their chunk copies (and Λ's) for the sweeps
+            out += (r + ns) * local * block
         out += (r + 2 * ns) * local * block  # sweep records and outputs
         out += 2 * self.options["memory"] * 8 * k.n_theta
         out += ((2 * ns + r) * local + ns) * block  # a trial point's sweeps
