@@ -30,9 +30,12 @@
    the default chunks (``chunks: auto``, ``lnks.default_chunks``: about one
    per 256 samples, 2P ≤ c ≤ 4P), the 2-rank prediction next to the
    measurement; ``--chunks c`` sets the 2-rank run's chunks instead. The
-   machine is shared while these numbers are taken: timings are best of 5
+   machine is shared while these numbers are taken: timings are best of 10
    in each of 3 worker processes per layout, 1 and 2 ranks alternating (smoke:
-   2 in one): a process's own speed varies by ±20 % on this machine.
+   2 in one): a process's own speed varies by ±20 % on this machine, and a
+   fixed GEMM's time by more within seconds. Each worker measures that noise
+   (the median over the fastest of 40 timings of 20 GEMMs of 81 × 81 by
+   81 × 1000 at its start and end): the section prints the largest.
 
     .venv/bin/python benchmarks/oneshot.py [--smoke | --full] [--threads T]
         [--depth-only] [--chunks c]
@@ -54,6 +57,7 @@ SETTINGS = {
         "pcs": ("tr", "p2", "p4/gauss_newton"),
         "depth": (3, 16, 8),
         "repeats": 2,
+        "depth_repeats": 2,
         "processes": 1,
         "warm": 2,
         "newton": 1,
@@ -66,6 +70,7 @@ SETTINGS = {
         "pcs": ("tr", "p2", "p4/gauss_newton"),
         "depth": (8, 1000, 64),
         "repeats": 5,
+        "depth_repeats": 10,
         "processes": 3,
         "warm": 20,
         "newton": 5,
@@ -78,6 +83,7 @@ SETTINGS = {
         "pcs": ("tr", "p2", "p4", "p2/gauss_newton", "p4/gauss_newton", "p4/exact"),
         "depth": (8, 1000, 64),
         "repeats": 5,
+        "depth_repeats": 10,
         "processes": 3,
         "warm": 20,
         "newton": 10,
@@ -167,6 +173,7 @@ def depth(cfg: dict, threads: int) -> dict:
     layout = Layout.create(world, width=1, data=1, depth=world.size)
     chunks = cfg["chunks"] if world.size > 1 else 1
     out = {}
+    noise = [_noise()]
 
     def timed(fn):
         def run():
@@ -197,6 +204,8 @@ def depth(cfg: dict, threads: int) -> dict:
         out.update(_trust_region(cfg, rf, theta, chunks, timed))
         out["message_bytes"] = 8 * net.space.n * k.S_local * net.scheme.n_states
         net.destroy()
+        noise.append(_noise())
+    out["noise"] = world.allreduce(max(noise), op=MPI.MAX)
     if world.size == 2:  # ping-pong: latency and bandwidth of the block-end messages
         for size in (1, out["message_bytes"] // 8):
             buf = np.zeros(size)
@@ -213,6 +222,18 @@ def depth(cfg: dict, threads: int) -> dict:
             out[f"pingpong_{size}"] = C.best_time(pingpong, repeats=3) / 20
     layout.destroy()
     return out
+
+
+def _noise(count: int = 40) -> float:
+    """The machine's noise: the median over the fastest of ``count`` timings of 20
+    fixed GEMMs (81 × 81 by 81 × 1000, the depth benchmark's layer size)."""
+    gemm, times = C.gemm_call(81, 1000), []
+    for _ in range(count):
+        t = C.now()
+        for _ in range(20):
+            gemm()
+        times.append(C.now() - t)
+    return float(sorted(times)[count // 2] / min(times))
 
 
 def _trust_region(cfg, rf, theta, chunks, timed) -> dict:
@@ -309,7 +330,7 @@ def model(one: dict, two: dict, L: int, S: int, ranks) -> list:
 def _fastest(runs: list) -> dict:
     """Per timing the smallest over the worker processes ``runs`` (the counts, the
     same in each, from the first)."""
-    counts = ("tr_its", "tr_trials", "message_bytes")
+    counts = ("tr_its", "tr_trials", "message_bytes", "noise")
     return {k: v if k in counts else min(r[k] for r in runs) for k, v in runs[0].items()}
 
 
@@ -320,7 +341,8 @@ def depth_section(s: dict, mode: str, chunks=None) -> str:
 
     n, S, L = s["depth"]
     chunks = default_chunks(2, S) if chunks is None else chunks
-    base = {"kind": "depth", "n": n, "S": S, "L": L, "chunks": chunks, "repeats": s["repeats"]}
+    reps = s["depth_repeats"]
+    base = {"kind": "depth", "n": n, "S": S, "L": L, "chunks": chunks, "repeats": reps}
     base["model_ranks"] = [2, 8, 16, 32, 64] if mode != "smoke" else [2]
     base["warm"] = s["warm"]
     runs = {1: [], 2: []}
@@ -328,6 +350,7 @@ def depth_section(s: dict, mode: str, chunks=None) -> str:
         for ranks in (1, 2):
             runs[ranks].append(C.run_worker(__file__, base, threads=1, ranks=ranks, timeout=7200))
     one, two = _fastest(runs[1]), _fastest(runs[2])
+    noise = max(r["noise"] for r in runs[1] + runs[2])
     pred, lat, bw = model(one, two, L, S, base["model_ranks"])
     ops = {
         "matvec": "KKT matvec",
@@ -349,9 +372,10 @@ def depth_section(s: dict, mode: str, chunks=None) -> str:
     return (
         f"**Depth axis** (N = {(n + 1) ** 2}, S = {S}, N_t = {L}; 2 ranks: "
         f"parallel.depth = 2, {base['chunks']} sample chunks; one BLAS thread per rank; "
-        f"best of {s['repeats']} in each of {s['processes']} processes per layout, "
-        f"1 and 2 ranks alternating). TR: the trust region after {s['warm']} L-BFGS "
-        f"iterations; its Newton step took {one['tr_its']} CG iterations and "
+        f"best of {reps} in each of {s['processes']} processes per layout, "
+        f"1 and 2 ranks alternating; machine noise: a fixed GEMM's median time was up to "
+        f"{noise:.2f}× its fastest in these workers). TR: the trust region after "
+        f"{s['warm']} L-BFGS iterations; its Newton step took {one['tr_its']} CG iterations and "
         f"{one['tr_trials']} trial(s) on 1 rank, {two['tr_its']} and {two['tr_trials']} on 2.\n\n"
         + C.table(
             ["operation", "1 rank s", "2 ranks s", "speed-up", "efficiency", "model"], depth_rows

@@ -200,22 +200,44 @@ class LNKS:
         self.ws, self._lent, self._lent_costates = Workspace(), [], []
         # contiguous copies of the linearisation point's records and Λ per layer and
         # chunk (:meth:`_columns`), for the point ``_point``
-        self._point, self._chunked = None, {}
+        self._point, self._chunked, self._buffers = None, {}, {}
 
     def _columns(self, name: str, i: int, c: int, cols: slice) -> tuple:
         """Chunk c (the columns ``cols``) of the linearisation point's ``name``
         (``records`` or ``Lam``) of local layer i. With several chunks, contiguous
         copies made once per point (column slices of (n × S) arrays cost up to twice as
-        much per element in the sweeps' element-wise work); with one, views."""
+        much per element in the sweeps' element-wise work), all in one buffer per name
+        that the next point reuses; with one chunk, views."""
         P = self.kkt.point
         if len(self.chunks) == 1:
             return columns(getattr(P, name)[i], cols)
         if P is not self._point:
             self._point, self._chunked = P, {}
-        key = (name, i, c)
-        if key not in self._chunked:
-            self._chunked[key] = tuple(np.ascontiguousarray(a[:, cols]) for a in getattr(P, name)[i])
-        return self._chunked[key]
+        if name not in self._chunked:
+            self._chunked[name] = self._chunk_copies(name, getattr(P, name))
+        return self._chunked[name][i][c]
+
+    def _chunk_copies(self, name: str, layers: list) -> list:
+        """[layer][chunk] → tuple of contiguous copies of the chunk's columns of each
+        array of the layer's tuple, carved from one buffer (kept for the next point)."""
+        size = sum(a.size for arrays in layers for a in arrays)
+        buf = self._buffers.get(name)
+        if buf is None or buf.size != size:
+            buf = self._buffers[name] = np.empty(size)
+        out, at = [], 0
+        for arrays in layers:
+            row = []
+            for cols in self.chunks:
+                copies = []
+                for a in arrays:
+                    v = a[:, cols]
+                    dst = buf[at : at + v.size].reshape(v.shape)
+                    np.copyto(dst, v)
+                    copies.append(dst)
+                    at += v.size
+                row.append(tuple(copies))
+            out.append(row)
+        return out
 
     # -- the sweeps ---------------------------------------------------------------------
     def _pipeline(self, forward: bool, start, layer, end=None) -> None:
