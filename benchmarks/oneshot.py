@@ -28,14 +28,15 @@
    t_adjoint(P) + the rest of its 1-rank time (layer-parallel linearisation,
    L-BFGS and CG vectors) × ⌈N_t/P⌉/N_t. Predicted for P = 2 … 64 with
    the default chunks (``chunks: auto``, ``lnks.default_chunks``: about one
-   per 256 samples, 2P ≤ c ≤ 4P), the 2-rank prediction next to the
+   per 128 samples, 2P ≤ c ≤ 4P), the 2-rank prediction next to the
    measurement; ``--chunks c`` sets the 2-rank run's chunks instead. The
    machine is shared while these numbers are taken: timings are best of 10
    in each of 3 worker processes per layout, 1 and 2 ranks alternating (smoke:
-   2 in one): a process's own speed varies by ±20 % on this machine, and a
-   fixed GEMM's time by more within seconds. Each worker measures that noise
-   (the median over the fastest of 40 timings of 20 GEMMs of 81 × 81 by
-   81 × 1000 at its start and end): the section prints the largest.
+   2 in one; the cost model's per-chunk costs best of 3 in each): a process's
+   own speed varies by ±20 % on this machine, and a fixed GEMM's time by more
+   within seconds. Each worker measures that noise (the median over the
+   fastest of 40 timings of 20 GEMMs of 81 × 81 by 81 × 1000 at its start and
+   end): the section prints the largest.
 
     .venv/bin/python benchmarks/oneshot.py [--smoke | --full] [--threads T]
         [--depth-only] [--chunks c]
@@ -48,6 +49,8 @@ import math
 import _common as C
 
 ALPHA = 1e-4
+#: best of this many for the cost model's per-chunk costs (up to 256 chunks: slow)
+MODEL_REPEATS = 3
 SETTINGS = {
     "smoke": {
         "base": (3, 24, 4),
@@ -175,13 +178,13 @@ def depth(cfg: dict, threads: int) -> dict:
     out = {}
     noise = [_noise()]
 
-    def timed(fn):
+    def timed(fn, repeats=cfg["repeats"]):
         def run():
             world.Barrier()
             fn()
             world.Barrier()
 
-        return C.best_time(run, repeats=cfg["repeats"])
+        return C.best_time(run, repeats=repeats)
 
     with C.limit_threads(threads):
         net, rf, theta = _problem(cfg["n"], cfg["S"], cfg["L"], layout)
@@ -199,7 +202,8 @@ def depth(cfg: dict, threads: int) -> dict:
                 for P in cfg["model_ranks"]:
                     c = default_chunks(P, cfg["S"])
                     lnks = LNKS(k, t.lbfgs, pc, c)
-                    out[f"{pc}_c{c}"] = timed(lambda lnks=lnks, r=r, y=y: lnks.apply(r, y))
+                    run = lambda lnks=lnks, r=r, y=y: lnks.apply(r, y)  # noqa: E731
+                    out[f"{pc}_c{c}"] = timed(run, MODEL_REPEATS)
             t.destroy()
         out.update(_trust_region(cfg, rf, theta, chunks, timed))
         out["message_bytes"] = 8 * net.space.n * k.S_local * net.scheme.n_states
@@ -259,17 +263,17 @@ def _trust_region(cfg, rf, theta, chunks, timed) -> dict:
     v = np.random.default_rng(world.rank).standard_normal(k.n_theta)[k.theta_slice]
     point = k.theta(t.x[k.theta_slice] + 1e-3 * v)
 
-    def sweeps(P, tag=""):
-        out["hessian" + tag] = timed(lambda: P.reduced_hessian(v))
-        out["states" + tag] = timed(lambda: P.states(point))
+    def sweeps(P, tag="", repeats=cfg["repeats"]):
+        out["hessian" + tag] = timed(lambda: P.reduced_hessian(v), repeats)
+        out["states" + tag] = timed(lambda: P.states(point), repeats)
         trial = P.states(point)  # valid until the next P.states
-        out["costates" + tag] = timed(lambda: P.costates(trial))
+        out["costates" + tag] = timed(lambda: P.costates(trial), repeats)
 
     sweeps(t.lnks)
     if world.size == 1:
         for P in cfg["model_ranks"]:
             c = default_chunks(P, cfg["S"])
-            sweeps(LNKS(k, t.lbfgs, "p2", c), f"_c{c}")
+            sweeps(LNKS(k, t.lbfgs, "p2", c), f"_c{c}", MODEL_REPEATS)
     t.destroy()
     best = math.inf
     for _ in range(cfg["repeats"]):  # one Newton step from the same state

@@ -578,10 +578,10 @@ def test_memory_estimate_and_option_errors():
 
 
 def test_default_chunks(comm):
-    """``chunks: auto``: one chunk on one depth rank; otherwise about one per 256
+    """``chunks: auto``: one chunk on one depth rank; otherwise about one per 128
     local samples within 2P … 4P, never more chunks than samples; the solver uses it."""
     assert default_chunks(1, 1000) == 1
-    assert [default_chunks(2, S) for S in (1000, 1500, 2000, 5000)] == [4, 6, 8, 8]
+    assert [default_chunks(2, S) for S in (300, 500, 1000, 5000)] == [4, 4, 8, 8]
     assert default_chunks(64, 1000) == 128 and default_chunks(8, 10) == 10
     layout = Layout.create(comm, depth=comm.size)
     rf, th = _problem(comm, layout=layout, n=12, layers=5)

@@ -78,7 +78,7 @@ PRECONDITIONERS = ("p4", "p2")
 CONTROL_BLOCKS = ("lbfgs", "gauss_newton", "exact")
 #: the chunk width the default aims at: narrower chunks pay more per sample
 #: (a layer step's fixed cost, column slices of the (n × S) fields and records)
-CHUNK_SAMPLES = 256
+CHUNK_SAMPLES = 128
 
 
 def default_chunks(depth: int, samples: int) -> int:

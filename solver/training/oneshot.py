@@ -133,7 +133,7 @@ Parallel: width (rows of V_h), data (samples; θ on data rank 0) and depth
 (contiguous blocks of layers with their θⁿ, Uⁿ⁺¹, Λⁿ⁺¹, :mod:`.kkt`). Every sweep
 of the solver is depth-distributed and pipelined over ``chunks`` blocks of
 samples (default :func:`.lnks.default_chunks`: 1 on one depth rank, otherwise
-about one per 256 samples, between 2 and 4 per depth rank): the
+about one per 128 samples, between 2 and 4 per depth rank): the
 preconditioner's, the trust region's Hessian actions (tangent and second-order
 sweeps), its trial points (forward sweep) and accepted points (adjoint sweep),
 the restorations, the warm start's evaluations and the Records' (:mod:`.lnks`);
