@@ -45,6 +45,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import _common as C
 
@@ -176,7 +177,6 @@ def depth(cfg: dict, threads: int) -> dict:
     layout = Layout.create(world, width=1, data=1, depth=world.size)
     chunks = cfg["chunks"] if world.size > 1 else 1
     out = {}
-    noise = [_noise()]
 
     def timed(fn, repeats=cfg["repeats"]):
         def run():
@@ -187,6 +187,7 @@ def depth(cfg: dict, threads: int) -> dict:
         return C.best_time(run, repeats=repeats)
 
     with C.limit_threads(threads):
+        noise = [_noise()]
         net, rf, theta = _problem(cfg["n"], cfg["S"], cfg["L"], layout)
         for pc in ("p2", "p4"):
             t = OneShot(rf, theta.copy(), warm_start=0, preconditioner=pc, chunks=chunks)
@@ -202,8 +203,7 @@ def depth(cfg: dict, threads: int) -> dict:
                 for P in cfg["model_ranks"]:
                     c = default_chunks(P, cfg["S"])
                     lnks = LNKS(k, t.lbfgs, pc, c)
-                    run = lambda lnks=lnks, r=r, y=y: lnks.apply(r, y)  # noqa: E731
-                    out[f"{pc}_c{c}"] = timed(run, MODEL_REPEATS)
+                    out[f"{pc}_c{c}"] = timed(partial(lnks.apply, r, y), MODEL_REPEATS)
             t.destroy()
         out.update(_trust_region(cfg, rf, theta, chunks, timed))
         out["message_bytes"] = 8 * net.space.n * k.S_local * net.scheme.n_states
