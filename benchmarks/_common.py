@@ -20,6 +20,10 @@ import sys
 import time
 from pathlib import Path
 
+# as pontryx.solver does when it is imported before NumPy (see its __init__): OpenBLAS's
+# idle threads sleep at once instead of spinning beside the element-wise work
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 import numpy as np
 
 HERE = Path(__file__).resolve().parent

@@ -69,3 +69,31 @@ def test_single_threaded_blas_restores():
         with threads.single_threaded_blas():
             assert threads.blas_threads() == 1
         assert threads.blas_threads() == before
+
+
+def test_openblas_threads_sleep_when_pontryx_comes_first():
+    """pontryx.solver, imported before NumPy, tells OpenBLAS's idle threads to sleep at
+    once (OPENBLAS_THREAD_TIMEOUT=4) unless the user set a value; after NumPy it is
+    too late and nothing is set."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import {0}; import os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    launcher = ("PMI_", "PMIX_", "HYDRA_", "MPIR_", "OMPI_")  # the child starts MPI alone
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "OPENBLAS_THREAD_TIMEOUT" and not k.startswith(launcher)
+    }
+
+    def run(first, **extra):
+        out = subprocess.run(
+            [sys.executable, "-c", code.format(first)],
+            env={**env, **extra}, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return out.stdout.strip()
+
+    assert run("pontryx.solver") == "4"
+    assert run("pontryx.solver", OPENBLAS_THREAD_TIMEOUT="28") == "28"
+    assert run("numpy, pontryx.solver") == "None"

@@ -6,7 +6,14 @@ products with the costate, the row sums ∂J/∂b = D 1. BLAS runs its GEMMs on 
 threads; NumPy's ufuncs run on one, so with T = 2 the element-wise share of
 the time doubles. NumPy releases the GIL inside its ufuncs, so a persistent
 pool of T threads (:class:`concurrent.futures.ThreadPoolExecutor`) applies the
-same ufuncs to contiguous row blocks of the (n × S) multivectors concurrently.
+same ufuncs to contiguous row blocks of the (n × S) multivectors concurrently:
+each thread takes one contiguous group of blocks (the calling thread the first),
+so a pass costs T − 1 hand-offs to the pool, not one per block. OpenBLAS's idle
+threads busy-wait for 2²⁸ cycles after each GEMM, on the very cores this work
+needs; :mod:`pontryx.solver`, imported before NumPy, sets
+``OPENBLAS_THREAD_TIMEOUT=4`` (they sleep at once) unless the user set it.
+Measured with 2 threads (N = 1024, S = 1000, 16 layers, 2-core Xeon): the
+low-rank gradient 0.31–0.32 → 0.21–0.23 s, the dense gradient ≈ 5 % faster.
 
 Every operation run here is element-wise or a reduction along a row (axis 1)
 of its block, so the result is **bit-identical** for any number of threads and
@@ -108,8 +115,19 @@ def rows(fn, n_rows: int, row_length: int, threads: int | None = None) -> None:
         for b in blocks:
             fn(b)
         return
-    for future in [_pool(T).submit(fn, b) for b in blocks]:
-        future.result()  # re-raises an exception of fn
+
+    def run(group):  # one task per thread: its blocks in turn (the chains stay in cache)
+        for b in group:
+            fn(b)
+
+    T = min(T, len(blocks))
+    groups = [blocks[len(blocks) * i // T : len(blocks) * (i + 1) // T] for i in range(T)]
+    futures = [_pool(T).submit(run, g) for g in groups[1:]]
+    try:
+        run(groups[0])  # the calling thread takes the first group
+    finally:
+        for future in futures:
+            future.result()  # re-raises an exception of fn
 
 
 def scale_rows(m: np.ndarray, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -15,8 +15,8 @@ Every kernel (DESIGN.md §1–2; n owned rows, N global dofs, S samples) provide
                    :class:`~pontryx.solver.model.workspace.Workspace` ``ws`` where
                    the kernel supports it, temporaries given back to it),
 * ``apply_and_record`` — K U and V, the form of U that ``backward(…, recorded=True)``
-                   takes in U's place (U itself; the dense kernel: M_L U, which
-                   its forward product computes anyway),
+                   takes in U's place (U itself; the dense and low-rank kernels: M_L U,
+                   which their forward product computes anyway),
 * ``vjp``        — accumulate ∂/∂θ ⟨D, K(θ) U⟩ (the kernel part of ∂J/∂θⁿ),
 * ``backward``   — Kᵀ D and the ``vjp`` together (what an adjoint step needs;
                    kernels may share work between the two; without a gradient

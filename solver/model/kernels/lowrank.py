@@ -74,6 +74,14 @@ class LowRankKernel(Kernel):
             return ctx.dA @ self._project(ctx.G, U) + ctx.A @ self._project(ctx.dG, U)
         return ctx["A"] @ self._project(ctx["G"], U)
 
+    def apply_and_record(self, ctx, U, ws=HEAP):
+        """(K U, M_L U): the product scales U anyway, and the backward's
+        (M_L U)(Aᵀ D)ᵀ and Gᵀ M_L U take it (a workspace array)."""
+        if isinstance(ctx, _Tangent):
+            return self.apply(ctx, U, ws), U
+        mU = scale_rows(self.space.m, U, out=ws.take(U.shape))
+        return ctx["A"] @ self._project(ctx["G"], U, mU), mU
+
     def apply_T(self, ctx, D, ws=HEAP):
         m, sp = self.space.m, self.space
         if isinstance(ctx, _Tangent):
@@ -90,12 +98,13 @@ class LowRankKernel(Kernel):
         out["G"] += mU @ sp.sum(ctx["A"].T @ D).T
 
     def backward(self, ctx, U, D, out, ws=HEAP, assign=False, recorded=False, add=None):
-        """Kᵀ D = M_L G (Aᵀ D) (+ add) and the vjp, sharing Aᵀ D and M_L U."""
+        """Kᵀ D = M_L G (Aᵀ D) (+ add) and the vjp, sharing Aᵀ D and M_L U
+        (``recorded``: ``U`` is M_L U already, :meth:`apply_and_record`)."""
         if out is None or isinstance(ctx, _Tangent):
             return super().backward(ctx, U, D, out, ws, assign, add=add)
         sp = self.space
         AD = sp.sum(ctx["A"].T @ D)  # Aᵀ D (R × S)
-        mU = scale_rows(sp.m, U)
+        mU = U if recorded else scale_rows(sp.m, U)
         P = self._project(ctx["G"], U, mU)
         if assign:  # written straight into the gradient (0 + x = x: the same values)
             np.matmul(D, P.T, out=out["A"])

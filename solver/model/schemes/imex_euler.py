@@ -15,8 +15,8 @@ the other lines do not change (the increment depends on neither U nor θ).
 For the gradient sweep (``record="adjoint"``) the step stores Δt σ'(Zⁿ) in Zⁿ's
 place, computed from σ(Zⁿ) while it is at hand (tanh: 1 − σ²), so the adjoint's
 Dⁿ is one product with Qⁿ: σ is evaluated once per layer; and in Uⁿ's place the
-kernel's form of Uⁿ for its backward (dense: M_L Uⁿ, made by the forward product
-anyway). The record takes no more memory than (Uⁿ, Zⁿ).
+kernel's form of Uⁿ for its backward (dense and low rank: M_L Uⁿ, made by the
+forward product anyway). The record takes no more memory than (Uⁿ, Zⁿ).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class IMEXEuler(Scheme):
     def step(self, ctx, b, state, n=None, ws=HEAP, noise=None, record="all"):
         (U,) = state
         derivative = record == "adjoint"
-        if derivative:  # V: U as the kernel's backward takes it (dense: M_L U)
+        if derivative:  # V: U as the kernel's backward takes it (M_L U)
             Z, V = self.kernel.apply_and_record(ctx, U, ws)
         else:
             Z, V = self.kernel.apply(ctx, U, ws), U
