@@ -28,6 +28,7 @@ processed whole, in the calling thread.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import threading
@@ -91,13 +92,19 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 def row_blocks(n_rows: int, row_length: int, threads: int) -> list[slice]:
     """Contiguous row blocks covering ``range(n_rows)``: at least ``threads`` of
     them (when there are rows enough), each of about :data:`BLOCK_ELEMENTS`."""
+    return list(_blocks(n_rows, row_length, threads, BLOCK_ELEMENTS))
+
+
+@functools.lru_cache(maxsize=256)
+def _blocks(n_rows: int, row_length: int, threads: int, size: int) -> tuple[slice, ...]:
+    """:func:`row_blocks`, kept: a sweep asks for the same few partitions every layer."""
     if n_rows <= 1:
-        return [slice(0, n_rows)]
-    rows_per = max(1, BLOCK_ELEMENTS // max(row_length, 1))
+        return (slice(0, n_rows),)
+    rows_per = max(1, size // max(row_length, 1))
     count = max(threads, -(-n_rows // rows_per))
     count = min(count, n_rows)
     edges = np.linspace(0, n_rows, count + 1).round().astype(int)
-    return [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
+    return tuple(slice(int(a), int(b)) for a, b in itertools.pairwise(edges))
 
 
 def rows(fn, n_rows: int, row_length: int, threads: int | None = None) -> None:
@@ -110,7 +117,7 @@ def rows(fn, n_rows: int, row_length: int, threads: int | None = None) -> None:
         fn(slice(0, n_rows))
         return
     T = blas_threads() if threads is None else int(threads)
-    blocks = row_blocks(n_rows, row_length, T)
+    blocks = _blocks(n_rows, row_length, T, BLOCK_ELEMENTS)
     if T <= 1:
         for b in blocks:
             fn(b)
