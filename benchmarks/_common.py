@@ -115,6 +115,26 @@ def thread_env(n: int) -> dict:
     return env
 
 
+def pinned(threads: int):
+    """A ``preexec_fn`` confining a child process (all its threads) to the first
+    ``threads`` of this process's cores, or None when that is all of them: a
+    thread setting a framework ignores (XLA's CPU client ran its GEMMs on 2 cores
+    with one intra-op thread asked for) cannot take more cores than its peers."""
+    cores = sorted(os.sched_getaffinity(0))
+    if threads >= len(cores):
+        return None
+    chosen = set(cores[: max(int(threads), 1)])
+    return lambda: os.sched_setaffinity(0, chosen)
+
+
+def cores_used(fn) -> float:
+    """The process's CPU time over the wall time of one call ``fn()``: how many
+    cores it kept busy (threads spinning count too)."""
+    c, t = time.process_time(), time.perf_counter()
+    fn()
+    return (time.process_time() - c) / max(time.perf_counter() - t, 1e-12)
+
+
 # -- timing ------------------------------------------------------------------------
 def best_time(fn, repeats: int = 3, warmup: int = 1) -> float:
     """Best wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
@@ -182,16 +202,20 @@ def run_worker(
     python: str | Path = PYTHON,
     extra_env: dict | None = None,
     timeout: float = 3600,
+    pin: bool = False,
 ) -> dict:
     """Run ``script --worker JSON`` in a fresh process (under ``mpirun -n ranks``
     if given, with ``extra_env`` added to its environment; a value None removes
     the variable) and return the JSON object it prints on its last stdout line.
     ``timeout`` is in wall seconds; with ``--clock cpu`` (a shared machine, where
     the budgets are CPU seconds) it is stretched 5×. Failures and timeouts raise
-    :class:`RuntimeError` whose last line says what happened."""
+    :class:`RuntimeError` whose last line says what happened. ``pin`` (one
+    process only): confined to ``threads`` cores (:func:`pinned`)."""
     cmd = [str(python), str(script), "--worker", json.dumps(config), "--threads", str(threads)]
     if ranks is not None:
         cmd = [str(MPIRUN), "-n", str(ranks), *cmd]
+    if pin and ranks is not None:
+        raise ValueError("pin: one process only (mpirun places its ranks itself)")
     env = thread_env(threads)
     for key, value in (extra_env or {}).items():
         if value is None:
@@ -201,7 +225,10 @@ def run_worker(
     if os.environ.get(CLOCK_ENV) == "cpu":
         timeout *= 5
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=timeout,
+            preexec_fn=pinned(threads) if pin else None,
+        )  # fmt: skip
     except subprocess.TimeoutExpired:
         raise RuntimeError(
             f"worker {Path(script).name}: timed out after {timeout:.0f} s wall"

@@ -7,7 +7,10 @@ it with its own J and gradient to an .npz. Each peer (``peers/torch_peer.py``,
 against pontryx's (relative error ≤ 1e-10, else it is not timed), then, in a
 fresh process, times the gradient (best of several after a warm-up call) and
 reports its peak resident memory; pontryx is timed the same way. All use the
-same number of threads.
+same number of threads, and every process is confined to that many cores
+(``sched_setaffinity``): XLA's CPU client, asked for one intra-op thread, still
+kept 2 cores busy (its 1-thread GEMM rate 119 GFLOP/s, CPU/wall 1.93; confined:
+66 GFLOP/s). The table shows the cores each gradient kept busy.
 
 BLAS kernels. pontryx's GEMMs run in NumPy's OpenBLAS, which picks its kernels
 by CPU detection unless OPENBLAS_CORETYPE pins them; PyTorch brings MKL and JAX
@@ -104,6 +107,7 @@ def worker(cfg: dict, threads: int) -> None:
         first = C.now() - t
         best = C.best_time(lambda: rf.value_and_gradient(theta), repeats=cfg["repeats"], warmup=0)
         peak = C.peak_rss_mb()
+        cores = C.cores_used(lambda: rf.value_and_gradient(theta))
         gemm = C.best_time(C.gemm_call(space.N, X.shape[1]), repeats=3)
         from threadpoolctl import threadpool_info
 
@@ -121,6 +125,7 @@ def worker(cfg: dict, threads: int) -> None:
                 "first_call": first,
                 "setup_rss_mb": setup,
                 "peak_rss_mb": peak,
+                "cores": cores,
                 "gemm_gflops": C.gflops(2 * space.N**2 * X.shape[1], gemm),
             }
         )
@@ -173,7 +178,10 @@ def run_peer(
     cmd += ["--threads", str(threads), "--repeats", str(repeats), "--tol", str(TOL)]
     if reference is not None:
         cmd += ["--reference", str(reference)] + (["--also-time"] if also_time else [])
-    proc = subprocess.run(cmd, env=C.thread_env(threads), capture_output=True, text=True)
+    proc = subprocess.run(
+        cmd, env=C.thread_env(threads), capture_output=True, text=True,
+        preexec_fn=C.pinned(threads),
+    )  # fmt: skip
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -193,6 +201,11 @@ def _efficiency(N, S, L, framework, blas, res, best_gemm=None) -> list:
     return [N, S, L, framework, blas, gemm or "–", rate, share, bound]
 
 
+def _cores(res: dict) -> str:
+    """The cores a timed gradient kept busy (CPU time / wall time), as measured."""
+    return f"{res['cores']:.2f}" if "cores" in res else "–"
+
+
 def measure(n, S, L, threads, repeats, peers, one_process=False) -> tuple[list, list]:
     """Rows of the two tables for one size. ``one_process`` (smoke mode) checks
     and times in the same process, which saves start-ups but inflates the peaks."""
@@ -201,10 +214,10 @@ def measure(n, S, L, threads, repeats, peers, one_process=False) -> tuple[list, 
         tmp = Path(tmp)
         base = {"n": n, "S": S, "L": L, "repeats": repeats}
         export = {**base, "role": "export", "dir": str(tmp), "also_time": one_process}
-        px = info = C.run_worker(__file__, export, threads=threads)
+        px = info = C.run_worker(__file__, export, threads=threads, pin=True)
         N = info["N"]
         if not one_process:
-            px = C.run_worker(__file__, {**base, "role": "time"}, threads=threads)
+            px = C.run_worker(__file__, {**base, "role": "time"}, threads=threads, pin=True)
         px_delta = px["peak_rss_mb"] - px["setup_rss_mb"]
         own = None  # pontryx with OpenBLAS's own CPU detection, if the environment pins it
         if PINNED and not one_process:
@@ -213,9 +226,11 @@ def measure(n, S, L, threads, repeats, peers, one_process=False) -> tuple[list, 
                 {**base, "role": "time"},
                 threads=threads,
                 extra_env={"OPENBLAS_CORETYPE": None},
+                pin=True,
             )
         rows.append(
-            [N, S, L, "pontryx", px["blas"], px["time"], px["peak_rss_mb"], px_delta, "–", "1"]
+            [N, S, L, "pontryx", px["blas"], px["time"], _cores(px), px["peak_rss_mb"], px_delta]
+            + ["–", "1"]
             + (["–"] if PINNED else [])
             + ["1"]
         )
@@ -223,7 +238,8 @@ def measure(n, S, L, threads, repeats, peers, one_process=False) -> tuple[list, 
         if own is not None:
             own_delta = own["peak_rss_mb"] - own["setup_rss_mb"]
             ratio = f"{own['time'] / px['time']:.2f}"
-            size = [N, S, L, "pontryx", own["blas"], own["time"], own["peak_rss_mb"], own_delta]
+            size = [N, S, L, "pontryx", own["blas"], own["time"], _cores(own)]
+            size += [own["peak_rss_mb"], own_delta]
             rows.append([*size, "–", ratio, "1", "–"])
             eff.append(_efficiency(N, S, L, "pontryx", own["blas"], own))
         dash = ["–"] * (2 if PINNED else 1)
@@ -232,24 +248,27 @@ def measure(n, S, L, threads, repeats, peers, one_process=False) -> tuple[list, 
                 name, tmp / "problem.npz", threads, repeats, tmp / "reference.npz", one_process
             )
             if "error" in chk:
-                rows.append([N, S, L, name, "–", "failed", "–", "–", chk["error"][:60], *dash, "–"])
+                rows.append(
+                    [N, S, L, name, "–", "failed", "–", "–", "–", chk["error"][:60], *dash, "–"]
+                )
                 continue
             err = f"{chk['rel_err_grad']:.1e}"
             if not chk["agrees"]:
                 rows.append(
-                    [N, S, L, chk["peer"], "–", "not timed", "–", "–", err + " ✗", *dash, "–"]
+                    [N, S, L, chk["peer"], "–", "not timed", "–", "–", "–", err + " ✗", *dash, "–"]
                 )
                 continue
             res = chk if one_process else run_peer(name, tmp / "problem.npz", threads, repeats)
             if "error" in res:
-                rows.append([N, S, L, chk["peer"], "–", "failed", "–", "–", err, *dash, "–"])
+                rows.append([N, S, L, chk["peer"], "–", "failed", "–", "–", "–", err, *dash, "–"])
                 continue
             delta = res["peak_rss_mb"] - res["setup_rss_mb"]
             ratios = [f"{px['time'] / res['time']:.2f}"]
             if PINNED:
                 ratios.append(f"{own['time'] / res['time']:.2f}" if own else "–")
             memory = f"{px_delta / delta:.2f}" if delta > 0 else "–"
-            size = [N, S, L, res["peer"], PEER_BLAS[name], res["time"], res["peak_rss_mb"], delta]
+            size = [N, S, L, res["peer"], PEER_BLAS[name], res["time"], _cores(res)]
+            size += [res["peak_rss_mb"], delta]
             rows.append([*size, err, *ratios, memory])
             best_gemm = max(r.get("gemm_gflops", 0.0) for r in (px, own or {}))
             eff.append(_efficiency(N, S, L, res["peer"], PEER_BLAS[name], res, best_gemm))
@@ -284,7 +303,9 @@ def main(argv=None) -> str:
     body = (
         f"Dense kernel, IMEX Euler, ε = 0, tanh, cross-entropy, α = β = {ALPHA:g}, float64, "
         f"{args.threads} thread(s). Time: best of {repeats} gradients (J and ∇J over W, b, C, d) "
-        "after a warm-up call. Peak: the process's peak RSS; Δ: peak minus the RSS once the "
+        "after a warm-up call. Every process is confined to as many cores as threads "
+        "(sched_setaffinity); cores busy: its CPU time over the wall time of one more "
+        "gradient. Peak: the process's peak RSS; Δ: peak minus the RSS once the "
         "problem is set up (the working memory of the gradient). Rel. err.: "
         f"‖∇J_peer − ∇J_pontryx‖/‖∇J_pontryx‖ (must be ≤ {TOL:g} before timing). "
         "Ratios are pontryx / peer (< 1: pontryx faster or smaller)."
@@ -305,6 +326,7 @@ def main(argv=None) -> str:
                 "framework",
                 "BLAS kernels",
                 "s / gradient",
+                "cores busy",
                 "peak MB",
                 "Δ MB",
                 "rel. err.",

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import best_time, gflops, now, peak_rss_mb, rss_mb  # noqa: F401
+from _common import best_time, cores_used, gflops, now, peak_rss_mb, rss_mb  # noqa: F401
 
 NAMES = ("W", "b", "C", "d")
 
@@ -74,8 +74,9 @@ def run(name: str, value_and_grad, setup_rss: float, args, gemm=None, shape=None
     """With ``--reference``: one (J, ∇J), compared with the reference (and no
     timing, unless ``--also-time``: the quick smoke mode). Otherwise: the best
     time of ``--repeats`` gradients after one warm-up call, the process's peak
-    resident memory and (``gemm``, ``shape`` = (N, S)) the framework's GEMM
-    rate, measured after the peak was read. Prints one JSON line."""
+    resident memory, the cores one more gradient kept busy and (``gemm``,
+    ``shape`` = (N, S)) the framework's GEMM rate, measured after the peak was
+    read. Prints one JSON line."""
     t = now()
     J, grads = value_and_grad()
     out = {"peer": name, "J": float(J), "first_call": now() - t}
@@ -86,6 +87,7 @@ def run(name: str, value_and_grad, setup_rss: float, args, gemm=None, shape=None
         del grads
         best = best_time(value_and_grad, args.repeats, warmup=0)  # warmed up by the check
         out.update(time=best, setup_rss_mb=setup_rss, peak_rss_mb=peak_rss_mb())
+        out.update(cores=cores_used(value_and_grad))
         if gemm is not None:
             out.update(gemm_gflops=gemm_rate(gemm, *shape))
     print(json.dumps(out), flush=True)
