@@ -78,13 +78,22 @@ CONFIGS = {
 
 # -- pontryx side (fresh worker processes) ------------------------------------------
 def worker(cfg: dict, threads: int) -> None:
+    from mpi4py import MPI
+
     import numpy as np
 
+    world = MPI.COMM_WORLD
+    layout = None
+    if world.size > 1:  # the same problem on the data axis (role "time" only)
+        from pontryx.solver import Layout
+
+        layout = Layout.create(world, data=world.size)
     with C.limit_threads(threads):
         space, net, theta, rf, X = C.problem(
-            cfg["n"], cfg["S"], cfg["L"], alpha=ALPHA, beta=BETA, seed=cfg.get("seed", 0)
-        )
-        setup = C.rss_mb()
+            cfg["n"], cfg["S"], cfg["L"], alpha=ALPHA, beta=BETA, seed=cfg.get("seed", 0),
+            layout=layout,
+        )  # fmt: skip
+        setup = world.allreduce(C.rss_mb())  # every rank's memory, summed
         if cfg["role"] == "export":
             J, grad = rf.value_and_gradient(theta)
             d = Path(cfg["dir"])
@@ -102,13 +111,21 @@ def worker(cfg: dict, threads: int) -> None:
             if not cfg.get("also_time"):
                 return C.emit({"N": space.N, "J": J})
             del grad
+
+        def gradient():  # every rank starts together; the slowest rank's time counts
+            world.barrier()
+            rf.value_and_gradient(theta)
+            world.barrier()
+
         t = C.now()
-        rf.value_and_gradient(theta)
-        first = C.now() - t
-        best = C.best_time(lambda: rf.value_and_gradient(theta), repeats=cfg["repeats"], warmup=0)
-        peak = C.peak_rss_mb()
-        cores = C.cores_used(lambda: rf.value_and_gradient(theta))
+        gradient()
+        first = world.allreduce(C.now() - t, op=MPI.MAX)
+        best = C.best_time(gradient, repeats=cfg["repeats"], warmup=0)
+        best = world.allreduce(best, op=MPI.MAX)
+        peak = world.allreduce(C.peak_rss_mb())
+        cores = world.allreduce(C.cores_used(gradient))
         gemm = C.best_time(C.gemm_call(space.N, X.shape[1]), repeats=3)
+        gemm_rate = world.allreduce(C.gflops(2 * space.N**2 * X.shape[1], gemm))  # all ranks
         from threadpoolctl import threadpool_info
 
         # NumPy's OpenBLAS (SciPy and PETSc load their own copies too)
@@ -126,7 +143,7 @@ def worker(cfg: dict, threads: int) -> None:
                 "setup_rss_mb": setup,
                 "peak_rss_mb": peak,
                 "cores": cores,
-                "gemm_gflops": C.gflops(2 * space.N**2 * X.shape[1], gemm),
+                "gemm_gflops": gemm_rate,
             }
         )
 
@@ -242,6 +259,18 @@ def measure(n, S, L, threads, repeats, peers, one_process=False) -> tuple[list, 
             size += [own["peak_rss_mb"], own_delta]
             rows.append([*size, "–", ratio, "1", "–"])
             eff.append(_efficiency(N, S, L, "pontryx", own["blas"], own))
+        if threads > 1 and not one_process:  # the same cores as ranks: the data axis
+            ranks = C.run_worker(__file__, {**base, "role": "time"}, threads=1, ranks=threads)
+            ranks_delta = ranks["peak_rss_mb"] - ranks["setup_rss_mb"]
+            label = f"pontryx · {threads} ranks (data)"
+            size = [N, S, L, label, ranks["blas"], ranks["time"], _cores(ranks)]
+            size += [ranks["peak_rss_mb"], ranks_delta]
+            rows.append([*size, "–", f"{ranks['time'] / px['time']:.2f}"])
+            rows[-1] += ["–"] * (2 if PINNED else 1)
+            eff.append(_efficiency(N, S, L, label, ranks["blas"], ranks))
+            px_ranks = ranks
+        else:
+            px_ranks = None
         dash = ["–"] * (2 if PINNED else 1)
         for name in peers:
             chk = run_peer(
@@ -264,6 +293,8 @@ def measure(n, S, L, threads, repeats, peers, one_process=False) -> tuple[list, 
                 continue
             delta = res["peak_rss_mb"] - res["setup_rss_mb"]
             ratios = [f"{px['time'] / res['time']:.2f}"]
+            if px_ranks is not None:
+                ratios[0] += f" ({px_ranks['time'] / res['time']:.2f})"
             if PINNED:
                 ratios.append(f"{own['time'] / res['time']:.2f}" if own else "–")
             memory = f"{px_delta / delta:.2f}" if delta > 0 else "–"
@@ -309,6 +340,14 @@ def main(argv=None) -> str:
         "problem is set up (the working memory of the gradient). Rel. err.: "
         f"‖∇J_peer − ∇J_pontryx‖/‖∇J_pontryx‖ (must be ≤ {TOL:g} before timing). "
         "Ratios are pontryx / peer (< 1: pontryx faster or smaller)."
+        + (
+            f" With {args.threads} threads pontryx also runs the same problem on "
+            f"{args.threads} ranks × 1 thread on the data axis (mpirun; the row "
+            "'pontryx · ranks (data)', its time over the threaded pontryx's; peak and Δ "
+            "summed over the ranks); a peer's time ratio against it in parentheses."
+            if args.threads > 1 and mode != "smoke"
+            else ""
+        )
         + (
             f" The environment pins OPENBLAS_CORETYPE={PINNED}: pontryx's time ratio is given "
             "with the environment's OpenBLAS kernels and with OpenBLAS's own CPU detection "
