@@ -25,7 +25,7 @@ import sys
 
 # OpenBLAS's idle threads busy-wait for 2²⁸ cycles after each GEMM, on the cores where
 # the element-wise work runs next (pontryx.solver.model.threads). Told to sleep at once,
-# with 2 BLAS threads the low-rank gradient took 0.23–0.26 s instead of 0.31–0.32 s.
+# with 2 BLAS threads the low-rank gradient took 0.25 s instead of 0.33 s (medians).
 # OpenBLAS reads the variable when it loads, so this only applies when pontryx is
 # imported before NumPy; a value set by the user stands.
 if "numpy" not in sys.modules:

@@ -13,8 +13,8 @@ threads busy-wait for 2²⁸ cycles after each GEMM, on the very cores this work
 needs; :mod:`pontryx.solver`, imported before NumPy, sets
 ``OPENBLAS_THREAD_TIMEOUT=4`` (they sleep at once) unless the user set it.
 Measured with 2 threads (N = 1024, S = 1000, 16 layers, 2-core Xeon, A/B runs):
-the sleeping threads took the low-rank gradient from 0.31–0.32 to 0.23–0.26 s and
-the groups then to 0.21–0.23 s; the dense gradient gained about 5 %.
+the sleeping threads took the low-rank gradient from 0.33 to 0.25 s (medians of 9
+and 7 runs) and the groups then to 0.21–0.23 s; the dense gradient gained about 5 %.
 
 Every operation run here is element-wise or a reduction along a row (axis 1)
 of its block, so the result is **bit-identical** for any number of threads and
