@@ -33,6 +33,18 @@ def test_runs_that_would_not_fit_are_refused_at_once(capsys, mpi_tmp_path, overr
     assert time.monotonic() - start < 20 and not (mpi_tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("override", ["mesh.n=1000000000", "model.layers=1000000000"])
+def test_validate_refuses_what_train_refuses(capsys, mpi_tmp_path, override):
+    """pontryx validate builds the problem, so it checks the memory first, as train does
+    (it ended in std::bad_alloc / vector::reserve from the mesh builder)."""
+    config = write(mpi_tmp_path / "big.yaml", SMALL)
+    code, _, err = cli(capsys, "validate", config, "--set", override)
+    assert code == 2 and err.startswith("config error: memory: this run needs about"), err
+    assert err.count("\n") == 1
+    if override.startswith("mesh"):
+        assert "e+" in err  # a huge size in powers of ten
+
+
 def test_max_memory(capsys, mpi_tmp_path):
     config = write(mpi_tmp_path / "s.yaml", SMALL)
     code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "r",
@@ -136,3 +148,10 @@ def test_npz_and_csv_labels_agree():
 
     with pytest.raises(InputError, match="not an integer"):
         _encode_labels([np.array([0.5, 1.5]), np.array([0.5])])
+
+
+def test_sizes_are_printed_in_their_unit():
+    from pontryx.solver.app.memory import _fmt
+
+    assert _fmt(5) == "5 B" and _fmt(2048) == "2.0 KiB" and _fmt(5 * 1024**3) == "5.0 GiB"
+    assert _fmt(2 * 1024**4) == "2.0 TiB" and _fmt(3 * 1024**4 * 10**6) == "3.00e+06 TiB"

@@ -304,7 +304,9 @@ def cmd_hjb(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from pontryx.solver.app.memory import check_memory
     from pontryx.solver.app.problem import build_problem, make_method
+    from pontryx.solver.training import method_class
 
     config = _load(args.config, args.set)
     if config.hjb is not None:  # pontryx hjb's configuration: built, not solved
@@ -317,10 +319,20 @@ def cmd_validate(args) -> int:
         _say(f"  open loop: {config.training.method}, {config.training.max_iterations} iterations")
         problem.destroy()
         return 0
-    problem = build_problem(config, MPI.COMM_WORLD)
+    comm = MPI.COMM_WORLD
+    copies = method_class(config.training.method).copies(dict(config.training.options or {}))
+    check_memory(config, comm, None, copies)  # as pontryx train: before anything large exists
+    problem = build_problem(config, comm)
     try:
         trainer = make_method(problem)
     except BaseException:
+        problem.destroy()
+        raise
+    try:
+        if trainer.memory_bytes():
+            check_memory(config, comm, None, copies, trainer.memory_bytes())
+    except BaseException:
+        trainer.destroy()
         problem.destroy()
         raise
     _say(f"{args.config}: valid")

@@ -181,11 +181,12 @@ def available_bytes(comm: MPI.Comm) -> float | None:
 
 
 def _fmt(b: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if b < 1024 or unit == "TiB":
+    """A size in B … TiB (beyond 10⁵ TiB in powers of ten)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if b < 1024:
             return f"{b:.1f} {unit}" if unit != "B" else f"{int(b)} B"
         b /= 1024
-    return f"{b:.1f} TiB"
+    return f"{b:.1f} TiB" if b < 1e5 else f"{b:.2e} TiB"
 
 
 def check_memory(config, comm: MPI.Comm, max_memory: float | None, copies: float, method_bytes=0):
