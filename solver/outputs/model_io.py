@@ -228,8 +228,13 @@ def save_model(
 def load_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The arrays of a model file (no pickle); InputError if it is not one. A
     discrete kernel's int8 codes T come back as the float values c_n T."""
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    if not zipfile.is_zipfile(path):  # np.load would call it pickled data
+        raise InputError("not a pontryx model file (not an NPZ archive: damaged?)", "path")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise InputError(f"not a pontryx model file (a damaged NPZ archive: {e})", "path") from None
     if str(arrays.get("format", "")) != FORMAT:
         raise InputError("not a pontryx model file", "path")
     if str(arrays.get("weights", "real")) != "real":
