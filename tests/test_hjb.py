@@ -169,6 +169,8 @@ def test_pontryx_hjb_run(capsys, mpi_tmp_path):
         ({"training": {"gamma": 0.1}}, "training.gamma"),
         ({"training": {"delta": 0.1}}, "training.delta"),
         ({"training": {"levels": [{"max_iterations": 2}]}}, "training.levels"),
+        ({"hjb": {"grid": {"n": 100000}}}, "hjb.grid.n"),  # 10¹⁰ nodes: refused, not bad_alloc
+        ({"hjb": {"grid": {"n": 1}}}, "hjb.grid.n"),
     ],
 )
 def test_hjb_bad_input(capsys, mpi_tmp_path, change, key):

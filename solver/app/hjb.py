@@ -36,6 +36,7 @@ import numpy as np
 import yaml
 
 from pontryx.meshes.errors import InputError
+from pontryx.solver.app.memory import _fmt, available_bytes
 from pontryx.solver.app.run import EXIT_NOT_CONVERGED, _flag_key, _on_root
 from pontryx.solver.hjb.compare import ReducedNetwork
 from pontryx.solver.hjb.scheme import ValueFunction
@@ -47,6 +48,26 @@ __all__ = ["run_hjb"]
 
 #: where an argument of :class:`ReducedNetwork` comes from in the configuration
 _KEYS = {"width_mesh": "mesh", "alpha": "training.alpha", "W": "hjb.kernel", "bound": "hjb.bound"}
+#: bytes per grid node beside the K + 1 time levels of 8 bytes: the DOLFINx grid and
+#: Q1 space, the node arrays, the upwind differences and the control search of a step
+#: (measured 2.6–3.2 kB at 201² and 401² nodes; rounded up)
+NODE_BYTES = 3000
+
+
+def _check_memory(grid, levels: int, comm) -> None:
+    """Refuse a value-function grid whose ``levels`` time levels would not fit in the
+    memory available to this rank (every rank solves the whole grid)."""
+    nodes = int(np.prod(np.broadcast_to(np.asarray(grid.n), 2) + 1, dtype=float))
+    need = nodes * (8.0 * levels + NODE_BYTES)
+    avail = available_bytes(comm)
+    avail = comm.allreduce(avail if avail is not None else np.inf, op=MPI.MIN)
+    if need > avail:
+        raise InputError(
+            f"the value function needs about {_fmt(need)} per rank ({nodes:.3g} grid nodes × "
+            f"{levels} time levels) but the memory available is {_fmt(avail)} per rank: "
+            "use fewer cells",
+            "hjb.grid.n",
+        )
 
 
 def _build(config, comm):
@@ -66,7 +87,8 @@ def _build(config, comm):
         )
     except InputError as e:
         raise InputError(e.message, _KEYS.get(e.key, f"hjb.{e.key}")) from None
-    try:
+    try:  # a lower bound first (at least one time level per layer), the exact count after
+        _check_memory(h.grid, m.layers + 1, comm)
         vf = ValueFunction(
             reduced.system,
             h.grid.lower,
@@ -79,7 +101,12 @@ def _build(config, comm):
         )
     except InputError as e:
         reduced.destroy()
-        raise e.under("hjb.grid") from None
+        raise (e if (e.key or "").startswith("hjb.") else e.under("hjb.grid")) from None
+    try:
+        _check_memory(h.grid, vf.steps + 1, comm)
+    except InputError:
+        reduced.destroy()
+        raise
     return reduced, vf
 
 

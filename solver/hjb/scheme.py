@@ -129,11 +129,11 @@ class ValueFunction:
         comm: MPI.Comm = MPI.COMM_SELF,
     ):
         lower, upper = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
-        n = np.broadcast_to(np.asarray(n, dtype=int), 2).copy()
+        given, n = n, np.broadcast_to(np.asarray(n, dtype=int), 2).copy()
         if lower.shape != (2,) or upper.shape != (2,) or np.any(upper <= lower):
             raise InputError(f"expected lower < upper in R², got {show(lower.tolist())}", "grid")
         if np.any(n < 2):
-            raise InputError(f"expected at least 2 cells per axis, got {show(n.tolist())}", "n")
+            raise InputError(f"expected at least 2 cells per axis, got {show(given)}", "n")
         if not 0 < cfl <= 1:
             raise InputError(f"expected 0 < cfl ≤ 1, got {show(cfl)}", "cfl")
         if not T > 0:
