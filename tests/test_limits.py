@@ -5,6 +5,7 @@ keys); data files with one class or non-integer labels are refused."""
 
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,6 +44,29 @@ def test_validate_refuses_what_train_refuses(capsys, mpi_tmp_path, override):
     assert err.count("\n") == 1
     if override.startswith("mesh"):
         assert "e+" in err  # a huge size in powers of ten
+
+
+def test_check_gradient_checks_the_memory_first(capsys, mpi_tmp_path):
+    config = write(mpi_tmp_path / "big.yaml", SMALL)
+    code, _, err = cli(capsys, "check-gradient", config, "--set", "mesh.n=1000000000")
+    assert code == 2 and err.startswith("config error: memory: this run needs about"), err
+
+
+INVERSE = Path(__file__).resolve().parents[1] / "examples" / "inverse_1d.yaml"
+
+
+@pytest.mark.parametrize(
+    "observations",
+    [
+        "{kind: points, points: 60, refine: 40}",  # 2⁴⁰ times the cells: ran until killed
+        "{kind: points, points: 10000000000}",  # 10¹⁰ points: a MemoryError
+    ],
+)
+def test_inverse_data_that_would_not_fit_are_refused(capsys, observations):
+    code, _, err = cli(capsys, "validate", INVERSE, "--set", f"inverse.observations={observations}")
+    assert code == 2 and err.startswith("config error: memory: this run needs about"), err
+    assert "pde" in err and "fewer observation points or refinements" in err
+    assert err.count("\n") == 1
 
 
 def test_max_memory(capsys, mpi_tmp_path):

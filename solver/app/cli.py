@@ -47,6 +47,8 @@ EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_IO = 1, 2, 3, 5
 #: before aborting the job (bad input fails on every rank at the same point).
 AGREE_TIMEOUT = 10.0
 TAYLOR_RATE = 1.95
+#: copies of the controls a Taylor test holds (θ, the direction, ∇J, θ + h dθ, spare)
+TAYLOR_COPIES = 6.0
 
 
 # ------------------------------------------------------------------ parser ---
@@ -493,6 +495,10 @@ def cmd_check_gradient(args) -> int:
 
         problem = HJBProblem(config)
     else:
+        from pontryx.solver.app.memory import check_memory
+
+        # θ, the direction, ∇J and a perturbed θ: a few copies; before anything is built
+        check_memory(config, MPI.COMM_WORLD, None, TAYLOR_COPIES)
         problem = build_problem(config, MPI.COMM_WORLD)
     net, controls = problem.net, problem.controls
     names = getattr(problem, "trainable", net.trainable)

@@ -18,6 +18,9 @@ predicts, per MPI rank, the bytes of
   :data:`~pontryx.solver.model.noise.CACHE_BYTES`) are added;
 * the method's own solve (:meth:`Trainer.memory_bytes`, the one-shot's KKT
   vectors) and the data set;
+* for an inverse problem, the physical PDE: :data:`PDE_DOF_BYTES` per dof of
+  Ω_phys and of the mesh the synthetic data are solved on (``refine`` uniform
+  refinements: 2^(refine·d) times the cells), and the observation points;
 
 where N is the number of dofs predicted from the ``mesh:`` description
 (:func:`dofs`: exact for the built-in meshes, from the area and ``h`` for the
@@ -42,6 +45,11 @@ from pontryx.meshes.errors import InputError
 __all__ = ["available_bytes", "check_memory", "dofs", "estimate", "parse_size"]
 
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+#: bytes per dof of an inverse problem's PDE (mesh, function spaces, the matrix and
+#: its LU factors, the solver's vectors): an upper-range figure for P1 in 1D–3D
+PDE_DOF_BYTES = 4096
+#: bytes per observation point (its coordinates, cell, value and work arrays)
+POINT_BYTES = 128
 
 
 def parse_size(text: str) -> float:
@@ -85,6 +93,21 @@ def dofs(mesh: dict, degree: int) -> int:
         vertices = areas[kind](mesh) / (math.sqrt(3) / 4 * h * h) / 2  # ≈ triangles / 2
         return int(1.5 * vertices * k * k) + 1  # boundary vertices and a margin
     return 0
+
+
+def _dimension(mesh: dict) -> int:
+    kind = mesh.get("kind", "unit_square")
+    return 1 if kind in ("interval", "unit_interval") else 3 if kind in ("box", "unit_cube") else 2
+
+
+def _pde_bytes(inv, domain_dofs: int) -> float:
+    """An inverse problem's PDE on Ω_phys and on the mesh of its synthetic data
+    (``refine`` uniform refinements: 2^d times the cells each), and its points."""
+    o = inv.observations
+    refine = 0 if o.file is not None else int(o.refine)
+    fine = domain_dofs * 2.0 ** (refine * _dimension(inv.domain))
+    points = o.points if o.kind == "points" and o.file is None else domain_dofs
+    return PDE_DOF_BYTES * (domain_dofs + (fine if refine else 0)) + POINT_BYTES * points
 
 
 def _samples(data: dict) -> int:
@@ -162,6 +185,7 @@ def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> 
         "work": int(work),
         "method": int(method_bytes),
         "noise": int(noise),
+        "pde": int(_pde_bytes(inv, samples)) if inv is not None else 0,
     }
     parts["total"] = sum(parts.values())
     return {"bytes": parts, "N": N, "n": n, "S_local": S}
@@ -204,8 +228,12 @@ def check_memory(config, comm: MPI.Comm, max_memory: float | None, copies: float
         raise InputError(
             f"this run needs about {_fmt(total)} per rank ({parts}; N = {est['N']} dofs, "
             f"{config.model.layers} layers, {est['S_local']} samples per rank) but "
-            f"{what} is {_fmt(limit)} per rank: use fewer layers or dofs, more ranks, "
-            "checkpointing, or a smaller minibatch",
+            f"{what} is {_fmt(limit)} per rank: "
+            + (
+                "use a coarser inverse.domain, fewer observation points or refinements"
+                if est["bytes"]["pde"] > total / 2
+                else "use fewer layers or dofs, more ranks, checkpointing, or a smaller minibatch"
+            ),
             "--max-memory" if what == "--max-memory" else "memory",
         )
     return est
