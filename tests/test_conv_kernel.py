@@ -134,7 +134,7 @@ def test_same_outputs_on_any_number_of_ranks(axis, shared):
 @pytest.mark.parametrize(
     "mesh,options,key",
     [
-        ({"kind": "unit_square", "n": 2}, {}, "space"),
+        ({"kind": "unit_square", "n": 2}, {}, "type"),  # model.kernel.type: conv on this mesh
         (BOX, {"order": 3}, "order"),
         (BOX, {"length": 0}, "length"),
         (BOX, {"rank": 2}, "rank"),

@@ -103,7 +103,7 @@ class ConvKernel(Kernel):
         if X.shape[1] != 3:
             raise InputError(
                 f"the conv kernel needs a 3D box (plane × channels), got a {X.shape[1]}D mesh",
-                "space",
+                "type",  # the kernel chosen for this mesh (model.kernel.type)
             )
         lo, hi = sp.bounding_box
         scale = max(float(np.max(hi - lo)), 1.0)
@@ -117,7 +117,7 @@ class ConvKernel(Kernel):
         if nx * ny * L != sp.N or np.any(grid < 0):
             raise InputError(
                 "the conv kernel needs dofs on a tensor grid (plane points × channel levels)",
-                "space",
+                "type",  # the kernel chosen for this mesh (model.kernel.type)
             )
         self.Np, self.L = nx * ny, L
         self.grid = grid  # global dof of (p, l)
@@ -144,7 +144,7 @@ class ConvKernel(Kernel):
         deg = self.space.degree
         nx, ny = self.xs.size, self.ys.size
         if deg != 1:
-            raise InputError(f"the conv kernel needs P1 (Q1 on hexahedra), got P{deg}", "space")
+            raise InputError(f"the conv kernel needs P1 (Q1 on hexahedra), got P{deg}", "type")
         plane = dolfinx.mesh.create_rectangle(
             MPI.COMM_SELF,
             [[self.xs[0], self.ys[0]], [self.xs[-1], self.ys[-1]]],
@@ -160,7 +160,7 @@ class ConvKernel(Kernel):
         ok &= np.isclose(self.ys[np.minimum(iy, ny - 1)], x[:, 1])
         if x.shape[0] != self.Np or not ok.all():
             raise InputError(
-                "the conv kernel needs a uniform grid in the plane (a box mesh)", "space"
+                "the conv kernel needs a uniform grid in the plane (a box mesh)", "type"
             )
         perm = np.empty(self.Np, dtype=np.int64)
         perm[iy * nx + ix] = np.arange(self.Np)  # plane point p ↦ dof of the plane mesh
