@@ -253,6 +253,9 @@ def test_read_observations(tmp_path):
     np.savez(tmp_path / "c.npz", points=points, values=values[:1])
     with pytest.raises(InputError, match="one per point"):
         read_observations(tmp_path / "c.npz", 2)
+    (tmp_path / "d.npz").write_text("not an archive")  # NumPy would call it pickled data
+    with pytest.raises(InputError, match=r"cannot read d\.npz: not a zip archive$"):
+        read_observations(tmp_path / "d.npz", 2)
 
 
 def write(path, obj):

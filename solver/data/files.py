@@ -18,13 +18,13 @@ import csv
 import math
 import numbers
 import os
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from pontryx.solver.data.dataset import DATASET_KEYS, TASKS, Dataset, _error, check_float, check_int
+from pontryx.solver.npz import read_npz
 
 __all__ = ["file_dataset", "read_samples"]
 
@@ -146,15 +146,9 @@ def _csv_arrays(path, shown, desc, task):
 
 
 def _npz_arrays(path, shown):
-    if not zipfile.is_zipfile(path):
-        raise _error("path", f"cannot read {shown!r} as NPZ: not a zip archive")
     try:
-        f = np.load(path, allow_pickle=False)
-        if not isinstance(f, np.lib.npyio.NpzFile):
-            raise ValueError("not an NPZ archive")
-        with f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        arrays = read_npz(path)
+    except (OSError, ValueError) as e:
         raise _error("path", f"cannot read {shown!r} as NPZ: {e}") from None
     if {"X_train", "y_train", "X_test", "y_test"} <= arrays.keys():
         return (arrays["X_train"], arrays["y_train"]), (arrays["X_test"], arrays["y_test"])

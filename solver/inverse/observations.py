@@ -40,6 +40,7 @@ import dolfinx.mesh
 import numpy as np
 
 from pontryx.meshes.errors import InputError, show
+from pontryx.solver.npz import read_npz
 
 __all__ = [
     "NodalObservations",
@@ -59,17 +60,17 @@ def read_observations(path, gdim: int) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if path.suffix.lower() == ".npz":
         try:
-            with np.load(path, allow_pickle=False) as f:
-                missing = [k for k in ("points", "values") if k not in f.files]
-                if missing:
-                    raise InputError(
-                        f"{path.name} has no array {missing[0]!r} (it needs 'points' of shape "
-                        f"(M, {gdim}) and 'values' of shape (M,))",
-                        "file",
-                    )
-                points, values = np.asarray(f["points"]), np.asarray(f["values"])
+            arrays = read_npz(path)
         except (OSError, ValueError) as e:
             raise InputError(f"cannot read {path.name}: {e}", "file") from None
+        missing = [k for k in ("points", "values") if k not in arrays]
+        if missing:
+            raise InputError(
+                f"{path.name} has no array {missing[0]!r} (it needs 'points' of shape "
+                f"(M, {gdim}) and 'values' of shape (M,))",
+                "file",
+            )
+        points, values = np.asarray(arrays["points"]), np.asarray(arrays["values"])
         if points.ndim == 1 and gdim == 1:
             points = points[:, None]
     else:

@@ -47,6 +47,7 @@ import numpy as np
 from pontryx.forms.activations import SMOOTH_RELU_DELTA
 from pontryx.meshes.errors import InputError
 from pontryx.solver.model.controls import REPLICATED
+from pontryx.solver.npz import read_npz
 from pontryx.solver.outputs.atomic import atomic_path
 from pontryx.solver.outputs.canonical import from_canonical
 
@@ -228,13 +229,10 @@ def save_model(
 def load_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The arrays of a model file (no pickle); InputError if it is not one. A
     discrete kernel's int8 codes T come back as the float values c_n T."""
-    if not zipfile.is_zipfile(path):  # np.load would call it pickled data
-        raise InputError("not a pontryx model file (not an NPZ archive: damaged?)", "path")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"not a pontryx model file (a damaged NPZ archive: {e})", "path") from None
+        arrays = read_npz(path)
+    except ValueError as e:  # a text file, a truncated or corrupted archive, …
+        raise InputError(f"not a pontryx model file ({e})", "path") from None
     if str(arrays.get("format", "")) != FORMAT:
         raise InputError("not a pontryx model file", "path")
     if str(arrays.get("weights", "real")) != "real":
