@@ -175,7 +175,8 @@ def test_npz_and_csv_labels_agree():
 
 
 def test_sizes_are_printed_in_their_unit():
-    from pontryx.solver.app.memory import _fmt
+    from pontryx.solver.app.memory import format_bytes
 
-    assert _fmt(5) == "5 B" and _fmt(2048) == "2.0 KiB" and _fmt(5 * 1024**3) == "5.0 GiB"
-    assert _fmt(2 * 1024**4) == "2.0 TiB" and _fmt(3 * 1024**4 * 10**6) == "3.00e+06 TiB"
+    assert format_bytes(5) == "5 B" and format_bytes(2048) == "2.0 KiB"
+    assert format_bytes(5 * 1024**3) == "5.0 GiB" and format_bytes(2 * 1024**4) == "2.0 TiB"
+    assert format_bytes(3 * 1024**4 * 10**6) == "3.00e+06 TiB"

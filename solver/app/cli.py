@@ -308,7 +308,6 @@ def cmd_hjb(args) -> int:
 def cmd_validate(args) -> int:
     from pontryx.solver.app.memory import check_memory
     from pontryx.solver.app.problem import build_problem, make_method
-    from pontryx.solver.training import method_class
 
     config = _load(args.config, args.set)
     if config.hjb is not None:  # pontryx hjb's configuration: built, not solved
@@ -322,8 +321,7 @@ def cmd_validate(args) -> int:
         problem.destroy()
         return 0
     comm = MPI.COMM_WORLD
-    copies = method_class(config.training.method).copies(dict(config.training.options or {}))
-    check_memory(config, comm, None, copies)  # as pontryx train: before anything large exists
+    check_memory(config, comm, None)  # as pontryx train: before anything large exists
     problem = build_problem(config, comm)
     try:
         trainer = make_method(problem)
@@ -332,7 +330,7 @@ def cmd_validate(args) -> int:
         raise
     try:
         if trainer.memory_bytes():
-            check_memory(config, comm, None, copies, trainer.memory_bytes())
+            check_memory(config, comm, None, method_bytes=trainer.memory_bytes())
     except BaseException:
         trainer.destroy()
         problem.destroy()

@@ -36,7 +36,7 @@ import numpy as np
 import yaml
 
 from pontryx.meshes.errors import InputError
-from pontryx.solver.app.memory import _fmt, available_bytes
+from pontryx.solver.app.memory import format_bytes, least_available
 from pontryx.solver.app.run import EXIT_NOT_CONVERGED, _flag_key, _on_root
 from pontryx.solver.hjb.compare import ReducedNetwork
 from pontryx.solver.hjb.scheme import ValueFunction
@@ -59,14 +59,13 @@ def _check_memory(grid, levels: int, comm) -> None:
     memory available to this rank (every rank solves the whole grid)."""
     nodes = int(np.prod(np.broadcast_to(np.asarray(grid.n), 2) + 1, dtype=float))
     need = nodes * (8.0 * levels + NODE_BYTES)
-    avail = available_bytes(comm)
-    avail = comm.allreduce(avail if avail is not None else np.inf, op=MPI.MIN)
+    avail = least_available(comm)
     if need > avail:
         raise InputError(
-            f"the value function needs about {_fmt(need)} per rank ({nodes:.3g} grid nodes × "
-            f"{levels} time levels) but the memory available is {_fmt(avail)} per rank: "
-            "use fewer cells",
-            "hjb.grid.n",
+            f"the value function needs about {format_bytes(need)} per rank ({nodes:.3g} grid "
+            f"nodes × {levels} time levels) but the memory available is {format_bytes(avail)} "
+            "per rank: use fewer cells",
+            "n",
         )
 
 
@@ -99,14 +98,10 @@ def _build(config, comm):
             cfl=h.grid.cfl,
             controls=h.grid.controls,
         )
+        _check_memory(h.grid, vf.steps + 1, comm)
     except InputError as e:
         reduced.destroy()
-        raise (e if (e.key or "").startswith("hjb.") else e.under("hjb.grid")) from None
-    try:
-        _check_memory(h.grid, vf.steps + 1, comm)
-    except InputError:
-        reduced.destroy()
-        raise
+        raise e.under("hjb.grid") from None
     return reduced, vf
 
 

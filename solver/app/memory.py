@@ -42,7 +42,15 @@ from mpi4py import MPI
 
 from pontryx.meshes.errors import InputError
 
-__all__ = ["available_bytes", "check_memory", "dofs", "estimate", "parse_size"]
+__all__ = [
+    "available_bytes",
+    "check_memory",
+    "dofs",
+    "estimate",
+    "format_bytes",
+    "least_available",
+    "parse_size",
+]
 
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 #: bytes per dof of an inverse problem's PDE (mesh, function spaces, the matrix and
@@ -204,7 +212,14 @@ def available_bytes(comm: MPI.Comm) -> float | None:
     return kb * 1024 / share
 
 
-def _fmt(b: float) -> str:
+def least_available(comm: MPI.Comm) -> float:
+    """The smallest :func:`available_bytes` over the ranks of ``comm`` (∞ if unknown).
+    Collective."""
+    avail = available_bytes(comm)
+    return comm.allreduce(avail if avail is not None else math.inf, op=MPI.MIN)
+
+
+def format_bytes(b: float) -> str:
     """A size in B … TiB (beyond 10⁵ TiB in powers of ten)."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if b < 1024:
@@ -213,22 +228,31 @@ def _fmt(b: float) -> str:
     return f"{b:.1f} TiB" if b < 1e5 else f"{b:.2e} TiB"
 
 
-def check_memory(config, comm: MPI.Comm, max_memory: float | None, copies: float, method_bytes=0):
+def check_memory(
+    config, comm: MPI.Comm, max_memory: float | None, copies: float | None = None, method_bytes=0
+):
     """Refuse a run whose estimate exceeds ``max_memory`` (bytes) or the available
-    memory per rank; returns the estimate. Collective (the same verdict everywhere)."""
+    memory per rank; returns the estimate. ``copies``: of the controls (None: those
+    the configured method keeps, :meth:`Trainer.copies`). Collective (the same
+    verdict everywhere)."""
+    if copies is None:
+        from pontryx.solver.training import method_class
+
+        t = config.training
+        copies = method_class(t.method).copies(dict(t.options or {}))
     est = estimate(config, comm.size, copies, method_bytes)
     total = est["bytes"]["total"]
-    avail = available_bytes(comm)
-    avail = comm.allreduce(avail if avail is not None else math.inf, op=MPI.MIN)
+    avail = least_available(comm)
     limit, what = (max_memory, "--max-memory") if max_memory else (avail, "the memory available")
     if max_memory and avail < max_memory:
         limit, what = avail, "the memory available"
     if total > limit:
-        parts = ", ".join(f"{k} {_fmt(v)}" for k, v in est["bytes"].items() if k != "total" and v)
+        sizes = est["bytes"].items()
+        parts = ", ".join(f"{k} {format_bytes(v)}" for k, v in sizes if k != "total" and v)
         raise InputError(
-            f"this run needs about {_fmt(total)} per rank ({parts}; N = {est['N']} dofs, "
+            f"this run needs about {format_bytes(total)} per rank ({parts}; N = {est['N']} dofs, "
             f"{config.model.layers} layers, {est['S_local']} samples per rank) but "
-            f"{what} is {_fmt(limit)} per rank: "
+            f"{what} is {format_bytes(limit)} per rank: "
             + (
                 "use a coarser inverse.domain, fewer observation points or refinements"
                 if est["bytes"]["pde"] > total / 2

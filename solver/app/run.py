@@ -51,7 +51,6 @@ from pontryx.solver.outputs.canonical import canonical_shape
 from pontryx.solver.outputs.rundir import RunDirectory
 from pontryx.solver.outputs.trajectory import FILE as TRAJECTORY
 from pontryx.solver.outputs.trajectory import TrajectoryLog
-from pontryx.solver.training import method_class
 from pontryx.solver.training.loop import MAX_ITERATIONS
 from pontryx.solver.training.loop import train as train_loop
 
@@ -241,13 +240,12 @@ class TrainingRun:
 
         self.mode = _on_root(comm, check)
         t = config.training
-        copies = method_class(t.method).copies(dict(t.options or {}))
-        check_memory(config, comm, max_memory, copies)  # before anything large exists
+        check_memory(config, comm, max_memory)  # before anything large exists
         self.problem = build_problem(config, comm)
         try:
             self.trainer = make_method(self.problem)
             if self.trainer.memory_bytes():
-                check_memory(config, comm, max_memory, copies, self.trainer.memory_bytes())
+                check_memory(config, comm, max_memory, method_bytes=self.trainer.memory_bytes())
         except BaseException:
             self.problem.destroy()
             raise
