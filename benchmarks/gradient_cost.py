@@ -141,7 +141,9 @@ def worker(cfg: dict, threads: int) -> None:
                 grad_sys["user"] += u1 - u0
                 grad_sys["sys"] += s1 - s0
 
-        fns = {"reference": ref, "forward": lambda: net.forward(theta, X), "gradient": gradient}
+        # forward: J(θ), the forward sweep and the misfit, split over the threads as
+        # the gradient is (solver/adjoint/split.py)
+        fns = {"reference": ref, "forward": lambda: rf(theta), "gradient": gradient}
         for fn in fns.values():  # warm-up
             fn()
         best = dict.fromkeys(fns, math.inf)

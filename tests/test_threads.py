@@ -1,7 +1,10 @@
 """Element-wise work in row blocks on the BLAS threads (solver/model/threads.py):
 the blocks cover the rows, exceptions reach the caller, and a gradient with the
 element-wise work forced onto 2 threads in many small blocks is bit-identical to
-the serial one, for every kernel (on 1 and 2 ranks)."""
+the serial one, for every kernel (on 1 and 2 ranks). The samples split over the
+threads (solver/adjoint/split.py): J and ∇J equal one sweep's to round-off,
+deterministic, Taylor-tested, on a data axis of any size; one sweep where the
+split cannot run."""
 
 import itertools
 
@@ -9,6 +12,10 @@ import numpy as np
 import pytest
 from test_adjoint import KERNELS, _problem
 
+from pontryx.meshes import create_mesh
+from pontryx.solver import ContinuumNetwork, Layout, ReducedFunctional, WidthSpace, shard
+from pontryx.solver.adjoint import split
+from pontryx.solver.adjoint.taylor import taylor_test
 from pontryx.solver.model import threads
 
 
@@ -52,6 +59,7 @@ def test_threaded_gradient_is_bit_identical(kernel, options, scheme, comm, monke
     _, theta, rf = _problem(comm, kernel=kernel, options=options, scheme=scheme, S=40)
     J1, g1 = rf.value_and_gradient(theta)
     g1 = g1.copy()
+    monkeypatch.setattr(split, "eligible", lambda *args, **kw: 1)  # one sweep, row blocks
     monkeypatch.setattr(threads, "blas_threads", lambda: 2)
     monkeypatch.setattr(threads, "MIN_ELEMENTS", 0)
     monkeypatch.setattr(threads, "BLOCK_ELEMENTS", 24)  # blocks of a row or two
@@ -97,3 +105,94 @@ def test_openblas_threads_sleep_when_pontryx_comes_first():
     assert run("pontryx.solver") == "4"
     assert run("pontryx.solver", OPENBLAS_THREAD_TIMEOUT="28") == "28"
     assert run("numpy, pontryx.solver") == "None"
+
+
+def _two_threads(monkeypatch):
+    """blas_threads() says 2 (BLAS itself is set to 1 inside the split) and the
+    size thresholds let a small problem split."""
+    monkeypatch.setattr(threads, "blas_threads", lambda: 2)
+    monkeypatch.setattr(threads, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(split, "MIN_COLUMNS", 4)
+
+
+def _data_problem(comm, kernel, options, scheme="imex_euler", S=41, epsilon=0.0, **kw):
+    """A network on one width rank and this rank's shard of S samples (a data axis
+    over all ranks), α, β, γ, δ > 0."""
+    layout = Layout.create(comm, data=comm.size)
+    sp = WidthSpace(create_mesh({"kind": "unit_square", "n": 3}, layout.width))
+    net = ContinuumNetwork(
+        sp,
+        2,
+        3,
+        kernel=kernel,
+        kernel_options=dict(options),
+        scheme=scheme,
+        layers=4,
+        train_embedding=True,
+        epsilon=epsilon,
+    )
+    theta = net.init_controls(seed=0, gain=1.0)
+    rng = np.random.default_rng(2)
+    X, y = rng.standard_normal((S, 2)), rng.integers(0, 3, S)
+    part = shard(S, layout.data.rank, layout.data.size)
+    rf = ReducedFunctional(
+        net, X[part], y[part], alpha=1e-2, beta=1e-2, gamma=1e-3, delta=1e-2, layout=layout, **kw
+    )
+    return net, theta, rf
+
+
+@pytest.mark.parametrize("kernel,options", [("dense", {}), ("lowrank", {"rank": 3})])
+@pytest.mark.parametrize("scheme", ["imex_euler", "midpoint", "verlet"])
+def test_sample_split_equals_one_sweep(kernel, options, scheme, comm, monkeypatch):
+    net, theta, rf = _data_problem(comm, kernel, options, scheme)
+    J1, g1 = rf.value_and_gradient(theta)
+    g1, F1 = g1.copy(), rf(theta)
+    _two_threads(monkeypatch)
+    J2, g2 = rf.value_and_gradient(theta)
+    assert rf._split is not None and rf._split.T == 2  # the split ran
+    assert J2 == pytest.approx(J1, rel=1e-13) and rf(theta) == pytest.approx(F1, rel=1e-13)
+    scale = max(float(np.abs(g1[k]).max()) for k in g1)
+    for name in g1:
+        assert np.allclose(g2[name], g1[name], rtol=0, atol=1e-13 * scale), name
+    g2 = g2.copy()
+    J3, g3 = rf.value_and_gradient(theta)  # reused workspaces and spare arrays
+    assert J3 == J2
+    for name in g2:
+        assert np.array_equal(g3[name], g2[name]), name
+    d = theta.subset(net.trainable).zeros_like()
+    rng = np.random.default_rng(5)
+    for k in d:
+        d[k][...] = rng.standard_normal(d[k].shape)
+    d["d"][...] = comm.bcast(d["d"])
+    assert taylor_test(rf, theta, d, h0=1e-3).min_rate >= 1.95
+
+
+def test_sample_split_only_where_it_can_run(comm, monkeypatch):
+    _two_threads(monkeypatch)
+    _, _, rf = _data_problem(comm, "local", {})  # a kernel with PETSc products
+    assert split.eligible(rf.net, 40) == 1
+    _, _, rf = _data_problem(comm, "dense", {}, epsilon=0.1)  # PETSc's diffusion solves
+    assert split.eligible(rf.net, 40) == 1
+    net, _, rf = _data_problem(comm, "dense", {})
+    assert split.eligible(net, 40) == 2 and split.eligible(net, 7) == 1  # 4 columns a chunk
+    assert split.eligible(net, 40, noise=object()) == 1  # paths per column: one sweep
+    monkeypatch.setattr(split, "SHARED_BYTES", 8)  # a layer too large to stream twice
+    assert split.eligible(net, 40) == 1
+    monkeypatch.undo()
+    _two_threads(monkeypatch)
+    if comm.size > 1:  # width ranks: their collectives cannot run from two threads
+        sp = WidthSpace(create_mesh({"kind": "unit_square", "n": 3}, comm))
+        wide = ContinuumNetwork(sp, 2, 3, kernel="dense", layers=2)
+        assert split.eligible(wide, 40) == 1
+    monkeypatch.setattr(threads, "blas_threads", lambda: 1)
+    assert split.eligible(net, 40) == 1
+
+
+def test_concurrently_returns_in_order_and_raises():
+    assert threads.concurrently([lambda: 1, lambda: 2, lambda: 3]) == [1, 2, 3]
+
+    def fail():
+        raise ValueError("task failed")
+
+    with pytest.raises(ValueError, match="task failed"):
+        threads.concurrently([lambda: 1, fail])

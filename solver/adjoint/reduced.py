@@ -33,6 +33,7 @@ from mpi4py import MPI
 
 import numpy as np
 
+from pontryx.solver.adjoint import split
 from pontryx.solver.adjoint.riesz import RieszMap
 from pontryx.solver.adjoint.sweep import Sweep
 from pontryx.solver.model.controls import Controls
@@ -337,12 +338,36 @@ class ReducedFunctional:
     def misfit(self, Yhat):
         """(local part of (1/S) Σ ℓ, ∂/∂Ŷ, statistic) for outputs Ŷ of this rank's
         samples (with noise in depth: of their M paths each, (1/(S M)) Σ ℓ)."""
-        return self._loss.value(Yhat, self._yc, self.S * self.paths)
+        return self.misfit_of(Yhat, self._yc)
 
     _misfit = misfit
 
-    def sweep(self, controls: Controls) -> Sweep:
-        return Sweep(self.net, controls, self.checkpoint, noise=self.increments())
+    def sweep(self, controls: Controls, workspace=None) -> Sweep:
+        return Sweep(
+            self.net, controls, self.checkpoint, noise=self.increments(), workspace=workspace
+        )
+
+    def _sample_split(self):
+        """The :class:`~.split.SampleSplit` of this functional's columns over the
+        BLAS threads, or None where :func:`.split.eligible` says one sweep."""
+        columns = self._Xc.shape[1]
+        T = split.eligible(self.net, columns, self.noise)
+        if T < 2:
+            return None
+        current = getattr(self, "_split", None)
+        if current is None or current.T != T:
+            current = self._split = split.SampleSplit(columns, T)
+        return current
+
+    def _chunk_misfit(self, chunks):
+        def misfit(Yhat, k):
+            return self.misfit_of(Yhat, self._yc[..., chunks.chunks[k]])
+
+        return misfit
+
+    def misfit_of(self, Yhat, y):
+        """:meth:`misfit` for outputs Ŷ of the columns whose targets are ``y``."""
+        return self._loss.value(Yhat, y, self.S * self.paths)
 
     def riesz(self, like: Controls, metric: str = "l2") -> RieszMap:
         """The Riesz map x = √ω θ for controls shaped like ``like``."""
@@ -350,8 +375,14 @@ class ReducedFunctional:
 
     def __call__(self, controls: Controls) -> float:
         """J(θ) (forward sweep only)."""
-        Yhat = self.sweep(controls).forward(self._Xc)[0]
-        misfit, _, stat = self.misfit(Yhat)
+        chunks = self._sample_split()
+        if chunks is None:
+            Yhat = self.sweep(controls).forward(self._Xc)[0]
+            misfit, _, stat = self.misfit(Yhat)
+        else:
+            misfit, stat = chunks.forward(
+                lambda ws: self.sweep(controls, ws), self._Xc, self._chunk_misfit(chunks)
+            )
         misfit, stat = self.data_comm.allreduce(np.array([misfit, stat]), op=MPI.SUM)
         self.last = {"misfit": misfit, "stat": stat}
         return misfit + self.regulariser(controls)
@@ -359,8 +390,15 @@ class ReducedFunctional:
     def value_and_gradient(self, controls: Controls):
         """(J(θ), ∇J(θ)) with one forward and one adjoint sweep."""
         spare = self._spare_gradient()
-        res = self.sweep(controls).gradient(self._Xc, self.misfit, out=spare)
-        J, grad, misfit, stat = self.reduce(controls, res.gradient, res.misfit, res.stat)
+        chunks = self._sample_split()
+        if chunks is None:
+            res = self.sweep(controls).gradient(self._Xc, self.misfit, out=spare)
+            local, misfit, stat = res.gradient, res.misfit, res.stat
+        else:
+            local, misfit, stat = chunks.gradient(
+                lambda ws: self.sweep(controls, ws), self._Xc, self._chunk_misfit(chunks), spare
+            )
+        J, grad, misfit, stat = self.reduce(controls, local, misfit, stat)
         self.last = {"misfit": misfit, "stat": stat, "J": J, "gradient": grad}
         self._grad = grad
         return J, grad

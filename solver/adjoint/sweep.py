@@ -217,11 +217,13 @@ class Sweep:
     module docstring). ``noise``: noise in depth, a callable n ↦ g ΔWⁿ for the
     sweep's columns (:class:`~pontryx.solver.model.noise.Increments`), drawn again,
     identically, whenever a layer is recomputed; ``None``: the deterministic
-    network. Every method is collective over the width ranks; data ranks are not
-    summed here."""
+    network. ``workspace``: the pool of the gradient sweep's arrays (default the
+    network's; sweeps run concurrently need one each, :mod:`.split`). Every method
+    is collective over the width ranks; data ranks are not summed here."""
 
-    def __init__(self, net, controls: Controls, checkpoint=None, noise=None):
+    def __init__(self, net, controls: Controls, checkpoint=None, noise=None, workspace=None):
         self.net, self.controls = net, controls
+        self.workspace = net.workspace if workspace is None else workspace
         self.noise = noise  # g ΔWⁿ of each layer for the sweep's columns, or None
         self.scheme, self.kernel = net.scheme, net.kernel
         self.storage = storage(checkpoint)
@@ -303,7 +305,7 @@ class Sweep:
         if trajectory:
             store, self.ws, states = Full(), HEAP, []
         else:  # records for the adjoint alone (IMEX Euler: Δt σ'(Z) stored)
-            store, self.ws, states = self.storage, net.workspace, None
+            store, self.ws, states = self.storage, self.workspace, None
             self.record = "adjoint"
         ws = self.ws
         assign = self.scheme.assigns

@@ -7,7 +7,8 @@ predicts, per MPI rank, the bytes of
   (2 + d)·N_t·n; b: N_t·n; C, E, d), times the copies the method keeps
   (:attr:`Trainer.memory_copies`: gradient, optimiser memory, line-search points,
   the test evaluation — about 42 for TAO's ``lmvm`` with its default history, 2m + 4
-  for ``lbfgs`` with history m);
+  for ``lbfgs`` with history m; T − 1 more where the samples are split over T
+  BLAS threads, :mod:`pontryx.solver.adjoint.split`);
 * the states a gradient stores: ``records`` multivectors of n × S_local per layer
   for full storage (IMEX Euler 2: M_L U and Δt σ'(Z) in the gradient sweep, U and Z
   otherwise; midpoint 4; Verlet 4), ⌈√N_t⌉ + 2 records'
@@ -187,8 +188,15 @@ def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> 
         stored = math.ceil(L / k) + records * k
     states = 8 * n * S * (stored + 4)
     work = 8 * N * S if kernel == "dense" else 0
+    split = 0  # the sample split over the BLAS threads keeps T − 1 gradients more
+    if width == 1 and kernel in ("dense", "lowrank") and m.epsilon == 0 and not m.noise.enabled:
+        from pontryx.solver.adjoint.split import SHARED_BYTES
+        from pontryx.solver.model.threads import blas_threads
+
+        if 8 * per_layer <= SHARED_BYTES:
+            split = blas_threads() - 1
     parts = {
-        "controls": int(controls * copies),
+        "controls": int(controls * (copies + split)),
         "states": int(states),
         "work": int(work),
         "method": int(method_bytes),

@@ -37,7 +37,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["add_into", "blas_threads", "row_blocks", "rows", "scale_rows", "single_threaded_blas"]
+__all__ = [
+    "add_into",
+    "blas_threads",
+    "concurrently",
+    "row_blocks",
+    "rows",
+    "scale_rows",
+    "single_threaded_blas",
+]
 
 #: Elements per block (≈ 256 KiB of float64: a block's chain of ufuncs stays in cache).
 BLOCK_ELEMENTS = 1 << 15
@@ -48,8 +56,8 @@ _lock = threading.Lock()
 _state: dict = {"blas": None, "pool": None, "size": 0, "pid": None}
 
 
-def blas_threads() -> int:
-    """The number of threads of NumPy's BLAS (1 if threadpoolctl cannot tell)."""
+def _controllers() -> list:
+    """threadpoolctl's controllers of NumPy's BLAS (found once; empty if none)."""
     blas = _state["blas"]
     if blas is None:
         try:
@@ -59,15 +67,19 @@ def blas_threads() -> int:
         except Exception:  # pragma: no cover - threadpoolctl unavailable or failing
             blas = []
         _state["blas"] = blas
-    return max((lib.num_threads for lib in blas), default=1)
+    return blas
+
+
+def blas_threads() -> int:
+    """The number of threads of NumPy's BLAS (1 if threadpoolctl cannot tell)."""
+    return max((lib.num_threads for lib in _controllers()), default=1)
 
 
 @contextlib.contextmanager
 def single_threaded_blas():
     """NumPy's BLAS on one thread inside the block (for many small GEMMs run
     concurrently on the row-block threads instead); restored afterwards."""
-    blas_threads()
-    libs = _state["blas"]
+    libs = _controllers()
     before = [lib.num_threads for lib in libs]
     for lib in libs:
         lib.set_num_threads(1)
@@ -136,6 +148,18 @@ def rows(fn, n_rows: int, row_length: int, threads: int | None = None) -> None:
     finally:
         for future in futures:
             future.result()  # re-raises an exception of fn
+
+
+def concurrently(tasks) -> list:
+    """The results of the callables ``tasks``, run concurrently, one per thread
+    (the calling thread runs the first); an exception of any reaches the caller."""
+    tasks = list(tasks)
+    futures = [_pool(len(tasks)).submit(t) for t in tasks[1:]]
+    try:
+        first = tasks[0]()
+    finally:
+        rest = [f.result() for f in futures]  # waits for all; re-raises their exception
+    return [first, *rest]
 
 
 def scale_rows(m: np.ndarray, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

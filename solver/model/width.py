@@ -140,7 +140,11 @@ class WidthSpace:
         return out
 
     def sum(self, value):
-        """Sum of a local partial value (scalar or array) over the width ranks."""
+        """Sum of a local partial value (scalar or array) over the width ranks (on one
+        rank no MPI call: the value, an array copied, so that sweeps may run
+        concurrently in threads, :mod:`pontryx.solver.adjoint.split`)."""
+        if self.comm.size == 1:
+            return value.copy() if isinstance(value, np.ndarray) else value
         return self.comm.allreduce(value, op=MPI.SUM)
 
     @cached_property

@@ -37,6 +37,9 @@ plus one registry line (:mod:`pontryx.solver.registry`):
 * ``full_axis``  — controls with a second, full-length dof axis (canonical order
                    permutes both axes),
 * ``has_rows``   — whether w(t, x_i, ·) rows can be drawn (ParaView); ``row``,
+* ``threadsafe`` — whether sweeps may run concurrently in threads on one width
+                   rank (NumPy products only, no PETSc objects, no state kept
+                   between calls; :mod:`pontryx.solver.adjoint.split`),
 * ``fields``     — controls that are fields on V_h (ParaView), name → value shape,
 * ``export``     — extra arrays of ``model.npz`` (collective).
 """
@@ -86,6 +89,7 @@ class Kernel:
     options: ClassVar[dict[str, Option]] = {}
     full_axis: ClassVar[tuple[str, ...]] = ()
     has_rows: ClassVar[bool] = False
+    threadsafe: ClassVar[bool] = False
     fields: ClassVar[dict[str, tuple[int, ...] | str]] = {}
 
     def __init__(self, space):

@@ -26,6 +26,7 @@ class DenseKernel(Kernel):
     name = "dense"
     full_axis = ("W",)
     has_rows = True
+    threadsafe = True
 
     def shapes(self):
         return {"W": (self.space.n, self.space.N)}

@@ -30,6 +30,7 @@ class LowRankKernel(Kernel):
     """w(t, x, y) = Σ_r a_r(t, x) g_r(t, y): K = A Gᵀ M_L (cost N R S per step)."""
 
     name = "lowrank"
+    threadsafe = True
     options: ClassVar[dict] = {
         "rank": Option(positive_int, required=True, description="R, 1 ≤ R ≤ N (the dofs)")
     }

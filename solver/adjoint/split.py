@@ -1,0 +1,134 @@
+"""A rank's samples split over its threads: a data axis inside the rank.
+
+With T BLAS threads, one sweep over all S samples runs its GEMMs on T threads,
+and OpenBLAS's threaded GEMM at these shapes (N ≤ 1024 rows, S ≲ 1000 columns)
+reaches only 55–85 % of T times its one-thread rate, while the element-wise work
+between the GEMMs needs the row-block threads of :mod:`~pontryx.solver.model.threads`.
+Instead, the columns are cut into T contiguous chunks s ∈ 𝒮_k and thread k runs
+the whole forward and adjoint sweep of its chunk with BLAS on one thread and a
+workspace of its own; the chunks' misfits and gradients are then summed in chunk
+order,
+
+    J_data = Σ_k (1/S) Σ_{s ∈ 𝒮_k} ℓ_s,      ∇J_data = Σ_k ∇_θ (1/S) Σ_{s ∈ 𝒮_k} ℓ_s,
+
+exactly as the data ranks sum theirs (:meth:`.reduced.ReducedFunctional.reduce`),
+so the split changes the results by round-off only (the order of the sample
+sums), and for a fixed T they are deterministic. Prototype measurement (dense
+kernel, S = 1000, N_t = 16, 2-core Xeon): 0.76× the time of the two-thread
+sweep at N = 529, 0.96× at N = 1024 (``benchmarks/gradient_cost.py`` has the
+current figures).
+
+Used by :class:`~.reduced.ReducedFunctional` for J and ∇J when :func:`eligible`:
+more than one BLAS thread, one width rank (the width axis's collectives cannot
+run from two threads), a kernel of plain NumPy products (``Kernel.threadsafe``:
+dense, low rank), no diffusion in width (ε = 0: its solves are PETSc's), and at
+least :data:`MIN_COLUMNS` samples per chunk. The Pontryagin trajectories, the
+Hessian actions and everything else run unsplit, on the row-block threads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from pontryx.solver.model import threads
+from pontryx.solver.model.workspace import Workspace
+
+__all__ = ["MIN_COLUMNS", "SHARED_BYTES", "SampleSplit", "eligible"]
+
+#: The fewest samples (sweep columns) of a chunk: below, one sweep on T threads.
+MIN_COLUMNS = 32
+#: The largest kernel layer (bytes of its controls) the chunks' sweeps stream each
+#: on their own: above, one sweep whose threaded GEMMs share each layer's operand.
+SHARED_BYTES = 4 << 20
+
+
+def eligible(net, columns: int, noise=None) -> int:
+    """The number of chunks T to split ``columns`` sweep columns into (1: no split)."""
+    T = threads.blas_threads()
+    if T < 2 or noise is not None or net.space.comm.size > 1 or net.epsilon != 0:
+        return 1
+    if not getattr(net.kernel, "threadsafe", False):
+        return 1
+    if net.space.n * columns < threads.MIN_ELEMENTS:
+        return 1
+    if 8 * sum(math.prod(s) for s in net.kernel.shapes().values()) > SHARED_BYTES:
+        return 1
+    return max(1, min(T, columns // MIN_COLUMNS))
+
+
+class SampleSplit:
+    """The T column chunks of one functional's samples, with a workspace and a
+    spare gradient per chunk kept from one call to the next (chunk 0 writes into
+    the caller's spare arrays and receives the sum)."""
+
+    def __init__(self, columns: int, T: int):
+        edges = [columns * k // T for k in range(T + 1)]
+        self.chunks = [slice(a, b) for a, b in itertools.pairwise(edges)]
+        self.workspaces = [Workspace() for _ in range(T)]
+        self.spares: list[dict | None] = [None] * T
+
+    @property
+    def T(self) -> int:
+        return len(self.chunks)
+
+    def _run(self, work) -> list:
+        """``work(k)`` for every chunk k, concurrently, BLAS on one thread."""
+        with threads.single_threaded_blas():
+            return threads.concurrently([lambda k=k: work(k) for k in range(self.T)])
+
+    def forward(self, make_sweep, X, misfit):
+        """(misfit, stat) summed over the chunks: each chunk's forward sweep of its
+        columns of X, its misfit by ``misfit(Ŷ_k, k)``."""
+
+        def work(k):
+            c = self.chunks[k]
+            Yhat = make_sweep(self.workspaces[k]).forward(X[:, c])[0]
+            m, _, stat = misfit(Yhat, k)
+            return m, stat
+
+        parts = self._run(work)
+        return _ordered_sum(p[0] for p in parts), _ordered_sum(p[1] for p in parts)
+
+    def gradient(self, make_sweep, X, misfit, out=None):
+        """(gradient, misfit, stat) summed over the chunks (the gradient in
+        chunk 0's arrays, ``out`` if given)."""
+        self.spares[0] = out
+
+        def work(k):
+            c = self.chunks[k]
+            sweep = make_sweep(self.workspaces[k])
+            return sweep.gradient(X[:, c], lambda Y: misfit(Y, k), out=self.spares[k])
+
+        results = self._run(work)
+        grad = results[0].gradient
+        for r in results[1:]:  # on the T threads again, in row blocks
+            for name, a in grad.items():
+                _add(a, r.gradient[name])
+        for k, r in enumerate(results):
+            self.spares[k] = dict(r.gradient) if k else None
+        misfit_sum = _ordered_sum(r.misfit for r in results)
+        stat = _ordered_sum(r.stat for r in results)
+        return grad, misfit_sum, stat
+
+    def clear(self) -> None:
+        for ws in self.workspaces:
+            ws.clear()
+        self.spares = [None] * self.T
+
+
+def _ordered_sum(values) -> float:
+    total = 0.0
+    for v in values:
+        total += float(v)
+    return total
+
+
+def _add(a: np.ndarray, b: np.ndarray) -> None:
+    """a += b (in row blocks on the BLAS threads for arrays of rows)."""
+    if a.ndim >= 2 and a.flags.c_contiguous and b.flags.c_contiguous:
+        threads.add_into(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]))
+    else:
+        a += b
