@@ -196,3 +196,15 @@ def test_concurrently_returns_in_order_and_raises():
 
     with pytest.raises(ValueError, match="task failed"):
         threads.concurrently([lambda: 1, fail])
+
+
+def test_sample_split_reuses_the_networks_arrays(comm, monkeypatch):
+    """Minibatch functionals of one network share its chunk workspaces and spares."""
+    _two_threads(monkeypatch)
+    net, theta, rf = _data_problem(comm, "dense", {})
+    a, b = rf.batch(slice(0, 16)), rf.batch(slice(4, 20))
+    a.value_and_gradient(theta)
+    b.value_and_gradient(theta)
+    assert a._split.workspaces[0] is net.workspace
+    assert a._split.workspaces[1] is b._split.workspaces[1] and a._split.spares is b._split.spares
+    assert net.workspace.lent == 0 and a._split.workspaces[1].nbytes > 0

@@ -356,7 +356,7 @@ class ReducedFunctional:
             return None
         current = getattr(self, "_split", None)
         if current is None or current.T != T:
-            current = self._split = split.SampleSplit(columns, T)
+            current = self._split = split.SampleSplit(self.net, columns, T)
         return current
 
     def _chunk_misfit(self, chunks):

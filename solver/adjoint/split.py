@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import weakref
 
 import numpy as np
 
 from pontryx.solver.model import threads
 from pontryx.solver.model.workspace import Workspace
 
-__all__ = ["MIN_COLUMNS", "SHARED_BYTES", "SampleSplit", "eligible"]
+__all__ = ["MIN_COLUMNS", "SHARED_BYTES", "SampleSplit", "clear", "eligible"]
 
 #: The fewest samples (sweep columns) of a chunk: below, one sweep on T threads.
 MIN_COLUMNS = 32
@@ -60,15 +61,18 @@ def eligible(net, columns: int, noise=None) -> int:
 
 
 class SampleSplit:
-    """The T column chunks of one functional's samples, with a workspace and a
-    spare gradient per chunk kept from one call to the next (chunk 0 writes into
-    the caller's spare arrays and receives the sum)."""
+    """The T column chunks of ``columns`` samples of a functional on ``net``.
+    Chunk 0 sweeps in the network's workspace and writes into the caller's spare
+    arrays, which receive the sum; chunks 1 … T − 1 take a workspace and a spare
+    gradient each from the network's pool (:func:`_pool`), so that functionals of
+    one network (minibatches) reuse them from one call to the next."""
 
-    def __init__(self, columns: int, T: int):
+    def __init__(self, net, columns: int, T: int):
         edges = [columns * k // T for k in range(T + 1)]
         self.chunks = [slice(a, b) for a, b in itertools.pairwise(edges)]
-        self.workspaces = [Workspace() for _ in range(T)]
-        self.spares: list[dict | None] = [None] * T
+        pool = _pool(net, T)
+        self.workspaces = [net.workspace, *pool["workspaces"][: T - 1]]
+        self.spares = pool["spares"]
 
     @property
     def T(self) -> int:
@@ -95,28 +99,40 @@ class SampleSplit:
     def gradient(self, make_sweep, X, misfit, out=None):
         """(gradient, misfit, stat) summed over the chunks (the gradient in
         chunk 0's arrays, ``out`` if given)."""
-        self.spares[0] = out
+        spares = [out, *(self.spares.get(k) for k in range(self.T - 1))]
 
         def work(k):
             c = self.chunks[k]
             sweep = make_sweep(self.workspaces[k])
-            return sweep.gradient(X[:, c], lambda Y: misfit(Y, k), out=self.spares[k])
+            return sweep.gradient(X[:, c], lambda Y: misfit(Y, k), out=spares[k])
 
         results = self._run(work)
         grad = results[0].gradient
         for r in results[1:]:  # on the T threads again, in row blocks
             for name, a in grad.items():
                 _add(a, r.gradient[name])
-        for k, r in enumerate(results):
-            self.spares[k] = dict(r.gradient) if k else None
+        for k, r in enumerate(results[1:]):
+            self.spares[k] = dict(r.gradient)
         misfit_sum = _ordered_sum(r.misfit for r in results)
         stat = _ordered_sum(r.stat for r in results)
         return grad, misfit_sum, stat
 
-    def clear(self) -> None:
-        for ws in self.workspaces:
-            ws.clear()
-        self.spares = [None] * self.T
+
+_POOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _pool(net, T: int) -> dict:
+    """The workspaces and spare gradients of chunks 1 … T − 1 of ``net``'s sweeps
+    (kept with the network, dropped with it; :func:`clear` frees them)."""
+    pool = _POOLS.setdefault(net, {"workspaces": [], "spares": {}})
+    while len(pool["workspaces"]) < T - 1:
+        pool["workspaces"].append(Workspace())
+    return pool
+
+
+def clear(net) -> None:
+    """Free the chunks' workspaces and spare gradients of ``net``."""
+    _POOLS.pop(net, None)
 
 
 def _ordered_sum(values) -> float:
