@@ -21,7 +21,9 @@ same cores, measured in the same run, interleaved with the gradient:
   pattern of L) against SciPy's CSR (n×N, nnz(L))@(N×S) (SpMM).
 
 Layouts (``--layouts``): ``serial`` 1 rank × 1 thread, ``threads`` 1 rank × T
-threads (T = ``--threads``, at least 2), ``data`` and ``width`` 2 ranks × 1
+threads (T = ``--threads``, at least 2; the samples split over the threads where
+it runs, ``solver/adjoint/split.py``), ``rows`` the same with ``threads: rows``
+(one sweep, GEMMs on the T threads: the A/B of the split), ``data`` and ``width`` 2 ranks × 1
 thread on that axis (``mpirun`` from this script). n, S above are each rank's
 rows and samples (the table gives the global N, S); rates of 2 ranks add both
 ranks' flops over their common time.
@@ -48,6 +50,7 @@ KEEP_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)}
 LAYOUTS = {
     "serial": ("1 rank × 1 thread", 1, None),
     "threads": ("1 rank × {T} threads", 1, None),
+    "rows": ("1 rank × {T} threads · one sweep (threads: rows)", 1, None),
     "data": ("2 ranks × 1 thread, data axis", 2, "data"),
     "width": ("2 ranks × 1 thread, width axis", 2, "width"),
 }
@@ -128,6 +131,7 @@ def worker(cfg: dict, threads: int) -> None:
             kernel_options=cfg["options"],
             layout=layout,
         )
+        rf.threads = "rows" if cfg.get("threads_mode") == "rows" else "samples"
         L = net.layers
         ref, ref_flops, grad_flops, fwd_flops = _reference(cfg["kernel"], net, theta, X, space)
         grad_sys = {"calls": 0, "user": 0.0, "sys": 0.0}
@@ -175,7 +179,7 @@ def _layouts(args, mode) -> list[str]:
     else:
         names = ["serial", "data"] if mode == "smoke" else list(LAYOUTS)
     if args.clock == "cpu":
-        names = [x for x in names if x != "threads"]
+        names = [x for x in names if x not in ("threads", "rows")]
     unknown = set(names) - set(LAYOUTS)
     if unknown:
         raise SystemExit(
@@ -186,7 +190,7 @@ def _layouts(args, mode) -> list[str]:
 
 def main(argv=None) -> str:
     p = C.parser(__doc__)
-    p.add_argument("--layouts", help="comma-separated: serial, threads, data, width")
+    p.add_argument("--layouts", help="comma-separated: serial, threads, rows, data, width")
     args = C.parse(p, argv)
     if args.worker:
         return C.in_worker(args, worker)
@@ -196,12 +200,12 @@ def main(argv=None) -> str:
     rows = []
     for layout in _layouts(args, mode):
         label, ranks, axis = LAYOUTS[layout]
-        threads = T if layout == "threads" else 1
+        threads = T if layout in ("threads", "rows") else 1
         for kernel, options, n, S, L, keep in CONFIGS[mode]:
             if keep and layout != "serial":
                 continue
             cfg = {"kernel": kernel, "options": options, "n": n, "S": S, "L": L}
-            cfg.update(repeats=repeats, axis=axis)
+            cfg.update(repeats=repeats, axis=axis, threads_mode=layout)
             env = KEEP_MEMORY if keep else None
             r = C.run_worker(
                 __file__, cfg, threads=threads, ranks=ranks if ranks > 1 else None, extra_env=env

@@ -208,3 +208,28 @@ def test_sample_split_reuses_the_networks_arrays(comm, monkeypatch):
     assert a._split.workspaces[0] is net.workspace
     assert a._split.workspaces[1] is b._split.workspaces[1] and a._split.spares is b._split.spares
     assert net.workspace.lent == 0 and a._split.workspaces[1].nbytes > 0
+
+
+def test_threads_rows_is_one_sweep_bit_identical(comm, monkeypatch):
+    """``parallel.threads: rows`` reaches the training and test functionals (and
+    their minibatches): one sweep, bit-identical to one thread."""
+    from pontryx.solver.app.problem import build_problem
+    from pontryx.solver.config import validate_config
+
+    raw = {
+        "mesh": {"kind": "unit_square", "n": 3},
+        "model": {"layers": 2},
+        "data": {"name": "ellipses", "n_train": 80, "n_test": 40},
+        "parallel": {"width": 1, "threads": "rows"},
+    }
+    p = build_problem(validate_config(raw, ranks=comm.size), comm)
+    assert p.rf.threads == p.rf_test.threads == p.rf.batch(slice(0, 8)).threads == "rows"
+    J1, g1 = p.rf.value_and_gradient(p.controls)
+    g1 = g1.copy()
+    _two_threads(monkeypatch)
+    J2, g2 = p.rf.value_and_gradient(p.controls)
+    assert p.rf._sample_split() is None and J1 == J2
+    for name in g1:
+        assert np.array_equal(g1[name], g2[name]), name
+    p.rf.threads = "samples"
+    assert p.rf._sample_split() is not None

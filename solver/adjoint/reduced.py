@@ -221,7 +221,10 @@ class ReducedFunctional:
     ``X`` (S_local × n_in) and ``y`` hold this data group's samples; ``S`` is
     the global number of samples (default: the sum over the data ranks).
     ``layout`` gives the data communicator (``None``: no data split);
-    ``checkpoint`` the storage of the adjoint sweep (:func:`.sweep.storage`).
+    ``checkpoint`` the storage of the adjoint sweep (:func:`.sweep.storage`);
+    ``threads``: how the BLAS threads share J and ∇J, ``"samples"`` (the sample
+    split of :mod:`.split` where it can run) or ``"rows"`` (one sweep, results
+    bit-identical to one thread).
     """
 
     def __init__(
@@ -240,7 +243,11 @@ class ReducedFunctional:
         checkpoint=None,
         noise=None,
         ids=None,
+        threads="samples",
     ):
+        if threads not in ("samples", "rows"):
+            raise ValueError(f"threads: expected 'samples' or 'rows', got {threads!r}")
+        self.threads = threads
         self.net = net
         self.X = np.ascontiguousarray(np.asarray(X, dtype=float).T)
         self.task = task
@@ -322,6 +329,7 @@ class ReducedFunctional:
             checkpoint=self.checkpoint,
             noise=noise,
             ids=ids,
+            threads=self.threads,
         )
         rf.layout, rf.data_comm, rf.epoch = self.layout, self.data_comm, self.epoch
         return rf
@@ -351,6 +359,8 @@ class ReducedFunctional:
         """The :class:`~.split.SampleSplit` of this functional's columns over the
         BLAS threads, or None where :func:`.split.eligible` says one sweep."""
         columns = self._Xc.shape[1]
+        if self.threads == "rows":
+            return None
         T = split.eligible(self.net, columns, self.noise)
         if T < 2:
             return None

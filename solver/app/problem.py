@@ -203,6 +203,7 @@ def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
             layout=layout,
             checkpoint=c.training.checkpointing,
             noise=noise,
+            threads=c.parallel.threads,
         )
 
     t = c.training

@@ -280,6 +280,11 @@ class ParallelSection(Section):
     width: PositiveInt | None = Field(None, description="ranks sharing one mesh (null: auto)")
     data: PositiveInt | None = Field(None, description="sample groups (null: auto)")
     depth: PositiveInt = Field(1, description="layer blocks of the one-shot solve (oneshot only)")
+    threads: Literal["samples", "rows"] = Field(
+        "samples",
+        description="how a rank's BLAS threads share J and ∇J: samples (split the "
+        "samples where it can run) or rows (one sweep; bit-identical to one thread)",
+    )
 
     @model_validator(mode="after")
     def check_layout(self, info: ValidationInfo):
