@@ -111,6 +111,24 @@ def test_estimate_is_an_upper_range_figure():
     problem.destroy()
 
 
+def test_estimate_counts_the_sample_splits_gradients(monkeypatch):
+    """With T BLAS threads and the sample split (one width rank, dense, ε = 0) the
+    controls part counts T − 1 gradients more; with width ranks it does not."""
+    from pontryx.solver.model import threads
+
+    raw = {"mesh": {"kind": "unit_square", "n": 6}, "data": {"name": "ellipses", "n_train": 200},
+           "parallel": {"width": 1}}  # fmt: skip
+    one = estimate(validate_config(raw, ranks=2), 2, copies=4.0)["bytes"]["controls"]
+    monkeypatch.setattr(threads, "blas_threads", lambda: 3)
+    three = estimate(validate_config(raw, ranks=2), 2, copies=4.0)["bytes"]["controls"]
+    assert three == pytest.approx(one * 6 / 4, rel=1e-6)
+    raw["parallel"] = {"width": 1, "threads": "rows"}
+    assert estimate(validate_config(raw, ranks=2), 2, copies=4.0)["bytes"]["controls"] == one
+    raw["parallel"] = {"width": 2}
+    wide = validate_config(raw, ranks=2)
+    assert estimate(wide, 2, copies=4.0)["bytes"]["controls"] < three
+
+
 @pytest.mark.parametrize(
     "text, needle",
     [

@@ -189,7 +189,8 @@ def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> 
     states = 8 * n * S * (stored + 4)
     work = 8 * N * S if kernel == "dense" else 0
     split = 0  # the sample split over the BLAS threads keeps T − 1 gradients more
-    if width == 1 and kernel in ("dense", "lowrank") and m.epsilon == 0 and not m.noise.enabled:
+    splits = config.parallel.threads == "samples" and not m.noise.enabled
+    if splits and width == 1 and kernel in ("dense", "lowrank") and m.epsilon == 0:
         from pontryx.solver.adjoint.split import SHARED_BYTES
         from pontryx.solver.model.threads import blas_threads
 
