@@ -13,17 +13,21 @@ order,
 
 exactly as the data ranks sum theirs (:meth:`.reduced.ReducedFunctional.reduce`),
 so the split changes the results by round-off only (the order of the sample
-sums), and for a fixed T they are deterministic. Prototype measurement (dense
-kernel, S = 1000, N_t = 16, 2-core Xeon): 0.76× the time of the two-thread
-sweep at N = 529, 0.96× at N = 1024 (``benchmarks/gradient_cost.py`` has the
-current figures).
+sums), and for a fixed T they are deterministic. Measured with 2 threads on a
+2-core Xeon (dense kernel, N_t = 16, A/B against one sweep in the same run;
+``benchmarks/gradient_cost.py`` layouts ``threads`` and ``rows``, RESULTS.md):
+N = 529, S = 1000: J 0.74–0.76×, ∇J 0.91–0.97×; N = 256: ∇J 0.82–0.91×. At
+N = 1024 each chunk streams its own 8 MiB layer of W where one threaded GEMM
+shares it: 0.88–1.09× in six runs, no gain — hence :data:`SHARED_BYTES`.
 
-Used by :class:`~.reduced.ReducedFunctional` for J and ∇J when :func:`eligible`:
-more than one BLAS thread, one width rank (the width axis's collectives cannot
-run from two threads), a kernel of plain NumPy products (``Kernel.threadsafe``:
-dense, low rank), no diffusion in width (ε = 0: its solves are PETSc's), and at
-least :data:`MIN_COLUMNS` samples per chunk. The Pontryagin trajectories, the
-Hessian actions and everything else run unsplit, on the row-block threads.
+Used by :class:`~.reduced.ReducedFunctional` for J and ∇J (``threads="samples"``,
+the default; ``parallel.threads`` in the YAML) when :func:`eligible`: more than
+one BLAS thread, one width rank (the width axis's collectives cannot run from
+two threads), a kernel of plain NumPy products (``Kernel.threadsafe``: dense,
+low rank), no diffusion in width (ε = 0: its solves are PETSc's), no noise in
+depth, a kernel layer of at most :data:`SHARED_BYTES` and at least
+:data:`MIN_COLUMNS` samples per chunk. The Pontryagin trajectories, the Hessian
+actions and everything else run unsplit, on the row-block threads.
 """
 
 from __future__ import annotations
