@@ -247,7 +247,7 @@ class ReducedFunctional:
     ):
         if threads not in ("samples", "rows"):
             raise ValueError(f"threads: expected 'samples' or 'rows', got {threads!r}")
-        self.threads = threads
+        self.threads, self._split = threads, None
         self.net = net
         self.X = np.ascontiguousarray(np.asarray(X, dtype=float).T)
         self.task = task
@@ -358,13 +358,13 @@ class ReducedFunctional:
     def _sample_split(self):
         """The :class:`~.split.SampleSplit` of this functional's columns over the
         BLAS threads, or None where :func:`.split.eligible` says one sweep."""
-        columns = self._Xc.shape[1]
         if self.threads == "rows":
             return None
+        columns = self._Xc.shape[1]
         T = split.eligible(self.net, columns, self.noise)
         if T < 2:
             return None
-        current = getattr(self, "_split", None)
+        current = self._split
         if current is None or current.T != T:
             current = self._split = split.SampleSplit(self.net, columns, T)
         return current

@@ -23,7 +23,9 @@ threadpoolctl at each call, so ``threadpool_limits`` and ``OPENBLAS_NUM_THREADS`
 apply); with T = 1 the blocks run in turn in the calling thread, so that a chain
 of ufuncs on a block stays in cache instead of streaming whole multivectors
 through memory once per ufunc; an array too small to be worth splitting is
-processed whole, in the calling thread.
+processed whole, in the calling thread. (Where the samples are split over the
+threads instead, :mod:`pontryx.solver.adjoint.split`, each chunk's sweep runs
+with T = 1 and :func:`concurrently` runs the chunks.)
 """
 
 from __future__ import annotations
