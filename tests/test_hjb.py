@@ -171,6 +171,7 @@ def test_pontryx_hjb_run(capsys, mpi_tmp_path):
         ({"training": {"levels": [{"max_iterations": 2}]}}, "training.levels"),
         ({"hjb": {"grid": {"n": 100000}}}, "hjb.grid.n"),  # 10¹⁰ nodes: refused, not bad_alloc
         ({"hjb": {"grid": {"n": 1}}}, "hjb.grid.n"),
+        ({"hjb": {"grid": {"controls": 10**11}}}, "hjb.grid.controls"),  # was a MemoryError
     ],
 )
 def test_hjb_bad_input(capsys, mpi_tmp_path, change, key):

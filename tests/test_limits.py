@@ -52,6 +52,32 @@ def test_check_gradient_checks_the_memory_first(capsys, mpi_tmp_path):
     assert code == 2 and err.startswith("config error: memory: this run needs about"), err
 
 
+@pytest.mark.parametrize(
+    "override, key",
+    [  # the memory estimate reads them before the builders do: tracebacks until mended
+        ("mesh.n=abc", "mesh.n"),
+        ("mesh.n=null", "mesh.n"),
+        ("mesh.n=[3]", "mesh.n"),
+        ("mesh.n=1.5", "mesh.n"),
+        ("mesh={kind: disk, h: 0}", "mesh.h"),
+        ("data.n_train=abc", "data.n_train"),
+        ("data.n_train=0", "data.n_train"),
+        ("data.name=nope", "data.name"),
+        ("data.n_test=100000000000", "memory"),  # a MemoryError in the loader
+        ("model.kernel.type=[1, 2]", "model.kernel.type"),  # unhashable type: 'list'
+        ("model.degree=true", "model.degree"),  # was accepted as 1
+        ("model.init.smoothness=100000000000", "model.init.smoothness"),  # OverflowError
+        ("model.init.correlation_length=1e-300", "model.init.correlation_length"),
+    ],
+)
+def test_values_the_estimate_reads_are_checked_first(capsys, mpi_tmp_path, override, key):
+    config = write(mpi_tmp_path / "s.yaml", SMALL)
+    code, _, err = cli(capsys, "validate", config, "--set", override)
+    assert code == 2 and err.startswith(f"config error: {key}: ") and err.count("\n") == 1, err
+    if key == "memory":
+        assert "data 93" in err or "use fewer samples (data.n_train, data.n_test)" in err
+
+
 INVERSE = Path(__file__).resolve().parents[1] / "examples" / "inverse_1d.yaml"
 
 
@@ -60,6 +86,7 @@ INVERSE = Path(__file__).resolve().parents[1] / "examples" / "inverse_1d.yaml"
     [
         "{kind: points, points: 60, refine: 40}",  # 2⁴⁰ times the cells: ran until killed
         "{kind: points, points: 10000000000}",  # 10¹⁰ points: a MemoryError
+        "{kind: points, points: 60, refine: 100000000000}",  # 2^(10¹¹): an OverflowError
     ],
 )
 def test_inverse_data_that_would_not_fit_are_refused(capsys, observations):

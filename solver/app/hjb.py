@@ -50,22 +50,29 @@ __all__ = ["run_hjb"]
 _KEYS = {"width_mesh": "mesh", "alpha": "training.alpha", "W": "hjb.kernel", "bound": "hjb.bound"}
 #: bytes per grid node beside the K + 1 time levels of 8 bytes: the DOLFINx grid and
 #: Q1 space, the node arrays, the upwind differences and the control search of a step
-#: (measured 2.6–3.2 kB at 201² and 401² nodes; rounded up)
+#: with the default 41 candidates (measured 2.6–3.2 kB at 201² and 401² nodes; rounded up)
 NODE_BYTES = 3000
+#: bytes per grid node and control candidate of a step's search (the candidates, ψ at
+#: them and the values: a few arrays of candidates × nodes), beyond the default 41
+CANDIDATE_BYTES = 32
 
 
 def _check_memory(grid, levels: int, comm) -> None:
-    """Refuse a value-function grid whose ``levels`` time levels would not fit in the
-    memory available to this rank (every rank solves the whole grid)."""
+    """Refuse a value-function grid whose ``levels`` time levels and control search
+    (``grid.controls`` candidates at every node) would not fit in the memory
+    available to this rank (every rank solves the whole grid)."""
     nodes = int(np.prod(np.broadcast_to(np.asarray(grid.n), 2) + 1, dtype=float))
-    need = nodes * (8.0 * levels + NODE_BYTES)
+    search = nodes * CANDIDATE_BYTES * max(float(grid.controls) - 41, 0.0)
+    need = nodes * (8.0 * levels + NODE_BYTES) + search
     avail = least_available(comm)
     if need > avail:
+        many = search > need / 2
         raise InputError(
             f"the value function needs about {format_bytes(need)} per rank ({nodes:.3g} grid "
-            f"nodes × {levels} time levels) but the memory available is {format_bytes(avail)} "
-            "per rank: use fewer cells",
-            "n",
+            f"nodes × {levels} time levels, {grid.controls:.3g} control candidates) but the "
+            f"memory available is {format_bytes(avail)} per rank: use "
+            + ("fewer control candidates" if many else "fewer cells"),
+            "controls" if many else "n",
         )
 
 

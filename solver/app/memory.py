@@ -18,14 +18,19 @@ predicts, per MPI rank, the bytes of
   the increments a full-batch run keeps (n × S_local·M per layer, at most
   :data:`~pontryx.solver.model.noise.CACHE_BYTES`) are added;
 * the method's own solve (:meth:`Trainer.memory_bytes`, the one-shot's KKT
-  vectors) and the data set;
+  vectors);
+* the data set (training and test samples, on every rank) and the test
+  evaluation's forward sweep (a few n × S_test multivectors, N × S_test for the
+  dense kernel's gathered states);
 * for an inverse problem, the physical PDE: :data:`PDE_DOF_BYTES` per dof of
   Ω_phys and of the mesh the synthetic data are solved on (``refine`` uniform
   refinements: 2^(refine·d) times the cells), and the observation points;
 
 where N is the number of dofs predicted from the ``mesh:`` description
 (:func:`dofs`: exact for the built-in meshes, from the area and ``h`` for the
-gmsh domains), n = 1.25 N / width ranks (DOLFINx's partitions are not quite
+gmsh domains; the values read, such as ``mesh.n`` or ``data.n_train``, checked and
+keyed as the builders check them, since the estimate comes before the builders),
+n = 1.25 N / width ranks (DOLFINx's partitions are not quite
 even), S_local = n_train / data ranks. The run is
 refused (one line, exit 2) when the estimate exceeds ``--max-memory`` or the
 memory available on the node shared by its ranks (``MemAvailable`` of
@@ -71,37 +76,38 @@ def parse_size(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2).lower()]
 
 
-def _counts(n, dim):
-    return [int(n)] * dim if isinstance(n, int) else [int(v) for v in n]
-
-
 def dofs(mesh: dict, degree: int) -> int:
     """The number of Lagrange P_degree dofs of the mesh a ``mesh:`` description makes
     (without making it): exact for the built-in meshes, an estimate from the area
-    and the element size ``h`` for the gmsh domains, 0 (unknown) for files."""
-    kind, k = mesh.get("kind", "unit_square"), int(degree)
+    and the element size ``h`` for the gmsh domains, 0 (unknown) for files. The
+    values it reads are checked as the mesh builders check them (the same
+    :class:`InputError`, keyed within the description: ``n``, ``h``, …)."""
+    from pontryx.meshes.errors import counts, positive, resolve
+    from pontryx.meshes.kinds import DEFAULT_KIND, MESH_KINDS
+
+    p = resolve(mesh, MESH_KINDS, "kind", default=DEFAULT_KIND, what="kind")
+    kind, k = p["kind"], int(degree)
     if kind in ("interval", "unit_interval"):
-        (nx,) = _counts(mesh.get("n", 32), 1)
+        (nx,) = counts(p["n"], 1)
         return k * nx + 1
     if kind in ("rectangle", "unit_square"):
-        nx, ny = _counts(mesh.get("n", 16), 2)
+        nx, ny = counts(p["n"], 2)
         return (k * nx + 1) * (k * ny + 1)
     if kind in ("box", "unit_cube"):
-        nx, ny, nz = _counts(mesh.get("n", 4), 3)
+        nx, ny, nz = counts(p["n"], 3)
         return (k * nx + 1) * (k * ny + 1) * (k * nz + 1)
+    if kind == "file":
+        return 0
+    r = {key: positive(p[key], key) for key in ("radius", "inner_radius", "outer_radius", "h")
+         if key in p}  # fmt: skip
     areas = {
-        "disk": lambda m: math.pi * m.get("radius", 1.0) ** 2,
-        "annulus": lambda m: (
-            math.pi * (m.get("outer_radius", 1.0) ** 2 - m.get("inner_radius", 0.5) ** 2)
-        ),
-        "lshape": lambda m: 0.75,
-        "hole": lambda m: 1.0 - math.pi * m.get("radius", 0.25) ** 2,
+        "disk": lambda: math.pi * r["radius"] ** 2,
+        "annulus": lambda: math.pi * abs(r["outer_radius"] ** 2 - r["inner_radius"] ** 2),
+        "lshape": lambda: 0.75,
+        "hole": lambda: max(1.0 - math.pi * r["radius"] ** 2, 0.0),
     }
-    if kind in areas:
-        h = float(mesh.get("h", 0.1))
-        vertices = areas[kind](mesh) / (math.sqrt(3) / 4 * h * h) / 2  # ≈ triangles / 2
-        return int(1.5 * vertices * k * k) + 1  # boundary vertices and a margin
-    return 0
+    vertices = areas[kind]() / (math.sqrt(3) / 4 * r["h"] ** 2) / 2  # ≈ triangles / 2
+    return int(min(1.5 * vertices * k * k, 1e18)) + 1  # boundary vertices and a margin
 
 
 def _dimension(mesh: dict) -> int:
@@ -114,19 +120,29 @@ def _pde_bytes(inv, domain_dofs: int) -> float:
     (``refine`` uniform refinements: 2^d times the cells each), and its points."""
     o = inv.observations
     refine = 0 if o.file is not None else int(o.refine)
-    fine = domain_dofs * 2.0 ** (refine * _dimension(inv.domain))
+    fine = domain_dofs * 2.0 ** min(refine * _dimension(inv.domain), 1000)  # no overflow
     points = o.points if o.kind == "points" and o.file is None else domain_dofs
     return PDE_DOF_BYTES * (domain_dofs + (fine if refine else 0)) + POINT_BYTES * points
 
 
-def _samples(data: dict) -> int:
-    """Training samples a ``data:`` description gives (files: counted cheaply)."""
-    name = data.get("name")
-    if name == "digits":
-        return int(data.get("n_train", 898))
-    if name != "file":
-        return int(data.get("n_train", 1000))
-    path = Path(data.get("path", ""))
+def _samples(data: dict) -> tuple[int, int]:
+    """(training, test) samples a ``data:`` description gives, its counts checked as
+    the loader checks them (keyed ``n_train``, ``n_test``; files: their rows,
+    counted cheaply, as training samples)."""
+    from pontryx.meshes.errors import resolve
+    from pontryx.solver.data.dataset import DATASET_KEYS, check_int
+
+    full = resolve(data, DATASET_KEYS, "name", what="data set")
+    name = full["name"]
+    if name == "file":
+        return _rows(Path(str(full["path"]))), 0
+    n_train = check_int(full, "n_train", minimum=1)
+    if name == "digits" and full["n_test"] is None:
+        return n_train, 0  # the rest of the 1797 images
+    return n_train, check_int(full, "n_test", minimum=1)
+
+
+def _rows(path: Path) -> int:
     try:
         if path.suffix.lower() == ".npz":
             import numpy as np
@@ -140,6 +156,14 @@ def _samples(data: dict) -> int:
         return 0
 
 
+def _keyed(fn, section: str, *args):
+    """``fn(*args)`` with an :class:`InputError` put under ``section``."""
+    try:
+        return fn(*args)
+    except InputError as e:
+        raise e.under(section) from None
+
+
 def _inputs(data: dict) -> int:
     return 64 if data.get("name") == "digits" else 2
 
@@ -151,14 +175,18 @@ def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> 
 
     m, t = config.model, config.training
     width, data_ranks = config.parallel.sizes(ranks)
-    N = dofs(config.mesh, m.degree)
+    N = _keyed(dofs, "mesh", config.mesh, m.degree)
     n = max(1, math.ceil((N if width == 1 else 1.25 * N) / width))  # partitions are uneven
     inv = config.inverse  # an inverse run: the samples are the dofs of Ω_phys
+    tests = 0
     if inv is not None:
-        samples = dofs(inv.domain, inv.degree)
+        samples = _keyed(dofs, "inverse.domain", inv.domain, inv.degree)
+    elif config.data is not None:
+        samples, tests = _keyed(_samples, "data", config.data)
     else:  # (an hjb configuration has no data: pontryx train refuses it later)
-        samples = _samples(config.data) if config.data is not None else 1
+        samples = 1
     S = max(1, math.ceil(samples / data_ranks))
+    S_test = math.ceil(tests / data_ranks)
     L = m.layers
     noise = 0
     if m.noise.enabled:
@@ -188,6 +216,10 @@ def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> 
         stored = math.ceil(L / k) + records * k
     states = 8 * n * S * (stored + 4)
     work = 8 * N * S if kernel == "dense" else 0
+    # the data set on every rank, and the test evaluation's forward sweep
+    test = 8 * (_inputs(data) + 1) * (samples + tests) + 8 * S_test * (
+        4 * n + (N if kernel == "dense" else 0)
+    )
     split = 0  # the sample split over the BLAS threads keeps T − 1 gradients more
     splits = config.parallel.threads == "samples" and not m.noise.enabled
     if splits and width == 1 and kernel in ("dense", "lowrank") and m.epsilon == 0:
@@ -200,6 +232,7 @@ def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> 
         "controls": int(controls * (copies + split)),
         "states": int(states),
         "work": int(work),
+        "data": int(test) if inv is None else 0,
         "method": int(method_bytes),
         "noise": int(noise),
         "pde": int(_pde_bytes(inv, samples)) if inv is not None else 0,
@@ -265,6 +298,8 @@ def check_memory(
             + (
                 "use a coarser inverse.domain, fewer observation points or refinements"
                 if est["bytes"]["pde"] > total / 2
+                else "use fewer samples (data.n_train, data.n_test) or more ranks"
+                if est["bytes"]["data"] > total / 2
                 else "use fewer layers or dofs, more ranks, checkpointing, or a smaller minibatch"
             ),
             "--max-memory" if what == "--max-memory" else "memory",

@@ -77,6 +77,18 @@ PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
+def _degree(choices):
+    """A Lagrange degree among ``choices``; ``true`` is not 1 (a Literal of ints
+    compares equal to a bool)."""
+
+    def check(v):
+        if isinstance(v, bool):
+            raise ValueError(f"expected one of {', '.join(map(str, choices))}, got {show(v)}")
+        return v
+
+    return Annotated[Literal[tuple(choices)], BeforeValidator(check)]
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, frozen=True)
 
@@ -95,9 +107,9 @@ class KernelSection(Section):
     @model_validator(mode="before")
     @classmethod
     def check_options(cls, v):
-        if not isinstance(v, Mapping) or v.get("type", "dense") not in KERNELS:
+        kind = v.get("type", "dense") if isinstance(v, Mapping) else None
+        if not isinstance(kind, str) or kind not in KERNELS:
             return v  # the type check reports it
-        kind = v.get("type", "dense")
         options = {k: val for k, val in v.items() if k != "type"}
         return {"type": kind, **load(KERNELS, kind).check_options(options)}
 
@@ -176,7 +188,7 @@ class NoiseSection(Section):
 
 
 class ModelSection(Section):
-    degree: Literal[DEGREES] = Field(1, description="Lagrange degree of V_h")
+    degree: _degree(DEGREES) = Field(1, description="Lagrange degree of V_h")
     kernel: KernelSection = Field(default_factory=KernelSection)
     activation: Literal[tuple(ACTIVATIONS)] = Field("tanh", description="σ")
     epsilon: NonNegative = Field(0.0, description="width diffusion ε ≥ 0")
@@ -494,7 +506,7 @@ class InverseSection(Section):
     domain: dict[str, Any] = Field(
         {"kind": "unit_square", "n": 32}, description="Ω_phys: a mesh description (as mesh:)"
     )
-    degree: Literal[1, 2] = Field(1, description="Lagrange degree of u and log κ")
+    degree: _degree((1, 2)) = Field(1, description="Lagrange degree of u and log κ")
     pde: InversePDESection = Field(default_factory=InversePDESection)
     truth: Coefficient | None = Field(
         None, description="κ†: synthetic data and the κ error (number or expression in x)"

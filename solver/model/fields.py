@@ -98,24 +98,56 @@ class RestrictedNoise(WhiteNoise):
         return np.asarray((Pf.T @ (Pf.T @ self.fine.matrix(rng)).T).T)
 
 
+#: The largest Matérn SPDE exponent β accepted (each draw costs β solves, and
+#: β ≤ 32 is smoother than any use: ν = 2β − d/2 ≤ 64).
+MAX_SMOOTHNESS = 32
+
+
+def matern(d: int, correlation_length, smoothness) -> tuple[int, float, float, float]:
+    """(β, ν, κ, σ_M) of the Whittle–Matérn field of correlation length ρ and SPDE
+    exponent β on a d-dimensional domain: ν = 2β − d/2, κ = √(8ν)/ρ and
+    σ_M² = Γ(ν) / (Γ(ν + d/2) (4π)^{d/2} κ^{2ν}) (in logarithms where κ^{2ν} leaves
+    the floating-point range). Errors keyed ``correlation_length`` and ``smoothness``."""
+    rho = correlation_length
+    if isinstance(rho, bool) or not isinstance(rho, int | float) or not 0 < rho < math.inf:
+        raise InputError(f"expected a length > 0, got {rho!r}", "correlation_length")
+    beta = smoothness
+    if isinstance(beta, bool) or not isinstance(beta, int) or not 1 <= beta <= MAX_SMOOTHNESS:
+        raise InputError(
+            f"expected an integer 1 ≤ β ≤ {MAX_SMOOTHNESS}, got {beta!r}", "smoothness"
+        )
+    nu = 2 * beta - d / 2  # > 0 for β ≥ 1 and d ≤ 3
+    kappa = math.sqrt(8 * nu) / float(rho)
+    try:
+        sigma = math.sqrt(
+            math.gamma(nu) / (math.gamma(nu + d / 2) * (4 * math.pi) ** (d / 2) * kappa ** (2 * nu))
+        )
+    except (OverflowError, ZeroDivisionError):
+        sigma = math.nan
+    if not 0 < sigma < math.inf:
+        log_var = (
+            math.lgamma(nu)
+            - math.lgamma(nu + d / 2)
+            - d / 2 * math.log(4 * math.pi)
+            - 2 * nu * math.log(kappa)
+        )
+        sigma = math.exp(0.5 * log_var) if abs(log_var) < 1400 else math.nan
+    if not (0 < sigma < math.inf and 0 < kappa**-2 < math.inf):
+        raise InputError(
+            f"{rho!r} is too {'small' if kappa > 1 else 'large'} a length for β = {beta} "
+            "(the field's scale leaves the floating-point range)",
+            "correlation_length",
+        )
+    return beta, nu, kappa, sigma
+
+
 class MaternField:
     """Matérn fields on ``space``: (κ² − Δ)^β x = 𝒲/σ_M (see the module docstring)."""
 
     def __init__(self, space, correlation_length: float, smoothness: int = 1, noise=None):
         d = space.mesh.geometry.dim
-        if not correlation_length > 0:
-            raise InputError(
-                f"expected a length > 0, got {correlation_length}", "correlation_length"
-            )
-        if isinstance(smoothness, bool) or int(smoothness) != smoothness or smoothness < 1:
-            raise InputError(f"expected an integer β ≥ 1, got {smoothness}", "smoothness")
-        self.space, self.beta = space, int(smoothness)
-        self.nu = 2 * self.beta - d / 2  # > 0 for β ≥ 1 and d ≤ 3
-        self.kappa = math.sqrt(8 * self.nu) / correlation_length
-        self.sigma_M = math.sqrt(
-            math.gamma(self.nu)
-            / (math.gamma(self.nu + d / 2) * (4 * math.pi) ** (d / 2) * self.kappa ** (2 * self.nu))
-        )
+        self.beta, self.nu, self.kappa, self.sigma_M = matern(d, correlation_length, smoothness)
+        self.space = space
         self.noise = noise if noise is not None else WhiteNoise(space)
         # K = κ² (M_L + κ⁻² A): one factorisation, reused for every draw
         self.solver = DiffusionSolver(space, 1.0 / self.kappa**2, prefix=PREFIX)

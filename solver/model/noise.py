@@ -64,6 +64,7 @@ import numpy as np
 
 from pontryx.meshes.errors import InputError
 from pontryx.solver.model.diffusion import DiffusionSolver
+from pontryx.solver.model.fields import matern
 
 __all__ = ["BLOCK", "CACHE_BYTES", "PREFIX", "DepthNoise", "Increments", "MaternFactor"]
 
@@ -80,19 +81,8 @@ class MaternFactor:
 
     def __init__(self, space, correlation_length: float, smoothness: int = 1, prefix=PREFIX):
         d = space.mesh.geometry.dim
-        if not (isinstance(correlation_length, int | float) and correlation_length > 0):
-            raise InputError(
-                f"expected a length > 0, got {correlation_length!r}", "correlation_length"
-            )
-        if isinstance(smoothness, bool) or not isinstance(smoothness, int) or smoothness < 1:
-            raise InputError(f"expected an integer β ≥ 1, got {smoothness!r}", "smoothness")
-        self.space, self.beta = space, int(smoothness)
-        self.nu = 2 * self.beta - d / 2  # > 0 for β ≥ 1 and d ≤ 3
-        self.kappa = math.sqrt(8 * self.nu) / float(correlation_length)
-        self.sigma = math.sqrt(
-            math.gamma(self.nu)
-            / (math.gamma(self.nu + d / 2) * (4 * math.pi) ** (d / 2) * self.kappa ** (2 * self.nu))
-        )
+        self.beta, self.nu, self.kappa, self.sigma = matern(d, correlation_length, smoothness)
+        self.space = space
         self.sqrt_m = np.sqrt(space.m)[:, None]
         # K = κ² (M_L + κ⁻² A): one factorisation, reused for every layer and sample
         self.solver = DiffusionSolver(space, 1.0 / self.kappa**2, prefix=prefix)
