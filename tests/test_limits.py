@@ -225,3 +225,28 @@ def test_sizes_are_printed_in_their_unit():
     assert format_bytes(5) == "5 B" and format_bytes(2048) == "2.0 KiB"
     assert format_bytes(5 * 1024**3) == "5.0 GiB" and format_bytes(2 * 1024**4) == "2.0 TiB"
     assert format_bytes(3 * 1024**4 * 10**6) == "3.00e+06 TiB"
+
+
+@pytest.mark.parametrize(
+    "method, option, value, want",
+    [  # tracebacks (a str compared with an int, float('abc'), .items() of an int) until mended
+        ("lmvm", "gatol", "abc", "expected a finite number, got 'abc'"),
+        ("lmvm", "gatol", "null", "expected a finite number, got null"),
+        ("ntr", "krylov_max_it", "1e400", "expected an integer, got inf"),
+        ("ntr", "krylov_max_it", "100000000000", "expected an integer in 1 … 2147483647"),
+        ("cg", "petsc_options", "[1, 2]", "expected a mapping, got a list [1, 2]"),
+        ("adam", "beta1", "''", "expected a finite number, got ''"),
+        ("sgd", "momentum", "{a: 1}", "expected a finite number, got a mapping"),
+        ("langevin", "temperature", "abc", "expected a finite number, got 'abc'"),
+        ("emsa", "step_control", "1", "expected true or false, got 1"),
+        ("lbfgs", "history", "2.5", "expected an integer, got 2.5"),
+        ("oneshot", "restoration", "abc", "expected true or false, got 'abc'"),
+    ],
+)
+def test_method_options_of_another_kind_are_refused(capsys, mpi_tmp_path, method, option,
+                                                    value, want):  # fmt: skip
+    config = write(mpi_tmp_path / "s.yaml", SMALL)
+    sets = ["--set", f"training.method={method}", "--set", f"training.options.{option}={value}"]
+    code, _, err = cli(capsys, "validate", config, *sets)
+    assert code == 2 and err.startswith(f"config error: training.options.{option}: "), err
+    assert want in err and err.count("\n") == 1, err

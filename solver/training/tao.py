@@ -92,6 +92,8 @@ from pontryx.solver.training.common import check_finite
 __all__ = ["PREFIX", "TAO_TRAINERS", "TaoTrainer"]
 
 PREFIX = "pontryx_tao_"
+#: the largest count PETSc takes (its PetscInt)
+PETSC_INT_MAX = int(np.iinfo(PETSc.IntType).max)
 QUASI_NEWTON = ("lmvm", "blmvm", "bqnls")  # their L-BFGS matrix defaults to lmvmdbfgs
 #: the bound-constrained TAO type a type runs as when the controls have bounds
 #: TAO types run as another one: PETSc 3.25's legacy NTL segfaults in its fallback
@@ -198,7 +200,11 @@ class TaoTrainer(Trainer):
             ("grtol", opts["grtol"] >= 0, "≥ 0"),
             ("gttol", opts["gttol"] >= 0, "≥ 0"),
             ("fd_step", opts["fd_step"] > 0, "> 0"),
-            ("krylov_max_it", opts["krylov_max_it"] >= 1, "≥ 1"),
+            (
+                "krylov_max_it",
+                1 <= opts["krylov_max_it"] <= PETSC_INT_MAX,
+                f"an integer in 1 … {PETSC_INT_MAX}",
+            ),
         ):
             if not ok:
                 raise InputError(f"expected {want}, got {opts[key]!r}", key)
