@@ -357,7 +357,8 @@ def _data_overrides(config, specs) -> tuple[dict, str | None]:
             data = holder["data"]
         elif Path(spec).suffix.lower() in (".csv", ".npz", ".txt"):
             if not Path(spec).is_file():
-                raise InputError(f"file {spec!r} does not exist", "--data")
+                what = "is not a regular file" if Path(spec).exists() else "does not exist"
+                raise InputError(f"file {spec!r} {what}", "--data")
             file = str(Path(spec).resolve())
         else:
             raise InputError(f"expected KEY=VALUE or a .csv/.npz file, got {spec!r}", "--data")

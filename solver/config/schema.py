@@ -378,7 +378,8 @@ def _described(v: Any, info: ValidationInfo, table, selector, default, what) -> 
         if not isinstance(out["path"], str):
             raise _field("path", f"expected a file path, got {show(v['path'])}")
         if not Path(out["path"]).is_file():
-            raise _field("path", f"file {v['path']!r} does not exist")
+            what = "is not a regular file" if Path(out["path"]).exists() else "does not exist"
+            raise _field("path", f"file {v['path']!r} {what}")
     return out
 
 
@@ -489,7 +490,8 @@ class ObservationsSection(Section):
         if Path(path).suffix.lower() not in (".csv", ".npz", ".txt"):
             raise ValueError(f"expected a .csv or .npz file, got {show(v)}")
         if not Path(path).is_file():
-            raise ValueError(f"file {v!r} does not exist")
+            what = "is not a regular file" if Path(path).exists() else "does not exist"
+            raise ValueError(f"file {v!r} {what}")
         return path
 
 
