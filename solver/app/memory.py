@@ -64,6 +64,8 @@ _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 PDE_DOF_BYTES = 4096
 #: bytes per observation point (its coordinates, cell, value and work arrays)
 POINT_BYTES = 128
+#: images of scikit-learn's digits set (its test set is the rest by default)
+DIGITS_IMAGES = 1797
 
 
 def parse_size(text: str) -> float:
@@ -138,7 +140,7 @@ def _samples(data: dict) -> tuple[int, int]:
         return _rows(Path(str(full["path"]))), 0
     n_train = check_int(full, "n_train", minimum=1)
     if name == "digits" and full["n_test"] is None:
-        return n_train, 0  # the rest of the 1797 images
+        return n_train, max(DIGITS_IMAGES - n_train, 0)  # the rest of the images
     return n_train, check_int(full, "n_test", minimum=1)
 
 
