@@ -18,7 +18,8 @@ sums), and for a fixed T they are deterministic. Measured with 2 threads on a
 ``benchmarks/gradient_cost.py`` layouts ``threads`` and ``rows``, RESULTS.md):
 N = 529, S = 1000: J 0.74–0.76×, ∇J 0.91–0.97×; N = 256: ∇J 0.82–0.91×. At
 N = 1024 each chunk streams its own 8 MiB layer of W where one threaded GEMM
-shares it: 0.88–1.09× in six runs, no gain — hence :data:`SHARED_BYTES`.
+shares it: 0.82–1.09× in ten runs, a median of about 1, no gain — hence
+:data:`SHARED_BYTES`.
 
 Used by :class:`~.reduced.ReducedFunctional` for J and ∇J (``threads="samples"``,
 the default; ``parallel.threads`` in the YAML) when :func:`eligible`: more than
