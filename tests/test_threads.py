@@ -2,9 +2,9 @@
 the blocks cover the rows, exceptions reach the caller, and a gradient with the
 element-wise work forced onto 2 threads in many small blocks is bit-identical to
 the serial one, for every kernel (on 1 and 2 ranks). The samples split over the
-threads (solver/adjoint/split.py): J and ∇J equal one sweep's to round-off,
-deterministic, Taylor-tested, on a data axis of any size; one sweep where the
-split cannot run."""
+threads (solver/adjoint/split.py): J, ∇J and ∇²J·dθ equal one sweep's to
+round-off, deterministic, Taylor-tested (rates 2 and 3), on a data axis of any
+size; one sweep where the split cannot run."""
 
 import itertools
 
@@ -145,8 +145,13 @@ def _data_problem(comm, kernel, options, scheme="imex_euler", S=41, epsilon=0.0,
 @pytest.mark.parametrize("scheme", ["imex_euler", "midpoint", "verlet"])
 def test_sample_split_equals_one_sweep(kernel, options, scheme, comm, monkeypatch):
     net, theta, rf = _data_problem(comm, kernel, options, scheme)
+    d = theta.subset(net.trainable).zeros_like()
+    rng = np.random.default_rng(5)
+    for k in d:
+        d[k][...] = rng.standard_normal(d[k].shape)
+    d["d"][...] = comm.bcast(d["d"])
     J1, g1 = rf.value_and_gradient(theta)
-    g1, F1 = g1.copy(), rf(theta)
+    g1, F1, H1 = g1.copy(), rf(theta), rf.hessian_action(theta, d)
     _two_threads(monkeypatch)
     J2, g2 = rf.value_and_gradient(theta)
     assert rf._split is not None and rf._split.T == 2  # the split ran
@@ -154,17 +159,18 @@ def test_sample_split_equals_one_sweep(kernel, options, scheme, comm, monkeypatc
     scale = max(float(np.abs(g1[k]).max()) for k in g1)
     for name in g1:
         assert np.allclose(g2[name], g1[name], rtol=0, atol=1e-13 * scale), name
+    H2 = rf.hessian_action(theta, d)
+    scale = max(float(np.abs(H1[k]).max()) for k in H1)
+    for name in H1:
+        assert np.allclose(H2[name], H1[name], rtol=0, atol=1e-13 * scale), name
     g2 = g2.copy()
     J3, g3 = rf.value_and_gradient(theta)  # reused workspaces and spare arrays
     assert J3 == J2
     for name in g2:
         assert np.array_equal(g3[name], g2[name]), name
-    d = theta.subset(net.trainable).zeros_like()
-    rng = np.random.default_rng(5)
-    for k in d:
-        d[k][...] = rng.standard_normal(d[k].shape)
-    d["d"][...] = comm.bcast(d["d"])
     assert taylor_test(rf, theta, d, h0=1e-3).min_rate >= 1.95
+    rates2 = taylor_test(rf, theta, d, h0=3e-2, hessian=True).rates2
+    assert max(rates2) > 2.9, rates2  # third order (midpoint: faster, then round-off)
 
 
 def test_sample_split_only_where_it_can_run(comm, monkeypatch):

@@ -222,7 +222,7 @@ class ReducedFunctional:
     the global number of samples (default: the sum over the data ranks).
     ``layout`` gives the data communicator (``None``: no data split);
     ``checkpoint`` the storage of the adjoint sweep (:func:`.sweep.storage`);
-    ``threads``: how the BLAS threads share J and ∇J, ``"samples"`` (the sample
+    ``threads``: how the BLAS threads share J, ∇J and ∇²J·dθ, ``"samples"`` (the sample
     split of :mod:`.split` where it can run) or ``"rows"`` (one sweep, results
     bit-identical to one thread).
     """
@@ -447,8 +447,13 @@ class ReducedFunctional:
         def hvp(Yhat, V):
             return self._loss.hvp(Yhat, V, self.S * self.paths)
 
-        res = self.sweep(controls).hessian_action(self._Xc, self.misfit, hvp, direction)
-        H = res.hessian_action
+        chunks = self._sample_split()
+        if chunks is None:
+            res = self.sweep(controls).hessian_action(self._Xc, self.misfit, hvp, direction)
+            H = res.hessian_action
+        else:
+            sweep = lambda ws: self.sweep(controls, ws)  # noqa: E731
+            H = chunks.hessian(sweep, self._Xc, self._chunk_misfit(chunks), hvp, direction)
         self._data_sum(H)
         full = direction.copy()
         for name in self.net.trainable:

@@ -21,14 +21,16 @@ N = 1024 each chunk streams its own 8 MiB layer of W where one threaded GEMM
 shares it: 0.82–1.09× in ten runs, a median of about 1, no gain — hence
 :data:`SHARED_BYTES`.
 
-Used by :class:`~.reduced.ReducedFunctional` for J and ∇J (``threads="samples"``,
+Used by :class:`~.reduced.ReducedFunctional` for J, ∇J and the Hessian action
+∇²J·dθ (``threads="samples"``,
 the default; ``parallel.threads`` in the YAML) when :func:`eligible`: more than
 one BLAS thread, one width rank (the width axis's collectives cannot run from
 two threads), a kernel of plain NumPy products (``Kernel.threadsafe``: dense,
 low rank), no diffusion in width (ε = 0: its solves are PETSc's), no noise in
 depth, a kernel layer of at most :data:`SHARED_BYTES` and at least
-:data:`MIN_COLUMNS` samples per chunk. The Pontryagin trajectories, the Hessian
-actions and everything else run unsplit, on the row-block threads.
+:data:`MIN_COLUMNS` samples per chunk. The Pontryagin trajectories (whose states
+and costates the layer solves read whole) and everything else run unsplit, on
+the row-block threads.
 """
 
 from __future__ import annotations
@@ -121,6 +123,23 @@ class SampleSplit:
         misfit_sum = _ordered_sum(r.misfit for r in results)
         stat = _ordered_sum(r.stat for r in results)
         return grad, misfit_sum, stat
+
+    def hessian(self, make_sweep, X, misfit, hvp, direction):
+        """∇²J_data · dθ summed over the chunks: each chunk's tangent and
+        second-order adjoint sweeps (:meth:`.sweep.Sweep.hessian_action`, whose
+        arrays are fresh, not pooled); ``hvp(Ŷ_k, V)`` the loss Hessian's action."""
+
+        def work(k):
+            c = self.chunks[k]
+            sweep = make_sweep(self.workspaces[k])
+            return sweep.hessian_action(X[:, c], lambda Y: misfit(Y, k), hvp, direction)
+
+        results = self._run(work)
+        H = results[0].hessian_action
+        for r in results[1:]:
+            for name, a in H.items():
+                _add(a, r.hessian_action[name])
+        return H
 
 
 _POOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

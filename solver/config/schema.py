@@ -294,7 +294,7 @@ class ParallelSection(Section):
     depth: PositiveInt = Field(1, description="layer blocks of the one-shot solve (oneshot only)")
     threads: Literal["samples", "rows"] = Field(
         "samples",
-        description="how a rank's BLAS threads share J and ∇J: samples (split the "
+        description="how a rank's BLAS threads share J, ∇J, ∇²J·v: samples (split the "
         "samples where it can run) or rows (one sweep; bit-identical to one thread)",
     )
 
