@@ -7,8 +7,9 @@ predicts, per MPI rank, the bytes of
   (2 + d)·N_t·n; b: N_t·n; C, E, d), times the copies the method keeps
   (:attr:`Trainer.memory_copies`: gradient, optimiser memory, line-search points,
   the test evaluation — about 42 for TAO's ``lmvm`` with its default history, 2m + 4
-  for ``lbfgs`` with history m; T − 1 more where the samples are split over T
-  BLAS threads, :mod:`pontryx.solver.adjoint.split`);
+  for ``lbfgs`` with history m; 2(T − 1) more where the samples are split over T
+  BLAS threads, :mod:`pontryx.solver.adjoint.split`: the chunks' gradients, and
+  their Hessian actions);
 * the states a gradient stores: ``records`` multivectors of n × S_local per layer
   for full storage (IMEX Euler 2: M_L U and Δt σ'(Z) in the gradient sweep, U and Z
   otherwise; midpoint 4; Verlet 4), ⌈√N_t⌉ + 2 records'
@@ -222,14 +223,14 @@ def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> 
     test = 8 * (_inputs(data) + 1) * (samples + tests) + 8 * S_test * (
         4 * n + (N if kernel == "dense" else 0)
     )
-    split = 0  # the sample split over the BLAS threads keeps T − 1 gradients more
+    split = 0  # the sample split over the BLAS threads: T − 1 chunks' arrays
     splits = config.parallel.threads == "samples" and not m.noise.enabled
     if splits and width == 1 and kernel in ("dense", "lowrank") and m.epsilon == 0:
         from pontryx.solver.adjoint.split import SHARED_BYTES
         from pontryx.solver.model.threads import blas_threads
 
-        if 8 * per_layer <= SHARED_BYTES:
-            split = blas_threads() - 1
+        if 8 * per_layer <= SHARED_BYTES:  # chunks' gradients, and Hessian actions
+            split = 2 * (blas_threads() - 1)
     parts = {
         "controls": int(controls * (copies + split)),
         "states": int(states),
