@@ -120,3 +120,23 @@ def test_errors_are_keyed():
         FieldLaw(variance=-1.0)
     with pytest.raises(InputError, match=r"^depth_correlation: "):
         FieldLaw(depth_correlation=-1.0)
+
+
+def test_matern_parameters_checked_in_one_place():
+    """fields.matern serves the initial law and the noise: NumPy scalars are numbers,
+    β an integer in 1 … 32, and a scale outside the float range is refused (it was
+    an OverflowError); the usual values are those of the closed form."""
+    import math
+
+    from pontryx.solver.model.fields import matern
+
+    beta, nu, kappa, sigma = matern(2, np.float64(0.3), np.int64(2))
+    assert (beta, nu) == (2, 3.0) and kappa == math.sqrt(24) / 0.3
+    assert sigma == math.sqrt(math.gamma(3) / (math.gamma(4) * 4 * math.pi * kappa**6))
+    assert matern(3, 0.3, 32)[3] > 0  # κ^{2ν} overflows: σ_M from logarithms
+    for rho, b, key in [(0.3, 2.0, "smoothness"), (0.3, 33, "smoothness"),
+                        (0.3, True, "smoothness"), (-1.0, 1, "correlation_length"),
+                        (1e-300, 2, "correlation_length")]:  # fmt: skip
+        with pytest.raises(InputError) as e:
+            matern(2, rho, b)
+        assert e.value.key == key

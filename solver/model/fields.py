@@ -41,6 +41,7 @@ depth; :func:`field_controls` draws a network's initial controls from it.
 from __future__ import annotations
 
 import math
+import numbers
 import zlib
 from dataclasses import dataclass
 
@@ -109,13 +110,16 @@ def matern(d: int, correlation_length, smoothness) -> tuple[int, float, float, f
     σ_M² = Γ(ν) / (Γ(ν + d/2) (4π)^{d/2} κ^{2ν}) (in logarithms where κ^{2ν} leaves
     the floating-point range). Errors keyed ``correlation_length`` and ``smoothness``."""
     rho = correlation_length
-    if isinstance(rho, bool) or not isinstance(rho, int | float) or not 0 < rho < math.inf:
+    if isinstance(rho, bool) or not isinstance(rho, numbers.Real) or not 0 < rho < math.inf:
         raise InputError(f"expected a length > 0, got {rho!r}", "correlation_length")
     beta = smoothness
-    if isinstance(beta, bool) or not isinstance(beta, int) or not 1 <= beta <= MAX_SMOOTHNESS:
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Integral):
+        beta = None
+    if beta is None or not 1 <= beta <= MAX_SMOOTHNESS:
         raise InputError(
-            f"expected an integer 1 ≤ β ≤ {MAX_SMOOTHNESS}, got {beta!r}", "smoothness"
+            f"expected an integer 1 ≤ β ≤ {MAX_SMOOTHNESS}, got {smoothness!r}", "smoothness"
         )
+    beta, rho = int(beta), float(rho)
     nu = 2 * beta - d / 2  # > 0 for β ≥ 1 and d ≤ 3
     kappa = math.sqrt(8 * nu) / float(rho)
     try:
