@@ -378,8 +378,8 @@ def _described(v: Any, info: ValidationInfo, table, selector, default, what) -> 
         if not isinstance(out["path"], str):
             raise _field("path", f"expected a file path, got {show(v['path'])}")
         if not Path(out["path"]).is_file():
-            what = "is not a regular file" if Path(out["path"]).exists() else "does not exist"
-            raise _field("path", f"file {v['path']!r} {what}")
+            why = "is not a regular file" if Path(out["path"]).exists() else "does not exist"
+            raise _field("path", f"file {v['path']!r} {why}")
     return out
 
 
