@@ -44,7 +44,7 @@ import numpy as np
 from pontryx.solver.model import threads
 from pontryx.solver.model.workspace import Workspace
 
-__all__ = ["MIN_COLUMNS", "SHARED_BYTES", "SampleSplit", "clear", "eligible"]
+__all__ = ["MIN_COLUMNS", "SHARED_BYTES", "SampleSplit", "eligible"]
 
 #: The fewest samples (sweep columns) of a chunk: below, one sweep on T threads.
 MIN_COLUMNS = 32
@@ -101,7 +101,7 @@ class SampleSplit:
             return m, stat
 
         parts = self._run(work)
-        return _ordered_sum(p[0] for p in parts), _ordered_sum(p[1] for p in parts)
+        return float(sum(p[0] for p in parts)), float(sum(p[1] for p in parts))  # in order
 
     def gradient(self, make_sweep, X, misfit, out=None):
         """(gradient, misfit, stat) summed over the chunks (the gradient in
@@ -120,9 +120,8 @@ class SampleSplit:
                 _add(a, r.gradient[name])
         for k, r in enumerate(results[1:]):
             self.spares[k] = dict(r.gradient)
-        misfit_sum = _ordered_sum(r.misfit for r in results)
-        stat = _ordered_sum(r.stat for r in results)
-        return grad, misfit_sum, stat
+        misfit_sum = float(sum(r.misfit for r in results))  # in chunk order
+        return grad, misfit_sum, float(sum(r.stat for r in results))
 
     def hessian(self, make_sweep, X, misfit, hvp, direction):
         """∇²J_data · dθ summed over the chunks: each chunk's tangent and
@@ -147,23 +146,11 @@ _POOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _pool(net, T: int) -> dict:
     """The workspaces and spare gradients of chunks 1 … T − 1 of ``net``'s sweeps
-    (kept with the network, dropped with it; :func:`clear` frees them)."""
+    (kept with the network, dropped with it)."""
     pool = _POOLS.setdefault(net, {"workspaces": [], "spares": {}})
     while len(pool["workspaces"]) < T - 1:
         pool["workspaces"].append(Workspace())
     return pool
-
-
-def clear(net) -> None:
-    """Free the chunks' workspaces and spare gradients of ``net``."""
-    _POOLS.pop(net, None)
-
-
-def _ordered_sum(values) -> float:
-    total = 0.0
-    for v in values:
-        total += float(v)
-    return total
 
 
 def _add(a: np.ndarray, b: np.ndarray) -> None:
