@@ -185,6 +185,8 @@ def test_train_writes_the_run_directory(capsys, small, mpi_tmp_path):
     assert code == 0 and "40 samples" in out
     code, _, err = cli(capsys, "evaluate", run, "--data", "n_test=-1")
     assert code == 2 and err.startswith("config error: data.n_test")
+    code, _, err = cli(capsys, "evaluate", run, "--data", "n_test=100000000000")  # MemoryError
+    assert code == 2 and err.startswith("config error: memory: ") and "data.n_test" in err, err
     code, _, err = cli(capsys, "evaluate", mpi_tmp_path / "nothing")
     assert code == 2 and "not found" in err
 

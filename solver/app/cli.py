@@ -395,6 +395,7 @@ def _file_results(problem, controls, file: str, classes) -> dict:
 def cmd_evaluate(args) -> int:
     import numpy as np
 
+    from pontryx.solver.app.memory import check_memory
     from pontryx.solver.app.problem import build_problem, evaluate
     from pontryx.solver.config import read_yaml, validate_config
     from pontryx.solver.outputs import model_io
@@ -416,6 +417,7 @@ def cmd_evaluate(args) -> int:
     if args.data:
         raw["data"], file = _data_overrides(config, args.data)
         config = validate_config(raw, ranks=comm.size, base_dir=Path.cwd())
+    check_memory(config, comm, None, copies=1.0)  # the data to evaluate (--data n_test=…)
     problem = build_problem(config, MPI.COMM_WORLD)
     model = run_dir / "model.npz"
     try:
