@@ -144,12 +144,7 @@ def rows(fn, n_rows: int, row_length: int, threads: int | None = None) -> None:
 
     T = min(T, len(blocks))
     groups = [blocks[len(blocks) * i // T : len(blocks) * (i + 1) // T] for i in range(T)]
-    futures = [_pool(T).submit(run, g) for g in groups[1:]]
-    try:
-        run(groups[0])  # the calling thread takes the first group
-    finally:
-        for future in futures:
-            future.result()  # re-raises an exception of fn
+    concurrently([lambda g=g: run(g) for g in groups])  # the caller takes the first group
 
 
 def concurrently(tasks) -> list:
