@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["InputError", "show"]
+__all__ = ["InputError", "file_problem", "show"]
 
 
 class InputError(ValueError):
@@ -38,6 +39,15 @@ class InputError(ValueError):
         """The same error with its key put under ``section`` (``n`` → ``mesh.n``)."""
         key = f"{section}.{self.key}" if self.key else section
         return type(self)(self.message, key)
+
+
+def file_problem(path) -> str | None:
+    """Why ``path`` cannot be read as a file: ``"does not exist"``, ``"is not a
+    regular file"`` (a directory, a device), or None."""
+    p = Path(path)
+    if p.is_file():
+        return None
+    return "is not a regular file" if p.exists() else "does not exist"
 
 
 def show(value: object, limit: int = 60) -> str:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from mpi4py import MPI
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, file_problem
 from pontryx.solver.app.faults import abort
 from pontryx.solver.errors import NonFiniteError
 
@@ -356,9 +356,8 @@ def _data_overrides(config, specs) -> tuple[dict, str | None]:
             apply_override(holder, "data." + spec)
             data = holder["data"]
         elif Path(spec).suffix.lower() in (".csv", ".npz", ".txt"):
-            if not Path(spec).is_file():
-                what = "is not a regular file" if Path(spec).exists() else "does not exist"
-                raise InputError(f"file {spec!r} {what}", "--data")
+            if (why := file_problem(spec)) is not None:
+                raise InputError(f"file {spec!r} {why}", "--data")
             file = str(Path(spec).resolve())
         else:
             raise InputError(f"expected KEY=VALUE or a .csv/.npz file, got {spec!r}", "--data")

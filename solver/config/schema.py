@@ -42,7 +42,7 @@ from pydantic import (
 from pontryx.forms.activations import ACTIVATIONS
 from pontryx.forms.embedding import EMBEDDINGS
 from pontryx.forms.operators import DEGREES
-from pontryx.meshes.errors import InputError, resolve, show
+from pontryx.meshes.errors import InputError, file_problem, resolve, show
 from pontryx.meshes.kinds import DEFAULT_KIND, MESH_KINDS
 from pontryx.solver.data.augment import augmentation
 from pontryx.solver.data.dataset import DATASET_KEYS, DIGITS_SHAPE
@@ -377,8 +377,7 @@ def _described(v: Any, info: ValidationInfo, table, selector, default, what) -> 
         out["path"] = _relative_to(out["path"], (info.context or {}).get("base_dir"))
         if not isinstance(out["path"], str):
             raise _field("path", f"expected a file path, got {show(v['path'])}")
-        if not Path(out["path"]).is_file():
-            why = "is not a regular file" if Path(out["path"]).exists() else "does not exist"
+        if (why := file_problem(out["path"])) is not None:
             raise _field("path", f"file {v['path']!r} {why}")
     return out
 
@@ -489,9 +488,8 @@ class ObservationsSection(Section):
             raise ValueError(f"expected a file path, got {show(v)}")
         if Path(path).suffix.lower() not in (".csv", ".npz", ".txt"):
             raise ValueError(f"expected a .csv or .npz file, got {show(v)}")
-        if not Path(path).is_file():
-            what = "is not a regular file" if Path(path).exists() else "does not exist"
-            raise ValueError(f"file {v!r} {what}")
+        if (why := file_problem(path)) is not None:
+            raise ValueError(f"file {v!r} {why}")
         return path
 
 
