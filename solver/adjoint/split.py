@@ -44,7 +44,7 @@ import numpy as np
 from pontryx.solver.model import threads
 from pontryx.solver.model.workspace import Workspace
 
-__all__ = ["MIN_COLUMNS", "SHARED_BYTES", "SampleSplit", "eligible"]
+__all__ = ["MIN_COLUMNS", "SHARED_BYTES", "SampleSplit", "eligible", "runs"]
 
 #: The fewest samples (sweep columns) of a chunk: below, one sweep on T threads.
 MIN_COLUMNS = 32
@@ -53,16 +53,30 @@ MIN_COLUMNS = 32
 SHARED_BYTES = 4 << 20
 
 
+def runs(threadsafe: bool, width_ranks: int, epsilon: float, noise: bool, layer_bytes) -> bool:
+    """Whether the split can run for a network of this kind, whatever its samples
+    and threads: a ``threadsafe`` kernel, one width rank, ε = 0, no noise in depth
+    and a kernel layer of at most :data:`SHARED_BYTES` (also the memory estimate's
+    rule, :func:`pontryx.solver.app.memory.estimate`)."""
+    return (
+        threadsafe
+        and width_ranks == 1
+        and epsilon == 0
+        and not noise
+        and layer_bytes <= SHARED_BYTES
+    )
+
+
 def eligible(net, columns: int, noise=None) -> int:
     """The number of chunks T to split ``columns`` sweep columns into (1: no split)."""
     T = threads.blas_threads()
-    if T < 2 or noise is not None or net.space.comm.size > 1 or net.epsilon != 0:
-        return 1
-    if not getattr(net.kernel, "threadsafe", False):
+    layer_bytes = 8 * sum(math.prod(s) for s in net.kernel.shapes().values())
+    threadsafe = getattr(net.kernel, "threadsafe", False)
+    if T < 2 or not runs(
+        threadsafe, net.space.comm.size, net.epsilon, noise is not None, layer_bytes
+    ):
         return 1
     if net.space.n * columns < threads.MIN_ELEMENTS:
-        return 1
-    if 8 * sum(math.prod(s) for s in net.kernel.shapes().values()) > SHARED_BYTES:
         return 1
     return max(1, min(T, columns // MIN_COLUMNS))
 

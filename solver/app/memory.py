@@ -174,7 +174,7 @@ def _inputs(data: dict) -> int:
 def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> dict:
     """Bytes per rank of the parts listed in the module docstring (a dict with
     the parts and ``total``), and the N, n, S_local used."""
-    from pontryx.solver.registry import SCHEMES, load
+    from pontryx.solver.registry import KERNELS, SCHEMES, load
 
     m, t = config.model, config.training
     width, data_ranks = config.parallel.sizes(ranks)
@@ -223,13 +223,13 @@ def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> 
     test = 8 * (_inputs(data) + 1) * (samples + tests) + 8 * S_test * (
         4 * n + (N if kernel == "dense" else 0)
     )
-    split = 0  # the sample split over the BLAS threads: T − 1 chunks' arrays
-    splits = config.parallel.threads == "samples" and not m.noise.enabled
-    if splits and width == 1 and kernel in ("dense", "lowrank") and m.epsilon == 0:
-        from pontryx.solver.adjoint.split import SHARED_BYTES
+    split = 0  # the sample split over T BLAS threads: its chunks' gradients and
+    if config.parallel.threads == "samples":  # Hessian actions, 2(T − 1) copies
+        from pontryx.solver.adjoint.split import runs
         from pontryx.solver.model.threads import blas_threads
 
-        if 8 * per_layer <= SHARED_BYTES:  # chunks' gradients, and Hessian actions
+        threadsafe = load(KERNELS, kernel).threadsafe
+        if runs(threadsafe, width, m.epsilon, m.noise.enabled, 8 * per_layer):
             split = 2 * (blas_threads() - 1)
     parts = {
         "controls": int(controls * (copies + split)),
