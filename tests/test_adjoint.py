@@ -134,6 +134,51 @@ def test_embedding_and_readout_regulariser():
     assert R_serial == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("kernel,options", KERNELS)
+def test_depth_regulariser_by_hand(kernel, options):
+    """α and β: R = Σₙ (αΔt/2)‖θⁿ‖²_ω + Σₙ (β/2Δt)‖θⁿ⁺¹ − θⁿ‖²_ω and its gradient by
+    hand; bit-identical with 1 and 2 threads (row sums, on a mesh big enough for
+    several row blocks); blocks of layers add up to R; the same on any number of
+    ranks."""
+    from threadpoolctl import threadpool_limits
+
+    def problem(comm):
+        sp = WidthSpace(create_mesh({"kind": "unit_square", "n": 16}, comm))
+        net = ContinuumNetwork(sp, 2, 2, kernel=kernel, kernel_options=dict(options), layers=3)
+        return net, net.init_controls(seed=0, gain=1.0)
+
+    net, theta = problem(MPI.COMM_WORLD)
+    theta["b"][...] = 0.0  # init draws b per rank; the kernels are canonical
+    alpha, beta, dt = 0.3, 0.02, net.dt
+    reg = ReducedFunctional(net, np.zeros((1, 2)), [0], alpha=alpha, beta=beta).regulariser
+    expected, hand = 0.0, theta.subset(net.layer_names).zeros_like()
+    for name, w in net.regularisation_weights().items():
+        th = theta[name]
+        expected += 0.5 * alpha * dt * np.sum(w * th * th)
+        hand[name][...] = alpha * dt * w * th
+        diff = th[1:] - th[:-1]
+        expected += 0.5 * beta / dt * np.sum(w * diff * diff)
+        hand[name][:-1] -= beta / dt * w * diff
+        hand[name][1:] += beta / dt * w * diff
+    expected = net.space.sum(expected)
+    results = []
+    for threads in (1, 2):
+        grad = theta.subset(net.layer_names).zeros_like()
+        with threadpool_limits(threads):
+            results.append((reg(theta, grad), grad))
+    (R1, g1), (R2, g2) = results
+    assert R1 == R2 and all(np.array_equal(g1[k], g2[k]) for k in g1)
+    assert R1 == pytest.approx(expected, rel=1e-13)
+    for k in hand:
+        assert np.allclose(g1[k], hand[k], rtol=1e-13, atol=1e-15 * np.abs(hand[k]).max())
+    blocks = sum(reg(theta, layers=part) for part in (range(0, 1), range(1, 3)))
+    assert blocks == pytest.approx(expected, rel=1e-13)
+    serial_net, serial_theta = problem(MPI.COMM_SELF)
+    serial_theta["b"][...] = 0.0
+    serial = ReducedFunctional(serial_net, np.zeros((1, 2)), [0], alpha=alpha, beta=beta)
+    assert serial.regulariser(serial_theta) == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_taylor_every_control_separately(task):
     net, theta, rf = _problem(epsilon=0.1, task=task)

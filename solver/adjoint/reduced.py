@@ -49,32 +49,35 @@ SUM_CHUNK = 1 << 20
 __all__ = ["ReducedFunctional", "Regulariser", "layer_gradient_norms"]
 
 
-def _weighted(w, x, x0, out, size, diff=None) -> None:
-    """out = ω x, or with ``x0``: diff = x − x0 and out = ω diff (row blocks)."""
+def _quadratic_terms(x, nxt, wa, wb, g, g_next, a, d, va, vb) -> None:
+    """One layer's terms of α and β, in one pass over row blocks (each block's chain
+    of ufuncs in cache): a = wa ∘ x, va = row sums of a ∘ x, g += a; with ``nxt``:
+    d = nxt − x, a = wb ∘ d, vb = row sums of a ∘ d, g −= a, g_next += a. ``wa``,
+    ``wb``: the weights ω scaled by αΔt and β/Δt (None: no such term); ``g`` None:
+    the values only. Row sums, not one dot product, so the values do not depend on
+    the blocks (:func:`~pontryx.solver.model.threads.rows`)."""
+    n_rows = x.shape[0]
+    length = x[0].size if n_rows else 0
+
+    def rowsum(p, q, r, out):  # Σ_j p_ij q_ij of the block's rows
+        np.einsum("ij,ij->i", p.reshape(len(out[r]), -1), q.reshape(len(out[r]), -1), out=out[r])
 
     def block(r):
-        if x0 is None:
-            np.multiply(w[r], x[r], out=out[r])
-        else:
-            np.subtract(x[r], x0[r], out=diff[r])
-            np.multiply(w[r], diff[r], out=out[r])
+        xr = x[r]
+        if wa is not None:
+            ar = np.multiply(wa[r], xr, out=a[r])
+            rowsum(ar, xr, r, va)
+            if g is not None:
+                np.add(g[r], ar, out=g[r])
+        if nxt is not None:
+            dr = np.subtract(nxt[r], xr, out=d[r])
+            ar = np.multiply(wb[r], dr, out=a[r])
+            rowsum(ar, dr, r, vb)
+            if g is not None:
+                np.subtract(g[r], ar, out=g[r])
+                np.add(g_next[r], ar, out=g_next[r])
 
-    rows(block, *size)
-
-
-def _add_scaled(g, a, c, size, g_next=None) -> None:
-    """a *= c; g −= a and g_next += a if g_next is given, else g += a (row blocks)."""
-
-    def block(r):
-        ar = a[r]
-        ar *= c
-        if g_next is None:
-            np.add(g[r], ar, out=g[r])
-        else:
-            np.subtract(g[r], ar, out=g[r])
-            np.add(g_next[r], ar, out=g_next[r])
-
-    rows(block, *size)
+    rows(block, n_rows, length)
 
 
 class Regulariser:
@@ -135,25 +138,28 @@ class Regulariser:
         for name, w in self.weights.items():
             th = controls[name]
             g = grad[name] if grad is not None else None
-            a, d = ws.take(th.shape[1:]), ws.take(th.shape[1:])
-            size = (th.shape[1], int(np.prod(th.shape[2:], dtype=np.int64)))
+            shape = th.shape[1:]
+            a, d = ws.take(shape), ws.take(shape)
+            # ω scaled once per call: (αΔt/2)‖θⁿ‖²_ω = ½⟨αΔt ω θⁿ, θⁿ⟩, its gradient αΔt ω θⁿ
+            wa = np.multiply(w, alpha * dt, out=ws.take(w.shape)) if alpha else None
+            wb = np.multiply(w, beta / dt, out=ws.take(w.shape)) if beta else None
+            va, vb = np.zeros(shape[0]), np.zeros(shape[0])
             for n in layers:
                 if gamma:
                     value, gs = self.smoothness(name, th[n])
                     local += gamma * dt * value
                     if g is not None:
                         g[n] += gamma * dt * gs
-                if alpha:
-                    _weighted(w, th[n], None, a, size)  # ω θⁿ
-                    local += 0.5 * alpha * dt * float(np.vdot(a, th[n]))
-                    if g is not None:
-                        _add_scaled(g[n], a, alpha * dt, size)
-                if beta and n + 1 < L:
-                    _weighted(w, th[n + 1], th[n], a, size, d)  # ω (θⁿ⁺¹ − θⁿ)
-                    local += 0.5 * beta / dt * float(np.vdot(a, d))
-                    if g is not None:
-                        _add_scaled(g[n], a, beta / dt, size, g[n + 1])
-            ws.give(a, d)
+                nxt = th[n + 1] if beta and n + 1 < L else None
+                if wa is None and nxt is None:
+                    continue
+                _quadratic_terms(
+                    th[n], nxt, wa, wb, None if g is None else g[n],
+                    None if g is None or nxt is None else g[n + 1], a, d, va, vb,
+                )  # fmt: skip
+                local += 0.5 * (float(va.sum()) if wa is not None else 0.0)
+                local += 0.5 * (float(vb.sum()) if nxt is not None else 0.0)
+            ws.give(a, d, *(x for x in (wa, wb) if x is not None))
         return net.space.sum(local)
 
     def own(self, name: str, theta: np.ndarray, grad: np.ndarray | None = None) -> float:
