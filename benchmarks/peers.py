@@ -6,7 +6,12 @@ it with its own J and gradient to an .npz. Each peer (``peers/torch_peer.py``,
 ``peers/jax_peer.py``, in their own venvs) first checks its J and gradient
 against pontryx's (relative error ≤ 1e-10, else it is not timed), then, in a
 fresh process, times the gradient (best of several after a warm-up call) and
-reports its peak resident memory; pontryx is timed the same way. All use the
+reports its peak resident memory; pontryx is timed the same way. The timing
+processes of all frameworks run in ``--rounds`` rounds, interleaved (pontryx,
+its ranks, each peer; again), and each round's ratios are reported beside the
+best-of-rounds ratio: on a host whose load moves the same code's time by up to
+1.9× between runs, frameworks timed one after the other were compared across
+different loads. All use the
 same number of threads, and every process is confined to that many cores
 (``sched_setaffinity``): XLA's CPU client, asked for one intra-op thread, still
 kept 2 cores busy (its 1-thread GEMM rate 119 GFLOP/s, CPU/wall 1.93; confined:
@@ -19,7 +24,7 @@ OPENBLAS_CORETYPE (this machine: Haswell, AVX2, on an AVX-512 CPU), pontryx is
 timed twice — with the environment as it is and with the variable removed — and
 the table gives the pontryx/peer ratio for both.
 
-    .venv/bin/python benchmarks/peers.py [--smoke | --full] [--threads T]
+    .venv/bin/python benchmarks/peers.py [--smoke | --full] [--threads T] [--rounds R]
     .venv/bin/python benchmarks/peers.py --setup-peers    # create the peer venvs
 
 Peers whose venv (benchmarks/.venv-torch, benchmarks/.venv-jax) is missing are
@@ -29,8 +34,10 @@ Python 3.11 only (``--torch-python``), JAX in a 3.12 venv (``--jax-python``).
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 from pathlib import Path
@@ -223,9 +230,42 @@ def _cores(res: dict) -> str:
     return f"{res['cores']:.2f}" if "cores" in res else "–"
 
 
-def measure(n, S, L, threads, repeats, peers, one_process=False) -> tuple[list, list]:
+def _interleaved(jobs: dict, rounds: int) -> dict:
+    """Run each timing job (a callable returning a result dict with "time") once per
+    round, the jobs interleaved round by round, so that a change of the machine's
+    load hits every framework alike. Per job: the result of its fastest run, with
+    "times" the time of each round; a job whose runs all failed keeps its first
+    error."""
+    runs: dict = {key: [] for key in jobs}
+    for _ in range(rounds):
+        for key, job in jobs.items():
+            runs[key].append(job())
+    out = {}
+    for key, results in runs.items():
+        ok = [r for r in results if "error" not in r]
+        if not ok:
+            out[key] = results[0]
+            continue
+        best = min(ok, key=lambda r: r["time"])
+        out[key] = {**best, "times": [r.get("time", math.nan) for r in results]}
+    return out
+
+
+def _per_round(a: dict, b: dict) -> str:
+    """Median and range of the time ratio a/b over the rounds (each round's own pair)."""
+    ratios = [x / y for x, y in zip(a.get("times", []), b.get("times", [])) if x > 0 and y > 0]
+    ratios = [r for r in ratios if math.isfinite(r)]
+    if len(ratios) < 2:
+        return "–"
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+
+
+def measure(n, S, L, threads, repeats, peers, one_process=False, rounds=1) -> tuple[list, list]:
     """Rows of the two tables for one size. ``one_process`` (smoke mode) checks
-    and times in the same process, which saves start-ups but inflates the peaks."""
+    and times in the same process, which saves start-ups but inflates the peaks.
+    Otherwise each peer's gradient is first checked against pontryx's, then the
+    timing processes of pontryx and of the peers that agree run in ``rounds``
+    interleaved rounds (:func:`_interleaved`)."""
     rows, eff = [], []
     with tempfile.TemporaryDirectory(prefix="pontryx-peers-") as tmp:
         tmp = Path(tmp)
@@ -233,21 +273,35 @@ def measure(n, S, L, threads, repeats, peers, one_process=False) -> tuple[list, 
         export = {**base, "role": "export", "dir": str(tmp), "also_time": one_process}
         px = info = C.run_worker(__file__, export, threads=threads, pin=True)
         N = info["N"]
-        if not one_process:
-            px = C.run_worker(__file__, {**base, "role": "time"}, threads=threads, pin=True)
-        px_delta = px["peak_rss_mb"] - px["setup_rss_mb"]
-        own = None  # pontryx with OpenBLAS's own CPU detection, if the environment pins it
-        if PINNED and not one_process:
-            own = C.run_worker(
-                __file__,
-                {**base, "role": "time"},
-                threads=threads,
-                extra_env={"OPENBLAS_CORETYPE": None},
-                pin=True,
+        checks = {
+            name: run_peer(
+                name, tmp / "problem.npz", threads, repeats, tmp / "reference.npz", one_process
             )
+            for name in peers
+        }
+        agree = [k for k, chk in checks.items() if "error" not in chk and chk["agrees"]]
+        timed = {}
+        if one_process:
+            timed = {name: checks[name] for name in agree}
+        else:
+            timing = {**base, "role": "time"}
+            jobs = {"pontryx": lambda: C.run_worker(__file__, timing, threads=threads, pin=True)}
+            if PINNED:  # pontryx with OpenBLAS's own CPU detection
+                jobs["own"] = lambda: C.run_worker(
+                    __file__, timing, threads=threads, extra_env={"OPENBLAS_CORETYPE": None},
+                    pin=True,
+                )  # fmt: skip
+            if threads > 1:  # the same cores as ranks: the data axis
+                jobs["ranks"] = lambda: C.run_worker(__file__, timing, threads=1, ranks=threads)
+            for name in agree:
+                jobs[name] = lambda name=name: run_peer(name, tmp / "problem.npz", threads, repeats)
+            timed = _interleaved(jobs, rounds)
+            px = timed["pontryx"]
+        own, px_ranks = timed.get("own"), timed.get("ranks")
+        px_delta = px["peak_rss_mb"] - px["setup_rss_mb"]
         rows.append(
             [N, S, L, "pontryx", px["blas"], px["time"], _cores(px), px["peak_rss_mb"], px_delta]
-            + ["–", "1"]
+            + ["–", "1", "–"]
             + (["–"] if PINNED else [])
             + ["1"]
         )
@@ -257,44 +311,43 @@ def measure(n, S, L, threads, repeats, peers, one_process=False) -> tuple[list, 
             ratio = f"{own['time'] / px['time']:.2f}"
             size = [N, S, L, "pontryx", own["blas"], own["time"], _cores(own)]
             size += [own["peak_rss_mb"], own_delta]
-            rows.append([*size, "–", ratio, "1", "–"])
+            rows.append([*size, "–", ratio, _per_round(own, px), "1", "–"])
             eff.append(_efficiency(N, S, L, "pontryx", own["blas"], own))
-        if threads > 1 and not one_process:  # the same cores as ranks: the data axis
-            ranks = C.run_worker(__file__, {**base, "role": "time"}, threads=1, ranks=threads)
-            ranks_delta = ranks["peak_rss_mb"] - ranks["setup_rss_mb"]
+        if px_ranks is not None:
+            ranks_delta = px_ranks["peak_rss_mb"] - px_ranks["setup_rss_mb"]
             label = f"pontryx · {threads} ranks (data)"
-            size = [N, S, L, label, ranks["blas"], ranks["time"], _cores(ranks)]
-            size += [ranks["peak_rss_mb"], ranks_delta]
-            rows.append([*size, "–", f"{ranks['time'] / px['time']:.2f}"])
-            rows[-1] += ["–"] * (2 if PINNED else 1)
-            eff.append(_efficiency(N, S, L, label, ranks["blas"], ranks))
-            px_ranks = ranks
-        else:
-            px_ranks = None
-        dash = ["–"] * (2 if PINNED else 1)
-        for name in peers:
-            chk = run_peer(
-                name, tmp / "problem.npz", threads, repeats, tmp / "reference.npz", one_process
+            size = [N, S, L, label, px_ranks["blas"], px_ranks["time"], _cores(px_ranks)]
+            size += [px_ranks["peak_rss_mb"], ranks_delta]
+            rows.append(
+                [*size, "–", f"{px_ranks['time'] / px['time']:.2f}", _per_round(px_ranks, px)]
             )
+            rows[-1] += ["–"] * (2 if PINNED else 1)
+            eff.append(_efficiency(N, S, L, label, px_ranks["blas"], px_ranks))
+        dash = ["–"] * (4 if PINNED else 3)  # ratio, per round, (detected), memory
+        for name in peers:
+            chk = checks[name]
             if "error" in chk:
-                rows.append(
-                    [N, S, L, name, "–", "failed", "–", "–", "–", chk["error"][:60], *dash, "–"]
-                )
+                rows.append([N, S, L, name, "–", "failed", "–", "–", "–", chk["error"][:60], *dash])
                 continue
             err = f"{chk['rel_err_grad']:.1e}"
             if not chk["agrees"]:
                 rows.append(
-                    [N, S, L, chk["peer"], "–", "not timed", "–", "–", "–", err + " ✗", *dash, "–"]
+                    [N, S, L, chk["peer"], "–", "not timed", "–", "–", "–", err + " ✗", *dash]
                 )
                 continue
-            res = chk if one_process else run_peer(name, tmp / "problem.npz", threads, repeats)
+            res = timed[name]
             if "error" in res:
-                rows.append([N, S, L, chk["peer"], "–", "failed", "–", "–", "–", err, *dash, "–"])
+                rows.append([N, S, L, chk["peer"], "–", "failed", "–", "–", "–", err, *dash])
                 continue
             delta = res["peak_rss_mb"] - res["setup_rss_mb"]
             ratios = [f"{px['time'] / res['time']:.2f}"]
+            per_round = _per_round(px, res)
             if px_ranks is not None:
                 ratios[0] += f" ({px_ranks['time'] / res['time']:.2f})"
+                ranks_round = _per_round(px_ranks, res)
+                if ranks_round != "–":
+                    per_round += f"; ranks {ranks_round}"
+            ratios.append(per_round)
             if PINNED:
                 ratios.append(f"{own['time'] / res['time']:.2f}" if own else "–")
             memory = f"{px_delta / delta:.2f}" if delta > 0 else "–"
@@ -311,6 +364,12 @@ def main(argv=None) -> str:
     p.add_argument("--setup-peers", action="store_true", help="create the peer venvs and exit")
     p.add_argument("--torch-python", help="Python 3.11 interpreter for .venv-torch")
     p.add_argument("--jax-python", help="Python 3.12 interpreter for .venv-jax")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds of the timing processes (default 3; smoke: 1)",
+    )
     args = C.parse(p, argv)
     if args.worker:
         return C.in_worker(args, worker)
@@ -320,9 +379,12 @@ def main(argv=None) -> str:
     mode = C.mode(args)
     peers = available()
     repeats = 1 if mode == "smoke" else 3
+    rounds = 1 if mode == "smoke" else max(1, args.rounds)
     rows, eff = [], []
     for n, S, L in CONFIGS[mode]:
-        r, e = measure(n, S, L, args.threads, repeats, peers, one_process=mode == "smoke")
+        r, e = measure(
+            n, S, L, args.threads, repeats, peers, one_process=mode == "smoke", rounds=rounds
+        )
         rows += r
         eff += e
     missing = [k for k in PEERS if k not in peers]
@@ -334,7 +396,10 @@ def main(argv=None) -> str:
     body = (
         f"Dense kernel, IMEX Euler, ε = 0, tanh, cross-entropy, α = β = {ALPHA:g}, float64, "
         f"{args.threads} thread(s). Time: best of {repeats} gradients (J and ∇J over W, b, C, d) "
-        "after a warm-up call. Every process is confined to as many cores as threads "
+        f"after a warm-up call, in each of {rounds} fresh processes per framework, the "
+        "frameworks' processes interleaved round by round; the best of the rounds is shown, "
+        "and 'per round' gives the median (range) of the time ratios of each round's own "
+        "processes. Every process is confined to as many cores as threads "
         "(sched_setaffinity); cores busy: its CPU time over the wall time of one more "
         "gradient. Peak: the process's peak RSS; Δ: peak minus the RSS once the "
         "problem is set up (the working memory of the gradient). Rel. err.: "
@@ -370,6 +435,7 @@ def main(argv=None) -> str:
                 "Δ MB",
                 "rel. err.",
                 "time ratio" + (f" ({PINNED})" if PINNED else ""),
+                "per round",
                 *(["time ratio (detected)"] if PINNED else []),
                 "Δ memory ratio",
             ],
