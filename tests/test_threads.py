@@ -218,7 +218,8 @@ def test_sample_split_reuses_the_networks_arrays(comm, monkeypatch):
 
 def test_threads_rows_is_one_sweep_bit_identical(comm, monkeypatch):
     """``parallel.threads: rows`` reaches the training and test functionals (and
-    their minibatches): one sweep, bit-identical to one thread."""
+    their minibatches): one sweep, its element-wise work in row blocks on 2
+    threads (BLAS itself on one here) bit-identical to one thread."""
     from pontryx.solver.app.problem import build_problem
     from pontryx.solver.config import validate_config
 
@@ -239,3 +240,28 @@ def test_threads_rows_is_one_sweep_bit_identical(comm, monkeypatch):
         assert np.array_equal(g1[name], g2[name]), name
     p.rf.threads = "samples"
     assert p.rf._sample_split() is not None
+
+
+def test_threads_rows_with_real_blas_threads(comm):
+    """``rows`` with OpenBLAS really on 1 and on 2 threads (threadpoolctl): its
+    threaded GEMMs sum in another order than its one-thread GEMMs, so J and ∇J
+    agree to round-off, and are bit-identical from call to call on 2 threads (the
+    README's promise for ``parallel.threads: rows``)."""
+    from threadpoolctl import threadpool_limits
+
+    sp = WidthSpace(create_mesh({"kind": "unit_square", "n": 16}, comm))
+    net = ContinuumNetwork(sp, 2, 3, layers=3, train_embedding=True)
+    theta = net.init_controls(seed=0, gain=1.0)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((300, 2)), rng.integers(0, 3, 300)
+    rf = ReducedFunctional(net, X, y, alpha=1e-2, beta=1e-2, delta=1e-2, threads="rows")
+    results = []
+    for T in (1, 2, 2):
+        with threadpool_limits(T):
+            J, g = rf.value_and_gradient(theta)
+            results.append((J, g.copy()))
+    (J1, g1), (J2, g2), (J3, g3) = results
+    assert J2 == J3 and all(np.array_equal(g2[k], g3[k]) for k in g2)
+    assert J2 == pytest.approx(J1, rel=1e-13)
+    for k in g1:
+        assert np.allclose(g2[k], g1[k], rtol=1e-12, atol=1e-13 * np.abs(g1[k]).max()), k

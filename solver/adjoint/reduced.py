@@ -229,8 +229,9 @@ class ReducedFunctional:
     ``layout`` gives the data communicator (``None``: no data split);
     ``checkpoint`` the storage of the adjoint sweep (:func:`.sweep.storage`);
     ``threads``: how the BLAS threads share J, ∇J and ∇²J·dθ, ``"samples"`` (the sample
-    split of :mod:`.split` where it can run) or ``"rows"`` (one sweep, results
-    bit-identical to one thread).
+    split of :mod:`.split` where it can run) or ``"rows"`` (one sweep; equal to one
+    thread's results up to the round-off of OpenBLAS's threaded GEMMs, its
+    element-wise work bit-identical for any number of threads).
     """
 
     def __init__(

@@ -295,7 +295,7 @@ class ParallelSection(Section):
     threads: Literal["samples", "rows"] = Field(
         "samples",
         description="how a rank's BLAS threads share J, ∇J, ∇²J·v: samples (split the "
-        "samples where it can run) or rows (one sweep; bit-identical to one thread)",
+        "samples where it can run) or rows (one sweep, GEMMs and row blocks on the threads)",
     )
 
     @model_validator(mode="after")
