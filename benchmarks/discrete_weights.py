@@ -32,10 +32,11 @@ and ``emsa`` alike. On a shared machine use ``--clock cpu`` (the budget is then
 each worker's CPU time).
 
     .venv/bin/python benchmarks/discrete_weights.py [--smoke | --full] [--threads T]
-        [--data NAME ...] [--method NAME ...] [--weights KIND ...]
+        [--data NAME ...] [--method NAME ...] [--weights KIND ...] [--alpha A] [--delta D]
 
 (``--data``/``--method``/``--weights``: only those data sets / methods / weights,
-e.g. ``--data digits --method emsa adam --weights ternary``.)
+e.g. ``--data digits --method emsa adam --weights ternary``; ``--alpha``,
+``--delta``: the objective's α and readout penalty δ, RESULTS.md's objective table.)
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def worker(cfg: dict, threads: int) -> None:
     from pontryx.solver.training import make_trainer, train
 
     with C.limit_threads(threads):
-        _, _, theta, rf, test = C.data_problem(cfg["data"], cfg["size"], MODEL)
+        model = {**MODEL, **{k: cfg[k] for k in ("alpha", "delta") if k in cfg}}
+        _, _, theta, rf, test = C.data_problem(cfg["data"], cfg["size"], model)
         options = {} if cfg["weights"] == "real" else {"weights": cfg["weights"]}
         options.update(cfg.get("options", {}))
         trainer = make_trainer(cfg["method"], rf, theta, options)
@@ -141,6 +143,8 @@ def main(argv=None) -> str:
     p.add_argument("--data", nargs="+", help="only these data sets")
     p.add_argument("--method", nargs="+", help="only these methods (msa emsa adam lmvm)")
     p.add_argument("--weights", nargs="+", help="only these weights (ternary binary real)")
+    p.add_argument("--alpha", type=float, default=MODEL["alpha"], help="α of J (default 1e-4)")
+    p.add_argument("--delta", type=float, default=0.0, help="δ of J: readout penalty (default 0)")
     args = C.parse(p, argv)
     if args.worker:
         return C.in_worker(args, worker)
@@ -163,6 +167,8 @@ def main(argv=None) -> str:
                 "budget": s["budget"],
                 "max_iterations": s["max_iterations"],
                 "options": extra,
+                "alpha": args.alpha,
+                "delta": args.delta,
             }
             ste = method == "adam" and weights != "real"  # the straight-through baseline
             label = f"{method} {weights}" + (" (STE)" if ste else "")
@@ -210,8 +216,8 @@ def main(argv=None) -> str:
     sizes = ", ".join(f"{d} {'default split' if n is None else n}" for d, n in sets.items())
     body = (
         f"Dense kernel on unit_square n = {MODEL['mesh']} (P1), {MODEL['layers']} layers, tanh, "
-        f"α = {MODEL['alpha']:g}, training samples (= test samples) {sizes}, the same initial "
-        f"controls, default options of every method apart from `weights` (and the "
+        f"α = {args.alpha:g}, δ = {args.delta:g}, training samples (= test samples) {sizes}, "
+        "the same initial controls, default options of every method apart from `weights` (and the "
         f"variant rows named by their option), {args.threads} "
         f"thread(s), time budget {s['budget']:g} s per run (checked after each iteration). "
         "Accuracy: on the test set, of the final network (discrete for ternary/binary); "
