@@ -62,54 +62,68 @@ def _wait_idle(comm) -> None:
 
 def side_by_side(cfg: dict) -> dict:
     """Gradient times of 1 rank × 1 thread, 1 rank × 2 threads (``cfg["threads"]``)
-    and 2 ranks on each axis, interleaved over ``cfg["repeats"]`` rounds after a
-    warm-up of each: {run: [time of each round]}. Rank 0 runs the 1-rank cases on
-    a ``COMM_SELF`` problem while rank 1 waits idle."""
+    and 2 ranks on each axis, and the machine's yardstick (below), interleaved over
+    ``cfg["repeats"]`` rounds after a warm-up of each: {run: [time of each round]}.
+    Rank 0 runs the 1-rank cases on a ``COMM_SELF`` problem while rank 1 waits
+    idle. Yardstick: the GEMMs of one data rank's gradient (3 N_t products
+    (N×N)(N×S/2), one thread) on rank 0 alone ("gemm alone") and on both ranks at
+    once ("gemm both"): their ratio is what the two cores deliver together for
+    the same work, a ceiling of every 2-core efficiency."""
     from mpi4py import MPI
 
     from pontryx.solver import Layout
 
     world = MPI.COMM_WORLD
     n, S, L = cfg["n"], cfg["S"], cfg["L"]
-    runs: dict = {"serial": 1}
-    if cfg["threads"] >= 2:
-        runs["threads"] = 2
+    problems = {}
     for axis in ("data", "width"):  # first: collective (PETSc starts on every rank here)
-        runs[axis] = C.problem(n, S, L, layout=Layout.create(world, **{axis: 2}))
+        problems[axis] = C.problem(n, S, L, layout=Layout.create(world, **{axis: 2}))
     solo = C.problem(n, S, L, comm=MPI.COMM_SELF) if world.rank == 0 else None
+    N = problems["data"][0].N
+    gemm = C.gemm_call(N, S // 2)
 
-    def alone(threads):
+    def gemms():
+        for _ in range(3 * L):
+            gemm()
+
+    def alone(threads, fn=None):
         t = 0.0
         if world.rank == 0:
             _, _, theta, rf, _ = solo
             with C.limit_threads(threads):
                 t = C.now()
-                rf.value_and_gradient(theta)
+                fn() if fn is not None else rf.value_and_gradient(theta)
                 t = C.now() - t
         _wait_idle(world)
         return t
 
-    def together(problem):
-        _, _, theta, rf, _ = problem
+    def together(fn):
         with C.limit_threads(1):
             world.barrier()
             t = C.now()
-            rf.value_and_gradient(theta)
+            fn()
             world.barrier()
             return world.allreduce(C.now() - t, op=MPI.MAX)
 
-    def measure_once(run):
-        what = runs[run]
-        return alone(what) if isinstance(what, int) else together(what)
+    def gradient(problem):
+        _, _, theta, rf, _ = problem
+        return lambda: rf.value_and_gradient(theta)
 
-    for run in runs:  # warm-up
-        measure_once(run)
-    times: dict = {run: [] for run in runs}
+    runs = {"serial": lambda: alone(1)}
+    if cfg["threads"] >= 2:
+        runs["threads"] = lambda: alone(2)
+    runs["data"] = lambda: together(gradient(problems["data"]))
+    runs["width"] = lambda: together(gradient(problems["width"]))
+    runs["gemm alone"] = lambda: alone(1, gemms)
+    runs["gemm both"] = lambda: together(gemms)
+    for run in runs.values():  # warm-up
+        run()
+    times: dict = {key: [] for key in runs}
     for _ in range(cfg["repeats"]):
-        for run in runs:
-            times[run].append(measure_once(run))
-    times = {run: world.bcast(ts) for run, ts in times.items()}
-    return {"N": runs["data"][0].N, "times": times}
+        for key, run in runs.items():
+            times[key].append(run())
+    times = {key: world.bcast(ts) for key, ts in times.items()}
+    return {"N": N, "times": times}
 
 
 def measure(cfg: dict, threads: int) -> dict:
@@ -174,6 +188,7 @@ def main(argv=None) -> str:
         "data": "2 ranks on the data axis",
         "width": "2 ranks on the width axis",
     }
+    machine = [a / b for a, b in zip(times.pop("gemm alone"), times.pop("gemm both"))]
     scale_rows = []
     for run, ts in times.items():
         cores = 1 if run == "serial" else 2
@@ -207,6 +222,12 @@ def main(argv=None) -> str:
         "sleeps; best time of each run, and the efficiency of each round's own pair: "
         "median (range)).\n\n"
         + C.table(["run", "cores", "gradient s", "speed-up", "efficiency", "per round"], scale_rows)
+        + "\n\nThe machine's own 2-core yardstick, in the same rounds: one data rank's GEMMs "
+        "(3 N_t products (N×N)(N×S/2), one thread) timed on rank 0 alone and on both ranks "
+        f"at once; t_alone / t_both = {statistics.median(machine):.2f} (median; "
+        f"{min(machine):.2f}–{max(machine):.2f}): two busy cores deliver "
+        f"{100 * statistics.median(machine):.0f} % of twice one busy core's rate, a ceiling "
+        "of every efficiency above."
         + "\n\n**Cost exponents** (t ≈ c·x^p, least squares in log–log over the sweep, "
         f"the others fixed at N = {runs[n0, S0, L0]['N']}, S = {S0}, N_t = {L0}).\n\n"
         + C.table(["x", "values", "fitted p", "expected"], fits)
