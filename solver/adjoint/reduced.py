@@ -90,6 +90,7 @@ class Regulariser:
         self.net, self.alpha, self.beta = net, float(alpha), float(beta)
         self.gamma, self.delta = float(gamma), float(delta)
         self.weights = net.regularisation_weights()
+        self._scaled: dict = {}  # name → ((αΔt, β/Δt), αΔt ω, β/Δt ω)
 
     def outer(self, theta, grad=None) -> float:
         """This width rank's part of (δ/2)(‖E‖²_{M_L} + ‖C‖²_{M_L} + |d|²) over the
@@ -140,9 +141,7 @@ class Regulariser:
             g = grad[name] if grad is not None else None
             shape = th.shape[1:]
             a, d = ws.take(shape), ws.take(shape)
-            # ω scaled once per call: (αΔt/2)‖θⁿ‖²_ω = ½⟨αΔt ω θⁿ, θⁿ⟩, its gradient αΔt ω θⁿ
-            wa = np.multiply(w, alpha * dt, out=ws.take(w.shape)) if alpha else None
-            wb = np.multiply(w, beta / dt, out=ws.take(w.shape)) if beta else None
+            wa, wb = self._scaled_weights(name, w)
             va, vb = np.zeros(shape[0]), np.zeros(shape[0])
             for n in layers:
                 if gamma:
@@ -159,8 +158,20 @@ class Regulariser:
                 )  # fmt: skip
                 local += 0.5 * (float(va.sum()) if wa is not None else 0.0)
                 local += 0.5 * (float(vb.sum()) if nxt is not None else 0.0)
-            ws.give(a, d, *(x for x in (wa, wb) if x is not None))
+            ws.give(a, d)
         return net.space.sum(local)
+
+    def _scaled_weights(self, name: str, w: np.ndarray):
+        """(αΔt ω, β/Δt ω) of control ``name`` (None where α or β is 0), kept until α
+        or β changes: (αΔt/2)‖θⁿ‖²_ω = ½⟨αΔt ω θⁿ, θⁿ⟩ with gradient αΔt ω θⁿ, and
+        likewise for β."""
+        dt = self.net.dt
+        key = (self.alpha * dt, self.beta / dt)
+        kept = self._scaled.get(name)
+        if kept is None or kept[0] != key:
+            kept = (key, *(w * c if c else None for c in key))
+            self._scaled[name] = kept
+        return kept[1], kept[2]
 
     def own(self, name: str, theta: np.ndarray, grad: np.ndarray | None = None) -> float:
         """This width rank's part of (α/2) Δt ‖θⁿ‖² + (γ/2) Δt |θⁿ|²_{H¹}, the terms of
