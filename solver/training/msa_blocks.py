@@ -141,20 +141,26 @@ class LayerProblem(Block):
         ctx = kernel.layer({k: theta[k] for k in kernel.shapes()})
         new, record = scheme.step(ctx, theta["b"], self.U, n=self.n)
         local = _dot(self.Lam1, new)
-        c = scheme.adjoint(ctx, record, self.Lam1, grad, n=self.n)  # c(θ) = (∂_U g)ᵀ Λ^{n+1}
         width_summed = 0.0
+        # The θ-gradients of the terms in U^{n+1} = gⁿ(Uⁿ, θ) are (∂_θ g)ᵀ of their
+        # U^{n+1}-cotangents: linear in them, so one adjoint step takes their sum.
         if self.curvature is not None:
             rows, width_summed, cot = self.curvature(new)
             local += rows
-            scheme.adjoint(ctx, record, cot, grad, n=self.n)
+            total = tuple(a + b for a, b in zip(self.Lam1, cot, strict=True))
+            scheme.adjoint(ctx, record, total, grad, n=self.n)
         elif rho:
+            c = scheme.adjoint(ctx, record, self.Lam1, None, n=self.n)  # c(θ) = (∂_U g)ᵀ Λ^{n+1}
             dU = tuple(a - b for a, b in zip(self.U1, new))
             local += 0.5 * rho / S * _dot(dU, tuple(m * d for d in dU))
-            scheme.adjoint(ctx, record, tuple(-rho / S * m * d for d in dU), grad, n=self.n)
+            total = tuple(a - rho / S * m * d for a, d in zip(self.Lam1, dU, strict=True))
+            scheme.adjoint(ctx, record, total, grad, n=self.n)
             dL = tuple(a - b for a, b in zip(c, self.Lam))
             r = tuple(rho * S * d / m for d in dL)
             local += 0.5 * _dot(dL, r)
             self._costate_gradient(ctx, theta["b"], record, r, grad)
+        else:  # MSA (ρ = 0): −Hⁿ alone
+            scheme.adjoint(ctx, record, self.Lam1, grad, n=self.n)
         kernel.release(ctx)
         self._data_sum(grad)
         value = self._total(local, self.reg(theta, grad), width_summed)
