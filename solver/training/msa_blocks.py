@@ -139,7 +139,9 @@ class LayerProblem(Block):
         rho, S = self.rho, self.S
         grad = theta.zeros_like()
         ctx = kernel.layer({k: theta[k] for k in kernel.shapes()})
-        new, record = scheme.step(ctx, theta["b"], self.U, n=self.n)
+        # the record of the adjoint step alone unless the costate term needs the full one
+        kind = "all" if rho and self.curvature is None else "adjoint"
+        new, record = scheme.step(ctx, theta["b"], self.U, n=self.n, record=kind)
         local = _dot(self.Lam1, new)
         width_summed = 0.0
         # The θ-gradients of the terms in U^{n+1} = gⁿ(Uⁿ, θ) are (∂_θ g)ᵀ of their
