@@ -70,11 +70,11 @@ def runs(threadsafe: bool, width_ranks: int, epsilon: float, noise: bool, layer_
 def eligible(net, columns: int, noise=None) -> int:
     """The number of chunks T to split ``columns`` sweep columns into (1: no split)."""
     T = threads.blas_threads()
+    if T < 2:
+        return 1
     layer_bytes = 8 * sum(math.prod(s) for s in net.kernel.shapes().values())
     threadsafe = getattr(net.kernel, "threadsafe", False)
-    if T < 2 or not runs(
-        threadsafe, net.space.comm.size, net.epsilon, noise is not None, layer_bytes
-    ):
+    if not runs(threadsafe, net.space.comm.size, net.epsilon, noise is not None, layer_bytes):
         return 1
     if net.space.n * columns < threads.MIN_ELEMENTS:
         return 1
