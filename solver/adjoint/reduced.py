@@ -27,7 +27,9 @@ its L²(M_L) Riesz representative ω⁻¹∇J (``apply_riesz``, :mod:`.riesz`).
 
 from __future__ import annotations
 
+import math
 import sys
+import threading
 
 from mpi4py import MPI
 
@@ -49,35 +51,66 @@ SUM_CHUNK = 1 << 20
 __all__ = ["ReducedFunctional", "Regulariser", "layer_gradient_norms"]
 
 
-def _quadratic_terms(x, nxt, wa, wb, g, g_next, a, d, va, vb) -> None:
-    """One layer's terms of α and β, in one pass over row blocks (each block's chain
-    of ufuncs in cache): a = wa ∘ x, va = row sums of a ∘ x, g += a; with ``nxt``:
-    d = nxt − x, a = wb ∘ d, vb = row sums of a ∘ d, g −= a, g_next += a. ``wa``,
-    ``wb``: the weights ω scaled by αΔt and β/Δt (None: no such term); ``g`` None:
-    the values only. Row sums, not one dot product, so the values do not depend on
-    the blocks (:func:`~pontryx.solver.model.threads.rows`)."""
-    n_rows = x.shape[0]
-    length = x[0].size if n_rows else 0
+_scratch = threading.local()
 
-    def rowsum(p, q, r, out):  # Σ_j p_ij q_ij of the block's rows
-        np.einsum("ij,ij->i", p.reshape(len(out[r]), -1), q.reshape(len(out[r]), -1), out=out[r])
+
+def _buffers(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three work arrays of ``size`` values of the calling thread (kept, grown as needed)."""
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None or bufs[0].size < size:
+        bufs = _scratch.bufs = tuple(np.empty(size) for _ in range(3))
+    return tuple(b[:size] for b in bufs)
+
+
+def _quadratic_terms(theta, wa, wb, grad, layers, va, vb) -> None:
+    """The α and β terms of the layers ``layers`` of one control (``theta``: all
+    L layers): with dˡ = θˡ⁺¹ − θˡ,
+
+        va[l] = row sums of (wa ∘ θˡ) ∘ θˡ,   vb[l] = row sums of (wb ∘ dˡ) ∘ dˡ,
+        grad[l] ← ((grad[l] + wb ∘ dˡ⁻¹) + wa ∘ θˡ) − wb ∘ dˡ
+
+    for the terms present (wa, wb: the weights ω scaled by αΔt and β/Δt, None: no
+    such term; dˡ for l ∈ ``layers``, l + 1 < L; ``grad`` None: the values only).
+    One pass over row blocks on the BLAS threads (one hand-off to the threads per
+    control: per layer, at N = 256 the hand-offs made two threads slower than one);
+    a block runs its rows through the layers in order, its chain of ufuncs in cache
+    and wb ∘ dˡ carried to layer l + 1. Every row is one block's, so the results do
+    not depend on the blocks or the threads (:func:`~pontryx.solver.model.threads.rows`)."""
+    L, n = theta.shape[0], theta.shape[1]
+    length = theta[0][0].size if n else 0
+    inside = np.zeros(L, dtype=bool)
+    inside[list(layers)] = True
+
+    def rowsum(p, q, out):  # Σ_j p_ij q_ij of the block's rows
+        np.einsum("ij,ij->i", p.reshape(len(out), -1), q.reshape(len(out), -1), out=out)
 
     def block(r):
-        xr = x[r]
-        if wa is not None:
-            ar = np.multiply(wa[r], xr, out=a[r])
-            rowsum(ar, xr, r, va)
-            if g is not None:
-                np.add(g[r], ar, out=g[r])
-        if nxt is not None:
-            dr = np.subtract(nxt[r], xr, out=d[r])
-            ar = np.multiply(wb[r], dr, out=a[r])
-            rowsum(ar, dr, r, vb)
-            if g is not None:
-                np.subtract(g[r], ar, out=g[r])
-                np.add(g_next[r], ar, out=g_next[r])
+        shape = theta[0][r].shape
+        A, D, carried = (buf.reshape(shape) for buf in _buffers(math.prod(shape)))
+        held = False  # carried = wb ∘ dˡ⁻¹ of these rows
+        for l in range(L):
+            x = theta[l][r]
+            g = None if grad is None else grad[l][r]
+            if held and g is not None:
+                np.add(g, carried, out=g)
+            held = False
+            if not inside[l]:
+                continue
+            if wa is not None:
+                a = np.multiply(wa[r], x, out=A)
+                rowsum(a, x, va[l][r])
+                if g is not None:
+                    np.add(g, a, out=g)
+            if wb is not None and l + 1 < L:
+                d = np.subtract(theta[l + 1][r], x, out=D)
+                a = np.multiply(wb[r], d, out=carried)
+                rowsum(a, d, vb[l][r])
+                if g is not None:
+                    np.subtract(g, a, out=g)
+                    held = True
 
-    rows(block, n_rows, length)
+    if n:
+        rows(block, n, length)
 
 
 class Regulariser:
@@ -133,32 +166,26 @@ class Regulariser:
         if alpha == 0 and beta == 0 and gamma == 0 and self.delta == 0:
             return 0.0
         net = self.net
-        dt, L, ws = net.dt, net.layers, net.workspace
+        dt, L = net.dt, net.layers
         layers = range(L) if layers is None else layers
         local = self.outer(controls, grad) if L - 1 in layers else 0.0  # one block adds it
         for name, w in self.weights.items():
             th = controls[name]
             g = grad[name] if grad is not None else None
-            shape = th.shape[1:]
-            a, d = ws.take(shape), ws.take(shape)
-            wa, wb = self._scaled_weights(name, w)
-            va, vb = np.zeros(shape[0]), np.zeros(shape[0])
-            for n in layers:
-                if gamma:
+            if gamma:
+                for n in layers:
                     value, gs = self.smoothness(name, th[n])
                     local += gamma * dt * value
                     if g is not None:
                         g[n] += gamma * dt * gs
-                nxt = th[n + 1] if beta and n + 1 < L else None
-                if wa is None and nxt is None:
-                    continue
-                _quadratic_terms(
-                    th[n], nxt, wa, wb, None if g is None else g[n],
-                    None if g is None or nxt is None else g[n + 1], a, d, va, vb,
-                )  # fmt: skip
-                local += 0.5 * (float(va.sum()) if wa is not None else 0.0)
-                local += 0.5 * (float(vb.sum()) if nxt is not None else 0.0)
-            ws.give(a, d)
+            wa, wb = self._scaled_weights(name, w)
+            if wa is None and (wb is None or L < 2):
+                continue
+            va, vb = np.zeros(th.shape[:2]), np.zeros(th.shape[:2])
+            _quadratic_terms(th, wa, wb, g, layers, va, vb)
+            for n in layers:  # the layers' sums in order: the same for any blocks
+                local += 0.5 * (float(va[n].sum()) if wa is not None else 0.0)
+                local += 0.5 * (float(vb[n].sum()) if wb is not None and n + 1 < L else 0.0)
         return net.space.sum(local)
 
     def _scaled_weights(self, name: str, w: np.ndarray):
