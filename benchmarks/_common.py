@@ -41,6 +41,8 @@ MODES = ("smoke", "quick", "full")
 #: with other jobs; it counts busy-waiting threads and MPI polling too.
 CLOCK_ENV = "PONTRYX_BENCH_CLOCK"
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+#: The library of the kernels' GEMMs in the workers (``--blas``, :mod:`pontryx.solver.model.blas`).
+BLAS_ENV = "PONTRYX_BENCH_BLAS"
 
 
 def now() -> float:
@@ -68,6 +70,13 @@ def parser(doc: str, threads: int | None = None) -> argparse.ArgumentParser:
         help="wall time (default) or the process's CPU time (for shared machines, with "
         "--threads 1)",
     )
+    p.add_argument(
+        "--blas",
+        choices=("numpy", "mkl"),
+        default=os.environ.get(BLAS_ENV, "numpy"),
+        help="the library of pontryx's GEMMs and of the GEMM yardstick: numpy (default) or "
+        "mkl (pip install 'pontryx[mkl]'; parallel.blas in the YAML)",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     if threads is not None:
         p.set_defaults(threads=threads)
@@ -80,14 +89,20 @@ def arguments(doc: str, argv=None, threads: int | None = None):
 
 
 def in_worker(args, worker):
-    """Run ``worker(config, threads)`` for ``--worker JSON`` and return its result."""
+    """Run ``worker(config, threads)`` for ``--worker JSON`` and return its result,
+    the kernels' GEMMs on the library of ``--blas``."""
+    from pontryx.solver.model import blas
+
+    blas.use(args.blas)
     return worker(json.loads(args.worker), args.threads)
 
 
 def parse(p: argparse.ArgumentParser, argv=None):
-    """Parse the command line; the clock choice is passed on to worker processes."""
+    """Parse the command line; the clock and BLAS choices are passed on to worker
+    processes."""
     args = p.parse_args(argv)
     os.environ[CLOCK_ENV] = args.clock
+    os.environ[BLAS_ENV] = args.blas
     return args
 
 
@@ -170,9 +185,12 @@ def gemm_operands(N: int, S: int, seed: int = 0):
 
 
 def gemm_call(N: int, S: int):
-    """A callable doing one (N×N)@(N×S) GEMM into a preallocated output."""
+    """A callable doing one (N×N)@(N×S) GEMM into a preallocated output, by the
+    library of the kernels' GEMMs (:mod:`pontryx.solver.model.blas`)."""
+    from pontryx.solver.model import blas
+
     A, B, C = gemm_operands(N, S)
-    return lambda: np.matmul(A, B, out=C)
+    return lambda: blas.matmul(A, B, out=C)
 
 
 def gflops(flops: float, seconds: float) -> float:

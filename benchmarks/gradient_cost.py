@@ -89,6 +89,8 @@ def _cpu():
 def _reference(kernel, net, theta, X, space):
     """(callable, its flops, gradient flops per layer, forward flops per layer) on
     this rank: the kernel's elementary product on this rank's shapes."""
+    from pontryx.solver.model.blas import matmul
+
     n, N, S = space.n, space.N, X.shape[1]
     rng = np.random.default_rng(0)
     if kernel == "dense":  # the layer's three GEMMs: W G, Wᵀ D (A transposed), D Gᵀ
@@ -96,9 +98,9 @@ def _reference(kernel, net, theta, X, space):
         Z, Y, P = np.empty((n, S)), np.empty((N, S)), np.empty((n, N))
 
         def layer():
-            np.matmul(W, G, out=Z)
-            np.matmul(W.T, D, out=Y)
-            np.matmul(D, G.T, out=P)
+            matmul(W, G, out=Z)
+            matmul(W.T, D, out=Y)
+            matmul(D, G.T, out=P)
 
         f = 2.0 * n * N * S
         return layer, 3 * f, 3 * f, f
@@ -106,7 +108,7 @@ def _reference(kernel, net, theta, X, space):
         R = net.kernel.rank
         A, B, out = rng.standard_normal((n, R)), rng.standard_normal((R, S)), np.empty((n, S))
         f = 2.0 * n * R * S
-        return (lambda: np.matmul(A, B, out=out)), f, 7 * f, 2 * f
+        return (lambda: matmul(A, B, out=out)), f, 7 * f, 2 * f
     L = net.kernel.layer(net.layer_controls(theta, 0)).L
     B = rng.standard_normal((N, S))
     f = 2.0 * L.nnz * S

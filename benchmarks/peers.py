@@ -17,8 +17,9 @@ same number of threads, and every process is confined to that many cores
 kept 2 cores busy (its 1-thread GEMM rate 119 GFLOP/s, CPU/wall 1.93; confined:
 66 GFLOP/s). The table shows the cores each gradient kept busy.
 
-BLAS kernels. pontryx's GEMMs run in NumPy's OpenBLAS, which picks its kernels
-by CPU detection unless OPENBLAS_CORETYPE pins them; PyTorch brings MKL and JAX
+BLAS kernels. pontryx's GEMMs run in NumPy's OpenBLAS (``--blas mkl``: in MKL, the
+BLAS of PyTorch's CPU wheels, as ``parallel.blas: mkl`` runs them); OpenBLAS picks its
+kernels by CPU detection unless OPENBLAS_CORETYPE pins them; PyTorch brings MKL and JAX
 XLA's own kernels, which ignore that variable. When the environment pins
 OPENBLAS_CORETYPE (this machine: Haswell, AVX2, on an AVX-512 CPU), pontryx is
 timed twice — with the environment as it is and with the variable removed — and
@@ -135,12 +136,14 @@ def worker(cfg: dict, threads: int) -> None:
         gemm_rate = world.allreduce(C.gflops(2 * space.N**2 * X.shape[1], gemm))  # all ranks
         from threadpoolctl import threadpool_info
 
-        # NumPy's OpenBLAS (SciPy and PETSc load their own copies too)
-        blas = [
+        from pontryx.solver.model import blas as library
+
+        # NumPy's OpenBLAS (SciPy and PETSc load their own copies too), or MKL
+        blas = ["MKL"] if library.current() == "mkl" else [
             i.get("architecture", "?")
             for i in threadpool_info()
             if "scipy_openblas" in Path(i["filepath"]).name
-        ]
+        ]  # fmt: skip
         C.emit(
             {
                 "N": space.N,

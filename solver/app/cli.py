@@ -619,6 +619,8 @@ def cmd_info(args) -> int:
     )
     _say(f"MPI       {v['mpi']}  (MPI {v['mpi_standard']}, mpi4py {v['mpi4py']})")
     _say(f"NumPy     {v['numpy']}, SciPy {v['scipy']}")
+    mkl = f"MKL {v['mkl']}" if v["mkl"] else "MKL not installed (pip install 'pontryx[mkl]')"
+    _say(f"BLAS      {env['blas']} for the kernels' GEMMs (parallel.blas); {mkl}")
     _say(f"ranks     {env['ranks']}")
     packages = ", ".join(f"{k} {'yes' if on else 'no'}" for k, on in p["external_packages"].items())
     _say(f"PETSc external packages: {packages}")

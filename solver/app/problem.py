@@ -24,6 +24,7 @@ from pontryx.solver.app import petsc_options
 from pontryx.solver.config.schema import Config, TrainingSection, petsc_key_paths
 from pontryx.solver.data import Dataset, load_dataset, shard
 from pontryx.solver.layout import Layout
+from pontryx.solver.model import blas
 from pontryx.solver.model.bounds import Bounds
 from pontryx.solver.model.network import ContinuumNetwork
 from pontryx.solver.model.noise import PREFIX as NOISE_PREFIX
@@ -141,6 +142,15 @@ def build_network(config: Config, layout: Layout, n_in: int, n_outputs: int, inp
     return space, net, controls
 
 
+def use_blas(name: str) -> None:
+    """The kernels' GEMMs on ``name`` (``parallel.blas``); a library that cannot be
+    loaded is an error keyed ``blas``."""
+    try:
+        blas.use(name)
+    except blas.BlasUnavailable as e:
+        raise InputError(str(e), "blas") from None
+
+
 def build_problem(config: Config, comm: MPI.Comm, *, layout=None, dataset=None) -> Problem:
     """Layout, PETSc options, data, mesh, network, functionals. Collective. On
     failure, what was set up is released (the ``petsc:`` options removed). A
@@ -167,6 +177,7 @@ def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
     shared = layout is not None
     if not shared:
         with section("parallel"):
+            use_blas(c.parallel.blas)
             layout = Layout.create(comm, *c.parallel.sizes(comm.size), depth=c.parallel.depth)
         petsc_options.apply(c.petsc_options)
     if dataset is None:

@@ -45,6 +45,7 @@ from pontryx.solver.app.problem import (
 from pontryx.solver.app.signals import Interrupted, StopRequest
 from pontryx.solver.config.schema import Config
 from pontryx.solver.errors import NonFiniteError
+from pontryx.solver.model import blas
 from pontryx.solver.outputs import Checkpoints, MetricsLog, environment, model_io, paraview, plots
 from pontryx.solver.outputs.atomic import write_json, write_text
 from pontryx.solver.outputs.canonical import canonical_shape
@@ -472,6 +473,7 @@ class TrainingRun:
             "time": self.elapsed(),
             "ranks": comm.size,
             "layout": self.layout,
+            "blas": blas.current(),
             "dofs": problem.space.N,
             "trainable": {
                 k: int(np.prod(canonical_shape(net, k, controls[k].shape))) for k in net.trainable

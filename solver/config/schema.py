@@ -297,6 +297,11 @@ class ParallelSection(Section):
         description="how a rank's BLAS threads share J, ∇J, ∇²J·v: samples (split the "
         "samples where it can run) or rows (one sweep, GEMMs and row blocks on the threads)",
     )
+    blas: Literal["numpy", "mkl"] = Field(
+        "numpy",
+        description="the library of the kernels' GEMMs: numpy (NumPy's BLAS, OpenBLAS in "
+        "its wheels) or mkl (Intel MKL, pip install 'pontryx[mkl]')",
+    )
 
     @model_validator(mode="after")
     def check_layout(self, info: ValidationInfo):

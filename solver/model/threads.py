@@ -43,6 +43,7 @@ __all__ = [
     "add_into",
     "blas_threads",
     "concurrently",
+    "forget_controllers",
     "row_blocks",
     "rows",
     "scale_rows",
@@ -70,6 +71,11 @@ def _controllers() -> list:
             blas = []
         _state["blas"] = blas
     return blas
+
+
+def forget_controllers() -> None:
+    """Look for the BLAS libraries again at the next call (one was loaded since)."""
+    _state["blas"] = None
 
 
 def blas_threads() -> int:

@@ -61,6 +61,7 @@ def versions() -> dict[str, str | None]:
         "mpi_standard": "{}.{}".format(*MPI.Get_version()),
         "numpy": np.__version__,
         "scipy": scipy.__version__,
+        "mkl": _version("mkl"),  # None: not installed (parallel.blas: mkl unavailable)
     }
 
 
@@ -68,10 +69,13 @@ def environment(comm=MPI.COMM_WORLD) -> dict:
     """Versions, ranks and the PETSc/DOLFINx build configuration."""
     import petsc4py
 
+    from pontryx.solver.model import blas
+
     config = {k: v for k, v in petsc4py.get_config().items()}
     return {
         "versions": versions(),
         "ranks": comm.size,
+        "blas": blas.current(),  # the library of the kernels' GEMMs (parallel.blas)
         "mpi_processor": MPI.Get_processor_name(),
         "petsc": {
             "scalar_type": np.dtype(PETSc.ScalarType).name,

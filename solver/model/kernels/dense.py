@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pontryx.solver.model.blas import matmul
 from pontryx.solver.model.kernels.base import Kernel
 from pontryx.solver.model.threads import add_into, rows, scale_rows
 from pontryx.solver.model.workspace import HEAP
@@ -62,7 +63,7 @@ class DenseKernel(Kernel):
         sp = self.space
         X = scale_rows(sp.m, U, out=ws.take(U.shape))
         G = sp.allgather(X, ws)
-        Z = np.matmul(ctx["W"], G, out=ws.take((sp.n, U.shape[1])))
+        Z = matmul(ctx["W"], G, out=ws.take((sp.n, U.shape[1])))
         if G is not X:
             ws.give(G)
         return Z, X
@@ -70,7 +71,7 @@ class DenseKernel(Kernel):
     def apply_T(self, ctx, D, ws=HEAP, add=None):
         """Kᵀ D = M_L Wᵀ D (``add``: + add, in the same pass as the scaling)."""
         sp = self.space
-        Yfull = np.matmul(ctx["W"].T, D, out=ws.take((sp.N, D.shape[1])))
+        Yfull = matmul(ctx["W"].T, D, out=ws.take((sp.N, D.shape[1])))
         Y = ws.replaced(Yfull, sp.reduce_scatter(Yfull, ws))
         if add is None:
             return scale_rows(sp.m, Y, out=Y)
@@ -93,9 +94,9 @@ class DenseKernel(Kernel):
             G = self._gathered(U, ws)
         W = out["W"]
         if assign:
-            np.matmul(D, G.T, out=W)
+            matmul(D, G.T, out=W)
         else:
-            P = np.matmul(D, G.T, out=ws.take(W.shape))
+            P = matmul(D, G.T, out=ws.take(W.shape))
             add_into(W, P)
             ws.give(P)
         if G is not U:

@@ -12,6 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from pontryx.meshes.errors import InputError
+from pontryx.solver.model.blas import matmul
 from pontryx.solver.model.kernels.base import Kernel, Option, plus, positive_int
 from pontryx.solver.model.threads import scale_rows
 from pontryx.solver.model.workspace import HEAP
@@ -68,12 +69,12 @@ class LowRankKernel(Kernel):
     def _project(self, G, U, mU=None):
         """Gᵀ M_L U (R × S), summed over the width ranks (``mU``: M_L U if known)."""
         sp = self.space
-        return sp.sum(G.T @ (scale_rows(sp.m, U) if mU is None else mU))
+        return sp.sum(matmul(G.T, scale_rows(sp.m, U) if mU is None else mU))
 
     def apply(self, ctx, U, ws=HEAP):
         if isinstance(ctx, _Tangent):
             return ctx.dA @ self._project(ctx.G, U) + ctx.A @ self._project(ctx.dG, U)
-        return ctx["A"] @ self._project(ctx["G"], U)
+        return matmul(ctx["A"], self._project(ctx["G"], U))
 
     def apply_and_record(self, ctx, U, ws=HEAP):
         """(K U, M_L U): the product scales U anyway, and the backward's
@@ -81,14 +82,14 @@ class LowRankKernel(Kernel):
         if isinstance(ctx, _Tangent):
             return self.apply(ctx, U, ws), U
         mU = scale_rows(self.space.m, U, out=ws.take(U.shape))
-        return ctx["A"] @ self._project(ctx["G"], U, mU), mU
+        return matmul(ctx["A"], self._project(ctx["G"], U, mU)), mU
 
     def apply_T(self, ctx, D, ws=HEAP):
         m, sp = self.space.m, self.space
         if isinstance(ctx, _Tangent):
             Y = ctx.dG @ sp.sum(ctx.A.T @ D) + ctx.G @ sp.sum(ctx.dA.T @ D)
         else:
-            Y = ctx["G"] @ sp.sum(ctx["A"].T @ D)
+            Y = matmul(ctx["G"], sp.sum(matmul(ctx["A"].T, D)))
         return scale_rows(m, Y, out=Y)
 
     def vjp(self, ctx, U, D, out, ws=HEAP):
@@ -104,16 +105,16 @@ class LowRankKernel(Kernel):
         if out is None or isinstance(ctx, _Tangent):
             return super().backward(ctx, U, D, out, ws, assign, add=add)
         sp = self.space
-        AD = sp.sum(ctx["A"].T @ D)  # Aᵀ D (R × S)
+        AD = sp.sum(matmul(ctx["A"].T, D))  # Aᵀ D (R × S)
         mU = U if recorded else scale_rows(sp.m, U)
         P = self._project(ctx["G"], U, mU)
         if assign:  # written straight into the gradient (0 + x = x: the same values)
-            np.matmul(D, P.T, out=out["A"])
-            np.matmul(mU, AD.T, out=out["G"])
+            matmul(D, P.T, out=out["A"])
+            matmul(mU, AD.T, out=out["G"])
         else:
             out["A"] += D @ P.T
             out["G"] += mU @ AD.T
-        Y = ctx["G"] @ AD
+        Y = matmul(ctx["G"], AD)
         scale_rows(sp.m, Y, out=Y)
         return plus(Y, add)
 
