@@ -263,12 +263,15 @@ def _per_round(a: dict, b: dict) -> str:
     return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
 
 
-def measure(n, S, L, threads, repeats, peers, one_process=False, rounds=1) -> tuple[list, list]:
+def measure(
+    n, S, L, threads, repeats, peers, one_process=False, rounds=1, mkl=False
+) -> tuple[list, list]:
     """Rows of the two tables for one size. ``one_process`` (smoke mode) checks
     and times in the same process, which saves start-ups but inflates the peaks.
     Otherwise each peer's gradient is first checked against pontryx's, then the
     timing processes of pontryx and of the peers that agree run in ``rounds``
-    interleaved rounds (:func:`_interleaved`)."""
+    interleaved rounds (:func:`_interleaved`); with ``mkl`` also pontryx with
+    ``parallel.blas: mkl`` (its row, and a column of its ratio to each peer)."""
     rows, eff = [], []
     with tempfile.TemporaryDirectory(prefix="pontryx-peers-") as tmp:
         tmp = Path(tmp)
@@ -294,13 +297,17 @@ def measure(n, S, L, threads, repeats, peers, one_process=False, rounds=1) -> tu
                     __file__, timing, threads=threads, extra_env={"OPENBLAS_CORETYPE": None},
                     pin=True,
                 )  # fmt: skip
+            if mkl:  # pontryx with its GEMMs in MKL (parallel.blas: mkl)
+                jobs["mkl"] = lambda: C.run_worker(
+                    __file__, timing, threads=threads, extra_env={C.BLAS_ENV: "mkl"}, pin=True
+                )
             if threads > 1:  # the same cores as ranks: the data axis
                 jobs["ranks"] = lambda: C.run_worker(__file__, timing, threads=1, ranks=threads)
             for name in agree:
                 jobs[name] = lambda name=name: run_peer(name, tmp / "problem.npz", threads, repeats)
             timed = _interleaved(jobs, rounds)
             px = timed["pontryx"]
-        own, px_ranks = timed.get("own"), timed.get("ranks")
+        own, px_ranks, px_mkl = timed.get("own"), timed.get("ranks"), timed.get("mkl")
         px_delta = px["peak_rss_mb"] - px["setup_rss_mb"]
         rows.append(
             [N, S, L, "pontryx", px["blas"], px["time"], _cores(px), px["peak_rss_mb"], px_delta]
@@ -316,6 +323,13 @@ def measure(n, S, L, threads, repeats, peers, one_process=False, rounds=1) -> tu
             size += [own["peak_rss_mb"], own_delta]
             rows.append([*size, "–", ratio, _per_round(own, px), "1", "–"])
             eff.append(_efficiency(N, S, L, "pontryx", own["blas"], own))
+        if px_mkl is not None:
+            mkl_delta = px_mkl["peak_rss_mb"] - px_mkl["setup_rss_mb"]
+            size = [N, S, L, "pontryx (blas: mkl)", px_mkl["blas"], px_mkl["time"]]
+            size += [_cores(px_mkl), px_mkl["peak_rss_mb"], mkl_delta]
+            ratio = f"{px_mkl['time'] / px['time']:.2f}"
+            rows.append([*size, "–", ratio, _per_round(px_mkl, px)] + ["–"] * (2 if PINNED else 1))
+            eff.append(_efficiency(N, S, L, "pontryx (blas: mkl)", px_mkl["blas"], px_mkl))
         if px_ranks is not None:
             ranks_delta = px_ranks["peak_rss_mb"] - px_ranks["setup_rss_mb"]
             label = f"pontryx · {threads} ranks (data)"
@@ -357,9 +371,29 @@ def measure(n, S, L, threads, repeats, peers, one_process=False, rounds=1) -> tu
             size = [N, S, L, res["peer"], PEER_BLAS[name], res["time"], _cores(res)]
             size += [res["peak_rss_mb"], delta]
             rows.append([*size, err, *ratios, memory])
-            best_gemm = max(r.get("gemm_gflops", 0.0) for r in (px, own or {}))
+            if px_mkl is not None:  # the MKL column, before the memory ratio
+                mkl_ratio = f"{px_mkl['time'] / res['time']:.2f}; {_per_round(px_mkl, res)}"
+                rows[-1].insert(-1, mkl_ratio)
+            best_gemm = max(r.get("gemm_gflops", 0.0) for r in (px, own or {}, px_mkl or {}))
             eff.append(_efficiency(N, S, L, res["peer"], PEER_BLAS[name], res, best_gemm))
+    if px_mkl is not None:  # the MKL column of the other rows
+        width = 14 if PINNED else 13  # the columns without it
+        for row in rows:
+            if len(row) == width:
+                row.insert(-1, "–")
     return rows, eff
+
+
+def _mkl_installed() -> bool:
+    """Whether ``parallel.blas: mkl`` can run here (MKL loads; NumPy's BLAS again after)."""
+    from pontryx.solver.model import blas
+
+    try:
+        blas.use("mkl")
+    except blas.BlasUnavailable:
+        return False
+    blas.use("numpy")
+    return True
 
 
 def main(argv=None) -> str:
@@ -384,10 +418,13 @@ def main(argv=None) -> str:
     repeats = 1 if mode == "smoke" else 3
     rounds = 1 if mode == "smoke" else max(1, args.rounds)
     rows, eff = [], []
+    # pontryx with MKL beside NumPy's BLAS, where MKL is installed (not in smoke mode)
+    mkl = args.blas == "numpy" and mode != "smoke" and _mkl_installed()
     for n, S, L in CONFIGS[mode]:
         r, e = measure(
-            n, S, L, args.threads, repeats, peers, one_process=mode == "smoke", rounds=rounds
-        )
+            n, S, L, args.threads, repeats, peers, one_process=mode == "smoke", rounds=rounds,
+            mkl=mkl,
+        )  # fmt: skip
         rows += r
         eff += e
     missing = [k for k in PEERS if k not in peers]
@@ -423,6 +460,13 @@ def main(argv=None) -> str:
             if PINNED
             else ""
         )
+        + (
+            " pontryx (blas: mkl): the same pontryx with its GEMMs in Intel MKL "
+            "(`parallel.blas: mkl`), timed in the same rounds; its ratio to each peer in the "
+            "column 'time ratio (blas: mkl)'."
+            if mkl
+            else ""
+        )
         + note
         + "\n\n"
         + C.table(
@@ -440,6 +484,7 @@ def main(argv=None) -> str:
                 "time ratio" + (f" ({PINNED})" if PINNED else ""),
                 "per round",
                 *(["time ratio (detected)"] if PINNED else []),
+                *(["time ratio (blas: mkl); per round"] if mkl else []),
                 "Δ memory ratio",
             ],
             rows,

@@ -17,7 +17,9 @@ copy). Thread counts: MKL starts on as many threads as NumPy's BLAS has
 cover it as they cover OpenBLAS. MKL's OpenMP threads would spin 200 ms after each
 call (``KMP_BLOCKTIME``) on the cores the row-block threads need between the GEMMs;
 :func:`use` sets ``KMP_BLOCKTIME=0`` (they sleep at once) unless the user set it,
-as :mod:`pontryx.solver` sets ``OPENBLAS_THREAD_TIMEOUT`` for OpenBLAS.
+as :mod:`pontryx.solver` sets ``OPENBLAS_THREAD_TIMEOUT`` for OpenBLAS, and starts
+MKL's OpenMP runtime (libiomp5, used by nothing else here) with a default of one
+thread (:func:`_initialise_openmp`; MKL's own count gives its GEMMs their threads).
 """
 
 from __future__ import annotations
@@ -57,8 +59,27 @@ def _load_mkl():
         c_int, c_double, ptr = ctypes.c_int, ctypes.c_double, ctypes.c_void_p
         f.argtypes = [c_int] * 6 + [c_double, ptr, c_int, ptr, c_int, c_double, ptr, c_int]
         f.restype = None
+        _initialise_openmp(lib)
         return f
     raise BlasUnavailable("Intel MKL not found: install it with pip install 'pontryx[mkl]'")
+
+
+def _initialise_openmp(lib) -> None:
+    """Start MKL's OpenMP runtime (libiomp5, loaded with MKL) with one thread as the
+    default of every thread: the threads that run sample chunks
+    (:mod:`pontryx.solver.adjoint.split`) call MKL on one thread each, and with a
+    default of OMP_NUM_THREADS = 2 the 2-thread gradient took 1.1–1.2× the time
+    (N = 529); MKL's own thread count, set by :func:`_follow_numpy_threads`, still
+    gives its GEMMs their threads. The environment is restored afterwards."""
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        lib.MKL_Get_Max_Threads()  # loads the threading layer and libiomp5 and starts it
+    finally:
+        if saved is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
 
 
 def use(name: str) -> None:
