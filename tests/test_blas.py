@@ -2,9 +2,10 @@
 MKL's products equal NumPy's for every memory order the kernels pass; J, ∇J and
 ∇²J·dθ of the dense and low-rank kernels agree with NumPy's BLAS to round-off
 (on 1 and 2 ranks, 1 and 2 threads) and are Taylor-tested; MKL follows the BLAS
-thread limits; a library that cannot be loaded is a one-line error keyed
-``parallel.blas``. The MKL tests are skipped where MKL is not installed
-(``pip install 'pontryx[mkl]'``; the test extra installs it on x86-64 Linux)."""
+thread limits, in the threads that run sample chunks too; a library that cannot
+be loaded is a one-line error keyed ``parallel.blas``. The MKL tests are skipped
+where MKL is not installed (``pip install 'pontryx[mkl]'``; the test extra
+installs it on x86-64 Linux)."""
 
 import json
 
@@ -84,6 +85,28 @@ def test_mkl_follows_the_blas_thread_limits(library):
         assert all(i["num_threads"] == 1 for i in threadpool_info() if i["internal_api"] == "mkl")
         with threads.single_threaded_blas():
             assert threads.blas_threads() == 1
+
+
+def _mkl_threads_in_a_new_thread() -> int:
+    """MKL's thread count as a thread started now sees it (the sample chunks' pool)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(blas._state["lib"].MKL_Get_Max_Threads).result()
+
+
+@needs_mkl
+def test_mkl_threads_of_the_chunk_threads(library):
+    """threadpoolctl sets MKL's count of the calling thread only; the sample chunks run
+    in other threads, which must get one thread inside single_threaded_blas (else
+    two chunks run 2 MKL threads each on 2 cores) and NumPy's count otherwise."""
+    library("mkl")
+    with threadpool_limits(2, user_api="blas"):
+        blas.set_global_threads(2)
+        assert _mkl_threads_in_a_new_thread() == 2
+        with threads.single_threaded_blas():
+            assert _mkl_threads_in_a_new_thread() == 1
+        assert _mkl_threads_in_a_new_thread() == 2
 
 
 @needs_mkl

@@ -17,9 +17,7 @@ copy). Thread counts: MKL starts on as many threads as NumPy's BLAS has
 cover it as they cover OpenBLAS. MKL's OpenMP threads would spin 200 ms after each
 call (``KMP_BLOCKTIME``) on the cores the row-block threads need between the GEMMs;
 :func:`use` sets ``KMP_BLOCKTIME=0`` (they sleep at once) unless the user set it,
-as :mod:`pontryx.solver` sets ``OPENBLAS_THREAD_TIMEOUT`` for OpenBLAS, and starts
-MKL's OpenMP runtime (libiomp5, used by nothing else here) with a default of one
-thread (:func:`_initialise_openmp`; MKL's own count gives its GEMMs their threads).
+as :mod:`pontryx.solver` sets ``OPENBLAS_THREAD_TIMEOUT`` for OpenBLAS.
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ __all__ = ["LIBRARIES", "BlasUnavailable", "current", "matmul", "use"]
 
 LIBRARIES = ("numpy", "mkl")
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
-_state: dict = {"name": "numpy", "dgemm": None}
+_state: dict = {"name": "numpy", "dgemm": None, "lib": None, "global": None}
 
 
 class BlasUnavailable(RuntimeError):
@@ -59,27 +57,9 @@ def _load_mkl():
         c_int, c_double, ptr = ctypes.c_int, ctypes.c_double, ctypes.c_void_p
         f.argtypes = [c_int] * 6 + [c_double, ptr, c_int, ptr, c_int, c_double, ptr, c_int]
         f.restype = None
-        _initialise_openmp(lib)
+        _state["lib"] = lib
         return f
     raise BlasUnavailable("Intel MKL not found: install it with pip install 'pontryx[mkl]'")
-
-
-def _initialise_openmp(lib) -> None:
-    """Start MKL's OpenMP runtime (libiomp5, loaded with MKL) with one thread as the
-    default of every thread: the threads that run sample chunks
-    (:mod:`pontryx.solver.adjoint.split`) call MKL on one thread each, and with a
-    default of OMP_NUM_THREADS = 2 the 2-thread gradient took 1.1–1.2× the time
-    (N = 529); MKL's own thread count, set by :func:`_follow_numpy_threads`, still
-    gives its GEMMs their threads. The environment is restored afterwards."""
-    saved = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        lib.MKL_Get_Max_Threads()  # loads the threading layer and libiomp5 and starts it
-    finally:
-        if saved is None:
-            del os.environ["OMP_NUM_THREADS"]
-        else:
-            os.environ["OMP_NUM_THREADS"] = saved
 
 
 def use(name: str) -> None:
@@ -102,9 +82,27 @@ def _follow_numpy_threads() -> None:
     threads.forget_controllers()  # threadpoolctl sees MKL from now on
     libs = ThreadpoolController().select(user_api="blas").lib_controllers
     numpy_blas = [lib.num_threads for lib in libs if lib.internal_api != "mkl"]
+    T = max(numpy_blas, default=1)
     for lib in libs:
         if lib.internal_api == "mkl":
-            lib.set_num_threads(max(numpy_blas, default=1))
+            lib.set_num_threads(T)  # threadpoolctl sets this thread's count
+    set_global_threads(T)
+
+
+def set_global_threads(n: int) -> int | None:
+    """Set MKL's global thread count — that of every thread without a count of its
+    own — to ``n`` and return the previous one (None, and nothing set, if MKL is
+    not loaded). threadpoolctl sets MKL's count of the *calling* thread only
+    (``MKL_Set_Num_Threads_Local``), so threads started elsewhere (the sample
+    chunks' pool, :mod:`pontryx.solver.adjoint.split`) follow this one:
+    :func:`~.threads.single_threaded_blas` sets it to 1 around the chunks."""
+    lib = _state["lib"]
+    if lib is None:
+        return None
+    previous = _state["global"]
+    lib.MKL_Set_Num_Threads(int(n))
+    _state["global"] = int(n)
+    return previous
 
 
 def current() -> str:

@@ -85,17 +85,23 @@ def blas_threads() -> int:
 
 @contextlib.contextmanager
 def single_threaded_blas():
-    """NumPy's BLAS on one thread inside the block (for many small GEMMs run
-    concurrently on the row-block threads instead); restored afterwards."""
+    """NumPy's BLAS (and MKL, :mod:`.blas`) on one thread inside the block, in this
+    thread and in the threads it starts (for many small GEMMs run concurrently on
+    the row-block threads instead); restored afterwards."""
+    from pontryx.solver.model import blas
+
     libs = _controllers()
     before = [lib.num_threads for lib in libs]
     for lib in libs:
         lib.set_num_threads(1)
+    mkl = blas.set_global_threads(1)  # MKL's count in other threads (threadpoolctl: this one's)
     try:
         yield
     finally:
         for lib, n in zip(libs, before):
             lib.set_num_threads(n)
+        if mkl is not None:
+            blas.set_global_threads(mkl)
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
