@@ -303,11 +303,16 @@ def measure(
                 )
             if threads > 1:  # the same cores as ranks: the data axis
                 jobs["ranks"] = lambda: C.run_worker(__file__, timing, threads=1, ranks=threads)
+                if mkl:
+                    jobs["ranks_mkl"] = lambda: C.run_worker(
+                        __file__, timing, threads=1, ranks=threads, extra_env={C.BLAS_ENV: "mkl"}
+                    )
             for name in agree:
                 jobs[name] = lambda name=name: run_peer(name, tmp / "problem.npz", threads, repeats)
             timed = _interleaved(jobs, rounds)
             px = timed["pontryx"]
         own, px_ranks, px_mkl = timed.get("own"), timed.get("ranks"), timed.get("mkl")
+        ranks_mkl = timed.get("ranks_mkl")
         px_delta = px["peak_rss_mb"] - px["setup_rss_mb"]
         rows.append(
             [N, S, L, "pontryx", px["blas"], px["time"], _cores(px), px["peak_rss_mb"], px_delta]
@@ -340,6 +345,15 @@ def measure(
             )
             rows[-1] += ["–"] * (2 if PINNED else 1)
             eff.append(_efficiency(N, S, L, label, px_ranks["blas"], px_ranks))
+        if ranks_mkl is not None:
+            delta = ranks_mkl["peak_rss_mb"] - ranks_mkl["setup_rss_mb"]
+            label = f"pontryx (blas: mkl) · {threads} ranks (data)"
+            size = [N, S, L, label, ranks_mkl["blas"], ranks_mkl["time"], _cores(ranks_mkl)]
+            size += [ranks_mkl["peak_rss_mb"], delta]
+            ratio = f"{ranks_mkl['time'] / px['time']:.2f}"
+            tail = ["–"] * (2 if PINNED else 1)
+            rows.append([*size, "–", ratio, _per_round(ranks_mkl, px), *tail])
+            eff.append(_efficiency(N, S, L, label, ranks_mkl["blas"], ranks_mkl))
         dash = ["–"] * (4 if PINNED else 3)  # ratio, per round, (detected), memory
         for name in peers:
             chk = checks[name]
@@ -373,6 +387,10 @@ def measure(
             rows.append([*size, err, *ratios, memory])
             if px_mkl is not None:  # the MKL column, before the memory ratio
                 mkl_ratio = f"{px_mkl['time'] / res['time']:.2f}; {_per_round(px_mkl, res)}"
+                if ranks_mkl is not None:
+                    mkl_ratio += f"; ranks {ranks_mkl['time'] / res['time']:.2f}"
+                    ranks_round = _per_round(ranks_mkl, res)
+                    mkl_ratio += f", {ranks_round}" if ranks_round != "–" else ""
                 rows[-1].insert(-1, mkl_ratio)
             best_gemm = max(r.get("gemm_gflops", 0.0) for r in (px, own or {}, px_mkl or {}))
             eff.append(_efficiency(N, S, L, res["peer"], PEER_BLAS[name], res, best_gemm))
@@ -462,8 +480,9 @@ def main(argv=None) -> str:
         )
         + (
             " pontryx (blas: mkl): the same pontryx with its GEMMs in Intel MKL "
-            "(`parallel.blas: mkl`), timed in the same rounds; its ratio to each peer in the "
-            "column 'time ratio (blas: mkl)'."
+            "(`parallel.blas: mkl`; with several threads also on the ranks), timed in the same "
+            "rounds; its ratio to each peer (best; median (range) per round; on the ranks) in "
+            "the column 'time ratio (blas: mkl)'."
             if mkl
             else ""
         )
