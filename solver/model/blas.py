@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LIBRARIES", "BlasUnavailable", "current", "matmul", "use"]
+__all__ = ["LIBRARIES", "BlasUnavailable", "current", "matmul", "set_global_threads", "use"]
 
 LIBRARIES = ("numpy", "mkl")
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
