@@ -114,9 +114,10 @@ def _quadratic_terms(theta, wa, wb, grad, layers, va, vb) -> None:
 
 
 class Regulariser:
-    """R(θ) above, layer by layer in work arrays of one layer's shape (from the
-    network's workspace), so no temporary of the size of all controls is made;
-    the element-wise passes in row blocks on the BLAS threads.
+    """R(θ) above. The α and β terms run in row blocks on the BLAS threads through
+    all layers (:func:`_quadratic_terms`) with work arrays of one block per thread:
+    no temporary of a layer's or of all controls' size (γ's H¹ terms take a few
+    of one layer's size).
     R is quadratic: its Hessian action is its gradient at dθ."""
 
     def __init__(self, net, alpha: float, beta: float, gamma: float = 0.0, delta: float = 0.0):
