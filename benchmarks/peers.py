@@ -402,18 +402,6 @@ def measure(
     return rows, eff
 
 
-def _mkl_installed() -> bool:
-    """Whether ``parallel.blas: mkl`` can run here (MKL loads; NumPy's BLAS again after)."""
-    from pontryx.solver.model import blas
-
-    try:
-        blas.use("mkl")
-    except blas.BlasUnavailable:
-        return False
-    blas.use("numpy")
-    return True
-
-
 def main(argv=None) -> str:
     p = C.parser(__doc__)
     p.add_argument("--setup-peers", action="store_true", help="create the peer venvs and exit")
@@ -437,7 +425,9 @@ def main(argv=None) -> str:
     rounds = 1 if mode == "smoke" else max(1, args.rounds)
     rows, eff = [], []
     # pontryx with MKL beside NumPy's BLAS, where MKL is installed (not in smoke mode)
-    mkl = args.blas == "numpy" and mode != "smoke" and _mkl_installed()
+    from pontryx.solver.model import blas
+
+    mkl = args.blas == "numpy" and mode != "smoke" and blas.available("mkl")
     for n, S, L in CONFIGS[mode]:
         r, e = measure(
             n, S, L, args.threads, repeats, peers, one_process=mode == "smoke", rounds=rounds,

@@ -20,17 +20,7 @@ from pontryx.solver.adjoint.taylor import taylor_test
 from pontryx.solver.app.problem import use_blas
 from pontryx.solver.model import blas, threads
 
-
-def _mkl_available() -> bool:
-    try:
-        blas.use("mkl")
-    except blas.BlasUnavailable:
-        return False
-    blas.use("numpy")
-    return True
-
-
-needs_mkl = pytest.mark.skipif(not _mkl_available(), reason="Intel MKL is not installed")
+needs_mkl = pytest.mark.skipif(not blas.available("mkl"), reason="Intel MKL is not installed")
 
 
 @pytest.fixture
@@ -53,7 +43,8 @@ def _operands(rng, m, k, n):
 
 
 def test_numpy_is_the_default_and_unknown_names_are_refused():
-    assert blas.current() == "numpy"
+    assert blas.current() == "numpy" and blas.available("numpy")
+    assert not blas.available("atlas")
     with pytest.raises(ValueError, match="numpy, mkl"):
         blas.use("atlas")
     assert blas.current() == "numpy"

@@ -30,7 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LIBRARIES", "BlasUnavailable", "current", "matmul", "set_global_threads", "use"]
+__all__ = [
+    "LIBRARIES",
+    "BlasUnavailable",
+    "available",
+    "current",
+    "matmul",
+    "set_global_threads",
+    "use",
+]
 
 LIBRARIES = ("numpy", "mkl")
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
@@ -103,6 +111,20 @@ def set_global_threads(n: int) -> int | None:
     lib.MKL_Set_Num_Threads(int(n))
     _state["global"] = int(n)
     return previous
+
+
+def available(name: str) -> bool:
+    """Whether :func:`use` can run ``name`` here (loads MKL if it is installed; the
+    library in use stays)."""
+    if name not in LIBRARIES:
+        return False
+    previous = current()
+    try:
+        use(name)
+    except BlasUnavailable:
+        return False
+    use(previous)
+    return True
 
 
 def current() -> str:
