@@ -3,8 +3,8 @@
 The dense and low-rank kernels spend most of a sweep in three GEMMs per layer
 (forward W(M_L U), adjoint WᵀD and D(M_L U)ᵀ). NumPy's wheels bring OpenBLAS; PyPI's
 ``mkl`` package (``pip install 'pontryx[mkl]'``) brings Intel's MKL, whose DGEMM
-ran 1.16× OpenBLAS's rate on one thread and 1.13–1.24× on two on a 2-core Xeon
-(AVX-512; N = 256 … 1024, S = 1000, RESULTS.md): the library PyTorch's CPU wheels
+ran at 1.14–1.33× OpenBLAS's rate on one thread of a 2-core Xeon (AVX-512;
+N = 256 … 1024; benchmarks/RESULTS.md, peers): the library PyTorch's CPU wheels
 use, so that with it both frameworks are timed on the same GEMM.
 
 :func:`use` ("numpy", the default, or "mkl"; ``parallel.blas`` in the YAML) picks
