@@ -25,7 +25,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import site
 import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +53,13 @@ class BlasUnavailable(RuntimeError):
 
 def _load_mkl():
     """``cblas_dgemm`` of MKL's single dynamic library (libmkl_rt), looked for in
-    this environment's lib/ (where PyPI's ``mkl`` puts it), then by the loader."""
-    names = [str(p) for p in sorted(Path(sys.prefix, "lib").glob("libmkl_rt.so*"))]
+    the lib/ of the install schemes' data directories (where pip puts the files of
+    PyPI's ``mkl``: the venv, /usr/local for a system install, the user base for
+    ``--user``), then by the loader."""
+    roots = [sysconfig.get_path("data"), sys.prefix, sys.base_prefix, site.getuserbase()]
+    names = []
+    for root in dict.fromkeys(roots):  # in order, once each
+        names += [str(p) for p in sorted(Path(root, "lib").glob("libmkl_rt.so*"))]
     found = ctypes.util.find_library("mkl_rt")
     names += [found] if found else []
     os.environ.setdefault("KMP_BLOCKTIME", "0")
