@@ -321,39 +321,24 @@ def measure(
             + ["1"]
         )
         eff.append(_efficiency(N, S, L, "pontryx", px["blas"], px))
-        if own is not None:
-            own_delta = own["peak_rss_mb"] - own["setup_rss_mb"]
-            ratio = f"{own['time'] / px['time']:.2f}"
-            size = [N, S, L, "pontryx", own["blas"], own["time"], _cores(own)]
-            size += [own["peak_rss_mb"], own_delta]
-            rows.append([*size, "–", ratio, _per_round(own, px), "1", "–"])
-            eff.append(_efficiency(N, S, L, "pontryx", own["blas"], own))
-        if px_mkl is not None:
-            mkl_delta = px_mkl["peak_rss_mb"] - px_mkl["setup_rss_mb"]
-            size = [N, S, L, "pontryx (blas: mkl)", px_mkl["blas"], px_mkl["time"]]
-            size += [_cores(px_mkl), px_mkl["peak_rss_mb"], mkl_delta]
-            ratio = f"{px_mkl['time'] / px['time']:.2f}"
-            rows.append([*size, "–", ratio, _per_round(px_mkl, px)] + ["–"] * (2 if PINNED else 1))
-            eff.append(_efficiency(N, S, L, "pontryx (blas: mkl)", px_mkl["blas"], px_mkl))
-        if px_ranks is not None:
-            ranks_delta = px_ranks["peak_rss_mb"] - px_ranks["setup_rss_mb"]
-            label = f"pontryx · {threads} ranks (data)"
-            size = [N, S, L, label, px_ranks["blas"], px_ranks["time"], _cores(px_ranks)]
-            size += [px_ranks["peak_rss_mb"], ranks_delta]
-            rows.append(
-                [*size, "–", f"{px_ranks['time'] / px['time']:.2f}", _per_round(px_ranks, px)]
-            )
-            rows[-1] += ["–"] * (2 if PINNED else 1)
-            eff.append(_efficiency(N, S, L, label, px_ranks["blas"], px_ranks))
-        if ranks_mkl is not None:
-            delta = ranks_mkl["peak_rss_mb"] - ranks_mkl["setup_rss_mb"]
-            label = f"pontryx (blas: mkl) · {threads} ranks (data)"
-            size = [N, S, L, label, ranks_mkl["blas"], ranks_mkl["time"], _cores(ranks_mkl)]
-            size += [ranks_mkl["peak_rss_mb"], delta]
-            ratio = f"{ranks_mkl['time'] / px['time']:.2f}"
-            tail = ["–"] * (2 if PINNED else 1)
-            rows.append([*size, "–", ratio, _per_round(ranks_mkl, px), *tail])
-            eff.append(_efficiency(N, S, L, label, ranks_mkl["blas"], ranks_mkl))
+
+        def variant(label: str, res: dict, detected: str = "–") -> None:
+            """The rows of a pontryx variant: its time against the first pontryx row's."""
+            delta = res["peak_rss_mb"] - res["setup_rss_mb"]
+            size = [N, S, L, label, res["blas"], res["time"], _cores(res), res["peak_rss_mb"]]
+            ratio = f"{res['time'] / px['time']:.2f}"
+            tail = [detected] if PINNED else []
+            rows.append([*size, delta, "–", ratio, _per_round(res, px), *tail, "–"])
+            eff.append(_efficiency(N, S, L, label, res["blas"], res))
+
+        for label, res, detected in (
+            ("pontryx", own, "1"),  # OpenBLAS's own CPU detection
+            ("pontryx (blas: mkl)", px_mkl, "–"),
+            (f"pontryx · {threads} ranks (data)", px_ranks, "–"),
+            (f"pontryx (blas: mkl) · {threads} ranks (data)", ranks_mkl, "–"),
+        ):
+            if res is not None:
+                variant(label, res, detected)
         dash = ["–"] * (4 if PINNED else 3)  # ratio, per round, (detected), memory
         for name in peers:
             chk = checks[name]
