@@ -97,11 +97,7 @@ def _follow_numpy_threads() -> None:
     threads.forget_controllers()  # threadpoolctl sees MKL from now on
     libs = ThreadpoolController().select(user_api="blas").lib_controllers
     numpy_blas = [lib.num_threads for lib in libs if lib.internal_api != "mkl"]
-    T = max(numpy_blas, default=1)
-    for lib in libs:
-        if lib.internal_api == "mkl":
-            lib.set_num_threads(T)  # threadpoolctl sets this thread's count
-    set_global_threads(T)
+    set_global_threads(max(numpy_blas, default=1))  # every thread's, this one's too
 
 
 def set_global_threads(n: int) -> int | None:
