@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from pontryx.solver.model import blas
+
 __all__ = [
     "add_into",
     "blas_threads",
@@ -88,8 +90,6 @@ def single_threaded_blas():
     """NumPy's BLAS (and MKL, :mod:`.blas`) on one thread inside the block, in this
     thread and in the threads it starts (for many small GEMMs run concurrently on
     the row-block threads instead); restored afterwards."""
-    from pontryx.solver.model import blas
-
     libs = _controllers()
     before = [lib.num_threads for lib in libs]
     for lib in libs:

@@ -16,6 +16,8 @@ import dolfinx.common
 import numpy as np
 from petsc4py import PETSc
 
+from pontryx.solver.model import blas
+
 __all__ = ["EXTERNAL_PACKAGES", "environment", "versions"]
 
 #: PETSc external packages reported by ``pontryx info``.
@@ -68,8 +70,6 @@ def versions() -> dict[str, str | None]:
 def environment(comm=MPI.COMM_WORLD) -> dict:
     """Versions, ranks and the PETSc/DOLFINx build configuration."""
     import petsc4py
-
-    from pontryx.solver.model import blas
 
     config = {k: v for k, v in petsc4py.get_config().items()}
     return {
