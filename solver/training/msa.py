@@ -237,7 +237,7 @@ class EMSA(Trainer):
     block and sweep, default 5),
     ``rho_min`` (the floor of ρ; default null: 0, and 10⁻³ for discrete
     weights), ``nonmonotone`` (the memory M of the step control, below;
-    default null: 1, and 5 for discrete weights), ``flip_search`` (null,
+    default null: 1, and 50 for discrete weights), ``flip_search`` (null,
     default: on for discrete weights; a rejected sweep's best code flips are
     tried before ρ grows, see :meth:`_flip_search` and :mod:`.discrete`;
     refused for real weights), ``inner_type`` (the blocks' TAO type: lmvm,
@@ -319,7 +319,7 @@ class EMSA(Trainer):
         floor = opts.get("rho_min")  # null: 0 (real), RHO_MIN (discrete: see .discrete)
         self.rho_min = float(floor if floor is not None else RHO_MIN if discrete else 0.0)
         self.inner = int(opts["inner_iterations"])
-        memory = opts.get("nonmonotone")  # null: 1 (real), 5 (discrete)
+        memory = opts.get("nonmonotone")  # null: 1 (real), 50 (discrete)
         self.memory = int(memory if memory is not None else NONMONOTONE if discrete else 1)
         self.history: list[float] = []  # J of the last accepted iterates (nonmonotone)
         search = opts.get("flip_search")  # null: on for discrete weights
