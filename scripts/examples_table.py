@@ -130,7 +130,8 @@ def update_header(example: Path, ranks: int, metric: str, time_: str) -> None:
     else:
         what = f"accuracy ≈ {metric}"
     note = f"# {time_} on {where}, test {what} (README's table)"
-    pattern = re.compile(rf"^(#\s+pontryx train examples/{re.escape(example.name)}\s+)#.*$", re.M)
+    name = re.escape(example.name)  # blanks, not \s: the usage line ends at its line break
+    pattern = re.compile(rf"^(#[ \t]+pontryx train examples/{name}[ \t]+)#.*$", re.M)
     new, n = pattern.subn(lambda m: m.group(1) + note, text, count=1)
     if n:
         example.write_text(new)
