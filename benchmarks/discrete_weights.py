@@ -33,10 +33,16 @@ each worker's CPU time).
 
     .venv/bin/python benchmarks/discrete_weights.py [--smoke | --full] [--threads T]
         [--data NAME ...] [--method NAME ...] [--weights KIND ...] [--alpha A] [--delta D]
+        [--goals] [--seeds K]
 
 (``--data``/``--method``/``--weights``: only those data sets / methods / weights,
 e.g. ``--data digits --method emsa adam --weights ternary``; ``--alpha``,
-``--delta``: the objective's α and readout penalty δ, RESULTS.md's objective table.)
+``--delta``: the objective's α and readout penalty δ, RESULTS.md's objective table;
+``--goals``: only the four rows the goals compare; ``--seeds K``: every row
+trained from the initial controls of seeds 0 … K − 1, its numbers the means and
+its last column each seed's test accuracy, the goals checked on the means: one
+run's final accuracy moves by points between seeds, the straight-through
+baseline's most, as Adam's J oscillates and a run may stop on a spike.)
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ RUNS = (
     ("adam", "real"),
     ("lmvm", "real"),
 )
+#: the rows the goals compare (``--goals``: only these, with default options)
+GOAL_ROWS = (("msa", "ternary"), ("emsa", "ternary"), ("adam", "ternary"), ("lmvm", "real"))
 MODEL = {"mesh": 6, "layers": 6, "alpha": 1e-4}
 SETTINGS = {
     "smoke": {
@@ -87,6 +95,20 @@ HEADERS = (
 CHECKS = 40
 
 
+def _mean(runs: list[dict]) -> dict:
+    """The runs of one row (one per seed) as one: the mean of every number, the
+    stopping reasons that occurred."""
+    out = {}
+    for k in ("accuracy", "peak", "train", "J", "readout", "iterations", "time"):
+        out[k] = sum(r[k] for r in runs) / len(runs)
+    if len(runs) == 1:
+        out["iterations"] = runs[0]["iterations"]
+    sp = [r["sparsity"] for r in runs]
+    out["sparsity"] = None if None in sp else sum(sp) / len(sp)
+    out["reason"] = ", ".join(dict.fromkeys(r["reason"] for r in runs))
+    return out
+
+
 class _Stop(Exception):
     """Raised by the callback when the time budget is spent."""
 
@@ -97,7 +119,9 @@ def worker(cfg: dict, threads: int) -> None:
 
     with C.limit_threads(threads):
         model = {**MODEL, **{k: cfg[k] for k in ("alpha", "delta") if k in cfg}}
-        _, _, theta, rf, test = C.data_problem(cfg["data"], cfg["size"], model)
+        _, net, theta, rf, test = C.data_problem(cfg["data"], cfg["size"], model)
+        if cfg.get("seed", 0):  # other initial controls (--seeds)
+            theta = net.init_controls(seed=cfg["seed"])
         options = {} if cfg["weights"] == "real" else {"weights": cfg["weights"]}
         options.update(cfg.get("options", {}))
         trainer = make_trainer(cfg["method"], rf, theta, options)
@@ -145,9 +169,19 @@ def main(argv=None) -> str:
     p.add_argument("--weights", nargs="+", help="only these weights (ternary binary real)")
     p.add_argument("--alpha", type=float, default=MODEL["alpha"], help="α of J (default 1e-4)")
     p.add_argument("--delta", type=float, default=0.0, help="δ of J: readout penalty (default 0)")
+    p.add_argument(
+        "--goals", action="store_true",
+        help="only the rows the goals compare: msa and emsa ternary, adam ternary, lmvm real",
+    )  # fmt: skip
+    p.add_argument(
+        "--seeds", type=int, default=1,
+        help="initial controls from seeds 0 … K−1 per row: means, and each seed's test accuracy",
+    )  # fmt: skip
     args = C.parse(p, argv)
     if args.worker:
         return C.in_worker(args, worker)
+    if args.seeds < 1:
+        p.error(f"--seeds: expected at least 1, got {args.seeds}")
     mode = C.mode(args)
     s = SETTINGS[mode]
     rows, acc = [], {}
@@ -158,6 +192,8 @@ def main(argv=None) -> str:
             if (args.method and method not in args.method) or (
                 args.weights and weights not in args.weights
             ):
+                continue
+            if args.goals and (extra or (method, weights) not in GOAL_ROWS):
                 continue
             cfg = {
                 "method": method,
@@ -174,10 +210,18 @@ def main(argv=None) -> str:
             label = f"{method} {weights}" + (" (STE)" if ste else "")
             label += "".join(f" ({k.replace('_', ' ')} {v})" for k, v in extra.items())
             try:
-                r = C.run_worker(__file__, cfg, threads=args.threads, timeout=s["budget"] + 120)
+                runs = [
+                    C.run_worker(
+                        __file__, {**cfg, "seed": seed}, threads=args.threads,
+                        timeout=s["budget"] + 120,
+                    )
+                    for seed in range(args.seeds)
+                ]  # fmt: skip
             except RuntimeError as e:
-                rows.append([data, label, "failed", *["–"] * 7, str(e).splitlines()[-1]])
+                failed = [data, label, "failed", *["–"] * 7, str(e).splitlines()[-1]]
+                rows.append(failed + ["–"] * (args.seeds > 1))
                 continue
+            r = _mean(runs)
             if not extra:  # the goals are checked on the default options
                 acc[data, method, weights] = r["accuracy"]
             sparsity = "–" if r["sparsity"] is None else f"{100 * r['sparsity']:.0f} %"
@@ -195,6 +239,7 @@ def main(argv=None) -> str:
                     sparsity,
                     r["reason"],
                 ]
+                + [" / ".join(f"{100 * q['accuracy']:.1f}" for q in runs)] * (args.seeds > 1)
             )
     goals = []
     for method in ("msa", "emsa"):
@@ -217,7 +262,14 @@ def main(argv=None) -> str:
     body = (
         f"Dense kernel on unit_square n = {MODEL['mesh']} (P1), {MODEL['layers']} layers, tanh, "
         f"α = {args.alpha:g}, δ = {args.delta:g}, training samples (= test samples) {sizes}, "
-        "the same initial controls, default options of every method apart from `weights` (and the "
+        + (
+            "the same initial controls, "
+            if args.seeds == 1
+            else f"the same initial controls for each of the seeds 0 … {args.seeds - 1} (every "
+            "number the mean over the seeds; the last column each seed's test accuracy; the goals "
+            "on the means), "
+        )
+        + "default options of every method apart from `weights` (and the "
         f"variant rows named by their option), {args.threads} "
         f"thread(s), time budget {s['budget']:g} s per run (checked after each iteration). "
         "Accuracy: on the test set, of the final network (discrete for ternary/binary); "
@@ -228,7 +280,7 @@ def main(argv=None) -> str:
         "An iteration is a sweep over all layers (msa, emsa), a full-batch step (adam) or "
         "an accepted TAO iteration (lmvm). Sparsity: fraction of zero kernel values.\n\n"
         + C.table(
-            HEADERS,
+            HEADERS + ("test acc. per seed",) * (args.seeds > 1),
             rows,
         )
         + ("\n\nGoals:\n\n" + "\n".join(f"- {g}" for g in goals) if goals else "")

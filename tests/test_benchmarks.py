@@ -59,3 +59,19 @@ def test_run_all_rejects_unknown_benchmark():
     proc = _run(BENCH / "run_all.py", "--smoke", "--only", "nonsense")
     assert proc.returncode != 0
     assert "--only: unknown benchmark 'nonsense'" in proc.stderr
+
+
+@pytest.mark.serial
+@pytest.mark.slow
+def test_discrete_weights_goal_rows_over_seeds():
+    """``--goals --seeds 2``: the goal rows only, their means and each seed's accuracy."""
+    proc = _run(BENCH / "discrete_weights.py", "--smoke", "--goals", "--seeds", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ellipses")]
+    assert [r.split("|")[2].strip() for r in rows] == [
+        "msa ternary", "adam ternary (STE)", "lmvm real",
+    ]  # fmt: skip
+    assert all(len(r.split("|")[-2].split(" / ")) == 2 for r in rows)  # per seed
+    assert "seeds 0 … 1" in proc.stdout and "Goals:" in proc.stdout
+    bad = _run(BENCH / "discrete_weights.py", "--smoke", "--seeds", "0")
+    assert bad.returncode == 2 and "--seeds: expected at least 1, got 0" in bad.stderr
