@@ -73,7 +73,7 @@ class LowRankKernel(Kernel):
 
     def apply(self, ctx, U, ws=HEAP):
         if isinstance(ctx, _Tangent):
-            return ctx.dA @ self._project(ctx.G, U) + ctx.A @ self._project(ctx.dG, U)
+            return matmul(ctx.dA, self._project(ctx.G, U)) + matmul(ctx.A, self._project(ctx.dG, U))
         return matmul(ctx["A"], self._project(ctx["G"], U))
 
     def apply_and_record(self, ctx, U, ws=HEAP):
@@ -87,7 +87,8 @@ class LowRankKernel(Kernel):
     def apply_T(self, ctx, D, ws=HEAP):
         m, sp = self.space.m, self.space
         if isinstance(ctx, _Tangent):
-            Y = ctx.dG @ sp.sum(ctx.A.T @ D) + ctx.G @ sp.sum(ctx.dA.T @ D)
+            Y = matmul(ctx.dG, sp.sum(matmul(ctx.A.T, D)))
+            Y += matmul(ctx.G, sp.sum(matmul(ctx.dA.T, D)))
         else:
             Y = matmul(ctx["G"], sp.sum(matmul(ctx["A"].T, D)))
         return scale_rows(m, Y, out=Y)
@@ -96,8 +97,8 @@ class LowRankKernel(Kernel):
         sp = self.space
         mU = scale_rows(sp.m, U)
         P = self._project(ctx["G"], U, mU)  # Gᵀ M_L U
-        out["A"] += D @ P.T
-        out["G"] += mU @ sp.sum(ctx["A"].T @ D).T
+        out["A"] += matmul(D, P.T)
+        out["G"] += matmul(mU, sp.sum(matmul(ctx["A"].T, D)).T)
 
     def backward(self, ctx, U, D, out, ws=HEAP, assign=False, recorded=False, add=None):
         """Kᵀ D = M_L G (Aᵀ D) (+ add) and the vjp, sharing Aᵀ D and M_L U
@@ -112,8 +113,8 @@ class LowRankKernel(Kernel):
             matmul(D, P.T, out=out["A"])
             matmul(mU, AD.T, out=out["G"])
         else:
-            out["A"] += D @ P.T
-            out["G"] += mU @ AD.T
+            out["A"] += matmul(D, P.T)
+            out["G"] += matmul(mU, AD.T)
         Y = matmul(ctx["G"], AD)
         scale_rows(sp.m, Y, out=Y)
         return plus(Y, add)
@@ -125,8 +126,8 @@ class LowRankKernel(Kernel):
         """∂_A⟨D, dA Gᵀ M U + A dGᵀ M U⟩ = D (dGᵀ M U)ᵀ, ∂_G = M U (dAᵀ D)ᵀ."""
         sp = self.space
         mU = scale_rows(sp.m, U)
-        out["A"] += D @ self._project(dtheta["G"], U, mU).T
-        out["G"] += mU @ sp.sum(dtheta["A"].T @ D).T
+        out["A"] += matmul(D, self._project(dtheta["G"], U, mU).T)
+        out["G"] += matmul(mU, sp.sum(matmul(dtheta["A"].T, D)).T)
 
     def row(self, theta, i):
         return theta["G"] @ self.space.row(theta["A"], i)
