@@ -328,11 +328,11 @@ def problem(
     return space, net, theta, rf, rf.X
 
 
-def data_problem(data: str, size, model: dict):
+def data_problem(data: str, size, model: dict, seed: int = 0):
     """A shipped data set (``size`` training and test samples, None: its default)
     on unit_square n = model["mesh"] with model["layers"] layers, α = model["alpha"]
     (image embedding for images, else bump), δ = model.get("delta", 0) on the
-    readout: (dataset, net, θ₀, rf, rf_test)."""
+    readout, θ₀ the initial controls of ``seed``: (dataset, net, θ₀, rf, rf_test)."""
     from mpi4py import MPI
 
     from pontryx.meshes import create_mesh
@@ -354,7 +354,7 @@ def data_problem(data: str, size, model: dict):
     rf = ReducedFunctional(
         net, ds.X_train, ds.y_train, alpha=model["alpha"], delta=model.get("delta", 0.0)
     )
-    return ds, net, net.init_controls(seed=0), rf, ReducedFunctional(net, ds.X_test, ds.y_test)
+    return ds, net, net.init_controls(seed=seed), rf, ReducedFunctional(net, ds.X_test, ds.y_test)
 
 
 # -- fits and tables ---------------------------------------------------------------

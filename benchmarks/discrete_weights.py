@@ -119,9 +119,8 @@ def worker(cfg: dict, threads: int) -> None:
 
     with C.limit_threads(threads):
         model = {**MODEL, **{k: cfg[k] for k in ("alpha", "delta") if k in cfg}}
-        _, net, theta, rf, test = C.data_problem(cfg["data"], cfg["size"], model)
-        if cfg.get("seed", 0):  # other initial controls (--seeds)
-            theta = net.init_controls(seed=cfg["seed"])
+        seed = cfg.get("seed", 0)  # the initial controls (--seeds)
+        _, _, theta, rf, test = C.data_problem(cfg["data"], cfg["size"], model, seed)
         options = {} if cfg["weights"] == "real" else {"weights": cfg["weights"]}
         options.update(cfg.get("options", {}))
         trainer = make_trainer(cfg["method"], rf, theta, options)
