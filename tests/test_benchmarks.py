@@ -69,8 +69,10 @@ def test_discrete_weights_goal_rows_over_seeds():
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ellipses")]
     assert [r.split("|")[2].strip() for r in rows] == [
-        "msa ternary", "adam ternary (STE)", "lmvm real",
+        "msa ternary", "emsa ternary (batch size 300) (inner iterations 2)",
+        "adam ternary (STE)", "lmvm real",
     ]  # fmt: skip
+    assert "emsa ternary (variant, batch size 300, inner iterations 2)" in proc.stdout
     assert all(len(r.split("|")[-2].split(" / ")) == 2 for r in rows)  # per seed
     assert "seeds 0 … 1" in proc.stdout and "Goals:" in proc.stdout
     bad = _run(BENCH / "discrete_weights.py", "--smoke", "--seeds", "0")
