@@ -275,7 +275,7 @@ def _run_dir(args, config) -> Path:
 
 def cmd_train(args) -> int:
     from pontryx.solver.app.memory import parse_size
-    from pontryx.solver.app.run import train
+    from pontryx.solver.app.train import train
 
     max_memory = parse_size(args.max_memory) if args.max_memory is not None else None
     config = _load(args.config, args.set)

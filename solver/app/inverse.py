@@ -6,10 +6,7 @@ is written, the physical mesh (``inverse.domain``), the state equation, the
 observations (a file, or synthetic from ``inverse.truth``), the network of
 ``model:`` on its width mesh (``mesh:``) with n_in = gdim inputs and one output,
 log κ, and the chained functional; every error is one line keyed by its YAML
-path. :class:`InverseRun` is the training run (the same loop, checkpoints,
-metrics and resume as any run) with the inverse problem's outputs: the summary
-(misfit, discrepancy, relative L² error of κ), ``inverse.npz``, the plots and
-the ParaView file (:mod:`pontryx.solver.outputs.inverse`).
+path. Its training run is :class:`~.inverse_run.InverseRun`.
 
 What the per-iteration columns mean here: ``misfit`` is Φ + R (the data misfit
 and the H¹ term on log κ), ``train_metric`` the discrepancy √(Σ r_i²/M) (1 at the
@@ -29,8 +26,7 @@ import numpy as np
 from pontryx.meshes.errors import InputError
 from pontryx.meshes.factory import create_mesh, mesh_summary
 from pontryx.solver.app import petsc_options
-from pontryx.solver.app.problem import build_network, section
-from pontryx.solver.app.run import TrainingRun
+from pontryx.solver.app.network import build_network, section
 from pontryx.solver.inverse.expressions import expression
 from pontryx.solver.inverse.functional import InverseFunctional, KappaError
 from pontryx.solver.inverse.misfit import ReducedMisfit, relative_error
@@ -50,7 +46,7 @@ from pontryx.solver.model.network import ContinuumNetwork
 from pontryx.solver.model.width import WidthSpace
 from pontryx.solver.registry import NEWTON_TYPES
 
-__all__ = ["InverseProblem", "InverseRun", "build_inverse"]
+__all__ = ["InverseProblem", "build_inverse"]
 
 
 @dataclass
@@ -264,65 +260,3 @@ def _build(config, comm: MPI.Comm) -> InverseProblem:
     return InverseProblem(
         c, layout, space, net, controls, rf, rf_test, physical, pde, observations, truth
     )
-
-
-class InverseRun(TrainingRun):
-    """A :class:`~.run.TrainingRun` of an inverse problem: the same loop, metrics,
-    checkpoints and resume; its own summary, model file and outputs."""
-
-    def _summary(self, status: str, reason: str) -> dict:
-        summary = super()._summary(status, reason)
-        p = self.problem
-        inv = self.config.inverse
-        summary["inverse"] = {
-            "physical_dofs": int(p.physical.N),
-            "observations": int(p.observations.count),
-            "sigma": float(p.observations.sigma),
-            "noise": float(inv.noise),
-            "pde_solves": int(p.pde.solves),
-        }
-        return summary
-
-    def _write_model(self) -> None:
-        from pontryx.solver.outputs import model_io
-
-        problem, out = self.problem, self.config.output
-        if out.model and problem.layout.writes:
-            gdim = problem.physical.mesh.geometry.dim
-            model_io.save_model(
-                self.run_dir / "model.npz",
-                problem.net,
-                self.trainer.controls,
-                task="regression",
-                input_shape=(gdim,),
-                classes=(),
-            )
-        if self.root and out.model:
-            self.directory.register("model.npz")
-
-    def _write_outputs(self) -> None:
-        """inverse.npz, ParaView files and plots of κ and u (collective)."""
-        from pontryx.solver.outputs import inverse as outputs
-
-        problem, out = self.problem, self.config.output
-        fields = outputs.gather_fields(problem, self.trainer.controls)  # collective
-        if self.root:
-            outputs.write_arrays(self.run_dir / "inverse.npz", fields)
-            self.directory.register("inverse.npz")
-        if out.paraview.enabled:
-            outputs.write_paraview(problem, self.trainer.controls, self.run_dir / "paraview")
-        if out.plots and self.root:
-            outputs.plot_inverse(fields, self.metrics.rows, self.run_dir / "plots")
-
-    def _say_done(self, summary: dict, reason: str, status: str) -> None:
-        r = summary["train"]
-        err = summary.get("kappa_error")
-        self.progress.say(
-            f"done: {summary['iterations']} iterations ({reason}; status {status}) in "
-            f"{summary['time']:.1f} s; discrepancy {r['discrepancy']:.4f}"
-            + (f", relative L² error of κ {err:.4f}" if err is not None else "")
-        )
-        self.progress.say(
-            f"results in {self.run_dir}/: summary.json, metrics.csv, inverse.npz, model.npz, "
-            "plots/, paraview/"
-        )

@@ -3,24 +3,27 @@ YAML keys are attached to errors.
 
 :func:`build_problem` does everything that can fail on bad input (collective,
 nothing written): the width × data layout, the PETSc options, the data set,
-the mesh, the network, the reduced functionals; :func:`make_method` the trainer.
-The builders below raise :class:`InputError` keyed by their own arguments
-(``n``, ``rank``, ``lumping``); each call here runs under the YAML section it
-reads from (:func:`section`), which puts the key under it (``mesh.n``,
+the mesh, the network (:mod:`.network`), the reduced functionals — or, for a
+configuration with an ``inverse:`` section, the inverse problem of
+:mod:`.inverse`; :func:`make_method` the trainer. The builders below raise
+:class:`InputError` keyed by their own arguments (``n``, ``rank``,
+``lumping``); each call here runs under the YAML section it reads from
+(:func:`.network.section`), which puts the key under it (``mesh.n``,
 ``model.kernel.rank``) — no message text is parsed.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 from mpi4py import MPI
 
 from pontryx.meshes.errors import InputError
-from pontryx.meshes.factory import create_mesh, mesh_summary
+from pontryx.meshes.factory import mesh_summary
 from pontryx.solver.adjoint.reduced import ReducedFunctional
 from pontryx.solver.app import petsc_options
+from pontryx.solver.app.inverse import build_inverse
+from pontryx.solver.app.network import build_network, section
 from pontryx.solver.config.schema import Config, TrainingSection, petsc_key_paths
 from pontryx.solver.data import Dataset, load_dataset, shard
 from pontryx.solver.layout import Layout
@@ -32,16 +35,7 @@ from pontryx.solver.model.noise import DepthNoise
 from pontryx.solver.model.width import WidthSpace
 from pontryx.solver.training import make_trainer, method_class
 
-__all__ = ["Problem", "build_problem", "evaluate", "make_method", "section"]
-
-
-@contextlib.contextmanager
-def section(name: str):
-    """Put the key of an :class:`InputError` raised in the block under ``name``."""
-    try:
-        yield
-    except InputError as e:
-        raise e.under(name) from None
+__all__ = ["Problem", "build_problem", "evaluate", "make_method"]
 
 
 @dataclass
@@ -109,39 +103,6 @@ class Problem:
             petsc_options.remove(self.config.petsc_options)
 
 
-def build_network(config: Config, layout: Layout, n_in: int, n_outputs: int, input_shape=None):
-    """(space, net, controls): the width space of ``config.mesh`` over
-    ``layout.width``, the network of ``config.model`` (its width-diffusion solver
-    set up) and its initial controls (``model.init``). Collective; errors keyed
-    by their section."""
-    m = config.model
-    with section("mesh"):
-        mesh = create_mesh(config.mesh, layout.width)
-    with section("model"):
-        space = WidthSpace(mesh, degree=m.degree, lumping=m.lumping)
-        net = ContinuumNetwork(
-            space,
-            n_in,
-            n_outputs,
-            kernel=m.kernel.type,
-            kernel_options=m.kernel.options,
-            activation=m.activation,
-            scheme=m.scheme,
-            T=m.T,
-            layers=m.layers,
-            epsilon=m.epsilon,
-            embedding=m.embedding.type,
-            input_shape=input_shape,
-            train_embedding=m.embedding.trainable,
-            train_readout=m.readout.trainable,
-        )
-    with petsc_options.errors("the width-diffusion solver (prefix pontryx_diffusion_)"):
-        net.scheme.setup()
-    with section("model.init"):
-        controls = net.init_controls(seed=m.init.seed, law=m.init.law())
-    return space, net, controls
-
-
 def use_blas(name: str) -> None:
     """The kernels' GEMMs on ``name`` (``parallel.blas``); a library that cannot be
     loaded is an error keyed ``blas``."""
@@ -160,8 +121,6 @@ def build_problem(config: Config, comm: MPI.Comm, *, layout=None, dataset=None) 
     if config.hjb is not None:
         raise InputError("an hjb: configuration is run by pontryx hjb", "hjb")
     if config.inverse is not None:
-        from pontryx.solver.app.inverse import build_inverse
-
         return build_inverse(config, comm)
     if layout is not None:
         return _build(config, comm, layout, dataset)

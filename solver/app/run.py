@@ -42,7 +42,7 @@ from pontryx.solver.app.problem import (
     make_method,
     train_coarse_levels,
 )
-from pontryx.solver.app.signals import Interrupted, StopRequest
+from pontryx.solver.app.signals import Interrupted
 from pontryx.solver.config.schema import Config
 from pontryx.solver.errors import NonFiniteError
 from pontryx.solver.model import blas
@@ -55,7 +55,7 @@ from pontryx.solver.outputs.trajectory import TrajectoryLog
 from pontryx.solver.training.loop import MAX_ITERATIONS
 from pontryx.solver.training.loop import train as train_loop
 
-__all__ = ["EXIT_NOT_CONVERGED", "TrainingRun", "status_of", "train"]
+__all__ = ["EXIT_NOT_CONVERGED", "TrainingRun", "status_of"]
 
 EXIT_NOT_CONVERGED = 4
 
@@ -561,54 +561,6 @@ class TrainingRun:
             self.directory.close()
         self.trainer.destroy()
         self.problem.destroy()
-
-
-def train(
-    config: Config,
-    run_dir: Path,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    quiet: bool = False,
-    source: str = "",
-    comm: MPI.Comm = MPI.COMM_WORLD,
-    max_memory: float | None = None,
-) -> dict:
-    """A complete training run into ``run_dir``; returns the summary (on every rank),
-    whose ``exit_code`` is what ``pontryx train`` exits with.
-
-    Bad input raises InputError before anything is written; a non-finite loss or
-    gradient raises NonFiniteError after keeping the last good checkpoint. A
-    configuration with an ``inverse:`` section runs as an :class:`~.inverse.InverseRun`."""
-    cls = TrainingRun
-    if config.inverse is not None:
-        from pontryx.solver.app.inverse import InverseRun
-
-        cls = InverseRun
-    run = cls(
-        config,
-        run_dir,
-        resume=resume,
-        overwrite=overwrite,
-        quiet=quiet,
-        source=source,
-        comm=comm,
-        max_memory=max_memory,
-    )
-    try:
-        with StopRequest(comm) as run.stop:
-            run.open()
-            try:
-                # overflow on the way to a non-finite loss is reported once, as NonFiniteError
-                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                    reason = run.loop()
-            except NonFiniteError as e:
-                raise run.non_finite(e) from None
-            except Interrupted as stop:
-                return run.interrupted(stop)
-        return run.finish(reason)
-    finally:
-        run.destroy()
 
 
 def write_paraview(problem: Problem, controls, directory: Path) -> None:

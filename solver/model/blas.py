@@ -36,6 +36,7 @@ __all__ = [
     "LIBRARIES",
     "BlasUnavailable",
     "available",
+    "controllers",
     "current",
     "matmul",
     "set_global_threads",
@@ -44,7 +45,7 @@ __all__ = [
 
 LIBRARIES = ("numpy", "mkl")
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
-_state: dict = {"name": "numpy", "dgemm": None, "lib": None, "global": None}
+_state: dict = {"name": "numpy", "dgemm": None, "lib": None, "global": None, "controllers": None}
 
 
 class BlasUnavailable(RuntimeError):
@@ -87,16 +88,27 @@ def use(name: str) -> None:
     _state["name"] = name
 
 
+def controllers() -> list:
+    """threadpoolctl's controllers of the BLAS libraries loaded in this process
+    (NumPy's, and MKL once :func:`use` has loaded it); found once, empty if
+    threadpoolctl cannot tell."""
+    libs = _state.get("controllers")
+    if libs is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            libs = ThreadpoolController().select(user_api="blas").lib_controllers
+        except Exception:  # pragma: no cover - threadpoolctl unavailable or failing
+            libs = []
+        _state["controllers"] = libs
+    return libs
+
+
 def _follow_numpy_threads() -> None:
     """MKL on as many threads as NumPy's BLAS (``OPENBLAS_NUM_THREADS``, or a
     ``threadpool_limits`` around the call), not on MKL's own default of all cores."""
-    from threadpoolctl import ThreadpoolController
-
-    from pontryx.solver.model import threads
-
-    threads.forget_controllers()  # threadpoolctl sees MKL from now on
-    libs = ThreadpoolController().select(user_api="blas").lib_controllers
-    numpy_blas = [lib.num_threads for lib in libs if lib.internal_api != "mkl"]
+    _state["controllers"] = None  # threadpoolctl sees MKL from now on
+    numpy_blas = [lib.num_threads for lib in controllers() if lib.internal_api != "mkl"]
     set_global_threads(max(numpy_blas, default=1))  # every thread's, this one's too
 
 

@@ -45,7 +45,6 @@ __all__ = [
     "add_into",
     "blas_threads",
     "concurrently",
-    "forget_controllers",
     "row_blocks",
     "rows",
     "scale_rows",
@@ -58,31 +57,12 @@ BLOCK_ELEMENTS = 1 << 15
 MIN_ELEMENTS = 1 << 16
 
 _lock = threading.Lock()
-_state: dict = {"blas": None, "pool": None, "size": 0, "pid": None}
-
-
-def _controllers() -> list:
-    """threadpoolctl's controllers of NumPy's BLAS (found once; empty if none)."""
-    blas = _state["blas"]
-    if blas is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            blas = ThreadpoolController().select(user_api="blas").lib_controllers
-        except Exception:  # pragma: no cover - threadpoolctl unavailable or failing
-            blas = []
-        _state["blas"] = blas
-    return blas
-
-
-def forget_controllers() -> None:
-    """Look for the BLAS libraries again at the next call (one was loaded since)."""
-    _state["blas"] = None
+_state: dict = {"pool": None, "size": 0, "pid": None}
 
 
 def blas_threads() -> int:
     """The number of threads of NumPy's BLAS (1 if threadpoolctl cannot tell)."""
-    return max((lib.num_threads for lib in _controllers()), default=1)
+    return max((lib.num_threads for lib in blas.controllers()), default=1)
 
 
 @contextlib.contextmanager
@@ -90,7 +70,7 @@ def single_threaded_blas():
     """NumPy's BLAS (and MKL, :mod:`.blas`) on one thread inside the block, in this
     thread and in the threads it starts (for many small GEMMs run concurrently on
     the row-block threads instead); restored afterwards."""
-    libs = _controllers()
+    libs = blas.controllers()
     before = [lib.num_threads for lib in libs]
     for lib in libs:
         lib.set_num_threads(1)

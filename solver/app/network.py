@@ -1,0 +1,62 @@
+"""The network of a configuration, shared by the training and the inverse
+problems (:mod:`.problem`, :mod:`.inverse`): the width space of ``mesh:``, the
+continuum network of ``model:`` and its initial controls; and :func:`section`,
+which puts the YAML section a builder reads from in front of the key of its
+:class:`InputError` (``n`` → ``mesh.n``) — no message text is parsed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from pontryx.meshes.errors import InputError
+from pontryx.meshes.factory import create_mesh
+from pontryx.solver.app import petsc_options
+from pontryx.solver.config.schema import Config
+from pontryx.solver.layout import Layout
+from pontryx.solver.model.network import ContinuumNetwork
+from pontryx.solver.model.width import WidthSpace
+
+__all__ = ["build_network", "section"]
+
+
+@contextlib.contextmanager
+def section(name: str):
+    """Put the key of an :class:`InputError` raised in the block under ``name``."""
+    try:
+        yield
+    except InputError as e:
+        raise e.under(name) from None
+
+
+def build_network(config: Config, layout: Layout, n_in: int, n_outputs: int, input_shape=None):
+    """(space, net, controls): the width space of ``config.mesh`` over
+    ``layout.width``, the network of ``config.model`` (its width-diffusion solver
+    set up) and its initial controls (``model.init``). Collective; errors keyed
+    by their section."""
+    m = config.model
+    with section("mesh"):
+        mesh = create_mesh(config.mesh, layout.width)
+    with section("model"):
+        space = WidthSpace(mesh, degree=m.degree, lumping=m.lumping)
+        net = ContinuumNetwork(
+            space,
+            n_in,
+            n_outputs,
+            kernel=m.kernel.type,
+            kernel_options=m.kernel.options,
+            activation=m.activation,
+            scheme=m.scheme,
+            T=m.T,
+            layers=m.layers,
+            epsilon=m.epsilon,
+            embedding=m.embedding.type,
+            input_shape=input_shape,
+            train_embedding=m.embedding.trainable,
+            train_readout=m.readout.trainable,
+        )
+    with petsc_options.errors("the width-diffusion solver (prefix pontryx_diffusion_)"):
+        net.scheme.setup()
+    with section("model.init"):
+        controls = net.init_controls(seed=m.init.seed, law=m.init.law())
+    return space, net, controls

@@ -1,0 +1,68 @@
+"""One ``pontryx train``: the run of a configuration from start to summary.
+
+:func:`train` picks the run — a :class:`~.run.TrainingRun`, or for a
+configuration with an ``inverse:`` section an :class:`~.inverse_run.InverseRun`
+(the same loop with the inverse problem's outputs) — opens it, runs its loop
+under the stop signals (:mod:`.signals`) and ends it: finished, interrupted
+(checkpoint and model written) or non-finite (the last good checkpoint kept).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mpi4py import MPI
+
+import numpy as np
+
+from pontryx.solver.app.inverse_run import InverseRun
+from pontryx.solver.app.run import TrainingRun
+from pontryx.solver.app.signals import Interrupted, StopRequest
+from pontryx.solver.config.schema import Config
+from pontryx.solver.errors import NonFiniteError
+
+__all__ = ["train"]
+
+
+def train(
+    config: Config,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    source: str = "",
+    comm: MPI.Comm = MPI.COMM_WORLD,
+    max_memory: float | None = None,
+) -> dict:
+    """A complete training run into ``run_dir``; returns the summary (on every rank),
+    whose ``exit_code`` is what ``pontryx train`` exits with.
+
+    Bad input raises InputError before anything is written; a non-finite loss or
+    gradient raises NonFiniteError after keeping the last good checkpoint. A
+    configuration with an ``inverse:`` section runs as an :class:`~.inverse_run.InverseRun`."""
+    cls = TrainingRun if config.inverse is None else InverseRun
+    run = cls(
+        config,
+        run_dir,
+        resume=resume,
+        overwrite=overwrite,
+        quiet=quiet,
+        source=source,
+        comm=comm,
+        max_memory=max_memory,
+    )
+    try:
+        with StopRequest(comm) as run.stop:
+            run.open()
+            try:
+                # overflow on the way to a non-finite loss is reported once, as NonFiniteError
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    reason = run.loop()
+            except NonFiniteError as e:
+                raise run.non_finite(e) from None
+            except Interrupted as stop:
+                return run.interrupted(stop)
+        return run.finish(reason)
+    finally:
+        run.destroy()
