@@ -36,8 +36,9 @@ import numpy as np
 import yaml
 
 from pontryx.meshes.errors import InputError
+from pontryx.solver.app.directory import check_directory
 from pontryx.solver.app.memory import format_bytes, least_available
-from pontryx.solver.app.run import EXIT_NOT_CONVERGED, _flag_key, _on_root
+from pontryx.solver.app.run import EXIT_NOT_CONVERGED
 from pontryx.solver.hjb.compare import ReducedNetwork
 from pontryx.solver.hjb.scheme import ValueFunction
 from pontryx.solver.outputs.atomic import atomic_path, write_json, write_text
@@ -149,14 +150,7 @@ def run_hjb(config, run_dir: Path, *, overwrite=False, quiet=False, source="", c
     if config.hjb is None:
         raise InputError("this configuration has no hjb: section (pontryx train runs it)", "hjb")
     directory = RunDirectory(run_dir)
-
-    def check():
-        try:
-            return directory.check(resume=False, overwrite=overwrite)
-        except InputError as e:
-            raise _flag_key(e) from None
-
-    mode = _on_root(comm, check)
+    mode = check_directory(directory, comm, resume=False, overwrite=overwrite)
     reduced, vf = _build(config, comm)
     root = comm.rank == 0
     say = print if root and not quiet else (lambda *a, **k: None)

@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 
 from pontryx.meshes.errors import InputError
+from pontryx.solver.app.directory import check_directory, flag_key, on_root
 from pontryx.solver.app.faults import abort_on_error, fault_plan
 from pontryx.solver.app.memory import check_memory
 from pontryx.solver.app.problem import (
@@ -193,25 +194,6 @@ def check_resume_config(run_dir: Path, config: Config) -> None:
         )
 
 
-def _on_root(comm: MPI.Comm, action):
-    """``action()`` on rank 0; its result, or its ValueError raised, on every rank."""
-    result = None
-    if comm.rank == 0:
-        try:
-            result = action()
-        except ValueError as e:
-            result = e
-    result = comm.bcast(result, root=0)
-    if isinstance(result, Exception):
-        raise result
-    return result
-
-
-def _flag_key(e: InputError) -> InputError:
-    """A run-directory error keyed by the command-line flag it is about."""
-    return InputError(e.message, "--output" if e.key == "directory" else f"--{e.key}")
-
-
 class TrainingRun:
     """One ``pontryx train``: set-up (everything that can fail on bad input, before
     the run directory is touched), the chunked loop, and the final outputs."""
@@ -232,14 +214,7 @@ class TrainingRun:
         self.root = comm.rank == 0
         self.faults = fault_plan()
         self.directory = RunDirectory(run_dir)
-
-        def check():
-            try:
-                return self.directory.check(resume=resume, overwrite=overwrite)
-            except InputError as e:
-                raise _flag_key(e) from None
-
-        self.mode = _on_root(comm, check)
+        self.mode = check_directory(self.directory, comm, resume=resume, overwrite=overwrite)
         t = config.training
         check_memory(config, comm, max_memory)  # before anything large exists
         self.problem = build_problem(config, comm)
@@ -269,7 +244,7 @@ class TrainingRun:
         self.manifest = self.state = None
         self.controls_only = False
         if self.mode == "resume":
-            _on_root(comm, lambda: check_resume_config(run_dir, config))
+            on_root(comm, lambda: check_resume_config(run_dir, config))
             self.manifest = self.checkpoints.latest(
                 warn=lambda text: print(text, file=sys.stderr, flush=True)
             )
@@ -301,7 +276,7 @@ class TrainingRun:
                 if self.config.output.trajectory_every:
                     self.directory.register(TRAJECTORY)
             except InputError as e:
-                error = _flag_key(e)
+                error = flag_key(e)
         error = self.comm.bcast(error, root=0)
         if error is not None:
             raise error

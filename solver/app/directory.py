@@ -1,0 +1,44 @@
+"""The run directory seen from the command line: checked on rank 0 (one file
+system, one verdict), its errors keyed by the flag they are about (``--output``,
+``--resume``, ``--overwrite``) and raised on every rank alike."""
+
+from __future__ import annotations
+
+from mpi4py import MPI
+
+from pontryx.meshes.errors import InputError
+from pontryx.solver.outputs.rundir import RunDirectory
+
+__all__ = ["check_directory", "flag_key", "on_root"]
+
+
+def on_root(comm: MPI.Comm, action):
+    """``action()`` on rank 0; its result, or its ValueError raised, on every rank."""
+    result = None
+    if comm.rank == 0:
+        try:
+            result = action()
+        except ValueError as e:
+            result = e
+    result = comm.bcast(result, root=0)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def flag_key(e: InputError) -> InputError:
+    """A run-directory error keyed by the command-line flag it is about."""
+    return InputError(e.message, "--output" if e.key == "directory" else f"--{e.key}")
+
+
+def check_directory(directory: RunDirectory, comm: MPI.Comm, *, resume: bool, overwrite: bool):
+    """:meth:`RunDirectory.check` on rank 0, its mode (or its error, keyed by
+    :func:`flag_key`) on every rank. Collective."""
+
+    def check():
+        try:
+            return directory.check(resume=resume, overwrite=overwrite)
+        except InputError as e:
+            raise flag_key(e) from None
+
+    return on_root(comm, check)
