@@ -126,7 +126,7 @@ def test_an_unavailable_library_is_an_input_error(monkeypatch):
     def missing():
         raise blas.BlasUnavailable("Intel MKL not found: install it with pip install 'x[mkl]'")
 
-    monkeypatch.setattr(blas, "_state", {"name": "numpy", "dgemm": None})
+    monkeypatch.setattr(blas, "_state", {**blas._state, "name": "numpy", "dgemm": None})
     monkeypatch.setattr(blas, "_load_mkl", missing)
     with pytest.raises(InputError) as err:
         use_blas("mkl")

@@ -92,7 +92,7 @@ def controllers() -> list:
     """threadpoolctl's controllers of the BLAS libraries loaded in this process
     (NumPy's, and MKL once :func:`use` has loaded it); found once, empty if
     threadpoolctl cannot tell."""
-    libs = _state.get("controllers")
+    libs = _state["controllers"]
     if libs is None:
         try:
             from threadpoolctl import ThreadpoolController
