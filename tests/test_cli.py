@@ -346,7 +346,7 @@ def _metrics_without_time(run):
 def test_resume_continues_bit_for_bit(capsys, small, mpi_tmp_path):
     """A run stopped after a checkpoint and resumed equals an uninterrupted run
     (controls bit-identical; metrics equal except the elapsed time and TAO's
-    evaluation counter ``sweeps``, which the TAO trainer does not checkpoint)."""
+    evaluation counter ``sweeps``, which TAO restarts)."""
     a, b = mpi_tmp_path / "a", mpi_tmp_path / "b"
     assert cli(capsys, "train", small, "--output", a, "--quiet")[0] == 0
     assert (

@@ -177,7 +177,7 @@ def test_bad_noise_options():
 def test_readme_numpy_forward_redraws_the_training_paths(mpi_tmp_path):
     """README's NumPy forward on model.npz: the deterministic prediction, and the
     M training paths of every sample (the noise redrawn from the documented keys)."""
-    from test_outputs import readme_forward_snippet
+    from test_outputs import readme_forward_namespace
 
     from pontryx.solver.outputs import model_io
 
@@ -193,8 +193,7 @@ def test_readme_numpy_forward_redraws_the_training_paths(mpi_tmp_path):
     comm.Barrier()
     errors = None
     if comm.rank == 0:
-        ns = {"np": np, "path": str(path), "X": rf.X.T.copy()}
-        exec(readme_forward_snippet().split("\n", 1)[1], ns)
+        ns = readme_forward_namespace(path, rf.X.T.copy())
         scale = max(1.0, np.max(np.abs(Y_det)))
         errors = (
             np.max(np.abs(ns["Yhat"] - Y_det)) / scale,

@@ -60,13 +60,20 @@ def readme_forward_snippet() -> str:
     return m.group(1)
 
 
+def readme_forward_namespace(path, X) -> dict:
+    """Run the block as printed (its own imports: nothing is put in its namespace
+    but ``path`` and ``X``, whose defining line is replaced); its variables."""
+    lines = readme_forward_snippet().splitlines()
+    where = [i for i, line in enumerate(lines) if line.startswith("path, X = ")]
+    assert len(where) == 1, "the block must define path and X on one line"
+    del lines[where[0]]
+    ns = {"path": str(path), "X": X}
+    exec("\n".join(lines), ns)
+    return ns
+
+
 def run_readme_forward(path, X) -> np.ndarray:
-    code = readme_forward_snippet()
-    first, rest = code.split("\n", 1)
-    assert "path" in first and "X" in first, "first line must define path and X"
-    ns = {"np": np, "path": str(path), "X": X}
-    exec(rest, ns)
-    return ns["Yhat"]
+    return readme_forward_namespace(path, X)["Yhat"]
 
 
 CASES = [

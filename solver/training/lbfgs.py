@@ -396,6 +396,7 @@ class LBFGS(Trainer):
             out.update({f"lbfgs/y{i}/{k}": v.copy() for k, v in y.items()})
         out["lbfgs/rho"] = np.array(self.rho, dtype=float)
         out["lbfgs/fresh"] = np.array(self.fresh)
+        out["lbfgs/sweeps"] = np.array(self.sweeps)  # the metrics' count goes on after a resume
         return out
 
     def state_kinds(self):
@@ -422,3 +423,4 @@ class LBFGS(Trainer):
             self.pairs.append(pair)
         self.rho = rho[: len(self.pairs)]
         self.fresh = bool(state["lbfgs/fresh"])
+        self.sweeps = int(state.get("lbfgs/sweeps", 0))  # absent in older checkpoints
