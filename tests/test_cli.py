@@ -577,6 +577,7 @@ BAD = [
         "petsc.pontryx_tao.type",
     ),
     ("checkpoint-every", _with("output.checkpoint_every", 0), [], "output.checkpoint_every"),
+    ("directory-empty", _with("output.directory", ""), [], "output.directory: expected a dir"),
     ("paraview-samples", _with("output.paraview", {"samples": -1}), [], "output.paraview.samples"),
     ("plots-string", _with("output.plots", "yes"), [], "output.plots: expected true or false"),
     ("test-every", _with("training.test_every", -1), [], "training.test_every"),
