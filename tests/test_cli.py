@@ -423,6 +423,21 @@ def test_resume_without_checkpoint_starts_fresh(capsys, small, mpi_tmp_path):
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
 
 
+def _tiny() -> str:
+    """BASE for 2 iterations, a checkpoint and a trajectory record after each, no plots."""
+    raw = yaml.safe_load(_with("training.max_iterations", 2))
+    raw["output"] = {"plots": False, "paraview": False, "checkpoint_every": 1}
+    raw["output"]["trajectory_every"] = 1
+    return yaml.safe_dump(raw)
+
+
+def test_the_last_line_lists_what_was_written(capsys, mpi_tmp_path):
+    cfg = write(mpi_tmp_path / "tiny.yaml", _tiny())
+    code, out, err = cli(capsys, "train", cfg, "--output", mpi_tmp_path / "run")
+    assert code == 0, err
+    assert out.rstrip().endswith("/run/: summary.json, metrics.csv, model.npz"), out
+
+
 def test_non_finite_loss_stops_with_exit_code_3(capsys, small, mpi_tmp_path, monkeypatch):
     monkeypatch.setenv("PONTRYX_FAULT_INJECT", "nan:3")
     run = mpi_tmp_path / "run"

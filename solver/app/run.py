@@ -524,9 +524,18 @@ class TrainingRun:
             f"{summary['time']:.1f} s; train {m} {summary['train'][m]:.4f}, "
             f"test {m} {summary['test'][m]:.4f}"
         )
-        self.progress.say(
-            f"results in {self.run_dir}/: summary.json, metrics.csv, model.npz, plots/, paraview/"
-        )
+        self.progress.say(f"results in {self.run_dir}/: {', '.join(self._results())}")
+
+    def _results(self) -> list[str]:
+        """The main results the run wrote, for its last line."""
+        out = self.config.output
+        return [
+            "summary.json",
+            "metrics.csv",
+            *(["model.npz"] if out.model else []),
+            *(["plots/"] if out.plots else []),
+            *(["paraview/"] if out.paraview.enabled else []),
+        ]
 
     def destroy(self) -> None:
         if getattr(self, "trajectory", None) is not None:
