@@ -113,16 +113,36 @@ def test_damaged_newest_falls_back_to_an_intact_one(mpi_tmp_path, comm, damage):
 
 
 def test_none_intact_is_a_one_line_error(mpi_tmp_path, comm):
+    """No warnings then: one line naming the newest, why, and how many more."""
+    net, ck = _setup(mpi_tmp_path, Layout.create(comm))
+    for it in (5, 10):
+        ck.save(it, *_state(net, it)[1:])
+    if comm.rank == 0:
+        for it in (5, 10):
+            path = mpi_tmp_path / "checkpoints" / f"iter-{it:08d}" / "manifest.json"
+            manifest = json.loads(path.read_text())
+            manifest["iteration"] = 25
+            path.write_text(json.dumps(manifest))
+    comm.Barrier()
+    messages = []
+    with pytest.raises(
+        InputError,
+        match=r"^--resume: no intact checkpoint .*the newest, iter-00000010, is damaged "
+        r"\(manifest.json was edited.*\) and 1 older one damaged too",
+    ) as e:
+        ck.latest(warn=_say(messages))
+    assert messages == [] and "\n" not in str(e.value)
+
+
+def test_the_shapes_of_another_network_are_named(mpi_tmp_path, comm):
+    """A checkpoint of 3 layers onto 2: the message shows the two different shapes."""
     net, ck = _setup(mpi_tmp_path, Layout.create(comm))
     ck.save(5, *_state(net, 5)[1:])
-    if comm.rank == 0:
-        path = mpi_tmp_path / "checkpoints" / "iter-00000005" / "manifest.json"
-        manifest = json.loads(path.read_text())
-        manifest["iteration"] = 25
-        path.write_text(json.dumps(manifest))
-    comm.Barrier()
-    with pytest.raises(InputError, match=r"^--resume: no intact checkpoint .*iter-00000005"):
-        ck.latest(warn=lambda text: None)
+    space = WidthSpace(create_mesh({"kind": "unit_square", "n": 3}, comm))
+    two = ContinuumNetwork(space, 2, 2, layers=2)
+    ck2 = Checkpoints(mpi_tmp_path / "checkpoints", two, Layout.create(comm))
+    with pytest.raises(InputError, match=r"has shape \(3, 16(, 16)?\), this network needs \(2, 16"):
+        ck2.load(ck2.latest())
 
 
 def test_another_model_is_refused(mpi_tmp_path, comm):

@@ -6,6 +6,7 @@ Subprocess tests (SIGKILL and resume, a fault on one rank under mpirun, the
 installed entry point) are in test_cli_subprocess.py."""
 
 import json
+import shutil
 from pathlib import Path
 
 from mpi4py import MPI
@@ -423,6 +424,87 @@ def test_resume_without_checkpoint_starts_fresh(capsys, small, mpi_tmp_path):
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
 
 
+def _snapshot(run):
+    """Every entry below ``run`` (but the lock) with its contents: unchanged means
+    byte-identical files and no entry added or removed."""
+    return {
+        str(p.relative_to(run)): p.read_bytes() if p.is_file() else p.is_dir()
+        for p in sorted(run.rglob("*"))
+        if p.name != "lock"
+    }
+
+
+# (what is done to a finished run, extra arguments, the one line's key, text it contains)
+DAMAGED_RUNS = [
+    ("metrics-not-utf8", "metrics", ["--resume"], "--resume", "metrics.jsonl is not UTF-8"),
+    ("checkpoints-a-file", "checkpoints", ["--resume"], "--output", "checkpoints' is not a fold"),
+    ("log-a-folder", "train.log", ["--resume"], "--output", "train.log' is not a regular"),
+    ("marker-a-list", "marker-list", ["--overwrite"], "--overwrite", "not a pontryx run marker"),
+    ("marker-parent", "marker-dotdot", ["--overwrite"], "--overwrite", "lists '..', not an"),
+    ("no-config", "config", ["--resume", "--set", "training.alpha=0.5"], "--resume", "missing"),
+    ("none-intact", "shared", ["--resume"], "--resume", "the newest, iter-00000002, is dam"),
+]
+
+
+def _tiny() -> str:
+    """BASE for 2 iterations, a checkpoint and a trajectory record after each, no plots."""
+    raw = yaml.safe_load(_with("training.max_iterations", 2))
+    raw["output"] = {"plots": False, "paraview": False, "checkpoint_every": 1}
+    raw["output"]["trajectory_every"] = 1
+    return yaml.safe_dump(raw)
+
+
+def _damage(run, what):
+    if what == "metrics":
+        (run / "metrics.jsonl").write_bytes(b"\x00\xff garbage\n")
+    elif what == "checkpoints":
+        shutil.rmtree(run / "checkpoints")
+        (run / "checkpoints").write_text("x")
+    elif what == "train.log":
+        (run / "train.log").unlink()
+        (run / "train.log").mkdir()
+    elif what.startswith("marker"):
+        marker = run / ".pontryx" / "run.json"
+        text = json.loads(marker.read_text())
+        text["written"].append("..")
+        marker.write_text("[1, 2]" if what == "marker-list" else json.dumps(text))
+    elif what == "config":
+        (run / "config.yaml").unlink()
+    elif what == "shared":
+        for f in (run / "checkpoints").glob("*/shared.npz"):
+            f.write_bytes(b"x")
+
+
+@pytest.mark.parametrize(
+    ("what", "extra", "key", "needle"),
+    [d[1:] for d in DAMAGED_RUNS],
+    ids=[d[0] for d in DAMAGED_RUNS],
+)
+def test_a_damaged_run_is_refused_before_anything_is_written(
+    capsys, mpi_tmp_path, what, extra, key, needle
+):
+    """--resume / --overwrite of a run whose own entries pontryx cannot have left
+    so: one line (exit 2) naming the file, and the run directory byte-identical."""
+    cfg = write(mpi_tmp_path / "tiny.yaml", _tiny())
+    run = mpi_tmp_path / "run"
+    assert cli(capsys, "train", cfg, "--output", run, "--quiet")[0] == 0
+    if MPI.COMM_WORLD.rank == 0:
+        _damage(run, what)
+    MPI.COMM_WORLD.Barrier()
+    before = _snapshot(run)
+    code, out, err = cli(capsys, "train", cfg, "--output", run, "--quiet", *extra)
+    assert code == 2 and err.count("\n") == 1 and out == "", err
+    assert err.startswith(f"config error: {key}: ") and needle in err, err
+    assert _snapshot(run) == before
+
+
+def test_the_last_line_lists_what_was_written(capsys, mpi_tmp_path):
+    cfg = write(mpi_tmp_path / "tiny.yaml", _tiny())
+    code, out, err = cli(capsys, "train", cfg, "--output", mpi_tmp_path / "run")
+    assert code == 0, err
+    assert out.rstrip().endswith("/run/: summary.json, metrics.csv, model.npz"), out
+
+
 def test_non_finite_loss_stops_with_exit_code_3(capsys, small, mpi_tmp_path, monkeypatch):
     monkeypatch.setenv("PONTRYX_FAULT_INJECT", "nan:3")
     run = mpi_tmp_path / "run"
@@ -577,6 +659,7 @@ BAD = [
         "petsc.pontryx_tao.type",
     ),
     ("checkpoint-every", _with("output.checkpoint_every", 0), [], "output.checkpoint_every"),
+    ("directory-empty", _with("output.directory", ""), [], "output.directory: expected a dir"),
     ("paraview-samples", _with("output.paraview", {"samples": -1}), [], "output.paraview.samples"),
     ("plots-string", _with("output.plots", "yes"), [], "output.plots: expected true or false"),
     ("test-every", _with("training.test_every", -1), [], "training.test_every"),

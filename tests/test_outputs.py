@@ -211,6 +211,32 @@ def test_metrics_log_resume_truncates(mpi_tmp_path):
     assert len((d / "metrics.csv").read_text().splitlines()) == 4
 
 
+@pytest.mark.serial  # the file system of one process
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (b"\x00\xff garbage\n", "is not UTF-8 text"),
+        (b'{"iteration": 1}\n[1, 2]\n', "line 2 is not an iteration's record"),
+        (b'{"iteration": 1}\n{"loss": 2}\n', "line 2 is not an iteration's record"),
+        (b"[" * 100000 + b"\n", "line 1 is not a record"),
+    ],
+)
+def test_logs_pontryx_did_not_write_are_one_line_errors(tmp_path, content, needle):
+    """metrics.jsonl and trajectory.jsonl that pontryx cannot have written are
+    InputErrors naming the file (a resumed run refuses them before writing)."""
+    from pontryx.meshes import InputError
+    from pontryx.solver.outputs.trajectory import FILE, FORMAT, read_trajectory
+
+    (tmp_path / "metrics.jsonl").write_bytes(content)
+    with pytest.raises(InputError, match=re.escape(needle)) as e:
+        read_metrics(tmp_path)
+    assert str(tmp_path / "metrics.jsonl") in str(e.value)
+    header = json.dumps({"format": FORMAT}).encode() + b"\n"
+    (tmp_path / FILE).write_bytes(content if b"\xff" in content else header + b"[1, 2]\n")
+    with pytest.raises(InputError, match=str(tmp_path / FILE)):
+        read_trajectory(tmp_path)
+
+
 def test_paraview_and_plot_writers(mpi_tmp_path):
     comm = MPI.COMM_WORLD
     data = load_dataset({"name": "ellipses", "n_train": 20, "n_test": 20})

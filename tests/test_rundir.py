@@ -133,3 +133,87 @@ def test_stale_temporaries_are_removed(tmp_path):
     (run / ".model.npz.1234.tmp").write_text("half")
     rd.remove_stale_temporaries()
     assert not (run / ".model.npz.1234.tmp").exists()
+
+
+def _listing(path):
+    """Every entry below ``path`` with its kind and contents (byte-identical check)."""
+    out = {}
+    for p in sorted(path.rglob("*")):
+        if p.name == "lock":
+            continue
+        out[str(p.relative_to(path))] = p.read_bytes() if p.is_file() else p.is_dir()
+    return out
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "[1, 2]",
+        '{"written": "config.yaml"}',
+        '{"written": ["."]}',
+        '{"written": [""]}',
+        '{"written": [".pontryx"]}',
+        '{"written": [".."]}',
+        '{"written": ["/etc"]}',
+        '{"written": ["plots/"]}',
+        '{"written": ["notes.txt"]}',
+        '{"written": [3]}',
+        "\xff\x00 not json",
+    ],
+)
+def test_a_marker_pontryx_did_not_write_is_refused_whole(tmp_path, written):
+    """The marker decides what an overwrite deletes: a marker that is not a JSON
+    object listing names of pontryx's own entries refuses the directory (exit 2
+    naming the marker), for --overwrite and --resume, and nothing is touched."""
+    run = tmp_path / "run"
+    _run(run, "config.yaml", "summary.json", "checkpoints")
+    (run / "notes.txt").write_text("mine")
+    (run / MARKER).write_bytes(written.encode("latin-1"))
+    before = _listing(run)
+    for mode in ("overwrite", "resume"):
+        with pytest.raises(InputError, match=rf"^{mode}: .*run\.json") as e:
+            RunDirectory(run).check(resume=mode == "resume", overwrite=mode == "overwrite")
+        assert "\n" not in str(e.value)
+    assert _listing(run) == before and not (run / ".pontryx" / "replaced").exists()
+
+
+def test_entries_of_the_wrong_kind_are_refused_before_anything_is_written(tmp_path):
+    """A file where pontryx writes a folder (checkpoints) or a folder where it writes
+    a file (metrics.jsonl): refused for --resume; for --overwrite only if the marker
+    does not list it (listed entries are moved aside whole)."""
+    run = tmp_path / "run"
+    _run(run, "config.yaml", "metrics.jsonl", "checkpoints")
+    (run / "checkpoints" / "inside.txt").unlink()
+    (run / "checkpoints").rmdir()
+    (run / "checkpoints").write_text("x")
+    with pytest.raises(InputError, match=r"^directory: .*checkpoints' is not a folder"):
+        check_run_directory(run, resume=True, overwrite=False)
+    assert check_run_directory(run, resume=False, overwrite=True) == "overwrite"
+    (run / "model.npz").mkdir()  # not listed: the new run would write into it
+    for flags in ({"resume": True, "overwrite": False}, {"resume": False, "overwrite": True}):
+        with pytest.raises(InputError, match=r"model.npz' is not a regular file"):
+            check_run_directory(run, **flags)
+
+
+def test_names_too_long_and_a_lock_in_the_way_are_one_line(tmp_path):
+    for path in (tmp_path / ("x" * 300), tmp_path / "new" / ("x" * 300) / "run"):
+        with pytest.raises(InputError, match=r"^directory: cannot (use|create) .*(long|bytes)"):
+            check_run_directory(path, resume=False, overwrite=False)
+    assert sorted(tmp_path.iterdir()) == []
+    run = tmp_path / "run"
+    _run(run, "config.yaml")
+    (run / ".pontryx" / "lock").unlink()
+    (run / ".pontryx" / "lock").mkdir()
+    with pytest.raises(InputError, match=r"^directory: cannot open .*lock"):
+        RunDirectory(run).open("resume")
+
+
+def test_an_overwrite_clears_whatever_is_left_in_replaced(tmp_path):
+    run = tmp_path / "run"
+    _run(run, "config.yaml")
+    (run / ".pontryx" / "replaced").write_text("a file left in the way")
+    rd = RunDirectory(run)
+    rd.open("overwrite")
+    assert (run / ".pontryx" / "replaced" / "config.yaml").read_text() == "config.yaml"
+    rd.discard_replaced()
+    rd.close()

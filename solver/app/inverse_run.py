@@ -68,7 +68,8 @@ class InverseRun(TrainingRun):
             f"{summary['time']:.1f} s; discrepancy {r['discrepancy']:.4f}"
             + (f", relative L² error of κ {err:.4f}" if err is not None else "")
         )
-        self.progress.say(
-            f"results in {self.run_dir}/: summary.json, metrics.csv, inverse.npz, model.npz, "
-            "plots/, paraview/"
-        )
+        self.progress.say(f"results in {self.run_dir}/: {', '.join(self._results())}")
+
+    def _results(self) -> list[str]:
+        names = super()._results()
+        return [*names[:2], "inverse.npz", *names[2:]]

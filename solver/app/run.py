@@ -47,12 +47,20 @@ from pontryx.solver.app.signals import Interrupted
 from pontryx.solver.config.schema import Config
 from pontryx.solver.errors import NonFiniteError
 from pontryx.solver.model import blas
-from pontryx.solver.outputs import Checkpoints, MetricsLog, environment, model_io, paraview, plots
+from pontryx.solver.outputs import (
+    Checkpoints,
+    MetricsLog,
+    environment,
+    model_io,
+    paraview,
+    plots,
+    read_metrics,
+)
 from pontryx.solver.outputs.atomic import write_json, write_text
 from pontryx.solver.outputs.canonical import canonical_shape
 from pontryx.solver.outputs.rundir import RunDirectory
 from pontryx.solver.outputs.trajectory import FILE as TRAJECTORY
-from pontryx.solver.outputs.trajectory import TrajectoryLog
+from pontryx.solver.outputs.trajectory import TrajectoryLog, read_trajectory
 from pontryx.solver.training.loop import MAX_ITERATIONS
 from pontryx.solver.training.loop import train as train_loop
 
@@ -170,11 +178,18 @@ def _differences(a, b, prefix="") -> list[str]:
     return []
 
 
-def check_resume_config(run_dir: Path, config: Config) -> None:
+def check_resume_config(run_dir: Path, config: Config, checkpointed: bool = True) -> None:
     """A resumed run must use the configuration of the run it continues, up to
-    :data:`RESUME_FREE`."""
+    :data:`RESUME_FREE`: a run directory with checkpoints (``checkpointed``) but
+    no ``config.yaml`` cannot be resumed, since no change could be refused."""
     path = run_dir / "config.yaml"
     if not path.is_file():
+        if checkpointed:
+            raise InputError(
+                f"{path} is missing, so the configuration of the run to continue is unknown; "
+                "restore it, or use --overwrite to start again",
+                "--resume",
+            )
         return
     try:
         old = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -243,17 +258,44 @@ class TrainingRun:
         )
         self.manifest = self.state = None
         self.controls_only = False
+        self.warnings: list[str] = []  # damaged checkpoints skipped (rank 0), said in open()
+        self.kept: dict[str, list] = {}  # the logs' records up to the checkpoint (rank 0)
         if self.mode == "resume":
-            on_root(comm, lambda: check_resume_config(run_dir, config))
-            self.manifest = self.checkpoints.latest(
-                warn=lambda text: print(text, file=sys.stderr, flush=True)
-            )
-        if self.manifest is not None:
-            self.state, _ = self.checkpoints.load(self.manifest)
-            self.controls_only = self.manifest.get("method", t.method) != t.method
+            try:
+                self._find_resume_point()
+            except BaseException:
+                self.trainer.destroy()
+                self.problem.destroy()
+                raise
         self.offset, self.t0 = 0.0, time.perf_counter()
         self.last_checkpoint = None
         self.levels_summary: list[dict] = []
+
+    def _find_resume_point(self) -> None:
+        """The configuration checked against the run's, the newest intact checkpoint
+        loaded and the logs read: everything --resume needs, before anything is
+        written. Collective."""
+        comm, t = self.comm, self.config.training
+        checkpointed = on_root(comm, lambda: bool(self.checkpoints.list()))
+        on_root(comm, lambda: check_resume_config(self.run_dir, self.config, checkpointed))
+        self.manifest = self.checkpoints.latest(warn=self.warnings.append)
+        if self.manifest is not None:
+            self.state, _ = self.checkpoints.load(self.manifest)
+            self.controls_only = self.manifest.get("method", t.method) != t.method
+            on_root(comm, self._read_logs)
+
+    def _read_logs(self) -> None:
+        """The records of metrics.jsonl (and trajectory.jsonl) a resumed run keeps,
+        read and checked before anything is written. Rank 0."""
+        try:
+            self.kept["metrics"] = read_metrics(self.run_dir)
+            if self.config.output.trajectory_every:
+                path = self.run_dir / TRAJECTORY
+                header, self.kept["trajectory"] = read_trajectory(self.run_dir)
+                if header is None and path.is_file() and path.stat().st_size:
+                    raise InputError(f"{path} does not start with a pontryx trajectory header")
+        except InputError as e:
+            raise InputError(f"{e.message}; use --overwrite to start again", "--resume") from None
 
     def elapsed(self) -> float:
         """Seconds of training so far, over all restarts."""
@@ -287,15 +329,21 @@ class TrainingRun:
         self.t0 = time.perf_counter()
         keep = m["iteration"] if m else None
         self.last_checkpoint = keep
-        self.metrics = MetricsLog(self.run_dir, active=self.root).open(keep_until=keep)
+        kept = self.kept
+        self.metrics = MetricsLog(self.run_dir, active=self.root)
+        self.metrics.open(keep_until=keep, rows=kept.get("metrics"))
         self.trajectory = None
         if self.config.output.trajectory_every:
             p = self.problem
             self.trajectory = TrajectoryLog(self.run_dir, p.net, p.rf, active=self.root)
-            self.trajectory.open(self.trainer.controls, keep_until=keep)
+            self.trajectory.open(
+                self.trainer.controls, keep_until=keep, rows=kept.get("trajectory")
+            )
             if m is None:  # a fresh start records θ₀
                 self.trajectory.record(0, self.trainer.controls, self.config.training.method)
         self.progress.open_log(self.run_dir / "train.log")
+        for text in self.warnings:
+            self.progress.say(text, error=True)
         say, c = self.progress.say, self.config
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         say(f"pontryx train {self.source} → {self.run_dir}  ({stamp}, {self.comm.size} ranks)")
@@ -524,9 +572,18 @@ class TrainingRun:
             f"{summary['time']:.1f} s; train {m} {summary['train'][m]:.4f}, "
             f"test {m} {summary['test'][m]:.4f}"
         )
-        self.progress.say(
-            f"results in {self.run_dir}/: summary.json, metrics.csv, model.npz, plots/, paraview/"
-        )
+        self.progress.say(f"results in {self.run_dir}/: {', '.join(self._results())}")
+
+    def _results(self) -> list[str]:
+        """The main results the run wrote, for its last line."""
+        out = self.config.output
+        return [
+            "summary.json",
+            "metrics.csv",
+            *(["model.npz"] if out.model else []),
+            *(["plots/"] if out.plots else []),
+            *(["paraview/"] if out.paraview.enabled else []),
+        ]
 
     def destroy(self) -> None:
         if getattr(self, "trajectory", None) is not None:

@@ -363,6 +363,14 @@ class OutputSection(Section):
     plots: bool = Field(True, description="write PNG plots")
     paraview: Annotated[ParaViewSection, BeforeValidator(_paraview_shorthand)] = ParaViewSection()
 
+    @field_validator("directory")
+    @classmethod
+    def check_directory(cls, v):
+        """An empty path is an error, as ``--output ''`` is (null means the default)."""
+        if v is not None and not v.strip():
+            raise ValueError("expected a directory, got an empty path (null: runs/<config name>)")
+        return v
+
 
 # --------------------------------------------------------- mesh, data, petsc ---
 

@@ -72,6 +72,18 @@ def _save_npz(path: Path, arrays: dict) -> str:
     return _sha256(path)
 
 
+def _clear(path: Path) -> None:
+    """Remove whatever is at ``path`` (a checkpoint's folder, inside pontryx's own
+    ``checkpoints/``): its manifest first, so it stops being a checkpoint at once."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    elif path.is_dir():
+        manifest = path / "manifest.json"
+        if manifest.is_symlink() or manifest.is_file():
+            manifest.unlink()
+        shutil.rmtree(path)
+
+
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
@@ -126,10 +138,8 @@ class Checkpoints:
         comm, layout, sp = self.comm, self.layout, self.net.space
         target = self._dir(iteration)
         if comm.rank == 0:
-            target.mkdir(parents=True, exist_ok=True)
-            stale = target / "manifest.json"
-            if stale.exists():
-                stale.unlink()  # being rewritten: not a checkpoint until the new manifest
+            _clear(target)  # a stale one (damaged, skipped on resume) is rewritten whole
+            target.mkdir(parents=True)
         comm.Barrier()
         files, entries = {}, {}
         rows, shared, local = {}, {}, {}
@@ -267,22 +277,27 @@ class Checkpoints:
     def latest(self, warn=print) -> dict | None:
         """The manifest of the newest intact checkpoint (with its ``path``), or
         None if there is none; damaged newer ones are skipped with a one-line
-        warning (``warn``, rank 0); checkpoints exist but none is intact: an error.
-        Collective (rank 0 verifies and decides)."""
+        warning each (``warn``, rank 0); checkpoints exist but none is intact: a
+        one-line error (naming the newest and why), no warnings. Collective
+        (rank 0 verifies and decides)."""
         result = None
         if self.comm.rank == 0:
-            damaged = []
+            damaged = []  # (path, why), newest first
             for _, path in reversed(self.list()):
                 try:
                     result = {**self.verify(path), "path": str(path)}
                     break
                 except ValueError as e:
-                    damaged.append(path.name)
+                    damaged.append((path, e))
+            if result is not None:
+                for path, e in damaged:
                     warn(f"warning: checkpoint {path} is damaged ({e}); skipping it")
-            if result is None and damaged:
+            elif damaged:  # one line, no warnings
+                (path, e), more = damaged[0], len(damaged) - 1
+                others = f" and {more} older one{'s' * (more > 1)} damaged too" if more else ""
                 result = InputError(
-                    f"no intact checkpoint in {self.directory} (damaged: {', '.join(damaged)}); "
-                    "use --overwrite to start again",
+                    f"no intact checkpoint in {self.directory}: the newest, {path.name}, is "
+                    f"damaged ({e}){others}; use --overwrite to start again",
                     "--resume",
                 )
         result = self.comm.bcast(result, root=0)
@@ -366,13 +381,14 @@ class Checkpoints:
                 if name in REPLICATED:
                     continue
                 rows = self._from_rows(name, data[sub])
-                want = shapes[name]
-                if rows.shape[: self._dof_axis(name)] != want[: self._dof_axis(name)] or (
-                    rows.shape[self._dof_axis(name) + 1 :] != want[self._dof_axis(name) + 1 :]
-                ):
+                want, axis = shapes[name], self._dof_axis(name)
+                if rows.shape[:axis] + rows.shape[axis + 1 :] != want[:axis] + want[axis + 1 :]:
+                    N = sp.N  # the global shapes (the dofs agree: verify() checked them)
+                    have = (*rows.shape[:axis], N, *rows.shape[axis + 1 :])
+                    need = (*want[:axis], N, *want[axis + 1 :])
                     raise InputError(
-                        f"checkpoint entry {sub!r} has shape {rows.shape[1:]}, this network "
-                        f"needs {want[1:]}: it belongs to another model",
+                        f"checkpoint entry {sub!r} has shape {have}, this network "
+                        f"needs {need}: it belongs to another model",
                         "--resume",
                     )
                 if self._dof_axis(name) == 1:

@@ -18,9 +18,10 @@ import json
 import math
 from pathlib import Path
 
+from pontryx.meshes.errors import InputError
 from pontryx.solver.outputs.atomic import write_text
 
-__all__ = ["BASE_COLUMNS", "MetricsLog", "read_metrics"]
+__all__ = ["BASE_COLUMNS", "MetricsLog", "read_jsonl", "read_metrics"]
 
 BASE_COLUMNS = (
     "iteration",
@@ -45,17 +46,45 @@ def _clean(v):
     return v
 
 
-def read_metrics(directory: str | Path) -> list[dict]:
-    """The complete lines of ``metrics.jsonl`` (a torn last line is ignored)."""
-    path = Path(directory) / "metrics.jsonl"
+def read_jsonl(path: Path) -> list:
+    """The values of the complete lines of a JSON-lines file pontryx appends to
+    (reading stops at a line that is not JSON: the torn last line of a killed
+    run); [] if there is no file. A file that is not UTF-8 text is an InputError
+    naming it (and so is one that cannot be read)."""
+    path = Path(path)
     if not path.is_file():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text (not a log pontryx wrote)") from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for i, line in enumerate(text.splitlines()):
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             break
+        except RecursionError:  # nested too deep to be a record
+            raise InputError(f"{path}: line {i + 1} is not a record pontryx wrote") from None
+    return rows
+
+
+def _is_record(row) -> bool:
+    it = row.get("iteration") if isinstance(row, dict) else None
+    return isinstance(it, int) and not isinstance(it, bool)
+
+
+def read_metrics(directory: str | Path) -> list[dict]:
+    """The complete lines of ``metrics.jsonl`` (a torn last line is ignored); a
+    file that is not UTF-8 text, or a line that is not an iteration's record (a
+    JSON object with an integer ``iteration``), is an InputError naming it."""
+    path = Path(directory) / "metrics.jsonl"
+    rows = read_jsonl(path)
+    for i, row in enumerate(rows):
+        if not _is_record(row):
+            raise InputError(f"{path}: line {i + 1} is not an iteration's record")
     return rows
 
 
@@ -69,13 +98,15 @@ class MetricsLog:
         self.columns: list[str] = list(BASE_COLUMNS)
         self._jsonl = self._csv = None
 
-    def open(self, keep_until: int | None = None) -> MetricsLog:
+    def open(self, keep_until: int | None = None, rows: list[dict] | None = None) -> MetricsLog:
         """Start the files; with ``keep_until`` keep the rows up to that iteration
-        (resume), otherwise start empty."""
+        (resume: ``rows``, read before anything was written, or the file's),
+        otherwise start empty."""
         if not self.active:
             return self
         if keep_until is not None:
-            self.rows = [r for r in read_metrics(self.directory) if r["iteration"] <= keep_until]
+            rows = read_metrics(self.directory) if rows is None else rows
+            self.rows = [r for r in rows if r["iteration"] <= keep_until]
         for row in self.rows:
             self._add_columns(row)
         write_text(

@@ -24,8 +24,16 @@ one or that holds one in place of its own entries; an overwrite first moves the
 old run's entries into ``.pontryx/replaced/`` (one rename each) and deletes them
 only once the new run has started, so an interrupted overwrite never leaves a
 half-deleted run; while a run writes, it holds ``.pontryx/lock``, and a second
-run into the same directory fails at once. Every problem is an ``InputError``
-keyed ``directory`` (or ``resume``) with a one-line message.
+run into the same directory fails at once. Before anything is written,
+:meth:`RunDirectory.check` also refuses a path that cannot be looked up or
+created (a name too long), a marker that is not pontryx's (not a JSON object
+whose ``written`` lists names of :data:`KINDS`: a hand-edited ``"."``, ``".."``,
+``"/etc"`` or ``"notes.txt"`` refuses the whole directory rather than being
+skipped, since the marker decides what an overwrite deletes), and an entry
+the run will write into that has the wrong kind (a file where pontryx writes
+a folder, or a folder, link or device where it writes a file). Every problem
+is an ``InputError`` keyed ``directory`` (or ``resume``/``overwrite``) with a
+one-line message.
 """
 
 from __future__ import annotations
@@ -36,12 +44,20 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.outputs.atomic import write_json
 
-__all__ = ["ENTRIES", "MARKER", "RunDirectory", "check_run_directory", "prepare_run_directory"]
+__all__ = [
+    "ENTRIES",
+    "KINDS",
+    "MARKER",
+    "RunDirectory",
+    "check_run_directory",
+    "prepare_run_directory",
+]
 
 #: What a run writes, by name (files and folders directly in the run directory).
 ENTRIES = (
@@ -57,9 +73,42 @@ ENTRIES = (
     "trajectory.jsonl",
     "analysis",
 )
+#: Every entry pontryx writes into a run directory (train, an inverse run, hjb,
+#: analyze), by name: True for a folder, False for a regular file. A marker
+#: lists names of these only.
+KINDS = {
+    **{name: name in ("checkpoints", "paraview", "plots", "analysis") for name in ENTRIES},
+    "inverse.npz": False,
+    "value.npz": False,
+}
 MARKER = Path(".pontryx") / "run.json"
 _LOCK = Path(".pontryx") / "lock"
 _REPLACED = Path(".pontryx") / "replaced"
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    """``os.lstat(path)``, or None if nothing is there; a path that cannot be
+    looked up at all (a name too long, a loop, no permission) is an error."""
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise InputError(f"cannot use {str(path)!r}: {e.strerror}", "directory") from None
+
+
+def _check_new_names(path: Path, parent: Path) -> None:
+    """The names ``path`` adds below its existing ``parent`` fit the file system."""
+    try:
+        limit = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for name in path.absolute().relative_to(parent).parts:
+        if len(os.fsencode(name)) > limit:
+            raise InputError(
+                f"cannot create {str(path)!r}: a name in it is longer than {limit} bytes",
+                "directory",
+            )
 
 
 def _is_legacy_run(path: Path) -> bool:
@@ -71,6 +120,30 @@ def _is_legacy_run(path: Path) -> bool:
         head = config.read_text(encoding="utf-8")[:200]
         return head.startswith("# Resolved configuration") and "written by pontryx" in head
     return False
+
+
+def read_marker(marker: Path, key: str = "directory") -> list[str]:
+    """The entries a marker lists as pontryx's own. A marker pontryx did not write
+    as it is — not a JSON object, no list ``written``, or an entry that is not the
+    name of one of :data:`KINDS` (``""``, ``"."``, ``".."``, ``".pontryx"``, a path,
+    a user's file) — is an error naming the marker: an overwrite deletes what the
+    marker lists, so a marker that cannot be trusted whole is not used at all
+    (rather than skipping the entries that look wrong)."""
+    advice = "pontryx deletes only its own entries — repair or remove the marker"
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not JSON text"
+        raise InputError(f"{marker} is unreadable ({why}); {advice}", key) from None
+    written = data.get("written") if isinstance(data, dict) else None
+    if not isinstance(written, list):
+        raise InputError(f"{marker} is not a pontryx run marker (no list 'written'); {advice}", key)
+    for name in written:
+        if not isinstance(name, str) or name not in KINDS:
+            raise InputError(
+                f"{marker} lists {show(name)}, not an entry pontryx writes; {advice}", key
+            )
+    return written
 
 
 class RunDirectory:
@@ -88,18 +161,21 @@ class RunDirectory:
         if resume and overwrite:
             raise InputError("resume and overwrite exclude each other", "resume")
         path = self.path
-        if path.is_symlink():
+        parents = path.absolute().parents
+        parent = next((p for p in parents if _lstat(p) is not None), None)
+        if parent is not None and not parent.is_dir():
+            raise InputError(f"{str(parent)!r} is not a directory", "directory")
+        st = _lstat(path)
+        if st is not None and stat.S_ISLNK(st.st_mode):
             raise InputError(
                 f"{str(path)!r} is a symbolic link; give the directory it points to", "directory"
             )
-        parent = next((p for p in path.absolute().parents if p.exists()), None)
-        if parent is not None and not parent.is_dir():
-            raise InputError(f"{str(parent)!r} is not a directory", "directory")
-        if path.exists() and not path.is_dir():
+        if st is not None and not stat.S_ISDIR(st.st_mode):
             raise InputError(f"{str(path)!r} exists and is not a directory", "directory")
-        if not path.exists():
+        if st is None:
             if parent is None or not os.access(parent, os.W_OK | os.X_OK):
                 raise InputError(f"cannot create {str(path)!r} (not writable)", "directory")
+            _check_new_names(path, parent)
             return "fresh"
         if not os.access(path, os.W_OK | os.X_OK):
             raise InputError(f"{str(path)!r} is not writable", "directory")
@@ -117,28 +193,42 @@ class RunDirectory:
                 "--resume and --overwrite only act on one — choose a new --output",
                 "directory",
             )
-        for name in ENTRIES:
+        mode = "resume" if resume else "overwrite"
+        listed = self.listed(key=mode)
+        for name in KINDS:
             if (path / name).is_symlink():
                 raise InputError(
                     f"{str(path / name)!r} is a symbolic link; pontryx writes and deletes "
                     "its own entries only — remove the link",
                     "directory",
                 )
-        return "resume" if resume else "overwrite"
+        # an overwrite moves the listed entries aside; the others are written into
+        self._check_kinds(skip=listed if mode == "overwrite" else ())
+        return mode
+
+    def _check_kinds(self, skip) -> None:
+        """Every entry pontryx may write into is of its kind (a folder or a regular
+        file), so that a run does not fail on it half-way."""
+        for name, folder in KINDS.items():
+            st = None if name in skip else _lstat(self.path / name)
+            if st is None or (stat.S_ISDIR if folder else stat.S_ISREG)(st.st_mode):
+                continue
+            kind = "folder" if folder else "regular file"
+            raise InputError(
+                f"{str(self.path / name)!r} is not a {kind}, but pontryx writes its "
+                f"{name} there — move it away",
+                "directory",
+            )
 
     def is_run(self) -> bool:
         return (self.path / MARKER).is_file() or _is_legacy_run(self.path)
 
-    def listed(self) -> list[str]:
-        """The entries the marker lists as written by pontryx (for a 0.1 run: the
-        standard entries that exist)."""
+    def listed(self, key: str = "directory") -> list[str]:
+        """The entries the marker lists as written by pontryx (:func:`read_marker`;
+        for a 0.1 run: the standard entries that exist)."""
         marker = self.path / MARKER
         if marker.is_file():
-            try:
-                files = json.loads(marker.read_text(encoding="utf-8")).get("written", [])
-            except (OSError, ValueError):
-                files = []
-            return [f for f in files if isinstance(f, str) and "/" not in f.strip("/")]
+            return read_marker(marker, key)
         return [name for name in ENTRIES if (self.path / name).exists()]
 
     # -- writing ----------------------------------------------------------------------
@@ -160,7 +250,12 @@ class RunDirectory:
         self.register()
 
     def _lock(self) -> None:
-        f = open(self.path / _LOCK, "a+")
+        try:
+            f = open(self.path / _LOCK, "a+")
+        except OSError as e:  # a folder in its place, no permission: nothing written yet
+            raise InputError(
+                f"cannot open {str(self.path / _LOCK)!r}: {e.strerror}", "directory"
+            ) from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -175,6 +270,8 @@ class RunDirectory:
 
     def _move_old_run_aside(self) -> None:
         replaced = self.path / _REPLACED
+        if replaced.is_symlink() or (replaced.exists() and not replaced.is_dir()):
+            replaced.unlink()  # pontryx's own name, never followed
         shutil.rmtree(replaced, ignore_errors=True)  # a previous overwrite that was cut
         replaced.mkdir(parents=True)
         for name in self.listed():

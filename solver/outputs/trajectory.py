@@ -38,10 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pontryx.meshes.errors import InputError
 from pontryx.solver.adjoint.riesz import l2_weights
 from pontryx.solver.model.controls import REPLICATED
 from pontryx.solver.outputs.atomic import write_text
 from pontryx.solver.outputs.canonical import canonical_shape
+from pontryx.solver.outputs.metrics import read_jsonl
 
 __all__ = ["DIMENSION", "FILE", "SEED", "Projection", "TrajectoryLog", "read_trajectory"]
 
@@ -118,22 +120,18 @@ class Projection:
 
 def read_trajectory(directory: str | Path) -> tuple[dict | None, list[dict]]:
     """(header, records) of a run directory's ``trajectory.jsonl`` ((None, []) if
-    absent; a torn last line is ignored)."""
+    absent or without its header; a torn last line is ignored). A file that is
+    not UTF-8 text, or a record that is not a JSON object with an integer
+    ``iteration``, is an InputError naming it."""
     path = Path(directory) / FILE
-    if not path.is_file():
+    lines = read_jsonl(path)
+    if not lines or not isinstance(lines[0], dict) or lines[0].get("format") != FORMAT:
         return None, []
-    header, rows = None, []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        if i == 0:
-            header = obj if obj.get("format") == FORMAT else None
-            if header is None:
-                return None, []
-        else:
-            rows.append(obj)
+    header, rows = lines[0], lines[1:]
+    for i, row in enumerate(rows):
+        it = row.get("iteration") if isinstance(row, dict) else None
+        if not isinstance(it, int) or isinstance(it, bool):
+            raise InputError(f"{path}: line {i + 2} is not a record of the controls")
     return header, rows
 
 
@@ -146,14 +144,16 @@ class TrajectoryLog:
         self.projection = Projection(net)
         self._file = None
 
-    def open(self, controls, keep_until: int | None = None) -> TrajectoryLog:
-        """Start the file: keep the records up to ``keep_until`` (resume) or none."""
+    def open(self, controls, keep_until: int | None = None, rows=None) -> TrajectoryLog:
+        """Start the file: keep the records up to ``keep_until`` (resume: ``rows``,
+        read before anything was written, or the file's) or none."""
         if not self.active:
             return self
-        rows = []
         if keep_until is not None:
-            _, rows = read_trajectory(self.directory)
+            rows = read_trajectory(self.directory)[1] if rows is None else rows
             rows = [r for r in rows if r["iteration"] <= keep_until]
+        else:
+            rows = []
         lines = [self.projection.header(controls), *rows]
         write_text(self.directory / FILE, "".join(json.dumps(r) + "\n" for r in lines))
         self._file = open(self.directory / FILE, "a", encoding="utf-8")
