@@ -284,6 +284,34 @@ def test_check_gradient(capsys, small):
     assert code == 2 and "--steps" in err
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--seed", "-1"],
+        ["--steps", "100000"],  # 4.0**steps overflowed in first_step
+        ["--steps", "28"],
+        ["--h0", "inf"],
+        ["--h0", "1e300"],
+        ["--h0", "2"],
+        ["--h0", "nan"],
+        ["--h0", "0"],
+    ],
+)
+def test_check_gradient_flags_out_of_range(capsys, small, flags):
+    """Every flag is checked before the configuration is read: one line keyed by it."""
+    code, out, err = cli(capsys, "check-gradient", small, *flags)
+    assert code == 2 and err.startswith(f"config error: {flags[0]}: expected "), err
+    assert err.count("\n") == 1 and not out
+
+
+def test_check_gradient_round_off_fails_without_warnings(capsys, small, recwarn):
+    """Steps so small that J(θ + hδ) = J(θ) exactly: a FAIL line, the table's rates
+    of those zero remainders nan, and no NumPy warning (log₂(0/0))."""
+    code, out, err = cli(capsys, "check-gradient", small, "--h0", "1e-300")
+    assert code == 1 and "FAIL" in out and "nan" in out and not err, out + err
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 # ------------------------------------------------------------- examples ---
 
 SHORT = {  # the smallest mesh of each kind used by the examples

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import traceback
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from mpi4py import MPI
 
-from pontryx.meshes.errors import InputError, file_problem
+from pontryx.meshes.errors import InputError, file_problem, show
 from pontryx.solver.app.faults import abort
 from pontryx.solver.errors import NonFiniteError
 
@@ -47,6 +48,9 @@ EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_IO = 1, 2, 3, 5
 #: before aborting the job (bad input fails on every rank at the same point).
 AGREE_TIMEOUT = 10.0
 TAYLOR_RATE = 1.95
+#: the most steps h0, h0/2, …, h0/2^(K−1) of a Taylor test: the remainder r¹ ∝ h² falls
+#: by 4^(K−1), and 4^26 = 2^52 is the inverse machine epsilon — further steps measure round-off
+MAX_TAYLOR_STEPS = 27
 #: copies of the controls a Taylor test holds (θ, the direction, ∇J, θ + h dθ, spare)
 TAYLOR_COPIES = 6.0
 
@@ -159,15 +163,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("config", metavar="CONFIG.yaml")
     overrides(g)
-    g.add_argument("--seed", type=int, default=0, help="seed of the direction (default 0)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the direction, ≥ 0 (default 0)")
     g.add_argument(
         "--h0",
         type=float,
         default=None,
-        help="first step (default: chosen from the problem — the largest 2^-k from which "
-        "the remainder |…−h⟨∇J,δ⟩| falls at rate 2 ± 0.05 over two halvings)",
+        help="first step, 0 < h0 ≤ 1 (δ has the RMS size of each control; default: chosen "
+        "from the problem — the largest 2^-k from which the remainder |…−h⟨∇J,δ⟩| falls at "
+        "rate 2 ± 0.05 over two halvings)",
     )
-    g.add_argument("--steps", type=int, default=4, help="number of halvings (default 4)")
+    g.add_argument(
+        "--steps",
+        type=int,
+        default=4,
+        help=f"number of steps h0, h0/2, … (2 to {MAX_TAYLOR_STEPS}; default 4: three rates)",
+    )
     g.set_defaults(func=cmd_check_gradient)
 
     v = sub.add_parser(
@@ -480,15 +490,31 @@ def _print_inverse(args, run_dir, problem, controls) -> int:
     return 0
 
 
+def _check_taylor_flags(args) -> None:
+    """``--seed``, ``--steps`` and ``--h0`` of check-gradient, before anything is read."""
+    if args.seed < 0:
+        raise InputError(f"expected a non-negative integer, got {show(args.seed)}", "--seed")
+    if args.steps < 2:
+        raise InputError(f"expected at least 2 steps (one rate), got {args.steps}", "--steps")
+    if args.steps > MAX_TAYLOR_STEPS:
+        raise InputError(
+            f"expected at most {MAX_TAYLOR_STEPS} steps (the remainder ∝ h² has then fallen "
+            f"by 2^52, to round-off), got {show(args.steps)}",
+            "--steps",
+        )
+    if args.h0 is not None and not 0 < args.h0 <= 1:
+        raise InputError(
+            f"expected 0 < h0 ≤ 1 (h0 = 1 moves each control by its RMS size), got {show(args.h0)}",
+            "--h0",
+        )
+
+
 def cmd_check_gradient(args) -> int:
     from pontryx.solver.adjoint.taylor import first_step, taylor_test
     from pontryx.solver.app.problem import build_problem
     from pontryx.solver.outputs.canonical import random_direction
 
-    if args.steps < 2:
-        raise InputError(f"expected at least 2 steps (one rate), got {args.steps}", "--steps")
-    if args.h0 is not None and not args.h0 > 0:
-        raise InputError(f"expected a positive step, got {args.h0}", "--h0")
+    _check_taylor_flags(args)
     config = _load(args.config, args.set)
     if config.hjb is not None:  # the open-loop J(b) of pontryx hjb, at b = 0
         from pontryx.solver.app.hjb import HJBProblem
@@ -513,15 +539,19 @@ def cmd_check_gradient(args) -> int:
         _say(f"first step h0 = {h0:.3e} (chosen from the problem; --h0 to set it)")
     result = taylor_test(problem.rf, controls, direction, h0=h0, steps=args.steps)
     rates = result.rates
-    ok = bool(rates) and min(rates) >= TAYLOR_RATE
+    finite = all(math.isfinite(r) for r in rates)
+    ok = finite and min(rates) >= TAYLOR_RATE
     _say(f"Taylor test of ∇J for {args.config} along a random direction (seed {args.seed}) ")
     _say(f"over {', '.join(names)}:")
     _say(result.table())
     _say(f"observed rates: {', '.join(f'{r:.3f}' for r in rates)}")
-    _say(
-        f"{'PASS' if ok else 'FAIL'}: minimum rate {min(rates):.3f} "
-        f"{'≥' if ok else '<'} {TAYLOR_RATE}"
-    )
+    if not finite:
+        _say("FAIL: a remainder is 0 (round-off) or not finite: no rate; choose another --h0")
+    else:
+        _say(
+            f"{'PASS' if ok else 'FAIL'}: minimum rate {min(rates):.3f} "
+            f"{'≥' if ok else '<'} {TAYLOR_RATE}"
+        )
     problem.destroy()
     return 0 if ok else 1
 
