@@ -222,12 +222,20 @@ def _parser() -> argparse.ArgumentParser:
         help="what is embedded: the random projection of the controls (default) or their "
         "layerwise L² norms",
     )
-    a.add_argument("--components", type=int, default=3, help="diffusion coordinates (default 3)")
     a.add_argument(
-        "--epsilon", type=float, default=None, help="kernel bandwidth ε (default: automatic)"
+        "--components",
+        type=int,
+        default=None,
+        help="diffusion coordinates, from 2 to the recorded iterates less one (default 3, or 2 "
+        "for 3 iterates)",
     )
-    a.add_argument("--alpha", type=float, default=1.0, help="density normalisation α (default 1)")
-    a.add_argument("--time", type=float, default=1.0, help="diffusion time t (default 1)")
+    a.add_argument(
+        "--epsilon", type=float, default=None, help="kernel bandwidth ε > 0 (default: automatic)"
+    )
+    a.add_argument(
+        "--alpha", type=float, default=1.0, help="density normalisation 0 ≤ α ≤ 1 (default 1)"
+    )
+    a.add_argument("--time", type=float, default=1.0, help="diffusion time t > 0 (default 1)")
     a.add_argument("--json", action="store_true", help="print the summary as JSON")
     a.set_defaults(func=cmd_analyze)
 
@@ -583,36 +591,28 @@ def cmd_methods(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    """Diffusion maps of the runs' recorded paths (world rank 0 computes and writes;
-    every rank checks the input, so bad input fails alike on all)."""
-    from pontryx.solver.app.analyze import analyze, load_paths
-    from pontryx.solver.outputs.rundir import RunDirectory
+    """Diffusion maps of the runs' recorded paths. Every rank checks the flags and
+    reads the runs, so bad input fails alike on all; world rank 0 computes, checks
+    the output and writes (its errors raised on every rank)."""
+    from pontryx.solver.app.analyze import analyze, check_options, check_points, load_paths
+    from pontryx.solver.app.directory import on_root
 
-    comm = MPI.COMM_WORLD
-    load_paths(args.run_dirs)  # one-line errors on every rank
-    summary = None
-    if comm.rank == 0:
-        try:
-            if args.output is not None:
-                if not args.output.strip():
-                    raise InputError("expected a directory, got an empty path", "--output")
-                output = Path(args.output)
-            else:
-                output = RunDirectory(Path(args.run_dirs[0])).attach("analysis")
-            summary = analyze(
-                args.run_dirs,
-                output,
-                features=args.features,
-                components=args.components,
-                epsilon=args.epsilon,
-                alpha=args.alpha,
-                t=args.time,
-            )
-        except InputError as e:
-            summary = e
-    summary = comm.bcast(summary, root=0)
-    if isinstance(summary, InputError):
-        raise summary
+    options = {
+        "features": args.features,
+        "components": args.components,
+        "epsilon": args.epsilon,
+        "alpha": args.alpha,
+        "t": args.time,
+    }
+    check_options(**options)
+    if args.output is not None and not args.output.strip():
+        raise InputError("expected a directory, got an empty path", "--output")
+    paths = load_paths(args.run_dirs)
+    options["components"] = check_points(paths, args.components)
+    output = Path(args.output) if args.output is not None else None
+    summary = on_root(
+        MPI.COMM_WORLD, lambda: analyze(args.run_dirs, output, paths=paths, **options)
+    )
     if args.json:
         _say(json.dumps(summary))
         return 0
