@@ -4,7 +4,7 @@ Commands::
 
     pontryx train CONFIG.yaml [--output DIR] [--set KEY.PATH=VALUE ...]
                   [--resume | --overwrite] [--quiet]
-    pontryx evaluate RUN_DIR [--data KEY=VALUE | --data FILE] [--json]
+    pontryx evaluate RUN_DIR [--data KEY=VALUE ... | --data FILE] [--json]
     pontryx check-gradient CONFIG.yaml [--set ...] [--seed S] [--h0 H] [--steps K]
     pontryx validate CONFIG.yaml [--set ...]
     pontryx methods [NAME] [--json]
@@ -149,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="override the data section (e.g. --data n_test=5000 --data seed=1), "
-        "or a .csv/.npz file to evaluate on",
+        "or one .csv/.npz file to evaluate on (not both)",
     )
     e.add_argument("--json", action="store_true", help="print the results as JSON")
     e.set_defaults(func=cmd_evaluate)
@@ -364,22 +364,37 @@ def cmd_validate(args) -> int:
 
 def _data_overrides(config, specs) -> tuple[dict, str | None]:
     """The data section with ``--data KEY=VALUE`` overrides applied, and the file
-    of a ``--data FILE`` (evaluated whole, with the model's classes), if any."""
+    of a ``--data FILE`` (evaluated whole, with the model's classes), if any: one
+    file, or overrides, not both."""
     from pontryx.solver.config import apply_override
 
-    data, file = dict(config.data), None
+    data, files, overrides = dict(config.data), [], []
     for spec in specs:
         if "=" in spec:
+            key = spec.partition("=")[0].strip()
+            if not key or any(not part for part in key.split(".")):
+                raise InputError(
+                    f"expected KEY=VALUE or a .csv/.npz file, got {show(spec)}", "--data"
+                )
             holder = {"data": data}
             apply_override(holder, "data." + spec)
             data = holder["data"]
+            overrides.append(spec)
         elif Path(spec).suffix.lower() in (".csv", ".npz", ".txt"):
+            if files:
+                raise InputError(f"one file only, got {show(files[0])} and {show(spec)}", "--data")
             if (why := file_problem(spec)) is not None:
                 raise InputError(f"file {spec!r} {why}", "--data")
-            file = str(Path(spec).resolve())
+            files.append(spec)
         else:
-            raise InputError(f"expected KEY=VALUE or a .csv/.npz file, got {spec!r}", "--data")
-    return data, file
+            raise InputError(f"expected KEY=VALUE or a .csv/.npz file, got {show(spec)}", "--data")
+    if files and overrides:
+        raise InputError(
+            "a file is evaluated whole, KEY=VALUE changes the configured data set: give one "
+            f"or the other, got {show(files[0])} and {show(overrides[0])}",
+            "--data",
+        )
+    return data, str(Path(files[0]).resolve()) if files else None
 
 
 def _file_results(problem, controls, file: str, classes) -> dict:
@@ -440,8 +455,8 @@ def cmd_evaluate(args) -> int:
     try:
         arrays = model_io.load_model(model)
         controls = model_io.controls_from_model(problem.net, arrays)
-    except InputError as e:
-        raise InputError(f"{model}: {e.message}", "evaluate") from None
+    except InputError as e:  # keyed by the entry of the model file, if one
+        raise InputError(f"{model}: {e}", "evaluate") from None
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read {model}: {e}", "evaluate") from None
     bad = [k for k, v in controls.items() if not np.all(np.isfinite(v))]
