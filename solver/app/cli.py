@@ -272,10 +272,19 @@ def _say(text: str = "") -> None:
         print(text, flush=True)
 
 
-def _load(path: str, overrides, comm=MPI.COMM_WORLD):
-    from pontryx.solver.config import load_config
+def _load(path: str, overrides, comm=MPI.COMM_WORLD, *, section: str | None = None):
+    """The validated configuration; with ``section``, a file without that section
+    (or with ``section: null``) is refused first, keyed by it."""
+    from pontryx.solver.config import apply_override, read_yaml, validate_config
 
-    return load_config(path, overrides, ranks=comm.size)
+    raw = read_yaml(path)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    if section is not None and raw.get(section) is None:
+        raise InputError(
+            f"this configuration has no {section}: section (pontryx train runs it)", section
+        )
+    return validate_config(raw, ranks=comm.size, base_dir=Path(path).resolve().parent)
 
 
 def _run_dir(args, config) -> Path:
@@ -312,7 +321,7 @@ def cmd_train(args) -> int:
 def cmd_hjb(args) -> int:
     from pontryx.solver.app.hjb import run_hjb
 
-    config = _load(args.config, args.set)
+    config = _load(args.config, args.set, section="hjb")
     summary = run_hjb(
         config,
         _run_dir(args, config),
