@@ -5,6 +5,7 @@ Laplace–Beltrami eigenfunction whatever the sampling density), and ``pontryx
 analyze`` (outputs, one-line errors with exit code 2)."""
 
 import json
+import shutil
 
 from mpi4py import MPI
 
@@ -146,9 +147,95 @@ def test_analyze_bad_input(capsys, mpi_tmp_path):
         ([mpi_tmp_path / "missing"], "is not a directory"),
         ([plain], "is not a pontryx run directory"),
         ([none], "has no trajectory.jsonl: record one with output.trajectory_every"),
-        ([none, "--epsilon", "-1"], "has no trajectory.jsonl"),
+        ([none, "--epsilon", "-1"], "--epsilon: expected"),  # flags before files
     ):
         code, _out, err = cli(capsys, "analyze", *args)
         assert code == 2 and text in err and len(err.strip().splitlines()) == 1, err
     code, _, err = cli(capsys, "analyze", none, "--features", "pixels")
     assert code == 2 and "invalid choice" in err
+
+
+def _tree(directory):
+    """Every file's bytes and every folder under ``directory`` (to compare before/after)."""
+    return {
+        str(p.relative_to(directory)): p.read_bytes() if p.is_file() else None
+        for p in sorted(directory.rglob("*"))
+    }
+
+
+@pytest.fixture
+def recorded(capsys, mpi_tmp_path):
+    """A finished run with 4 recorded iterates (0, 2, 4, 6)."""
+    cfg = write(mpi_tmp_path / "c.yaml", CONFIG)
+    run = mpi_tmp_path / "run"
+    assert cli(capsys, "train", cfg, "--output", run, "--quiet")[0] == 0
+    return run
+
+
+def test_analyze_refuses_bad_flags_before_writing(capsys, recorded, mpi_tmp_path):
+    """Flags out of range and outputs that cannot be directories: one line keyed by
+    the flag, exit 2, the run directory byte for byte as it was (its marker too)."""
+    if MPI.COMM_WORLD.rank == 0:
+        (mpi_tmp_path / "afile").write_text("x")
+    MPI.COMM_WORLD.Barrier()
+    before = _tree(recorded)
+    for flags, key in (
+        (["--components", "0"], "--components"),
+        (["--components", "4"], "--components"),  # 4 iterates: at most 3
+        (["--epsilon", "-1"], "--epsilon"),
+        (["--epsilon", "inf"], "--epsilon"),
+        (["--epsilon", "1e-300"], "--epsilon"),  # the iterates fall apart
+        (["--alpha", "nan"], "--alpha"),
+        (["--time", "0"], "--time"),
+        (["--time", "-1"], "--time"),
+        (["--time", "nan"], "--time"),
+        (["--time", "inf"], "--time"),
+        (["--output", mpi_tmp_path / "afile"], "--output"),
+        (["--output", mpi_tmp_path / "afile" / "below"], "--output"),
+        (["--output", "/proc/pontryx-analysis"], "--output"),
+    ):
+        code, out, err = cli(capsys, "analyze", recorded, *flags)
+        assert code == 2 and err.startswith(f"config error: {key}: "), (flags, err)
+        assert err.count("\n") == 1 and "run directory" not in err and not out, err
+        assert _tree(recorded) == before, flags
+    code, out, err = cli(capsys, "analyze", recorded, "--components", "3", "--time", "0.5")
+    assert code == 0 and "diffusion map of 4 iterates" in out, err
+    assert "analysis" in json.loads((recorded / ".pontryx" / "run.json").read_text())["written"]
+
+
+def test_analyze_refuses_a_damaged_trajectory(capsys, recorded, mpi_tmp_path):
+    """Bytes that are not UTF-8, JSON that is not a record, non-finite values: one line
+    naming the file and the line, exit 2, nothing written; a torn last line (a run cut
+    while writing it) is left out."""
+    lines = (recorded / "trajectory.jsonl").read_text().splitlines(keepends=True)
+    nan = json.loads(lines[2])
+    nan["projection"][3] = float("nan")
+    cases = {
+        "bytes": (b"\xff\xfe{{{\n", "line 1: not UTF-8 text"),
+        "list": (b"[1, 2]\n[3]\n", "line 1: expected the header of a pontryx-trajectory"),
+        "record": ((lines[0] + lines[1] + "[3]\n").encode(), "line 3: expected a record"),
+        "nan": ((lines[0] + lines[1] + json.dumps(nan) + "\n").encode(), "line 3: projection"),
+        "garbage": ((lines[0] + "{{\n" + lines[1]).encode(), "line 2: not a JSON line"),
+        "loss": (
+            (lines[0] + lines[1].replace('"loss": ', '"loss": 1e999, "x": ')).encode(),
+            "line 2: loss",
+        ),
+    }
+    for name, (data, text) in cases.items():
+        run = mpi_tmp_path / name
+        if MPI.COMM_WORLD.rank == 0:
+            shutil.copytree(recorded, run, symlinks=True)
+            (run / "trajectory.jsonl").write_bytes(data)
+        MPI.COMM_WORLD.Barrier()
+        before = _tree(run)
+        code, out, err = cli(capsys, "analyze", run)
+        assert code == 2 and err.count("\n") == 1 and not out, (name, err)
+        assert f"{run / 'trajectory.jsonl'}, line " in err and text in err, (name, err)
+        assert _tree(run) == before, name
+    torn = mpi_tmp_path / "torn"
+    if MPI.COMM_WORLD.rank == 0:
+        shutil.copytree(recorded, torn, symlinks=True)
+        (torn / "trajectory.jsonl").write_text("".join(lines)[:-30])
+    MPI.COMM_WORLD.Barrier()
+    code, out, err = cli(capsys, "analyze", torn)
+    assert code == 0 and "diffusion map of 3 iterates" in out, err

@@ -234,6 +234,64 @@ def test_evaluate_on_a_data_file(capsys, small, mpi_tmp_path):
         assert "pickle" not in err  # NumPy's own message would suggest loading it unsafely
 
 
+def test_evaluate_refuses_mixed_data_and_inconsistent_model_files(capsys, small, mpi_tmp_path):
+    """--data: one file, or KEY=VALUE overrides, not both; a model.npz that is not
+    what README's "The model file" documents: one line naming the file and the entry,
+    exit 2; non-finite values stay exit 3."""
+    run = mpi_tmp_path / "run"
+    assert cli(capsys, "train", small, "--output", run, "--quiet")[0] == 0
+    d = load_dataset({"name": "ellipses", "n_train": 10, "n_test": 1, "seed": 5})
+    if MPI.COMM_WORLD.rank == 0:
+        np.savez(mpi_tmp_path / "d.npz", X=d.X_train, y=d.y_train)
+    MPI.COMM_WORLD.Barrier()
+    file = mpi_tmp_path / "d.npz"
+    for data in ([file, "n_test=5"], ["n_test=5", file], [file, file], ["="], ["=5"]):
+        flags = [x for v in data for x in ("--data", v)]
+        code, out, err = cli(capsys, "evaluate", run, *flags)
+        assert code == 2 and err.startswith("config error: --data: "), (data, err)
+        assert err.count("\n") == 1 and not out, err
+    good = dict(np.load(run / "model.npz"))
+    model = str(run / "model.npz")
+    for change, needle in (
+        ({"version": np.array(99)}, "version: expected 1"),
+        ({"weights": np.array("ternary")}, "weights: 'ternary' but no kernel control"),
+        ({"weights": np.array("fuzzy")}, "weights: expected one of real, ternary, binary"),
+        ({"classes": np.array([0])}, "classes: 1 class labels for a model of 2 outputs"),
+        ({"layers": np.array(7)}, "b: has shape (3, 16), expected (layers, N) = (7, 16)"),
+        ({"n_in": np.array(3)}, "E: has shape (16, 2)"),
+        ({"T": np.array("long")}, "T: expected a 0-d number"),
+        ({"W_scale": np.ones(3)}, "W_scale: a model with real weights"),
+        ({"scheme": None}, "scheme: missing"),
+    ):
+        arrays = {k: v for k, v in {**good, **change}.items() if v is not None}
+        if MPI.COMM_WORLD.rank == 0:
+            np.savez(run / "model.npz", **arrays)
+        MPI.COMM_WORLD.Barrier()
+        code, out, err = cli(capsys, "evaluate", run)
+        assert code == 2 and err.startswith(f"config error: evaluate: {model}: {needle}"), err
+        assert err.count("\n") == 1 and not out, err
+    codes = {"weights": np.array("ternary"), "W": np.sign(good["W"]).astype(np.int8)}
+    for change, needle in (
+        ({**codes, "W_scale": np.ones(2)}, "W_scale: expected 3 scales"),
+        ({**codes, "W_scale": -np.ones(3)}, "W_scale: expected scales c_n > 0"),
+        ({**codes, "W": 2 * codes["W"], "W_scale": np.ones(3)}, "W: expected codes in"),
+    ):
+        if MPI.COMM_WORLD.rank == 0:
+            np.savez(run / "model.npz", **{**good, **change})
+        MPI.COMM_WORLD.Barrier()
+        code, out, err = cli(capsys, "evaluate", run)
+        assert code == 2 and err.startswith(f"config error: evaluate: {model}: {needle}"), err
+    if MPI.COMM_WORLD.rank == 0:  # consistent codes and scales: evaluated; a NaN scale: exit 3
+        np.savez(run / "model.npz", **{**good, **codes, "W_scale": np.full(3, 0.5)})
+    MPI.COMM_WORLD.Barrier()
+    assert cli(capsys, "evaluate", run)[0] == 0
+    if MPI.COMM_WORLD.rank == 0:
+        np.savez(run / "model.npz", **{**good, **codes, "W_scale": np.array([0.5, np.nan, 1])})
+    MPI.COMM_WORLD.Barrier()
+    code, _, err = cli(capsys, "evaluate", run)
+    assert code == 3 and "non-finite values (in W)" in err, err
+
+
 def test_train_with_bounds(capsys, small, mpi_tmp_path):
     """``training.bounds`` from the command line: lmvm runs as blmvm (said once), the
     trained model stays in the box."""
@@ -283,6 +341,34 @@ def test_check_gradient(capsys, small):
     assert code == 1 and "FAIL" in out
     code, _, err = cli(capsys, "check-gradient", small, "--steps", "1")
     assert code == 2 and "--steps" in err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--seed", "-1"],
+        ["--steps", "100000"],  # 4.0**steps overflowed in first_step
+        ["--steps", "28"],
+        ["--h0", "inf"],
+        ["--h0", "1e300"],
+        ["--h0", "2"],
+        ["--h0", "nan"],
+        ["--h0", "0"],
+    ],
+)
+def test_check_gradient_flags_out_of_range(capsys, small, flags):
+    """Every flag is checked before the configuration is read: one line keyed by it."""
+    code, out, err = cli(capsys, "check-gradient", small, *flags)
+    assert code == 2 and err.startswith(f"config error: {flags[0]}: expected "), err
+    assert err.count("\n") == 1 and not out
+
+
+def test_check_gradient_round_off_fails_without_warnings(capsys, small, recwarn):
+    """Steps so small that J(θ + hδ) = J(θ) exactly: a FAIL line, the table's rates
+    of those zero remainders nan, and no NumPy warning (log₂(0/0))."""
+    code, out, err = cli(capsys, "check-gradient", small, "--h0", "1e-300")
+    assert code == 1 and "FAIL" in out and "nan" in out and not err, out + err
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
 # ------------------------------------------------------------- examples ---

@@ -172,6 +172,7 @@ def test_pontryx_hjb_run(capsys, mpi_tmp_path):
         ({"hjb": {"grid": {"n": 100000}}}, "hjb.grid.n"),  # 10¹⁰ nodes: refused, not bad_alloc
         ({"hjb": {"grid": {"n": 1}}}, "hjb.grid.n"),
         ({"hjb": {"grid": {"controls": 10**11}}}, "hjb.grid.controls"),  # was a MemoryError
+        ({"hjb": None}, "hjb"),  # was "data: required key is missing"
     ],
 )
 def test_hjb_bad_input(capsys, mpi_tmp_path, change, key):
@@ -180,6 +181,19 @@ def test_hjb_bad_input(capsys, mpi_tmp_path, change, key):
         capsys, "hjb", write(mpi_tmp_path / "bad.yaml", raw), "-o", mpi_tmp_path / "o"
     )
     assert code == 2 and err.strip().startswith(f"config error: {key}:"), err
+    assert not (mpi_tmp_path / "o").exists()
+
+
+def test_hjb_without_an_hjb_section(capsys, mpi_tmp_path):
+    """A training configuration (no hjb: section, no data: either): keyed hjb."""
+    raw = {k: v for k, v in json.loads(json.dumps(SMALL)).items() if k != "hjb"}
+    cfg = write(mpi_tmp_path / "train.yaml", raw)
+    code, _, err = cli(capsys, "hjb", cfg, "-o", mpi_tmp_path / "o")
+    assert (
+        code == 2
+        and err
+        == "config error: hjb: this configuration has no hjb: section (pontryx train runs it)\n"
+    ), err
     assert not (mpi_tmp_path / "o").exists()
 
 

@@ -23,7 +23,9 @@ __all__ = ["TaylorResult", "first_step", "taylor_test", "taylor_test_map"]
 
 
 def _rates(r):
-    return [float(np.log2(a / b)) for a, b in itertools.pairwise(r)]
+    """log₂(r_i / r_{i+1}); ±inf or nan where a remainder is 0 (round-off) or not finite."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return [float(np.log2(np.float64(a) / np.float64(b))) for a, b in itertools.pairwise(r)]
 
 
 @dataclass

@@ -24,7 +24,10 @@ with weight ≥ 1/e, so the graph stays connected where the points are sparse �
 an optimiser's path takes long steps early and tiny ones late, and a bandwidth
 fitted to the dense part (a median, or the maximal-slope rule of Berry,
 Giannakis & Harlim 2015) would cut the early iterates off into components of
-their own (eigenvalues ≈ 1 on isolated points). ``epsilon`` sets it by hand.
+their own (eigenvalues ≈ 1 on isolated points). ``epsilon`` sets it by hand; one
+so small that the points fall apart into groups with no diffusion between them
+(1 − λ₁ < :data:`DISCONNECTED`: the eigenvalue 1 is multiple and ψ is not
+defined) is a :class:`DisconnectedError`.
 
 (datafold 2.0 pins NumPy < 2 and older SciPy/scikit-learn, and pydiffmap has not
 been released since 2019, so pontryx implements these few lines itself; the
@@ -39,7 +42,16 @@ import numpy as np
 import scipy.linalg
 import scipy.spatial.distance
 
-__all__ = ["DiffusionMap", "bandwidth", "diffusion_map"]
+__all__ = ["DISCONNECTED", "DiffusionMap", "DisconnectedError", "bandwidth", "diffusion_map"]
+
+#: 1 − λ₁ below this is a multiple eigenvalue 1 (a disconnected graph, as far as
+#: double precision tells): the eigenvectors of λ = 1 are then any basis of the
+#: components' indicators, and ψ_k = v_k / v_0 is not defined
+DISCONNECTED = 1e-10
+
+
+class DisconnectedError(ValueError):
+    """The points form groups with no diffusion between them at this bandwidth."""
 
 
 @dataclass
@@ -78,7 +90,8 @@ def diffusion_map(
         raise ValueError(f"a diffusion map needs at least 3 points, got {n}")
     D2 = scipy.spatial.distance.squareform(scipy.spatial.distance.pdist(Y, "sqeuclidean"))
     eps = bandwidth(D2) if epsilon is None else float(epsilon)
-    K = np.exp(-D2 / eps)
+    with np.errstate(over="ignore"):  # D2/ε = ∞ for a tiny ε: a weight of exactly 0
+        K = np.exp(-D2 / eps)
     q = K.sum(axis=1)
     K /= np.outer(q, q) ** alpha
     d = K.sum(axis=1)
@@ -88,7 +101,13 @@ def diffusion_map(
     m = min(components, n - 1)
     lam, V = scipy.linalg.eigh(A, subset_by_index=[n - m - 1, n - 1])
     lam, V = lam[::-1], V[:, ::-1]
+    if lam[1] > 1.0 - DISCONNECTED:
+        raise DisconnectedError(
+            f"at ε = {eps:.3g} the points fall apart into groups with no diffusion between "
+            f"them (λ₁ = {lam[1]:.12g}: a multiple eigenvalue 1)"
+        )
     V *= np.sign(V[:, :1].sum())  # v_0 ∝ √d > 0
     psi = V / V[:, :1]  # ψ_k = D^{-1/2} v_k normalised so that ψ_0 ≡ 1
     psi /= np.sqrt((d / d.sum()) @ psi**2)  # unit norm in ℓ²(π)
-    return DiffusionMap(np.clip(lam, -1.0, 1.0), psi, eps, float(alpha))
+    # the Gaussian kernel is positive semidefinite, so is A: 0 ≤ λ_k ≤ 1 (clip round-off)
+    return DiffusionMap(np.clip(lam, 0.0, 1.0), psi, eps, float(alpha))

@@ -16,26 +16,43 @@ layerwise L² norms (``features="norms"``: one coordinate per control and layer)
   (λ_0 = 1 first), ``epsilon``, ``alpha``, ``t``, ``run`` (index into ``runs``),
   ``iteration``, ``loss``, ``features`` (the embedded vectors), ``runs``, ``methods``.
 
-Bad input (a path that is not a run directory, a run without a trajectory, runs
-of different networks, fewer than 3 points) is an :class:`InputError`.
+Bad input (a flag out of its range, a path that is not a run directory, a run
+without a trajectory or with a damaged one, runs of different networks, fewer than
+3 points, an output that cannot be written) is an :class:`InputError`, raised
+before anything is written.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError
-from pontryx.solver.analysis.diffusion_maps import diffusion_map
+from pontryx.meshes.errors import InputError, show
+from pontryx.solver.analysis.diffusion_maps import DisconnectedError, diffusion_map
 from pontryx.solver.outputs.atomic import atomic_path
 from pontryx.solver.outputs.rundir import RunDirectory
-from pontryx.solver.outputs.trajectory import FILE, read_trajectory
+from pontryx.solver.outputs.trajectory import FILE
+from pontryx.solver.outputs.trajectory import FORMAT as TRAJECTORY_FORMAT
 
-__all__ = ["FEATURES", "RecordedPath", "analyze", "load_paths"]
+__all__ = [
+    "FEATURES",
+    "RecordedPath",
+    "analyze",
+    "check_options",
+    "check_output",
+    "load_paths",
+    "read_records",
+]
 
 FEATURES = ("projection", "norms")
+#: diffusion coordinates by default (fewer if there are only 3 iterates)
+COMPONENTS = 3
 
 
 @dataclass
@@ -59,6 +76,124 @@ class RecordedPath:
         )
 
 
+def _finite(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_options(
+    *, features: str, components: int | None, epsilon: float | None, alpha: float, t: float
+) -> None:
+    """The flags, before any file is read (one-line errors keyed by the flag):
+    ``components`` ≥ 2 (the plot shows ψ₁, ψ₂; at most the points less one, checked
+    with the points), ε and t finite and > 0, 0 ≤ α ≤ 1."""
+    if features not in FEATURES:
+        raise InputError(
+            f"expected one of {', '.join(FEATURES)}, got {show(features)}", "--features"
+        )
+    if components is not None and not (_integer(components) and components >= 2):
+        raise InputError(f"expected at least 2 components, got {show(components)}", "--components")
+    if epsilon is not None and not (_finite(epsilon) and epsilon > 0):
+        raise InputError(f"expected a finite ε > 0, got {show(epsilon)}", "--epsilon")
+    if not (_finite(alpha) and 0 <= alpha <= 1):
+        raise InputError(f"expected 0 ≤ α ≤ 1, got {show(alpha)}", "--alpha")
+    if not (_finite(t) and t > 0):
+        raise InputError(f"expected a finite diffusion time t > 0, got {show(t)}", "--time")
+
+
+def _check_header(obj) -> str | None:
+    """What is wrong with the header line of a trajectory file, or None."""
+    if not isinstance(obj, dict) or obj.get("format") != TRAJECTORY_FORMAT:
+        return f"expected the header of a {TRAJECTORY_FORMAT} file, got {show(obj)}"
+    if not (_integer(obj.get("dimension")) and obj["dimension"] > 0):
+        return f"dimension: expected a positive integer, got {show(obj.get('dimension'))}"
+    if not _integer(obj.get("seed")):
+        return f"seed: expected an integer, got {show(obj.get('seed'))}"
+    shapes = obj.get("shapes")
+    if not isinstance(shapes, dict) or not all(
+        isinstance(v, list) and all(_integer(n) for n in v) for v in shapes.values()
+    ):
+        return f"shapes: expected a mapping of control shapes, got {show(shapes)}"
+    return None
+
+
+def _norm_layout(norms) -> tuple | None:
+    """(name, layers or None) of each entry of a record's ``norms`` (None if malformed)."""
+    if not isinstance(norms, dict) or not norms:
+        return None
+    layout = []
+    for name in sorted(norms):
+        v = norms[name]
+        if _finite(v):
+            layout.append((name, None))
+        elif isinstance(v, list) and v and all(_finite(x) for x in v):
+            layout.append((name, len(v)))
+        else:
+            return None
+    return tuple(layout)
+
+
+def _check_record(obj, dimension: int, layout) -> str | None:
+    """What is wrong with one record of a trajectory file, or None."""
+    if not isinstance(obj, dict):
+        return f"expected a record (a JSON object), got {show(obj)}"
+    if not (_integer(obj.get("iteration")) and obj["iteration"] >= 0):
+        return f"iteration: expected an integer ≥ 0, got {show(obj.get('iteration'))}"
+    if not isinstance(obj.get("method"), str):
+        return f"method: expected a string, got {show(obj.get('method'))}"
+    if not _finite(obj.get("loss")):
+        return f"loss: expected a finite number, got {show(obj.get('loss'))}"
+    y = obj.get("projection")
+    if not (isinstance(y, list) and len(y) == dimension and all(_finite(v) for v in y)):
+        return f"projection: expected {dimension} finite numbers, got {show(y)}"
+    got = _norm_layout(obj.get("norms"))
+    if got is None or (layout is not None and got != layout):
+        return (
+            "norms: expected finite norms of the same controls and layers as the first "
+            f"record, got {show(obj.get('norms'))}"
+        )
+    return None
+
+
+def read_records(directory: Path) -> tuple[dict | None, list[dict]]:
+    """(header, records) of a run's trajectory file, every line checked ((None, [])
+    if there is none or it is empty; a torn last line, a run cut while writing it,
+    is left out); a damaged file is a one-line error naming it and the line."""
+    path = Path(directory) / FILE
+    if not path.is_file():
+        return None, []
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}", "analyze") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(f"{path}, line {line}: not UTF-8 text", "analyze") from None
+    lines = text.splitlines()
+    header, rows, layout = None, [], None
+    for i, line in enumerate(lines, start=1):
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            if i == len(lines) and not text.endswith("\n"):
+                break  # torn
+            raise InputError(f"{path}, line {i}: not a JSON line", "analyze") from None
+        why = _check_header(obj) if i == 1 else _check_record(obj, header["dimension"], layout)
+        if why is not None:
+            raise InputError(f"{path}, line {i}: {why}", "analyze")
+        if i == 1:
+            header = obj
+        else:
+            rows.append(obj)
+            layout = _norm_layout(obj["norms"])
+    return header, rows
+
+
 def load_paths(run_dirs) -> list[RecordedPath]:
     """The trajectories of the runs, checked (one-line errors keyed ``analyze``)."""
     if not run_dirs:
@@ -69,7 +204,7 @@ def load_paths(run_dirs) -> list[RecordedPath]:
             raise InputError(f"{str(d)!r} is not a directory", "analyze")
         if not RunDirectory(d).is_run():
             raise InputError(f"{str(d)!r} is not a pontryx run directory", "analyze")
-        header, rows = read_trajectory(d)
+        header, rows = read_records(d)
         if header is None or not rows:
             raise InputError(
                 f"{str(d)!r} has no {FILE}: record one with output.trajectory_every: k",
@@ -85,75 +220,128 @@ def load_paths(run_dirs) -> list[RecordedPath]:
                 "(its controls differ in shape): only runs of one network embed together",
                 "analyze",
             )
+        if paths and _norm_layout(rows[0]["norms"]) != _norm_layout(paths[0].rows[0]["norms"]):
+            raise InputError(
+                f"{d / FILE} records the norms of other controls than "
+                f"{paths[0].directory / FILE}: only runs of one network embed together",
+                "analyze",
+            )
         paths.append(RecordedPath(d, header, rows))
     return paths
 
 
+def check_points(paths: list[RecordedPath], components: int | None) -> int:
+    """The number of diffusion coordinates: ``components`` — at most the iterates
+    less one, the nontrivial eigenpairs of the diffusion operator on them — or,
+    None, :data:`COMPONENTS` (fewer for 3 iterates). At least 3 iterates."""
+    n = sum(len(p.rows) for p in paths)
+    if n < 3:
+        raise InputError(f"a diffusion map needs at least 3 recorded iterates, got {n}", "analyze")
+    if components is None:
+        return min(COMPONENTS, n - 1)
+    if components > n - 1:
+        raise InputError(
+            f"expected at most {n - 1} components (the {n} recorded iterates less one), "
+            f"got {components}",
+            "--components",
+        )
+    return components
+
+
+def check_output(output: Path, key: str = "--output") -> None:
+    """That ``output`` is, or can be made, a writable directory (nothing is created;
+    errors keyed ``key``)."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise InputError(f"{str(output)!r} exists and is not a directory", key)
+    parent = next((p for p in output.absolute().parents if p.exists()), None)
+    if not output.exists() and parent is not None and not parent.is_dir():
+        raise InputError(f"{str(parent)!r} is not a directory", key)
+    target = output if output.exists() else parent
+    if target is None or not os.access(target, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write into {str(target or output)!r} (not writable)", key)
+
+
 def analyze(
     run_dirs,
-    output: Path,
+    output: Path | None = None,
     *,
     features: str = "projection",
-    components: int = 3,
+    components: int | None = None,
     epsilon: float | None = None,
     alpha: float = 1.0,
     t: float = 1.0,
+    paths: list[RecordedPath] | None = None,
 ) -> dict:
-    """Embed the runs' iterates, write the figure and the arrays into ``output``,
-    return a summary (see the module docstring)."""
-    if features not in FEATURES:
-        raise InputError(f"expected one of {', '.join(FEATURES)}, got {features!r}", "--features")
-    if epsilon is not None and not epsilon > 0:
-        raise InputError(f"expected ε > 0, got {epsilon}", "--epsilon")
-    if not 0 <= alpha <= 1:
-        raise InputError(f"expected 0 ≤ α ≤ 1, got {alpha}", "--alpha")
-    if components < 2:
-        raise InputError(f"expected at least 2 components, got {components}", "--components")
-    paths = load_paths(run_dirs)
+    """Embed the runs' iterates, write the figure and the arrays into ``output``
+    (None: the first run's ``analysis/``, recorded as one of its entries), return a
+    summary (see the module docstring). Everything is checked before anything is
+    written; ``paths``: the runs' :func:`load_paths` if already read."""
+    check_options(features=features, components=components, epsilon=epsilon, alpha=alpha, t=t)
+    paths = load_paths(run_dirs) if paths is None else paths
+    components = check_points(paths, components)
     Y = np.vstack([p.features(features) for p in paths])
-    if len(Y) < 3:
-        raise InputError(
-            f"a diffusion map needs at least 3 recorded iterates, got {len(Y)}", "analyze"
-        )
     run = np.concatenate([np.full(len(p.rows), i) for i, p in enumerate(paths)])
     iteration = np.array([r["iteration"] for p in paths for r in p.rows])
     loss = np.array([r["loss"] for p in paths for r in p.rows], dtype=float)
-    dm = diffusion_map(Y, components=components, epsilon=epsilon, alpha=alpha)
+    try:
+        dm = diffusion_map(Y, components=components, epsilon=epsilon, alpha=alpha)
+    except DisconnectedError as e:
+        hint = "give a larger --epsilon" if epsilon is not None else "give --epsilon"
+        raise InputError(
+            f"{e}: {hint}", "--epsilon" if epsilon is not None else "analyze"
+        ) from None
     coords = dm.coordinates(t)
+    first = run == 0
+    di = iteration[first] - iteration[first].mean()
     for k in range(coords.shape[1]):  # sign: the coordinate grows along the first run
-        first = run == 0
-        if np.corrcoef(coords[first, k], iteration[first])[0, 1] < 0:
+        c = coords[first, k]
+        if np.dot(c - c.mean(), di) < 0:
             coords[:, k] *= -1
             dm.eigenvectors[:, k + 1] *= -1
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    key = "analyze" if output is None else "--output"
+    output = paths[0].directory / "analysis" if output is None else Path(output)
+    check_output(output, key)
+    if key == "analyze":
+        try:
+            RunDirectory(paths[0].directory).attach("analysis")
+        except InputError as e:
+            raise InputError(e.message, key) from None
+        except OSError as e:  # its marker or lock cannot be written
+            where = e.filename or paths[0].directory
+            raise InputError(f"cannot write {str(where)!r}: {e.strerror or e}", key) from None
     names = [str(p.directory) for p in paths]
     methods = [p.methods for p in paths]
-    with atomic_path(output / "diffusion_map.npz") as tmp, open(tmp, "wb") as f:
-        np.savez(
-            f,
-            coordinates=coords,
-            eigenvalues=dm.eigenvalues,
-            epsilon=dm.epsilon,
-            alpha=dm.alpha,
-            t=t,
-            run=run,
-            iteration=iteration,
-            loss=loss,
-            features=Y,
-            runs=np.array(names),
-            methods=np.array(methods),
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with atomic_path(output / "diffusion_map.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(
+                f,
+                coordinates=coords,
+                eigenvalues=dm.eigenvalues,
+                epsilon=dm.epsilon,
+                alpha=dm.alpha,
+                t=t,
+                run=run,
+                iteration=iteration,
+                loss=loss,
+                features=Y,
+                runs=np.array(names),
+                methods=np.array(methods),
+            )
+        plot_diffusion_map(
+            output / "diffusion_map.png",
+            coords,
+            dm.eigenvalues,
+            run,
+            iteration,
+            loss,
+            [f"{Path(n).name} ({m})" for n, m in zip(names, methods, strict=True)],
+            features,
         )
-    plot_diffusion_map(
-        output / "diffusion_map.png",
-        coords,
-        dm.eigenvalues,
-        run,
-        iteration,
-        loss,
-        [f"{Path(n).name} ({m})" for n, m in zip(names, methods, strict=True)],
-        features,
-    )
+    except OSError as e:  # no space left, a file system that refuses (/proc)
+        where = e.filename or output
+        raise InputError(f"cannot write {str(where)!r}: {e.strerror or e}", key) from None
     return {
         "runs": [
             {

@@ -4,7 +4,7 @@ Commands::
 
     pontryx train CONFIG.yaml [--output DIR] [--set KEY.PATH=VALUE ...]
                   [--resume | --overwrite] [--quiet]
-    pontryx evaluate RUN_DIR [--data KEY=VALUE | --data FILE] [--json]
+    pontryx evaluate RUN_DIR [--data KEY=VALUE ... | --data FILE] [--json]
     pontryx check-gradient CONFIG.yaml [--set ...] [--seed S] [--h0 H] [--steps K]
     pontryx validate CONFIG.yaml [--set ...]
     pontryx methods [NAME] [--json]
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import traceback
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from mpi4py import MPI
 
-from pontryx.meshes.errors import InputError, file_problem
+from pontryx.meshes.errors import InputError, file_problem, show
 from pontryx.solver.app.faults import abort
 from pontryx.solver.errors import NonFiniteError
 
@@ -47,6 +48,9 @@ EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_IO = 1, 2, 3, 5
 #: before aborting the job (bad input fails on every rank at the same point).
 AGREE_TIMEOUT = 10.0
 TAYLOR_RATE = 1.95
+#: the most steps h0, h0/2, …, h0/2^(K−1) of a Taylor test: the remainder r¹ ∝ h² falls
+#: by 4^(K−1), and 4^26 = 2^52 is the inverse machine epsilon — further steps measure round-off
+MAX_TAYLOR_STEPS = 27
 #: copies of the controls a Taylor test holds (θ, the direction, ∇J, θ + h dθ, spare)
 TAYLOR_COPIES = 6.0
 
@@ -145,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="override the data section (e.g. --data n_test=5000 --data seed=1), "
-        "or a .csv/.npz file to evaluate on",
+        "or one .csv/.npz file to evaluate on (not both)",
     )
     e.add_argument("--json", action="store_true", help="print the results as JSON")
     e.set_defaults(func=cmd_evaluate)
@@ -159,15 +163,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("config", metavar="CONFIG.yaml")
     overrides(g)
-    g.add_argument("--seed", type=int, default=0, help="seed of the direction (default 0)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the direction, ≥ 0 (default 0)")
     g.add_argument(
         "--h0",
         type=float,
         default=None,
-        help="first step (default: chosen from the problem — the largest 2^-k from which "
-        "the remainder |…−h⟨∇J,δ⟩| falls at rate 2 ± 0.05 over two halvings)",
+        help="first step, 0 < h0 ≤ 1 (δ has the RMS size of each control; default: chosen "
+        "from the problem — the largest 2^-k from which the remainder |…−h⟨∇J,δ⟩| falls at "
+        "rate 2 ± 0.05 over two halvings)",
     )
-    g.add_argument("--steps", type=int, default=4, help="number of halvings (default 4)")
+    g.add_argument(
+        "--steps",
+        type=int,
+        default=4,
+        help=f"number of steps h0, h0/2, … (2 to {MAX_TAYLOR_STEPS}; default 4: three rates)",
+    )
     g.set_defaults(func=cmd_check_gradient)
 
     v = sub.add_parser(
@@ -212,12 +222,20 @@ def _parser() -> argparse.ArgumentParser:
         help="what is embedded: the random projection of the controls (default) or their "
         "layerwise L² norms",
     )
-    a.add_argument("--components", type=int, default=3, help="diffusion coordinates (default 3)")
     a.add_argument(
-        "--epsilon", type=float, default=None, help="kernel bandwidth ε (default: automatic)"
+        "--components",
+        type=int,
+        default=None,
+        help="diffusion coordinates, from 2 to the recorded iterates less one (default 3, or 2 "
+        "for 3 iterates)",
     )
-    a.add_argument("--alpha", type=float, default=1.0, help="density normalisation α (default 1)")
-    a.add_argument("--time", type=float, default=1.0, help="diffusion time t (default 1)")
+    a.add_argument(
+        "--epsilon", type=float, default=None, help="kernel bandwidth ε > 0 (default: automatic)"
+    )
+    a.add_argument(
+        "--alpha", type=float, default=1.0, help="density normalisation 0 ≤ α ≤ 1 (default 1)"
+    )
+    a.add_argument("--time", type=float, default=1.0, help="diffusion time t > 0 (default 1)")
     a.add_argument("--json", action="store_true", help="print the summary as JSON")
     a.set_defaults(func=cmd_analyze)
 
@@ -254,10 +272,19 @@ def _say(text: str = "") -> None:
         print(text, flush=True)
 
 
-def _load(path: str, overrides, comm=MPI.COMM_WORLD):
-    from pontryx.solver.config import load_config
+def _load(path: str, overrides, comm=MPI.COMM_WORLD, *, section: str | None = None):
+    """The validated configuration; with ``section``, a file without that section
+    (or with ``section: null``) is refused first, keyed by it."""
+    from pontryx.solver.config import apply_override, read_yaml, validate_config
 
-    return load_config(path, overrides, ranks=comm.size)
+    raw = read_yaml(path)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    if section is not None and raw.get(section) is None:
+        raise InputError(
+            f"this configuration has no {section}: section (pontryx train runs it)", section
+        )
+    return validate_config(raw, ranks=comm.size, base_dir=Path(path).resolve().parent)
 
 
 def _run_dir(args, config) -> Path:
@@ -294,7 +321,7 @@ def cmd_train(args) -> int:
 def cmd_hjb(args) -> int:
     from pontryx.solver.app.hjb import run_hjb
 
-    config = _load(args.config, args.set)
+    config = _load(args.config, args.set, section="hjb")
     summary = run_hjb(
         config,
         _run_dir(args, config),
@@ -346,22 +373,37 @@ def cmd_validate(args) -> int:
 
 def _data_overrides(config, specs) -> tuple[dict, str | None]:
     """The data section with ``--data KEY=VALUE`` overrides applied, and the file
-    of a ``--data FILE`` (evaluated whole, with the model's classes), if any."""
+    of a ``--data FILE`` (evaluated whole, with the model's classes), if any: one
+    file, or overrides, not both."""
     from pontryx.solver.config import apply_override
 
-    data, file = dict(config.data), None
+    data, files, overrides = dict(config.data), [], []
     for spec in specs:
         if "=" in spec:
+            key = spec.partition("=")[0].strip()
+            if not key or any(not part for part in key.split(".")):
+                raise InputError(
+                    f"expected KEY=VALUE or a .csv/.npz file, got {show(spec)}", "--data"
+                )
             holder = {"data": data}
             apply_override(holder, "data." + spec)
             data = holder["data"]
+            overrides.append(spec)
         elif Path(spec).suffix.lower() in (".csv", ".npz", ".txt"):
+            if files:
+                raise InputError(f"one file only, got {show(files[0])} and {show(spec)}", "--data")
             if (why := file_problem(spec)) is not None:
                 raise InputError(f"file {spec!r} {why}", "--data")
-            file = str(Path(spec).resolve())
+            files.append(spec)
         else:
-            raise InputError(f"expected KEY=VALUE or a .csv/.npz file, got {spec!r}", "--data")
-    return data, file
+            raise InputError(f"expected KEY=VALUE or a .csv/.npz file, got {show(spec)}", "--data")
+    if files and overrides:
+        raise InputError(
+            "a file is evaluated whole, KEY=VALUE changes the configured data set: give one "
+            f"or the other, got {show(files[0])} and {show(overrides[0])}",
+            "--data",
+        )
+    return data, str(Path(files[0]).resolve()) if files else None
 
 
 def _file_results(problem, controls, file: str, classes) -> dict:
@@ -422,8 +464,8 @@ def cmd_evaluate(args) -> int:
     try:
         arrays = model_io.load_model(model)
         controls = model_io.controls_from_model(problem.net, arrays)
-    except InputError as e:
-        raise InputError(f"{model}: {e.message}", "evaluate") from None
+    except InputError as e:  # keyed by the entry of the model file, if one
+        raise InputError(f"{model}: {e}", "evaluate") from None
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read {model}: {e}", "evaluate") from None
     bad = [k for k, v in controls.items() if not np.all(np.isfinite(v))]
@@ -480,15 +522,31 @@ def _print_inverse(args, run_dir, problem, controls) -> int:
     return 0
 
 
+def _check_taylor_flags(args) -> None:
+    """``--seed``, ``--steps`` and ``--h0`` of check-gradient, before anything is read."""
+    if args.seed < 0:
+        raise InputError(f"expected a non-negative integer, got {show(args.seed)}", "--seed")
+    if args.steps < 2:
+        raise InputError(f"expected at least 2 steps (one rate), got {args.steps}", "--steps")
+    if args.steps > MAX_TAYLOR_STEPS:
+        raise InputError(
+            f"expected at most {MAX_TAYLOR_STEPS} steps (the remainder ∝ h² has then fallen "
+            f"by 2^52, to round-off), got {show(args.steps)}",
+            "--steps",
+        )
+    if args.h0 is not None and not 0 < args.h0 <= 1:
+        raise InputError(
+            f"expected 0 < h0 ≤ 1 (h0 = 1 moves each control by its RMS size), got {show(args.h0)}",
+            "--h0",
+        )
+
+
 def cmd_check_gradient(args) -> int:
     from pontryx.solver.adjoint.taylor import first_step, taylor_test
     from pontryx.solver.app.problem import build_problem
     from pontryx.solver.outputs.canonical import random_direction
 
-    if args.steps < 2:
-        raise InputError(f"expected at least 2 steps (one rate), got {args.steps}", "--steps")
-    if args.h0 is not None and not args.h0 > 0:
-        raise InputError(f"expected a positive step, got {args.h0}", "--h0")
+    _check_taylor_flags(args)
     config = _load(args.config, args.set)
     if config.hjb is not None:  # the open-loop J(b) of pontryx hjb, at b = 0
         from pontryx.solver.app.hjb import HJBProblem
@@ -513,15 +571,19 @@ def cmd_check_gradient(args) -> int:
         _say(f"first step h0 = {h0:.3e} (chosen from the problem; --h0 to set it)")
     result = taylor_test(problem.rf, controls, direction, h0=h0, steps=args.steps)
     rates = result.rates
-    ok = bool(rates) and min(rates) >= TAYLOR_RATE
+    finite = all(math.isfinite(r) for r in rates)
+    ok = finite and min(rates) >= TAYLOR_RATE
     _say(f"Taylor test of ∇J for {args.config} along a random direction (seed {args.seed}) ")
     _say(f"over {', '.join(names)}:")
     _say(result.table())
     _say(f"observed rates: {', '.join(f'{r:.3f}' for r in rates)}")
-    _say(
-        f"{'PASS' if ok else 'FAIL'}: minimum rate {min(rates):.3f} "
-        f"{'≥' if ok else '<'} {TAYLOR_RATE}"
-    )
+    if not finite:
+        _say("FAIL: a remainder is 0 (round-off) or not finite: no rate; choose another --h0")
+    else:
+        _say(
+            f"{'PASS' if ok else 'FAIL'}: minimum rate {min(rates):.3f} "
+            f"{'≥' if ok else '<'} {TAYLOR_RATE}"
+        )
     problem.destroy()
     return 0 if ok else 1
 
@@ -553,36 +615,28 @@ def cmd_methods(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    """Diffusion maps of the runs' recorded paths (world rank 0 computes and writes;
-    every rank checks the input, so bad input fails alike on all)."""
-    from pontryx.solver.app.analyze import analyze, load_paths
-    from pontryx.solver.outputs.rundir import RunDirectory
+    """Diffusion maps of the runs' recorded paths. Every rank checks the flags and
+    reads the runs, so bad input fails alike on all; world rank 0 computes, checks
+    the output and writes (its errors raised on every rank)."""
+    from pontryx.solver.app.analyze import analyze, check_options, check_points, load_paths
+    from pontryx.solver.app.directory import on_root
 
-    comm = MPI.COMM_WORLD
-    load_paths(args.run_dirs)  # one-line errors on every rank
-    summary = None
-    if comm.rank == 0:
-        try:
-            if args.output is not None:
-                if not args.output.strip():
-                    raise InputError("expected a directory, got an empty path", "--output")
-                output = Path(args.output)
-            else:
-                output = RunDirectory(Path(args.run_dirs[0])).attach("analysis")
-            summary = analyze(
-                args.run_dirs,
-                output,
-                features=args.features,
-                components=args.components,
-                epsilon=args.epsilon,
-                alpha=args.alpha,
-                t=args.time,
-            )
-        except InputError as e:
-            summary = e
-    summary = comm.bcast(summary, root=0)
-    if isinstance(summary, InputError):
-        raise summary
+    options = {
+        "features": args.features,
+        "components": args.components,
+        "epsilon": args.epsilon,
+        "alpha": args.alpha,
+        "t": args.time,
+    }
+    check_options(**options)
+    if args.output is not None and not args.output.strip():
+        raise InputError("expected a directory, got an empty path", "--output")
+    paths = load_paths(args.run_dirs)
+    options["components"] = check_points(paths, args.components)
+    output = Path(args.output) if args.output is not None else None
+    summary = on_root(
+        MPI.COMM_WORLD, lambda: analyze(args.run_dirs, output, paths=paths, **options)
+    )
     if args.json:
         _say(json.dumps(summary))
         return 0

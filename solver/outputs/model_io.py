@@ -45,7 +45,7 @@ from mpi4py import MPI
 import numpy as np
 
 from pontryx.forms.activations import SMOOTH_RELU_DELTA
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.model.controls import REPLICATED
 from pontryx.solver.npz import read_npz
 from pontryx.solver.outputs.atomic import atomic_path
@@ -226,27 +226,157 @@ def save_model(
                     np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
+#: the 0-d entries every model file holds (README, "The model file"), by kind
+TEXT = ("format", "cell_type", "kernel", "scheme", "activation", "embedding", "task")
+INTEGERS = ("version", "degree", "gdim", "layers", "n_in", "n_out", "kernel_rank")
+NUMBERS = ("epsilon", "T", "dt", "smooth_relu_delta")
+
+
+def _scalar(arrays, key: str, kind: str):
+    """The 0-d entry ``key`` of a model file as a Python value, checked (``kind``:
+    "text", "integer" or "number")."""
+    if key not in arrays:
+        raise InputError(
+            f"missing (a model file holds {', '.join(TEXT + INTEGERS + NUMBERS)})", key
+        )
+    a = arrays[key]
+    ok = {"text": "U", "integer": "iu", "number": "iuf"}[kind]
+    if a.ndim != 0 or a.dtype.kind not in ok:
+        raise InputError(f"expected a 0-d {kind}, got {a.dtype} of shape {a.shape}", key)
+    return a.item()
+
+
+def _check_shapes(arrays) -> None:
+    """The arrays' shapes against each other and the metadata (N = len(m))."""
+    layers, n_in, n_out = (_scalar(arrays, k, "integer") for k in ("layers", "n_in", "n_out"))
+    gdim = _scalar(arrays, "gdim", "integer")
+    if layers < 1:
+        raise InputError(f"expected at least 1, got {layers}", "layers")
+    m = arrays.get("m")
+    if m is None or m.ndim != 1 or m.size == 0:
+        raise InputError("expected the lumped mass, an array (N,)", "m")
+    N = m.size
+    expected = {
+        "x": ("(N, gdim)", (N, gdim)),
+        "b": ("(layers, N)", (layers, N)),
+        "E": ("(N, n_in)", (N, n_in)),
+        "C": ("(N, n_out)", (N, n_out)),
+        "d": ("(n_out,)", (n_out,)),
+    }
+    for key, (names, shape) in expected.items():
+        if key in arrays and arrays[key].shape != shape:
+            raise InputError(
+                f"has shape {arrays[key].shape}, expected {names} = {shape} (N = len(m))", key
+            )
+    cells = arrays.get("cells")
+    if cells is None or cells.ndim != 2 or cells.dtype.kind not in "iu":
+        raise InputError("expected the cells' dofs, an integer array (n_cells, k)", "cells")
+    if cells.size and (cells.min() < 0 or cells.max() >= N):
+        raise InputError(f"a dof outside 0 … {N - 1} (N = {N} dofs)", "cells")
+    shape = arrays.get("input_shape")
+    if shape is None or shape.ndim != 1 or shape.dtype.kind not in "iu":
+        raise InputError("expected the input shape, an integer array (k,)", "input_shape")
+    if int(np.prod(shape)) != n_in:
+        raise InputError(
+            f"{tuple(shape.tolist())} does not hold n_in = {n_in} inputs", "input_shape"
+        )
+    classes = arrays.get("classes")
+    if classes is None or classes.ndim != 1:
+        raise InputError("expected the class labels, an array (k,)", "classes")
+    classifier = _scalar(arrays, "task", "text") == "classification"
+    if classifier and len(classes) not in (
+        0,
+        n_out,
+    ):  # 0: no labels recorded (save_model's default)
+        raise InputError(
+            f"{len(classes)} class labels for a model of {n_out} outputs (n_out)", "classes"
+        )
+
+
+def _decode(arrays, weights: str) -> None:
+    """A discrete kernel's int8 codes T → the float values c_n T (in place), checked:
+    every scale ``<name>_scale`` (N_t,) > 0 beside codes in {−1, 0, 1}; a real
+    model has no scales."""
+    scales = [k for k in arrays if k.endswith("_scale")]
+    if weights == "real":
+        if scales:
+            raise InputError("a model with real weights (weights 'real') has no scales", scales[0])
+        return
+    if not scales:
+        raise InputError(
+            f"{weights!r} but no kernel control is stored as codes with its scales <name>_scale",
+            "weights",
+        )
+    layers = arrays["layers"].item()
+    for key in scales:
+        name = key.removesuffix("_scale")
+        T, c = arrays.get(name), arrays[key]
+        if T is None:
+            raise InputError(f"scales of a control {name!r} the file does not hold", key)
+        if c.shape != (layers,) or c.dtype.kind != "f":
+            raise InputError(
+                f"expected {layers} scales (one per layer), got {c.dtype} {c.shape}", key
+            )
+        if np.any(np.isfinite(c) & (c <= 0)):
+            raise InputError("expected scales c_n > 0", key)
+        if T.dtype.kind not in "iu" or T.ndim < 1 or len(T) != layers:
+            raise InputError(
+                f"expected int8 codes (N_t = {layers}, …), got {T.dtype} {T.shape}", name
+            )
+        if T.size and (T.min() < -1 or T.max() > 1):
+            raise InputError("expected codes in {-1, 0, 1}", name)
+        arrays[name] = c.reshape(-1, *([1] * (T.ndim - 1))) * T
+
+
 def load_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The arrays of a model file (no pickle); InputError if it is not one. A
-    discrete kernel's int8 codes T come back as the float values c_n T."""
+    """The arrays of a model file (no pickle), checked against what README's "The
+    model file" documents — ``format`` and ``version``, the 0-d metadata, the shapes
+    against each other, ``classes`` against the outputs, a discrete kernel's codes
+    and scales; an InputError keyed by the entry if not (non-finite values are left
+    for the caller). A discrete kernel's int8 codes T come back as the float values
+    c_n T."""
+    from pontryx.solver.training.discrete import WEIGHTS
+
     try:
         arrays = read_npz(path)
     except ValueError as e:  # a text file, a truncated or corrupted archive, …
-        raise InputError(f"not a pontryx model file ({e})", "path") from None
+        raise InputError(f"not a pontryx model file ({e})") from None
     if str(arrays.get("format", "")) != FORMAT:
-        raise InputError("not a pontryx model file", "path")
-    if str(arrays.get("weights", "real")) != "real":
-        for name in [k for k in arrays if f"{k}_scale" in arrays]:
-            T, c = arrays[name], arrays[f"{name}_scale"]
-            arrays[name] = c.reshape(-1, *([1] * (T.ndim - 1))) * T
+        raise InputError("not a pontryx model file")
+    version = _scalar(arrays, "version", "integer")
+    if version != VERSION:
+        raise InputError(
+            f"expected {VERSION} (the model files this pontryx reads), got {version}", "version"
+        )
+    for keys, kind in ((TEXT, "text"), (INTEGERS, "integer"), (NUMBERS, "number")):
+        for key in keys:
+            _scalar(arrays, key, kind)
+    for key, a in arrays.items():
+        if key not in (*TEXT, "weights", "classes") and a.dtype.kind not in "iuf":
+            raise InputError(f"expected numbers, got {a.dtype}", key)
+    weights = str(arrays.get("weights", "real"))
+    if weights not in WEIGHTS:
+        raise InputError(f"expected one of {', '.join(WEIGHTS)}, got {show(weights)}", "weights")
+    _check_shapes(arrays)
+    _decode(arrays, weights)
     return arrays
 
 
 def controls_from_model(net, arrays: dict[str, np.ndarray]):
-    """The network's controls (this rank's rows) from model arrays."""
+    """The network's controls (this rank's rows) from model arrays (keyed by the
+    entry that does not fit the network)."""
     for key, want in (("kernel", net.kernel.name), ("layers", net.layers)):
         if key in arrays and arrays[key].item() != want:
-            raise InputError(
-                f"file has {key} {arrays[key].item()!r}, network has {want!r}", "arrays"
-            )
-    return from_canonical(net, arrays)
+            raise InputError(f"the file has {arrays[key].item()!r}, the network has {want!r}", key)
+    if str(arrays.get("weights", "real")) != "real":
+        for name in net.kernel.shapes():
+            if f"{name}_scale" not in arrays:
+                raise InputError(
+                    f"{str(arrays['weights'])!r}, but the kernel control {name!r} is not stored "
+                    f"as codes with scales {name}_scale",
+                    "weights",
+                )
+    try:
+        return from_canonical(net, arrays)
+    except InputError as e:  # no control, or one of another shape: the message names it
+        raise InputError(e.message) from None
