@@ -152,6 +152,35 @@ def test_pontryx_hjb_run(capsys, mpi_tmp_path):
     assert code == 2 and "--output" in err
 
 
+def test_hjb_offers_only_its_own_flags(capsys, mpi_tmp_path):
+    """hjb has no --resume: a run directory in the way offers --overwrite alone."""
+    cfg = write(
+        mpi_tmp_path / "h.yaml", merge(json.loads(json.dumps(SMALL)), {"hjb": {"grid": {"n": 4}}})
+    )
+    run, foreign = mpi_tmp_path / "run", mpi_tmp_path / "foreign"
+    code, _, err = cli(capsys, "hjb", cfg, "--output", run, "--quiet")
+    assert code == 0, err
+    if MPI.COMM_WORLD.rank == 0:
+        foreign.mkdir()
+        (foreign / "notes.txt").write_text("mine")
+    MPI.COMM_WORLD.Barrier()
+    for where, flags, needle in (
+        (run, [], f"run directory '{run}' is not empty; use --overwrite to replace its results"),
+        (foreign, [], "is not empty; use --overwrite to replace its results"),
+        (
+            foreign,
+            ["--overwrite"],
+            "run.json); --overwrite only acts on one — choose a new --output",
+        ),
+    ):
+        code, out, err = cli(capsys, "hjb", cfg, "--output", where, "--quiet", *flags)
+        assert code == 2 and err.startswith("config error: --output: ") and needle in err, err
+        assert err.count("\n") == 1 and "--resume" not in err and not out
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    code, _, err = cli(capsys, "hjb", cfg, "--output", run, "--quiet", "--overwrite")
+    assert code == 0, err
+
+
 @pytest.mark.parametrize(
     "change, key",
     [

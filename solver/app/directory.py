@@ -31,13 +31,15 @@ def flag_key(e: InputError) -> InputError:
     return InputError(e.message, "--output" if e.key == "directory" else f"--{e.key}")
 
 
-def check_directory(directory: RunDirectory, comm: MPI.Comm, *, resume: bool, overwrite: bool):
+def check_directory(
+    directory: RunDirectory, comm: MPI.Comm, *, resume: bool, overwrite: bool, resumable=True
+):
     """:meth:`RunDirectory.check` on rank 0, its mode (or its error, keyed by
     :func:`flag_key`) on every rank. Collective."""
 
     def check():
         try:
-            return directory.check(resume=resume, overwrite=overwrite)
+            return directory.check(resume=resume, overwrite=overwrite, resumable=resumable)
         except InputError as e:
             raise flag_key(e) from None
 

@@ -150,7 +150,7 @@ def run_hjb(config, run_dir: Path, *, overwrite=False, quiet=False, source="", c
     if config.hjb is None:
         raise InputError("this configuration has no hjb: section (pontryx train runs it)", "hjb")
     directory = RunDirectory(run_dir)
-    mode = check_directory(directory, comm, resume=False, overwrite=overwrite)
+    mode = check_directory(directory, comm, resume=False, overwrite=overwrite, resumable=False)
     reduced, vf = _build(config, comm)
     root = comm.rank == 0
     say = print if root and not quiet else (lambda *a, **k: None)

@@ -156,8 +156,10 @@ class RunDirectory:
         self._lock_file = None
 
     # -- checks (nothing is created) --------------------------------------------------
-    def check(self, *, resume: bool, overwrite: bool) -> str:
-        """What to do: "fresh" (empty or new), "resume" or "overwrite"."""
+    def check(self, *, resume: bool, overwrite: bool, resumable: bool = True) -> str:
+        """What to do: "fresh" (empty or new), "resume" or "overwrite". With
+        ``resumable=False`` (a command without ``--resume``: ``pontryx hjb``) the
+        errors offer ``--overwrite`` alone."""
         if resume and overwrite:
             raise InputError("resume and overwrite exclude each other", "resume")
         path = self.path
@@ -182,15 +184,17 @@ class RunDirectory:
         if not any(path.iterdir()):
             return "fresh"
         if not (resume or overwrite):
+            resume_it = "--resume to continue it or " if resumable else ""
             raise InputError(
-                f"run directory {str(path)!r} is not empty; use --resume to continue it "
-                "or --overwrite to replace its results",
+                f"run directory {str(path)!r} is not empty; use {resume_it}--overwrite "
+                "to replace its results",
                 "directory",
             )
         if not self.is_run():
+            flags = "--resume and --overwrite only act" if resumable else "--overwrite only acts"
             raise InputError(
                 f"{str(path)!r} is not a pontryx run directory (no {MARKER}); "
-                "--resume and --overwrite only act on one — choose a new --output",
+                f"{flags} on one — choose a new --output",
                 "directory",
             )
         mode = "resume" if resume else "overwrite"
