@@ -88,8 +88,9 @@ def first_step(rf, controls, direction, start: float = 1.0, steps: int = 4, tol:
     """The first step h₀ of a Taylor test chosen from the problem: the largest
     h = start·2^{-k} where the expansion has entered its asymptotic range — the
     second-order remainders r¹(h), r¹(h/2), r¹(h/4) fall at rate 2 ± ``tol`` (the
-    quadratic term dominates the cubic one) — and where r¹ of h/2^{steps} still
-    stands well above round-off (10⁴ ε |J|). The test from h₀ then checks
+    quadratic term dominates the cubic one) — and where r¹ of the test's last
+    step h/2^{steps−1} still stands well above round-off (10⁴ ε |J|). The test
+    from h₀ then takes ``steps`` steps h₀ … h₀/2^{steps−1} and checks their
     ``steps − 1`` rates; a gradient with a relative error η fails once the steps
     reach h ≈ η. ``None`` if no k ≤ 40 qualifies. One forward sweep per k."""
     J0, grad = rf.value_and_gradient(controls)
@@ -103,7 +104,7 @@ def first_step(rf, controls, direction, start: float = 1.0, steps: int = 4, tol:
         if len(r) >= 3 and all(np.isfinite(r[-3:])) and min(r[-3:]) > 0:
             rates = np.log2(np.array(r[-3:-1]) / np.array(r[-2:]))
             if np.all(np.abs(rates - 2.0) < tol):
-                return start * 2.0 ** -(k - 2) if r[-3] / 4.0**steps > floor else None
+                return start * 2.0 ** -(k - 2) if r[-3] / 4.0 ** (steps - 1) > floor else None
     return None
 
 

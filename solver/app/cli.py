@@ -176,7 +176,8 @@ def _parser() -> argparse.ArgumentParser:
         "--steps",
         type=int,
         default=4,
-        help=f"number of steps h0, h0/2, … (2 to {MAX_TAYLOR_STEPS}; default 4: three rates)",
+        help=f"the number K of steps h0, h0/2, …, h0/2^(K−1), giving K − 1 rates "
+        f"(2 ≤ K ≤ {MAX_TAYLOR_STEPS}; default 4: three rates)",
     )
     g.set_defaults(func=cmd_check_gradient)
 

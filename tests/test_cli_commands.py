@@ -1,0 +1,72 @@
+"""Commands against what their help and README promise: ``pontryx methods`` (every
+registered method, a complete one-line summary, the options with their defaults)
+and ``pontryx check-gradient --steps K`` (K steps h0 … h0/2^(K−1), K − 1 rates).
+In process on every rank, as test_cli.py."""
+
+import numpy as np
+import pytest
+from test_cli import cli, small  # noqa: F401  (small: the fixture)
+
+from pontryx.solver.adjoint.taylor import first_step, taylor_test
+
+# ---------------------------------------------------------- check-gradient ---
+
+
+@pytest.mark.parametrize("steps", [2, 5])
+def test_check_gradient_steps_are_the_steps_taken(capsys, small, steps):  # noqa: F811
+    """--steps K: K rows h0, h0/2, …, h0/2^(K−1) and K − 1 rates."""
+    code, out, err = cli(capsys, "check-gradient", small, "--steps", steps, "--h0", "1e-2")
+    assert code == 0, out + err
+    rates = out.split("observed rates:")[1].splitlines()[0].split(",")
+    assert len(rates) == steps - 1
+    rows = out.split("|…−h⟨∇J,δ⟩|")[1].split("observed rates:")[0].splitlines()[1:]
+    hs = [float(row.split()[0]) for row in rows]
+    assert np.allclose(hs, [1e-2 / 2**i for i in range(steps)])
+
+
+class _Scalar:
+    """One control x: enough of Controls for the Taylor tests."""
+
+    def __init__(self, x):
+        self.x = float(x)
+
+    def copy(self):
+        return _Scalar(self.x)
+
+    def axpy(self, h, other):
+        self.x += h * other.x
+        return self
+
+    def keys(self):
+        return ["x"]
+
+    def subset(self, keys):
+        return self
+
+    def dot(self, other):
+        return self.x * other.x
+
+
+class _Quadratic:
+    """J(x) = J0 + x + x²: the remainder r¹(h) = h² exactly (rate 2 at any h)."""
+
+    def __init__(self, J0):
+        self.J0 = J0
+
+    def __call__(self, c):
+        return self.J0 + c.x + c.x**2
+
+    def value_and_gradient(self, c):
+        return self(c), _Scalar(1.0 + 2 * c.x)
+
+
+def test_first_step_checks_round_off_at_the_last_step_taken():
+    """From h0 = 1 the remainder at the last step 2^{1−K} is 4^{1−K}. With a
+    round-off floor 10⁴ ε |J0| = 0.008 (between 4⁻⁴ and 4⁻³) four steps qualify
+    (the last one's remainder 1/64 above the floor), five do not (1/256)."""
+    rf, x, d = _Quadratic(0.008 / (1e4 * np.finfo(float).eps)), _Scalar(0.0), _Scalar(1.0)
+    assert first_step(rf, x, d, steps=4) == 1.0
+    assert first_step(rf, x, d, steps=5) is None
+    result = taylor_test(rf, x, d, h0=1.0, steps=4)
+    assert result.h == [1.0, 0.5, 0.25, 0.125] and len(result.rates) == 3
+    assert min(result.rates) > 1.95 and min(result.r1) > 0.008
