@@ -3,11 +3,67 @@ registered method, a complete one-line summary, the options with their defaults)
 and ``pontryx check-gradient --steps K`` (K steps h0 … h0/2^(K−1), K − 1 rates).
 In process on every rank, as test_cli.py."""
 
+import json
+
 import numpy as np
 import pytest
 from test_cli import cli, small  # noqa: F401  (small: the fixture)
 
 from pontryx.solver.adjoint.taylor import first_step, taylor_test
+from pontryx.solver.registry import METHODS
+from pontryx.solver.training import method_class
+
+# ----------------------------------------------------------------- methods ---
+
+
+def _options(cls) -> list[str]:
+    return [f"    {k} = {json.dumps(v, default=str)}" for k, v in cls.defaults.items()]
+
+
+def test_methods_lists_every_method_with_a_summary_and_its_defaults(capsys):
+    """One line per registered method, in the registry's order: its name and the
+    docstring's summary line, a whole sentence; then its options with defaults."""
+    code, out, err = cli(capsys, "methods")
+    assert code == 0 and not err, err
+    lines = out.splitlines()
+    assert lines[-1].startswith("Set them under training.options")
+    expected = []
+    for name in METHODS:
+        cls = method_class(name)
+        summary = cls.__doc__.strip().splitlines()[0]
+        assert summary.endswith(".") and len(summary) > 20, (name, summary)
+        assert cls.__doc__.strip().partition("\n")[2][:1] in ("", "\n"), name  # one line
+        expected += [f"{name}: {summary}", *_options(cls)]
+    assert lines[:-1] == expected
+    assert len(METHODS) == 19
+
+
+def test_methods_name_prints_its_options_with_defaults(capsys):
+    cls = method_class("emsa")
+    code, out, err = cli(capsys, "methods", "emsa")
+    assert code == 0 and not err, err
+    lines = out.splitlines()
+    assert lines[0] == f"emsa: {cls.__doc__.strip().splitlines()[0]}"
+    assert lines[1:-1] == _options(cls) and "rho = 0.01" in out
+    code, out, err = cli(capsys, "methods", "emsa", "--json")
+    assert code == 0 and not err, err
+    table = json.loads(out)
+    assert list(table) == ["emsa"] and table["emsa"]["summary"] == lines[0][len("emsa: ") :]
+    assert table["emsa"]["options"] == json.loads(json.dumps(cls.defaults, default=str))
+
+
+def test_methods_help(capsys):
+    code, out, _ = cli(capsys, "methods", "--help")
+    assert code == 0 and "usage: pontryx methods [-h] [--json] [NAME]" in out
+
+
+@pytest.mark.parametrize("flags", [[], ["--json"]])
+def test_methods_unknown_name_is_one_line_exit_2(capsys, flags):
+    code, out, err = cli(capsys, "methods", "nosuch", *flags)
+    assert code == 2 and not out
+    assert err.startswith("config error: methods: unknown method 'nosuch'; expected one of lmvm")
+    assert err.count("\n") == 1
+
 
 # ---------------------------------------------------------- check-gradient ---
 

@@ -28,6 +28,7 @@ ends instead of the other ranks waiting forever in a collective.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
@@ -589,6 +590,11 @@ def cmd_check_gradient(args) -> int:
     return 0 if ok else 1
 
 
+def _summary(cls) -> str:
+    """The summary of a class: its docstring's first paragraph, on one line."""
+    return " ".join(inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].split())
+
+
 def cmd_methods(args) -> int:
     from pontryx.solver.registry import METHODS
     from pontryx.solver.training import method_class
@@ -600,10 +606,7 @@ def cmd_methods(args) -> int:
             cls = method_class(name)
         except InputError as e:
             raise InputError(e.message, "methods") from None
-        table[name] = {
-            "summary": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
-            "options": {k: v for k, v in cls.defaults.items()},
-        }
+        table[name] = {"summary": _summary(cls), "options": dict(cls.defaults)}
     if args.json:
         _say(json.dumps(table, indent=2, default=str))
         return 0

@@ -146,7 +146,7 @@ def strong_wolfe(phi, f0, g0, alpha, c1=1e-4, c2=0.9, max_evals=20):
 
 
 class LBFGS(Trainer):
-    """Limited-memory BFGS in the L²(M_L) metric; see the module docstring."""
+    """Memory-lean L-BFGS in the L²(M_L) metric, resumable after any iteration."""
 
     name = "lbfgs"
     defaults: ClassVar[dict] = {

@@ -224,8 +224,7 @@ MAX_TRIALS = 30  # step-control trials per sweep before giving up (NO_DESCENT)
 
 
 class EMSA(Trainer):
-    """Extended method of successive approximations (Li, Chen, Tai & E 2018); see
-    the module docstring.
+    """Extended method of successive approximations, E-MSA (Li, Chen, Tai & E 2018).
 
     Options: ``rho`` (the initial ρ > 0, default 0.01: from 0.1 digits in
     benchmarks/training.py reached 90 % test accuracy after 6 sweeps, from 0.01
@@ -791,8 +790,9 @@ class EMSA(Trainer):
 
 
 class MSA(EMSA):
-    """The plain method of successive approximations (ρ = 0): every block
-    minimises only its Hamiltonian part (−Hⁿ, the readout misfit) with a few
+    """The plain method of successive approximations, MSA (Li et al. 2018, Algorithm 1).
+
+    Every block minimises only its Hamiltonian part (−Hⁿ, the readout misfit) with a few
     TAO iterations (Li et al.'s Algorithm 1: the Jacobi sweep, no state
     curvature). Not a descent method in general: with weak
     regularisation the layerwise maximiser of Hⁿ saturates σ (θ → ∞ in the

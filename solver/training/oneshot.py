@@ -208,9 +208,10 @@ class _Preconditioner:
 
 
 class OneShot(Trainer):
-    """Full-space Newton–Krylov solve of the Euler–Lagrange (KKT) system; see the
-    module docstring. Running out of iterations before the KKT residual meets its
-    tolerance is ``not_converged`` (exit 4).
+    """Full-space Newton–Krylov solve of the Euler–Lagrange (KKT) system.
+
+    See the module docstring. Running out of iterations before the KKT residual
+    meets its tolerance is ``not_converged`` (exit 4).
 
     Options: ``warm_start`` (L-BFGS iterations first, default 20), ``memory``
     (L-BFGS pairs, 10), ``preconditioner`` (p2 | p4 | none), ``initial_hessian``

@@ -164,7 +164,7 @@ class _Hessian:
 
 
 class TaoTrainer(Trainer):
-    """Any PETSc TAO method on J(θ); see the module docstring."""
+    """Any PETSc TAO method on J(θ), its TAO type given by the option type."""
 
     name = "tao"
     tao_type: str | None = None  # None: from the option ``type``
