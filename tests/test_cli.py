@@ -513,7 +513,13 @@ def test_non_finite_loss_stops_with_exit_code_3(capsys, small, mpi_tmp_path, mon
     assert "non-finite loss at iteration 3" in err and "checkpoint is iteration 2" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["iter-00000002"]
-    assert json.loads((run / "summary.json").read_text())["status"] == "non-finite"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "non-finite" and summary["exit_code"] == 3
+    assert summary["reason"] == "non-finite loss at iteration 3"
+    assert summary["message"] == err.strip().removeprefix("error: ")
+    assert summary["last_checkpoint"] == 2 and summary["ranks"] == MPI.COMM_WORLD.size
+    for key in ("iterations", "method", "time", "layout", "dofs", "versions", "train", "test"):
+        assert key in summary, key
     # the run can be resumed from the last good checkpoint once the cause is gone
     monkeypatch.delenv("PONTRYX_FAULT_INJECT")
     code, _, err = cli(capsys, "train", small, "--output", run, "--quiet", "--resume")
@@ -536,7 +542,19 @@ def test_diverging_method_stops_with_exit_code_3(capsys, small, mpi_tmp_path):
         "training.options={learning_rate: 1.0e+300}",
     )
     assert code == 3 and "non-finite" in err and "Traceback" not in err
-    assert json.loads((run / "summary.json").read_text())["status"] == "non-finite"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "non-finite" and summary["exit_code"] == 3
+    # sgd went back to θ₀, the last iterate with a finite loss: its scores are θ₀'s
+    start = mpi_tmp_path / "start"
+    code, _, err = cli(
+        capsys, "train", small, "--output", start, "--quiet", "--set", "training.method=sgd",
+        "--set", "training.max_iterations=0",
+    )  # fmt: skip
+    assert code == 0, err
+    initial = json.loads((start / "summary.json").read_text())
+    assert summary["iterations"] == 0
+    assert summary["train"] == pytest.approx(initial["train"])
+    assert summary["test"] == pytest.approx(initial["test"])
 
 
 def test_bad_fault_hook_is_bad_input(capsys, small, mpi_tmp_path, monkeypatch):

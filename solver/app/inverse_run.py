@@ -16,8 +16,8 @@ class InverseRun(TrainingRun):
     """A :class:`~.run.TrainingRun` of an inverse problem: the same loop, metrics,
     checkpoints and resume; its own summary, model file and outputs."""
 
-    def _summary(self, status: str, reason: str) -> dict:
-        summary = super()._summary(status, reason)
+    def _summary(self, status: str, reason: str, scored: bool = True) -> dict:
+        summary = super()._summary(status, reason, scored)
         p = self.problem
         inv = self.config.inverse
         summary["inverse"] = {

@@ -14,7 +14,9 @@ How a run ends (``summary.json`` ``status``, the exit code of ``pontryx train``)
 ``converged`` (0: the method met its tolerance), ``max_iterations`` (0: the
 iterations asked for are done), ``not_converged`` (4: the method stopped without
 meeting its tolerance — a line-search failure, a Newton solve that did not
-converge, no descent), ``non-finite`` (3), ``interrupted`` (128 + the signal:
+converge, no descent), ``non-finite`` (3: the summary holds the iterations and,
+if finite, the scores of the last finite iterate the trainer went back to),
+``interrupted`` (128 + the signal:
 SIGTERM, SIGUSR1 or SIGINT; every rank finished the iteration it was in, a
 checkpoint and ``model.npz`` are written, ``--resume`` continues).
 """
@@ -66,7 +68,7 @@ from pontryx.solver.training.loop import train as train_loop
 
 __all__ = ["EXIT_NOT_CONVERGED", "TrainingRun", "status_of"]
 
-EXIT_NOT_CONVERGED = 4
+EXIT_NON_FINITE, EXIT_NOT_CONVERGED = 3, 4
 
 
 def status_of(reason: str, trainer=None) -> str:
@@ -443,7 +445,9 @@ class TrainingRun:
         )
 
     def non_finite(self, error: NonFiniteError) -> NonFiniteError:
-        """Close the log, record the failure; the error to report (exit code 3)."""
+        """Close the log, write the summary (the iterations done, and the scores of
+        the last finite iterate if it has finite ones); the error to report (exit
+        code 3). Collective."""
         self.metrics.close()
         last = self.last_checkpoint
         where = (
@@ -451,14 +455,27 @@ class TrainingRun:
             if last is not None
             else "no checkpoint was written"
         )
-        if self.root:
-            write_json(
-                self.run_dir / "summary.json",
-                {"status": "non-finite", "message": str(error), "last_checkpoint": last},
-            )
-            self.directory.register("summary.json")
+        reported = NonFiniteError(f"{error}; training stopped, {where}")
+        reason = str(error).removeprefix("training: ")
+        summary = self._summary("non-finite", reason, scored=False)
+        summary.update(self._finite_scores())
+        summary.update(exit_code=EXIT_NON_FINITE, message=str(reported), last_checkpoint=last)
+        self._write_summary(summary)
         self.progress.say(f"error: {error}")  # to train.log; the command line prints it
-        return NonFiniteError(f"{error}; training stopped, {where}")
+        return reported
+
+    def _finite_scores(self) -> dict:
+        """The scores (and weights' sparsity) of the trainer's controls after a
+        non-finite stop — the last finite iterate, which the training loop puts
+        back (``iterations`` in the summary) — or nothing if the controls or a
+        score are not finite (never a NaN in summary.json). Collective."""
+        comm, controls = self.comm, self.trainer.controls
+        mine = all(np.isfinite(v).all() for v in controls.values())
+        if not comm.allreduce(bool(mine), op=MPI.LAND):
+            return {}
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            scores = {**evaluate(self.problem, controls), **self._weights()}
+        return scores if comm.allreduce(_all_finite(scores), op=MPI.LAND) else {}
 
     def interrupted(self, stop: Interrupted) -> dict:
         """Every rank finished the same iteration: a checkpoint (methods that resume
@@ -480,17 +497,20 @@ class TrainingRun:
         )
         return summary
 
-    def _summary(self, status: str, reason: str) -> dict:
+    def _summary(self, status: str, reason: str, scored: bool = True) -> dict:
+        """The summary of the trainer's iterate; ``scored``: with its train/test
+        scores (:func:`.problem.evaluate`) and the weights' sparsity. Collective."""
         problem, comm = self.problem, self.comm
         controls, net = self.trainer.controls, problem.net
         levels = {"levels": self.levels_summary} if self.levels_summary else {}
+        scores = evaluate(problem, controls) if scored else {}
         return {
             **levels,
             "status": status,
             "reason": reason,
             "iterations": int(self.trainer.iteration),
             "method": self.config.training.method,
-            **evaluate(problem, controls),
+            **scores,
             "metric": problem.metric_name,
             "grad_norm_metric": self.trainer.metric,
             "time": self.elapsed(),
@@ -502,7 +522,7 @@ class TrainingRun:
                 k: int(np.prod(canonical_shape(net, k, controls[k].shape))) for k in net.trainable
             },
             "versions": environment.versions(),
-            **self._weights(),
+            **(self._weights() if scored else {}),
         }
 
     def _weights(self) -> dict:
@@ -593,6 +613,17 @@ class TrainingRun:
             self.directory.close()
         self.trainer.destroy()
         self.problem.destroy()
+
+
+def _all_finite(obj) -> bool:
+    """No NaN or infinity among the numbers of a (nested) summary entry."""
+    if isinstance(obj, dict):
+        return all(_all_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(_all_finite(v) for v in obj)
+    if isinstance(obj, (float, np.floating)):
+        return math.isfinite(obj)
+    return True
 
 
 def write_paraview(problem: Problem, controls, directory: Path) -> None:
