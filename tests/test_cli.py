@@ -378,8 +378,9 @@ LEVELS = (
 def test_multilevel_training_and_resume(capsys, small, mpi_tmp_path):
     """``training.levels``: the coarse levels train first (reported in the progress
     and summary.json), the configured problem starts from their prolonged controls;
-    a resumed run skips the coarse levels and ends bit-for-bit like an
-    uninterrupted one; a bad level is one line keyed under training.levels."""
+    a resumed run skips the coarse levels, keeps their record (from its checkpoint)
+    and ends bit-for-bit like an uninterrupted one; a bad level is one line keyed
+    under training.levels."""
     a, b = mpi_tmp_path / "a", mpi_tmp_path / "b"
     code, out, err = cli(capsys, "train", small, "--output", a, "--set", *LEVELS)
     assert code == 0, err
@@ -388,8 +389,20 @@ def test_multilevel_training_and_resume(capsys, small, mpi_tmp_path):
     assert [lv["dofs"] for lv in summary["levels"]] == [4, 9] and summary["iterations"] == 6
     short = ("--set", "training.max_iterations=4")
     assert cli(capsys, "train", small, "--output", b, "--quiet", "--set", *LEVELS, *short)[0] == 0
+    before = json.loads((b / "summary.json").read_text())["levels"]
+    MPI.COMM_WORLD.Barrier()  # every rank has read it
+    if MPI.COMM_WORLD.rank == 0:
+        (b / "summary.json").unlink()  # the record lives in the checkpoint
+    MPI.COMM_WORLD.Barrier()
     code, out, _ = cli(capsys, "train", small, "--output", b, "--resume", "--set", *LEVELS)
     assert code == 0 and "level 1/2" not in out
+    after = json.loads((b / "summary.json").read_text())["levels"]
+    assert after == before  # the levels' own time too: they were not trained again
+
+    def untimed(levels):
+        return [{k: v for k, v in lv.items() if k != "time"} for lv in levels]
+
+    assert untimed(after) == untimed(summary["levels"])
     A, B = model_io.load_model(a / "model.npz"), model_io.load_model(b / "model.npz")
     assert all(np.array_equal(A[k], B[k]) for k in A)
     bad = "training.levels=[{mesh: {n: 0}, max_iterations: 1}]"

@@ -271,7 +271,9 @@ class TrainingRun:
                 raise
         self.offset, self.t0 = 0.0, time.perf_counter()
         self.last_checkpoint = None
-        self.levels_summary: list[dict] = []
+        # the coarse levels' record: a resumed run keeps its checkpoint's (not retrained)
+        levels = self.manifest.get("levels") if self.manifest else None
+        self.levels_summary: list[dict] = list(levels) if isinstance(levels, list) else []
 
     def _find_resume_point(self) -> None:
         """The configuration checked against the run's, the newest intact checkpoint
@@ -397,6 +399,7 @@ class TrainingRun:
             finished=finished,
             reason=reason,
             method=self.config.training.method,
+            **({"levels": self.levels_summary} if self.levels_summary else {}),
         )
         self.last_checkpoint = trainer.iteration
 
@@ -428,14 +431,14 @@ class TrainingRun:
     def level_done(self, k: int, done) -> None:
         """Report coarse level k of ``training.levels`` (progress and summary.json)."""
         last, net = done.history[-1] if done.history else None, done.level.net
-        row = {
-            "dofs": net.space.N,
-            "layers": net.layers,
-            "iterations": done.result.trainer.iteration,
-            "reason": done.result.reason,
-            "loss": last.loss if last else None,
-            "test_metric": last.test_metric if last else None,
-            "time": done.seconds,
+        row = {  # plain JSON values: the row goes into the checkpoints' manifests too
+            "dofs": int(net.space.N),
+            "layers": int(net.layers),
+            "iterations": int(done.result.trainer.iteration),
+            "reason": str(done.result.reason),
+            "loss": _number(last.loss if last else None),
+            "test_metric": _number(last.test_metric if last else None),
+            "time": float(done.seconds),
         }
         self.levels_summary.append(row)
         self.progress.say(
@@ -613,6 +616,10 @@ class TrainingRun:
             self.directory.close()
         self.trainer.destroy()
         self.problem.destroy()
+
+
+def _number(x) -> float | None:
+    return None if x is None else float(x)
 
 
 def _all_finite(obj) -> bool:
