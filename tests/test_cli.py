@@ -511,6 +511,73 @@ def test_a_damaged_run_is_refused_before_anything_is_written(
     assert _snapshot(run) == before
 
 
+# what a run writes inside its folders, and what is put in its way
+IN_THE_WAY = [
+    ("plots/curves.png", "folder"),
+    ("paraview/states.bp", "file"),
+    ("paraview/controls.json", "link"),
+]
+
+
+def _put_in_the_way(run, name, kind, saved):
+    """Move pontryx's ``run/name`` to ``saved``; a folder, file or link in its place."""
+    entry = run / name
+    entry.rename(saved)
+    if kind == "folder":
+        entry.mkdir()
+    elif kind == "file":
+        entry.write_text("mine")
+    else:
+        entry.symlink_to(run / "config.yaml")
+
+
+def _put_back(run, name, saved):
+    entry = run / name
+    if entry.is_dir() and not entry.is_symlink():
+        entry.rmdir()
+    else:
+        entry.unlink()
+    saved.rename(entry)
+
+
+def test_outputs_in_the_way_inside_plots_and_paraview_are_refused_at_once(capsys, mpi_tmp_path):
+    """A folder where the run writes plots/curves.png, a file where it writes
+    paraview/states.bp (a folder), a link in place of paraview/controls.json:
+    --resume refuses before training (one line, exit 2, naming the entry, nothing
+    written); with plots and ParaView turned off they are not in the way, and
+    --overwrite moves pontryx's plots/ and paraview/ aside whole."""
+    raw = yaml.safe_load(_tiny())
+    raw["output"].update(plots=True, paraview={"samples": 1, "kernel_rows": 1})
+    cfg = write(mpi_tmp_path / "outputs.yaml", yaml.safe_dump(raw))
+    run, saved, root = mpi_tmp_path / "run", mpi_tmp_path / "saved", MPI.COMM_WORLD.rank == 0
+    assert cli(capsys, "train", cfg, "--output", run, "--quiet")[0] == 0
+    more = ("--set", "training.max_iterations=3")
+    for name, kind in IN_THE_WAY:
+        if root:
+            _put_in_the_way(run, name, kind, saved)
+        MPI.COMM_WORLD.Barrier()
+        before = _snapshot(run)
+        code, out, err = cli(capsys, "train", cfg, "--output", run, "--quiet", "--resume", *more)
+        assert code == 2 and err.count("\n") == 1 and out == "", err
+        assert err.startswith("config error: --output: ") and f"{name}' is not a" in err, err
+        assert f"pontryx writes its {name} there" in err, err
+        assert _snapshot(run) == before
+        if root:
+            _put_back(run, name, saved)
+        MPI.COMM_WORLD.Barrier()
+    if root:
+        for k, (name, kind) in enumerate(IN_THE_WAY):
+            _put_in_the_way(run, name, kind, mpi_tmp_path / f"saved{k}")
+    MPI.COMM_WORLD.Barrier()
+    off = ("--set", "output.plots=false", "--set", "output.paraview=false")
+    code, _, err = cli(capsys, "train", cfg, "--output", run, "--quiet", "--resume", *more, *off)
+    assert code == 0, err
+    assert (run / "plots" / "curves.png").is_dir()  # left as it is
+    code, _, err = cli(capsys, "train", cfg, "--output", run, "--quiet", "--overwrite")
+    assert code == 0, err
+    assert (run / "plots" / "curves.png").is_file() and (run / "paraview" / "states.bp").is_dir()
+
+
 def test_the_last_line_lists_what_was_written(capsys, mpi_tmp_path):
     cfg = write(mpi_tmp_path / "tiny.yaml", _tiny())
     code, out, err = cli(capsys, "train", cfg, "--output", mpi_tmp_path / "run")

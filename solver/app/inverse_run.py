@@ -46,6 +46,14 @@ class InverseRun(TrainingRun):
         if self.root and out.model:
             self.directory.register("model.npz")
 
+    def _output_entries(self) -> dict[str, bool]:
+        out, entries = self.config.output, {}
+        if out.paraview.enabled:
+            entries["paraview/inverse.bp"] = True
+        if out.plots:
+            entries |= {f"plots/{n}.png": False for n in ("kappa", "state", "curves")}
+        return entries
+
     def _write_outputs(self) -> None:
         """inverse.npz, ParaView files and plots of κ and u (collective)."""
         from pontryx.solver.outputs import inverse as outputs

@@ -236,6 +236,7 @@ class TrainingRun:
         check_memory(config, comm, max_memory)  # before anything large exists
         self.problem = build_problem(config, comm)
         try:
+            self._check_outputs()
             self.trainer = make_method(self.problem)
             if self.trainer.memory_bytes():
                 check_memory(config, comm, max_memory, method_bytes=self.trainer.memory_bytes())
@@ -274,6 +275,32 @@ class TrainingRun:
         # the coarse levels' record: a resumed run keeps its checkpoint's (not retrained)
         levels = self.manifest.get("levels") if self.manifest else None
         self.levels_summary: list[dict] = list(levels) if isinstance(levels, list) else []
+
+    def _check_outputs(self) -> None:
+        """The files the run will write inside plots/ and paraview/ are not in the
+        way (:meth:`RunDirectory.check_contents`), before anything is written.
+        Collective."""
+
+        def check():
+            try:
+                self.directory.check_contents(self.mode, self._output_entries())
+            except InputError as e:
+                raise flag_key(e) from None
+
+        on_root(self.comm, check)
+
+    def _output_entries(self) -> dict[str, bool]:
+        """What :meth:`_write_outputs` may write inside the run's folders, as
+        ``output.*`` says: path → True for a folder (a .bp), False for a file."""
+        out, entries = self.config.output, {}
+        if out.paraview.enabled:
+            entries |= {f"paraview/{n}.bp": True for n in ("states", "controls")}
+            entries["paraview/controls.json"] = False
+        if out.plots:
+            names = ["curves", "hamiltonian", "decision_boundary", "features"]
+            names += ["digits"] if _draws_digits(self.problem) else []
+            entries |= {f"plots/{n}.png": False for n in names}
+        return entries
 
     def _find_resume_point(self) -> None:
         """The configuration checked against the run's, the newest intact checkpoint
@@ -657,8 +684,15 @@ def write_paraview(problem: Problem, controls, directory: Path) -> None:
         )
 
 
+def _draws_digits(problem: Problem) -> bool:
+    """Whether the plots include digits.png (image data on a 2D or 3D mesh)."""
+    gdim = problem.net.space.mesh.geometry.dim
+    return len(problem.dataset.input_shape) == 2 and gdim in (2, 3)
+
+
 def write_plots(problem: Problem, controls, directory: Path, rows: list[dict]) -> None:
-    """PNG figures (evaluations collective on the width comm of data group 0)."""
+    """PNG figures (evaluations collective on the width comm of data group 0); the
+    files are those of :meth:`TrainingRun._output_entries`."""
     net, d = problem.net, problem.dataset
     draw = problem.space.comm.rank == 0
     if draw:
@@ -667,6 +701,6 @@ def write_plots(problem: Problem, controls, directory: Path, rows: list[dict]) -
         plots.plot_hamiltonian(rows, directory / "hamiltonian.png")
     plots.plot_decision_boundary(net, controls, d, directory / "decision_boundary.png", draw=draw)
     plots.plot_features(net, controls, d, directory / "features.png", draw=draw)
-    if len(d.input_shape) == 2 and net.space.mesh.geometry.dim in (2, 3):
+    if _draws_digits(problem):
         mesh = model_io.mesh_arrays(net.space)
         plots.plot_digits(net, controls, d, mesh, directory / "digits.png", draw=draw)
