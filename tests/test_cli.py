@@ -464,8 +464,9 @@ LEVELS = (
 def test_multilevel_training_and_resume(capsys, small, mpi_tmp_path):
     """``training.levels``: the coarse levels train first (reported in the progress
     and summary.json), the configured problem starts from their prolonged controls;
-    a resumed run skips the coarse levels and ends bit-for-bit like an
-    uninterrupted one; a bad level is one line keyed under training.levels."""
+    a resumed run skips the coarse levels, keeps their record (from its checkpoint)
+    and ends bit-for-bit like an uninterrupted one; a bad level is one line keyed
+    under training.levels."""
     a, b = mpi_tmp_path / "a", mpi_tmp_path / "b"
     code, out, err = cli(capsys, "train", small, "--output", a, "--set", *LEVELS)
     assert code == 0, err
@@ -474,8 +475,20 @@ def test_multilevel_training_and_resume(capsys, small, mpi_tmp_path):
     assert [lv["dofs"] for lv in summary["levels"]] == [4, 9] and summary["iterations"] == 6
     short = ("--set", "training.max_iterations=4")
     assert cli(capsys, "train", small, "--output", b, "--quiet", "--set", *LEVELS, *short)[0] == 0
+    before = json.loads((b / "summary.json").read_text())["levels"]
+    MPI.COMM_WORLD.Barrier()  # every rank has read it
+    if MPI.COMM_WORLD.rank == 0:
+        (b / "summary.json").unlink()  # the record lives in the checkpoint
+    MPI.COMM_WORLD.Barrier()
     code, out, _ = cli(capsys, "train", small, "--output", b, "--resume", "--set", *LEVELS)
     assert code == 0 and "level 1/2" not in out
+    after = json.loads((b / "summary.json").read_text())["levels"]
+    assert after == before  # the levels' own time too: they were not trained again
+
+    def untimed(levels):
+        return [{k: v for k, v in lv.items() if k != "time"} for lv in levels]
+
+    assert untimed(after) == untimed(summary["levels"])
     A, B = model_io.load_model(a / "model.npz"), model_io.load_model(b / "model.npz")
     assert all(np.array_equal(A[k], B[k]) for k in A)
     bad = "training.levels=[{mesh: {n: 0}, max_iterations: 1}]"
@@ -584,6 +597,73 @@ def test_a_damaged_run_is_refused_before_anything_is_written(
     assert _snapshot(run) == before
 
 
+# what a run writes inside its folders, and what is put in its way
+IN_THE_WAY = [
+    ("plots/curves.png", "folder"),
+    ("paraview/states.bp", "file"),
+    ("paraview/controls.json", "link"),
+]
+
+
+def _put_in_the_way(run, name, kind, saved):
+    """Move pontryx's ``run/name`` to ``saved``; a folder, file or link in its place."""
+    entry = run / name
+    entry.rename(saved)
+    if kind == "folder":
+        entry.mkdir()
+    elif kind == "file":
+        entry.write_text("mine")
+    else:
+        entry.symlink_to(run / "config.yaml")
+
+
+def _put_back(run, name, saved):
+    entry = run / name
+    if entry.is_dir() and not entry.is_symlink():
+        entry.rmdir()
+    else:
+        entry.unlink()
+    saved.rename(entry)
+
+
+def test_outputs_in_the_way_inside_plots_and_paraview_are_refused_at_once(capsys, mpi_tmp_path):
+    """A folder where the run writes plots/curves.png, a file where it writes
+    paraview/states.bp (a folder), a link in place of paraview/controls.json:
+    --resume refuses before training (one line, exit 2, naming the entry, nothing
+    written); with plots and ParaView turned off they are not in the way, and
+    --overwrite moves pontryx's plots/ and paraview/ aside whole."""
+    raw = yaml.safe_load(_tiny())
+    raw["output"].update(plots=True, paraview={"samples": 1, "kernel_rows": 1})
+    cfg = write(mpi_tmp_path / "outputs.yaml", yaml.safe_dump(raw))
+    run, saved, root = mpi_tmp_path / "run", mpi_tmp_path / "saved", MPI.COMM_WORLD.rank == 0
+    assert cli(capsys, "train", cfg, "--output", run, "--quiet")[0] == 0
+    more = ("--set", "training.max_iterations=3")
+    for name, kind in IN_THE_WAY:
+        if root:
+            _put_in_the_way(run, name, kind, saved)
+        MPI.COMM_WORLD.Barrier()
+        before = _snapshot(run)
+        code, out, err = cli(capsys, "train", cfg, "--output", run, "--quiet", "--resume", *more)
+        assert code == 2 and err.count("\n") == 1 and out == "", err
+        assert err.startswith("config error: --output: ") and f"{name}' is not a" in err, err
+        assert f"pontryx writes its {name} there" in err, err
+        assert _snapshot(run) == before
+        if root:
+            _put_back(run, name, saved)
+        MPI.COMM_WORLD.Barrier()
+    if root:
+        for k, (name, kind) in enumerate(IN_THE_WAY):
+            _put_in_the_way(run, name, kind, mpi_tmp_path / f"saved{k}")
+    MPI.COMM_WORLD.Barrier()
+    off = ("--set", "output.plots=false", "--set", "output.paraview=false")
+    code, _, err = cli(capsys, "train", cfg, "--output", run, "--quiet", "--resume", *more, *off)
+    assert code == 0, err
+    assert (run / "plots" / "curves.png").is_dir()  # left as it is
+    code, _, err = cli(capsys, "train", cfg, "--output", run, "--quiet", "--overwrite")
+    assert code == 0, err
+    assert (run / "plots" / "curves.png").is_file() and (run / "paraview" / "states.bp").is_dir()
+
+
 def test_the_last_line_lists_what_was_written(capsys, mpi_tmp_path):
     cfg = write(mpi_tmp_path / "tiny.yaml", _tiny())
     code, out, err = cli(capsys, "train", cfg, "--output", mpi_tmp_path / "run")
@@ -599,7 +679,13 @@ def test_non_finite_loss_stops_with_exit_code_3(capsys, small, mpi_tmp_path, mon
     assert "non-finite loss at iteration 3" in err and "checkpoint is iteration 2" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["iter-00000002"]
-    assert json.loads((run / "summary.json").read_text())["status"] == "non-finite"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "non-finite" and summary["exit_code"] == 3
+    assert summary["reason"] == "non-finite loss at iteration 3"
+    assert summary["message"] == err.strip().removeprefix("error: ")
+    assert summary["last_checkpoint"] == 2 and summary["ranks"] == MPI.COMM_WORLD.size
+    for key in ("iterations", "method", "time", "layout", "dofs", "versions", "train", "test"):
+        assert key in summary, key
     # the run can be resumed from the last good checkpoint once the cause is gone
     monkeypatch.delenv("PONTRYX_FAULT_INJECT")
     code, _, err = cli(capsys, "train", small, "--output", run, "--quiet", "--resume")
@@ -622,7 +708,19 @@ def test_diverging_method_stops_with_exit_code_3(capsys, small, mpi_tmp_path):
         "training.options={learning_rate: 1.0e+300}",
     )
     assert code == 3 and "non-finite" in err and "Traceback" not in err
-    assert json.loads((run / "summary.json").read_text())["status"] == "non-finite"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "non-finite" and summary["exit_code"] == 3
+    # sgd went back to θ₀, the last iterate with a finite loss: its scores are θ₀'s
+    start = mpi_tmp_path / "start"
+    code, _, err = cli(
+        capsys, "train", small, "--output", start, "--quiet", "--set", "training.method=sgd",
+        "--set", "training.max_iterations=0",
+    )  # fmt: skip
+    assert code == 0, err
+    initial = json.loads((start / "summary.json").read_text())
+    assert summary["iterations"] == 0
+    assert summary["train"] == pytest.approx(initial["train"])
+    assert summary["test"] == pytest.approx(initial["test"])
 
 
 def test_bad_fault_hook_is_bad_input(capsys, small, mpi_tmp_path, monkeypatch):

@@ -217,3 +217,30 @@ def test_an_overwrite_clears_whatever_is_left_in_replaced(tmp_path):
     assert (run / ".pontryx" / "replaced" / "config.yaml").read_text() == "config.yaml"
     rd.discard_replaced()
     rd.close()
+
+
+def test_entries_inside_the_folders_of_the_wrong_kind_are_refused(tmp_path):
+    """check_contents: what a run will write inside plots/ and paraview/ is absent
+    or of its kind; an overwrite moves the folders the marker lists aside whole,
+    so does not look into them; a fresh directory holds nothing."""
+    entries = {"plots/curves.png": False, "paraview/states.bp": True}
+    run = tmp_path / "run"
+    _run(run, "config.yaml", "plots", "paraview")
+    rd = RunDirectory(run)
+    rd.check_contents("resume", entries)  # absent
+    (run / "plots" / "curves.png").mkdir()
+    (run / "paraview" / "states.bp").write_text("x")
+    with pytest.raises(InputError, match=r"^directory: .*plots/curves.png' is not a regular"):
+        rd.check_contents("resume", entries)
+    with pytest.raises(InputError, match=r"paraview/states.bp' is not a folder"):
+        rd.check_contents("resume", {"paraview/states.bp": True})
+    rd.check_contents("overwrite", entries)  # both folders are moved aside
+    (run / "plots" / "curves.png").rmdir()
+    (run / "plots" / "curves.png").symlink_to(run / "config.yaml")
+    with pytest.raises(InputError, match=r"plots/curves.png' is not a regular file"):
+        rd.check_contents("resume", entries)
+    rd.register("config.yaml", "paraview")  # plots/ not listed: written into as it is
+    assert "plots" not in rd.listed()
+    with pytest.raises(InputError, match=r"plots/curves.png' is not a regular file"):
+        RunDirectory(run).check_contents("overwrite", entries)
+    RunDirectory(tmp_path / "new").check_contents("fresh", entries)

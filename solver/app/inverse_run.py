@@ -16,8 +16,8 @@ class InverseRun(TrainingRun):
     """A :class:`~.run.TrainingRun` of an inverse problem: the same loop, metrics,
     checkpoints and resume; its own summary, model file and outputs."""
 
-    def _summary(self, status: str, reason: str) -> dict:
-        summary = super()._summary(status, reason)
+    def _summary(self, status: str, reason: str, scored: bool = True) -> dict:
+        summary = super()._summary(status, reason, scored)
         p = self.problem
         inv = self.config.inverse
         summary["inverse"] = {
@@ -45,6 +45,14 @@ class InverseRun(TrainingRun):
             )
         if self.root and out.model:
             self.directory.register("model.npz")
+
+    def _output_entries(self) -> dict[str, bool]:
+        out, entries = self.config.output, {}
+        if out.paraview.enabled:
+            entries["paraview/inverse.bp"] = True
+        if out.plots:
+            entries |= {f"plots/{n}.png": False for n in ("kappa", "state", "curves")}
+        return entries
 
     def _write_outputs(self) -> None:
         """inverse.npz, ParaView files and plots of κ and u (collective)."""

@@ -14,7 +14,9 @@ How a run ends (``summary.json`` ``status``, the exit code of ``pontryx train``)
 ``converged`` (0: the method met its tolerance), ``max_iterations`` (0: the
 iterations asked for are done), ``not_converged`` (4: the method stopped without
 meeting its tolerance — a line-search failure, a Newton solve that did not
-converge, no descent), ``non-finite`` (3), ``interrupted`` (128 + the signal:
+converge, no descent), ``non-finite`` (3: the summary holds the iterations and,
+if finite, the scores of the last finite iterate the trainer went back to),
+``interrupted`` (128 + the signal:
 SIGTERM, SIGUSR1 or SIGINT; every rank finished the iteration it was in, a
 checkpoint and ``model.npz`` are written, ``--resume`` continues).
 """
@@ -66,7 +68,7 @@ from pontryx.solver.training.loop import train as train_loop
 
 __all__ = ["EXIT_NOT_CONVERGED", "TrainingRun", "status_of"]
 
-EXIT_NOT_CONVERGED = 4
+EXIT_NON_FINITE, EXIT_NOT_CONVERGED = 3, 4
 
 
 def status_of(reason: str, trainer=None) -> str:
@@ -234,6 +236,7 @@ class TrainingRun:
         check_memory(config, comm, max_memory)  # before anything large exists
         self.problem = build_problem(config, comm)
         try:
+            self._check_outputs()
             self.trainer = make_method(self.problem)
             if self.trainer.memory_bytes():
                 check_memory(config, comm, max_memory, method_bytes=self.trainer.memory_bytes())
@@ -269,7 +272,35 @@ class TrainingRun:
                 raise
         self.offset, self.t0 = 0.0, time.perf_counter()
         self.last_checkpoint = None
-        self.levels_summary: list[dict] = []
+        # the coarse levels' record: a resumed run keeps its checkpoint's (not retrained)
+        levels = self.manifest.get("levels") if self.manifest else None
+        self.levels_summary: list[dict] = list(levels) if isinstance(levels, list) else []
+
+    def _check_outputs(self) -> None:
+        """The files the run will write inside plots/ and paraview/ are not in the
+        way (:meth:`RunDirectory.check_contents`), before anything is written.
+        Collective."""
+
+        def check():
+            try:
+                self.directory.check_contents(self.mode, self._output_entries())
+            except InputError as e:
+                raise flag_key(e) from None
+
+        on_root(self.comm, check)
+
+    def _output_entries(self) -> dict[str, bool]:
+        """What :meth:`_write_outputs` may write inside the run's folders, as
+        ``output.*`` says: path → True for a folder (a .bp), False for a file."""
+        out, entries = self.config.output, {}
+        if out.paraview.enabled:
+            entries |= {f"paraview/{n}.bp": True for n in ("states", "controls")}
+            entries["paraview/controls.json"] = False
+        if out.plots:
+            names = ["curves", "hamiltonian", "decision_boundary", "features"]
+            names += ["digits"] if _draws_digits(self.problem) else []
+            entries |= {f"plots/{n}.png": False for n in names}
+        return entries
 
     def _find_resume_point(self) -> None:
         """The configuration checked against the run's, the newest intact checkpoint
@@ -395,6 +426,7 @@ class TrainingRun:
             finished=finished,
             reason=reason,
             method=self.config.training.method,
+            **({"levels": self.levels_summary} if self.levels_summary else {}),
         )
         self.last_checkpoint = trainer.iteration
 
@@ -426,14 +458,14 @@ class TrainingRun:
     def level_done(self, k: int, done) -> None:
         """Report coarse level k of ``training.levels`` (progress and summary.json)."""
         last, net = done.history[-1] if done.history else None, done.level.net
-        row = {
-            "dofs": net.space.N,
-            "layers": net.layers,
-            "iterations": done.result.trainer.iteration,
-            "reason": done.result.reason,
-            "loss": last.loss if last else None,
-            "test_metric": last.test_metric if last else None,
-            "time": done.seconds,
+        row = {  # plain JSON values: the row goes into the checkpoints' manifests too
+            "dofs": int(net.space.N),
+            "layers": int(net.layers),
+            "iterations": int(done.result.trainer.iteration),
+            "reason": str(done.result.reason),
+            "loss": _number(last.loss if last else None),
+            "test_metric": _number(last.test_metric if last else None),
+            "time": float(done.seconds),
         }
         self.levels_summary.append(row)
         self.progress.say(
@@ -443,7 +475,9 @@ class TrainingRun:
         )
 
     def non_finite(self, error: NonFiniteError) -> NonFiniteError:
-        """Close the log, record the failure; the error to report (exit code 3)."""
+        """Close the log, write the summary (the iterations done, and the scores of
+        the last finite iterate if it has finite ones); the error to report (exit
+        code 3). Collective."""
         self.metrics.close()
         last = self.last_checkpoint
         where = (
@@ -451,14 +485,27 @@ class TrainingRun:
             if last is not None
             else "no checkpoint was written"
         )
-        if self.root:
-            write_json(
-                self.run_dir / "summary.json",
-                {"status": "non-finite", "message": str(error), "last_checkpoint": last},
-            )
-            self.directory.register("summary.json")
+        reported = NonFiniteError(f"{error}; training stopped, {where}")
+        reason = str(error).removeprefix("training: ")
+        summary = self._summary("non-finite", reason, scored=False)
+        summary.update(self._finite_scores())
+        summary.update(exit_code=EXIT_NON_FINITE, message=str(reported), last_checkpoint=last)
+        self._write_summary(summary)
         self.progress.say(f"error: {error}")  # to train.log; the command line prints it
-        return NonFiniteError(f"{error}; training stopped, {where}")
+        return reported
+
+    def _finite_scores(self) -> dict:
+        """The scores (and weights' sparsity) of the trainer's controls after a
+        non-finite stop — the last finite iterate, which the training loop puts
+        back (``iterations`` in the summary) — or nothing if the controls or a
+        score are not finite (never a NaN in summary.json). Collective."""
+        comm, controls = self.comm, self.trainer.controls
+        mine = all(np.isfinite(v).all() for v in controls.values())
+        if not comm.allreduce(bool(mine), op=MPI.LAND):
+            return {}
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            scores = {**evaluate(self.problem, controls), **self._weights()}
+        return scores if comm.allreduce(_all_finite(scores), op=MPI.LAND) else {}
 
     def interrupted(self, stop: Interrupted) -> dict:
         """Every rank finished the same iteration: a checkpoint (methods that resume
@@ -480,17 +527,20 @@ class TrainingRun:
         )
         return summary
 
-    def _summary(self, status: str, reason: str) -> dict:
+    def _summary(self, status: str, reason: str, scored: bool = True) -> dict:
+        """The summary of the trainer's iterate; ``scored``: with its train/test
+        scores (:func:`.problem.evaluate`) and the weights' sparsity. Collective."""
         problem, comm = self.problem, self.comm
         controls, net = self.trainer.controls, problem.net
         levels = {"levels": self.levels_summary} if self.levels_summary else {}
+        scores = evaluate(problem, controls) if scored else {}
         return {
             **levels,
             "status": status,
             "reason": reason,
             "iterations": int(self.trainer.iteration),
             "method": self.config.training.method,
-            **evaluate(problem, controls),
+            **scores,
             "metric": problem.metric_name,
             "grad_norm_metric": self.trainer.metric,
             "time": self.elapsed(),
@@ -502,7 +552,7 @@ class TrainingRun:
                 k: int(np.prod(canonical_shape(net, k, controls[k].shape))) for k in net.trainable
             },
             "versions": environment.versions(),
-            **self._weights(),
+            **(self._weights() if scored else {}),
         }
 
     def _weights(self) -> dict:
@@ -595,6 +645,21 @@ class TrainingRun:
         self.problem.destroy()
 
 
+def _number(x) -> float | None:
+    return None if x is None else float(x)
+
+
+def _all_finite(obj) -> bool:
+    """No NaN or infinity among the numbers of a (nested) summary entry."""
+    if isinstance(obj, dict):
+        return all(_all_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(_all_finite(v) for v in obj)
+    if isinstance(obj, (float, np.floating)):
+        return math.isfinite(obj)
+    return True
+
+
 def write_paraview(problem: Problem, controls, directory: Path) -> None:
     """states.bp and controls.bp (collective on the width comm of data group 0)."""
     net, d = problem.net, problem.dataset
@@ -619,8 +684,15 @@ def write_paraview(problem: Problem, controls, directory: Path) -> None:
         )
 
 
+def _draws_digits(problem: Problem) -> bool:
+    """Whether the plots include digits.png (image data on a 2D or 3D mesh)."""
+    gdim = problem.net.space.mesh.geometry.dim
+    return len(problem.dataset.input_shape) == 2 and gdim in (2, 3)
+
+
 def write_plots(problem: Problem, controls, directory: Path, rows: list[dict]) -> None:
-    """PNG figures (evaluations collective on the width comm of data group 0)."""
+    """PNG figures (evaluations collective on the width comm of data group 0); the
+    files are those of :meth:`TrainingRun._output_entries`."""
     net, d = problem.net, problem.dataset
     draw = problem.space.comm.rank == 0
     if draw:
@@ -629,6 +701,6 @@ def write_plots(problem: Problem, controls, directory: Path, rows: list[dict]) -
         plots.plot_hamiltonian(rows, directory / "hamiltonian.png")
     plots.plot_decision_boundary(net, controls, d, directory / "decision_boundary.png", draw=draw)
     plots.plot_features(net, controls, d, directory / "features.png", draw=draw)
-    if len(d.input_shape) == 2 and net.space.mesh.geometry.dim in (2, 3):
+    if _draws_digits(problem):
         mesh = model_io.mesh_arrays(net.space)
         plots.plot_digits(net, controls, d, mesh, directory / "digits.png", draw=draw)

@@ -31,7 +31,9 @@ whose ``written`` lists names of :data:`KINDS`: a hand-edited ``"."``, ``".."``,
 ``"/etc"`` or ``"notes.txt"`` refuses the whole directory rather than being
 skipped, since the marker decides what an overwrite deletes), and an entry
 the run will write into that has the wrong kind (a file where pontryx writes
-a folder, or a folder, link or device where it writes a file). Every problem
+a folder, or a folder, link or device where it writes a file) — and, given the
+files the run will write inside its folders, :meth:`RunDirectory.check_contents`
+the same for those (``plots/curves.png``, ``paraview/states.bp``). Every problem
 is an ``InputError`` keyed ``directory`` (or ``resume``/``overwrite``) with a
 one-line message.
 """
@@ -214,15 +216,34 @@ class RunDirectory:
         """Every entry pontryx may write into is of its kind (a folder or a regular
         file), so that a run does not fail on it half-way."""
         for name, folder in KINDS.items():
-            st = None if name in skip else _lstat(self.path / name)
-            if st is None or (stat.S_ISDIR if folder else stat.S_ISREG)(st.st_mode):
-                continue
-            kind = "folder" if folder else "regular file"
-            raise InputError(
-                f"{str(self.path / name)!r} is not a {kind}, but pontryx writes its "
-                f"{name} there — move it away",
-                "directory",
-            )
+            if name not in skip:
+                self._check_kind(name, folder)
+
+    def _check_kind(self, name: str, folder: bool) -> None:
+        """``name`` (relative to the run directory) is absent or of its kind: a
+        folder, or a regular file (not a link, device, …)."""
+        st = _lstat(self.path / name)
+        if st is None or (stat.S_ISDIR if folder else stat.S_ISREG)(st.st_mode):
+            return
+        kind = "folder" if folder else "regular file"
+        raise InputError(
+            f"{str(self.path / name)!r} is not a {kind}, but pontryx writes its "
+            f"{name} there — move it away",
+            "directory",
+        )
+
+    def check_contents(self, mode: str, entries: dict[str, bool]) -> None:
+        """The entries a run will write inside its folders (``"plots/curves.png":
+        False`` for a file, True for a folder such as ``"paraview/states.bp"``) are
+        absent or of their kind, checked before anything is written (as
+        :meth:`check` does for the entries of the run directory itself); the
+        folders an overwrite moves aside are not looked into. Rank 0."""
+        if mode == "fresh":  # a new or empty directory
+            return
+        aside = set(self.listed(key=mode)) if mode == "overwrite" else set()
+        for name, folder in entries.items():
+            if Path(name).parts[0] not in aside:
+                self._check_kind(name, folder)
 
     def is_run(self) -> bool:
         return (self.path / MARKER).is_file() or _is_legacy_run(self.path)
