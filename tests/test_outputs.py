@@ -3,6 +3,7 @@ README.md shows), canonical control arrays, atomic checkpoints, the metrics
 log, the run-directory policy and the ParaView/plot writers."""
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -235,6 +236,20 @@ def test_logs_pontryx_did_not_write_are_one_line_errors(tmp_path, content, needl
     (tmp_path / FILE).write_bytes(content if b"\xff" in content else header + b"[1, 2]\n")
     with pytest.raises(InputError, match=str(tmp_path / FILE)):
         read_trajectory(tmp_path)
+
+
+def test_trajectory_of_a_diverging_run_is_read(tmp_path):
+    """A record with non-finite values (a diverging run's last iterate) is read, so
+    that --resume keeps it (analyze refuses to embed it); a torn last line is left out."""
+    from pontryx.solver.outputs.trajectory import FILE, FORMAT, read_trajectory
+
+    header = {"format": FORMAT, "dimension": 2, "seed": 0, "shapes": {"W": [1, 2, 2]}}
+    row = {"iteration": 1, "method": "sgd", "loss": math.nan, "projection": [math.inf, 1.0]}
+    row["norms"] = {"W": [1.0]}
+    text = "".join(json.dumps(r) + "\n" for r in (header, row)) + '{"iteration": 2, "me'
+    (tmp_path / FILE).write_text(text)
+    got, rows = read_trajectory(tmp_path)
+    assert got == header and len(rows) == 1 and math.isnan(rows[0]["loss"])
 
 
 def test_paraview_and_plot_writers(mpi_tmp_path):

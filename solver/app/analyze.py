@@ -24,7 +24,6 @@ before anything is written.
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
@@ -37,8 +36,7 @@ from pontryx.meshes.errors import InputError, show
 from pontryx.solver.analysis.diffusion_maps import DisconnectedError, diffusion_map
 from pontryx.solver.outputs.atomic import atomic_path
 from pontryx.solver.outputs.rundir import RunDirectory
-from pontryx.solver.outputs.trajectory import FILE
-from pontryx.solver.outputs.trajectory import FORMAT as TRAJECTORY_FORMAT
+from pontryx.solver.outputs.trajectory import FILE, norm_layout, read_trajectory
 
 __all__ = [
     "FEATURES",
@@ -47,7 +45,6 @@ __all__ = [
     "check_options",
     "check_output",
     "load_paths",
-    "read_records",
 ]
 
 FEATURES = ("projection", "norms")
@@ -104,94 +101,17 @@ def check_options(
         raise InputError(f"expected a finite diffusion time t > 0, got {show(t)}", "--time")
 
 
-def _check_header(obj) -> str | None:
-    """What is wrong with the header line of a trajectory file, or None."""
-    if not isinstance(obj, dict) or obj.get("format") != TRAJECTORY_FORMAT:
-        return f"expected the header of a {TRAJECTORY_FORMAT} file, got {show(obj)}"
-    if not (_integer(obj.get("dimension")) and obj["dimension"] > 0):
-        return f"dimension: expected a positive integer, got {show(obj.get('dimension'))}"
-    if not _integer(obj.get("seed")):
-        return f"seed: expected an integer, got {show(obj.get('seed'))}"
-    shapes = obj.get("shapes")
-    if not isinstance(shapes, dict) or not all(
-        isinstance(v, list) and all(_integer(n) for n in v) for v in shapes.values()
+def _non_finite(row) -> str | None:
+    """The first entry of a record (loss, projection, norms) with a non-finite value."""
+    norms = [x for v in row["norms"].values() for x in (v if isinstance(v, list) else [v])]
+    for name, values in (
+        ("loss", [row["loss"]]),
+        ("projection", row["projection"]),
+        ("norms", norms),
     ):
-        return f"shapes: expected a mapping of control shapes, got {show(shapes)}"
+        if not all(math.isfinite(v) for v in values):
+            return name
     return None
-
-
-def _norm_layout(norms) -> tuple | None:
-    """(name, layers or None) of each entry of a record's ``norms`` (None if malformed)."""
-    if not isinstance(norms, dict) or not norms:
-        return None
-    layout = []
-    for name in sorted(norms):
-        v = norms[name]
-        if _finite(v):
-            layout.append((name, None))
-        elif isinstance(v, list) and v and all(_finite(x) for x in v):
-            layout.append((name, len(v)))
-        else:
-            return None
-    return tuple(layout)
-
-
-def _check_record(obj, dimension: int, layout) -> str | None:
-    """What is wrong with one record of a trajectory file, or None."""
-    if not isinstance(obj, dict):
-        return f"expected a record (a JSON object), got {show(obj)}"
-    if not (_integer(obj.get("iteration")) and obj["iteration"] >= 0):
-        return f"iteration: expected an integer ≥ 0, got {show(obj.get('iteration'))}"
-    if not isinstance(obj.get("method"), str):
-        return f"method: expected a string, got {show(obj.get('method'))}"
-    if not _finite(obj.get("loss")):
-        return f"loss: expected a finite number, got {show(obj.get('loss'))}"
-    y = obj.get("projection")
-    if not (isinstance(y, list) and len(y) == dimension and all(_finite(v) for v in y)):
-        return f"projection: expected {dimension} finite numbers, got {show(y)}"
-    got = _norm_layout(obj.get("norms"))
-    if got is None or (layout is not None and got != layout):
-        return (
-            "norms: expected finite norms of the same controls and layers as the first "
-            f"record, got {show(obj.get('norms'))}"
-        )
-    return None
-
-
-def read_records(directory: Path) -> tuple[dict | None, list[dict]]:
-    """(header, records) of a run's trajectory file, every line checked ((None, [])
-    if there is none or it is empty; a torn last line, a run cut while writing it,
-    is left out); a damaged file is a one-line error naming it and the line."""
-    path = Path(directory) / FILE
-    if not path.is_file():
-        return None, []
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror or e}", "analyze") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise InputError(f"{path}, line {line}: not UTF-8 text", "analyze") from None
-    lines = text.splitlines()
-    header, rows, layout = None, [], None
-    for i, line in enumerate(lines, start=1):
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError):
-            if i == len(lines) and not text.endswith("\n"):
-                break  # torn
-            raise InputError(f"{path}, line {i}: not a JSON line", "analyze") from None
-        why = _check_header(obj) if i == 1 else _check_record(obj, header["dimension"], layout)
-        if why is not None:
-            raise InputError(f"{path}, line {i}: {why}", "analyze")
-        if i == 1:
-            header = obj
-        else:
-            rows.append(obj)
-            layout = _norm_layout(obj["norms"])
-    return header, rows
 
 
 def load_paths(run_dirs) -> list[RecordedPath]:
@@ -204,7 +124,17 @@ def load_paths(run_dirs) -> list[RecordedPath]:
             raise InputError(f"{str(d)!r} is not a directory", "analyze")
         if not RunDirectory(d).is_run():
             raise InputError(f"{str(d)!r} is not a pontryx run directory", "analyze")
-        header, rows = read_records(d)
+        try:
+            header, rows = read_trajectory(d)
+        except InputError as e:
+            raise e.under("analyze") from None
+        for i, row in enumerate(rows):
+            if (name := _non_finite(row)) is not None:
+                raise InputError(
+                    f"{d / FILE}, line {i + 2}: {name}: a non-finite value (a diverging "
+                    "run's iterate cannot be embedded)",
+                    "analyze",
+                )
         if header is None or not rows:
             raise InputError(
                 f"{str(d)!r} has no {FILE}: record one with output.trajectory_every: k",
@@ -220,7 +150,7 @@ def load_paths(run_dirs) -> list[RecordedPath]:
                 "(its controls differ in shape): only runs of one network embed together",
                 "analyze",
             )
-        if paths and _norm_layout(rows[0]["norms"]) != _norm_layout(paths[0].rows[0]["norms"]):
+        if paths and norm_layout(rows[0]["norms"]) != norm_layout(paths[0].rows[0]["norms"]):
             raise InputError(
                 f"{d / FILE} records the norms of other controls than "
                 f"{paths[0].directory / FILE}: only runs of one network embed together",

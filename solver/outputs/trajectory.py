@@ -38,14 +38,21 @@ from pathlib import Path
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.adjoint.riesz import l2_weights
 from pontryx.solver.model.controls import REPLICATED
 from pontryx.solver.outputs.atomic import write_text
 from pontryx.solver.outputs.canonical import canonical_shape
-from pontryx.solver.outputs.metrics import read_jsonl
 
-__all__ = ["DIMENSION", "FILE", "SEED", "Projection", "TrajectoryLog", "read_trajectory"]
+__all__ = [
+    "DIMENSION",
+    "FILE",
+    "SEED",
+    "Projection",
+    "TrajectoryLog",
+    "norm_layout",
+    "read_trajectory",
+]
 
 FILE = "trajectory.jsonl"
 FORMAT = "pontryx-trajectory"
@@ -118,20 +125,104 @@ class Projection:
         }
 
 
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:  # JSON's NaN and Infinity included: a diverging run records them
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _check_header(obj) -> str | None:
+    """What is wrong with the header line, or None."""
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        return f"expected the header of a {FORMAT} file, got {show(obj)}"
+    if not (_integer(obj.get("dimension")) and obj["dimension"] > 0):
+        return f"dimension: expected a positive integer, got {show(obj.get('dimension'))}"
+    if not _integer(obj.get("seed")):
+        return f"seed: expected an integer, got {show(obj.get('seed'))}"
+    shapes = obj.get("shapes")
+    if not isinstance(shapes, dict) or not all(
+        isinstance(v, list) and all(_integer(n) for n in v) for v in shapes.values()
+    ):
+        return f"shapes: expected a mapping of control shapes, got {show(shapes)}"
+    return None
+
+
+def norm_layout(norms) -> tuple | None:
+    """(name, layers or None) of each entry of a record's ``norms`` (None if malformed)."""
+    if not isinstance(norms, dict) or not norms:
+        return None
+    layout = []
+    for name in sorted(norms):
+        v = norms[name]
+        if _number(v):
+            layout.append((name, None))
+        elif isinstance(v, list) and v and all(_number(x) for x in v):
+            layout.append((name, len(v)))
+        else:
+            return None
+    return tuple(layout)
+
+
+def _check_record(obj, dimension: int, layout) -> str | None:
+    """What is wrong with one record, or None (values may be non-finite)."""
+    if not isinstance(obj, dict):
+        return f"expected a record (a JSON object), got {show(obj)}"
+    if not (_integer(obj.get("iteration")) and obj["iteration"] >= 0):
+        return f"iteration: expected an integer ≥ 0, got {show(obj.get('iteration'))}"
+    if not isinstance(obj.get("method"), str):
+        return f"method: expected a string, got {show(obj.get('method'))}"
+    if not _number(obj.get("loss")):
+        return f"loss: expected a number, got {show(obj.get('loss'))}"
+    y = obj.get("projection")
+    if not (isinstance(y, list) and len(y) == dimension and all(_number(v) for v in y)):
+        return f"projection: expected {dimension} numbers, got {show(y)}"
+    got = norm_layout(obj.get("norms"))
+    if got is None or (layout is not None and got != layout):
+        return (
+            "norms: expected the norms of the same controls and layers as the first "
+            f"record, got {show(obj.get('norms'))}"
+        )
+    return None
+
+
 def read_trajectory(directory: str | Path) -> tuple[dict | None, list[dict]]:
-    """(header, records) of a run directory's ``trajectory.jsonl`` ((None, []) if
-    absent or without its header; a torn last line is ignored). A file that is
-    not UTF-8 text, or a record that is not a JSON object with an integer
-    ``iteration``, is an InputError naming it."""
+    """(header, records) of a run directory's ``trajectory.jsonl``, every line
+    checked ((None, []) if there is none or it is empty; a torn last line, a run
+    cut while writing it, is left out). A file pontryx cannot have written (not
+    UTF-8, a line that is not JSON, a header or record of another form) is an
+    InputError naming it and the line. Values may be non-finite (a diverging
+    run's last record): :mod:`pontryx.solver.app.analyze` refuses those."""
     path = Path(directory) / FILE
-    lines = read_jsonl(path)
-    if not lines or not isinstance(lines[0], dict) or lines[0].get("format") != FORMAT:
+    if not path.is_file():
         return None, []
-    header, rows = lines[0], lines[1:]
-    for i, row in enumerate(rows):
-        it = row.get("iteration") if isinstance(row, dict) else None
-        if not isinstance(it, int) or isinstance(it, bool):
-            raise InputError(f"{path}: line {i + 2} is not a record of the controls")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(f"{path}, line {line}: not UTF-8 text") from None
+    lines = text.splitlines()
+    header, rows, layout = None, [], None
+    for i, line in enumerate(lines, start=1):
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            if i == len(lines) and not text.endswith("\n"):
+                break  # torn
+            raise InputError(f"{path}, line {i}: not a JSON line") from None
+        why = _check_header(obj) if i == 1 else _check_record(obj, header["dimension"], layout)
+        if why is not None:
+            raise InputError(f"{path}, line {i}: {why}")
+        if i == 1:
+            header = obj
+        else:
+            rows.append(obj)
+            layout = norm_layout(obj["norms"])
     return header, rows
 
 
