@@ -481,7 +481,7 @@ class TrainingRun:
         self.metrics.close()
         last = self.last_checkpoint
         where = (
-            f"the last good checkpoint is iteration {last} in {self.run_dir / 'checkpoints'}"
+            f"the last complete checkpoint is iteration {last} in {self.run_dir / 'checkpoints'}"
             if last is not None
             else "no checkpoint was written"
         )

@@ -4,7 +4,7 @@
 configuration with an ``inverse:`` section an :class:`~.inverse_run.InverseRun`
 (the same loop with the inverse problem's outputs) — opens it, runs its loop
 under the stop signals (:mod:`.signals`) and ends it: finished, interrupted
-(checkpoint and model written) or non-finite (the last good checkpoint kept).
+(checkpoint and model written) or non-finite (the last complete checkpoint kept).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def train(
     whose ``exit_code`` is what ``pontryx train`` exits with.
 
     Bad input raises InputError before anything is written; a non-finite loss or
-    gradient raises NonFiniteError after keeping the last good checkpoint. A
+    gradient raises NonFiniteError after keeping the last complete checkpoint. A
     configuration with an ``inverse:`` section runs as an :class:`~.inverse_run.InverseRun`."""
     cls = TrainingRun if config.inverse is None else InverseRun
     run = cls(
