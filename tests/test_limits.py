@@ -5,7 +5,10 @@ keys); data files with one class or non-integer labels are refused."""
 
 import re
 import time
+import zipfile
 from pathlib import Path
+
+from mpi4py import MPI
 
 import numpy as np
 import pytest
@@ -76,6 +79,35 @@ def test_values_the_estimate_reads_are_checked_first(capsys, mpi_tmp_path, overr
     assert code == 2 and err.startswith(f"config error: {key}: ") and err.count("\n") == 1, err
     if key == "memory":
         assert "data 93" in err or "use fewer samples (data.n_train, data.n_test)" in err
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "damaged", "bytes"])
+def test_data_files_the_estimate_counts_are_read_by_the_loader(capsys, mpi_tmp_path, damage):
+    """The estimate counts a data file's rows; a file that is not an NPZ archive is
+    left to the loader's one-line error (it was a BadZipFile traceback)."""
+    path = mpi_tmp_path / "d.npz"
+    if MPI.COMM_WORLD.rank == 0:
+        np.savez_compressed(path, X=np.ones((300, 2)), y=np.arange(300) % 2)
+        whole = bytearray(path.read_bytes())
+        if damage == "damaged":
+            whole[60:200] = bytes(b ^ 0x55 for b in whole[60:200])
+        elif damage == "bytes":
+            with zipfile.ZipFile(path, "w") as z:
+                z.writestr("X.npy", b"not an array")
+                z.writestr("y.npy", b"0 1")
+            whole = path.read_bytes()
+        data = {"garbage": np.random.default_rng(0).bytes(500), "truncated": whole[:300]}
+        path.write_bytes(data.get(damage, bytes(whole)))
+    config = write(
+        mpi_tmp_path / "c.yaml",
+        SMALL.replace(
+            "data: {name: ellipses, n_train: 24, n_test: 12}", f"data: {{name: file, path: {path}}}"
+        ),
+    )
+    code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "r")
+    assert code == 2 and err.startswith("config error: data.path: cannot read "), err
+    assert str(path) in err and err.count("\n") == 1
+    assert not (mpi_tmp_path / "r").exists()
 
 
 INVERSE = Path(__file__).resolve().parents[1] / "examples" / "inverse_1d.yaml"
