@@ -129,6 +129,27 @@ def test_read_yaml_errors(tmp_path):
         read_yaml(tmp_path / "empty.yaml")
 
 
+def test_integers_python_cannot_read_are_keyed(tmp_path):
+    """More digits than int() converts (4300): a one-line error keyed by the key, not
+    a ValueError traceback from the YAML parser."""
+    digits = "1" * 5000
+    message = r"an integer of 5000 digits \(Python reads at most \d+\)$"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{name: ellipses}}\nmodel:\n  layers: {digits}\n")
+    with pytest.raises(InputError, match=r"^model.layers: " + message):
+        read_yaml(cfg)
+    cfg.write_text(f"mesh: {{n: [3, -{digits}]}}\n")
+    with pytest.raises(InputError, match=r"^mesh.n.1: " + message):
+        read_yaml(cfg)
+    cfg.write_text(digits)
+    with pytest.raises(InputError, match=r"^c.yaml: " + message):
+        read_yaml(cfg)
+    with pytest.raises(InputError, match=r"^model.T: " + message):
+        apply_override({}, f"model.T={digits}")
+    with pytest.raises(InputError, match=r"^model.init.seed: " + message):
+        apply_override({}, f"model={{init: {{seed: {digits}}}}}")
+
+
 def test_relative_data_path_from_config_directory(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "d.csv").write_text("a,b,y\n0,1,0\n1,0,1\n0,0,0\n1,1,1\n")

@@ -71,6 +71,7 @@ def test_check_gradient_checks_the_memory_first(capsys, mpi_tmp_path):
         ("model.degree=true", "model.degree"),  # was accepted as 1
         ("model.init.smoothness=100000000000", "model.init.smoothness"),  # OverflowError
         ("model.init.correlation_length=1e-300", "model.init.correlation_length"),
+        ("model.T=" + "1" * 5000, "model.T"),  # more digits than int() reads: a ValueError
     ],
 )
 def test_values_the_estimate_reads_are_checked_first(capsys, mpi_tmp_path, override, key):
@@ -204,8 +205,9 @@ def test_estimate_counts_the_sample_splits_gradients(monkeypatch):
         ("model: " + "[" * 40 + "]" * 40, "nested more than"),
         ("model: " + "[" * 50000 + "]" * 50000, "nested more than"),
         ("x: '" + "a" * (1 << 20) + "'", "larger than"),
+        ("model: {layers: " + "1" * 5000 + "}", "model.layers: an integer of 5000 digits"),
     ],
-    ids=["duplicate", "alias-bomb", "nesting", "deep-nesting", "size"],
+    ids=["duplicate", "alias-bomb", "nesting", "deep-nesting", "size", "digits"],
 )
 def test_yaml_hazards_are_one_line(text, needle):
     start = time.monotonic()
