@@ -129,9 +129,9 @@ def parse_yaml(text: str, where: str, key: str | None = None):
     except _HugeInteger as e:
         digits = len(e.node.value.lstrip("+-").replace("_", ""))
         path = [*([key] if key else []), *(_node_path(root, e.node) or [])]
+        limit = sys.get_int_max_str_digits()
         raise InputError(
-            f"an integer of {digits} digits (Python reads at most "
-            f"{sys.get_int_max_str_digits()})",
+            f"an integer of {digits} digits (Python reads at most {limit})",
             ".".join(path) or where,
         ) from None
     except yaml.YAMLError as e:
