@@ -6,6 +6,7 @@ does not have are warnings, ``log_view`` works."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from mpi4py import MPI
 
@@ -15,6 +16,7 @@ from test_cli import SMALL, cli, write
 from pontryx.solver.outputs import read_metrics
 
 pytestmark = pytest.mark.cli
+INVERSE = Path(__file__).resolve().parents[1] / "examples" / "inverse_1d.yaml"
 
 
 def _train(capsys, tmp, petsc: str, extra=(), name="run"):
@@ -63,6 +65,15 @@ def test_line_search_and_history_options_change_the_iterates(capsys, mpi_tmp_pat
             ("--set", "model.epsilon=0.1"),
             "petsc.pontryx_diffusion.ksp_typo",
         ),
+        # the initial controls' solver (a PETSc traceback) and the noise KSP (keyed
+        # model.noise.petsc): keyed petsc, as every other solver
+        ("{pontryx_init: {ksp_type: nosuchksp}}", (), "petsc: the random-field solver"),
+        ("{pontryx_init: {ksp_typo: cg}}", (), "petsc.pontryx_init.ksp_typo"),
+        (
+            "{pontryx_noise: {ksp_type: nosuchksp}}",
+            ("--set", "model.noise.amplitude=0.1"),
+            "petsc: the noise KSP (prefix pontryx_noise_): Unable to find requested KSP type",
+        ),
     ],
 )
 def test_bad_options_fail_before_anything_is_written(capsys, mpi_tmp_path, petsc, extra, needle):
@@ -70,6 +81,20 @@ def test_bad_options_fail_before_anything_is_written(capsys, mpi_tmp_path, petsc
     assert code == 2 and err.startswith(f"config error: {needle}"), err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (mpi_tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "option, needle",
+    [
+        ("ksp_type=nosuchksp", "petsc: the PDE solver (prefix pontryx_pde_): Unable to find"),
+        ("ksp_typo=cg", "petsc.pontryx_pde.ksp_typo: -pontryx_pde_ksp_typo was not read by the PDE"),
+    ],
+)
+def test_bad_options_of_the_inverse_pde_are_keyed_petsc(capsys, mpi_tmp_path, option, needle):
+    code, _, err = cli(capsys, "train", INVERSE, "--output", mpi_tmp_path / "run",
+                       "--set", f"petsc.pontryx_pde.{option}")  # fmt: skip
+    assert code == 2 and err.startswith(f"config error: {needle}"), err
+    assert err.count("\n") == 1 and not (mpi_tmp_path / "run").exists()
 
 
 def test_options_of_absent_solvers_are_a_warning(capsys, mpi_tmp_path):

@@ -220,7 +220,7 @@ def _build(config, comm: MPI.Comm) -> InverseProblem:
                     f"over the dofs is {low:g}",
                     "truth",
                 )
-    with section("inverse.pde"), petsc_options.errors(f"the PDE solver (prefix {PREFIX})"):
+    with petsc_options.errors(f"the PDE solver (prefix {PREFIX})"), section("inverse.pde"):
         pde = EllipticPDE(
             physical.V,
             source=inv.pde.source,

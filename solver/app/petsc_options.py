@@ -59,6 +59,7 @@ SOLVERS = {
     "pontryx_diffusion_": "width-diffusion KSP (ε > 0)",
     "pontryx_init_": "random-field KSP (model.init)",
     "pontryx_noise_": "noise-in-depth KSP (model.noise)",
+    "pontryx_pde_": "PDE KSP of the inverse problem (inverse.pde)",
 }
 
 

@@ -148,7 +148,7 @@ def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
     noise = None
     if m.noise.enabled:
         z = m.noise
-        with section("model.noise"), petsc_options.errors(f"the noise KSP (prefix {NOISE_PREFIX})"):
+        with petsc_options.errors(f"the noise KSP (prefix {NOISE_PREFIX})"), section("model.noise"):
             noise = DepthNoise(
                 space,
                 z.amplitude,
