@@ -87,7 +87,7 @@ def test_bad_options_fail_before_anything_is_written(capsys, mpi_tmp_path, petsc
     "option, needle",
     [
         ("ksp_type=nosuchksp", "petsc: the PDE solver (prefix pontryx_pde_): Unable to find"),
-        ("ksp_typo=cg", "petsc.pontryx_pde.ksp_typo: -pontryx_pde_ksp_typo was not read by the PDE"),
+        ("ksp_typo=cg", "petsc.pontryx_pde.ksp_typo: -pontryx_pde_ksp_typo was not read by"),
     ],
 )
 def test_bad_options_of_the_inverse_pde_are_keyed_petsc(capsys, mpi_tmp_path, option, needle):
