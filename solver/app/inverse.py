@@ -27,7 +27,7 @@ from pontryx.meshes.errors import InputError
 from pontryx.meshes.factory import create_mesh, mesh_summary
 from pontryx.solver.app import petsc_options
 from pontryx.solver.app.network import build_network, section
-from pontryx.solver.inverse.expressions import expression
+from pontryx.solver.inverse.expressions import expression, require_finite
 from pontryx.solver.inverse.functional import InverseFunctional, KappaError
 from pontryx.solver.inverse.misfit import ReducedMisfit, relative_error
 from pontryx.solver.inverse.observations import (
@@ -146,28 +146,36 @@ class InverseProblem:
 def _operator(inv, pde, truth):
     """(B, data): the observation operator of ``inverse.observations`` with the
     observed values (a file) or the noise-free values u†(x_i) and the indices the
-    noise is drawn by (synthetic); errors keyed below ``inverse.observations``."""
+    noise is drawn by (synthetic); errors keyed by their YAML path."""
     o, V, comm = inv.observations, pde.V, pde.comm
     gdim = pde.mesh.geometry.dim
-    if o.file is not None:
-        points, values = read_observations(o.file, gdim)
-        try:
-            B = PointObservations(V, points)
-        except InputError as e:
-            raise InputError(e.message, "file") from None
-        if float(np.max(np.abs(values))) == 0:
-            raise InputError("every observed value is 0: σ = η max|d| would vanish", "file")
-        return B, {"values": values}
-    if o.kind == "field":
-        B = NodalObservations(V)
-        points = np.concatenate(comm.allgather(B.points))
-        order = canonical_index(points)[B.mine]
-    else:
-        points = random_points(pde.mesh, o.points, o.seed)
-        B, order = PointObservations(V, points), None
+    with section("inverse.observations"):
+        if o.file is not None:
+            points, values = read_observations(o.file, gdim)
+            try:
+                B = PointObservations(V, points)
+            except InputError as e:
+                raise InputError(e.message, "file") from None
+            if float(np.max(np.abs(values))) == 0:
+                raise InputError("every observed value is 0: σ = η max|d| would vanish", "file")
+            return B, {"values": values}
+        if o.kind == "field":
+            B = NodalObservations(V)
+            points = np.concatenate(comm.allgather(B.points))
+            order = canonical_index(points)[B.mine]
+        else:
+            points = random_points(pde.mesh, o.points, o.seed)
+            B, order = PointObservations(V, points), None
     options = {k: getattr(inv.pde, k) for k in ("source", "dirichlet", "g_D", "g_N")}
-    clean = true_values(V, truth, points, o.refine, **options)[B.mine]
+    try:
+        clean = true_values(V, truth, points, o.refine, **options)[B.mine]
+    except InputError as e:  # keyed by true_values' arguments: refine, truth, the PDE's
+        raise e.under(_SYNTHETIC_SECTIONS.get(e.key, "inverse.pde")) from None
     return B, {"clean": clean, "order": order}
+
+
+#: the sections of the keys of :func:`true_values`' errors other than the PDE's
+_SYNTHETIC_SECTIONS = {"refine": "inverse.observations", "truth": "inverse"}
 
 
 def _observations(inv, B, data) -> Observations:
@@ -213,7 +221,9 @@ def _build(config, comm: MPI.Comm) -> InverseProblem:
     with section("inverse"):
         if inv.truth is not None:
             truth = expression(inv.truth, gdim, "truth")
-            low = comm.allreduce(float(np.min(truth(physical.x.T), initial=np.inf)), op=MPI.MIN)
+            values = truth(physical.x.T)
+            require_finite(values, physical.x, comm, truth.text, "truth")
+            low = comm.allreduce(float(np.min(values, initial=np.inf)), op=MPI.MIN)
             if not low > 0:
                 raise InputError(
                     f"κ† must be positive on Ω_phys (its logarithm is the unknown); its minimum "
@@ -229,8 +239,7 @@ def _build(config, comm: MPI.Comm) -> InverseProblem:
             g_N=inv.pde.g_N,
         )
     try:
-        with section("inverse.observations"):
-            B, data = _operator(inv, pde, truth)
+        B, data = _operator(inv, pde, truth)
         with section("inverse"):
             observations = _observations(inv, B, data)
         with section("inverse.regularisation"):
