@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from pontryx.meshes.errors import InputError, show
-from pontryx.solver.config.schema import SECTIONS, Config, message
+from pontryx.solver.config.schema import SECTIONS, Config, first_message
 
 __all__ = [
     "MAX_BYTES",
@@ -206,7 +206,7 @@ def validate_config(raw: Mapping, *, ranks: int | None = None, base_dir=None) ->
     try:
         return Config.model_validate(raw, context=context)
     except ValidationError as e:
-        key, text = message(e.errors()[0])
+        key, text = first_message(e.errors())
         raise InputError(text, key) from None
 
 
