@@ -53,9 +53,11 @@ def reproducible() -> None:
 def pushed_options(defaults: Mapping[str, object]) -> Iterator[None]:
     """Options (full names, no dash; ``None`` a flag) in the database for the
     duration of the block, unless the database has them already (the user's
-    value wins); the ones pushed are removed afterwards."""
+    value wins); the ones pushed are removed afterwards. (Presence is looked up
+    in ``getAll()``: ``hasName`` would mark an option as used.)"""
     db = PETSc.Options()
-    pushed = [name for name in defaults if not db.hasName(name)]
+    present = db.getAll()
+    pushed = [name for name in defaults if name not in present]
     for name in pushed:
         value = defaults[name]
         db.setValue(name, value if value is None or isinstance(value, str) else str(value))
@@ -71,7 +73,8 @@ def configure(
 ) -> list[str]:
     """``obj.setOptionsPrefix(prefix)`` and ``obj.setFromOptions()`` with
     ``defaults`` (names relative to ``prefix``) and ``extra`` (full names)
-    pushed for the call only. Returns the pushed names the object did not read."""
+    pushed for the call only. Returns the names of ``defaults`` and ``extra`` the
+    object did not read (the check that a user's option is no misspelling)."""
     reproducible()
     obj.setOptionsPrefix(prefix)
     ACTIVE_PREFIXES.add(prefix)
@@ -80,7 +83,7 @@ def configure(
     db = PETSc.Options()
     with pushed_options(options):
         obj.setFromOptions()
-        return [name for name in options if db.hasName(name) and not db.used(name)]
+        return [name for name in options if not db.used(name)]
 
 
 def destroy(*objects) -> None:

@@ -97,6 +97,40 @@ def test_bad_options_of_the_inverse_pde_are_keyed_petsc(capsys, mpi_tmp_path, op
     assert err.count("\n") == 1 and not (mpi_tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "method, good, bad",
+    [
+        ("lmvm", "{tao_ls_type: armijo}", "gatol"),  # README's misspelling of tao_gatol
+        ("lmvm", "{tao_gatol: 1.0e-9}", "tao_nosuch_option"),
+        ("msa", "{tao_ls_type: armijo}", "tao_nosuch_option"),
+        ("oneshot", "{ksp_type: gmres, pc_type: none}", "ksp_nosuch_option"),
+    ],
+)
+def test_method_petsc_options_that_are_not_read_are_refused(
+    capsys, mpi_tmp_path, method, good, bad
+):
+    """``training.options.petsc_options`` is checked like ``petsc:`` (it ran with exit
+    0 and no word: the check asked ``hasName``, which marks an option as read)."""
+    config = write(mpi_tmp_path / "c.yaml", SMALL)
+    args = ("--set", f"training.method={method}", "--set", "training.max_iterations=1")
+    code, _, err = cli(capsys, "validate", config, *args,
+                       "--set", f"training.options.petsc_options={good}")  # fmt: skip
+    assert code == 0, err
+    code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "run", *args,
+                       "--set", f"training.options.petsc_options={{{bad}: 1}}")  # fmt: skip
+    key = f"training.options.petsc_options.{bad}"
+    assert code == 2 and err.startswith(f"config error: {key}: ") and "no such option" in err, err
+    assert err.count("\n") == 1 and not (mpi_tmp_path / "run").exists()
+
+
+def test_inverse_trust_region_gets_no_line_search_option(capsys):
+    """An inverse run's Armijo default is not given to ntr, which reads no line search
+    option (it would now be refused as a misspelling the user never wrote)."""
+    code, _, err = cli(capsys, "validate", INVERSE, "--set", "training.method=ntr",
+                       "--set", "training.options.hessian=fd")  # fmt: skip
+    assert code == 0, err
+
+
 def test_options_of_absent_solvers_are_a_warning(capsys, mpi_tmp_path):
     code, _, err = _train(capsys, mpi_tmp_path, "{pontryx_diffusion: {ksp_type: cg}}")
     assert code == 0, err

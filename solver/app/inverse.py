@@ -105,15 +105,18 @@ class InverseProblem:
         gives up at a first trial point where κ = exp(m) overflows (j = +∞, see
         :meth:`~pontryx.solver.inverse.misfit.ReducedMisfit.value_and_gradient`),
         which the first, unscaled quasi-Newton step of a misfit with small σ reaches;
-        Armijo halves the step instead."""
+        Armijo halves the step instead. Not ``lbfgs`` (pontryx's own) nor ``ntr``
+        (a trust region: it reads no line-search option)."""
         from petsc4py import PETSc
 
         from pontryx.solver.training.tao import PREFIX as TAO_PREFIX
 
-        if method in ("lbfgs",):
+        tao_type = options.get("type", "lmvm") if method == "tao" else method
+        if tao_type in ("lbfgs", "ntr"):
             return options
         given = dict(options.get("petsc_options") or {})
-        if "tao_ls_type" not in given and not PETSc.Options().hasName(f"{TAO_PREFIX}tao_ls_type"):
+        user = PETSc.Options().getAll()  # (hasName would mark the user's option as read)
+        if "tao_ls_type" not in given and f"{TAO_PREFIX}tao_ls_type" not in user:
             given["tao_ls_type"] = "armijo"
         return {**options, "petsc_options": given}
 

@@ -501,7 +501,7 @@ class EMSA(Trainer):
             self.rf.net, block, self.metric, self.bounds, self.inner_type,
             self.options["petsc_options"],
         )  # fmt: skip
-        unused = [n[len(PREFIX) :] for n in solver.unused if n.startswith(PREFIX)]
+        unused = [n for n in self.options["petsc_options"] if PREFIX + n in solver.unused]
         solver.destroy()
         if unused:
             raise InputError(

@@ -443,8 +443,10 @@ class OneShot(Trainer):
             "ksp_pc_side": "right",
             "ksp_gmres_restart": restart,
         }
-        defaults.update(self.options["petsc_options"])
-        configure(ksp, PREFIX, defaults)
+        given = self.options["petsc_options"]
+        defaults.update(given)
+        unused = configure(ksp, PREFIX, defaults)
+        self._unused = [n for n in given if PREFIX + n in unused]
         self._A = A
         return ksp
 
@@ -454,10 +456,17 @@ class OneShot(Trainer):
 
     def probe(self) -> None:
         """Create the KSP (options prefix ``pontryx_snes_``) once, so that a bad
-        option shows before training, and free it."""
+        option shows before training, and free it; an option of ``petsc_options``
+        that the KSP did not read is an error keyed by it."""
         if self.ksp is None:
             self.ksp = self._make_ksp()
             self.destroy()
+            if self._unused:
+                name = self._unused[0]
+                raise InputError(
+                    f"the KSP did not read -{PREFIX}{name}: no such option",
+                    f"petsc_options.{name}",
+                )
 
     def destroy(self) -> None:
         """Free the KSP; with a continuation, give the regulariser its target α back

@@ -297,7 +297,7 @@ class TaoTrainer(Trainer):
             )
             extra[key] = "lmvmdbfgs"
         unused = configure(tao, PREFIX, self.options["petsc_options"], extra)
-        self._unused = [n[len(PREFIX) :] for n in unused if n.startswith(PREFIX)]
+        self._unused = [n for n in self.options["petsc_options"] if PREFIX + n in unused]
         tao.setMaximumIterations(max_it)
         tao.setObjectiveGradient(self._objective_gradient)
         bounds = None
