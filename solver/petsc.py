@@ -18,19 +18,25 @@ kernels are alignment-independent.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping
 
 from mpi4py import MPI  # noqa: F401  (libmpi before PETSc, with the binary wheels)
 
 from petsc4py import PETSc
 
+from pontryx.meshes.errors import InputError
+
 __all__ = [
     "ACTIVE_PREFIXES",
     "REPRODUCIBLE",
     "configure",
     "destroy",
+    "ineffective",
     "pushed_options",
+    "read_when_run",
     "reproducible",
+    "unread",
 ]
 
 #: Options prefixes of the PETSc objects configured so far in this process (the
@@ -38,6 +44,35 @@ __all__ = [
 ACTIVE_PREFIXES: set[str] = set()
 
 REPRODUCIBLE = {"vec_mdot_use_gemv": "false", "vec_maxpy_use_gemv": "false"}
+
+
+def read_when_run(name: str) -> bool:
+    """Whether an option is a viewer (``tao_view``, ``ksp_view_pre``, …): PETSc reads
+    those when the object runs (``PetscObjectViewFromOptions`` at the start or the
+    end of a solve), so configuring the object cannot tell whether one is read."""
+    return re.search(r"(^|_)view(_[a-z_]+)?$", name) is not None
+
+
+def ineffective(prefix: str, given, unused) -> list[str]:
+    """The names of a method's ``petsc_options`` ``given`` (without ``prefix``) that
+    take no effect: not read by ``setFromOptions`` (``unused``, :func:`configure`'s
+    list) or viewers, read when the object solves, after they are withdrawn."""
+    return [n for n in given if prefix + n in unused or read_when_run(n)]
+
+
+def unread(prefix: str, name: str, what: str) -> InputError:
+    """The error for an option ``name`` of a method's ``petsc_options`` (pushed under
+    ``prefix`` for :func:`configure` only) that ``what`` (``TAO``, ``the KSP``) did
+    not read, keyed ``petsc_options.<name>``."""
+    if read_when_run(name):  # pushed for setFromOptions only: the solve never sees it
+        return InputError(
+            f"-{prefix}{name} is read when {what} solves, after petsc_options are "
+            f"withdrawn; give it in the petsc: section ({prefix[:-1]}: {{{name}: …}})",
+            f"petsc_options.{name}",
+        )
+    return InputError(
+        f"{what} did not read -{prefix}{name}: no such option", f"petsc_options.{name}"
+    )
 
 
 def reproducible() -> None:

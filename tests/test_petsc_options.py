@@ -123,6 +123,18 @@ def test_method_petsc_options_that_are_not_read_are_refused(
     assert err.count("\n") == 1 and not (mpi_tmp_path / "run").exists()
 
 
+def test_viewers_are_read_when_the_solver_runs(capsys, mpi_tmp_path):
+    """``tao_view`` is read at the end of TaoSolve: accepted in ``petsc:`` (it was
+    refused as not read), refused in ``petsc_options``, which are withdrawn then."""
+    code, _, err = _train(capsys, mpi_tmp_path, "{pontryx_tao: {tao_view: null}}")
+    assert code == 0 and "warning" not in err, err
+    config = write(mpi_tmp_path / "c.yaml", SMALL)
+    code, _, err = cli(capsys, "validate", config,
+                       "--set", "training.options.petsc_options={tao_view: null}")  # fmt: skip
+    key = "training.options.petsc_options.tao_view"
+    assert code == 2 and err.startswith(f"config error: {key}: ") and "petsc:" in err, err
+
+
 def test_inverse_trust_region_gets_no_line_search_option(capsys):
     """An inverse run's Armijo default is not given to ntr, which reads no line search
     option (it would now be refused as a misspelling the user never wrote)."""

@@ -154,7 +154,7 @@ import numpy as np
 from petsc4py import PETSc
 
 from pontryx.meshes.errors import InputError, show
-from pontryx.solver.petsc import configure, destroy
+from pontryx.solver.petsc import configure, destroy, ineffective, unread
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.kkt import KKT
 from pontryx.solver.training.lnks import (
@@ -446,7 +446,7 @@ class OneShot(Trainer):
         given = self.options["petsc_options"]
         defaults.update(given)
         unused = configure(ksp, PREFIX, defaults)
-        self._unused = [n for n in given if PREFIX + n in unused]
+        self._unused = ineffective(PREFIX, given, unused)
         self._A = A
         return ksp
 
@@ -462,11 +462,7 @@ class OneShot(Trainer):
             self.ksp = self._make_ksp()
             self.destroy()
             if self._unused:
-                name = self._unused[0]
-                raise InputError(
-                    f"the KSP did not read -{PREFIX}{name}: no such option",
-                    f"petsc_options.{name}",
-                )
+                raise unread(PREFIX, self._unused[0], "the KSP")
 
     def destroy(self) -> None:
         """Free the KSP; with a continuation, give the regulariser its target α back
