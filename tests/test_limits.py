@@ -206,8 +206,9 @@ def test_estimate_counts_the_sample_splits_gradients(monkeypatch):
         ("model: " + "[" * 50000 + "]" * 50000, "nested more than"),
         ("x: '" + "a" * (1 << 20) + "'", "larger than"),
         ("model: {layers: " + "1" * 5000 + "}", "model.layers: an integer of 5000 digits"),
+        ("model: {layers: 2}\x00", "unacceptable character #x0000"),
     ],
-    ids=["duplicate", "alias-bomb", "nesting", "deep-nesting", "size", "digits"],
+    ids=["duplicate", "alias-bomb", "nesting", "deep-nesting", "size", "digits", "nul"],
 )
 def test_yaml_hazards_are_one_line(text, needle):
     start = time.monotonic()

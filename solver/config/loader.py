@@ -122,8 +122,9 @@ def parse_yaml(text: str, where: str, key: str | None = None):
     below ``key`` (the key of the text's root; ``where`` when there is none)."""
     if len(text.encode("utf-8", "replace")) > MAX_BYTES:
         raise InputError(f"{where}: larger than {MAX_BYTES // 1024} KiB")
-    loader, root = _StrictLoader(text), None
+    loader, root = None, None
     try:
+        loader = _StrictLoader(text)  # (its reader refuses control characters at once)
         root = loader.get_single_node()
         value = loader.construct_document(root) if root is not None else None
     except _HugeInteger as e:
@@ -144,7 +145,8 @@ def parse_yaml(text: str, where: str, key: str | None = None):
     except RecursionError:
         raise InputError(f"{where}: nested more than {MAX_DEPTH} levels deep") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     _check_size(value, where)
     return value
 
