@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -19,7 +20,8 @@ __all__ = ["read_npz"]
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Every array of the NPZ archive at ``path`` (no pickle). ValueError saying why
     it is not one (not a zip archive, not an NPZ archive, a damaged archive, an
-    object array); OSError if it cannot be opened."""
+    object array, a member that is not a NumPy array); OSError if it cannot be
+    opened."""
     if not zipfile.is_zipfile(path):
         raise ValueError("not a zip archive")
     try:
@@ -27,6 +29,10 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if not isinstance(f, np.lib.npyio.NpzFile):
             raise ValueError("not an NPZ archive")
         with f:
-            return {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, EOFError) as e:
+            arrays = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, EOFError, zlib.error) as e:
         raise ValueError(f"a damaged archive: {e}") from None
+    for name, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # NpzFile returns such members as bytes
+            raise ValueError(f"not an NPZ archive: its member {name!r} is not a NumPy array")
+    return arrays

@@ -18,19 +18,25 @@ kernels are alignment-independent.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping
 
 from mpi4py import MPI  # noqa: F401  (libmpi before PETSc, with the binary wheels)
 
 from petsc4py import PETSc
 
+from pontryx.meshes.errors import InputError
+
 __all__ = [
     "ACTIVE_PREFIXES",
     "REPRODUCIBLE",
     "configure",
     "destroy",
+    "ineffective",
     "pushed_options",
+    "read_when_run",
     "reproducible",
+    "unread",
 ]
 
 #: Options prefixes of the PETSc objects configured so far in this process (the
@@ -38,6 +44,35 @@ __all__ = [
 ACTIVE_PREFIXES: set[str] = set()
 
 REPRODUCIBLE = {"vec_mdot_use_gemv": "false", "vec_maxpy_use_gemv": "false"}
+
+
+def read_when_run(name: str) -> bool:
+    """Whether an option is a viewer (``tao_view``, ``ksp_view_pre``, …): PETSc reads
+    those when the object runs (``PetscObjectViewFromOptions`` at the start or the
+    end of a solve), so configuring the object cannot tell whether one is read."""
+    return re.search(r"(^|_)view(_[a-z_]+)?$", name) is not None
+
+
+def ineffective(prefix: str, given, unused) -> list[str]:
+    """The names of a method's ``petsc_options`` ``given`` (without ``prefix``) that
+    take no effect: not read by ``setFromOptions`` (``unused``, :func:`configure`'s
+    list) or viewers, read when the object solves, after they are withdrawn."""
+    return [n for n in given if prefix + n in unused or read_when_run(n)]
+
+
+def unread(prefix: str, name: str, what: str) -> InputError:
+    """The error for an option ``name`` of a method's ``petsc_options`` (pushed under
+    ``prefix`` for :func:`configure` only) that ``what`` (``TAO``, ``the KSP``) did
+    not read, keyed ``petsc_options.<name>``."""
+    if read_when_run(name):  # pushed for setFromOptions only: the solve never sees it
+        return InputError(
+            f"-{prefix}{name} is read when {what} solves, after petsc_options are "
+            f"withdrawn; give it in the petsc: section ({prefix[:-1]}: {{{name}: …}})",
+            f"petsc_options.{name}",
+        )
+    return InputError(
+        f"{what} did not read -{prefix}{name}: no such option", f"petsc_options.{name}"
+    )
 
 
 def reproducible() -> None:
@@ -53,9 +88,11 @@ def reproducible() -> None:
 def pushed_options(defaults: Mapping[str, object]) -> Iterator[None]:
     """Options (full names, no dash; ``None`` a flag) in the database for the
     duration of the block, unless the database has them already (the user's
-    value wins); the ones pushed are removed afterwards."""
+    value wins); the ones pushed are removed afterwards. (Presence is looked up
+    in ``getAll()``: ``hasName`` would mark an option as used.)"""
     db = PETSc.Options()
-    pushed = [name for name in defaults if not db.hasName(name)]
+    present = db.getAll()
+    pushed = [name for name in defaults if name not in present]
     for name in pushed:
         value = defaults[name]
         db.setValue(name, value if value is None or isinstance(value, str) else str(value))
@@ -71,7 +108,8 @@ def configure(
 ) -> list[str]:
     """``obj.setOptionsPrefix(prefix)`` and ``obj.setFromOptions()`` with
     ``defaults`` (names relative to ``prefix``) and ``extra`` (full names)
-    pushed for the call only. Returns the pushed names the object did not read."""
+    pushed for the call only. Returns the names of ``defaults`` and ``extra`` the
+    object did not read (the check that a user's option is no misspelling)."""
     reproducible()
     obj.setOptionsPrefix(prefix)
     ACTIVE_PREFIXES.add(prefix)
@@ -80,7 +118,7 @@ def configure(
     db = PETSc.Options()
     with pushed_options(options):
         obj.setFromOptions()
-        return [name for name in options if db.hasName(name) and not db.used(name)]
+        return [name for name in options if not db.used(name)]
 
 
 def destroy(*objects) -> None:

@@ -2,6 +2,7 @@
 
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +264,8 @@ BAD = [
     ({"name": "file", "path": "{dir}/strtarget.csv", "task": "regression"}, "data.target"),
     ({"name": "file", "path": "{dir}/noheader.csv", "target": "label"}, "data.target"),
     ({"name": "file", "path": "{dir}/notzip.npz"}, "data.path"),
+    ({"name": "file", "path": "{dir}/damaged.npz"}, "data.path"),
+    ({"name": "file", "path": "{dir}/bytes.npz"}, "data.path"),
     ({"name": "file", "path": "{dir}/wrongnames.npz"}, "data.path"),
     ({"name": "file", "path": "{dir}/shape.npz"}, "data.path"),
     ({"name": "file", "path": "{dir}/inf.npz"}, "data.path"),
@@ -294,6 +297,13 @@ def _bad_files(d):
     d.joinpath("strtarget.csv").write_text("a,b,c\n1,2,x\n3,4,y\n")
     d.joinpath("noheader.csv").write_text("1,2,0\n3,4,1\n")
     d.joinpath("notzip.npz").write_text("not a zip")
+    np.savez_compressed(d / "damaged.npz", X=np.ones((300, 2)), y=np.zeros(300))
+    whole = bytearray(d.joinpath("damaged.npz").read_bytes())
+    whole[60:200] = bytes(b ^ 0x55 for b in whole[60:200])  # the compressed stream of X
+    d.joinpath("damaged.npz").write_bytes(whole)
+    with zipfile.ZipFile(d / "bytes.npz", "w") as z:  # members that are not .npy arrays
+        z.writestr("X.npy", b"not an array")
+        z.writestr("y.npy", b"0 1")
     np.savez(d / "wrongnames.npz", A=np.zeros((3, 2)), b=np.zeros(3))
     np.savez(d / "shape.npz", X=np.zeros((3, 2)), y=np.zeros(4))
     np.savez(d / "inf.npz", X=np.array([[1.0, np.inf], [0.0, 0.0]]), y=np.zeros(2))

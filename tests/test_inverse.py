@@ -72,6 +72,8 @@ def test_expression_values():
     assert np.allclose(expression("1 + x[0]*y", 2)(x), [1.25, 1.0])
     assert np.allclose(expression("where(x < 0.3, 2, 3)", 2)(x), [2, 3])
     assert np.allclose(expression(2.5, 2)(x), [2.5, 2.5])
+    for text in ("10**10**10", "1/0", "1/(x-x)"):  # NumPy arithmetic: inf, no exception
+        assert np.isinf(expression(text, 2)(x)).all()
 
 
 @pytest.mark.parametrize(
@@ -273,6 +275,32 @@ BAD = [
     ({"inverse__truth": "exp(x[2])"}, "inverse.truth", "coordinate"),
     ({"inverse__pde__dirichlet": ["left", "up"]}, "inverse.pde.dirichlet", "unknown side"),
     ({"inverse__pde__source": "sin(x"}, "inverse.pde.source", "syntax"),
+    # non-finite coefficients are refused before any solve, keyed by their key
+    ({"inverse__truth": "1/(x-x)"}, "inverse.truth", "'1/(x-x)' is not finite on Ω_phys: inf"),
+    ({"inverse__truth": "exp(1000*x)"}, "inverse.truth", "is not finite on Ω_phys: inf at x"),
+    ({"inverse__truth": "10**10**10"}, "inverse.truth", "is not finite on Ω_phys: inf at x"),
+    ({"inverse__truth": "sqrt(x-2)"}, "inverse.truth", "is not finite on Ω_phys: nan at x"),
+    ({"inverse__truth": "1" + "0" * 400}, "inverse.truth", "cannot evaluate"),
+    ({"inverse__truth": [1, 2]}, "inverse.truth", "expected a number or a string"),
+    ({"inverse__pde__source": "1/(x-x)"}, "inverse.pde.source", "is not finite on Ω_phys"),
+    ({"inverse__pde__source": float("nan")}, "inverse.pde.source", "expected a finite number"),
+    # only a dof of the refined mesh of the synthetic data, x = 0.25: keyed all the same
+    (
+        {"inverse__pde__source": "where(abs(x - 0.25) < 1e-9, 1/(x-x), 1)"},
+        "inverse.pde.source",
+        "inf at x = (0.25, 0)",
+    ),
+    (
+        {"inverse__truth": "where(abs(y - 0.25) < 1e-9, 1/(y-y), 1)"},
+        "inverse.truth",
+        "inf at x = (0, 0.25)",
+    ),
+    ({"inverse__pde__g_D": "log(x-x)"}, "inverse.pde.g_D", "-inf at x = (0, 0)"),
+    (
+        {"inverse__pde__dirichlet": ["left"], "inverse__pde__g_N": "1/(y-y)"},
+        "inverse.pde.g_N",
+        "inf at x = (0, 0)",
+    ),
     ({"inverse__domain": {"kind": "nowhere"}}, "inverse.domain.kind", "mesh kind"),
     (
         {"inverse__observations__kind": "field", "inverse__observations__file": "obs.csv"},

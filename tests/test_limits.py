@@ -5,7 +5,10 @@ keys); data files with one class or non-integer labels are refused."""
 
 import re
 import time
+import zipfile
 from pathlib import Path
+
+from mpi4py import MPI
 
 import numpy as np
 import pytest
@@ -68,6 +71,7 @@ def test_check_gradient_checks_the_memory_first(capsys, mpi_tmp_path):
         ("model.degree=true", "model.degree"),  # was accepted as 1
         ("model.init.smoothness=100000000000", "model.init.smoothness"),  # OverflowError
         ("model.init.correlation_length=1e-300", "model.init.correlation_length"),
+        ("model.T=" + "1" * 5000, "model.T"),  # more digits than int() reads: a ValueError
     ],
 )
 def test_values_the_estimate_reads_are_checked_first(capsys, mpi_tmp_path, override, key):
@@ -76,6 +80,35 @@ def test_values_the_estimate_reads_are_checked_first(capsys, mpi_tmp_path, overr
     assert code == 2 and err.startswith(f"config error: {key}: ") and err.count("\n") == 1, err
     if key == "memory":
         assert "data 93" in err or "use fewer samples (data.n_train, data.n_test)" in err
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "damaged", "bytes"])
+def test_data_files_the_estimate_counts_are_read_by_the_loader(capsys, mpi_tmp_path, damage):
+    """The estimate counts a data file's rows; a file that is not an NPZ archive is
+    left to the loader's one-line error (it was a BadZipFile traceback)."""
+    path = mpi_tmp_path / "d.npz"
+    if MPI.COMM_WORLD.rank == 0:
+        np.savez_compressed(path, X=np.ones((300, 2)), y=np.arange(300) % 2)
+        whole = bytearray(path.read_bytes())
+        if damage == "damaged":
+            whole[60:200] = bytes(b ^ 0x55 for b in whole[60:200])
+        elif damage == "bytes":
+            with zipfile.ZipFile(path, "w") as z:
+                z.writestr("X.npy", b"not an array")
+                z.writestr("y.npy", b"0 1")
+            whole = path.read_bytes()
+        data = {"garbage": np.random.default_rng(0).bytes(500), "truncated": whole[:300]}
+        path.write_bytes(data.get(damage, bytes(whole)))
+    config = write(
+        mpi_tmp_path / "c.yaml",
+        SMALL.replace(
+            "data: {name: ellipses, n_train: 24, n_test: 12}", f"data: {{name: file, path: {path}}}"
+        ),
+    )
+    code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "r")
+    assert code == 2 and err.startswith("config error: data.path: cannot read "), err
+    assert str(path) in err and err.count("\n") == 1
+    assert not (mpi_tmp_path / "r").exists()
 
 
 INVERSE = Path(__file__).resolve().parents[1] / "examples" / "inverse_1d.yaml"
@@ -172,8 +205,10 @@ def test_estimate_counts_the_sample_splits_gradients(monkeypatch):
         ("model: " + "[" * 40 + "]" * 40, "nested more than"),
         ("model: " + "[" * 50000 + "]" * 50000, "nested more than"),
         ("x: '" + "a" * (1 << 20) + "'", "larger than"),
+        ("model: {layers: " + "1" * 5000 + "}", "model.layers: an integer of 5000 digits"),
+        ("model: {layers: 2}\x00", "unacceptable character #x0000"),
     ],
-    ids=["duplicate", "alias-bomb", "nesting", "deep-nesting", "size"],
+    ids=["duplicate", "alias-bomb", "nesting", "deep-nesting", "size", "digits", "nul"],
 )
 def test_yaml_hazards_are_one_line(text, needle):
     start = time.monotonic()

@@ -627,11 +627,11 @@ def test_application_layer_splits_depth_for_oneshot_only(comm):
     from pontryx.solver.app.problem import build_problem, make_method
     from pontryx.solver.config import validate_config
 
-    def problem(method):
+    def problem(method, layers=4):
         config = validate_config(
             {
                 "mesh": INTERVAL,
-                "model": {"layers": 4},
+                "model": {"layers": layers},
                 "data": {"name": "ellipses", "n_train": 8, "n_test": 4},
                 "training": {"method": method},
                 "parallel": {"depth": comm.size, "width": 1},
@@ -649,6 +649,10 @@ def test_application_layer_splits_depth_for_oneshot_only(comm):
     p.destroy()
     p = problem("lmvm")
     with pytest.raises(InputError, match=r"^parallel.depth: method 'lmvm' keeps every layer"):
+        make_method(p)
+    p.destroy()
+    p = problem("oneshot", layers=1)  # fewer layers than depth ranks: keyed parallel.depth
+    with pytest.raises(InputError, match=r"^parallel.depth: expected at most 1 depth ranks"):
         make_method(p)
     p.destroy()
 

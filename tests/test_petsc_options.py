@@ -6,6 +6,7 @@ does not have are warnings, ``log_view`` works."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from mpi4py import MPI
 
@@ -15,6 +16,7 @@ from test_cli import SMALL, cli, write
 from pontryx.solver.outputs import read_metrics
 
 pytestmark = pytest.mark.cli
+INVERSE = Path(__file__).resolve().parents[1] / "examples" / "inverse_1d.yaml"
 
 
 def _train(capsys, tmp, petsc: str, extra=(), name="run"):
@@ -63,6 +65,15 @@ def test_line_search_and_history_options_change_the_iterates(capsys, mpi_tmp_pat
             ("--set", "model.epsilon=0.1"),
             "petsc.pontryx_diffusion.ksp_typo",
         ),
+        # the initial controls' solver (a PETSc traceback) and the noise KSP (keyed
+        # model.noise.petsc): keyed petsc, as every other solver
+        ("{pontryx_init: {ksp_type: nosuchksp}}", (), "petsc: the random-field solver"),
+        ("{pontryx_init: {ksp_typo: cg}}", (), "petsc.pontryx_init.ksp_typo"),
+        (
+            "{pontryx_noise: {ksp_type: nosuchksp}}",
+            ("--set", "model.noise.amplitude=0.1"),
+            "petsc: the noise KSP (prefix pontryx_noise_): Unable to find requested KSP type",
+        ),
     ],
 )
 def test_bad_options_fail_before_anything_is_written(capsys, mpi_tmp_path, petsc, extra, needle):
@@ -70,6 +81,66 @@ def test_bad_options_fail_before_anything_is_written(capsys, mpi_tmp_path, petsc
     assert code == 2 and err.startswith(f"config error: {needle}"), err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (mpi_tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "option, needle",
+    [
+        ("ksp_type=nosuchksp", "petsc: the PDE solver (prefix pontryx_pde_): Unable to find"),
+        ("ksp_typo=cg", "petsc.pontryx_pde.ksp_typo: -pontryx_pde_ksp_typo was not read by"),
+    ],
+)
+def test_bad_options_of_the_inverse_pde_are_keyed_petsc(capsys, mpi_tmp_path, option, needle):
+    code, _, err = cli(capsys, "train", INVERSE, "--output", mpi_tmp_path / "run",
+                       "--set", f"petsc.pontryx_pde.{option}")  # fmt: skip
+    assert code == 2 and err.startswith(f"config error: {needle}"), err
+    assert err.count("\n") == 1 and not (mpi_tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "method, good, bad",
+    [
+        ("lmvm", "{tao_ls_type: armijo}", "gatol"),  # README's misspelling of tao_gatol
+        ("lmvm", "{tao_gatol: 1.0e-9}", "tao_nosuch_option"),
+        ("msa", "{tao_ls_type: armijo}", "tao_nosuch_option"),
+        ("oneshot", "{ksp_type: gmres, pc_type: none}", "ksp_nosuch_option"),
+    ],
+)
+def test_method_petsc_options_that_are_not_read_are_refused(
+    capsys, mpi_tmp_path, method, good, bad
+):
+    """``training.options.petsc_options`` is checked like ``petsc:`` (it ran with exit
+    0 and no word: the check asked ``hasName``, which marks an option as read)."""
+    config = write(mpi_tmp_path / "c.yaml", SMALL)
+    args = ("--set", f"training.method={method}", "--set", "training.max_iterations=1")
+    code, _, err = cli(capsys, "validate", config, *args,
+                       "--set", f"training.options.petsc_options={good}")  # fmt: skip
+    assert code == 0, err
+    code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "run", *args,
+                       "--set", f"training.options.petsc_options={{{bad}: 1}}")  # fmt: skip
+    key = f"training.options.petsc_options.{bad}"
+    assert code == 2 and err.startswith(f"config error: {key}: ") and "no such option" in err, err
+    assert err.count("\n") == 1 and not (mpi_tmp_path / "run").exists()
+
+
+def test_viewers_are_read_when_the_solver_runs(capsys, mpi_tmp_path):
+    """``tao_view`` is read at the end of TaoSolve: accepted in ``petsc:`` (it was
+    refused as not read), refused in ``petsc_options``, which are withdrawn then."""
+    code, _, err = _train(capsys, mpi_tmp_path, "{pontryx_tao: {tao_view: null}}")
+    assert code == 0 and "warning" not in err, err
+    config = write(mpi_tmp_path / "c.yaml", SMALL)
+    code, _, err = cli(capsys, "validate", config,
+                       "--set", "training.options.petsc_options={tao_view: null}")  # fmt: skip
+    key = "training.options.petsc_options.tao_view"
+    assert code == 2 and err.startswith(f"config error: {key}: ") and "petsc:" in err, err
+
+
+def test_inverse_trust_region_gets_no_line_search_option(capsys):
+    """An inverse run's Armijo default is not given to ntr, which reads no line search
+    option (it would now be refused as a misspelling the user never wrote)."""
+    code, _, err = cli(capsys, "validate", INVERSE, "--set", "training.method=ntr",
+                       "--set", "training.options.hessian=fd")  # fmt: skip
+    assert code == 0, err
 
 
 def test_options_of_absent_solvers_are_a_warning(capsys, mpi_tmp_path):

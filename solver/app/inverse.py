@@ -27,7 +27,7 @@ from pontryx.meshes.errors import InputError
 from pontryx.meshes.factory import create_mesh, mesh_summary
 from pontryx.solver.app import petsc_options
 from pontryx.solver.app.network import build_network, section
-from pontryx.solver.inverse.expressions import expression
+from pontryx.solver.inverse.expressions import expression, require_finite
 from pontryx.solver.inverse.functional import InverseFunctional, KappaError
 from pontryx.solver.inverse.misfit import ReducedMisfit, relative_error
 from pontryx.solver.inverse.observations import (
@@ -105,15 +105,18 @@ class InverseProblem:
         gives up at a first trial point where κ = exp(m) overflows (j = +∞, see
         :meth:`~pontryx.solver.inverse.misfit.ReducedMisfit.value_and_gradient`),
         which the first, unscaled quasi-Newton step of a misfit with small σ reaches;
-        Armijo halves the step instead."""
+        Armijo halves the step instead. Not ``lbfgs`` (pontryx's own) nor ``ntr``
+        (a trust region: it reads no line-search option)."""
         from petsc4py import PETSc
 
         from pontryx.solver.training.tao import PREFIX as TAO_PREFIX
 
-        if method in ("lbfgs",):
+        tao_type = options.get("type", "lmvm") if method == "tao" else method
+        if tao_type in ("lbfgs", "ntr"):
             return options
         given = dict(options.get("petsc_options") or {})
-        if "tao_ls_type" not in given and not PETSc.Options().hasName(f"{TAO_PREFIX}tao_ls_type"):
+        user = PETSc.Options().getAll()  # (hasName would mark the user's option as read)
+        if "tao_ls_type" not in given and f"{TAO_PREFIX}tao_ls_type" not in user:
             given["tao_ls_type"] = "armijo"
         return {**options, "petsc_options": given}
 
@@ -146,28 +149,36 @@ class InverseProblem:
 def _operator(inv, pde, truth):
     """(B, data): the observation operator of ``inverse.observations`` with the
     observed values (a file) or the noise-free values u†(x_i) and the indices the
-    noise is drawn by (synthetic); errors keyed below ``inverse.observations``."""
+    noise is drawn by (synthetic); errors keyed by their YAML path."""
     o, V, comm = inv.observations, pde.V, pde.comm
     gdim = pde.mesh.geometry.dim
-    if o.file is not None:
-        points, values = read_observations(o.file, gdim)
-        try:
-            B = PointObservations(V, points)
-        except InputError as e:
-            raise InputError(e.message, "file") from None
-        if float(np.max(np.abs(values))) == 0:
-            raise InputError("every observed value is 0: σ = η max|d| would vanish", "file")
-        return B, {"values": values}
-    if o.kind == "field":
-        B = NodalObservations(V)
-        points = np.concatenate(comm.allgather(B.points))
-        order = canonical_index(points)[B.mine]
-    else:
-        points = random_points(pde.mesh, o.points, o.seed)
-        B, order = PointObservations(V, points), None
+    with section("inverse.observations"):
+        if o.file is not None:
+            points, values = read_observations(o.file, gdim)
+            try:
+                B = PointObservations(V, points)
+            except InputError as e:
+                raise InputError(e.message, "file") from None
+            if float(np.max(np.abs(values))) == 0:
+                raise InputError("every observed value is 0: σ = η max|d| would vanish", "file")
+            return B, {"values": values}
+        if o.kind == "field":
+            B = NodalObservations(V)
+            points = np.concatenate(comm.allgather(B.points))
+            order = canonical_index(points)[B.mine]
+        else:
+            points = random_points(pde.mesh, o.points, o.seed)
+            B, order = PointObservations(V, points), None
     options = {k: getattr(inv.pde, k) for k in ("source", "dirichlet", "g_D", "g_N")}
-    clean = true_values(V, truth, points, o.refine, **options)[B.mine]
+    try:
+        clean = true_values(V, truth, points, o.refine, **options)[B.mine]
+    except InputError as e:  # keyed by true_values' arguments: refine, truth, the PDE's
+        raise e.under(_SYNTHETIC_SECTIONS.get(e.key, "inverse.pde")) from None
     return B, {"clean": clean, "order": order}
+
+
+#: the sections of the keys of :func:`true_values`' errors other than the PDE's
+_SYNTHETIC_SECTIONS = {"refine": "inverse.observations", "truth": "inverse"}
 
 
 def _observations(inv, B, data) -> Observations:
@@ -213,14 +224,16 @@ def _build(config, comm: MPI.Comm) -> InverseProblem:
     with section("inverse"):
         if inv.truth is not None:
             truth = expression(inv.truth, gdim, "truth")
-            low = comm.allreduce(float(np.min(truth(physical.x.T), initial=np.inf)), op=MPI.MIN)
+            values = truth(physical.x.T)
+            require_finite(values, physical.x, comm, truth.text, "truth")
+            low = comm.allreduce(float(np.min(values, initial=np.inf)), op=MPI.MIN)
             if not low > 0:
                 raise InputError(
                     f"κ† must be positive on Ω_phys (its logarithm is the unknown); its minimum "
                     f"over the dofs is {low:g}",
                     "truth",
                 )
-    with section("inverse.pde"), petsc_options.errors(f"the PDE solver (prefix {PREFIX})"):
+    with petsc_options.errors(f"the PDE solver (prefix {PREFIX})"), section("inverse.pde"):
         pde = EllipticPDE(
             physical.V,
             source=inv.pde.source,
@@ -229,8 +242,7 @@ def _build(config, comm: MPI.Comm) -> InverseProblem:
             g_N=inv.pde.g_N,
         )
     try:
-        with section("inverse.observations"):
-            B, data = _operator(inv, pde, truth)
+        B, data = _operator(inv, pde, truth)
         with section("inverse"):
             observations = _observations(inv, B, data)
         with section("inverse.regularisation"):

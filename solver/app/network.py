@@ -14,6 +14,8 @@ from pontryx.meshes.factory import create_mesh
 from pontryx.solver.app import petsc_options
 from pontryx.solver.config.schema import Config
 from pontryx.solver.layout import Layout
+from pontryx.solver.model.diffusion import PREFIX as DIFFUSION_PREFIX
+from pontryx.solver.model.fields import PREFIX as INIT_PREFIX
 from pontryx.solver.model.network import ContinuumNetwork
 from pontryx.solver.model.width import WidthSpace
 
@@ -55,8 +57,9 @@ def build_network(config: Config, layout: Layout, n_in: int, n_outputs: int, inp
             train_embedding=m.embedding.trainable,
             train_readout=m.readout.trainable,
         )
-    with petsc_options.errors("the width-diffusion solver (prefix pontryx_diffusion_)"):
+    with petsc_options.errors(f"the width-diffusion solver (prefix {DIFFUSION_PREFIX})"):
         net.scheme.setup()
-    with section("model.init"):
-        controls = net.init_controls(seed=m.init.seed, law=m.init.law())
+    with petsc_options.errors(f"the random-field solver (prefix {INIT_PREFIX})"):
+        with section("model.init"):
+            controls = net.init_controls(seed=m.init.seed, law=m.init.law())
     return space, net, controls

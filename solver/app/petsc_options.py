@@ -8,7 +8,8 @@ method, which create or probe every PETSc object of the run under its prefix
 (``tao_type: nosuchtao``) fails there, as a one-line error (:func:`errors`). At
 last :func:`check_used` looks at every option: one that an object of this run
 should have read but did not (a misspelling under a prefix of this run) is an
-error naming its key; one for a solver this run does not create (a
+error naming its key (viewers such as ``tao_view``, read when the object solves,
+excepted); one for a solver this run does not create (a
 ``pontryx_diffusion_`` option with ε = 0) or for no pontryx solver at all is a
 one-line warning. PETSc's process-wide options (:data:`GLOBAL`: ``log_view``,
 ``options_left``, …) are left to PETSc; ``log_view`` starts PETSc's logging
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 from petsc4py import PETSc
 
 from pontryx.meshes.errors import InputError
-from pontryx.solver.petsc import ACTIVE_PREFIXES, REPRODUCIBLE, reproducible
+from pontryx.solver.petsc import ACTIVE_PREFIXES, REPRODUCIBLE, read_when_run, reproducible
 
 __all__ = ["GLOBAL", "apply", "check_used", "errors", "remove"]
 
@@ -59,6 +60,7 @@ SOLVERS = {
     "pontryx_diffusion_": "width-diffusion KSP (ε > 0)",
     "pontryx_init_": "random-field KSP (model.init)",
     "pontryx_noise_": "noise-in-depth KSP (model.noise)",
+    "pontryx_pde_": "PDE KSP of the inverse problem (inverse.pde)",
 }
 
 
@@ -112,6 +114,8 @@ def check_used(options: dict[str, str | None], key_paths: dict[str, str], say=pr
             continue
         key = key_paths.get(name, "petsc")
         prefix = next((p for p in ACTIVE_PREFIXES if name.startswith(p)), None)
+        if prefix is not None and read_when_run(name):
+            continue  # a viewer of an object of this run: read when it solves
         if prefix is not None:
             raise InputError(
                 f"-{name} was not read by the {SOLVERS.get(prefix, prefix)}: no such option "

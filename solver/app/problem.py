@@ -148,7 +148,7 @@ def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
     noise = None
     if m.noise.enabled:
         z = m.noise
-        with section("model.noise"), petsc_options.errors(f"the noise KSP (prefix {NOISE_PREFIX})"):
+        with petsc_options.errors(f"the noise KSP (prefix {NOISE_PREFIX})"), section("model.noise"):
             noise = DepthNoise(
                 space,
                 z.amplitude,
@@ -218,7 +218,8 @@ def make_method(problem: Problem, say=None):
     objects probed, and the ``petsc:`` options checked (every object of the run
     now exists: :func:`.petsc_options.check_used`; warnings go to ``say``). A
     method names its options by themselves; they live under ``training.options``
-    (keys of the training section itself, such as ``method``, under ``training``)."""
+    (keys of the training section itself, such as ``method``, under ``training``; the
+    depth axis the one-shot splits the layers over under ``parallel``)."""
     c, t = problem.config, problem.config.training
     if problem.layout.n_depth > 1 and not method_class(t.method).depth_parallel:
         raise InputError(
@@ -241,6 +242,8 @@ def make_method(problem: Problem, say=None):
     except InputError as e:
         if e.key == "petsc":
             raise
+        if e.key == "depth":  # the layout's depth axis (the one-shot's layer blocks)
+            raise e.under("parallel") from None
         head = (e.key or "").split(".")[0]
         raise e.under(
             "training" if head in TrainingSection.model_fields else "training.options"

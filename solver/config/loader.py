@@ -12,6 +12,7 @@ naming the key path or the file.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from pontryx.meshes.errors import InputError, show
-from pontryx.solver.config.schema import SECTIONS, Config, message
+from pontryx.solver.config.schema import SECTIONS, Config, first_message
 
 __all__ = [
     "MAX_BYTES",
@@ -58,6 +59,43 @@ class _StrictLoader(yaml.SafeLoader):
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+            raise _HugeInteger(node) from None
+
+
+class _HugeInteger(yaml.constructor.ConstructorError):
+    """An integer with more digits than Python converts; ``node`` is where."""
+
+    def __init__(self, node):
+        super().__init__(None, None, "an integer with too many digits", node.start_mark)
+        self.node = node
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+
+
+def _node_path(root, target) -> list[str] | None:
+    """The key path from the node ``root`` to the node ``target`` (None if absent)."""
+    stack = [(root, [])]
+    seen = set()
+    while stack:
+        node, path = stack.pop()
+        if node is target:
+            return path
+        if id(node) in seen:  # aliases share nodes
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+                stack.extend([(key, path), (value, [*path, str(name)])])
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, [*path, str(i)]) for i, item in enumerate(node.value))
+    return None
+
 
 def _check_size(value, where: str) -> None:
     """Refuse values nested deeper than MAX_DEPTH or with more than MAX_NODES
@@ -77,12 +115,26 @@ def _check_size(value, where: str) -> None:
             stack.extend((item, depth + 1) for item in v)
 
 
-def parse_yaml(text: str, where: str):
-    """The value of a YAML text (safe, strict, bounded); ``where`` names it in errors."""
+def parse_yaml(text: str, where: str, key: str | None = None):
+    """The value of a YAML text (safe, strict, bounded); ``where`` names it in
+    errors. A value Python cannot hold (an integer of more than
+    ``sys.get_int_max_str_digits()`` digits) is an error keyed by its key path
+    below ``key`` (the key of the text's root; ``where`` when there is none)."""
     if len(text.encode("utf-8", "replace")) > MAX_BYTES:
         raise InputError(f"{where}: larger than {MAX_BYTES // 1024} KiB")
+    loader, root = None, None
     try:
-        value = yaml.load(text, Loader=_StrictLoader)
+        loader = _StrictLoader(text)  # (its reader refuses control characters at once)
+        root = loader.get_single_node()
+        value = loader.construct_document(root) if root is not None else None
+    except _HugeInteger as e:
+        digits = len(e.node.value.lstrip("+-").replace("_", ""))
+        path = [*([key] if key else []), *(_node_path(root, e.node) or [])]
+        limit = sys.get_int_max_str_digits()
+        raise InputError(
+            f"an integer of {digits} digits (Python reads at most {limit})",
+            ".".join(path) or where,
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -92,6 +144,9 @@ def parse_yaml(text: str, where: str):
         ) from None
     except RecursionError:
         raise InputError(f"{where}: nested more than {MAX_DEPTH} levels deep") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     _check_size(value, where)
     return value
 
@@ -128,8 +183,10 @@ def apply_override(raw: dict, assignment: str) -> None:
     if not sep or not key or any(not p for p in key.split(".")):
         raise InputError(f"expected KEY.PATH=VALUE, got {show(assignment)}", "--set")
     try:
-        value = parse_yaml(text, f"--set {key}") if text.strip() else None
+        value = parse_yaml(text, f"--set {key}", key) if text.strip() else None
     except InputError as e:
+        if e.key == key or (e.key or "").startswith(key + "."):
+            raise  # a value Python cannot hold, keyed by its key
         raise InputError(f"the value {show(text)} is not a YAML value ({e.message})", key) from None
     parts = key.split(".")
     node = raw
@@ -151,7 +208,7 @@ def validate_config(raw: Mapping, *, ranks: int | None = None, base_dir=None) ->
     try:
         return Config.model_validate(raw, context=context)
     except ValidationError as e:
-        key, text = message(e.errors()[0])
+        key, text = first_message(e.errors())
         raise InputError(text, key) from None
 
 

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import os
 import re
+import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -48,7 +49,16 @@ from pontryx.solver.data.augment import augmentation
 from pontryx.solver.data.dataset import DATASET_KEYS, DIGITS_SHAPE
 from pontryx.solver.registry import KERNELS, LUMPINGS, METHODS, SCHEMES, load
 
-__all__ = ["SECTIONS", "Config", "flatten_petsc", "key_paths", "message", "petsc_key_paths"]
+__all__ = [
+    "SECTIONS",
+    "Config",
+    "first_message",
+    "flatten_petsc",
+    "key_paths",
+    "message",
+    "petsc_key_paths",
+    "user_loc",
+]
 
 SECTIONS = ("mesh", "model", "data", "training", "parallel", "petsc", "output", "inverse", "hjb")
 
@@ -763,51 +773,91 @@ class Config(Section):
 # ------------------------------------------------------------ error text ---
 
 
-def _walk(loc: tuple):
-    """(FieldInfo, annotation) at ``loc``; list items (``training.levels.0``) are
-    their element type; (None, None) when not a plain section field."""
-    cls, info = Config, None
-    for part in loc:
-        if part.isdigit() and get_origin(cls) is list:
-            cls = get_args(cls)[0]
+def _plain(ann) -> list:
+    """The types an annotation admits, without ``Annotated`` metadata and ``None``
+    (``PositiveInt | None`` → [int]; ``Number | str`` → [float, str])."""
+    while get_origin(ann) is Annotated:
+        ann = get_args(ann)[0]
+    if get_origin(ann) in (Union, types.UnionType):
+        return [t for a in get_args(ann) if a is not type(None) for t in _plain(a)]
+    return [ann]
+
+
+def _child(ann, part: str):
+    """The annotation of the key ``part`` below one of annotation ``ann`` (None: unknown)."""
+    for t in _plain(ann):
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            info = t.model_fields.get(part)
+            return info.annotation if info is not None else None
+        if get_origin(t) is list and part.isdigit():
+            return get_args(t)[0]
+        if get_origin(t) is dict:
+            return get_args(t)[1]
+    return None
+
+
+def user_loc(loc: tuple) -> tuple[tuple[str, ...], int | None]:
+    """(the YAML key path of a pydantic error location, the index in ``loc`` of its
+    first union member tag or None): the tags pydantic puts into the location of
+    an error inside a union (``function-after[…]``, ``str``, ``list[str]``) are no
+    keys of the file, so the schema is walked along ``loc`` to leave them out."""
+    out, ann, tag = [], Config, None
+    for i, part in enumerate(loc):
+        members = _plain(ann) if ann is not None else []
+        if len(members) > 1 and isinstance(part, str):  # the member of a union
+            tag = i if tag is None else tag
+            lists = part.startswith("list")
+            ann = next((m for m in members if (get_origin(m) is list) == lists), None)
             continue
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
-            return None, None
-        info = cls.model_fields.get(part)
-        if info is None:
-            return None, None
-        cls = info.annotation
-    return info, cls
+        out.append(str(part))
+        ann = _child(ann, str(part)) if ann is not None else None
+    return tuple(out), tag
 
 
-def _field_info(loc: tuple) -> Any:
-    """The pydantic FieldInfo at ``loc`` (None when not a plain section field)."""
-    return _walk(loc)[0]
+def _annotation(loc: tuple):
+    """The annotation at the key path ``loc`` (None when not a section field)."""
+    ann = Config
+    for part in loc:
+        ann = _child(ann, part)
+        if ann is None:
+            return None
+    return ann
 
 
 def _section_keys(loc: tuple) -> list[str] | None:
-    cls = _walk(loc)[1] if loc else Config
-    return list(cls.model_fields) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+    models = [
+        t for t in _plain(_annotation(loc)) if isinstance(t, type) and issubclass(t, BaseModel)
+    ]
+    return list(models[0].model_fields) if models else None
 
 
 def _kind(loc) -> str:
-    info = _field_info(loc)
-    return "an integer" if info is not None and info.annotation in (int, int | None) else "a number"
+    return "an integer" if int in _plain(_annotation(loc)) else "a number"
 
 
 def _bound(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
+#: what a value of the wrong type should have been, by pydantic error type
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
 def message(err: dict) -> tuple[str, str]:
     """(key path, one-line message) of a pydantic error."""
-    loc = tuple(
-        str(p)
-        for p in err["loc"]
-        if isinstance(p, int)
-        or (isinstance(p, str) and not p.startswith(("literal[", "constrained-")))
-    )
-    loc = tuple(p for p in loc if p not in ("function-before", "function-after"))
+    loc = user_loc(err["loc"])[0]
     typ, ctx, got = err["type"], err.get("ctx") or {}, show(err.get("input"))
     error = ctx.get("error")
     if isinstance(error, InputError):
@@ -823,25 +873,40 @@ def message(err: dict) -> tuple[str, str]:
         "greater_than_equal": lambda: f"expected {_kind(loc)} ≥ {_bound(ctx['ge'])}, got {got}",
         "less_than_equal": lambda: f"expected {_kind(loc)} ≤ {_bound(ctx['le'])}, got {got}",
         "less_than": lambda: f"expected {_kind(loc)} < {_bound(ctx['lt'])}, got {got}",
-        "int_type": lambda: f"expected an integer, got {got}",
-        "int_parsing": lambda: f"expected an integer, got {got}",
-        "int_from_float": lambda: f"expected an integer, got {got}",
-        "float_type": lambda: f"expected a number, got {got}",
-        "float_parsing": lambda: f"expected a number, got {got}",
         "finite_number": lambda: f"expected a finite number, got {got}",
-        "bool_type": lambda: f"expected true or false, got {got}",
-        "string_type": lambda: f"expected a string, got {got}",
-        "dict_type": lambda: f"expected a mapping, got {got}",
-        "model_type": lambda: f"expected a mapping, got {got}",
-        "model_attributes_type": lambda: f"expected a mapping, got {got}",
+        "too_short": lambda: f"expected at least {ctx['min_length']} entries, got {got}",
+        "too_long": lambda: f"expected at most {ctx['max_length']} entries, got {got}",
         "literal_error": lambda: (
             f"expected one of {ctx['expected'].replace(' or ', ', ')}, got {got}"
         ),
     }
+    if typ in _EXPECTED:
+        return ".".join(loc), f"expected {_EXPECTED[typ]}, got {got}"
     if typ in texts:
         return ".".join(loc), texts[typ]()
     msg = err["msg"].removeprefix("Value error, ")
     return ".".join(loc), msg[:1].lower() + msg[1:]
+
+
+def first_message(errors: list[dict]) -> tuple[str, str]:
+    """(key path, one-line message) of the first problem of a ValidationError's
+    ``errors()``. A value that fits no member of a union (``Number | str``,
+    ``int | list[int]``) has an error per member: the one that got furthest is
+    shown (``n.1: expected an integer`` rather than ``n: expected a list``), or,
+    when each member refused the value's type, what every member expects."""
+    loc, tag = user_loc(errors[0]["loc"])
+    if tag is None:
+        return message(errors[0])
+    prefix = tuple(errors[0]["loc"][:tag])  # the union's field: its members' errors follow
+    group = [e for e in errors if tuple(e["loc"][:tag]) == prefix and len(e["loc"]) > tag]
+    deeper = [
+        e for e in group if len(user_loc(e["loc"])[0]) > len(loc) or e["type"] not in _EXPECTED
+    ]
+    if deeper:
+        return message(deeper[0])
+    expected = list(dict.fromkeys(_EXPECTED[e["type"]] for e in group))
+    got = show(errors[0].get("input"))
+    return ".".join(loc), f"expected {' or '.join(expected)}, got {got}"
 
 
 def key_paths(cls: type[BaseModel] = Config, prefix: str = "") -> dict[str, tuple[Any, str]]:

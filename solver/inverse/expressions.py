@@ -23,7 +23,7 @@ import numpy as np
 
 from pontryx.meshes.errors import InputError, show
 
-__all__ = ["FUNCTIONS", "Expression", "expression"]
+__all__ = ["FUNCTIONS", "Expression", "expression", "require_finite"]
 
 #: The functions an expression may call.
 FUNCTIONS: dict[str, Callable] = {
@@ -88,8 +88,8 @@ class Expression:
     def _eval(self, node, x):
         if isinstance(node, ast.Expression):
             return self._eval(node.body, x)
-        if isinstance(node, ast.Constant):
-            return float(node.value)
+        if isinstance(node, ast.Constant):  # NumPy arithmetic: 1/0 and 10**400 are inf
+            return np.float64(node.value)
         if isinstance(node, ast.Name):
             if node.id in _CONSTANTS:
                 return _CONSTANTS[node.id]
@@ -169,8 +169,31 @@ def expression(value, gdim: int, key: str = "value") -> Expression:
         raise InputError(f"syntax error in {show(text)}: {e.msg}", key) from None
     _check(tree, gdim, key)
     expr = Expression(text, tree, None, gdim)
-    try:  # a wrong number of arguments shows here
+    try:  # a wrong number of arguments shows here, and a literal beyond the float range
         expr(np.full((gdim, 1), 0.5))
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ArithmeticError) as e:
         raise InputError(f"cannot evaluate {show(text)}: {e}", key) from None
     return expr
+
+
+def require_finite(values: np.ndarray, points: np.ndarray, comm, text: str, key: str) -> None:
+    """An :class:`InputError` keyed ``key`` unless the values of the coefficient
+    ``text`` at this rank's ``points`` (owned dofs, n × gdim) are finite on every
+    rank (a division by zero, an overflow, the logarithm or square root of a
+    negative number), naming the first such dof in the order of the coordinates
+    (the same on any number of ranks). Collective."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    count = comm.allreduce(len(bad))
+    if not count:
+        return
+    x = np.round(points[bad], 12) + 0.0  # no −0 or 1e-18 of the mesh's rounding
+    local = min(
+        ((tuple(map(float, x[k])), float(values[i])) for k, i in enumerate(bad)), default=None
+    )
+    x, value = min(f for f in comm.allgather(local) if f is not None)
+    more = f" and at {count - 1} more dofs" if count > 1 else ""
+    raise InputError(
+        f"{show(text)} is not finite on Ω_phys: {value:g} at x = "
+        f"({', '.join(f'{c:g}' for c in x)}){more}",
+        key,
+    )

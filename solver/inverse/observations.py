@@ -40,6 +40,7 @@ import dolfinx.mesh
 import numpy as np
 
 from pontryx.meshes.errors import InputError, show
+from pontryx.solver.inverse.expressions import require_finite
 from pontryx.solver.npz import read_npz
 
 __all__ = [
@@ -310,6 +311,7 @@ def true_values(V, truth, points: np.ndarray, refine: int = 1, **pde_options) ->
     pde = EllipticPDE(W, **pde_options)
     try:
         gdim = mesh.geometry.dim
+        _check_truth(truth, truth(pde.x.T), pde.x, mesh.comm, refine)
         pde.m.interpolate(lambda x: np.log(truth(x[:gdim])))
         u = pde.solve_state()
         B = PointObservations(W, points)
@@ -319,6 +321,18 @@ def true_values(V, truth, points: np.ndarray, refine: int = 1, **pde_options) ->
         pde.destroy()
     mesh.comm.Allreduce(MPI.IN_PLACE, out, op=MPI.SUM)
     return out
+
+
+def _check_truth(truth, values, points, comm, refine: int) -> None:
+    """κ† finite and positive at the dofs of the mesh the synthetic data are solved on."""
+    require_finite(values, points, comm, truth.text, "truth")
+    low = comm.allreduce(float(np.min(values, initial=np.inf)), op=MPI.MIN)
+    if not low > 0:
+        raise InputError(
+            f"κ† must be positive on Ω_phys (its logarithm is the unknown); its minimum over the "
+            f"dofs of the mesh of the synthetic data ({refine} refinement(s)) is {low:g}",
+            "truth",
+        )
 
 
 def canonical_index(points: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from petsc4py import PETSc
 
 from pontryx.forms.elliptic import adjoint_operator, parameter_derivative, residual
 from pontryx.meshes.errors import InputError, show
-from pontryx.solver.inverse.expressions import expression
+from pontryx.solver.inverse.expressions import Expression, expression, require_finite
 from pontryx.solver.petsc import configure, destroy
 
 __all__ = ["PREFIX", "SIDES", "EllipticPDE"]
@@ -50,12 +50,19 @@ SIDES = {
 NEUMANN_TAG = 2
 
 
-def _interpolated(V, value, key: str, name: str) -> tuple[dolfinx.fem.Function, float | None]:
+def _interpolated(V, value, key: str, name: str) -> tuple[dolfinx.fem.Function, Expression]:
     gdim = V.mesh.geometry.dim
     expr = expression(value, gdim, key)
     f = dolfinx.fem.Function(V, name=name)
     f.interpolate(lambda x: expr(x[:gdim]))
-    return f, expr.constant
+    return f, expr
+
+
+def _require_finite(f, expr: Expression, dofs: np.ndarray, x: np.ndarray, key: str) -> None:
+    """A coefficient's values finite at the owned ``dofs`` (local indices) of every
+    rank; ``x``: the owned dofs' coordinates. Collective."""
+    dofs = dofs[dofs < len(x)]
+    require_finite(f.x.array[dofs], x[dofs], f.function_space.mesh.comm, expr.text, key)
 
 
 def bounding_box(mesh) -> tuple[np.ndarray, np.ndarray]:
@@ -132,15 +139,21 @@ class EllipticPDE:
         self.offset = imap.local_range[0]
         gdim = mesh.geometry.dim
         self.x = V.tabulate_dof_coordinates()[: self.n, :gdim].copy()
-        self.f, _ = _interpolated(V, source, "source", "f")
-        gD, _ = _interpolated(V, g_D, "g_D", "g_D")
-        gN, gN_value = _interpolated(V, g_N, "g_N", "g_N")
+        self.f, f_expr = _interpolated(V, source, "source", "f")
+        gD, gD_expr = _interpolated(V, g_D, "g_D", "g_D")
+        gN, gN_expr = _interpolated(V, g_N, "g_N", "g_N")
+        gN_value = gN_expr.constant
         facets, boundary = dirichlet_facets(mesh, dirichlet)
         fdim = mesh.topology.dim - 1
         dofs = dolfinx.fem.locate_dofs_topological(V, fdim, facets)
+        neumann = np.setdiff1d(boundary, facets).astype(np.int32)
+        # f on Ω_phys, g_D on Γ_D, g_N on Γ_N: finite where they are used
+        _require_finite(self.f, f_expr, np.arange(self.n), self.x, "source")
+        _require_finite(gD, gD_expr, dofs, self.x, "g_D")
+        neumann_dofs = dolfinx.fem.locate_dofs_topological(V, fdim, neumann)
+        _require_finite(gN, gN_expr, neumann_dofs, self.x, "g_N")
         self.bc = dolfinx.fem.dirichletbc(gD, dofs)
         self.bc0 = dolfinx.fem.dirichletbc(dolfinx.fem.Function(V), dofs)
-        neumann = np.setdiff1d(boundary, facets).astype(np.int32)
         ds_N = None
         if gN_value != 0.0 and self.comm.allreduce(len(neumann), op=MPI.SUM):
             tags = dolfinx.mesh.meshtags(

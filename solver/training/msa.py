@@ -116,7 +116,7 @@ from pontryx.solver.data.sampler import Minibatches
 from pontryx.solver.errors import NonFiniteError
 from pontryx.solver.model.controls import Controls
 from pontryx.solver.model.loss import LOSSES
-from pontryx.solver.petsc import configure, destroy
+from pontryx.solver.petsc import configure, destroy, ineffective, unread
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.common import check_finite
 from pontryx.solver.training.discrete import (
@@ -500,13 +500,10 @@ class EMSA(Trainer):
             self.rf.net, block, self.metric, self.bounds, self.inner_type,
             self.options["petsc_options"],
         )  # fmt: skip
-        unused = [n[len(PREFIX) :] for n in solver.unused if n.startswith(PREFIX)]
+        unused = ineffective(PREFIX, self.options["petsc_options"], solver.unused)
         solver.destroy()
         if unused:
-            raise InputError(
-                f"TAO did not read -{PREFIX}{unused[0]}: no such option",
-                f"petsc_options.{unused[0]}",
-            )
+            raise unread(PREFIX, unused[0], "TAO")
 
     def destroy(self) -> None:
         """Free the blocks' TAO objects."""

@@ -154,7 +154,7 @@ import numpy as np
 from petsc4py import PETSc
 
 from pontryx.meshes.errors import InputError, show
-from pontryx.solver.petsc import configure, destroy
+from pontryx.solver.petsc import configure, destroy, ineffective, unread
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.kkt import KKT
 from pontryx.solver.training.lnks import (
@@ -444,8 +444,10 @@ class OneShot(Trainer):
             "ksp_pc_side": "right",
             "ksp_gmres_restart": restart,
         }
-        defaults.update(self.options["petsc_options"])
-        configure(ksp, PREFIX, defaults)
+        given = self.options["petsc_options"]
+        defaults.update(given)
+        unused = configure(ksp, PREFIX, defaults)
+        self._unused = ineffective(PREFIX, given, unused)
         self._A = A
         return ksp
 
@@ -455,10 +457,13 @@ class OneShot(Trainer):
 
     def probe(self) -> None:
         """Create the KSP (options prefix ``pontryx_snes_``) once, so that a bad
-        option shows before training, and free it."""
+        option shows before training, and free it; an option of ``petsc_options``
+        that the KSP did not read is an error keyed by it."""
         if self.ksp is None:
             self.ksp = self._make_ksp()
             self.destroy()
+            if self._unused:
+                raise unread(PREFIX, self._unused[0], "the KSP")
 
     def destroy(self) -> None:
         """Free the KSP; with a continuation, give the regulariser its target α back

@@ -84,7 +84,7 @@ from petsc4py import PETSc
 from pontryx.meshes.errors import InputError
 from pontryx.solver.adjoint.riesz import RieszMap
 from pontryx.solver.errors import NonFiniteError
-from pontryx.solver.petsc import configure, destroy
+from pontryx.solver.petsc import configure, destroy, ineffective, unread
 from pontryx.solver.registry import GRADIENT_TYPES, NEWTON_TYPES
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.common import check_finite
@@ -297,7 +297,7 @@ class TaoTrainer(Trainer):
             )
             extra[key] = "lmvmdbfgs"
         unused = configure(tao, PREFIX, self.options["petsc_options"], extra)
-        self._unused = [n[len(PREFIX) :] for n in unused if n.startswith(PREFIX)]
+        self._unused = ineffective(PREFIX, self.options["petsc_options"], unused)
         tao.setMaximumIterations(max_it)
         tao.setObjectiveGradient(self._objective_gradient)
         bounds = None
@@ -363,10 +363,7 @@ class TaoTrainer(Trainer):
         tao, H, bounds = self._make_tao(1)
         destroy(tao, H, *(bounds or ()))
         if self._unused:
-            name = self._unused[0]
-            raise InputError(
-                f"TAO did not read -{PREFIX}{name}: no such option", f"petsc_options.{name}"
-            )
+            raise unread(PREFIX, self._unused[0], "TAO")
 
     def destroy(self) -> None:
         """Nothing to free: the PETSc objects of a solve never outlive :meth:`iterate`."""
