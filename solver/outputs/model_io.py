@@ -284,10 +284,7 @@ def _check_shapes(arrays) -> None:
     if classes is None or classes.ndim != 1:
         raise InputError("expected the class labels, an array (k,)", "classes")
     classifier = _scalar(arrays, "task", "text") == "classification"
-    if classifier and len(classes) not in (
-        0,
-        n_out,
-    ):  # 0: no labels recorded (save_model's default)
+    if classifier and len(classes) not in (0, n_out):  # 0: none recorded (save_model's default)
         raise InputError(
             f"{len(classes)} class labels for a model of {n_out} outputs (n_out)", "classes"
         )
