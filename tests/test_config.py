@@ -2,6 +2,7 @@
 option flattening, one-line error messages, and the README's schema reference."""
 
 import re
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,87 @@ def test_yaml_exponent_numbers_and_paraview_shorthand():
         {**MINIMAL, "training": {"alpha": "1e-4"}, "output": {"paraview": False}}, ranks=1
     )
     assert c.training.alpha == 1e-4 and c.output.paraview.enabled is False
+
+
+def _spelled(value):
+    """``value`` in YAML 1.1's string spelling of a number (``3e-1``, ``25e-2``: an
+    exponent and no dot), lists entry by entry: what PyYAML reads as a string."""
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_spelled(v) for v in value) + "]"
+    sign, digits, exponent = Decimal(repr(float(value))).normalize().as_tuple()
+    text = f"{'-' if sign else ''}{''.join(map(str, digits))}e{exponent}"
+    assert isinstance(yaml.safe_load(text), str), text
+    return text
+
+
+def _floats(value) -> bool:
+    if isinstance(value, list | tuple):
+        return bool(value) and all(_floats(v) for v in value)
+    return isinstance(value, float)
+
+
+#: a valid configuration for each section's numbers (hjb and inverse exclude data)
+_BASES = {
+    "hjb": {
+        "hjb": {"grid": {"n": 12}},
+        "mesh": {"kind": "interval", "n": 1},
+        "training": {"alpha": 0.2},
+    },
+    "inverse": {"inverse": {"truth": 1.0}},
+}
+
+
+def _with(base: dict, path: str, text: str) -> dict:
+    raw = yaml.safe_load(yaml.safe_dump(base))
+    apply_override(raw, f"{path}={text}")
+    return raw
+
+
+def test_every_number_takes_the_yaml_exponent_spelling(tmp_path):
+    """README: numbers such as ``1e-4`` (a string to YAML 1.1) are accepted wherever
+    a number is expected: every key of the schema whose default is a number (or a
+    list of them), the float keys of every mesh kind (checked by the mesh builders)
+    and data set (checked by the data sources), the conv kernel's length, a few
+    keys without a numeric default, the method's options, bounds and the augment
+    angles. Each resolves to the number itself."""
+    from pontryx.solver.config.schema import HJBSection, InverseSection
+
+    paths = key_paths() | key_paths(HJBSection, "hjb.") | key_paths(InverseSection, "inverse.")
+    numeric = {p: d for p, (d, _) in paths.items() if _floats(d)}
+    numeric |= {"model.init.depth_correlation": 0.5, "inverse.truth": 2.0}
+    assert {"model.T", "training.alpha", "hjb.kernel", "inverse.noise"} <= numeric.keys()
+    for path, value in numeric.items():
+        base = _BASES.get(path.split(".")[0], MINIMAL)
+        got = validate_config(_with(base, path, _spelled(value)), ranks=1).resolved()
+        for part in path.split("."):
+            got = got[part]
+        assert got == value, path
+    for kind, keys in MESH_KINDS.items():
+        for key, default in keys.items():
+            if _floats(default):
+                raw = _with({**MINIMAL, "mesh": {"kind": kind}}, f"mesh.{key}", _spelled(default))
+                assert validate_config(raw, ranks=1).mesh[key] == default, (kind, key)
+    data_file = tmp_path / "d.csv"
+    data_file.write_text("1,0\n2,1\n")
+    for name, keys in DATASET_KEYS.items():
+        for key, default in keys.items():
+            if _floats(default):
+                raw = _with(
+                    {"data": {"name": name, "path": str(data_file)}},
+                    f"data.{key}",
+                    _spelled(default),
+                )
+                if name != "file":
+                    del raw["data"]["path"]
+                assert validate_config(raw, ranks=1).data[key] == default, (name, key)
+    raw = _with(MINIMAL, "model.kernel", "{type: conv, length: 3e-1}")
+    assert validate_config(raw, ranks=1).model.kernel.options["length"] == 0.3
+    raw = _with(MINIMAL, "training", "{method: adam, options: {learning_rate: 1e-3}}")
+    assert validate_config(raw, ranks=1).training.options["learning_rate"] == 1e-3
+    raw = _with(MINIMAL, "training.bounds", "{W: 2e0, b: [-1e0, 1e0]}")
+    assert validate_config(raw, ranks=1).training.bounds == {"W": 2.0, "b": [-1.0, 1.0]}
+    raw = _with({"data": {"name": "digits"}}, "data.augment", "{rotations: [-1e1, 1e1]}")
+    assert validate_config(raw, ranks=1).data["augment"]["rotations"] == [-10.0, 10.0]
 
 
 def test_parallel_sizes():

@@ -286,3 +286,20 @@ def test_method_options_of_another_kind_are_refused(capsys, mpi_tmp_path, method
     code, _, err = cli(capsys, "validate", config, *sets)
     assert code == 2 and err.startswith(f"config error: training.options.{option}: "), err
     assert want in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["mesh={kind: disk, h: 5e-1, radius: 1e0}", "data.noise=1e-2"],
+        ["mesh={kind: rectangle, n: 2, lower: [-1e0, -1e0], upper: [1e0, 2e0]}"],
+        ["mesh={kind: box, n: 2, cell: hexahedron}", "model.kernel={type: conv, length: 1e-1}"],
+    ],
+    ids=["disk", "rectangle", "conv"],
+)
+def test_exponent_numbers_reach_the_builders(capsys, mpi_tmp_path, sets):
+    """``1e-1`` (a string to YAML 1.1) is a number in the mesh and data keys the
+    builders check and in the kernel's options too, not only in the schema's."""
+    config = write(mpi_tmp_path / "s.yaml", SMALL)
+    code, out, err = cli(capsys, "validate", config, *(a for s in sets for a in ("--set", s)))
+    assert code == 0 and "valid" in out, err

@@ -43,7 +43,7 @@ from pydantic import (
 from pontryx.forms.activations import ACTIVATIONS
 from pontryx.forms.embedding import EMBEDDINGS
 from pontryx.forms.operators import DEGREES
-from pontryx.meshes.errors import InputError, file_problem, resolve, show
+from pontryx.meshes.errors import InputError, file_problem, resolve, show, yaml_float
 from pontryx.meshes.kinds import DEFAULT_KIND, MESH_KINDS
 from pontryx.solver.data.augment import augmentation
 from pontryx.solver.data.dataset import DATASET_KEYS, DIGITS_SHAPE
@@ -70,17 +70,7 @@ def _field(key: str, message: str) -> InputError:
 
 # ----------------------------------------------------------------- types ---
 
-_EXP_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-
-
-def _yaml_float(v):
-    """YAML 1.1 (PyYAML) reads ``1e-4`` as a string; accept that spelling as a number."""
-    if isinstance(v, str) and _EXP_FLOAT.match(v.strip()):
-        return float(v)
-    return v
-
-
-Number = Annotated[float, BeforeValidator(_yaml_float), Field(allow_inf_nan=False)]
+Number = Annotated[float, BeforeValidator(yaml_float), Field(allow_inf_nan=False)]
 PositiveNumber = Annotated[Number, Field(gt=0)]
 NonNegative = Annotated[Number, Field(ge=0)]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -106,6 +96,12 @@ class Section(BaseModel):
 # ----------------------------------------------------------------- model ---
 
 
+def _option_value(kernel, key, value):
+    """An option whose default is a number takes YAML 1.1's ``1e-1`` as one too."""
+    option = kernel.options.get(key)
+    return yaml_float(value) if option is not None and isinstance(option.default, float) else value
+
+
 class KernelSection(Section):
     """The kernel 𝒦(t): its ``type`` (:data:`~pontryx.solver.registry.KERNELS`) and
     that kernel's options (declared by the kernel class, e.g. ``rank`` of lowrank)."""
@@ -120,8 +116,9 @@ class KernelSection(Section):
         kind = v.get("type", "dense") if isinstance(v, Mapping) else None
         if not isinstance(kind, str) or kind not in KERNELS:
             return v  # the type check reports it
-        options = {k: val for k, val in v.items() if k != "type"}
-        return {"type": kind, **load(KERNELS, kind).check_options(options)}
+        kernel = load(KERNELS, kind)
+        options = {k: _option_value(kernel, k, val) for k, val in v.items() if k != "type"}
+        return {"type": kind, **kernel.check_options(options)}
 
     @property
     def options(self) -> dict[str, Any]:
@@ -271,7 +268,7 @@ class TrainingSection(Section):
         if not isinstance(v, Mapping):
             return v
         v = {
-            k: [_yaml_float(x) for x in val] if isinstance(val, list) else _yaml_float(val)
+            k: [yaml_float(x) for x in val] if isinstance(val, list) else yaml_float(val)
             for k, val in v.items()
         }
         from pontryx.solver.model.bounds import Bounds
@@ -284,7 +281,7 @@ class TrainingSection(Section):
     def numbers_in_options(cls, v):
         """``1e-4`` (a string to YAML 1.1) is a number in the method's options too."""
         if isinstance(v, Mapping):
-            return {k: _yaml_float(val) for k, val in v.items()}
+            return {k: yaml_float(val) for k, val in v.items()}
         return v
 
     @field_validator("method")
@@ -416,9 +413,11 @@ def _data(v: Any, info: ValidationInfo) -> dict:
         if not (isinstance(shape, list | tuple) and all(type(d) is int and d > 0 for d in shape)):
             shape = None
         try:
-            augmentation(out["augment"], None if shape is None else tuple(shape))
+            checked = augmentation(out["augment"], None if shape is None else tuple(shape))
         except InputError as e:
             raise e.under("augment") from None
+        if "rotations" in out["augment"]:  # the angles as numbers (1e1 is a string to YAML)
+            out["augment"] = {**out["augment"], "rotations": list(checked["rotations"])}
     return out
 
 
@@ -476,7 +475,7 @@ def _petsc(v: Any) -> dict:
 #: TaoSolve_NTL falls back to a step with a preconditioner it never created (MatSolve
 #: on a null matrix: a segmentation fault, PETSc 3.25)
 INVERSE_METHODS = ("lmvm", "blmvm", "bqnls", "bncg", "cg", "tao", "lbfgs", "ntr", "nls")
-Coefficient = Annotated[Number | str, BeforeValidator(_yaml_float)]
+Coefficient = Annotated[Number | str, BeforeValidator(yaml_float)]
 
 
 class InversePDESection(Section):

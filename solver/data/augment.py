@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError, show
+from pontryx.meshes.errors import InputError, show, yaml_float
 
 __all__ = ["AUGMENT_KEYS", "augmentation", "augmented"]
 
@@ -53,6 +53,7 @@ def augmentation(spec: object, shape: tuple[int, ...] | None = None) -> dict | N
     angles = spec.get("rotations", ())
     if not isinstance(angles, list | tuple):
         raise InputError(f"expected a list of angles in degrees, got {show(angles)}", "rotations")
+    angles = [yaml_float(a) for a in angles]
     for a in angles:
         if isinstance(a, bool) or not isinstance(a, numbers.Real) or not math.isfinite(a):
             raise InputError(f"expected finite angles in degrees, got {show(angles)}", "rotations")
