@@ -382,6 +382,12 @@ class OutputSection(Section):
 # --------------------------------------------------------- mesh, data, petsc ---
 
 
+def _two_entries(shape: Any) -> bool:
+    """Whether a file's ``input_shape`` may be an image's: not given (the file's
+    X gives it) or a list of 2 entries."""
+    return shape is None or (isinstance(shape, list) and len(shape) == 2)
+
+
 def _relative_to(path: Any, base: Path | None) -> Any:
     if not isinstance(path, str) or not path or base is None:
         return path
@@ -658,15 +664,12 @@ class Config(Section):
                 raise e.under(f"training.levels.{i}.mesh") from None
         if m.embedding.type == "image":
             d = self.data
-            image = d["name"] == "digits" or (
-                d["name"] == "file"
-                and isinstance(d.get("input_shape"), list)
-                and len(d["input_shape"]) == 2
-            )
-            if not image:
+            shape = d.get("input_shape")  # a file's X of S×h×w gives it (checked once read)
+            if not (d["name"] == "digits" or (d["name"] == "file" and _two_entries(shape))):
                 raise _field(
                     "model.embedding.type",
-                    "'image' needs image inputs (digits, or a file with a 2-entry input_shape)",
+                    "'image' needs image inputs (digits, or a file of S×h×w images or with a "
+                    "2-entry input_shape)",
                 )
             if self.mesh["kind"] in ("interval", "unit_interval"):
                 raise _field("model.embedding.type", "'image' needs a 2D or 3D mesh")

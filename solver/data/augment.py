@@ -1,8 +1,8 @@
 """Data augmentation of image training sets: shifted and rotated copies.
 
 ``augment: {shifts: k, rotations: [φ₁, …]}`` in the ``data:`` section of an
-image data set (``digits``, or a ``file`` with a 2-entry ``input_shape``) adds
-to the training images, in this order,
+image data set (``digits``, or a ``file`` of S×h×w images or with a 2-entry
+``input_shape``) adds to the training images, in this order,
 
 * the images moved dx pixels right and dy pixels down for every −k ≤ dx, dy ≤ k
   other than (0, 0), dy outermost, pixels moved out of the image dropped and the
@@ -61,7 +61,10 @@ def augmentation(spec: object, shape: tuple[int, ...] | None = None) -> dict | N
             raise InputError(f"expected angles in [-180, 180], got {show(angles)}", "rotations")
     if shape is not None:
         if len(shape) != 2:
-            raise InputError(f"needs images (a 2-entry input_shape), got shape {list(shape)}")
+            raise InputError(
+                f"needs images (a file's X of S×h×w or a 2-entry input_shape), got shape "
+                f"{list(shape)}"
+            )
         if k >= min(shape):
             raise InputError(f"must be < {min(shape)}, the image's smaller side, got {k}", "shifts")
     return {"shifts": int(k), "rotations": tuple(float(a) for a in angles)}
