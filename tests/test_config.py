@@ -254,6 +254,24 @@ def test_relative_data_path_from_config_directory(tmp_path):
     assert c.data["path"] == str((tmp_path / "sub" / "d.csv").resolve())
 
 
+def test_load_config_can_require_a_section(tmp_path):
+    """``require``: a file without the section, or with it null (also by --set), is
+    refused before validation (its other problems unseen), keyed by the section;
+    the caller's ``hint`` ends the message."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {name: ellipses}\nmodel: {layers: 0}\n")
+    with pytest.raises(InputError) as e:
+        load_config(cfg, ranks=1, require="hjb")
+    assert (e.value.key, e.value.message) == ("hjb", "this configuration has no hjb: section")
+    with pytest.raises(InputError, match=r"^hjb: this .* no hjb: section \(run it so\)$"):
+        load_config(cfg, ["hjb=null"], ranks=1, require="hjb", hint="run it so")
+    with pytest.raises(InputError, match=r"^model.layers: "):  # without require: validated
+        load_config(cfg, ranks=1)
+    hjb = "hjb: {}\nmesh: {kind: interval, n: 1}\ntraining: {alpha: 0.2}\n"
+    cfg.write_text(hjb)
+    assert load_config(cfg, ranks=1, require="hjb").hjb is not None
+
+
 def test_examples_validate_against_the_schema():
     examples = sorted((ROOT / "examples").glob("*.yaml"))
     assert len(examples) >= 7
