@@ -303,3 +303,17 @@ def test_exponent_numbers_reach_the_builders(capsys, mpi_tmp_path, sets):
     config = write(mpi_tmp_path / "s.yaml", SMALL)
     code, out, err = cli(capsys, "validate", config, *(a for s in sets for a in ("--set", s)))
     assert code == 0 and "valid" in out, err
+
+
+@pytest.mark.parametrize(
+    "layers, want", [(1, "at most 1 depth rank ("), (2, "at most 2 depth ranks")]
+)
+def test_more_depth_ranks_than_layers(layers, want):
+    """The one-shot's depth blocks: one layer a rank at least (grammatical for 1)."""
+    from types import SimpleNamespace
+
+    from pontryx.solver.training.kkt import DepthBlocks
+
+    with pytest.raises(InputError, match=re.escape(want)) as e:
+        DepthBlocks(SimpleNamespace(size=3, rank=0), layers)
+    assert e.value.key == "depth" and e.value.message.endswith("(one layer each), got 3")
