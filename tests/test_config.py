@@ -2,6 +2,7 @@
 option flattening, one-line error messages, and the README's schema reference."""
 
 import re
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -130,6 +131,21 @@ def test_every_number_takes_the_yaml_exponent_spelling(tmp_path):
     assert validate_config(raw, ranks=1).data["augment"]["rotations"] == [-10.0, 10.0]
 
 
+def test_largest_legitimate_values_are_accepted():
+    """The bounds are the arithmetic's, not a taste: Δt the smallest normal double,
+    2³¹ − 1 iterations; huge keep_checkpoints, test_every, paraview.samples (all,
+    never) are left alone."""
+    raw = {
+        **MINIMAL,
+        "model": {"T": 2 * sys.float_info.min, "layers": 2},
+        "training": {"max_iterations": 2**31 - 1, "test_every": 10**30},
+        "output": {"checkpoint_every": 2**31 - 1, "keep_checkpoints": 10**30,
+                   "paraview": {"samples": 10**30}},
+    }  # fmt: skip
+    c = validate_config(raw, ranks=1)
+    assert c.model.T / c.model.layers == sys.float_info.min
+
+
 def test_parallel_sizes():
     assert validate_config(MINIMAL, ranks=4).parallel.sizes(4) == (4, 1)
     c = validate_config({**MINIMAL, "parallel": {"data": 2}}, ranks=4)
@@ -199,6 +215,19 @@ def test_flatten_petsc():
         ({"hjb": {"kernel": [[1, 2], [3]]}}, "hjb.kernel.1: expected at least 2 entries"),
         ({**MINIMAL, "parallel": {"width": 0}}, "parallel.width: expected an integer ≥ 1, got 0"),
         ({**MINIMAL, "model": {"str": 1}}, "model.str: unknown key; expected one of degree"),
+        # absurd values that overflowed: Δt subnormal (1/Δt = inf, Δt = 0 with more layers),
+        # iteration counts beyond TAO's 32-bit PetscInt (a chunk is one TAO solve)
+        (
+            {**MINIMAL, "model": {"T": 1e-320, "layers": 2}},
+            "model.T: expected T/layers = Δt ≥ 2.23e-308 (a smaller, subnormal Δt",
+        ),
+        ({**MINIMAL, "model": {"T": 1e-300, "layers": 10**9}}, "model.T: expected T/layers"),
+        ({**MINIMAL, "training": {"max_iterations": 10**30}}, "training.max_iterations: expec"),
+        ({**MINIMAL, "output": {"checkpoint_every": 2**31}}, "output.checkpoint_every: expect"),
+        (
+            {**MINIMAL, "training": {"levels": [{"max_iterations": 2**31}]}},
+            "training.levels.0.max_iterations: expected at most 2147483647 (TAO counts",
+        ),
     ],
 )
 def test_messages_are_one_line_with_the_key(raw, message):

@@ -317,3 +317,20 @@ def test_more_depth_ranks_than_layers(layers, want):
     with pytest.raises(InputError, match=re.escape(want)) as e:
         DepthBlocks(SimpleNamespace(size=3, rank=0), layers)
     assert e.value.key == "depth" and e.value.message.endswith("(one layer each), got 3")
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.T=1e-320", "model.T"),  # Δt subnormal: non-finite loss, or 0 and a traceback
+        ("training.max_iterations=1000000000000000000000000000000", "training.max_iterations"),
+        ("output.checkpoint_every=3000000000", "output.checkpoint_every"),  # TAO: OverflowError
+    ],
+)
+def test_absurd_counts_and_steps_are_refused_before_the_run(capsys, mpi_tmp_path, override, key):
+    """Values that overflowed (a traceback after the run directory was made, or a
+    non-finite loss at iteration 0): one line, exit 2, nothing written."""
+    config = write(mpi_tmp_path / "s.yaml", SMALL)
+    code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "r", "--set", override)
+    assert code == 2 and err.startswith(f"config error: {key}: expected") and err.count("\n") == 1
+    assert not (mpi_tmp_path / "r").exists()

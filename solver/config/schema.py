@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -75,6 +77,22 @@ PositiveNumber = Annotated[Number, Field(gt=0)]
 NonNegative = Annotated[Number, Field(ge=0)]
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+
+#: the most iterations a run (or a chunk of one, output.checkpoint_every) asks of a
+#: method: TAO counts them in a PetscInt, 32 bits in PETSc's default build
+MAX_ITERATIONS = 2**31 - 1
+
+
+def _iterations(v: int) -> int:
+    if v > MAX_ITERATIONS:
+        raise ValueError(
+            f"expected at most {MAX_ITERATIONS} (TAO counts iterations in a 32-bit PetscInt), "
+            f"got {show(v)}"
+        )
+    return v
+
+
+Iterations = Annotated[NonNegativeInt, AfterValidator(_iterations)]
 
 
 def _degree(choices):
@@ -210,6 +228,12 @@ class ModelSection(Section):
 
     @model_validator(mode="after")
     def check_consistent(self):
+        if (dt := self.T / self.layers) < sys.float_info.min:
+            raise _field(
+                "T",
+                f"expected T/layers = Δt ≥ {sys.float_info.min:.3g} (a smaller, subnormal Δt "
+                f"loses precision and 1/Δt overflows), got Δt = {dt:.3g}",
+            )
         if load(SCHEMES, self.scheme).needs_zero_epsilon and self.epsilon != 0:
             raise _field(
                 "epsilon", f"the {self.scheme} scheme needs epsilon = 0, got {self.epsilon:g}"
@@ -234,12 +258,12 @@ class LevelSection(Section):
 
     mesh: dict[str, Any] = Field({}, description="mesh keys of this level, e.g. {n: 8}")
     layers: PositiveInt | None = Field(None, description="N_t of this level (null: model.layers)")
-    max_iterations: NonNegativeInt = Field(description="iterations on this level")
+    max_iterations: Iterations = Field(description="iterations on this level")
 
 
 class TrainingSection(Section):
     method: str = Field("lmvm", description="training method (see `pontryx train --help`)")
-    max_iterations: NonNegativeInt = Field(100, description="iterations of the method")
+    max_iterations: Iterations = Field(100, description="iterations of the method")
     alpha: NonNegative = Field(1e-4, description="α, L² regularisation of w, b")
     beta: NonNegative = Field(0.0, description="β, H¹-in-depth regularisation of w, b")
     gamma: NonNegative = Field(0.0, description="γ, H¹-in-width regularisation of w, b")
@@ -364,7 +388,9 @@ class OutputSection(Section):
     trajectory_every: NonNegativeInt = Field(
         0, description="record a projection of the controls every k iterations (0: off)"
     )
-    checkpoint_every: PositiveInt = Field(10, description="checkpoint every K iterations")
+    checkpoint_every: Annotated[PositiveInt, AfterValidator(_iterations)] = Field(
+        10, description="checkpoint every K iterations"
+    )
     keep_checkpoints: PositiveInt = Field(2, description="newest checkpoints kept")
     model: bool = Field(True, description="write model.npz")
     plots: bool = Field(True, description="write PNG plots")
