@@ -203,6 +203,10 @@ def test_flatten_petsc():
             "output.plots: expected true or false, got 'yes'",
         ),
         ({**MINIMAL, "model": {"T": float("inf")}}, "model.T: expected a finite number"),
+        (
+            {**MINIMAL, "model": {"kernel": {"type": "conv", "length": float("inf")}}},
+            "model.kernel.length: expected a finite number, got inf",
+        ),
         # unions and constrained types: the key is the YAML key path, no pydantic tags
         ({"inverse": {"truth": [1, 2]}}, "inverse.truth: expected a number or a string, got"),
         ({"inverse": {"truth": 1, "pde": {"source": float("nan")}}}, "inverse.pde.source: expe"),

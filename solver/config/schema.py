@@ -23,6 +23,7 @@ imports no solver (DOLFINx and PETSc load when a class is first needed).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -115,9 +116,15 @@ class Section(BaseModel):
 
 
 def _option_value(kernel, key, value):
-    """An option whose default is a number takes YAML 1.1's ``1e-1`` as one too."""
+    """An option whose default is a number takes YAML 1.1's ``1e-1`` as one too, and
+    a finite one, as the schema's numbers (``length: .inf`` failed in the kernel)."""
     option = kernel.options.get(key)
-    return yaml_float(value) if option is not None and isinstance(option.default, float) else value
+    if option is None or not isinstance(option.default, float):
+        return value
+    value = yaml_float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _field(key, f"expected a finite number, got {show(value)}")
+    return value
 
 
 class KernelSection(Section):
