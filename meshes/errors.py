@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["InputError", "file_problem", "show"]
+__all__ = ["InputError", "file_problem", "show", "yaml_float"]
 
 
 class InputError(ValueError):
@@ -39,6 +40,20 @@ class InputError(ValueError):
         """The same error with its key put under ``section`` (``n`` → ``mesh.n``)."""
         key = f"{section}.{self.key}" if self.key else section
         return type(self)(self.message, key)
+
+
+_EXP_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def yaml_float(value: object) -> object:
+    """A number for YAML 1.1's string spellings of one: PyYAML reads ``1e-4`` and
+    ``1.0e4`` (an exponent without a dot or without its sign) as strings. Any
+    other value is returned as it is. Every key that takes a number reads its
+    value through this (the schema's numbers, and the registry keys of
+    :func:`resolve` whose default is a number)."""
+    if isinstance(value, str) and _EXP_FLOAT.match(value.strip()):
+        return float(value)
+    return value
 
 
 def file_problem(path) -> str | None:
@@ -175,8 +190,10 @@ def resolve(desc: object, table: Mapping, selector: str, *, default=None, what: 
     a registry: ``desc[selector]`` (or ``default``) picks an entry of ``table``
     whose keys and defaults it accepts; a default of ``...`` (or a registry's
     REQUIRED marker, any object whose repr is ``REQUIRED``) is a required key.
-    Errors are keyed by the description's own keys; ``what`` names the entries
-    ("kind", "data set") in messages."""
+    A key whose default is a real number (or a list of them) takes YAML 1.1's
+    string spelling of one (:func:`yaml_float`). Errors are keyed by the
+    description's own keys; ``what`` names the entries ("kind", "data set") in
+    messages."""
     if not isinstance(desc, Mapping):
         raise InputError(f"expected a mapping with a {selector!r}, got {show(desc)}")
     choice = desc.get(selector, default)
@@ -194,4 +211,14 @@ def resolve(desc: object, table: Mapping, selector: str, *, default=None, what: 
     for key, value in out.items():
         if value is ... or repr(value) == "REQUIRED":
             raise InputError(f"required for {what} {choice!r}", key)
+        if _takes_numbers(accepted.get(key)):
+            out[key] = [yaml_float(v) for v in value] if _is_list(value) else yaml_float(value)
     return out
+
+
+def _takes_numbers(default: object) -> bool:
+    """Whether a registry key with this default takes real numbers (a float or a
+    list of floats; not integers, which the string spellings are not)."""
+    if _is_list(default):
+        return any(isinstance(v, float) for v in default)
+    return isinstance(default, float)

@@ -5,9 +5,11 @@ In process on every rank, as test_cli.py."""
 
 import json
 
+from mpi4py import MPI
+
 import numpy as np
 import pytest
-from test_cli import cli, small  # noqa: F401  (small: the fixture)
+from test_cli import SMALL, cli, small, write  # noqa: F401  (small: the fixture)
 
 from pontryx.solver.adjoint.taylor import first_step, taylor_test
 from pontryx.solver.registry import METHODS
@@ -126,3 +128,30 @@ def test_first_step_checks_round_off_at_the_last_step_taken():
     result = taylor_test(rf, x, d, h0=1.0, steps=4)
     assert result.h == [1.0, 0.5, 0.25, 0.125] and len(result.rates) == 3
     assert min(result.rates) > 1.95 and min(result.r1) > 0.008
+
+
+# ------------------------------------------------------------ image files ---
+
+
+def test_image_embedding_takes_the_shape_of_an_npz_file(capsys, mpi_tmp_path):
+    """``model.embedding.type: image`` on an NPZ whose X is S×h×w needs no
+    ``data.input_shape`` (the file gives it); a contradicting one is refused keyed
+    data.input_shape, samples that are no images (S×2×2×2) keyed
+    model.embedding.type, one line, exit 2."""
+    rng = np.random.default_rng(0)
+    imgs, cubes, y = rng.random((12, 4, 4)), rng.random((12, 2, 2, 2)), np.arange(12) % 2
+    if MPI.COMM_WORLD.rank == 0:
+        np.savez(mpi_tmp_path / "imgs.npz", X=imgs, y=y)
+        np.savez(mpi_tmp_path / "cubes.npz", X=cubes, y=y)
+    text = SMALL.replace(
+        "data: {name: ellipses, n_train: 24, n_test: 12}", "data: {name: file, path: imgs.npz}"
+    ).replace("model: {", "model: {embedding: {type: image}, ")
+    config = write(mpi_tmp_path / "img.yaml", text)
+    code, out, err = cli(capsys, "validate", config)
+    assert code == 0 and "valid" in out, err
+    for sets, want in [
+        (["data.input_shape=[2, 8]"], "config error: data.input_shape: [2, 8] contradicts"),
+        (["data.path=cubes.npz"], "config error: model.embedding.type: 'image' needs images"),
+    ]:
+        code, _, err = cli(capsys, "validate", config, *(a for s in sets for a in ("--set", s)))
+        assert code == 2 and err.startswith(want) and err.count("\n") == 1, err

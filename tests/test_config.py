@@ -2,6 +2,8 @@
 option flattening, one-line error messages, and the README's schema reference."""
 
 import re
+import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,102 @@ def test_yaml_exponent_numbers_and_paraview_shorthand():
         {**MINIMAL, "training": {"alpha": "1e-4"}, "output": {"paraview": False}}, ranks=1
     )
     assert c.training.alpha == 1e-4 and c.output.paraview.enabled is False
+
+
+def _spelled(value):
+    """``value`` in YAML 1.1's string spelling of a number (``3e-1``, ``25e-2``: an
+    exponent and no dot), lists entry by entry: what PyYAML reads as a string."""
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_spelled(v) for v in value) + "]"
+    sign, digits, exponent = Decimal(repr(float(value))).normalize().as_tuple()
+    text = f"{'-' if sign else ''}{''.join(map(str, digits))}e{exponent}"
+    assert isinstance(yaml.safe_load(text), str), text
+    return text
+
+
+def _floats(value) -> bool:
+    if isinstance(value, list | tuple):
+        return bool(value) and all(_floats(v) for v in value)
+    return isinstance(value, float)
+
+
+#: a valid configuration for each section's numbers (hjb and inverse exclude data)
+_BASES = {
+    "hjb": {
+        "hjb": {"grid": {"n": 12}},
+        "mesh": {"kind": "interval", "n": 1},
+        "training": {"alpha": 0.2},
+    },
+    "inverse": {"inverse": {"truth": 1.0}},
+}
+
+
+def _with(base: dict, path: str, text: str) -> dict:
+    raw = yaml.safe_load(yaml.safe_dump(base))
+    apply_override(raw, f"{path}={text}")
+    return raw
+
+
+def test_every_number_takes_the_yaml_exponent_spelling(tmp_path):
+    """README: numbers such as ``1e-4`` (a string to YAML 1.1) are accepted wherever
+    a number is expected: every key of the schema whose default is a number (or a
+    list of them), the float keys of every mesh kind (checked by the mesh builders)
+    and data set (checked by the data sources), the conv kernel's length, a few
+    keys without a numeric default, the method's options, bounds and the augment
+    angles. Each resolves to the number itself."""
+    from pontryx.solver.config.schema import HJBSection, InverseSection
+
+    paths = key_paths() | key_paths(HJBSection, "hjb.") | key_paths(InverseSection, "inverse.")
+    numeric = {p: d for p, (d, _) in paths.items() if _floats(d)}
+    numeric |= {"model.init.depth_correlation": 0.5, "inverse.truth": 2.0}
+    assert {"model.T", "training.alpha", "hjb.kernel", "inverse.noise"} <= numeric.keys()
+    for path, value in numeric.items():
+        base = _BASES.get(path.split(".")[0], MINIMAL)
+        got = validate_config(_with(base, path, _spelled(value)), ranks=1).resolved()
+        for part in path.split("."):
+            got = got[part]
+        assert got == value, path
+    for kind, keys in MESH_KINDS.items():
+        for key, default in keys.items():
+            if _floats(default):
+                raw = _with({**MINIMAL, "mesh": {"kind": kind}}, f"mesh.{key}", _spelled(default))
+                assert validate_config(raw, ranks=1).mesh[key] == default, (kind, key)
+    data_file = tmp_path / "d.csv"
+    data_file.write_text("1,0\n2,1\n")
+    for name, keys in DATASET_KEYS.items():
+        for key, default in keys.items():
+            if _floats(default):
+                raw = _with(
+                    {"data": {"name": name, "path": str(data_file)}},
+                    f"data.{key}",
+                    _spelled(default),
+                )
+                if name != "file":
+                    del raw["data"]["path"]
+                assert validate_config(raw, ranks=1).data[key] == default, (name, key)
+    raw = _with(MINIMAL, "model.kernel", "{type: conv, length: 3e-1}")
+    assert validate_config(raw, ranks=1).model.kernel.options["length"] == 0.3
+    raw = _with(MINIMAL, "training", "{method: adam, options: {learning_rate: 1e-3}}")
+    assert validate_config(raw, ranks=1).training.options["learning_rate"] == 1e-3
+    raw = _with(MINIMAL, "training.bounds", "{W: 2e0, b: [-1e0, 1e0]}")
+    assert validate_config(raw, ranks=1).training.bounds == {"W": 2.0, "b": [-1.0, 1.0]}
+    raw = _with({"data": {"name": "digits"}}, "data.augment", "{rotations: [-1e1, 1e1]}")
+    assert validate_config(raw, ranks=1).data["augment"]["rotations"] == [-10.0, 10.0]
+
+
+def test_largest_legitimate_values_are_accepted():
+    """The bounds are the arithmetic's, not a taste: Δt the smallest normal double,
+    2³¹ − 1 iterations; huge keep_checkpoints, test_every, paraview.samples (all,
+    never) are left alone."""
+    raw = {
+        **MINIMAL,
+        "model": {"T": 2 * sys.float_info.min, "layers": 2},
+        "training": {"max_iterations": 2**31 - 1, "test_every": 10**30},
+        "output": {"checkpoint_every": 2**31 - 1, "keep_checkpoints": 10**30,
+                   "paraview": {"samples": 10**30}},
+    }  # fmt: skip
+    c = validate_config(raw, ranks=1)
+    assert c.model.T / c.model.layers == sys.float_info.min
 
 
 def test_parallel_sizes():
@@ -105,6 +203,10 @@ def test_flatten_petsc():
             "output.plots: expected true or false, got 'yes'",
         ),
         ({**MINIMAL, "model": {"T": float("inf")}}, "model.T: expected a finite number"),
+        (
+            {**MINIMAL, "model": {"kernel": {"type": "conv", "length": float("inf")}}},
+            "model.kernel.length: expected a finite number, got inf",
+        ),
         # unions and constrained types: the key is the YAML key path, no pydantic tags
         ({"inverse": {"truth": [1, 2]}}, "inverse.truth: expected a number or a string, got"),
         ({"inverse": {"truth": 1, "pde": {"source": float("nan")}}}, "inverse.pde.source: expe"),
@@ -117,6 +219,19 @@ def test_flatten_petsc():
         ({"hjb": {"kernel": [[1, 2], [3]]}}, "hjb.kernel.1: expected at least 2 entries"),
         ({**MINIMAL, "parallel": {"width": 0}}, "parallel.width: expected an integer ≥ 1, got 0"),
         ({**MINIMAL, "model": {"str": 1}}, "model.str: unknown key; expected one of degree"),
+        # absurd values that overflowed: Δt subnormal (1/Δt = inf, Δt = 0 with more layers),
+        # iteration counts beyond TAO's 32-bit PetscInt (a chunk is one TAO solve)
+        (
+            {**MINIMAL, "model": {"T": 1e-320, "layers": 2}},
+            "model.T: expected T/layers = Δt ≥ 2.23e-308 (a smaller, subnormal Δt",
+        ),
+        ({**MINIMAL, "model": {"T": 1e-300, "layers": 10**9}}, "model.T: expected T/layers"),
+        ({**MINIMAL, "training": {"max_iterations": 10**30}}, "training.max_iterations: expec"),
+        ({**MINIMAL, "output": {"checkpoint_every": 2**31}}, "output.checkpoint_every: expect"),
+        (
+            {**MINIMAL, "training": {"levels": [{"max_iterations": 2**31}]}},
+            "training.levels.0.max_iterations: expected at most 2147483647 (TAO counts",
+        ),
     ],
 )
 def test_messages_are_one_line_with_the_key(raw, message):
@@ -170,6 +285,24 @@ def test_relative_data_path_from_config_directory(tmp_path):
     cfg.write_text("data: {name: file, path: d.csv}\n")
     c = load_config(cfg, ranks=1)
     assert c.data["path"] == str((tmp_path / "sub" / "d.csv").resolve())
+
+
+def test_load_config_can_require_a_section(tmp_path):
+    """``require``: a file without the section, or with it null (also by --set), is
+    refused before validation (its other problems unseen), keyed by the section;
+    the caller's ``hint`` ends the message."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {name: ellipses}\nmodel: {layers: 0}\n")
+    with pytest.raises(InputError) as e:
+        load_config(cfg, ranks=1, require="hjb")
+    assert (e.value.key, e.value.message) == ("hjb", "this configuration has no hjb: section")
+    with pytest.raises(InputError, match=r"^hjb: this .* no hjb: section \(run it so\)$"):
+        load_config(cfg, ["hjb=null"], ranks=1, require="hjb", hint="run it so")
+    with pytest.raises(InputError, match=r"^model.layers: "):  # without require: validated
+        load_config(cfg, ranks=1)
+    hjb = "hjb: {}\nmesh: {kind: interval, n: 1}\ntraining: {alpha: 0.2}\n"
+    cfg.write_text(hjb)
+    assert load_config(cfg, ranks=1, require="hjb").hjb is not None
 
 
 def test_examples_validate_against_the_schema():

@@ -201,6 +201,36 @@ def test_relative_path_and_input_shape(comm, mpi_tmp_path):
     assert d.input_shape == (2, 2) and d.n_in == 4 and d.n_train + d.n_test == 10
 
 
+def test_npz_samples_give_the_input_shape(comm, mpi_tmp_path):
+    """An NPZ's X of S×d₁×d₂… gives the input shape [d₁, d₂, …] (features flattened
+    row-major; S×h×w are images, S×2×2×2 three-entry samples); a given input_shape
+    must be that shape (``[2, 8]`` or ``[16]`` for 4×4 images contradicts it)."""
+    rng = np.random.default_rng(0)
+    imgs, cubes, y = rng.random((10, 4, 4)), rng.random((10, 2, 2, 2)), np.arange(10) % 2
+    path = _write(comm, mpi_tmp_path / "imgs.npz", lambda p: np.savez(p, X=imgs, y=y))
+    cube = _write(comm, mpi_tmp_path / "cubes.npz", lambda p: np.savez(p, X=cubes, y=y))
+    assert load_dataset({"name": "file", "path": str(path)}).input_shape == (4, 4)
+    given = load_dataset({"name": "file", "path": str(path), "input_shape": [4, 4]})
+    assert given.input_shape == (4, 4)
+    d = load_dataset({"name": "file", "path": str(cube)})
+    assert d.input_shape == (2, 2, 2) and d.n_in == 8
+    for shape in ([2, 8], [16]):
+        with pytest.raises(InputError, match=r"contradicts the samples of shape \[4, 4\]") as e:
+            load_dataset({"name": "file", "path": str(path), "input_shape": shape})
+        assert e.value.key == "input_shape"
+
+
+def test_exponent_numbers_in_a_description(comm, mpi_tmp_path):
+    """``1e-1`` (a string to YAML 1.1) is a number for the loader too: noise and
+    test_fraction."""
+    X, y = np.arange(20.0).reshape(10, 2), np.arange(10) % 2
+    path = _write(comm, mpi_tmp_path / "xy.npz", lambda p: np.savez(p, X=X, y=y))
+    d = load_dataset({"name": "file", "path": str(path), "test_fraction": "5e-1"})
+    assert d.n_test == 5
+    noisy = load_dataset({"name": "ellipses", "n_train": 4, "n_test": 4, "noise": "1e-1"})
+    assert _same(noisy, load_dataset({"name": "ellipses", "n_train": 4, "n_test": 4, "noise": 0.1}))
+
+
 # --------------------------------------------------------------------------- shards
 
 

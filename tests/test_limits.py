@@ -286,3 +286,51 @@ def test_method_options_of_another_kind_are_refused(capsys, mpi_tmp_path, method
     code, _, err = cli(capsys, "validate", config, *sets)
     assert code == 2 and err.startswith(f"config error: training.options.{option}: "), err
     assert want in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["mesh={kind: disk, h: 5e-1, radius: 1e0}", "data.noise=1e-2"],
+        ["mesh={kind: rectangle, n: 2, lower: [-1e0, -1e0], upper: [1e0, 2e0]}"],
+        ["mesh={kind: box, n: 2, cell: hexahedron}", "model.kernel={type: conv, length: 1e-1}"],
+    ],
+    ids=["disk", "rectangle", "conv"],
+)
+def test_exponent_numbers_reach_the_builders(capsys, mpi_tmp_path, sets):
+    """``1e-1`` (a string to YAML 1.1) is a number in the mesh and data keys the
+    builders check and in the kernel's options too, not only in the schema's."""
+    config = write(mpi_tmp_path / "s.yaml", SMALL)
+    code, out, err = cli(capsys, "validate", config, *(a for s in sets for a in ("--set", s)))
+    assert code == 0 and "valid" in out, err
+
+
+@pytest.mark.parametrize(
+    "layers, want", [(1, "at most 1 depth rank ("), (2, "at most 2 depth ranks")]
+)
+def test_more_depth_ranks_than_layers(layers, want):
+    """The one-shot's depth blocks: one layer a rank at least (grammatical for 1)."""
+    from types import SimpleNamespace
+
+    from pontryx.solver.training.kkt import DepthBlocks
+
+    with pytest.raises(InputError, match=re.escape(want)) as e:
+        DepthBlocks(SimpleNamespace(size=3, rank=0), layers)
+    assert e.value.key == "depth" and e.value.message.endswith("(one layer each), got 3")
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.T=1e-320", "model.T"),  # Δt subnormal: non-finite loss, or 0 and a traceback
+        ("training.max_iterations=1000000000000000000000000000000", "training.max_iterations"),
+        ("output.checkpoint_every=3000000000", "output.checkpoint_every"),  # TAO: OverflowError
+    ],
+)
+def test_absurd_counts_and_steps_are_refused_before_the_run(capsys, mpi_tmp_path, override, key):
+    """Values that overflowed (a traceback after the run directory was made, or a
+    non-finite loss at iteration 0): one line, exit 2, nothing written."""
+    config = write(mpi_tmp_path / "s.yaml", SMALL)
+    code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "r", "--set", override)
+    assert code == 2 and err.startswith(f"config error: {key}: expected") and err.count("\n") == 1
+    assert not (mpi_tmp_path / "r").exists()

@@ -277,16 +277,10 @@ def _say(text: str = "") -> None:
 def _load(path: str, overrides, comm=MPI.COMM_WORLD, *, section: str | None = None):
     """The validated configuration; with ``section``, a file without that section
     (or with ``section: null``) is refused first, keyed by it."""
-    from pontryx.solver.config import apply_override, read_yaml, validate_config
+    from pontryx.solver.config import load_config
 
-    raw = read_yaml(path)
-    for assignment in overrides:
-        apply_override(raw, assignment)
-    if section is not None and raw.get(section) is None:
-        raise InputError(
-            f"this configuration has no {section}: section (pontryx train runs it)", section
-        )
-    return validate_config(raw, ranks=comm.size, base_dir=Path(path).resolve().parent)
+    hint = "pontryx train runs it" if section is not None else None
+    return load_config(path, overrides, ranks=comm.size, require=section, hint=hint)
 
 
 def _run_dir(args, config) -> Path:

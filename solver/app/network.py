@@ -34,9 +34,18 @@ def section(name: str):
 def build_network(config: Config, layout: Layout, n_in: int, n_outputs: int, input_shape=None):
     """(space, net, controls): the width space of ``config.mesh`` over
     ``layout.width``, the network of ``config.model`` (its width-diffusion solver
-    set up) and its initial controls (``model.init``). Collective; errors keyed
-    by their section."""
+    set up) and its initial controls (``model.init``). ``input_shape`` is the
+    data's (an image embedding needs h × w). Collective; errors keyed by their
+    section."""
     m = config.model
+    if m.embedding.type == "image" and (input_shape is None or len(input_shape) != 2):
+        shape = tuple(input_shape or (n_in,))
+        got = f"{n_in} features" if len(shape) == 1 else " × ".join(map(str, shape)) + " arrays"
+        raise InputError(
+            f"'image' needs images (samples of h × w); the data's samples are {got} "
+            "(images: a file's X of S × h × w, or a 2-entry data.input_shape)",
+            "model.embedding.type",
+        )
     with section("mesh"):
         mesh = create_mesh(config.mesh, layout.width)
     with section("model"):

@@ -212,10 +212,23 @@ def validate_config(raw: Mapping, *, ranks: int | None = None, base_dir=None) ->
         raise InputError(text, key) from None
 
 
-def load_config(path, overrides=(), *, ranks: int | None = None) -> Config:
+def load_config(
+    path,
+    overrides=(),
+    *,
+    ranks: int | None = None,
+    require: str | None = None,
+    hint: str | None = None,
+) -> Config:
     """Read, override and validate a YAML parameter file. Relative data and mesh
-    file paths are taken from the file's directory."""
+    file paths are taken from the file's directory. With ``require`` (a section
+    such as ``hjb``), a file without that section (or with ``require: null``) is
+    refused before validation, keyed by it; ``hint`` (the caller's) ends that
+    message in parentheses."""
     raw = read_yaml(path)
     for assignment in overrides:
         apply_override(raw, assignment)
+    if require is not None and raw.get(require) is None:
+        why = f" ({hint})" if hint else ""
+        raise InputError(f"this configuration has no {require}: section{why}", require)
     return validate_config(raw, ranks=ranks, base_dir=Path(path).resolve().parent)

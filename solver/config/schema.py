@@ -23,14 +23,17 @@ imports no solver (DOLFINx and PETSc load when a class is first needed).
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import sys
 import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -43,7 +46,7 @@ from pydantic import (
 from pontryx.forms.activations import ACTIVATIONS
 from pontryx.forms.embedding import EMBEDDINGS
 from pontryx.forms.operators import DEGREES
-from pontryx.meshes.errors import InputError, file_problem, resolve, show
+from pontryx.meshes.errors import InputError, file_problem, resolve, show, yaml_float
 from pontryx.meshes.kinds import DEFAULT_KIND, MESH_KINDS
 from pontryx.solver.data.augment import augmentation
 from pontryx.solver.data.dataset import DATASET_KEYS, DIGITS_SHAPE
@@ -70,21 +73,27 @@ def _field(key: str, message: str) -> InputError:
 
 # ----------------------------------------------------------------- types ---
 
-_EXP_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-
-
-def _yaml_float(v):
-    """YAML 1.1 (PyYAML) reads ``1e-4`` as a string; accept that spelling as a number."""
-    if isinstance(v, str) and _EXP_FLOAT.match(v.strip()):
-        return float(v)
-    return v
-
-
-Number = Annotated[float, BeforeValidator(_yaml_float), Field(allow_inf_nan=False)]
+Number = Annotated[float, BeforeValidator(yaml_float), Field(allow_inf_nan=False)]
 PositiveNumber = Annotated[Number, Field(gt=0)]
 NonNegative = Annotated[Number, Field(ge=0)]
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+
+#: the most iterations a run (or a chunk of one, output.checkpoint_every) asks of a
+#: method: TAO counts them in a PetscInt, 32 bits in PETSc's default build
+MAX_ITERATIONS = 2**31 - 1
+
+
+def _iterations(v: int) -> int:
+    if v > MAX_ITERATIONS:
+        raise ValueError(
+            f"expected at most {MAX_ITERATIONS} (TAO counts iterations in a 32-bit PetscInt), "
+            f"got {show(v)}"
+        )
+    return v
+
+
+Iterations = Annotated[NonNegativeInt, AfterValidator(_iterations)]
 
 
 def _degree(choices):
@@ -106,6 +115,18 @@ class Section(BaseModel):
 # ----------------------------------------------------------------- model ---
 
 
+def _option_value(kernel, key, value):
+    """An option whose default is a number takes YAML 1.1's ``1e-1`` as one too, and
+    a finite one, as the schema's numbers (``length: .inf`` failed in the kernel)."""
+    option = kernel.options.get(key)
+    if option is None or not isinstance(option.default, float):
+        return value
+    value = yaml_float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _field(key, f"expected a finite number, got {show(value)}")
+    return value
+
+
 class KernelSection(Section):
     """The kernel 𝒦(t): its ``type`` (:data:`~pontryx.solver.registry.KERNELS`) and
     that kernel's options (declared by the kernel class, e.g. ``rank`` of lowrank)."""
@@ -120,8 +141,9 @@ class KernelSection(Section):
         kind = v.get("type", "dense") if isinstance(v, Mapping) else None
         if not isinstance(kind, str) or kind not in KERNELS:
             return v  # the type check reports it
-        options = {k: val for k, val in v.items() if k != "type"}
-        return {"type": kind, **load(KERNELS, kind).check_options(options)}
+        kernel = load(KERNELS, kind)
+        options = {k: _option_value(kernel, k, val) for k, val in v.items() if k != "type"}
+        return {"type": kind, **kernel.check_options(options)}
 
     @property
     def options(self) -> dict[str, Any]:
@@ -213,6 +235,12 @@ class ModelSection(Section):
 
     @model_validator(mode="after")
     def check_consistent(self):
+        if (dt := self.T / self.layers) < sys.float_info.min:
+            raise _field(
+                "T",
+                f"expected T/layers = Δt ≥ {sys.float_info.min:.3g} (a smaller, subnormal Δt "
+                f"loses precision and 1/Δt overflows), got Δt = {dt:.3g}",
+            )
         if load(SCHEMES, self.scheme).needs_zero_epsilon and self.epsilon != 0:
             raise _field(
                 "epsilon", f"the {self.scheme} scheme needs epsilon = 0, got {self.epsilon:g}"
@@ -237,12 +265,12 @@ class LevelSection(Section):
 
     mesh: dict[str, Any] = Field({}, description="mesh keys of this level, e.g. {n: 8}")
     layers: PositiveInt | None = Field(None, description="N_t of this level (null: model.layers)")
-    max_iterations: NonNegativeInt = Field(description="iterations on this level")
+    max_iterations: Iterations = Field(description="iterations on this level")
 
 
 class TrainingSection(Section):
     method: str = Field("lmvm", description="training method (see `pontryx train --help`)")
-    max_iterations: NonNegativeInt = Field(100, description="iterations of the method")
+    max_iterations: Iterations = Field(100, description="iterations of the method")
     alpha: NonNegative = Field(1e-4, description="α, L² regularisation of w, b")
     beta: NonNegative = Field(0.0, description="β, H¹-in-depth regularisation of w, b")
     gamma: NonNegative = Field(0.0, description="γ, H¹-in-width regularisation of w, b")
@@ -271,7 +299,7 @@ class TrainingSection(Section):
         if not isinstance(v, Mapping):
             return v
         v = {
-            k: [_yaml_float(x) for x in val] if isinstance(val, list) else _yaml_float(val)
+            k: [yaml_float(x) for x in val] if isinstance(val, list) else yaml_float(val)
             for k, val in v.items()
         }
         from pontryx.solver.model.bounds import Bounds
@@ -284,7 +312,7 @@ class TrainingSection(Section):
     def numbers_in_options(cls, v):
         """``1e-4`` (a string to YAML 1.1) is a number in the method's options too."""
         if isinstance(v, Mapping):
-            return {k: _yaml_float(val) for k, val in v.items()}
+            return {k: yaml_float(val) for k, val in v.items()}
         return v
 
     @field_validator("method")
@@ -367,7 +395,9 @@ class OutputSection(Section):
     trajectory_every: NonNegativeInt = Field(
         0, description="record a projection of the controls every k iterations (0: off)"
     )
-    checkpoint_every: PositiveInt = Field(10, description="checkpoint every K iterations")
+    checkpoint_every: Annotated[PositiveInt, AfterValidator(_iterations)] = Field(
+        10, description="checkpoint every K iterations"
+    )
     keep_checkpoints: PositiveInt = Field(2, description="newest checkpoints kept")
     model: bool = Field(True, description="write model.npz")
     plots: bool = Field(True, description="write PNG plots")
@@ -383,6 +413,12 @@ class OutputSection(Section):
 
 
 # --------------------------------------------------------- mesh, data, petsc ---
+
+
+def _two_entries(shape: Any) -> bool:
+    """Whether a file's ``input_shape`` may be an image's: not given (the file's
+    X gives it) or a list of 2 entries."""
+    return shape is None or (isinstance(shape, list) and len(shape) == 2)
 
 
 def _relative_to(path: Any, base: Path | None) -> Any:
@@ -416,9 +452,11 @@ def _data(v: Any, info: ValidationInfo) -> dict:
         if not (isinstance(shape, list | tuple) and all(type(d) is int and d > 0 for d in shape)):
             shape = None
         try:
-            augmentation(out["augment"], None if shape is None else tuple(shape))
+            checked = augmentation(out["augment"], None if shape is None else tuple(shape))
         except InputError as e:
             raise e.under("augment") from None
+        if "rotations" in out["augment"]:  # the angles as numbers (1e1 is a string to YAML)
+            out["augment"] = {**out["augment"], "rotations": list(checked["rotations"])}
     return out
 
 
@@ -476,7 +514,7 @@ def _petsc(v: Any) -> dict:
 #: TaoSolve_NTL falls back to a step with a preconditioner it never created (MatSolve
 #: on a null matrix: a segmentation fault, PETSc 3.25)
 INVERSE_METHODS = ("lmvm", "blmvm", "bqnls", "bncg", "cg", "tao", "lbfgs", "ntr", "nls")
-Coefficient = Annotated[Number | str, BeforeValidator(_yaml_float)]
+Coefficient = Annotated[Number | str, BeforeValidator(yaml_float)]
 
 
 class InversePDESection(Section):
@@ -659,15 +697,12 @@ class Config(Section):
                 raise e.under(f"training.levels.{i}.mesh") from None
         if m.embedding.type == "image":
             d = self.data
-            image = d["name"] == "digits" or (
-                d["name"] == "file"
-                and isinstance(d.get("input_shape"), list)
-                and len(d["input_shape"]) == 2
-            )
-            if not image:
+            shape = d.get("input_shape")  # a file's X of S×h×w gives it (checked once read)
+            if not (d["name"] == "digits" or (d["name"] == "file" and _two_entries(shape))):
                 raise _field(
                     "model.embedding.type",
-                    "'image' needs image inputs (digits, or a file with a 2-entry input_shape)",
+                    "'image' needs image inputs (digits, or a file of S×h×w images or with a "
+                    "2-entry input_shape)",
                 )
             if self.mesh["kind"] in ("interval", "unit_interval"):
                 raise _field("model.embedding.type", "'image' needs a 2D or 3D mesh")

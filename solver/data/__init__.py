@@ -61,8 +61,9 @@ def load_dataset(desc: Mapping[str, Any], base_dir: str | os.PathLike | None = N
     of columns for multi-output regression), all other columns are features. NPZ:
     arrays ``X``, ``y`` (split like CSV) or ``X_train``, ``y_train``, ``X_test``,
     ``y_test`` (used as given); ``X`` may be S×d₁×d₂… (then ``input_shape`` is
-    d₁×d₂…, features flattened row-major). Data without a split is split with a
-    ``default_rng(seed)`` permutation, ``round(test_fraction·S)`` test samples.
+    d₁×d₂…, features flattened row-major; a given one must be that shape; S×h×w
+    are images). Data without a split is split with a ``default_rng(seed)``
+    permutation, ``round(test_fraction·S)`` test samples.
     ``task``: ``classification`` maps the sorted distinct labels (numbers or
     strings) to 0..K−1, kept in ``Dataset.classes``; ``regression`` wants
     numeric targets. ``input_shape`` optionally reshapes the features (e.g.

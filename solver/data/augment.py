@@ -1,8 +1,8 @@
 """Data augmentation of image training sets: shifted and rotated copies.
 
 ``augment: {shifts: k, rotations: [φ₁, …]}`` in the ``data:`` section of an
-image data set (``digits``, or a ``file`` with a 2-entry ``input_shape``) adds
-to the training images, in this order,
+image data set (``digits``, or a ``file`` of S×h×w images or with a 2-entry
+``input_shape``) adds to the training images, in this order,
 
 * the images moved dx pixels right and dy pixels down for every −k ≤ dx, dy ≤ k
   other than (0, 0), dy outermost, pixels moved out of the image dropped and the
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError, show
+from pontryx.meshes.errors import InputError, show, yaml_float
 
 __all__ = ["AUGMENT_KEYS", "augmentation", "augmented"]
 
@@ -53,6 +53,7 @@ def augmentation(spec: object, shape: tuple[int, ...] | None = None) -> dict | N
     angles = spec.get("rotations", ())
     if not isinstance(angles, list | tuple):
         raise InputError(f"expected a list of angles in degrees, got {show(angles)}", "rotations")
+    angles = [yaml_float(a) for a in angles]
     for a in angles:
         if isinstance(a, bool) or not isinstance(a, numbers.Real) or not math.isfinite(a):
             raise InputError(f"expected finite angles in degrees, got {show(angles)}", "rotations")
@@ -60,7 +61,10 @@ def augmentation(spec: object, shape: tuple[int, ...] | None = None) -> dict | N
             raise InputError(f"expected angles in [-180, 180], got {show(angles)}", "rotations")
     if shape is not None:
         if len(shape) != 2:
-            raise InputError(f"needs images (a 2-entry input_shape), got shape {list(shape)}")
+            raise InputError(
+                f"needs images (a file's X of S×h×w or a 2-entry input_shape), got shape "
+                f"{list(shape)}"
+            )
         if k >= min(shape):
             raise InputError(f"must be < {min(shape)}, the image's smaller side, got {k}", "shifts")
     return {"shifts": int(k), "rotations": tuple(float(a) for a in angles)}

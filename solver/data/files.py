@@ -5,11 +5,12 @@ CSV: comma separated, one sample a row, a header row detected automatically
 label column (default the last; a list of columns for multi-output regression),
 all other columns are features. NPZ: arrays ``X``, ``y`` (split like CSV) or
 ``X_train``, ``y_train``, ``X_test``, ``y_test`` (used as given); ``X`` may be
-S×d₁×d₂… (then ``input_shape`` is d₁×d₂…, features flattened row-major). Data
-without a split is split with a ``default_rng(seed)`` permutation,
-``round(test_fraction·S)`` test samples. ``task``: ``classification`` maps the
-sorted distinct labels (numbers or strings) to 0..K−1, kept in
-``Dataset.classes``; ``regression`` wants numeric targets.
+S×d₁×d₂… (then ``input_shape`` is d₁×d₂…, features flattened row-major; a
+given one must be that shape). Data without a split is split with a
+``default_rng(seed)`` permutation, ``round(test_fraction·S)`` test samples.
+``task``: ``classification`` maps the sorted distinct labels (numbers or
+strings) to 0..K−1, kept in ``Dataset.classes``; ``regression`` wants numeric
+targets.
 """
 
 from __future__ import annotations
@@ -366,6 +367,12 @@ def file_dataset(desc: Mapping, base_dir) -> Dataset:
             raise _error(
                 "input_shape",
                 f"{list(shape_opt)} does not hold the {X_train.shape[1]} features of {shown!r}",
+            )
+        if len(in_shape) > 1 and tuple(shape_opt) != in_shape:
+            raise _error(
+                "input_shape",
+                f"{list(shape_opt)} contradicts the samples of shape {list(in_shape)} of "
+                f"{shown!r} (leave it out: the file's shape is taken)",
             )
         in_shape = tuple(shape_opt)
 

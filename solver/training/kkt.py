@@ -77,9 +77,8 @@ class DepthBlocks:
     def __init__(self, comm: MPI.Comm, layers: int):
         P, k = comm.size, comm.rank
         if layers < P:
-            raise InputError(
-                f"expected at most {layers} depth ranks (one layer each), got {P}", "depth"
-            )
+            ranks = "1 depth rank" if layers == 1 else f"{layers} depth ranks"
+            raise InputError(f"expected at most {ranks} (one layer each), got {P}", "depth")
         base, extra = divmod(layers, P)
         counts = [base + (1 if i < extra else 0) for i in range(P)]
         self.comm, self.layers, self.counts = comm, layers, counts
