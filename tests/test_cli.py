@@ -524,13 +524,22 @@ def test_resume_without_checkpoint_starts_fresh(capsys, small, mpi_tmp_path):
 
 
 def _snapshot(run):
-    """Every entry below ``run`` (but the lock) with its contents: unchanged means
-    byte-identical files and no entry added or removed."""
+    """Every entry below ``run`` (but the lock) with its contents, taken on rank 0
+    (None on the others): unchanged means byte-identical files and no entry added or
+    removed."""
+    if MPI.COMM_WORLD.rank != 0:
+        return None
     return {
         str(p.relative_to(run)): p.read_bytes() if p.is_file() else p.is_dir()
         for p in sorted(run.rglob("*"))
         if p.name != "lock"
     }
+
+
+def _unchanged(run, before) -> bool:
+    """Whether ``run`` is as :func:`_snapshot` found it, the same answer on every rank
+    (an assertion that failed on one rank alone would leave the others waiting)."""
+    return MPI.COMM_WORLD.bcast(_snapshot(run) == before if MPI.COMM_WORLD.rank == 0 else None)
 
 
 # (what is done to a finished run, extra arguments, the one line's key, text it contains)
@@ -594,7 +603,7 @@ def test_a_damaged_run_is_refused_before_anything_is_written(
     code, out, err = cli(capsys, "train", cfg, "--output", run, "--quiet", *extra)
     assert code == 2 and err.count("\n") == 1 and out == "", err
     assert err.startswith(f"config error: {key}: ") and needle in err, err
-    assert _snapshot(run) == before
+    assert _unchanged(run, before)
 
 
 # what a run writes inside its folders, and what is put in its way
@@ -647,7 +656,7 @@ def test_outputs_in_the_way_inside_plots_and_paraview_are_refused_at_once(capsys
         assert code == 2 and err.count("\n") == 1 and out == "", err
         assert err.startswith("config error: --output: ") and f"{name}' is not a" in err, err
         assert f"pontryx writes its {name} there" in err, err
-        assert _snapshot(run) == before
+        assert _unchanged(run, before)  # collective: rank 0 puts it back only after this
         if root:
             _put_back(run, name, saved)
         MPI.COMM_WORLD.Barrier()
