@@ -238,6 +238,20 @@ def test_logs_pontryx_did_not_write_are_one_line_errors(tmp_path, content, needl
         read_trajectory(tmp_path)
 
 
+def test_kernel_rows_are_at_most_all_rows():
+    """output.paraview.kernel_rows: any count, at most the N rows (1e30 allocated
+    a linspace of 1e30 points after the training)."""
+    from types import SimpleNamespace
+
+    from pontryx.solver.outputs.paraview import kernel_rows
+
+    space = SimpleNamespace(N=9)
+    assert kernel_rows(space, 3).tolist() == [2, 4, 6]
+    for count in (9, 10, 10**30):
+        rows = kernel_rows(space, count)
+        assert 0 < len(rows) <= 9 and rows.min() >= 0 and rows.max() <= 8
+
+
 def test_trajectory_of_a_diverging_run_is_read(tmp_path):
     """A record with non-finite values (a diverging run's last iterate) is read, so
     that --resume keeps it (analyze refuses to embed it); a torn last line is left out."""

@@ -51,9 +51,10 @@ def write_states(path: str | Path, net, controls, X: np.ndarray, labels=None) ->
 
 
 def kernel_rows(space, count: int) -> np.ndarray:
-    """``count`` canonical dof indices evenly spread over 0 … N−1."""
+    """``count`` canonical dof indices evenly spread over 0 … N−1 (at most all N)."""
     if count <= 0:
         return np.zeros(0, dtype=np.int64)
+    count = min(count, space.N)  # output.paraview.kernel_rows may be any count
     return np.unique(np.linspace(0, space.N - 1, count + 2)[1:-1].round().astype(np.int64))
 
 
