@@ -652,7 +652,7 @@ def test_application_layer_splits_depth_for_oneshot_only(comm):
         make_method(p)
     p.destroy()
     p = problem("oneshot", layers=1)  # fewer layers than depth ranks: keyed parallel.depth
-    with pytest.raises(InputError, match=r"^parallel.depth: expected at most 1 depth ranks"):
+    with pytest.raises(InputError, match=r"^parallel.depth: expected at most 1 depth rank "):
         make_method(p)
     p.destroy()
 
