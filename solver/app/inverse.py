@@ -27,7 +27,7 @@ from pontryx.meshes.errors import InputError
 from pontryx.meshes.factory import create_mesh, mesh_summary
 from pontryx.solver.app import petsc_options
 from pontryx.solver.app.network import build_network, section
-from pontryx.solver.inverse.expressions import expression, require_finite
+from pontryx.solver.inverse.expressions import expression
 from pontryx.solver.inverse.functional import InverseFunctional, KappaError
 from pontryx.solver.inverse.misfit import ReducedMisfit, relative_error
 from pontryx.solver.inverse.observations import (
@@ -35,6 +35,7 @@ from pontryx.solver.inverse.observations import (
     Observations,
     PointObservations,
     canonical_index,
+    check_truth,
     random_points,
     read_observations,
     synthetic,
@@ -224,15 +225,7 @@ def _build(config, comm: MPI.Comm) -> InverseProblem:
     with section("inverse"):
         if inv.truth is not None:
             truth = expression(inv.truth, gdim, "truth")
-            values = truth(physical.x.T)
-            require_finite(values, physical.x, comm, truth.text, "truth")
-            low = comm.allreduce(float(np.min(values, initial=np.inf)), op=MPI.MIN)
-            if not low > 0:
-                raise InputError(
-                    f"κ† must be positive on Ω_phys (its logarithm is the unknown); its minimum "
-                    f"over the dofs is {low:g}",
-                    "truth",
-                )
+            check_truth(truth, truth(physical.x.T), physical.x, comm)
     with petsc_options.errors(f"the PDE solver (prefix {PREFIX})"), section("inverse.pde"):
         pde = EllipticPDE(
             physical.V,

@@ -47,6 +47,7 @@ __all__ = [
     "NodalObservations",
     "Observations",
     "PointObservations",
+    "check_truth",
     "random_points",
     "read_observations",
     "synthetic",
@@ -311,7 +312,8 @@ def true_values(V, truth, points: np.ndarray, refine: int = 1, **pde_options) ->
     pde = EllipticPDE(W, **pde_options)
     try:
         gdim = mesh.geometry.dim
-        _check_truth(truth, truth(pde.x.T), pde.x, mesh.comm, refine)
+        where = f" of the mesh of the synthetic data ({refine} refinement(s))"
+        check_truth(truth, truth(pde.x.T), pde.x, mesh.comm, where)
         pde.m.interpolate(lambda x: np.log(truth(x[:gdim])))
         u = pde.solve_state()
         B = PointObservations(W, points)
@@ -323,14 +325,15 @@ def true_values(V, truth, points: np.ndarray, refine: int = 1, **pde_options) ->
     return out
 
 
-def _check_truth(truth, values, points, comm, refine: int) -> None:
-    """κ† finite and positive at the dofs of the mesh the synthetic data are solved on."""
+def check_truth(truth, values, points, comm, where: str = "") -> None:
+    """κ† finite and positive at the dofs ``points`` (``values`` there; ``where``
+    names the mesh in the message); errors keyed ``truth``. Collective."""
     require_finite(values, points, comm, truth.text, "truth")
     low = comm.allreduce(float(np.min(values, initial=np.inf)), op=MPI.MIN)
     if not low > 0:
         raise InputError(
-            f"κ† must be positive on Ω_phys (its logarithm is the unknown); its minimum over the "
-            f"dofs of the mesh of the synthetic data ({refine} refinement(s)) is {low:g}",
+            "κ† must be positive on Ω_phys (its logarithm is the unknown); its minimum over "
+            f"the dofs{where} is {low:g}",
             "truth",
         )
 
