@@ -280,6 +280,9 @@ BAD = [
     ({"inverse__truth": "exp(1000*x)"}, "inverse.truth", "is not finite on Ω_phys: inf at x"),
     ({"inverse__truth": "10**10**10"}, "inverse.truth", "is not finite on Ω_phys: inf at x"),
     ({"inverse__truth": "sqrt(x-2)"}, "inverse.truth", "is not finite on Ω_phys: nan at x"),
+    # finite, but the solves would overflow (a KSP failure) or the error's norm underflow
+    ({"inverse__truth": "1e307*x*x + 1"}, "inverse.truth", "(beyond, the solves under- or"),
+    ({"inverse__truth": "1e-300"}, "inverse.truth", "must lie in [1e-150, 1e+150]"),
     ({"inverse__truth": "1" + "0" * 400}, "inverse.truth", "cannot evaluate"),
     ({"inverse__truth": [1, 2]}, "inverse.truth", "expected a number or a string"),
     ({"inverse__pde__source": "1/(x-x)"}, "inverse.pde.source", "is not finite on Ω_phys"),

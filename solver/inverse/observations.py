@@ -325,15 +325,28 @@ def true_values(V, truth, points: np.ndarray, refine: int = 1, **pde_options) ->
     return out
 
 
+#: the range of κ† (its square is integrated in the relative error, and the state
+#: operator's entries are κ† times 1/h: beyond it they under- or overflow)
+TRUTH_RANGE = (1e-150, 1e150)
+
+
 def check_truth(truth, values, points, comm, where: str = "") -> None:
     """κ† finite and positive at the dofs ``points`` (``values`` there; ``where``
-    names the mesh in the message); errors keyed ``truth``. Collective."""
+    names the mesh in the message), within :data:`TRUTH_RANGE`; errors keyed
+    ``truth``. Collective."""
     require_finite(values, points, comm, truth.text, "truth")
     low = comm.allreduce(float(np.min(values, initial=np.inf)), op=MPI.MIN)
+    high = comm.allreduce(float(np.max(values, initial=-np.inf)), op=MPI.MAX)
     if not low > 0:
         raise InputError(
             "κ† must be positive on Ω_phys (its logarithm is the unknown); its minimum over "
             f"the dofs{where} is {low:g}",
+            "truth",
+        )
+    if low < TRUTH_RANGE[0] or high > TRUTH_RANGE[1]:
+        raise InputError(
+            f"κ† must lie in [{TRUTH_RANGE[0]:g}, {TRUTH_RANGE[1]:g}] on Ω_phys (beyond, the "
+            f"solves under- or overflow); over the dofs{where} it spans [{low:g}, {high:g}]",
             "truth",
         )
 
