@@ -38,14 +38,7 @@ from pontryx.solver.outputs.atomic import atomic_path
 from pontryx.solver.outputs.rundir import RunDirectory
 from pontryx.solver.outputs.trajectory import FILE, norm_layout, read_trajectory
 
-__all__ = [
-    "FEATURES",
-    "RecordedPath",
-    "analyze",
-    "check_options",
-    "check_output",
-    "load_paths",
-]
+__all__ = ["FEATURES", "RecordedPath", "analyze", "load_paths"]
 
 FEATURES = ("projection", "norms")
 #: diffusion coordinates by default (fewer if there are only 3 iterates)
@@ -201,14 +194,13 @@ def analyze(
     epsilon: float | None = None,
     alpha: float = 1.0,
     t: float = 1.0,
-    paths: list[RecordedPath] | None = None,
 ) -> dict:
     """Embed the runs' iterates, write the figure and the arrays into ``output``
     (None: the first run's ``analysis/``, recorded as one of its entries), return a
     summary (see the module docstring). Everything is checked before anything is
-    written; ``paths``: the runs' :func:`load_paths` if already read."""
+    written."""
     check_options(features=features, components=components, epsilon=epsilon, alpha=alpha, t=t)
-    paths = load_paths(run_dirs) if paths is None else paths
+    paths = load_paths(run_dirs)
     components = check_points(paths, components)
     Y = np.vstack([p.features(features) for p in paths])
     run = np.concatenate([np.full(len(p.rows), i) for i, p in enumerate(paths)])

@@ -613,27 +613,26 @@ def cmd_methods(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    """Diffusion maps of the runs' recorded paths. Every rank checks the flags and
-    reads the runs, so bad input fails alike on all; world rank 0 computes, checks
-    the output and writes (its errors raised on every rank)."""
-    from pontryx.solver.app.analyze import analyze, check_options, check_points, load_paths
+    """Diffusion maps of the runs' recorded paths: world rank 0 checks the flags,
+    reads the runs, computes and writes (:func:`~.analyze.analyze` checks
+    everything before it writes); its errors are raised on every rank."""
+    from pontryx.solver.app.analyze import analyze
     from pontryx.solver.app.directory import on_root
 
-    options = {
-        "features": args.features,
-        "components": args.components,
-        "epsilon": args.epsilon,
-        "alpha": args.alpha,
-        "t": args.time,
-    }
-    check_options(**options)
     if args.output is not None and not args.output.strip():
         raise InputError("expected a directory, got an empty path", "--output")
-    paths = load_paths(args.run_dirs)
-    options["components"] = check_points(paths, args.components)
     output = Path(args.output) if args.output is not None else None
     summary = on_root(
-        MPI.COMM_WORLD, lambda: analyze(args.run_dirs, output, paths=paths, **options)
+        MPI.COMM_WORLD,
+        lambda: analyze(
+            args.run_dirs,
+            output,
+            features=args.features,
+            components=args.components,
+            epsilon=args.epsilon,
+            alpha=args.alpha,
+            t=args.time,
+        ),
     )
     if args.json:
         _say(json.dumps(summary))
