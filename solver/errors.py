@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from pontryx.meshes.errors import InputError, show
 
-__all__ = ["InputError", "NonFiniteError", "show"]
+__all__ = ["EXIT_NON_FINITE", "InputError", "NonFiniteError", "show"]
+
+
+#: the exit code of a run that ended with a :class:`NonFiniteError`
+EXIT_NON_FINITE = 3
 
 
 class NonFiniteError(FloatingPointError):

@@ -40,11 +40,11 @@ from mpi4py import MPI
 
 from pontryx.meshes.errors import InputError, file_problem, show
 from pontryx.solver.app.faults import abort
-from pontryx.solver.errors import NonFiniteError
+from pontryx.solver.errors import EXIT_NON_FINITE, NonFiniteError
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_IO", "EXIT_NON_FINITE", "main"]
 
-EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_IO = 1, 2, 3, 5
+EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_IO = 1, 2, 5
 #: Seconds the ranks that failed on bad input wait for the others to fail likewise
 #: before aborting the job (bad input fails on every rank at the same point).
 AGREE_TIMEOUT = 10.0

@@ -47,7 +47,7 @@ from pontryx.solver.app.problem import (
 )
 from pontryx.solver.app.signals import Interrupted
 from pontryx.solver.config.schema import Config
-from pontryx.solver.errors import NonFiniteError
+from pontryx.solver.errors import EXIT_NON_FINITE, NonFiniteError
 from pontryx.solver.model import blas
 from pontryx.solver.outputs import (
     Checkpoints,
@@ -68,7 +68,7 @@ from pontryx.solver.training.loop import train as train_loop
 
 __all__ = ["EXIT_NOT_CONVERGED", "TrainingRun", "status_of"]
 
-EXIT_NON_FINITE, EXIT_NOT_CONVERGED = 3, 4
+EXIT_NOT_CONVERGED = 4
 
 
 def status_of(reason: str, trainer=None) -> str:
