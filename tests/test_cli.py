@@ -264,6 +264,7 @@ def test_evaluate_refuses_mixed_data_and_inconsistent_model_files(capsys, small,
         ({"scheme": None}, "scheme: missing"),
     ):
         arrays = {k: v for k, v in {**good, **change}.items() if v is not None}
+        MPI.COMM_WORLD.Barrier()  # every rank has read the previous file
         if MPI.COMM_WORLD.rank == 0:
             np.savez(run / "model.npz", **arrays)
         MPI.COMM_WORLD.Barrier()
@@ -276,15 +277,18 @@ def test_evaluate_refuses_mixed_data_and_inconsistent_model_files(capsys, small,
         ({**codes, "W_scale": -np.ones(3)}, "W_scale: expected scales c_n > 0"),
         ({**codes, "W": 2 * codes["W"], "W_scale": np.ones(3)}, "W: expected codes in"),
     ):
+        MPI.COMM_WORLD.Barrier()
         if MPI.COMM_WORLD.rank == 0:
             np.savez(run / "model.npz", **{**good, **change})
         MPI.COMM_WORLD.Barrier()
         code, out, err = cli(capsys, "evaluate", run)
         assert code == 2 and err.startswith(f"config error: evaluate: {model}: {needle}"), err
+    MPI.COMM_WORLD.Barrier()
     if MPI.COMM_WORLD.rank == 0:  # consistent codes and scales: evaluated; a NaN scale: exit 3
         np.savez(run / "model.npz", **{**good, **codes, "W_scale": np.full(3, 0.5)})
     MPI.COMM_WORLD.Barrier()
     assert cli(capsys, "evaluate", run)[0] == 0
+    MPI.COMM_WORLD.Barrier()
     if MPI.COMM_WORLD.rank == 0:
         np.savez(run / "model.npz", **{**good, **codes, "W_scale": np.array([0.5, np.nan, 1])})
     MPI.COMM_WORLD.Barrier()

@@ -9,7 +9,7 @@ from mpi4py import MPI
 from pontryx.meshes.errors import InputError
 from pontryx.solver.outputs.rundir import RunDirectory
 
-__all__ = ["check_directory", "flag_key", "on_root"]
+__all__ = ["by_flag", "check_directory", "flag_key", "on_root"]
 
 
 def on_root(comm: MPI.Comm, action):
@@ -31,16 +31,24 @@ def flag_key(e: InputError) -> InputError:
     return InputError(e.message, "--output" if e.key == "directory" else f"--{e.key}")
 
 
+def by_flag(action):
+    """``action`` with its run-directory errors keyed by :func:`flag_key`."""
+
+    def keyed():
+        try:
+            return action()
+        except InputError as e:
+            raise flag_key(e) from None
+
+    return keyed
+
+
 def check_directory(
     directory: RunDirectory, comm: MPI.Comm, *, resume: bool, overwrite: bool, resumable=True
 ):
     """:meth:`RunDirectory.check` on rank 0, its mode (or its error, keyed by
     :func:`flag_key`) on every rank. Collective."""
-
-    def check():
-        try:
-            return directory.check(resume=resume, overwrite=overwrite, resumable=resumable)
-        except InputError as e:
-            raise flag_key(e) from None
-
-    return on_root(comm, check)
+    return on_root(
+        comm,
+        by_flag(lambda: directory.check(resume=resume, overwrite=overwrite, resumable=resumable)),
+    )

@@ -35,7 +35,7 @@ import numpy as np
 import yaml
 
 from pontryx.meshes.errors import InputError
-from pontryx.solver.app.directory import check_directory, flag_key, on_root
+from pontryx.solver.app.directory import by_flag, check_directory, on_root
 from pontryx.solver.app.faults import abort_on_error, fault_plan
 from pontryx.solver.app.memory import check_memory
 from pontryx.solver.app.problem import (
@@ -280,13 +280,7 @@ class TrainingRun:
         """The files the run will write inside plots/ and paraview/ are not in the
         way (:meth:`RunDirectory.check_contents`), before anything is written.
         Collective."""
-
-        def check():
-            try:
-                self.directory.check_contents(self.mode, self._output_entries())
-            except InputError as e:
-                raise flag_key(e) from None
-
+        check = by_flag(lambda: self.directory.check_contents(self.mode, self._output_entries()))
         on_root(self.comm, check)
 
     def _output_entries(self) -> dict[str, bool]:
@@ -307,8 +301,12 @@ class TrainingRun:
         loaded and the logs read: everything --resume needs, before anything is
         written. Collective."""
         comm, t = self.comm, self.config.training
-        checkpointed = on_root(comm, lambda: bool(self.checkpoints.list()))
-        on_root(comm, lambda: check_resume_config(self.run_dir, self.config, checkpointed))
+        on_root(
+            comm,
+            lambda: check_resume_config(
+                self.run_dir, self.config, checkpointed=bool(self.checkpoints.list())
+            ),
+        )
         self.manifest = self.checkpoints.latest(warn=self.warnings.append)
         if self.manifest is not None:
             self.state, _ = self.checkpoints.load(self.manifest)
@@ -333,26 +331,22 @@ class TrainingRun:
         return self.offset + time.perf_counter() - self.t0
 
     # -- the run directory is written from here on ----------------------------
+    def _open_directory(self) -> None:
+        """The run directory opened (locked, an overwrite's old entries aside), the
+        resolved config.yaml written and the run's entries registered. Rank 0."""
+        self.directory.open(self.mode)
+        self.directory.remove_stale_temporaries()
+        write_text(
+            self.run_dir / "config.yaml", _resolved_yaml(self.config, self.run_dir, self.source)
+        )
+        self.directory.register(
+            "config.yaml", "train.log", "metrics.jsonl", "metrics.csv", "checkpoints"
+        )
+        if self.config.output.trajectory_every:
+            self.directory.register(TRAJECTORY)
+
     def open(self) -> None:
-        error = None
-        if self.root:
-            try:
-                self.directory.open(self.mode)
-                self.directory.remove_stale_temporaries()
-                write_text(
-                    self.run_dir / "config.yaml",
-                    _resolved_yaml(self.config, self.run_dir, self.source),
-                )
-                self.directory.register(
-                    "config.yaml", "train.log", "metrics.jsonl", "metrics.csv", "checkpoints"
-                )
-                if self.config.output.trajectory_every:
-                    self.directory.register(TRAJECTORY)
-            except InputError as e:
-                error = flag_key(e)
-        error = self.comm.bcast(error, root=0)
-        if error is not None:
-            raise error
+        on_root(self.comm, by_flag(self._open_directory))
         m = self.manifest
         if self.state is not None:
             self.trainer.restore(self.state, controls_only=self.controls_only)

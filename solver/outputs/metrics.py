@@ -21,7 +21,7 @@ from pathlib import Path
 from pontryx.meshes.errors import InputError
 from pontryx.solver.outputs.atomic import write_text
 
-__all__ = ["BASE_COLUMNS", "MetricsLog", "read_jsonl", "read_metrics"]
+__all__ = ["BASE_COLUMNS", "MetricsLog", "read_metrics"]
 
 BASE_COLUMNS = (
     "iteration",
@@ -46,12 +46,18 @@ def _clean(v):
     return v
 
 
-def read_jsonl(path: Path) -> list:
-    """The values of the complete lines of a JSON-lines file pontryx appends to
-    (reading stops at a line that is not JSON: the torn last line of a killed
-    run); [] if there is no file. A file that is not UTF-8 text is an InputError
-    naming it (and so is one that cannot be read)."""
-    path = Path(path)
+def _is_record(row) -> bool:
+    it = row.get("iteration") if isinstance(row, dict) else None
+    return isinstance(it, int) and not isinstance(it, bool)
+
+
+def read_metrics(directory: str | Path) -> list[dict]:
+    """The complete lines of ``metrics.jsonl`` ([] if there is none; reading stops
+    at a line that is not JSON: the torn last line of a killed run). A file that
+    is not UTF-8 text or cannot be read, or a line that is not an iteration's
+    record (a JSON object with an integer ``iteration``), is an InputError naming
+    it."""
+    path = Path(directory) / "metrics.jsonl"
     if not path.is_file():
         return []
     try:
@@ -63,28 +69,14 @@ def read_jsonl(path: Path) -> list:
     rows = []
     for i, line in enumerate(text.splitlines()):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             break
         except RecursionError:  # nested too deep to be a record
             raise InputError(f"{path}: line {i + 1} is not a record pontryx wrote") from None
-    return rows
-
-
-def _is_record(row) -> bool:
-    it = row.get("iteration") if isinstance(row, dict) else None
-    return isinstance(it, int) and not isinstance(it, bool)
-
-
-def read_metrics(directory: str | Path) -> list[dict]:
-    """The complete lines of ``metrics.jsonl`` (a torn last line is ignored); a
-    file that is not UTF-8 text, or a line that is not an iteration's record (a
-    JSON object with an integer ``iteration``), is an InputError naming it."""
-    path = Path(directory) / "metrics.jsonl"
-    rows = read_jsonl(path)
-    for i, row in enumerate(rows):
         if not _is_record(row):
             raise InputError(f"{path}: line {i + 1} is not an iteration's record")
+        rows.append(row)
     return rows
 
 
