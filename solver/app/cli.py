@@ -283,11 +283,16 @@ def _load(path: str, overrides, comm=MPI.COMM_WORLD, *, section: str | None = No
     return load_config(path, overrides, ranks=comm.size, require=section, hint=hint)
 
 
+def _output(value: str | None) -> Path | None:
+    """The directory of ``--output`` (None if not given; an empty path is refused)."""
+    if value is not None and not value.strip():
+        raise InputError("expected a directory, got an empty path", "--output")
+    return None if value is None else Path(value)
+
+
 def _run_dir(args, config) -> Path:
     if args.output is not None:
-        if not args.output.strip():
-            raise InputError("expected a directory, got an empty path", "--output")
-        return Path(args.output)
+        return _output(args.output)
     if config.output.directory:
         return Path(config.output.directory)
     return Path("runs") / Path(args.config).stem
@@ -619,9 +624,7 @@ def cmd_analyze(args) -> int:
     from pontryx.solver.app.analyze import analyze
     from pontryx.solver.app.directory import on_root
 
-    if args.output is not None and not args.output.strip():
-        raise InputError("expected a directory, got an empty path", "--output")
-    output = Path(args.output) if args.output is not None else None
+    output = _output(args.output)
     summary = on_root(
         MPI.COMM_WORLD,
         lambda: analyze(
