@@ -293,9 +293,11 @@ def problem(
     layout=None,
     comm=None,
     seed: int = 0,
+    exchange: str = "shared",
 ):
     """A classification problem on unit_square n×n (P1, N = (n+1)² dofs) with S
-    random samples: returns (space, net, θ, rf, X (n_in × S_local))."""
+    random samples: returns (space, net, θ, rf, X (n_in × S_local)). ``exchange``:
+    the width ranks' (``parallel.exchange``)."""
     from mpi4py import MPI
 
     from pontryx.meshes import create_mesh
@@ -304,7 +306,9 @@ def problem(
     if layout is not None:
         comm = layout.width
     comm = comm or MPI.COMM_WORLD
-    space = WidthSpace(create_mesh({"kind": "unit_square", "n": n}, comm), degree=1)
+    space = WidthSpace(
+        create_mesh({"kind": "unit_square", "n": n}, comm), degree=1, exchange=exchange
+    )
     net = ContinuumNetwork(
         space,
         n_in,

@@ -53,6 +53,7 @@ LAYOUTS = {
     "rows": ("1 rank × {T} threads · one sweep (threads: rows)", 1, None),
     "data": ("2 ranks × 1 thread, data axis", 2, "data"),
     "width": ("2 ranks × 1 thread, width axis", 2, "width"),
+    "width-mpi": ("2 ranks × 1 thread, width axis · MPI collectives", 2, "width"),
 }
 # kernel, options, mesh n, S, N_t, glibc keeps memory
 CONFIGS = {
@@ -132,6 +133,7 @@ def worker(cfg: dict, threads: int) -> None:
             kernel=cfg["kernel"],
             kernel_options=cfg["options"],
             layout=layout,
+            exchange="mpi" if cfg["threads_mode"] == "width-mpi" else "shared",
         )
         rf.threads = "rows" if cfg.get("threads_mode") == "rows" else "samples"
         L = net.layers
@@ -192,7 +194,9 @@ def _layouts(args, mode) -> list[str]:
 
 def main(argv=None) -> str:
     p = C.parser(__doc__)
-    p.add_argument("--layouts", help="comma-separated: serial, threads, rows, data, width")
+    p.add_argument(
+        "--layouts", help="comma-separated: serial, threads, rows, data, width, width-mpi"
+    )
     args = C.parse(p, argv)
     if args.worker:
         return C.in_worker(args, worker)

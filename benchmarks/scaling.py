@@ -5,8 +5,9 @@
    in the same process, over the sizes of the sweeps below.
 2. Scaling 1 → 2 MPI ranks (one BLAS thread each) on the data axis
    (``Layout.create(world, width=1, data=2)``: samples split, one Allreduce of
-   the gradient) and on the width axis (``width=2``: the mesh split, an
-   Allgather of M_L U per layer and a Reduce_scatter per adjoint step), and one
+   the gradient) and on the width axis (``width=2``: the mesh split; M_L U
+   of each layer and the adjoint's partial sums through node-shared arrays,
+   ``solver/model/shared.py``, on one node), and one
    rank with two BLAS threads; parallel efficiency E = t₁ / (2 t₂). All of them
    side by side in one ``mpirun -n 2`` job, interleaved round by round: t₁ (and
    the two-thread time) on rank 0 alone, on a problem of its own

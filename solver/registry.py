@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 
 __all__ = [
+    "EXCHANGES",
     "GRADIENT_TYPES",
     "KERNELS",
     "LUMPINGS",
@@ -41,6 +42,9 @@ SCHEMES = {
 
 #: Mass lumpings of V_h (see :class:`~pontryx.solver.model.width.WidthSpace`).
 LUMPINGS = ("auto", "rowsum", "hrz")
+
+#: How the width ranks exchange rows (``parallel.exchange``, :mod:`~pontryx.solver.model.shared`).
+EXCHANGES = ("shared", "mpi")
 
 #: PETSc TAO types offered as methods: gradient-only and Newton-type.
 GRADIENT_TYPES = ("lmvm", "blmvm", "bqnls", "bncg", "cg")

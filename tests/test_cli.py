@@ -133,6 +133,8 @@ def test_train_writes_the_run_directory(capsys, small, mpi_tmp_path):
     assert summary["status"] == "max_iterations" and summary["iterations"] == 6
     assert summary["ranks"] == MPI.COMM_WORLD.size and summary["dofs"] == 16
     assert {"train", "test", "time", "versions", "layout"} <= set(summary)
+    width_ranks = summary["layout"]["width"]
+    assert summary["exchange"] == ("shared" if width_ranks > 1 else "mpi")
     assert summary["versions"]["dolfinx"].startswith("0.11")
     # the resolved configuration reproduces the run (it validates, has all defaults)
     resolved = yaml.safe_load((run / "config.yaml").read_text())

@@ -218,6 +218,10 @@ def test_flatten_petsc():
         ({"hjb": {"grid": {"n": "a"}}}, "hjb.grid.n: expected an integer or a list, got 'a'"),
         ({"hjb": {"kernel": [[1, 2], [3]]}}, "hjb.kernel.1: expected at least 2 entries"),
         ({**MINIMAL, "parallel": {"width": 0}}, "parallel.width: expected an integer ≥ 1, got 0"),
+        (
+            {**MINIMAL, "parallel": {"exchange": "shm"}},
+            "parallel.exchange: expected one of 'shared', 'mpi', got 'shm'",
+        ),
         ({**MINIMAL, "model": {"str": 1}}, "model.str: unknown key; expected one of degree"),
         # absurd values that overflowed: Δt subnormal (1/Δt = inf, Δt = 0 with more layers),
         # iteration counts beyond TAO's 32-bit PetscInt (a chunk is one TAO solve)

@@ -49,7 +49,9 @@ def build_network(config: Config, layout: Layout, n_in: int, n_outputs: int, inp
     with section("mesh"):
         mesh = create_mesh(config.mesh, layout.width)
     with section("model"):
-        space = WidthSpace(mesh, degree=m.degree, lumping=m.lumping)
+        space = WidthSpace(
+            mesh, degree=m.degree, lumping=m.lumping, exchange=config.parallel.exchange
+        )
         net = ContinuumNetwork(
             space,
             n_in,

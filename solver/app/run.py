@@ -541,6 +541,7 @@ class TrainingRun:
             "ranks": comm.size,
             "layout": self.layout,
             "blas": blas.current(),
+            "exchange": "shared" if problem.space.shared is not None else "mpi",
             "dofs": problem.space.N,
             "trainable": {
                 k: int(np.prod(canonical_shape(net, k, controls[k].shape))) for k in net.trainable

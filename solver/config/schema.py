@@ -50,7 +50,7 @@ from pontryx.meshes.errors import InputError, file_problem, resolve, show, yaml_
 from pontryx.meshes.kinds import DEFAULT_KIND, MESH_KINDS
 from pontryx.solver.data.augment import augmentation
 from pontryx.solver.data.dataset import DATASET_KEYS, DIGITS_SHAPE
-from pontryx.solver.registry import KERNELS, LUMPINGS, METHODS, SCHEMES, load
+from pontryx.solver.registry import EXCHANGES, KERNELS, LUMPINGS, METHODS, SCHEMES, load
 
 __all__ = [
     "SECTIONS",
@@ -339,6 +339,12 @@ class ParallelSection(Section):
         "numpy",
         description="the library of the kernels' GEMMs: numpy (NumPy's BLAS, OpenBLAS in "
         "its wheels) or mkl (Intel MKL, pip install 'pontryx[mkl]')",
+    )
+    exchange: Literal[EXCHANGES] = Field(
+        "shared",
+        description="how the width ranks exchange a dense kernel's rows: shared (through "
+        "node-shared memory where all width ranks share a node, else MPI collectives) or "
+        "mpi (MPI collectives always)",
     )
 
     @model_validator(mode="after")

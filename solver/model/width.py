@@ -7,6 +7,9 @@ on row-distributed multivectors U ∈ R^{N×S} (local block: ``n × S``):
 
 * :meth:`allgather` — all N rows on every width rank (for dense kernels),
 * :meth:`reduce_scatter` — sum partial N-row blocks and keep the owned rows,
+* :attr:`shared` — where all width ranks share a node, a pool of node-shared
+  N×S arrays through which the dense kernel gathers and sums without messages
+  (:mod:`~pontryx.solver.model.shared`; ``exchange="mpi"``: the collectives always),
 * :meth:`canonical` — a partition-independent numbering of the dofs (sorted by
   coordinates), so that initial controls, saved models and checkpoints do not
   depend on the number of ranks.
@@ -26,8 +29,9 @@ from petsc4py import PETSc
 
 from pontryx.forms.operators import function_space, mass_form, row_sum_form, stiffness_form
 from pontryx.meshes.errors import InputError
+from pontryx.solver.model.shared import SharedRows
 from pontryx.solver.model.workspace import HEAP, Workspace
-from pontryx.solver.registry import LUMPINGS
+from pontryx.solver.registry import EXCHANGES, LUMPINGS
 
 __all__ = ["WidthSpace"]
 
@@ -39,9 +43,16 @@ class WidthSpace:
     m_i = M_ii |Ω| / Σ_k M_kk). ``"auto"`` takes row sums when they are all
     positive (P1; P2 on intervals, i.e. Simpson's rule) and HRZ otherwise
     (P2 on triangles/tetrahedra, whose vertex row sums vanish or are negative).
+
+    Exchange on the width axis: ``"shared"`` (node-shared arrays, :attr:`shared`,
+    where every width rank shares one node; else the MPI collectives) or ``"mpi"``
+    (the collectives always).
     """
 
-    def __init__(self, mesh, degree: int = 1, lumping: str = "auto"):
+    def __init__(self, mesh, degree: int = 1, lumping: str = "auto", exchange: str = "shared"):
+        if exchange not in EXCHANGES:
+            expected = ", ".join(EXCHANGES)
+            raise InputError(f"expected one of {expected}, got {exchange!r}", "exchange")
         self.mesh = mesh
         self.comm: MPI.Comm = mesh.comm
         self.V = function_space(mesh, degree)
@@ -53,6 +64,10 @@ class WidthSpace:
         self._counts = np.array(self.comm.allgather(self.n), dtype=np.int64)
         self.lumping = self._lump(lumping)
         self.area = self.comm.allreduce(float(self.m.sum()), op=MPI.SUM)
+        self.exchange = exchange
+        #: The pool of node-shared N×S arrays of the width ranks, or None (one rank,
+        #: several nodes, ``exchange="mpi"``).
+        self.shared: SharedRows | None = SharedRows.of(self.comm) if exchange == "shared" else None
 
     # -- assembled operators ------------------------------------------------
     def _assemble_vector(self, form) -> np.ndarray:
@@ -245,7 +260,22 @@ class WidthSpace:
         out.sort_indices()
         return out
 
+    def shared_rows(self, S: int) -> np.ndarray | None:
+        """A node-shared N×S array (this rank's rows ``[offset : offset + n]`` its
+        own to write, then ``shared.fence()``), or None. Collective."""
+        return None if self.shared is None else self.shared.rows(self._counts, S)
+
+    def shared_partials(self, S: int) -> list[np.ndarray] | None:
+        """One node-shared N×S array per width rank (this rank's to write, then
+        ``shared.fence()``), or None. Collective."""
+        return None if self.shared is None else self.shared.partials(self.N, S)
+
     def destroy(self):
+        """Free the PETSc matrix and the shared arrays of this space's shapes that
+        are not in use (collective)."""
+        if self.shared is not None:
+            self.shared.clear(self._counts)
+            self.shared = None
         if "A" in self.__dict__:
             self.A.destroy()
             del self.__dict__["A"]

@@ -16,6 +16,10 @@ the pool), so giving back is always safe. An array must not be used after it is
 given back. :meth:`Workspace.end` forgets arrays still lent at the end of a
 sweep (nothing is recycled that someone might still hold).
 
+An array another pool made (the width axis's node-shared arrays,
+:mod:`~pontryx.solver.model.shared`) can be lent through a workspace
+(:meth:`Workspace.adopt`): giving it back gives it to that pool.
+
 The pool keeps its memory between sweeps (as a training run needs it again at
 once); :meth:`Workspace.clear` returns it.
 """
@@ -30,9 +34,13 @@ __all__ = ["HEAP", "Heap", "Workspace"]
 class Workspace:
     """Recycled float64 arrays, keyed by shape."""
 
+    #: Whether :meth:`adopt` lends arrays (a :class:`Heap` does not: nothing is given back).
+    adopts = True
+
     def __init__(self):
         self._free: dict[tuple[int, ...], list[np.ndarray]] = {}
         self._lent: dict[int, np.ndarray] = {}
+        self._owners: dict[int, object] = {}
 
     def take(self, shape) -> np.ndarray:
         """An uninitialised C-contiguous float64 array of ``shape``."""
@@ -42,10 +50,21 @@ class Workspace:
         self._lent[id(a)] = a
         return a
 
+    def adopt(self, a: np.ndarray, owner) -> None:
+        """Lend ``a``, an array of another pool ``owner`` (with a ``give``): giving
+        it back here gives it back to ``owner``."""
+        self._lent[id(a)] = a
+        self._owners[id(a)] = owner
+
     def give(self, *arrays) -> None:
         """Give arrays back for reuse; arrays the pool did not lend are ignored."""
         for a in arrays:
-            if a is not None and self._lent.pop(id(a), None) is not None:
+            if a is None or self._lent.pop(id(a), None) is None:
+                continue
+            owner = self._owners.pop(id(a), None)
+            if owner is not None:
+                owner.give(a)
+            else:
                 self._free.setdefault(a.shape, []).append(a)
 
     def replaced(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -57,13 +76,16 @@ class Workspace:
         return new
 
     def end(self) -> None:
-        """End of a sweep: forget arrays still lent (they are not reused)."""
+        """End of a sweep: forget arrays still lent (they are not reused, nor
+        given back to their owners)."""
         self._lent.clear()
+        self._owners.clear()
 
     def clear(self) -> None:
         """Drop every pooled array (their memory goes back to the allocator)."""
         self._free.clear()
         self._lent.clear()
+        self._owners.clear()
 
     @property
     def lent(self) -> int:
@@ -79,8 +101,13 @@ class Workspace:
 class Heap(Workspace):
     """No pooling: fresh arrays from NumPy, nothing kept (the default)."""
 
+    adopts = False
+
     def take(self, shape) -> np.ndarray:
         return np.empty(tuple(int(s) for s in shape))
+
+    def adopt(self, a, owner) -> None:  # pragma: no cover - callers check ``adopts``
+        raise TypeError("a Heap lends nothing: check Workspace.adopts")
 
     def give(self, *arrays) -> None:
         pass

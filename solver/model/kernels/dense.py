@@ -2,7 +2,11 @@
 
 W ∈ R^{N×N} is distributed by rows; its column axis runs over all N dofs (in
 DOLFINx's global numbering), so K U needs all rows of M_L U on every width rank
-(an allgather) and Kᵀ D a reduce-scatter of the partial products. The GEMMs run
+(an allgather) and Kᵀ D a reduce-scatter of the partial products. Where the
+width ranks share a node both go through node-shared arrays instead
+(:mod:`~pontryx.solver.model.shared`): each rank writes its rows of M_L U into
+one array all of them read, and the gradient's record keeps that array, so the
+vjp needs no second gather. The GEMMs run
 on the BLAS threads; the scalings by M_L and the accumulation of ∂J/∂W on as many
 threads in row blocks (:mod:`pontryx.solver.model.threads`). (An accumulating
 GEMM, β = 1, would need SciPy's BLAS: a second OpenBLAS, whose idle threads
@@ -46,21 +50,49 @@ class DenseKernel(Kernel):
     def field_init(self, field, rng_for, variance):
         return {"W": field.kernel(rng_for("W"), np.sqrt(variance))}
 
+    def _shared(self, U):
+        """All N rows of M_L U in a node-shared array (this rank writes its own,
+        then the fence), or None where the space has none."""
+        sp = self.space
+        G = sp.shared_rows(U.shape[1])
+        if G is not None:
+            scale_rows(sp.m, U, out=G[sp.offset : sp.offset + sp.n])
+            sp.shared.fence()
+        return G
+
     def _gathered(self, U, ws):
-        """All N rows of M_L U (a workspace array)."""
+        """All N rows of M_L U: a node-shared array or a workspace array
+        (:meth:`_give` gives either back)."""
+        G = self._shared(U)
+        if G is not None:
+            return G
         sp = self.space
         X = scale_rows(sp.m, U, out=ws.take(U.shape))
         return ws.replaced(X, sp.allgather(X, ws))
 
+    def _give(self, G, ws):
+        pool = self.space.shared
+        if pool is not None and pool.owns(G):
+            pool.give(G)
+        else:
+            ws.give(G)
+
     def apply(self, ctx, U, ws=HEAP):
-        Z, X = self.apply_and_record(ctx, U, ws)
-        ws.give(X)
+        sp = self.space
+        G = self._gathered(U, ws)
+        Z = matmul(ctx["W"], G, out=ws.take((sp.n, U.shape[1])))
+        self._give(G, ws)
         return Z
 
     def apply_and_record(self, ctx, U, ws=HEAP):
-        """(K U, M_L U): the owned rows of M_L U, which the product scales anyway,
-        for the vjp's D (M_L U)ᵀ (a workspace array)."""
+        """(K U, V) with V = M_L U for the vjp's D (M_L U)ᵀ: all N rows where they
+        are node-shared (lent through ``ws``, which gives them back), else the owned
+        rows, which the product scales anyway (a workspace array)."""
         sp = self.space
+        G = self._shared(U) if ws.adopts else None
+        if G is not None:
+            ws.adopt(G, sp.shared)
+            return matmul(ctx["W"], G, out=ws.take((sp.n, U.shape[1]))), G
         X = scale_rows(sp.m, U, out=ws.take(U.shape))
         G = sp.allgather(X, ws)
         Z = matmul(ctx["W"], G, out=ws.take((sp.n, U.shape[1])))
@@ -71,27 +103,46 @@ class DenseKernel(Kernel):
     def apply_T(self, ctx, D, ws=HEAP, add=None):
         """Kᵀ D = M_L Wᵀ D (``add``: + add, in the same pass as the scaling)."""
         sp = self.space
-        Yfull = matmul(ctx["W"].T, D, out=ws.take((sp.N, D.shape[1])))
-        Y = ws.replaced(Yfull, sp.reduce_scatter(Yfull, ws))
-        if add is None:
-            return scale_rows(sp.m, Y, out=Y)
+        pool = sp.shared
+        partials = sp.shared_partials(D.shape[1])
+        if partials is None:
+            Yfull = matmul(ctx["W"].T, D, out=ws.take((sp.N, D.shape[1])))
+            Y = ws.replaced(Yfull, sp.reduce_scatter(Yfull, ws))
+            sums, own = (), slice(0, sp.n)
+        else:  # each rank's Wᵀ D in its node-shared array; each sums its own rows
+            mine = partials[sp.comm.rank]
+            matmul(ctx["W"].T, D, out=mine)
+            pool.fence()
+            Y = ws.take((sp.n, D.shape[1]))
+            sums, own = partials, slice(sp.offset, sp.offset + sp.n)
         m = sp.m
 
-        def block(r):  # the operations of scale_rows, then add_into
+        def block(r):  # Y = M_L Σ_ranks (Wᵀ D)_rank (+ add), rows r
+            if sums:
+                rr = slice(own.start + r.start, own.start + r.stop)
+                y = np.add(sums[0][rr], sums[1][rr], out=Y[r])
+                for P in sums[2:]:
+                    y += P[rr]
             y = np.multiply(m[r, None], Y[r], out=Y[r])
-            np.add(y, add[r], out=y)
+            if add is not None:
+                np.add(y, add[r], out=y)
 
         rows(block, *Y.shape)
+        if partials is not None:
+            pool.give(mine)
         return Y
 
     def vjp(self, ctx, U, D, out, ws=HEAP, assign=False, recorded=False):
         """∂J/∂W += D (M_L U)ᵀ; with ``assign`` the GEMM writes ∂J/∂W itself (no
         zero-filled gradient, no temporary, no addition: 0 + x = x, the same values);
-        ``recorded``: ``U`` is M_L U already (:meth:`apply_and_record`)."""
-        if recorded:
-            G = self.space.allgather(U, ws)
-        else:
+        ``recorded``: ``U`` is the V of :meth:`apply_and_record` (M_L U)."""
+        sp = self.space
+        if not recorded:
             G = self._gathered(U, ws)
+        elif sp.shared is not None and sp.shared.owns(U):
+            G = U  # all N rows already (the record gives them back)
+        else:
+            G = sp.allgather(U, ws)
         W = out["W"]
         if assign:
             matmul(D, G.T, out=W)
@@ -100,7 +151,7 @@ class DenseKernel(Kernel):
             add_into(W, P)
             ws.give(P)
         if G is not U:
-            ws.give(G)
+            self._give(G, ws)
 
     def backward(self, ctx, U, D, out, ws=HEAP, assign=False, recorded=False, add=None):
         if out is not None:
