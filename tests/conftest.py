@@ -27,6 +27,18 @@ def _petsc_garbage_cleanup():
     PETSc.garbage_cleanup()
 
 
+@pytest.fixture(autouse=True)
+def _shared_arrays_given_back():
+    """Every node-shared array of the width axis lent during a test is given back
+    by its end (solver/model/shared.py: one that is not stays lent for the life of
+    the process)."""
+    from pontryx.solver.model import shared
+
+    yield
+    lent = {key: len(pool._lent) for key, pool in shared._POOLS.items() if pool._lent}
+    assert not lent, f"node-shared arrays still lent: {lent}"
+
+
 @pytest.fixture
 def mpi_tmp_path(request):
     """A temporary directory shared by all ranks of COMM_WORLD (made on rank 0,

@@ -34,10 +34,10 @@ __all__ = ["HEAP", "Heap", "Workspace"]
 class Workspace:
     """Recycled float64 arrays, keyed by shape."""
 
-    #: Whether :meth:`adopt` lends arrays (a :class:`Heap` does not: nothing is given back).
-    adopts = True
-
-    def __init__(self):
+    def __init__(self, adopts: bool = True):
+        #: Whether arrays of other pools may be lent through this one (:meth:`adopt`);
+        #: a :class:`Heap` never, as nothing is given back to it.
+        self.adopts = adopts
         self._free: dict[tuple[int, ...], list[np.ndarray]] = {}
         self._lent: dict[int, np.ndarray] = {}
         self._owners: dict[int, object] = {}
@@ -101,7 +101,8 @@ class Workspace:
 class Heap(Workspace):
     """No pooling: fresh arrays from NumPy, nothing kept (the default)."""
 
-    adopts = False
+    def __init__(self):
+        super().__init__(adopts=False)
 
     def take(self, shape) -> np.ndarray:
         return np.empty(tuple(int(s) for s in shape))

@@ -196,8 +196,10 @@ class LNKS:
         edges = np.linspace(0, S, k + 1).round().astype(int)
         self.chunks = [slice(a, b) for a, b in itertools.pairwise(edges) if b > a]
         # the arrays of the last Trajectory and of its costates, recycled by the next
-        # call (:meth:`states`, :meth:`costates`): no first-touch page faults per trial
-        self.ws, self._lent, self._lent_costates = Workspace(), [], []
+        # call (:meth:`states`, :meth:`costates`): no first-touch page faults per trial;
+        # its own arrays only (the last trajectory stays lent, and its records are
+        # copied by chunk: no node-shared records, solver/model/shared.py)
+        self.ws, self._lent, self._lent_costates = Workspace(adopts=False), [], []
         # contiguous copies of the linearisation point's records and Λ per layer and
         # chunk (:meth:`_columns`), for the point ``_point``
         self._point, self._chunked, self._buffers = None, {}, {}
