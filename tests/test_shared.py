@@ -143,3 +143,10 @@ def test_exchange_is_checked():
 
     with pytest.raises(InputError, match="exchange"):
         WidthSpace(create_mesh({"kind": "unit_square", "n": 2}, MPI.COMM_WORLD), exchange="x")
+
+
+def test_across_nodes_the_collectives(monkeypatch):
+    """A width group that spans nodes (faked here) has no pool: the collectives."""
+    monkeypatch.setattr(shared, "on_one_node", lambda comm: False)
+    sp = WidthSpace(create_mesh({"kind": "unit_square", "n": 2}, MPI.COMM_WORLD))
+    assert sp.shared is None and sp.exchange == "shared"
