@@ -26,10 +26,12 @@ from mpi4py import MPI  # noqa: F401  (libmpi before PETSc, with the binary whee
 from petsc4py import PETSc
 
 from pontryx.meshes.errors import InputError
+from pontryx.solver.errors import SolveError
 
 __all__ = [
     "ACTIVE_PREFIXES",
     "REPRODUCIBLE",
+    "Converged",
     "configure",
     "destroy",
     "ineffective",
@@ -119,6 +121,45 @@ def configure(
     with pushed_options(options):
         obj.setFromOptions()
         return [name for name in options if not db.used(name)]
+
+
+#: KSP converged reasons by value (names of PETSc.KSP.ConvergedReason)
+KSP_REASONS = {
+    getattr(PETSc.KSP.ConvergedReason, k): k
+    for k in sorted(dir(PETSc.KSP.ConvergedReason), reverse=True)
+    if k.isupper()
+}
+
+
+class Converged:
+    """Whether a KSP's solves converged, every column of a ``KSPMatSolve`` included:
+    PETSc solves the columns one by one with iterative methods and keeps the last
+    one's reason only, so a post-solve hook records the first failure. Call
+    :meth:`check` after each solve (or matSolve)."""
+
+    def __init__(self, ksp: PETSc.KSP, what: str):
+        self.ksp, self.what, self.failed = ksp, what, None
+        ksp.setPostSolve(self._post)
+
+    def _post(self, ksp, b, x) -> None:
+        reason = ksp.getConvergedReason()
+        if reason < 0 and self.failed is None:
+            self.failed = (reason, ksp.getIterationNumber())
+
+    def check(self) -> None:
+        """Raise :class:`SolveError` if a solve since the last check did not converge
+        (the KSP's reason is the same on every rank: collective in effect)."""
+        failed, self.failed = self.failed, None
+        reason = self.ksp.getConvergedReason()
+        if failed is None and reason < 0:
+            failed = (reason, self.ksp.getIterationNumber())
+        if failed is not None:
+            code, its = failed
+            name = KSP_REASONS.get(code, str(code))
+            raise SolveError(
+                f"{self.what} (options prefix {self.ksp.getOptionsPrefix()}) did not converge: "
+                f"KSP {name} after {its} iterations"
+            )
 
 
 def destroy(*objects) -> None:

@@ -708,6 +708,57 @@ def test_non_finite_loss_stops_with_exit_code_3(capsys, small, mpi_tmp_path, mon
     assert [r["iteration"] for r in read_metrics(run)] == list(range(1, 7))
 
 
+DIVERGING_KSP = "{ksp_type: cg, pc_type: none, ksp_max_it: 1}"
+
+
+@pytest.mark.parametrize("method", ["lmvm", "adam"])
+def test_an_inner_solve_that_does_not_converge_stops_with_exit_code_4(
+    capsys, small, mpi_tmp_path, method
+):
+    """An iterative width-diffusion KSP that runs out of iterations (inside TAO's
+    objective, or called directly by adam): one line, exit code 4, not_converged."""
+    run = mpi_tmp_path / "run"
+    code, _, err = cli(
+        capsys,
+        "train",
+        small,
+        "--output",
+        run,
+        "--quiet",
+        "--set",
+        "model.epsilon=0.1",
+        "--set",
+        f"training.method={method}",
+        "--set",
+        f"petsc={{pontryx_diffusion: {DIVERGING_KSP}}}",
+    )
+    assert code == 4 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert (
+        "error: the width-diffusion solve (options prefix pontryx_diffusion_) did not "
+        "converge: KSP DIVERGED_MAX_IT after 1 iterations; training stopped" in err
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "not_converged" and summary["exit_code"] == 4
+    assert summary["reason"].startswith("the width-diffusion solve (options prefix")
+    assert summary["message"] == err.strip().removeprefix("error: ")
+
+
+def test_an_inverse_runs_pde_solve_that_does_not_converge_exits_4(capsys, mpi_tmp_path):
+    run = mpi_tmp_path / "run"
+    code, _, err = cli(
+        capsys,
+        "train",
+        ROOT / "examples" / "inverse_1d.yaml",
+        "--output",
+        run,
+        "--quiet",
+        "--set",
+        f"petsc={{pontryx_pde: {DIVERGING_KSP}}}",
+    )
+    assert code == 4 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "the inverse problem's state solve (options prefix pontryx_pde_) did not" in err
+
+
 def test_diverging_method_stops_with_exit_code_3(capsys, small, mpi_tmp_path):
     run = mpi_tmp_path / "run"
     code, _, err = cli(

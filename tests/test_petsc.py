@@ -68,3 +68,28 @@ def test_layout_frees_its_communicators(comm, width):
     layout.destroy()
     assert layout.width == MPI.COMM_NULL and layout.data == MPI.COMM_NULL
     assert layout.world == comm
+
+
+def test_a_diffusion_solve_that_does_not_converge_raises_in_any_column(comm):
+    """An iterative KSP that runs out of iterations raises SolveError, also when only
+    a middle column of a multi-sample solve fails (PETSc solves the columns one by
+    one and keeps the last one's reason: here a zero column that converges)."""
+    import numpy as np
+
+    from pontryx.solver.errors import SolveError
+
+    space = WidthSpace(create_mesh({"kind": "unit_square", "n": 8}, comm))
+    options = {"ksp_type": "cg", "pc_type": "none", "ksp_max_it": 2}
+    with pushed_options({"pontryx_diffusion_" + k: v for k, v in options.items()}):
+        solver = DiffusionSolver(space, 0.5)
+    R = np.zeros((space.n, 3))
+    R[:, 1] = np.cos(7 * space.x[:, 0]) + space.x[:, 1]
+    assert solver.ksp.getType() == "cg"
+    with pytest.raises(SolveError, match=r"width-diffusion solve \(options prefix pontry"):
+        solver.solve(R)
+    assert solver.ksp.getConvergedReason() > 0  # the last column's: converged
+    with pytest.raises(SolveError, match="DIVERGED_MAX_IT after 2 iterations"):
+        solver.solve(R[:, 1:2])
+    solver.solve(np.zeros_like(R))  # nothing left over from the failures
+    solver.destroy()
+    space.destroy()

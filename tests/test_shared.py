@@ -132,10 +132,12 @@ def test_a_workspace_gives_adopted_arrays_back_to_their_owner():
     assert ws.lent == 1
     ws.give(a)
     assert owner.back == [a] and ws.lent == 0 and ws.nbytes == 0
-    ws.adopt(a, owner)
-    ws.end()  # forgotten, not given back
-    ws.give(a)
-    assert owner.back == [a]
+    b = np.zeros(2)
+    ws.adopt(b, owner)
+    ws.end()  # the sweep is over: back to its owner
+    assert owner.back == [a, b] and ws.lent == 0
+    ws.give(b)  # no longer lent here: ignored
+    assert owner.back == [a, b]
 
 
 def test_exchange_is_checked():

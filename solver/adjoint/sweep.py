@@ -301,6 +301,14 @@ class Sweep:
         the cost-to-go in Uⁿ is Σ_s Λ_{·,s}ⁿᵀ ∇²ℓ_s Λ_{·,s}ⁿ. ``out``: arrays (name →
         array of the control's shape) the gradient is written into instead of new ones,
         e.g. a previous gradient no one holds any more (their values are not used)."""
+        try:
+            return self._gradient(X, misfit_fn, trajectory, sensitivities, out)
+        except BaseException:  # an aborted sweep (a solve that failed, a signal, …)
+            self.ws.end()  # node-shared records it lent go back to their pool
+            self.ws, self.record = HEAP, "all"
+            raise
+
+    def _gradient(self, X, misfit_fn, trajectory, sensitivities, out) -> SweepResult:
         net = self.net
         if trajectory:
             store, self.ws, states = Full(), HEAP, []

@@ -40,7 +40,13 @@ from mpi4py import MPI
 
 from pontryx.meshes.errors import InputError, file_problem, show
 from pontryx.solver.app.faults import abort
-from pontryx.solver.errors import EXIT_NON_FINITE, NonFiniteError
+from pontryx.solver.errors import (
+    EXIT_NON_FINITE,
+    EXIT_NOT_CONVERGED,
+    NonFiniteError,
+    SolveError,
+    caused_by,
+)
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_IO", "EXIT_NON_FINITE", "main"]
 
@@ -742,6 +748,9 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:
         if isinstance(e, SystemExit) and e.code in (0, None):
             raise
+        failed = caused_by(e, SolveError)  # itself, or a PETSc solve's error caused by it
+        if failed is not None:
+            return _fail(agreement, EXIT_NOT_CONVERGED, f"error: {failed}", expected=True)
         traceback.print_exc()
         text = " ".join(str(e).split()) or type(e).__name__
         return _fail(

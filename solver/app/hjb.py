@@ -38,7 +38,7 @@ import yaml
 from pontryx.meshes.errors import InputError
 from pontryx.solver.app.directory import check_directory
 from pontryx.solver.app.memory import format_bytes, least_available
-from pontryx.solver.app.run import EXIT_NOT_CONVERGED
+from pontryx.solver.errors import EXIT_NOT_CONVERGED
 from pontryx.solver.hjb.compare import ReducedNetwork
 from pontryx.solver.hjb.scheme import ValueFunction
 from pontryx.solver.outputs.atomic import atomic_path, write_json, write_text

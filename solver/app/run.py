@@ -47,7 +47,7 @@ from pontryx.solver.app.problem import (
 )
 from pontryx.solver.app.signals import Interrupted
 from pontryx.solver.config.schema import Config
-from pontryx.solver.errors import EXIT_NON_FINITE, NonFiniteError
+from pontryx.solver.errors import EXIT_NON_FINITE, EXIT_NOT_CONVERGED, NonFiniteError, SolveError
 from pontryx.solver.model import blas
 from pontryx.solver.outputs import (
     Checkpoints,
@@ -66,9 +66,7 @@ from pontryx.solver.outputs.trajectory import TrajectoryLog, read_trajectory
 from pontryx.solver.training.loop import MAX_ITERATIONS
 from pontryx.solver.training.loop import train as train_loop
 
-__all__ = ["EXIT_NOT_CONVERGED", "TrainingRun", "status_of"]
-
-EXIT_NOT_CONVERGED = 4
+__all__ = ["TrainingRun", "status_of"]
 
 
 def status_of(reason: str, trainer=None) -> str:
@@ -484,6 +482,24 @@ class TrainingRun:
         summary = self._summary("non-finite", reason, scored=False)
         summary.update(self._finite_scores())
         summary.update(exit_code=EXIT_NON_FINITE, message=str(reported), last_checkpoint=last)
+        self._write_summary(summary)
+        self.progress.say(f"error: {error}")  # to train.log; the command line prints it
+        return reported
+
+    def solve_failed(self, error: SolveError) -> SolveError:
+        """An inner solve did not converge: close the log, write the summary
+        (``not_converged``, the solve's reason; no scores, whose forward sweeps
+        would need the same solve); the error to report (exit code 4). Collective."""
+        self.metrics.close()
+        last = self.last_checkpoint
+        where = (
+            f"the last complete checkpoint is iteration {last} in {self.run_dir / 'checkpoints'}"
+            if last is not None
+            else "no checkpoint was written"
+        )
+        reported = SolveError(f"{error}; training stopped, {where}")
+        summary = self._summary("not_converged", str(error), scored=False)
+        summary.update(exit_code=EXIT_NOT_CONVERGED, message=str(reported), last_checkpoint=last)
         self._write_summary(summary)
         self.progress.say(f"error: {error}")  # to train.log; the command line prints it
         return reported

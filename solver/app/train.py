@@ -4,7 +4,8 @@
 configuration with an ``inverse:`` section an :class:`~.inverse_run.InverseRun`
 (the same loop with the inverse problem's outputs) — opens it, runs its loop
 under the stop signals (:mod:`.signals`) and ends it: finished, interrupted
-(checkpoint and model written) or non-finite (the last complete checkpoint kept).
+(checkpoint and model written), non-finite or stopped by an inner solve that did
+not converge (the last complete checkpoint kept).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pontryx.solver.app.inverse_run import InverseRun
 from pontryx.solver.app.run import TrainingRun
 from pontryx.solver.app.signals import Interrupted, StopRequest
 from pontryx.solver.config.schema import Config
-from pontryx.solver.errors import NonFiniteError
+from pontryx.solver.errors import NonFiniteError, SolveError, caused_by
 
 __all__ = ["train"]
 
@@ -39,7 +40,8 @@ def train(
     whose ``exit_code`` is what ``pontryx train`` exits with.
 
     Bad input raises InputError before anything is written; a non-finite loss or
-    gradient raises NonFiniteError after keeping the last complete checkpoint. A
+    gradient raises NonFiniteError, and an inner PETSc solve that does not converge
+    SolveError, after keeping the last complete checkpoint. A
     configuration with an ``inverse:`` section runs as an :class:`~.inverse_run.InverseRun`."""
     cls = TrainingRun if config.inverse is None else InverseRun
     run = cls(
@@ -63,6 +65,11 @@ def train(
                 raise run.non_finite(e) from None
             except Interrupted as stop:
                 return run.interrupted(stop)
+            except Exception as e:  # a SolveError, or a PETSc solve's error caused by one
+                failed = caused_by(e, SolveError)
+                if failed is None:
+                    raise
+                raise run.solve_failed(failed) from None
         return run.finish(reason)
     finally:
         run.destroy()

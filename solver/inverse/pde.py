@@ -32,7 +32,7 @@ from petsc4py import PETSc
 from pontryx.forms.elliptic import adjoint_operator, parameter_derivative, residual
 from pontryx.meshes.errors import InputError, show
 from pontryx.solver.inverse.expressions import Expression, expression, require_finite
-from pontryx.solver.petsc import configure, destroy
+from pontryx.solver.petsc import Converged, configure, destroy
 
 __all__ = ["PREFIX", "SIDES", "EllipticPDE"]
 
@@ -175,6 +175,8 @@ class EllipticPDE:
         self.Aadj = dolfinx.fem.petsc.create_matrix(self._Jadj)
         self.b = dolfinx.fem.petsc.create_vector(V)
         self.ksp, self.ksp_adj = self._ksp(self.A), self._ksp(self.Aadj)
+        self._converged = Converged(self.ksp, "the inverse problem's state solve")
+        self._converged_adj = Converged(self.ksp_adj, "the inverse problem's adjoint solve")
         self.solves = 0  # linear solves so far (forward and adjoint)
 
     def _ksp(self, A) -> PETSc.KSP:
@@ -195,12 +197,6 @@ class EllipticPDE:
         dolfinx.fem.petsc.assemble_matrix(A, form, bcs=[self.bc0])
         A.assemble()
 
-    def _check(self, ksp, what: str) -> None:
-        if ksp.getConvergedReason() < 0:
-            raise RuntimeError(
-                f"the {what} solve (prefix {PREFIX}) failed: KSP reason {ksp.getConvergedReason()}"
-            )
-
     def solve_state(self) -> dolfinx.fem.Function:
         """u for the current m (one linear solve)."""
         u = self.u
@@ -215,7 +211,7 @@ class EllipticPDE:
         b.scale(-1.0)
         dolfinx.fem.petsc.set_bc(b, [self.bc0])
         self.ksp.solve(b, self._du.x.petsc_vec)
-        self._check(self.ksp, "state")
+        self._converged.check()
         self._du.x.scatter_forward()
         u.x.array[:] += self._du.x.array
         self.solves += 1
@@ -229,7 +225,7 @@ class EllipticPDE:
         b.array[:] = -dPhi_du.x.petsc_vec.array_r
         dolfinx.fem.petsc.set_bc(b, [self.bc0])
         self.ksp_adj.solve(b, self.p.x.petsc_vec)
-        self._check(self.ksp_adj, "adjoint")
+        self._converged_adj.check()
         self.p.x.scatter_forward()
         self.solves += 1
         return self.p

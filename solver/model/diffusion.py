@@ -6,6 +6,9 @@ and sample), applied to whole multivectors with ``KSPMatSolve``. Any KSP/PC can
 be chosen through the options database, e.g.
 ``-pontryx_diffusion_ksp_type cg -pontryx_diffusion_pc_type gamg``; pontryx's
 defaults are pushed only while the KSP is configured (:func:`pontryx.solver.petsc.configure`).
+A solve that does not converge (in any column) raises
+:class:`~pontryx.solver.errors.SolveError`: its result is not the B⁻¹ R the
+gradient assumes.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from petsc4py import PETSc
 
-from pontryx.solver.petsc import configure, destroy
+from pontryx.solver.petsc import Converged, configure, destroy
 
 __all__ = ["PREFIX", "DiffusionSolver"]
 
@@ -41,6 +44,7 @@ class DiffusionSolver:
         self.ksp.setOperators(self.B)
         configure(self.ksp, prefix, DEFAULTS)
         self.ksp.setUp()
+        self._converged = Converged(self.ksp, "the width-diffusion solve")
 
     def solve(self, R: np.ndarray) -> np.ndarray:
         """X = B⁻¹ R (same shape as R)."""
@@ -53,6 +57,7 @@ class DiffusionSolver:
         XB = PETSc.Mat().createDense(((n, N), (None, S)), array=Xf, comm=comm)
         self.ksp.matSolve(RB, XB)
         destroy(RB, XB)
+        self._converged.check()
         return np.ascontiguousarray(Xf)
 
     def apply_inverse_times_mass(self, U: np.ndarray) -> np.ndarray:

@@ -76,8 +76,11 @@ class Workspace:
         return new
 
     def end(self) -> None:
-        """End of a sweep: forget arrays still lent (they are not reused, nor
-        given back to their owners)."""
+        """End of a sweep: forget arrays still lent (they are not reused); adopted
+        ones go back to their owners (the sweep that lent them is over: nothing
+        holds them)."""
+        for key, owner in self._owners.items():
+            owner.give(self._lent[key])
         self._lent.clear()
         self._owners.clear()
 

@@ -83,7 +83,7 @@ from petsc4py import PETSc
 
 from pontryx.meshes.errors import InputError
 from pontryx.solver.adjoint.riesz import RieszMap
-from pontryx.solver.errors import NonFiniteError
+from pontryx.solver.errors import NonFiniteError, SolveError, caused_by
 from pontryx.solver.petsc import configure, destroy, ineffective, unread
 from pontryx.solver.registry import GRADIENT_TYPES, NEWTON_TYPES
 from pontryx.solver.training.base import Trainer
@@ -332,12 +332,16 @@ class TaoTrainer(Trainer):
             tao.setMonitor(self._monitor, args=(start, records, good))
             try:
                 tao.solve()
-            except PETSc.Error:
-                if self._nonfinite is None or self._error is not None:
+            except PETSc.Error as e:
+                failed = caused_by(e, SolveError)  # an inner solve of an evaluation
+                if failed is not None and self._error is None:
+                    self._error = failed
+                elif self._nonfinite is None or self._error is not None:
                     raise
-                self._error = NonFiniteError(  # TAO refuses a non-finite start
-                    f"training: non-finite {self._nonfinite} at iteration {start}"
-                )
+                else:
+                    self._error = NonFiniteError(  # TAO refuses a non-finite start
+                        f"training: non-finite {self._nonfinite} at iteration {start}"
+                    )
             code = tao.getConvergedReason()
             self.theta.set_flat(self.riesz.to_theta(self.x.array_r))  # monitor set the iteration
             self._in_box()
@@ -345,7 +349,7 @@ class TaoTrainer(Trainer):
             destroy(tao, H, self.x, *(bounds or ()))
             self.x = None
         error, self._error = self._error, None
-        if isinstance(error, NonFiniteError):  # back to the last finite iterate
+        if isinstance(error, NonFiniteError | SolveError):  # back to the last good iterate
             self.theta.set_flat(self.riesz.to_theta(good))
             self._in_box()
             self.iteration = records[-1].iteration if records else start
