@@ -57,7 +57,8 @@ class CostateStep:
         du = ufl.TrialFunction(V)
         self.N, self.G = (space.assemble_matrix(-ufl.derivative(F, f, du)) for f in (p_next, g))
         B = space.assemble_matrix(ufl.derivative(F, p, du))
-        self.solver = DiffusionSolver(space, dt * epsilon, prefix=PREFIX, matrix=B)
+        what = "the continuous adjoint's costate solve"
+        self.solver = DiffusionSolver(space, dt * epsilon, prefix=PREFIX, matrix=B, what=what)
 
     def __call__(self, p_next: np.ndarray, g: np.ndarray) -> np.ndarray:
         sp = self.space

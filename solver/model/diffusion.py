@@ -26,9 +26,17 @@ DEFAULTS = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type":
 
 class DiffusionSolver:
     """Solve (M_L + c A) X = R for row-distributed multivectors R (n × S); or
-    B X = R for a given assembled ``matrix`` B."""
+    B X = R for a given assembled ``matrix`` B. ``what`` names the solve in the
+    :class:`~pontryx.solver.errors.SolveError` of a solve that did not converge."""
 
-    def __init__(self, space, c: float, prefix: str = PREFIX, matrix: PETSc.Mat | None = None):
+    def __init__(
+        self,
+        space,
+        c: float,
+        prefix: str = PREFIX,
+        matrix: PETSc.Mat | None = None,
+        what: str = "the width-diffusion solve",
+    ):
         self.space = space
         self.c = float(c)
         if matrix is not None:  # B assembled elsewhere (from a UFL form); owned from here on
@@ -44,7 +52,7 @@ class DiffusionSolver:
         self.ksp.setOperators(self.B)
         configure(self.ksp, prefix, DEFAULTS)
         self.ksp.setUp()
-        self._converged = Converged(self.ksp, "the width-diffusion solve")
+        self._converged = Converged(self.ksp, what)
 
     def solve(self, R: np.ndarray) -> np.ndarray:
         """X = B⁻¹ R (same shape as R)."""

@@ -154,7 +154,8 @@ class MaternField:
         self.space = space
         self.noise = noise if noise is not None else WhiteNoise(space)
         # K = κ² (M_L + κ⁻² A): one factorisation, reused for every draw
-        self.solver = DiffusionSolver(space, 1.0 / self.kappa**2, prefix=PREFIX)
+        what = "the Matérn solve of the initial controls"
+        self.solver = DiffusionSolver(space, 1.0 / self.kappa**2, prefix=PREFIX, what=what)
 
     def _T(self, B: np.ndarray) -> np.ndarray:
         """(K⁻¹ M_L)^{β−1} K⁻¹ B / σ_M for row-distributed columns B (n × k)."""

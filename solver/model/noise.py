@@ -85,7 +85,9 @@ class MaternFactor:
         self.space = space
         self.sqrt_m = np.sqrt(space.m)[:, None]
         # K = κ² (M_L + κ⁻² A): one factorisation, reused for every layer and sample
-        self.solver = DiffusionSolver(space, 1.0 / self.kappa**2, prefix=prefix)
+        self.solver = DiffusionSolver(
+            space, 1.0 / self.kappa**2, prefix=prefix, what="the Matérn solve of the noise in depth"
+        )
 
     def __call__(self, Xi: np.ndarray) -> np.ndarray:
         """T Ξ for row-distributed columns Ξ (n × k)."""
