@@ -470,26 +470,20 @@ class TrainingRun:
         """Close the log, write the summary (the iterations done, and the scores of
         the last finite iterate if it has finite ones); the error to report (exit
         code 3). Collective."""
-        self.metrics.close()
-        last = self.last_checkpoint
-        where = (
-            f"the last complete checkpoint is iteration {last} in {self.run_dir / 'checkpoints'}"
-            if last is not None
-            else "no checkpoint was written"
-        )
-        reported = NonFiniteError(f"{error}; training stopped, {where}")
         reason = str(error).removeprefix("training: ")
-        summary = self._summary("non-finite", reason, scored=False)
-        summary.update(self._finite_scores())
-        summary.update(exit_code=EXIT_NON_FINITE, message=str(reported), last_checkpoint=last)
-        self._write_summary(summary)
-        self.progress.say(f"error: {error}")  # to train.log; the command line prints it
-        return reported
+        return self._stopped(error, "non-finite", reason, EXIT_NON_FINITE, self._finite_scores)
 
     def solve_failed(self, error: SolveError) -> SolveError:
         """An inner solve did not converge: close the log, write the summary
         (``not_converged``, the solve's reason; no scores, whose forward sweeps
         would need the same solve); the error to report (exit code 4). Collective."""
+        return self._stopped(error, "not_converged", str(error), EXIT_NOT_CONVERGED)
+
+    def _stopped(self, error, status: str, reason: str, code: int, scores=dict):
+        """A run stopped by ``error``: the log closed, the summary written (``status``,
+        ``reason``, ``scores()``, the exit code and the last complete checkpoint), a
+        line in train.log; returns the error to report, of ``error``'s type, saying
+        where the last complete checkpoint is. Collective."""
         self.metrics.close()
         last = self.last_checkpoint
         where = (
@@ -497,9 +491,10 @@ class TrainingRun:
             if last is not None
             else "no checkpoint was written"
         )
-        reported = SolveError(f"{error}; training stopped, {where}")
-        summary = self._summary("not_converged", str(error), scored=False)
-        summary.update(exit_code=EXIT_NOT_CONVERGED, message=str(reported), last_checkpoint=last)
+        reported = type(error)(f"{error}; training stopped, {where}")
+        summary = self._summary(status, reason, scored=False)
+        summary.update(scores())
+        summary.update(exit_code=code, message=str(reported), last_checkpoint=last)
         self._write_summary(summary)
         self.progress.say(f"error: {error}")  # to train.log; the command line prints it
         return reported
