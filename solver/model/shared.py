@@ -206,13 +206,17 @@ class SharedRows:
             self._free.setdefault(key, []).append((self.epoch, item, win))
 
     def fence(self) -> None:
-        """Every rank's writes before it are seen by every rank after it
-        (``MPI_Win_sync`` of the windows lent since the last fence, then a
-        barrier: MPI-3.1 §11.7, example 11.21)."""
-        for win in self._written.values():
-            win.Sync()
+        """Every rank's writes before it are seen by every rank after it: the
+        windows lent since the last fence synchronised (``MPI_Win_sync``) on both
+        sides of a barrier, the writers' before and the readers' after (MPI-3.1
+        §11.7, example 11.21)."""
+        written = list(self._written.values())
         self._written.clear()
+        for win in written:
+            win.Sync()
         self.comm.Barrier()
+        for win in written:
+            win.Sync()
         self.epoch += 1
 
     @property
