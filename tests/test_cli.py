@@ -90,11 +90,12 @@ def test_info(capsys):
         "petsc4py.get_config()",
     ):
         assert word in out
-    assert f"ranks     {MPI.COMM_WORLD.size}" in out
+    assert f"ranks     {MPI.COMM_WORLD.size} on one node; /dev/shm " in out
     code, out, _ = cli(capsys, "info", "--json")
     info = json.loads(out)
     assert info["versions"]["dolfinx"].startswith("0.11")
     assert set(info["petsc"]["external_packages"]) >= {"mumps", "hypre", "ml", "scalapack"}
+    assert info["shared_memory"]["one_node"] is True and info["shared_memory"]["free_mb"] > 0
 
 
 def test_validate(capsys, small):

@@ -83,7 +83,7 @@ def test_without_room_the_collectives_take_over(monkeypatch, limit):
     if limit == "windows":
         monkeypatch.setattr(shared, "MAX_WINDOWS", 3)
     else:
-        monkeypatch.setattr(shared, "_room", lambda: 0)
+        monkeypatch.setattr(shared, "free_bytes", lambda: 0)
     sp, theta, rf = _problem("shared")
     _same(ref, _results(rf, theta))
     assert sp.shared.windows <= (3 if limit == "windows" else 0)

@@ -681,7 +681,12 @@ def cmd_info(args) -> int:
     _say(f"NumPy     {v['numpy']}, SciPy {v['scipy']}")
     mkl = f"MKL {v['mkl']}" if v["mkl"] else "MKL not installed (pip install 'pontryx[mkl]')"
     _say(f"BLAS      {env['blas']} for the kernels' GEMMs (parallel.blas); {mkl}")
-    _say(f"ranks     {env['ranks']}")
+    sm = env["shared_memory"]
+    node = "on one node" if sm["one_node"] else "on several nodes"
+    _say(
+        f"ranks     {env['ranks']} {node}; /dev/shm {sm['free_mb']:.0f} MB free (the width "
+        "axis's node-shared arrays, parallel.exchange)"
+    )
     packages = ", ".join(f"{k} {'yes' if on else 'no'}" for k, on in p["external_packages"].items())
     _say(f"PETSc external packages: {packages}")
     config = ", ".join(f"{k}={val or '(unset)'}" for k, val in p["config"].items())

@@ -65,7 +65,8 @@ def on_one_node(comm: MPI.Comm) -> bool:
         node.Free()
 
 
-def _room() -> int:
+def free_bytes() -> int:
+    """Free bytes in :data:`SHM_DIR` (0 where there is none)."""
     try:
         st = os.statvfs(SHM_DIR)
     except OSError:
@@ -115,7 +116,9 @@ class SharedRows:
         return win, [win.Shared_query(r)[0] for r in range(self.comm.size)]
 
     def _room(self, nbytes: int) -> bool:
-        return self.comm.allreduce(_room() >= nbytes * self.comm.size + SHM_MARGIN, op=MPI.LAND)
+        return self.comm.allreduce(
+            free_bytes() >= nbytes * self.comm.size + SHM_MARGIN, op=MPI.LAND
+        )
 
     def _evict(self) -> bool:
         """Free the array given back longest ago (False: none). Collective."""

@@ -16,7 +16,7 @@ import dolfinx.common
 import numpy as np
 from petsc4py import PETSc
 
-from pontryx.solver.model import blas
+from pontryx.solver.model import blas, shared
 
 __all__ = ["EXTERNAL_PACKAGES", "environment", "versions"]
 
@@ -68,7 +68,9 @@ def versions() -> dict[str, str | None]:
 
 
 def environment(comm=MPI.COMM_WORLD) -> dict:
-    """Versions, ranks and the PETSc/DOLFINx build configuration."""
+    """Versions, ranks, whether the ranks share a node (and the free room in
+    /dev/shm, the least of any rank's) and the PETSc/DOLFINx build configuration.
+    Collective."""
     import petsc4py
 
     config = {k: v for k, v in petsc4py.get_config().items()}
@@ -76,6 +78,10 @@ def environment(comm=MPI.COMM_WORLD) -> dict:
         "versions": versions(),
         "ranks": comm.size,
         "blas": blas.current(),  # the library of the kernels' GEMMs (parallel.blas)
+        "shared_memory": {  # for the width axis's node-shared arrays (parallel.exchange)
+            "one_node": shared.on_one_node(comm),
+            "free_mb": comm.allreduce(shared.free_bytes(), op=MPI.MIN) / 2**20,
+        },
         "mpi_processor": MPI.Get_processor_name(),
         "petsc": {
             "scalar_type": np.dtype(PETSc.ScalarType).name,
