@@ -77,3 +77,15 @@ def test_discrete_weights_goal_rows_over_seeds():
     assert "seeds 0 … 1" in proc.stdout and "Goals:" in proc.stdout
     bad = _run(BENCH / "discrete_weights.py", "--smoke", "--seeds", "0")
     assert bad.returncode == 2 and "--seeds: expected at least 1, got 0" in bad.stderr
+
+
+@pytest.mark.serial
+@pytest.mark.slow
+def test_gradient_cost_width_axis_with_both_exchanges():
+    """The width axis through node-shared arrays and with the MPI collectives
+    (the A/B of ``parallel.exchange``), side by side."""
+    proc = _run(BENCH / "gradient_cost.py", "--smoke", "--layouts", "width,width-mpi")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [r for r in proc.stdout.splitlines() if r.startswith("| 2 ranks")]
+    assert sum("width axis · MPI collectives | dense" in r for r in rows) == 1
+    assert sum("width axis | dense" in r for r in rows) == 1
