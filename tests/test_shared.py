@@ -1,6 +1,6 @@
 """Node-shared arrays of the width axis (solver/model/shared.py): the dense
-kernel's gathers and sums through them give the same numbers, bit for bit, as
-the MPI collectives (``exchange="mpi"``) — J, ∇J, ∇²J·v, with and without
+kernel's gathers and sums through them give the same numbers (bit for bit on 2
+ranks) as the MPI collectives (``exchange="mpi"``) — J, ∇J, ∇²J·v, with and without
 checkpointing, with the pool's caps and without room; the pool's reuse rule
 (only after a fence), its bound on windows, and giving back through a workspace."""
 
@@ -33,6 +33,14 @@ def _results(rf, theta):
 
 
 def _same(a, b):
+    """Bit for bit on up to 2 ranks; with more, MPI's Reduce_scatter may add the
+    partial sums in another order than the shared arrays' rank order."""
+    if MPI.COMM_WORLD.size > 2:
+        assert a[0] == pytest.approx(b[0], rel=1e-13) and a[1] == pytest.approx(b[1], rel=1e-13)
+        for x, y in zip(a[2:], b[2:], strict=True):
+            for k in x:
+                assert np.allclose(x[k], y[k], rtol=1e-12, atol=1e-14 * np.abs(x[k]).max()), k
+        return
     assert a[0] == b[0] and a[1] == b[1]
     for x, y in zip(a[2:], b[2:], strict=True):
         assert x.keys() == y.keys()
