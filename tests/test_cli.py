@@ -135,7 +135,7 @@ def test_train_writes_the_run_directory(capsys, small, mpi_tmp_path):
     assert summary["ranks"] == MPI.COMM_WORLD.size and summary["dofs"] == 16
     assert {"train", "test", "time", "versions", "layout"} <= set(summary)
     width_ranks = summary["layout"]["width"]
-    assert summary["exchange"] == ("shared" if width_ranks > 1 else "mpi")
+    assert summary["exchange"] == ("shared" if width_ranks > 1 else "none")
     assert summary["versions"]["dolfinx"].startswith("0.11")
     # the resolved configuration reproduces the run (it validates, has all defaults)
     resolved = yaml.safe_load((run / "config.yaml").read_text())
@@ -950,3 +950,16 @@ def test_status_of_a_solve_to_tolerance():
     assert status_of("max_iterations", method_class("lmvm")) == "max_iterations"
     assert status_of("converged: CONVERGED_GATOL", method_class("oneshot")) == "converged"
     assert status_of("stopped: DIVERGED_LS_FAILURE") == "not_converged"
+
+
+@pytest.mark.parallel
+def test_summary_says_how_the_width_ranks_exchanged(capsys, small, mpi_tmp_path):
+    for exchange in ("shared", "mpi"):
+        run = mpi_tmp_path / exchange
+        code, _, err = cli(
+            capsys, "train", small, "--output", run, "--quiet",
+            "--set", "training.max_iterations=1", "--set", f"parallel.exchange={exchange}",
+        )  # fmt: skip
+        assert code == 0, err
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["exchange"] == exchange and summary["layout"]["width"] == 2

@@ -69,6 +69,14 @@ from pontryx.solver.training.loop import train as train_loop
 __all__ = ["TrainingRun", "status_of"]
 
 
+def _exchange(space) -> str:
+    """How the width ranks exchanged rows: ``shared`` (node-shared arrays), ``mpi``
+    (the collectives) or ``none`` (one width rank)."""
+    if space.comm.size == 1:
+        return "none"
+    return "shared" if space.shared is not None else "mpi"
+
+
 def status_of(reason: str, trainer=None) -> str:
     """``summary.json`` status of a stop reason of the training loop: a method that
     solves a system to a tolerance (:attr:`Trainer.solves_to_tolerance`, the
@@ -552,7 +560,7 @@ class TrainingRun:
             "ranks": comm.size,
             "layout": self.layout,
             "blas": blas.current(),
-            "exchange": "shared" if problem.space.shared is not None else "mpi",
+            "exchange": _exchange(problem.space),
             "dofs": problem.space.N,
             "trainable": {
                 k: int(np.prod(canonical_shape(net, k, controls[k].shape))) for k in net.trainable
