@@ -106,9 +106,10 @@ class SharedRows:
         per rank; None on every rank when one of them lacks room. Collective."""
         while self._windows >= MAX_WINDOWS and self._evict():
             pass
-        while not self._room(nbytes) and self._evict():
-            pass
-        if self._windows >= MAX_WINDOWS or not self._room(nbytes):
+        room = self._room(nbytes)
+        while not room and self._evict():
+            room = self._room(nbytes)
+        if self._windows >= MAX_WINDOWS or not room:
             return None
         win = MPI.Win.Allocate_shared(nbytes, 1, comm=self.comm)
         win.Lock_all(MPI.MODE_NOCHECK)  # one passive-target epoch, for Win_sync

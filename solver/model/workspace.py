@@ -18,7 +18,8 @@ sweep (nothing is recycled that someone might still hold).
 
 An array another pool made (the width axis's node-shared arrays,
 :mod:`~pontryx.solver.model.shared`) can be lent through a workspace
-(:meth:`Workspace.adopt`): giving it back gives it to that pool.
+(:meth:`Workspace.adopt`): giving it back gives it to that pool, and so does
+:meth:`Workspace.end` for one still lent (the sweep that took it is over).
 
 The pool keeps its memory between sweeps (as a training run needs it again at
 once); :meth:`Workspace.clear` returns it.
@@ -85,10 +86,10 @@ class Workspace:
         self._owners.clear()
 
     def clear(self) -> None:
-        """Drop every pooled array (their memory goes back to the allocator)."""
+        """Drop every pooled array (their memory goes back to the allocator); as
+        :meth:`end` for arrays still lent."""
+        self.end()
         self._free.clear()
-        self._lent.clear()
-        self._owners.clear()
 
     @property
     def lent(self) -> int:

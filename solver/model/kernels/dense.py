@@ -108,20 +108,18 @@ class DenseKernel(Kernel):
         if partials is None:
             Yfull = matmul(ctx["W"].T, D, out=ws.take((sp.N, D.shape[1])))
             Y = ws.replaced(Yfull, sp.reduce_scatter(Yfull, ws))
-            sums, own = (), slice(0, sp.n)
         else:  # each rank's Wᵀ D in its node-shared array; each sums its own rows
             mine = partials[sp.comm.rank]
             matmul(ctx["W"].T, D, out=mine)
             pool.fence()
             Y = ws.take((sp.n, D.shape[1]))
-            sums, own = partials, slice(sp.offset, sp.offset + sp.n)
-        m = sp.m
+        m, offset = sp.m, sp.offset
 
         def block(r):  # Y = M_L Σ_ranks (Wᵀ D)_rank (+ add), rows r
-            if sums:
-                rr = slice(own.start + r.start, own.start + r.stop)
-                y = np.add(sums[0][rr], sums[1][rr], out=Y[r])
-                for P in sums[2:]:
+            if partials is not None:
+                rr = slice(offset + r.start, offset + r.stop)
+                y = np.add(partials[0][rr], partials[1][rr], out=Y[r])
+                for P in partials[2:]:
                     y += P[rr]
             y = np.multiply(m[r, None], Y[r], out=Y[r])
             if add is not None:
