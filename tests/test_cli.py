@@ -237,6 +237,41 @@ def test_evaluate_on_a_data_file(capsys, small, mpi_tmp_path):
         assert "pickle" not in err  # NumPy's own message would suggest loading it unsafely
 
 
+def test_evaluate_a_csv_trained_model_on_an_npz_file(capsys, small, mpi_tmp_path):
+    """The training CSV's column keys (target, header) do not follow --data to an NPZ
+    file (they used to be copied and refused there); samples of another shape than
+    the model's input shape are refused, one line, exit 2."""
+    comm = MPI.COMM_WORLD
+    d = load_dataset({"name": "ellipses", "n_train": 40, "n_test": 1, "seed": 2})
+    X, y = d.X_train, d.y_train
+    if comm.rank == 0:
+        rows = "\n".join(f"{c},{a:.17g},{b:.17g}" for c, (a, b) in zip(y, X))
+        (mpi_tmp_path / "first.csv").write_text(f"label,x1,x2\n{rows}\n")
+        np.savez(mpi_tmp_path / "xy.npz", X=X, y=y)
+        np.savez(mpi_tmp_path / "tall.npz", X=X.reshape(-1, 2, 1), y=y)
+        np.savez(mpi_tmp_path / "wide.npz", X=X.reshape(-1, 1, 2), y=y)
+    comm.Barrier()
+    run = mpi_tmp_path / "run"
+    data = f"data={{name: file, path: {mpi_tmp_path / 'first.csv'}, target: 0, header: true}}"
+    code, _, err = cli(capsys, "train", small, "--output", run, "--quiet", "--set", data)
+    assert code == 0, err
+    results = []
+    for file in ("first.csv", "xy.npz"):
+        code, out, err = cli(capsys, "evaluate", run, "--data", mpi_tmp_path / file, "--json")
+        assert code == 0, err
+        results.append(json.loads(out)["file"])
+    assert results[0]["samples"] == results[1]["samples"] == 40
+    assert results[1]["loss"] == pytest.approx(results[0]["loss"], rel=1e-12)
+    image = mpi_tmp_path / "image"
+    data = f"data={{name: file, path: {mpi_tmp_path / 'wide.npz'}}}"
+    code, _, err = cli(capsys, "train", small, "--output", image, "--quiet", "--set", data)
+    assert code == 0, err
+    assert cli(capsys, "evaluate", image, "--data", mpi_tmp_path / "wide.npz")[0] == 0
+    code, out, err = cli(capsys, "evaluate", image, "--data", mpi_tmp_path / "tall.npz")
+    assert code == 2 and "samples of shape [2, 1], the model takes [1, 2]" in err, err
+    assert err.count("\n") == 1 and not out
+
+
 def test_evaluate_refuses_mixed_data_and_inconsistent_model_files(capsys, small, mpi_tmp_path):
     """--data: one file, or KEY=VALUE overrides, not both; a model.npz that is not
     what README's "The model file" documents: one line naming the file and the entry,

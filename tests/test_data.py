@@ -374,3 +374,60 @@ def test_digits_split_matches_sklearn():
     assert np.array_equal(d.X_train[5].reshape(8, 8), ref.images[5] / 16.0)
     small = load_dataset({"name": "digits", "n_train": 100, "n_test": 50})
     assert np.array_equal(small.X_test, ref.data[100:150] / 16.0)
+
+
+def _readme_data_block() -> dict:
+    """README's "The data sets, exactly" block, run as printed; its namespace."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- data-sets -->\s*```python\n(.*?)```", text, re.S)
+    assert m, "README.md has no <!-- data-sets --> python block"
+    ns: dict = {}
+    exec(m.group(1), ns)
+    return ns
+
+
+def _equal_parts(d: Dataset, parts) -> bool:
+    (Xtr, ytr), (Xte, yte) = parts
+    return all(
+        np.array_equal(a, np.asarray(b, dtype=a.dtype).reshape(a.shape))
+        for a, b in ((d.X_train, Xtr), (d.y_train, ytr), (d.X_test, Xte), (d.y_test, yte))
+    )
+
+
+@pytest.mark.parametrize("name", SYNTHETIC)
+@pytest.mark.parametrize("noise", [0.0, 0.1])
+def test_readme_rebuilds_the_synthetic_sets_bit_for_bit(name, noise):
+    """README's NumPy block gives pontryx's arrays exactly (an outsider's anchor)."""
+    ns = _readme_data_block()
+    d = load_dataset({"name": name, "n_train": 37, "n_test": 23, "seed": 5, "noise": noise})
+    assert _equal_parts(d, ns["synthetic"](name, 37, 23, seed=5, noise=noise))
+
+
+def test_readme_rebuilds_digits_and_the_file_split(mpi_tmp_path):
+    from mpi4py import MPI
+
+    ns = _readme_data_block()
+    assert _equal_parts(load_dataset({"name": "digits"}), ns["digits"]())
+    d = load_dataset({"name": "digits", "n_train": 500, "n_test": 100})
+    assert _equal_parts(d, ns["digits"](500, 100))
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((203, 3)), np.arange(203) % 3
+    path = _write(MPI.COMM_WORLD, mpi_tmp_path / "xy.npz", lambda p: np.savez(p, X=X, y=y))
+    for frac, seed in ((0.5, 0), (0.25, 7)):
+        d = load_dataset({"name": "file", "path": str(path), "test_fraction": frac, "seed": seed})
+        assert _equal_parts(d, ns["file_split"](X, y, frac, seed))
+
+
+def test_npz_with_both_x_y_and_a_split_is_refused(mpi_tmp_path):
+    from mpi4py import MPI
+
+    X, y = np.zeros((6, 2)), np.arange(6) % 2
+
+    def write(p):
+        np.savez(p, X=X, y=y, X_train=X, y_train=y, X_test=X, y_test=y)
+
+    path = _write(MPI.COMM_WORLD, mpi_tmp_path / "both.npz", write)
+    with pytest.raises(InputError, match="both X, y and X_train"):
+        load_dataset({"name": "file", "path": str(path)})

@@ -422,15 +422,23 @@ def _file_results(problem, controls, file: str, classes) -> dict:
 
     d = problem.config.data
     desc = {**DATASET_KEYS["file"], "path": file, "task": problem.dataset.task}
-    if d["name"] == "file":
-        desc.update({k: d[k] for k in ("target", "header", "input_shape") if k in d})
+    if d["name"] == "file" and Path(d["path"]).suffix.lower() == Path(file).suffix.lower():
+        # the training file's column choices, for a file of its kind (CSV keys do not
+        # apply to an NPZ file, nor the other way round)
+        desc.update({k: d[k] for k in ("target", "header") if k in d})
     try:
-        X, y = read_samples(desc, None, classes)
+        X, y, shape = read_samples(desc, None, classes)
     except InputError as e:
         raise e.under("--data") from None
     if X.shape[1] != problem.net.n_in:
         raise InputError(
             f"{file} has {X.shape[1]} features, the model takes {problem.net.n_in}", "--data"
+        )
+    model_shape = tuple(problem.dataset.input_shape)
+    if len(shape) > 1 and len(model_shape) > 1 and shape != model_shape:
+        raise InputError(
+            f"{file} holds samples of shape {list(shape)}, the model takes {list(model_shape)}",
+            "--data",
         )
     layout = problem.layout
     part = shard(len(X), layout.group, layout.n_data)

@@ -8,8 +8,9 @@ image data set (``digits``, or a ``file`` of S×h×w images or with a 2-entry
   other than (0, 0), dy outermost, pixels moved out of the image dropped and the
   vacated ones set to 0 (``(2k+1)² − 1`` copies);
 * the images rotated by each angle φ (degrees, counter-clockwise) about the
-  image centre, bilinear interpolation of the pixels with 0 outside the image
-  (``scipy.ndimage.rotate(order=1, reshape=False)``);
+  image centre, ``scipy.ndimage.rotate(order=1, reshape=False, mode="constant")``:
+  bilinear between pixel centres, 0 where the source point falls outside the
+  square of the outermost pixel centres (not only outside the image);
 
 each copy keeping its image's label. The training set becomes the originals
 followed by the copies, block by block (S·(1 + copies) samples). No random

@@ -151,7 +151,14 @@ def _npz_arrays(path, shown):
         arrays = read_npz(path)
     except (OSError, ValueError) as e:
         raise _error("path", f"cannot read {shown!r} as NPZ: {e}") from None
-    if {"X_train", "y_train", "X_test", "y_test"} <= arrays.keys():
+    split = {"X_train", "y_train", "X_test", "y_test"}
+    if split <= arrays.keys():
+        if {"X", "y"} & arrays.keys():
+            raise _error(
+                "path",
+                f"{shown!r} holds both X, y and X_train, y_train, X_test, y_test: "
+                "keep one (X, y to be split, or the split given)",
+            )
         return (arrays["X_train"], arrays["y_train"]), (arrays["X_test"], arrays["y_test"])
     if {"X", "y"} <= arrays.keys():
         return (arrays["X"], arrays["y"]), None
@@ -307,16 +314,19 @@ def _label_codes(y: np.ndarray, classes: tuple, shown: str) -> np.ndarray:
     return codes
 
 
-def read_samples(desc: Mapping, base_dir, classes: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
-    """Every sample of a CSV/NPZ file (all parts, no split): X (S × n_in) and y —
+def read_samples(desc: Mapping, base_dir, classes: tuple = ()):
+    """Every sample of a CSV/NPZ file (all parts, no split): X (S × n_in), y —
     for classification the indices of the labels in ``classes`` (a trained
-    model's classes; an unknown label is an error), for regression the targets."""
+    model's classes; an unknown label is an error), for regression the targets —
+    and the shape of one sample as the file holds it (``input_shape`` if given,
+    (n_in,) for flat features)."""
     checked, shown = _read_parts(desc, base_dir)
     X = np.concatenate([c[0] for c in checked])
     y = np.concatenate([c[1] for c in checked])
     if desc["task"] == "classification":
         y = _label_codes(y, tuple(classes), shown)
-    return X, y
+    shape = tuple(desc.get("input_shape") or ()) or checked[0][2]
+    return X, y, tuple(int(n) for n in shape)
 
 
 def file_dataset(desc: Mapping, base_dir) -> Dataset:
