@@ -17,7 +17,10 @@ each a :class:`Preactivation` z = 𝒦y + b or a :class:`Solve` F(y; v) = 0
   F₂(u; v) = ∫ (u − 2u* + uⁿ + Δt σ(z₁) − Δt σ(z₂)) v dx_L;
 * Verlet (ε = 0; c = ½ in the first layer, 1 after): y₁ = 𝒦*uⁿ + b,
   F_v(v; φ) = ∫ (v − vⁿ + cΔt σ(y₁)) φ dx_L,  y₂ = 𝒦v + b,
-  F_u(u; φ) = ∫ (u − uⁿ − Δt σ(y₂)) φ dx_L.
+  F_u(u; φ) = ∫ (u − uⁿ − Δt σ(y₂)) φ dx_L;
+* classical RK4 (ε = 0): z₁ = 𝒦uⁿ + b, and for i = 2, 3, 4
+  F_i(yᵢ; v) = ∫ (yᵢ − uⁿ − cᵢΔt σ(z_{i−1})) v dx_L (c = ½, ½, 1),  zᵢ = 𝒦yᵢ + b,
+  F(u; v) = ∫ (u − uⁿ − (Δt/6)(σ(z₁) + 2σ(z₂) + 2σ(z₃) + σ(z₄))) v dx_L.
 
 The batched schemes (:mod:`pontryx.solver.model.schemes`) evaluate these
 equations on whole multivectors. The discrete adjoint of a layer is the
@@ -55,6 +58,7 @@ __all__ = [
     "layer_forms",
     "layer_hamiltonian",
     "midpoint_forms",
+    "rk4_forms",
     "verlet_forms",
 ]
 
@@ -167,15 +171,34 @@ def verlet_forms(V, dt, c, activation, lumping: str = "rowsum") -> LayerForms:
     return LayerForms("verlet", (u_n, v_n), steps, (u, v))
 
 
+def rk4_forms(V, dt, activation, lumping: str = "rowsum") -> LayerForms:
+    """The classical Runge–Kutta network, ε = 0: four preactivations, three stage
+    values and the new state."""
+    dxL, v = lumped_measure(V, lumping), ufl.TestFunction(V)
+    s = activation.ufl
+    u_n, u = _function(V), _function(V)
+    zs = [_function(V) for _ in range(4)]
+    ys = [_function(V) for _ in range(3)]
+    steps = [Preactivation(zs[0], u_n)]
+    for i, c in enumerate((0.5, 0.5, 1.0)):
+        F = (ys[i] - u_n - c * dt * s(zs[i])) * v * dxL
+        steps += [Solve(ys[i], F), Preactivation(zs[i + 1], ys[i])]
+    increment = s(zs[0]) + 2 * s(zs[1]) + 2 * s(zs[2]) + s(zs[3])
+    steps.append(Solve(u, (u - u_n - dt / 6 * increment) * v * dxL))
+    return LayerForms("rk4", (u_n,), tuple(steps), (u,))
+
+
 def layer_forms(scheme: str, V, dt, epsilon, activation, lumping="rowsum", c=None):
-    """The :class:`LayerForms` of ``scheme`` (imex_euler | midpoint | verlet; Verlet
-    takes ``c`` instead of ε)."""
+    """The :class:`LayerForms` of ``scheme`` (imex_euler | midpoint | verlet | rk4;
+    Verlet takes ``c`` instead of ε, RK4 needs ε = 0)."""
     if scheme == "imex_euler":
         return imex_euler_forms(V, dt, epsilon, activation, lumping)
     if scheme == "midpoint":
         return midpoint_forms(V, dt, epsilon, activation, lumping)
     if scheme == "verlet":
         return verlet_forms(V, dt, c, activation, lumping)
+    if scheme == "rk4":
+        return rk4_forms(V, dt, activation, lumping)
     raise ValueError(f"no forms for scheme {scheme!r}")
 
 

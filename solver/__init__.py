@@ -47,6 +47,7 @@ _EXPORTS = {
             "Kernel",
             "LocalKernel",
             "LowRankKernel",
+            "RK4",
             "Scheme",
             "Verlet",
             "WidthSpace",

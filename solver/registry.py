@@ -38,6 +38,7 @@ SCHEMES = {
     "imex_euler": "model.schemes.imex_euler:IMEXEuler",
     "midpoint": "model.schemes.midpoint:IMEXMidpoint",
     "verlet": "model.schemes.verlet:Verlet",
+    "rk4": "model.schemes.rk4:RK4",
 }
 
 #: Mass lumpings of V_h (see :class:`~pontryx.solver.model.width.WidthSpace`).

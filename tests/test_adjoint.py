@@ -28,6 +28,7 @@ SCHEMES = [
     ("midpoint", 0.0, [None, "sqrt"]),
     ("midpoint", 0.1, [None, 2]),
     ("verlet", 0.0, [None, "sqrt", "reverse"]),
+    ("rk4", 0.0, [None, 2]),
 ]
 CASES = [(k, o, s, e, c) for k, o in KERNELS for s, e, cks in SCHEMES for c in cks]
 

@@ -378,6 +378,8 @@ def test_check_gradient(capsys, small):
         "model.epsilon=0.1",
     )
     assert code == 0 and "PASS" in out
+    code, out, _ = cli(capsys, "check-gradient", small, "--set", "model.scheme=rk4")
+    assert code == 0 and "PASS" in out
     # steps so small that round-off dominates: the test reports failure
     code, out, _ = cli(capsys, "check-gradient", small, "--h0", "1e-12")
     assert code == 1 and "FAIL" in out
@@ -886,6 +888,12 @@ BAD = [
         _with("model.scheme", "verlet").replace("layers: 2", "layers: 2\n  epsilon: 0.1"),
         [],
         "model.epsilon",
+    ),
+    (
+        "rk4-diffusion",
+        _with("model.scheme", "rk4").replace("layers: 2", "layers: 2\n  epsilon: 0.1"),
+        [],
+        "model.epsilon: the rk4 scheme needs epsilon = 0",
     ),
     ("model-not-mapping", _with("model", "big"), [], "model: expected a mapping"),
     ("unknown-section", _with("modle", {}), [], "modle: unknown key"),

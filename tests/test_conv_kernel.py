@@ -93,7 +93,12 @@ def test_plane_operators_differentiate():
 
 @pytest.mark.parametrize(
     "order,scheme,epsilon,shared",
-    [(2, "imex_euler", 0.0, False), (1, "midpoint", 0.1, False), (2, "imex_euler", 0.0, True)],
+    [
+        (2, "imex_euler", 0.0, False),
+        (1, "midpoint", 0.1, False),
+        (2, "imex_euler", 0.0, True),
+        (1, "rk4", 0.0, False),
+    ],
 )
 def test_taylor(order, scheme, epsilon, shared):
     net, theta = _net(order=order, scheme=scheme, epsilon=epsilon, shared=shared)

@@ -29,6 +29,7 @@ SCHEMES = [
     ("midpoint", 0.0),
     ("midpoint", 0.1),
     ("verlet", 0.0),
+    ("rk4", 0.0),
 ]
 
 

@@ -74,6 +74,7 @@ def _w_constant(t, x, y):
         ("midpoint", 0.05, _w),
         # Verlet's two half-updates share θⁿ; order 2 needs controls constant in depth.
         ("verlet", 0.0, _w_constant),
+        ("rk4", 0.0, _w_constant),
     ],
 )
 def test_depth_convergence_order(scheme, epsilon, w):
@@ -96,6 +97,26 @@ def test_depth_convergence_order(scheme, epsilon, w):
     order = _fitted_order(Ns, errors)
     declared = ContinuumNetwork(sp, 2, 2, scheme=scheme, epsilon=epsilon).scheme.order
     assert abs(order - declared) < 0.1, (errors, order)
+
+
+def test_rk4_with_controls_varying_in_depth_converges_at_order_two():
+    """Layer controls sampled at the midpoints of smooth fields θ(t) are a
+    midpoint-rule approximation of them: RK4's outputs then converge at order 2
+    (order 4 with controls constant in depth, above)."""
+    sp = _space(kind="unit_interval", n=8)
+    X = _samples(4)
+
+    def outputs(layers):
+        net = ContinuumNetwork(sp, 2, 2, scheme="rk4", layers=layers, T=1.0)
+        theta = net.controls_from_fields(net.init_controls(), _w, _b, _c)
+        Y = net.forward(theta, X)
+        net.destroy()
+        return Y
+
+    ref = outputs(1024)
+    Ns = [8, 16, 32, 64]
+    order = _fitted_order(Ns, [np.max(np.abs(outputs(N) - ref)) for N in Ns])
+    assert abs(order - 2) < 0.1, order
 
 
 @pytest.mark.parametrize("degree", [1, 2])

@@ -96,6 +96,7 @@ def test_expected_loss_is_the_mean_over_paths():
         ("imex_euler", 0.0, 2),
         ("midpoint", 0.1, None),
         ("verlet", 0.0, "reverse"),
+        ("rk4", 0.0, "sqrt"),
     ],
 )
 def test_pathwise_gradient_taylor(scheme, epsilon, checkpoint):

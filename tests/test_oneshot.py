@@ -32,6 +32,7 @@ CASES = [
     ("midpoint", "lowrank", {"epsilon": 0.1, "kernel_options": {"rank": 2}}),
     ("verlet", "dense", {}),
     ("imex_euler", "local", {"epsilon": 0.05}),
+    ("rk4", "lowrank", {"kernel_options": {"rank": 2}}),
 ]
 
 

@@ -15,7 +15,7 @@ from pontryx.solver.model.random import canonical_normal
 from pontryx.solver.outputs.canonical import random_direction, to_canonical
 
 SCHEMES = [("imex_euler", 0.0), ("imex_euler", 0.1), ("midpoint", 0.0), ("midpoint", 0.1)]
-SCHEMES += [("verlet", 0.0)]
+SCHEMES += [("verlet", 0.0), ("rk4", 0.0)]
 CASES = [(k, o, s, e) for k, o in KERNELS for s, e in SCHEMES]
 ALL = ("W", "A", "G", "kappa", "r", "a", "b", "E", "C", "d")
 

@@ -142,7 +142,7 @@ def _data_problem(comm, kernel, options, scheme="imex_euler", S=41, epsilon=0.0,
 
 
 @pytest.mark.parametrize("kernel,options", [("dense", {}), ("lowrank", {"rank": 3})])
-@pytest.mark.parametrize("scheme", ["imex_euler", "midpoint", "verlet"])
+@pytest.mark.parametrize("scheme", ["imex_euler", "midpoint", "verlet", "rk4"])
 def test_sample_split_equals_one_sweep(kernel, options, scheme, comm, monkeypatch):
     net, theta, rf = _data_problem(comm, kernel, options, scheme)
     d = theta.subset(net.trainable).zeros_like()

@@ -49,7 +49,7 @@ def test_trajectory_gradient_equals_reduced_gradient():
 
 
 @pytest.mark.parametrize("curvature", ["none", "gauss_newton"])
-@pytest.mark.parametrize("scheme", ["imex_euler", "midpoint", "verlet"])
+@pytest.mark.parametrize("scheme", ["imex_euler", "midpoint", "verlet", "rk4"])
 def test_block_gradient_at_old_controls_is_dJ(scheme, curvature):
     """At θ_old the ρ terms (and the state curvature) are stationary, so every
     block's gradient is the corresponding part of ∂J/∂θ: ∇_θ(−Hⁿ) = ∂J/∂θⁿ (with
@@ -65,7 +65,7 @@ def test_block_gradient_at_old_controls_is_dJ(scheme, curvature):
         assert err < 1e-10, (key, err)
 
 
-@pytest.mark.parametrize("scheme", ["imex_euler", "midpoint", "verlet"])
+@pytest.mark.parametrize("scheme", ["imex_euler", "midpoint", "verlet", "rk4"])
 def test_layer_block_without_rho_is_minus_the_hamiltonian(scheme):
     """E-MSA's layer objective without its ρ terms is −Hⁿ(Uⁿ, Pⁿ⁺¹, θ) of
     :mod:`pontryx.solver.adjoint.hamiltonian` (the batched Hamiltonian that

@@ -12,7 +12,7 @@ predicts, per MPI rank, the bytes of
   their Hessian actions);
 * the states a gradient stores: ``records`` multivectors of n × S_local per layer
   for full storage (IMEX Euler 2: M_L U and Δt σ'(Z) in the gradient sweep, U and Z
-  otherwise; midpoint 4; Verlet 4), ⌈√N_t⌉ + 2 records'
+  otherwise; midpoint 4; Verlet 4; RK4 8), ⌈√N_t⌉ + 2 records'
   worth with ``checkpointing: sqrt`` (N_t/k + 2k for every k-th state), a few with
   ``reverse``, plus the sweep's work arrays (N × S for the dense kernel's gathered
   states); with noise in depth S_local counts the M paths of every sample, and

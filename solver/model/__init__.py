@@ -20,7 +20,7 @@ from pontryx.solver.model.kernels import (
 from pontryx.solver.model.loss import LOSSES, Loss, cross_entropy, squared_error
 from pontryx.solver.model.network import ContinuumNetwork
 from pontryx.solver.model.random import canonical_normal
-from pontryx.solver.model.schemes import IMEXEuler, IMEXMidpoint, Scheme, Verlet, make_scheme
+from pontryx.solver.model.schemes import RK4, IMEXEuler, IMEXMidpoint, Scheme, Verlet, make_scheme
 from pontryx.solver.model.width import WidthSpace
 from pontryx.solver.model.workspace import Workspace
 from pontryx.solver.registry import KERNELS, LUMPINGS, SCHEMES
@@ -29,6 +29,7 @@ __all__ = [
     "KERNELS",
     "LOSSES",
     "LUMPINGS",
+    "RK4",
     "SCHEMES",
     "ContinuumNetwork",
     "Controls",

@@ -170,7 +170,6 @@ __all__ = ["OneShot"]
 
 PREFIX = "pontryx_snes_"
 _ARMIJO, _BACKTRACKS = 1e-4, 30
-_RECORD_ARRAYS = {"imex_euler": 2}  # arrays of one layer's record (default 4)
 GLOBALISATIONS = ("line_search", "trust_region")
 MODELS = ("exact", "gauss_newton")
 # trust region: accept if actual/predicted > _ETA1, shrink below _ETA2, grow above _ETA3
@@ -407,7 +406,7 @@ class OneShot(Trainer):
         k, net = self.kkt, self.net
         n, S, ns = k.space.n, k.S_local, k.n_states
         block = n * S * 8  # one state component of one layer
-        r = _RECORD_ARRAYS.get(net.scheme.name, 4)
+        r = net.scheme.records  # arrays of one layer's record
         vector = 8 * k.size
         krylov = self.options["krylov_max_it"] + 4
         local = k.blocks.count

@@ -1,5 +1,6 @@
 """Depth schemes (:mod:`.base` for the interface): :class:`IMEXEuler` (order 1),
-:class:`IMEXMidpoint` (order 2), :class:`Verlet` (order 2, reversible);
+:class:`IMEXMidpoint` (order 2), :class:`Verlet` (order 2, reversible),
+:class:`RK4` (order 4, ε = 0);
 :func:`make_scheme` builds one by its registry name
 (:data:`pontryx.solver.registry.SCHEMES`)."""
 
@@ -7,10 +8,11 @@ from pontryx.meshes.errors import InputError
 from pontryx.solver.model.schemes.base import Scheme
 from pontryx.solver.model.schemes.imex_euler import IMEXEuler
 from pontryx.solver.model.schemes.midpoint import IMEXMidpoint
+from pontryx.solver.model.schemes.rk4 import RK4
 from pontryx.solver.model.schemes.verlet import Verlet
 from pontryx.solver.registry import SCHEMES, load
 
-__all__ = ["SCHEMES", "IMEXEuler", "IMEXMidpoint", "Scheme", "Verlet", "make_scheme"]
+__all__ = ["RK4", "SCHEMES", "IMEXEuler", "IMEXMidpoint", "Scheme", "Verlet", "make_scheme"]
 
 
 def make_scheme(name, space, kernel, activation, dt, epsilon) -> Scheme:
