@@ -30,15 +30,17 @@ def c(x):
     return np.stack([np.cos(np.pi * x[:, 0]), np.sin(np.pi * x[:, 1])], axis=1)
 
 
-def network(space, layers: int, scheme: str):
-    """A dense-kernel network on ``space`` with the smooth controls above."""
+def network(space, layers: int, scheme: str, frozen: float | None = None):
+    """A dense-kernel network on ``space`` with the smooth controls above, sampled
+    at the layer midpoints (``frozen``: at that t in every layer, controls constant
+    in depth)."""
     from pontryx.solver import ContinuumNetwork
 
     net = ContinuumNetwork(space, N_IN, N_OUT, kernel="dense", scheme=scheme, layers=layers, T=1.0)
     theta = net.init_controls(seed=0)
     x, xall = space.x, space.allgather(space.x)
     for n in range(layers):
-        t = (n + 0.5) * net.dt
+        t = (n + 0.5) * net.dt if frozen is None else frozen
         theta["W"][n] = w(t, x, xall)
         theta["b"][n] = b(t, x)
     theta["C"][...] = c(x)
