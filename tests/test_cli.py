@@ -495,6 +495,80 @@ def test_resume_continues_bit_for_bit(capsys, small, mpi_tmp_path):
     assert sa["train"] == sb["train"] and sa["test"] == sb["test"]
 
 
+def test_resume_off_the_chunk_grid_and_with_a_minibatch_method(capsys, small, mpi_tmp_path):
+    """A TAO run stopped by max_iterations off the checkpoint grid (5, K = 2) and
+    continued ends as an uninterrupted one (it resumes from iteration 4: TAO's memory
+    restarts at the grid); a minibatch method that continues another's checkpoint
+    mid-epoch draws its permutation at once (it divided by an empty batch)."""
+    a, b = mpi_tmp_path / "a", mpi_tmp_path / "b"
+    assert cli(capsys, "train", small, "--output", a, "--quiet")[0] == 0
+    five = ("--set", "training.max_iterations=5")
+    assert cli(capsys, "train", small, "--output", b, "--quiet", *five)[0] == 0
+    assert cli(capsys, "train", small, "--output", b, "--quiet", "--resume")[0] == 0
+    assert _metrics_without_time(a) == _metrics_without_time(b)
+    A, B = model_io.load_model(a / "model.npz"), model_io.load_model(b / "model.npz")
+    assert all(np.array_equal(A[k], B[k]) for k in A)
+    c = mpi_tmp_path / "c"
+    four = ("--set", "training.max_iterations=4")
+    assert cli(capsys, "train", small, "--output", c, "--quiet", *four)[0] == 0
+    switch = ("--set", "training.method=adam", "--set", "training.options.batch_size=10")
+    code, _, err = cli(capsys, "train", small, "--output", c, "--quiet", "--resume", *switch)
+    assert code == 0, err  # 24 samples, 3 batches per epoch: iteration 4 is mid-epoch
+    summary = json.loads((c / "summary.json").read_text())
+    assert summary["iterations"] == 6 and summary["method"] == "adam"
+
+
+def test_tao_records_every_iteration(capsys, small, mpi_tmp_path):
+    """One metrics row per TAO iteration, rejected trust-region steps included
+    (``accepted`` 0): the rows match summary.json's iteration count."""
+    run = mpi_tmp_path / "run"
+    ntr = ("--set", "training.method=ntr", "--set", "training.max_iterations=8")
+    assert cli(capsys, "train", small, "--output", run, "--quiet", *ntr)[0] == 0
+    rows = read_metrics(run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert [r["iteration"] for r in rows] == list(range(1, summary["iterations"] + 1))
+    assert all(r["accepted"] in (0, 1) for r in rows)
+
+
+def test_a_signal_in_the_coarse_levels_stops_without_a_checkpoint(
+    capsys, small, mpi_tmp_path, monkeypatch
+):
+    """A signal during training.levels stops after the coarse iteration in progress
+    (not after the whole level), writes no checkpoint (the coarse networks are not
+    the run's) and says that --resume starts again, with the levels."""
+    from pontryx.solver.app.signals import StopRequest
+
+    run = mpi_tmp_path / "run"
+    levels = ("--set", "training.levels=[{mesh: {n: 2}, max_iterations: 50}]")
+    with monkeypatch.context() as m:
+        m.setattr(StopRequest, "requested", lambda self: 15)  # SIGTERM, as soon as asked
+        code, _, err = cli(capsys, "train", small, "--output", run, "--quiet", *levels)
+    assert code == 143 and "stopped in the coarse levels" in err, err
+    assert "it starts again, with the coarse levels" in err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["resume_from"] is None
+    assert not list((run / "checkpoints").glob("iter-*"))
+    code, out, err = cli(capsys, "train", small, "--output", run, "--resume", *levels)
+    assert code == 0 and "level 1/1" in out, err
+
+
+def test_oneshot_resumed_on_another_layout_says_it_drops_its_kkt_state(capsys, small, mpi_tmp_path):
+    """The one-shot's KKT vector and L-BFGS pairs are bound to the layout: resumed on
+    another one it continues from the controls and a warning line says so."""
+    if MPI.COMM_WORLD.size != 2:
+        pytest.skip("changes the layout of 2 ranks")
+    run = mpi_tmp_path / "run"
+    oneshot = ("--set", "training.method=oneshot", "--set", "training.max_iterations=2")
+    data = ("--set", "parallel.data=2")
+    code, _, err = cli(capsys, "train", small, "--output", run, "--quiet", *oneshot, *data)
+    assert code in (0, 4), err
+    more = ("--set", "training.max_iterations=3", "--set", "parallel={width: 2, data: 1}")
+    code, out, err = cli(capsys, "train", small, "--output", run, "--resume", *oneshot[:2], *more)
+    assert code in (0, 4), err
+    assert "written on another layout" in out + err
+    assert "written on another layout" in (run / "train.log").read_text()
+
+
 LEVELS = (
     "training.levels=[{mesh: {n: 1}, layers: 1, max_iterations: 3}, "
     "{mesh: {n: 2}, max_iterations: 4}]",
@@ -855,7 +929,7 @@ BAD = [
     ("layers-float", _with("model.layers", 2.5), [], "model.layers: expected an integer"),
     ("epsilon-negative", _with("model.epsilon", -0.1), [], "model.epsilon"),
     ("activation", _with("model.activation", "relu"), [], "model.activation"),
-    ("scheme", _with("model.scheme", "rk4"), [], "model.scheme"),
+    ("scheme", _with("model.scheme", "dopri5"), [], "model.scheme"),
     ("kernel-type", _with("model.kernel", {"type": "gaussian"}), [], "model.kernel.type"),
     ("lowrank-no-rank", _with("model.kernel", {"type": "lowrank"}), [], "model.kernel.rank"),
     (

@@ -189,14 +189,14 @@ def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
     return problem
 
 
-def train_coarse_levels(problem: Problem, on_level=None) -> list:
+def train_coarse_levels(problem: Problem, on_level=None, on_record=None) -> list:
     """Multilevel training (``training.levels``, :mod:`pontryx.solver.training.levels`):
     train the coarse levels (``problem.levels``), coarse to fine, with the
     configured method and options, and write the last one's controls, prolonged,
     into ``problem.controls`` (in place), where the configured problem's own
     training then starts. ``on_level(k, result)`` after each level. Returns the
-    :class:`~pontryx.solver.training.levels.LevelResult` of every coarse level.
-    Collective."""
+    :class:`~pontryx.solver.training.levels.LevelResult` of every coarse level;
+    ``on_record(k, record)`` sees every record of level k. Collective."""
     from pontryx.solver.model.prolongation import prolong_controls
     from pontryx.solver.training.levels import Level, train_levels
 
@@ -205,7 +205,12 @@ def train_coarse_levels(problem: Problem, on_level=None) -> list:
         Level(p.net, p.rf, p.config.training.max_iterations, p.rf_test, p.controls) for p in coarse
     ]
     results = train_levels(
-        levels, t.method, dict(t.options), test_every=t.test_every, on_level=on_level
+        levels,
+        t.method,
+        dict(t.options),
+        test_every=t.test_every,
+        on_level=on_level,
+        on_record=on_record,
     )
     fine = prolong_controls(coarse[-1].net, results[-1].controls, problem.net)
     for name, value in fine.items():

@@ -278,6 +278,7 @@ class TrainingRun:
                 raise
         self.offset, self.t0 = 0.0, time.perf_counter()
         self.last_checkpoint = None
+        self.in_levels = False  # training the coarse levels of training.levels
         # the coarse levels' record: a resumed run keeps its checkpoint's (not retrained)
         levels = self.manifest.get("levels") if self.manifest else None
         self.levels_summary: list[dict] = list(levels) if isinstance(levels, list) else []
@@ -313,11 +314,38 @@ class TrainingRun:
                 self.run_dir, self.config, checkpointed=bool(self.checkpoints.list())
             ),
         )
-        self.manifest = self.checkpoints.latest(warn=self.warnings.append)
+        self.manifest = self.checkpoints.latest(
+            warn=self.warnings.append, prefer=self._on_the_chunk_grid
+        )
         if self.manifest is not None:
-            self.state, _ = self.checkpoints.load(self.manifest)
+            self.state, bound = self.checkpoints.load(self.manifest)
             self.controls_only = self.manifest.get("method", t.method) != t.method
+            if not bound and not self.controls_only:
+                self.warnings.append(
+                    f"warning: the checkpoint of iteration {self.manifest['iteration']} was "
+                    f"written on another layout ({self.manifest.get('layout')}): {t.method} "
+                    "continues from its controls without its layout-bound state (e.g. the "
+                    "one-shot's KKT vector and L-BFGS pairs), so its iterates differ from "
+                    "an uninterrupted run's by more than round-off"
+                )
             on_root(comm, self._read_logs)
+
+    def _on_the_chunk_grid(self, manifest: dict) -> bool:
+        """Whether a run may continue from ``manifest`` as an uninterrupted one would:
+        any checkpoint for a method that resumes anywhere; for one whose internal state
+        restarts at chunk boundaries (TAO), a checkpoint on the grid of
+        ``checkpoint_every`` (a run stopped by max_iterations off the grid, then
+        continued, resumes from the grid point before it and recomputes the rest)."""
+        from pontryx.solver.training import method_class
+
+        t, every = self.config.training, self.config.output.checkpoint_every
+        if manifest.get("method", t.method) != t.method:
+            return True
+        if method_class(t.method).resumable_anywhere or manifest["iteration"] % every == 0:
+            return True
+        # a finished run that does not continue: nothing is recomputed
+        done = manifest.get("reason") != MAX_ITERATIONS or manifest["iteration"] >= t.max_iterations
+        return bool(manifest.get("finished")) and done
 
     def _read_logs(self) -> None:
         """The records of metrics.jsonl (and trajectory.jsonl) a resumed run keeps,
@@ -443,7 +471,10 @@ class TrainingRun:
         ):
             return m.get("reason")
         if m is None and t.levels:  # a fresh start: nested iteration from the coarse levels
-            train_coarse_levels(self.problem, on_level=self.level_done)
+            self.in_levels = True  # a signal now stops the run without a checkpoint
+            check = abort_on_error(lambda k, rec: self.stop.check(), self.comm)
+            train_coarse_levels(self.problem, on_level=self.level_done, on_record=check)
+            self.in_levels = False
         result = train_loop(
             trainer,
             t.max_iterations,
@@ -524,7 +555,8 @@ class TrainingRun:
         """Every rank finished the same iteration: a checkpoint (methods that resume
         only at chunk boundaries resume from the last one), model.npz, summary."""
         trainer = self.trainer
-        if trainer.resumable_anywhere and trainer.iteration != self.last_checkpoint:
+        fine = not self.in_levels  # not stopped in the coarse levels
+        if fine and trainer.resumable_anywhere and trainer.iteration != self.last_checkpoint:
             self._checkpoint(trainer, "interrupted", False)
         self.metrics.close()
         summary = self._summary("interrupted", "interrupted")
@@ -533,11 +565,14 @@ class TrainingRun:
         summary["resume_from"] = self.last_checkpoint
         self._write_model()
         self._write_summary(summary)
-        self.progress.say(
-            f"{stop}: stopped after iteration {trainer.iteration}; resume with --resume "
-            f"(from iteration {self.last_checkpoint})",
-            error=True,
+        where = (
+            f"from iteration {self.last_checkpoint}"
+            if self.last_checkpoint is not None
+            else "no checkpoint yet: it starts again"
+            + (", with the coarse levels" if not fine else "")
         )
+        stage = "in the coarse levels" if not fine else f"after iteration {trainer.iteration}"
+        self.progress.say(f"{stop}: stopped {stage}; resume with --resume ({where})", error=True)
         return summary
 
     def _summary(self, status: str, reason: str, scored: bool = True) -> dict:

@@ -44,9 +44,12 @@ class Minibatches:
 
     def local(self, k: int) -> np.ndarray:
         """This rank's (sorted, local) sample indices of iteration k's batch; call
-        with k = 0, 1, 2, … in order (a new epoch draws a new permutation)."""
+        with k = 0, 1, 2, … in order (a new epoch draws a new permutation). A
+        sampler that starts mid-epoch without this epoch's permutation (a method
+        that continues another's checkpoint, or a batch size changed on resume)
+        draws one at once."""
         j = k % self.per_epoch
-        if j == 0:
+        if j == 0 or len(self.perm) != self.S:
             self.perm = self.rng.permutation(self.S)
         idx = self.perm[j * self.B : (j + 1) * self.B]
         mine = idx[(idx >= self.offset) & (idx < self.offset + self.S_local)]

@@ -274,26 +274,32 @@ class Checkpoints:
                 raise ValueError(f"{f.name}: {e}") from None
         return {**manifest, "version": 1}
 
-    def latest(self, warn=print) -> dict | None:
+    def latest(self, warn=print, prefer=None) -> dict | None:
         """The manifest of the newest intact checkpoint (with its ``path``), or
         None if there is none; damaged newer ones are skipped with a one-line
         warning each (``warn``, rank 0); checkpoints exist but none is intact: a
-        one-line error (naming the newest and why), no warnings. Collective
-        (rank 0 verifies and decides)."""
+        one-line error (naming the newest and why), no warnings. ``prefer(manifest)``:
+        the newest intact one it accepts, if any (else the newest intact one).
+        Collective (rank 0 verifies and decides)."""
         result = None
         if self.comm.rank == 0:
-            damaged = []  # (path, why), newest first
-            for _, path in reversed(self.list()):
+            damaged = []  # (iteration, path, why), newest first
+            for it, path in reversed(self.list()):
                 try:
-                    result = {**self.verify(path), "path": str(path)}
-                    break
+                    found = {**self.verify(path), "path": str(path)}
                 except ValueError as e:
-                    damaged.append((path, e))
+                    damaged.append((it, path, e))
+                    continue
+                result = result or found
+                if prefer is None or prefer(found):
+                    result = found
+                    break
             if result is not None:
-                for path, e in damaged:
-                    warn(f"warning: checkpoint {path} is damaged ({e}); skipping it")
+                for it, path, e in damaged:
+                    if it > result["iteration"]:  # passed over on the way to it
+                        warn(f"warning: checkpoint {path} is damaged ({e}); skipping it")
             elif damaged:  # one line, no warnings
-                (path, e), more = damaged[0], len(damaged) - 1
+                (_, path, e), more = damaged[0], len(damaged) - 1
                 others = f" and {more} older one{'s' * (more > 1)} damaged too" if more else ""
                 result = InputError(
                     f"no intact checkpoint in {self.directory}: the newest, {path.name}, is "

@@ -270,12 +270,14 @@ class TaoTrainer(Trainer):
             x = tao.getSolution()
             J, grad = self._at_solution(x)
             self.iteration = start + its
-            rec = self.record(J, grad, sweeps=self.sweeps)
-            check_finite(self.iteration, rec.loss, rec.grad_norm)
             moved = not self.comm.allreduce(np.array_equal(good, x.array_r), op=MPI.LAND)
             good[:] = x.array_r
-            if its > 0 and moved:  # once per accepted step (trust-region methods
-                records.append(rec)  # also monitor rejected ones)
+            # every TAO iteration is one record; a trust-region method's rejected step
+            # (the radius shrunk, the controls unchanged) says so in ``accepted``
+            rec = self.record(J, grad, sweeps=self.sweeps, accepted=int(moved))
+            check_finite(self.iteration, rec.loss, rec.grad_norm)
+            if its > 0:
+                records.append(rec)
                 if self.on_record is not None:
                     self.on_record(rec)
         except BaseException as e:  # stop TAO cleanly, re-raise after TaoSolve
