@@ -65,6 +65,24 @@ def _w_constant(t, x, y):
     return _w(0.3, x, y)
 
 
+def _depth_order(scheme, epsilon, w, b):
+    """The fitted order of the outputs in N_t = 8 … 64 against N_t = 1024, with
+    the layer controls sampled from the fields w, b at the layer midpoints."""
+    sp = _space(kind="unit_interval", n=8)
+    X = _samples(4)
+
+    def outputs(layers):
+        net = ContinuumNetwork(sp, 2, 2, scheme=scheme, epsilon=epsilon, layers=layers, T=1.0)
+        theta = net.controls_from_fields(net.init_controls(), w, b, _c)
+        Y = net.forward(theta, X)
+        net.destroy()
+        return Y
+
+    ref = outputs(1024)
+    Ns = [8, 16, 32, 64]
+    return _fitted_order(Ns, [np.max(np.abs(outputs(N) - ref)) for N in Ns])
+
+
 @pytest.mark.parametrize(
     "scheme,epsilon,w",
     [
@@ -78,44 +96,18 @@ def _w_constant(t, x, y):
     ],
 )
 def test_depth_convergence_order(scheme, epsilon, w):
-    """Fitted order within 0.1 of the declared one, N_t = 8 … 64 against N_t = 1024,
-    with controls sampled from smooth fields at the layer midpoints."""
-    sp = _space(kind="unit_interval", n=8)
-    X = _samples(4)
+    """Fitted order within 0.1 of the declared one."""
     b = _b if w is _w else (lambda t, x: _b(0.3, x))
-
-    def outputs(layers):
-        net = ContinuumNetwork(sp, 2, 2, scheme=scheme, epsilon=epsilon, layers=layers, T=1.0)
-        theta = net.controls_from_fields(net.init_controls(), w, b, _c)
-        Y = net.forward(theta, X)
-        net.destroy()
-        return Y
-
-    ref = outputs(1024)
-    Ns = [8, 16, 32, 64]
-    errors = [np.max(np.abs(outputs(N) - ref)) for N in Ns]
-    order = _fitted_order(Ns, errors)
-    declared = ContinuumNetwork(sp, 2, 2, scheme=scheme, epsilon=epsilon).scheme.order
-    assert abs(order - declared) < 0.1, (errors, order)
+    order = _depth_order(scheme, epsilon, w, b)
+    declared = ContinuumNetwork(_space(kind="unit_interval", n=2), 2, 2, scheme=scheme).scheme
+    assert abs(order - declared.order) < 0.1, order
 
 
 def test_rk4_with_controls_varying_in_depth_converges_at_order_two():
     """Layer controls sampled at the midpoints of smooth fields θ(t) are a
     midpoint-rule approximation of them: RK4's outputs then converge at order 2
     (order 4 with controls constant in depth, above)."""
-    sp = _space(kind="unit_interval", n=8)
-    X = _samples(4)
-
-    def outputs(layers):
-        net = ContinuumNetwork(sp, 2, 2, scheme="rk4", layers=layers, T=1.0)
-        theta = net.controls_from_fields(net.init_controls(), _w, _b, _c)
-        Y = net.forward(theta, X)
-        net.destroy()
-        return Y
-
-    ref = outputs(1024)
-    Ns = [8, 16, 32, 64]
-    order = _fitted_order(Ns, [np.max(np.abs(outputs(N) - ref)) for N in Ns])
+    order = _depth_order("rk4", 0.0, _w, _b)
     assert abs(order - 2) < 0.1, order
 
 
