@@ -300,6 +300,9 @@ def test_evaluate_refuses_mixed_data_and_inconsistent_model_files(capsys, small,
         ({"T": np.array("long")}, "T: expected a 0-d number"),
         ({"W_scale": np.ones(3)}, "W_scale: a model with real weights"),
         ({"scheme": None}, "scheme: missing"),
+        ({"scheme": np.array("rk4")}, "scheme: the file has 'rk4', the network has 'imex_euler'"),
+        ({"activation": np.array("sigmoid")}, "activation: the file has 'sigmoid'"),
+        ({"T": np.array(1.0)}, "T: the file has 1.0, the network has 2.0"),
     ):
         arrays = {k: v for k, v in {**good, **change}.items() if v is not None}
         MPI.COMM_WORLD.Barrier()  # every rank has read the previous file

@@ -362,7 +362,16 @@ def load_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def controls_from_model(net, arrays: dict[str, np.ndarray]):
     """The network's controls (this rank's rows) from model arrays (keyed by the
     entry that does not fit the network)."""
-    for key, want in (("kernel", net.kernel.name), ("layers", net.layers)):
+    network = (
+        ("kernel", net.kernel.name),
+        ("layers", net.layers),
+        ("scheme", net.scheme.name),
+        ("activation", net.activation.name),
+        ("degree", net.space.degree),
+        ("T", net.T),
+        ("epsilon", net.epsilon),
+    )
+    for key, want in network:  # what the file says it is against what will step it
         if key in arrays and arrays[key].item() != want:
             raise InputError(f"the file has {arrays[key].item()!r}, the network has {want!r}", key)
     if str(arrays.get("weights", "real")) != "real":
