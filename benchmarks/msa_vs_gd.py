@@ -243,7 +243,8 @@ def main(argv=None) -> str:
         "initial controls for every method. J = full-batch training loss after k "
         "iterations (an E-MSA/MSA iteration is one sweep over all layers with its "
         f"accepted step; gd: one L²-gradient step with η = {GD_STEP:g}; adam: one full-batch "
-        "step; lmvm/lbfgs/ntr: one accepted iteration) and after t seconds, "
+        "step; lmvm/lbfgs: one accepted iteration; ntr: one TAO iteration, a rejected "
+        "trust-region step included) and after t seconds, "
         f"at most {s['iterations']} iterations or {s['budget']:g} s. Plot: `out/{png.name}`.\n\n"
         + C.table(
             ["method", "J₀"]
