@@ -1,6 +1,7 @@
 """The classical Runge–Kutta network (order 4, ε = 0): the explicit RK of DESIGN.md §2
-for u' = σ(𝒦u + b), a layer's controls θⁿ held over [t_n, t_{n+1}]
-(the RK-Nets of Haber & Ruthotto 2017 §3 and Lu et al., ICML 2018, with RK4's tableau):
+for u' = σ(𝒦u + b), a layer's controls θⁿ held over [t_n, t_{n+1}] (Kutta 1901's
+tableau; residual networks read as ODE discretisations: Haber & Ruthotto 2017,
+Lu et al., ICML 2018):
 
     Y₁ = Uⁿ,  Yᵢ = Uⁿ + cᵢ Δt σ(Z_{i−1}) (c = 0, ½, ½, 1),  Zᵢ = K Yᵢ + b,
     U^{n+1} = Uⁿ + Δt Σᵢ βᵢ σ(Zᵢ),   β = (1, 2, 2, 1)/6.
