@@ -88,8 +88,9 @@ def show(value: object, limit: int = 60) -> str:
             if v.bit_length() > 200:  # str() of a huge int is slow
                 return emit(f"{'-' if v < 0 else ''}<{v.bit_length()}-bit integer>")
             return emit(str(v))
-        if isinstance(v, numbers.Real):
-            return emit(f"{float(v):g}")
+        if isinstance(v, numbers.Real):  # a float shown as one: 1.0, not 1
+            text = f"{float(v):g}"
+            return emit(text if any(c in text for c in ".ein") else text + ".0")
         if isinstance(v, str | bytes):
             return emit(repr(v[: limit + 2]))
         if isinstance(v, Mapping):

@@ -283,6 +283,9 @@ def test_evaluate_refuses_mixed_data_and_inconsistent_model_files(capsys, small,
         np.savez(mpi_tmp_path / "d.npz", X=d.X_train, y=d.y_train)
     MPI.COMM_WORLD.Barrier()
     file = mpi_tmp_path / "d.npz"
+    code, out, err = cli(capsys, "evaluate", run, "--data", "name=peaks")  # 5 classes
+    assert code == 2 and err.startswith("config error: --data: the data set of --data"), err
+    assert "has 5 outputs, the model takes 2" in err and err.count("\n") == 1
     for data in ([file, "n_test=5"], ["n_test=5", file], [file, file], ["="], ["=5"]):
         flags = [x for v in data for x in ("--data", v)]
         code, out, err = cli(capsys, "evaluate", run, *flags)
@@ -335,6 +338,14 @@ def test_evaluate_refuses_mixed_data_and_inconsistent_model_files(capsys, small,
     MPI.COMM_WORLD.Barrier()
     code, _, err = cli(capsys, "evaluate", run)
     assert code == 3 and "non-finite values (in W)" in err, err
+    # config.yaml's parallel section is checked too (its layout is replaced, not its library)
+    text = (run / "config.yaml").read_text()
+    MPI.COMM_WORLD.Barrier()
+    if MPI.COMM_WORLD.rank == 0:
+        (run / "config.yaml").write_text(text.replace("blas: numpy", "blas: bogus"))
+    MPI.COMM_WORLD.Barrier()
+    code, _, err = cli(capsys, "evaluate", run)
+    assert code == 2 and err.startswith("config error: parallel.blas:"), err
 
 
 def test_train_with_bounds(capsys, small, mpi_tmp_path):
@@ -503,14 +514,16 @@ def test_resume_off_the_chunk_grid_and_with_a_minibatch_method(capsys, small, mp
     continued ends as an uninterrupted one (it resumes from iteration 4: TAO's memory
     restarts at the grid); a minibatch method that continues another's checkpoint
     mid-epoch draws its permutation at once (it divided by an empty batch)."""
-    a, b = mpi_tmp_path / "a", mpi_tmp_path / "b"
+    a = mpi_tmp_path / "a"
     assert cli(capsys, "train", small, "--output", a, "--quiet")[0] == 0
     five = ("--set", "training.max_iterations=5")
-    assert cli(capsys, "train", small, "--output", b, "--quiet", *five)[0] == 0
-    assert cli(capsys, "train", small, "--output", b, "--quiet", "--resume")[0] == 0
-    assert _metrics_without_time(a) == _metrics_without_time(b)
-    A, B = model_io.load_model(a / "model.npz"), model_io.load_model(b / "model.npz")
-    assert all(np.array_equal(A[k], B[k]) for k in A)
+    for keep in (2, 1):  # with one checkpoint kept, the grid point before is kept too
+        b, kept = mpi_tmp_path / f"b{keep}", ("--set", f"output.keep_checkpoints={keep}")
+        assert cli(capsys, "train", small, "--output", b, "--quiet", *five, *kept)[0] == 0
+        assert cli(capsys, "train", small, "--output", b, "--quiet", "--resume", *kept)[0] == 0
+        assert _metrics_without_time(a) == _metrics_without_time(b)
+        A, B = model_io.load_model(a / "model.npz"), model_io.load_model(b / "model.npz")
+        assert all(np.array_equal(A[k], B[k]) for k in A)
     c = mpi_tmp_path / "c"
     four = ("--set", "training.max_iterations=4")
     assert cli(capsys, "train", small, "--output", c, "--quiet", *four)[0] == 0
@@ -570,6 +583,57 @@ def test_oneshot_resumed_on_another_layout_says_it_drops_its_kkt_state(capsys, s
     assert code in (0, 4), err
     assert "written on another layout" in out + err
     assert "written on another layout" in (run / "train.log").read_text()
+
+
+def test_levels_checked_before_the_run_directory_is_touched(capsys, small, mpi_tmp_path):
+    """A coarse level the layout cannot split (fewer layers than depth ranks) is
+    refused by validate and by train before anything is written (with --overwrite
+    it had deleted the old run); checkpointing: k > layers is k = layers, not a
+    memory error; a level's share counts against --max-memory."""
+    comm = MPI.COMM_WORLD
+    code, _, err = cli(capsys, "validate", small, "--set", "training.checkpointing=100000000")
+    assert code == 0, err
+    run = mpi_tmp_path / "run"
+    assert cli(capsys, "train", small, "--output", run, "--quiet")[0] == 0
+    before = _snapshot(run) if comm.rank == 0 else None
+    many = ("--set", "training.levels=[{layers: 2000, max_iterations: 1}]", "--max-memory", "20M")
+    code, _, err = cli(capsys, "train", small, "--output", run, "--overwrite", *many)
+    assert code == 2 and "--max-memory" in err and "training.levels" in err, err
+    if comm.size == 2:
+        split = (
+            "--set",
+            "training.method=oneshot",
+            "--set",
+            "parallel.depth=2",
+            "--set",
+            "training.levels=[{layers: 1, max_iterations: 1}]",
+        )
+        code, _, err = cli(capsys, "validate", small, *split)
+        assert code == 2 and err.startswith("config error: training.levels.0.layers:"), err
+        code, _, err = cli(capsys, "train", small, "--output", run, "--overwrite", *split)
+        assert code == 2 and err.startswith("config error: training.levels.0.layers:"), err
+    comm.Barrier()
+    same = _snapshot(run) == before if comm.rank == 0 else None
+    assert comm.bcast(same, root=0)
+
+
+@pytest.mark.parametrize("example", ["inverse_1d.yaml", "hjb.yaml"])
+def test_parallel_blas_is_checked_by_inverse_and_hjb_runs(capsys, example, monkeypatch):
+    """parallel.blas names a library that must load for every kind of run (inverse and
+    hjb runs accepted mkl without MKL and trained on NumPy's BLAS)."""
+    from pontryx.solver.model import blas
+
+    use = blas.use
+
+    def without_mkl(name):
+        if name == "mkl":
+            raise blas.BlasUnavailable("Intel MKL not found (test)")
+        return use(name)
+
+    monkeypatch.setattr(blas, "use", without_mkl)
+    config = Path(__file__).resolve().parents[1] / "examples" / example
+    code, _, err = cli(capsys, "validate", config, "--set", "parallel.blas=mkl")
+    assert code == 2 and err.startswith("config error: parallel.blas: Intel MKL not found"), err
 
 
 LEVELS = (
@@ -930,6 +994,19 @@ BAD = [
     ("T-string", _with("model.T", "deep"), [], "model.T: expected a number"),
     ("layers-zero", _with("model.layers", 0), [], "model.layers"),
     ("layers-float", _with("model.layers", 2.5), [], "model.layers: expected an integer"),
+    ("width-float", _with("parallel.width", 1.0), [], "expected an integer, got 1.0"),
+    (
+        "noise-smoothness-off",
+        _with("model.noise", {"smoothness": 33}),
+        [],
+        "model.noise.smoothness: expected an integer 1 ≤ β ≤ 32, got 33",
+    ),
+    (
+        "level-too-large",  # the coarse levels count in the memory estimate
+        _with("training.levels", [{"mesh": {"n": 100000}, "max_iterations": 1}]),
+        [],
+        "use coarser levels or fewer layers in training.levels",
+    ),
     ("epsilon-negative", _with("model.epsilon", -0.1), [], "model.epsilon"),
     ("activation", _with("model.activation", "relu"), [], "model.activation"),
     ("scheme", _with("model.scheme", "dopri5"), [], "model.scheme"),

@@ -330,3 +330,10 @@ def test_readme_documents_every_key():
         assert re.search(rf"`{name}`", readme)
     for section in Config.model_fields:
         assert f"### `{section}`" in readme
+
+
+def test_the_schema_bounds_the_matern_exponent_as_the_fields_do():
+    from pontryx.solver.config.schema import MAX_SMOOTHNESS
+    from pontryx.solver.model import fields
+
+    assert MAX_SMOOTHNESS == fields.MAX_SMOOTHNESS

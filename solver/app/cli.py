@@ -448,6 +448,22 @@ def _file_results(problem, controls, file: str, classes) -> dict:
     return {"file": {"loss": J, "misfit": rf.last["misfit"], m: rf.metric(), "samples": rf.S}}
 
 
+def _data_fits_model(dataset, arrays) -> str | None:
+    """Why the data set of ``evaluate --data KEY=VALUE`` does not fit the model file
+    (its features, outputs or class labels), or None."""
+    import numpy as np
+
+    what = f"the data set of --data ({dataset.description})"
+    for key, have in (("n_in", dataset.n_in), ("n_out", dataset.n_outputs)):
+        if key in arrays and int(arrays[key]) != have:
+            noun = "features" if key == "n_in" else "outputs"
+            return f"{what} has {have} {noun}, the model takes {int(arrays[key])}"
+    stored = tuple(np.asarray(arrays.get("classes", [])).tolist())
+    if stored and dataset.classes and tuple(map(str, stored)) != tuple(map(str, dataset.classes)):
+        return f"{what} has the classes {list(dataset.classes)}, the model {list(stored)}"
+    return None
+
+
 def cmd_evaluate(args) -> int:
     import numpy as np
 
@@ -465,7 +481,9 @@ def cmd_evaluate(args) -> int:
             f"{run_dir / 'model.npz'} not found (the run has not finished)", "evaluate"
         )
     raw = read_yaml(run_dir / "config.yaml")
-    raw["parallel"] = {"width": None, "data": None}  # any number of ranks
+    given = raw.get("parallel")  # its library and exchange kept (and checked)
+    kept = dict(given) if isinstance(given, dict) else {}
+    raw["parallel"] = {**kept, "width": None, "data": None, "depth": 1}  # any number of ranks
     config = validate_config(raw, ranks=comm.size, base_dir=run_dir)
     file = None
     if args.data and config.inverse is not None:
@@ -478,11 +496,15 @@ def cmd_evaluate(args) -> int:
     model = run_dir / "model.npz"
     try:
         arrays = model_io.load_model(model)
-        controls = model_io.controls_from_model(problem.net, arrays)
+        fits = args.data and file is None  # KEY=VALUE overrides built another data set
+        misfit = _data_fits_model(problem.dataset, arrays) if fits else None
+        controls = None if misfit else model_io.controls_from_model(problem.net, arrays)
     except InputError as e:  # keyed by the entry of the model file, if one
         raise InputError(f"{model}: {e}", "evaluate") from None
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read {model}: {e}", "evaluate") from None
+    if misfit:
+        raise InputError(misfit, "--data")
     bad = [k for k, v in controls.items() if not np.all(np.isfinite(v))]
     if comm.allreduce(bad, op=MPI.SUM):
         names = sorted(set(comm.allreduce(bad, op=MPI.SUM)))

@@ -211,7 +211,10 @@ def _build(config, comm: MPI.Comm) -> InverseProblem:
             "adjoint gradients) or a gradient method",
             "training.options.hessian",
         )
+    from pontryx.solver.app.problem import use_blas
+
     with section("parallel"):
+        use_blas(c.parallel.blas)
         layout = Layout.create(comm, *c.parallel.sizes(comm.size), depth=c.parallel.depth)
     if layout.n_depth > 1:
         raise InputError("an inverse run has no depth axis", "parallel.depth")

@@ -222,7 +222,7 @@ def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> 
     elif chk == "reverse":
         stored = 2 * records
     else:
-        k = max(1, math.ceil(math.sqrt(L))) if chk == "sqrt" else int(chk)
+        k = max(1, math.ceil(math.sqrt(L))) if chk == "sqrt" else min(int(chk), L)
         stored = math.ceil(L / k) + records * k
     states = 8 * n * S * (stored + 4)
     work = 8 * N * S if kernel == "dense" else 0
@@ -293,6 +293,20 @@ def check_memory(
         t = config.training
         copies = method_class(t.method).copies(dict(t.options or {}))
     est = estimate(config, comm.size, copies, method_bytes)
+    # the coarse levels of training.levels are built beside the configured problem (and
+    # share its data set)
+    levels = []
+    for i in range(len(getattr(config.training, "levels", None) or ())):
+        try:
+            part = estimate(config.level(i), comm.size, copies)["bytes"]
+        except InputError as e:  # a level's own mesh keys
+            if (e.key or "").startswith("training.levels"):
+                raise
+            raise e.under(f"training.levels.{i}") from None
+        levels.append(part["total"] - part["data"])
+    if levels:
+        est["bytes"] = {**est["bytes"], "training.levels": sum(levels)}
+        est["bytes"]["total"] += sum(levels)
     total = est["bytes"]["total"]
     avail = least_available(comm)
     limit, what = (max_memory, "--max-memory") if max_memory else (avail, "the memory available")
@@ -310,6 +324,8 @@ def check_memory(
                 if est["bytes"]["pde"] > total / 2
                 else "use fewer samples (data.n_train, data.n_test) or more ranks"
                 if est["bytes"]["data"] > total / 2
+                else "use coarser levels or fewer layers in training.levels"
+                if sum(levels) > total / 2
                 else "use fewer layers or dofs, more ranks, checkpointing, or a smaller minibatch"
             ),
             "--max-memory" if what == "--max-memory" else "memory",

@@ -446,10 +446,14 @@ class TrainingRun:
         self.stop.check()
 
     def _checkpoint(self, trainer, reason, finished) -> None:
+        every = self.config.output.checkpoint_every
+        off_grid = not trainer.resumable_anywhere and trainer.iteration % every
         self.checkpoints.save(
             trainer.iteration,
             trainer.state(),
             trainer.state_kinds(),
+            # a TAO run continued from off the grid resumes from the grid point before
+            pin=trainer.iteration - trainer.iteration % every if off_grid else None,
             elapsed=self.elapsed(),
             finished=finished,
             reason=reason,

@@ -196,6 +196,8 @@ class InitSection(Section):
 
 # ------------------------------------------------------- noise in depth ---
 
+#: the largest SPDE exponent β of a Matérn field (as :mod:`pontryx.solver.model.fields`)
+MAX_SMOOTHNESS = 32
 #: methods that step the reduced functional (and so see noise in depth); the
 #: Pontryagin sweeps and the one-shot solve step the deterministic layers themselves
 NOISELESS_METHODS = ("msa", "emsa", "oneshot")
@@ -213,6 +215,16 @@ class NoiseSection(Section):
     samples: PositiveInt = Field(1, description="M noise paths per sample")
     seed: NonNegativeInt = Field(0, description="seed of the noise paths")
     resample: bool = Field(False, description="new paths every iteration (sgd, adam, langevin)")
+
+    @model_validator(mode="after")
+    def check_smoothness(self):
+        # checked with the noise off too (it is refused once on), as model.init's is
+        if self.smoothness > MAX_SMOOTHNESS:
+            raise _field(
+                "smoothness",
+                f"expected an integer 1 ≤ β ≤ {MAX_SMOOTHNESS}, got {self.smoothness}",
+            )
+        return self
 
     @property
     def enabled(self) -> bool:
@@ -695,12 +707,19 @@ class Config(Section):
                 "training.checkpointing",
                 f"'reverse' needs a reversible scheme ({', '.join(reversible)}), not {m.scheme}",
             )
+        depth = self.parallel.depth
         for i, level in enumerate(t.levels):
             try:
                 merged = {**self.mesh, **level.mesh}
                 resolve(merged, MESH_KINDS, "kind", default=DEFAULT_KIND, what="mesh kind")
             except InputError as e:
                 raise e.under(f"training.levels.{i}.mesh") from None
+            if (level.layers or m.layers) < depth:  # the depth axis splits every level's layers
+                raise _field(
+                    f"training.levels.{i}.layers",
+                    f"expected at least parallel.depth = {depth} layers (one per depth rank), "
+                    f"got {level.layers or m.layers}",
+                )
         if m.embedding.type == "image":
             d = self.data
             shape = d.get("input_shape")  # a file's X of S×h×w gives it (checked once read)

@@ -133,8 +133,10 @@ class Checkpoints:
         return 1 if name in self.net.layer_names else 0
 
     # -- writing -----------------------------------------------------------------------
-    def save(self, iteration: int, state: dict, kinds: dict, **info) -> Path:
-        """Write ``state`` (this rank's arrays) for ``iteration``. Collective."""
+    def save(self, iteration: int, state: dict, kinds: dict, pin=None, **info) -> Path:
+        """Write ``state`` (this rank's arrays) for ``iteration``; ``pin``: the
+        iteration of an older checkpoint kept beyond the newest ``keep`` (a TAO run
+        stopped off the chunk grid resumes from the grid point before). Collective."""
         comm, layout, sp = self.comm, self.layout, self.net.space
         target = self._dir(iteration)
         if comm.rank == 0:
@@ -186,14 +188,15 @@ class Checkpoints:
             }
             manifest["checksum"] = _manifest_checksum(manifest)
             write_json(target / "manifest.json", manifest)
-            self._prune()
+            self._prune(pin)
         comm.Barrier()
         return target
 
-    def _prune(self) -> None:
+    def _prune(self, pin=None) -> None:
         complete = self.list()
-        for _, path in complete[: max(len(complete) - self.keep, 0)]:
-            shutil.rmtree(path, ignore_errors=True)
+        for it, path in complete[: max(len(complete) - self.keep, 0)]:
+            if it != pin:
+                shutil.rmtree(path, ignore_errors=True)
         newest = complete[-1][0] if complete else -1
         for path in self.directory.glob("iter-*"):  # incomplete ones older than the newest
             m = _DIR.match(path.name)
