@@ -652,10 +652,9 @@ def test_application_layer_splits_depth_for_oneshot_only(comm):
     with pytest.raises(InputError, match=r"^parallel.depth: method 'lmvm' keeps every layer"):
         make_method(p)
     p.destroy()
-    p = problem("oneshot", layers=1)  # fewer layers than depth ranks: keyed parallel.depth
+    # fewer layers than depth ranks: refused by the schema (validate too), keyed parallel.depth
     with pytest.raises(InputError, match=r"^parallel.depth: expected at most 1 depth rank "):
-        make_method(p)
-    p.destroy()
+        problem("oneshot", layers=1)
 
 
 # -- continuation in the regularisation weight ------------------------------------------------

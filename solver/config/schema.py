@@ -708,6 +708,11 @@ class Config(Section):
                 f"'reverse' needs a reversible scheme ({', '.join(reversible)}), not {m.scheme}",
             )
         depth = self.parallel.depth
+        if m.layers < depth:  # every depth rank holds a layer (oneshot, msa/emsa jacobi)
+            ranks = "1 depth rank" if m.layers == 1 else f"{m.layers} depth ranks"
+            raise _field(
+                "parallel.depth", f"expected at most {ranks} (one layer each), got {depth}"
+            )
         for i, level in enumerate(t.levels):
             try:
                 merged = {**self.mesh, **level.mesh}
