@@ -91,7 +91,7 @@ def test_bad_bounds_are_keyed_errors():
     names = rf.net.trainable
     for spec, message in (
         ({"X": 1.0}, r"^X: not a trainable control; expected one of W, b, C, d$"),
-        ({"W": -1.0}, r"^W: expected a bound c > 0 \(\|θ\| ≤ c\), got -1$"),
+        ({"W": -1.0}, r"^W: expected a bound c > 0 \(\|θ\| ≤ c\), got -1.0$"),
         ({"W": [1.0, 1.0]}, r"^W: expected lower < upper, got \[1, 1\]$"),
         ({"b": [0.0, "x"]}, r"^b: expected a number or null, got 'x'$"),
         ({"b": "big"}, r"^b: expected a number c \(\|θ\| ≤ c\) or \[lower, upper\], got 'big'$"),
