@@ -173,6 +173,22 @@ def test_overrides_are_yaml_values():
         apply_override(raw, "model.layers.x=1")
 
 
+def test_overrides_index_lists_as_errors_name_them():
+    """``training.levels.0.max_iterations``: the key an error names can be set."""
+    raw = {"training": {"levels": [{"max_iterations": 3}, {"mesh": {"n": 2}}]}}
+    apply_override(raw, "training.levels.0.max_iterations=7")
+    apply_override(raw, "training.levels.1.mesh.n=4")
+    apply_override(raw, "training.levels.1.layers=2")
+    assert raw["training"]["levels"] == [
+        {"max_iterations": 7},
+        {"mesh": {"n": 4}, "layers": 2},
+    ]
+    with pytest.raises(InputError, match=r"^training.levels: has 2 entries, no entry 2"):
+        apply_override(raw, "training.levels.2.layers=1")
+    with pytest.raises(InputError, match=r"^training.levels: is a list: index it with 0, 1"):
+        apply_override(raw, "training.levels.first.layers=1")
+
+
 def test_flatten_petsc():
     tree = {
         "pontryx_tao": {"type": "lmvm", "gatol": 1e-8, "monitor": None},

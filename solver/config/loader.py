@@ -176,8 +176,22 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return raw
 
 
+def _step(node, part: str, path: str, key: str):
+    """The index into ``node`` that ``part`` names: the key of a mapping, or the
+    position (0, 1, …) in a list, which must exist (``--set training.levels.0.layers=2``)."""
+    if isinstance(node, dict):
+        return part
+    if not (part.isdigit() and part.isascii()):
+        raise InputError(f"is a list: index it with 0, 1, … (--set {key})", path)
+    if int(part) >= len(node):
+        entries = "1 entry" if len(node) == 1 else f"{len(node)} entries"
+        raise InputError(f"has {entries}, no entry {part} (--set {key})", path)
+    return int(part)
+
+
 def apply_override(raw: dict, assignment: str) -> None:
-    """``--set model.layers=8``: set a key path; the value is parsed as YAML."""
+    """``--set model.layers=8``: set a key path (a list entry by its position,
+    ``training.levels.0.layers=2``); the value is parsed as YAML."""
     key, sep, text = assignment.partition("=")
     key = key.strip()
     if not sep or not key or any(not p for p in key.split(".")):
@@ -191,15 +205,16 @@ def apply_override(raw: dict, assignment: str) -> None:
     parts = key.split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
+        index = _step(node, part, ".".join(parts[:i]), key)
+        child = node.get(index) if isinstance(node, dict) else node[index]
         if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
+            child = node[index] = {}
+        if not isinstance(child, dict | list):
             raise InputError(
                 f"is {show(child)}, not a mapping (--set {key})", ".".join(parts[: i + 1])
             )
         node = child
-    node[parts[-1]] = value
+    node[_step(node, parts[-1], ".".join(parts[:-1]), key)] = value
 
 
 def validate_config(raw: Mapping, *, ranks: int | None = None, base_dir=None) -> Config:
