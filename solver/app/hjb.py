@@ -38,7 +38,7 @@ import yaml
 from pontryx.meshes.errors import InputError
 from pontryx.solver.app.directory import check_directory
 from pontryx.solver.app.memory import format_bytes, least_available
-from pontryx.solver.app.network import section
+from pontryx.solver.app.network import section, use_blas
 from pontryx.solver.errors import EXIT_NOT_CONVERGED
 from pontryx.solver.hjb.compare import ReducedNetwork
 from pontryx.solver.hjb.scheme import ValueFunction
@@ -79,8 +79,6 @@ def _check_memory(grid, levels: int, comm) -> None:
 
 
 def _build(config, comm):
-    from pontryx.solver.app.problem import use_blas
-
     h, m, t = config.hjb, config.model, config.training
     with section("parallel"):  # the library asked for must exist, as for train
         use_blas(config.parallel.blas)

@@ -26,7 +26,7 @@ import numpy as np
 from pontryx.meshes.errors import InputError
 from pontryx.meshes.factory import create_mesh, mesh_summary
 from pontryx.solver.app import petsc_options
-from pontryx.solver.app.network import build_network, section
+from pontryx.solver.app.network import build_network, section, use_blas
 from pontryx.solver.inverse.expressions import expression
 from pontryx.solver.inverse.functional import InverseFunctional, KappaError
 from pontryx.solver.inverse.misfit import ReducedMisfit, relative_error
@@ -211,8 +211,6 @@ def _build(config, comm: MPI.Comm) -> InverseProblem:
             "adjoint gradients) or a gradient method",
             "training.options.hessian",
         )
-    from pontryx.solver.app.problem import use_blas
-
     with section("parallel"):
         use_blas(c.parallel.blas)
         layout = Layout.create(comm, *c.parallel.sizes(comm.size), depth=c.parallel.depth)

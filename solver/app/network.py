@@ -1,8 +1,9 @@
 """The network of a configuration, shared by the training and the inverse
 problems (:mod:`.problem`, :mod:`.inverse`): the width space of ``mesh:``, the
-continuum network of ``model:`` and its initial controls; and :func:`section`,
-which puts the YAML section a builder reads from in front of the key of its
-:class:`InputError` (``n`` → ``mesh.n``) — no message text is parsed.
+continuum network of ``model:`` and its initial controls; :func:`use_blas`, the
+library of the kernels' GEMMs (``parallel.blas``, for every kind of run); and
+:func:`section`, which puts the YAML section a builder reads from in front of the
+key of its :class:`InputError` (``n`` → ``mesh.n``) — no message text is parsed.
 """
 
 from __future__ import annotations
@@ -14,12 +15,22 @@ from pontryx.meshes.factory import create_mesh
 from pontryx.solver.app import petsc_options
 from pontryx.solver.config.schema import Config
 from pontryx.solver.layout import Layout
+from pontryx.solver.model import blas
 from pontryx.solver.model.diffusion import PREFIX as DIFFUSION_PREFIX
 from pontryx.solver.model.fields import PREFIX as INIT_PREFIX
 from pontryx.solver.model.network import ContinuumNetwork
 from pontryx.solver.model.width import WidthSpace
 
-__all__ = ["build_network", "section"]
+__all__ = ["build_network", "section", "use_blas"]
+
+
+def use_blas(name: str) -> None:
+    """The kernels' GEMMs on ``name`` (``parallel.blas``); a library that cannot be
+    loaded is an error keyed ``blas``."""
+    try:
+        blas.use(name)
+    except blas.BlasUnavailable as e:
+        raise InputError(str(e), "blas") from None
 
 
 @contextlib.contextmanager

@@ -23,11 +23,10 @@ from pontryx.meshes.factory import mesh_summary
 from pontryx.solver.adjoint.reduced import ReducedFunctional
 from pontryx.solver.app import petsc_options
 from pontryx.solver.app.inverse import build_inverse
-from pontryx.solver.app.network import build_network, section
+from pontryx.solver.app.network import build_network, section, use_blas
 from pontryx.solver.config.schema import Config, TrainingSection, petsc_key_paths
 from pontryx.solver.data import Dataset, load_dataset, shard
 from pontryx.solver.layout import Layout
-from pontryx.solver.model import blas
 from pontryx.solver.model.bounds import Bounds
 from pontryx.solver.model.network import ContinuumNetwork
 from pontryx.solver.model.noise import PREFIX as NOISE_PREFIX
@@ -101,15 +100,6 @@ class Problem:
         if not self.shared_layout:  # a coarse level shares its problem's layout and options
             self.layout.destroy()
             petsc_options.remove(self.config.petsc_options)
-
-
-def use_blas(name: str) -> None:
-    """The kernels' GEMMs on ``name`` (``parallel.blas``); a library that cannot be
-    loaded is an error keyed ``blas``."""
-    try:
-        blas.use(name)
-    except blas.BlasUnavailable as e:
-        raise InputError(str(e), "blas") from None
 
 
 def build_problem(config: Config, comm: MPI.Comm, *, layout=None, dataset=None) -> Problem:
