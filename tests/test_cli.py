@@ -247,6 +247,7 @@ def test_evaluate_a_csv_trained_model_on_an_npz_file(capsys, small, mpi_tmp_path
     if comm.rank == 0:
         rows = "\n".join(f"{c},{a:.17g},{b:.17g}" for c, (a, b) in zip(y, X))
         (mpi_tmp_path / "first.csv").write_text(f"label,x1,x2\n{rows}\n")
+        (mpi_tmp_path / "first.txt").write_text(f"label,x1,x2\n{rows}\n")  # CSV too
         np.savez(mpi_tmp_path / "xy.npz", X=X, y=y)
         np.savez(mpi_tmp_path / "tall.npz", X=X.reshape(-1, 2, 1), y=y)
         np.savez(mpi_tmp_path / "wide.npz", X=X.reshape(-1, 1, 2), y=y)
@@ -256,12 +257,13 @@ def test_evaluate_a_csv_trained_model_on_an_npz_file(capsys, small, mpi_tmp_path
     code, _, err = cli(capsys, "train", small, "--output", run, "--quiet", "--set", data)
     assert code == 0, err
     results = []
-    for file in ("first.csv", "xy.npz"):
+    for file in ("first.csv", "first.txt", "xy.npz"):
         code, out, err = cli(capsys, "evaluate", run, "--data", mpi_tmp_path / file, "--json")
         assert code == 0, err
         results.append(json.loads(out)["file"])
-    assert results[0]["samples"] == results[1]["samples"] == 40
-    assert results[1]["loss"] == pytest.approx(results[0]["loss"], rel=1e-12)
+    assert [r["samples"] for r in results] == [40, 40, 40]
+    assert results[1]["loss"] == results[0]["loss"]
+    assert results[2]["loss"] == pytest.approx(results[0]["loss"], rel=1e-12)
     image = mpi_tmp_path / "image"
     data = f"data={{name: file, path: {mpi_tmp_path / 'wide.npz'}}}"
     code, _, err = cli(capsys, "train", small, "--output", image, "--quiet", "--set", data)

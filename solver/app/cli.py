@@ -418,13 +418,13 @@ def _file_results(problem, controls, file: str, classes) -> dict:
     ``classes``; an unknown label is refused). Collective."""
     from pontryx.solver.adjoint.reduced import ReducedFunctional
     from pontryx.solver.data import DATASET_KEYS, shard
-    from pontryx.solver.data.files import read_samples
+    from pontryx.solver.data.files import file_kind, read_samples
 
     d = problem.config.data
     desc = {**DATASET_KEYS["file"], "path": file, "task": problem.dataset.task}
-    if d["name"] == "file" and Path(d["path"]).suffix.lower() == Path(file).suffix.lower():
+    if d["name"] == "file" and file_kind(d["path"]) == file_kind(file):
         # the training file's column choices, for a file of its kind (CSV keys do not
-        # apply to an NPZ file, nor the other way round)
+        # apply to an NPZ file; a .txt file is a CSV file)
         desc.update({k: d[k] for k in ("target", "header") if k in d})
     try:
         X, y, shape = read_samples(desc, None, classes)

@@ -27,7 +27,13 @@ import numpy as np
 from pontryx.solver.data.dataset import DATASET_KEYS, TASKS, Dataset, _error, check_float, check_int
 from pontryx.solver.npz import read_npz
 
-__all__ = ["file_dataset", "read_samples"]
+__all__ = ["file_dataset", "file_kind", "read_samples"]
+
+
+def file_kind(path) -> str | None:
+    """``"csv"`` (a ``.csv`` or ``.txt`` file), ``"npz"`` or None (by the suffix)."""
+    suffix = Path(path).suffix.lower()
+    return "csv" if suffix in (".csv", ".txt") else "npz" if suffix == ".npz" else None
 
 
 def _numeric_columns(rows, cols, names, shown, key, what, what_nonfinite) -> np.ndarray:
@@ -258,12 +264,12 @@ def _read_parts(desc: Mapping, base_dir):
     if isinstance(t, bool) or not isinstance(t, str | numbers.Integral | list | tuple):
         raise _error("target", f"expected a column name or index, got {t!r}")
 
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".txt"):
+    kind = file_kind(path)
+    if kind == "csv":
         split = None
         X, y = _csv_arrays(path, shown, desc, task)
         parts = [(X, y)]
-    elif suffix == ".npz":
+    elif kind == "npz":
         if t != DATASET_KEYS["file"]["target"]:
             raise _error("target", "applies to CSV files only (NPZ files hold X and y)")
         if header is not None:
@@ -271,6 +277,7 @@ def _read_parts(desc: Mapping, base_dir):
         first, split = _npz_arrays(path, shown)
         parts = [first] if split is None else [first, split]
     else:
+        suffix = path.suffix.lower()
         raise _error("path", f"unsupported file type {suffix!r} of {shown!r} (.csv or .npz)")
 
     names = ("X", "y") if len(parts) == 1 else None
