@@ -450,6 +450,42 @@ def test_check_gradient_passes_on_every_example_as_shipped(capsys, example):
     assert code == 0 and "PASS" in out, out + err
 
 
+class _Wrong:
+    """A reduced functional whose gradient is off by a relative ``eta``."""
+
+    def __init__(self, rf, eta):
+        self.rf, self.eta = rf, eta
+
+    def __call__(self, controls):
+        return self.rf(controls)
+
+    def value_and_gradient(self, controls):
+        J, g = self.rf.value_and_gradient(controls)
+        g = g.copy()
+        for name in g:
+            g[name] *= 1.0 + self.eta
+        return J, g
+
+
+@pytest.mark.parametrize(
+    "example",
+    [e for e in EXAMPLES if e.stem != "digits_conv"],  # the slow one (1 797 images); fails too
+    ids=lambda p: p.stem,
+)
+def test_check_gradient_fails_on_every_example_for_an_error_of_1e_3(capsys, example, monkeypatch):
+    """The steps chosen from J alone reach close to round-off, where ∇J·(1 + 10⁻³)
+    moves a rate out of [1.95, 2.05] (with the steps chosen from the gradient
+    under test, as before, ∇J·1.3 passed)."""
+    from pontryx.solver.adjoint import taylor
+
+    test = taylor.taylor_test
+    monkeypatch.setattr(
+        taylor, "taylor_test", lambda rf, *a, **k: test(_Wrong(rf, 1e-3), *a, **k)
+    )
+    code, out, err = cli(capsys, "check-gradient", example)
+    assert code == 1 and "FAIL" in out, out + err
+
+
 @pytest.mark.parametrize(
     "example",
     # test_inverse.py and test_hjb.py run those

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from test_cli import SMALL, cli, small, write  # noqa: F401  (small: the fixture)
 
-from pontryx.solver.adjoint.taylor import first_step, taylor_test
+from pontryx.solver.adjoint.taylor import FLOOR, first_step, taylor_test
 from pontryx.solver.registry import METHODS
 from pontryx.solver.training import method_class
 
@@ -119,15 +119,51 @@ class _Quadratic:
 
 
 def test_first_step_checks_round_off_at_the_last_step_taken():
-    """From h0 = 1 the remainder at the last step 2^{1−K} is 4^{1−K}. With a
-    round-off floor 10⁴ ε |J0| = 0.008 (between 4⁻⁴ and 4⁻³) four steps qualify
-    (the last one's remainder 1/64 above the floor), five do not (1/256)."""
-    rf, x, d = _Quadratic(0.008 / (1e4 * np.finfo(float).eps)), _Scalar(0.0), _Scalar(1.0)
+    """J = J0 + x + x²: q(h) = 2h² exactly, so every window is asymptotic and the
+    deepest one ends at the last h = 2^{-k} with ½q = h² above the round-off floor
+    FLOOR ε |J0| = 0.008 (between 4⁻⁴ and 4⁻³): h = 1/8, so four steps start at 1
+    and five would start at 2 > the first step 1 (None)."""
+    J0 = 0.008 / (FLOOR * np.finfo(float).eps)
+    rf, x, d = _Quadratic(J0), _Scalar(0.0), _Scalar(1.0)
     assert first_step(rf, x, d, steps=4) == 1.0
+    assert first_step(rf, x, d, steps=2) == 0.25
     assert first_step(rf, x, d, steps=5) is None
     result = taylor_test(rf, x, d, h0=1.0, steps=4)
     assert result.h == [1.0, 0.5, 0.25, 0.125] and len(result.rates) == 3
     assert min(result.rates) > 1.95 and min(result.r1) > 0.008
+
+
+class _Kinked(_Quadratic):
+    """J0 + x + x² + 50|x − a|³, a = 2⁻¹⁰: a jump of the third derivative at a,
+    which the steps above it see; the chosen window lies below it."""
+
+    def __call__(self, c):
+        a = 2.0**-10
+        return super().__call__(c) + 50.0 * abs(c.x - a) ** 3
+
+    def value_and_gradient(self, c):
+        a = 2.0**-10
+        J, g = super().value_and_gradient(c)
+        return J, _Scalar(g.x + 150.0 * np.sign(c.x - a) * (c.x - a) ** 2)
+
+
+def test_first_step_is_chosen_from_J_alone_near_round_off():
+    """The steps do not depend on the gradient (a wrong one gets the same h0) and
+    end near round-off, below a kink in J; there ∇J·(1 + 10⁻³) fails."""
+    rf, x, d = _Kinked(1.0), _Scalar(0.0), _Scalar(1.0)
+    h0 = first_step(rf, x, d, steps=4)
+    assert h0 is not None and h0 / 8 < 2.0**-12
+    result = taylor_test(rf, x, d, h0=h0, steps=4)
+    assert all(abs(r - 2) < 0.05 for r in result.rates), result.rates
+
+    class Wrong(_Kinked):
+        def value_and_gradient(self, c):
+            J, g = super().value_and_gradient(c)
+            return J, _Scalar(1.001 * g.x)
+
+    assert first_step(Wrong(1.0), x, d, steps=4) == h0
+    wrong = taylor_test(Wrong(1.0), x, d, h0=h0, steps=4)
+    assert not all(1.95 <= r <= 2.05 for r in wrong.rates), wrong.rates
 
 
 # ------------------------------------------------------------ image files ---

@@ -84,27 +84,46 @@ def taylor_test(
     return TaylorResult(hs, r0, r1, r2)
 
 
-def first_step(rf, controls, direction, start: float = 1.0, steps: int = 4, tol: float = 0.05):
-    """The first step h₀ of a Taylor test chosen from the problem: the largest
-    h = start·2^{-k} where the expansion has entered its asymptotic range — the
-    second-order remainders r¹(h), r¹(h/2), r¹(h/4) fall at rate 2 ± ``tol`` (the
-    quadratic term dominates the cubic one) — and where r¹ of the test's last
-    step h/2^{steps−1} still stands well above round-off (10⁴ ε |J|). The test
-    from h₀ then takes ``steps`` steps h₀ … h₀/2^{steps−1} and checks their
-    ``steps − 1`` rates; a gradient with a relative error η fails once the steps
-    reach h ≈ η. ``None`` if no k ≤ 40 qualifies. One forward sweep per k."""
-    J0, grad = rf.value_and_gradient(controls)
-    dJ = grad.subset(direction.keys()).dot(direction)
-    floor = 1e4 * np.finfo(float).eps * max(abs(J0), 1e-300)
-    r = []
-    for k in range(43):
-        h = start * 2.0**-k
-        Jh = rf(controls.copy().axpy(h, direction))
-        r.append(abs(Jh - J0 - h * dJ) if np.isfinite(Jh) else np.nan)
-        if len(r) >= 3 and all(np.isfinite(r[-3:])) and min(r[-3:]) > 0:
-            rates = np.log2(np.array(r[-3:-1]) / np.array(r[-2:]))
-            if np.all(np.abs(rates - 2.0) < tol):
-                return start * 2.0 ** -(k - 2) if r[-3] / 4.0 ** (steps - 1) > floor else None
+#: the round-off floor of :func:`first_step`, in units of ε |J|
+FLOOR = 1e5
+
+
+def first_step(
+    rf, controls, direction, start: float = 1.0, steps: int = 4, tol: float = 0.05, kmax: int = 60
+):
+    """The first step h₀ of a Taylor test chosen from J alone, not from the
+    gradient under test. On h_k = start·2^{-k} (one forward sweep each, down to
+    round-off) the second differences
+
+        q_k = |J(θ + 2h_k δθ) − 2J(θ + h_k δθ) + J(θ)| = |⟨δθ, ∇²J δθ⟩| h_k² + O(h_k³)
+
+    show where the expansion is in its asymptotic range: there q falls at rate
+    log₂(q_{k−1}/q_k) = 2 ± ``tol``, as the second remainder r¹(h_k) ≈ ½q_k of an
+    exact gradient does, and J's own noise (round-off, an inexact inner solve)
+    or a kink would break it. The test's ``steps`` steps h₀ … h₀/2^{steps−1} are
+    the *deepest* such window: every rate of q in it within 2 ± ``tol`` and ½q at
+    its last step above the round-off floor :data:`FLOOR` ε |J|. A gradient whose
+    directional derivative is off by e adds e·h to r¹ and moves the rates from 2
+    once e ≳ 0.04 r¹(h_last)/h_last, so a window near round-off detects errors
+    far smaller than the test's own steps (tests/test_cli_commands.py). ``None``
+    if no window qualifies for k ≤ ``kmax``."""
+    J0 = rf(controls)
+    floor = FLOOR * np.finfo(float).eps * max(abs(J0), 1e-300)
+    J, q, ok = [], [], []  # J(θ + h_k δθ), q_k, and whether the rate into q_k is 2 ± tol
+    for k in range(kmax + 1):
+        J.append(rf(controls.copy().axpy(start * 2.0**-k, direction)))
+        q.append(abs(J[k - 1] - 2.0 * J[k] + J0) if k else np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = np.log2(q[k - 1] / q[k]) if k >= 2 else np.nan
+        ok.append(bool(np.isfinite(rate) and abs(rate - 2.0) < tol))
+        if k >= 1 and np.isfinite(q[k]) and not 0.5 * q[k] > floor:
+            break  # round-off from here on
+    for last in range(len(q) - 1, 0, -1):
+        k0 = last - (steps - 1)
+        if k0 < 0:
+            break
+        if 0.5 * q[last] > floor and all(ok[max(k0, 2) : last + 1]):
+            return start * 2.0**-k0
     return None
 
 
