@@ -479,9 +479,7 @@ def test_check_gradient_fails_on_every_example_for_an_error_of_1e_3(capsys, exam
     from pontryx.solver.adjoint import taylor
 
     test = taylor.taylor_test
-    monkeypatch.setattr(
-        taylor, "taylor_test", lambda rf, *a, **k: test(_Wrong(rf, 1e-3), *a, **k)
-    )
+    monkeypatch.setattr(taylor, "taylor_test", lambda rf, *a, **k: test(_Wrong(rf, 1e-3), *a, **k))
     code, out, err = cli(capsys, "check-gradient", example)
     assert code == 1 and "FAIL" in out, out + err
 
