@@ -766,6 +766,7 @@ def _unchanged(run, before) -> bool:
 # (what is done to a finished run, extra arguments, the one line's key, text it contains)
 DAMAGED_RUNS = [
     ("metrics-not-utf8", "metrics", ["--resume"], "--resume", "metrics.jsonl is not UTF-8"),
+    ("metrics-bad-line", "metrics-line", ["--resume"], "--resume", "line 1 is not a JSON line"),
     ("checkpoints-a-file", "checkpoints", ["--resume"], "--output", "checkpoints' is not a fold"),
     ("log-a-folder", "train.log", ["--resume"], "--output", "train.log' is not a regular"),
     ("marker-a-list", "marker-list", ["--overwrite"], "--overwrite", "not a pontryx run marker"),
@@ -786,6 +787,9 @@ def _tiny() -> str:
 def _damage(run, what):
     if what == "metrics":
         (run / "metrics.jsonl").write_bytes(b"\x00\xff garbage\n")
+    elif what == "metrics-line":  # a damaged line before the others (dropped them all)
+        lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+        (run / "metrics.jsonl").write_text("not a record\n" + "".join(lines[1:]))
     elif what == "checkpoints":
         shutil.rmtree(run / "checkpoints")
         (run / "checkpoints").write_text("x")

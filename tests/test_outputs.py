@@ -220,6 +220,8 @@ def test_metrics_log_resume_truncates(mpi_tmp_path):
         (b'{"iteration": 1}\n[1, 2]\n', "line 2 is not an iteration's record"),
         (b'{"iteration": 1}\n{"loss": 2}\n', "line 2 is not an iteration's record"),
         (b"[" * 100000 + b"\n", "line 1 is not a record"),
+        (b'{"iteration": 1}\nnot a record\n{"iteration": 3}\n', "line 2 is not a JSON line"),
+        (b'{"iteration": 1}\n{"iteration": 2, "lo\n', "line 2 is not a JSON line"),
     ],
 )
 def test_logs_pontryx_did_not_write_are_one_line_errors(tmp_path, content, needle):

@@ -52,11 +52,11 @@ def _is_record(row) -> bool:
 
 
 def read_metrics(directory: str | Path) -> list[dict]:
-    """The complete lines of ``metrics.jsonl`` ([] if there is none; reading stops
-    at a line that is not JSON: the torn last line of a killed run). A file that
-    is not UTF-8 text or cannot be read, or a line that is not an iteration's
-    record (a JSON object with an integer ``iteration``), is an InputError naming
-    it."""
+    """The complete lines of ``metrics.jsonl`` ([] if there is none; a torn last
+    line, unfinished JSON without its newline, of a killed run is left out). A
+    file that is not UTF-8 text or cannot be read, or any other line that is not
+    an iteration's record (a JSON object with an integer ``iteration``), is an
+    InputError naming it and the line."""
     path = Path(directory) / "metrics.jsonl"
     if not path.is_file():
         return []
@@ -66,12 +66,14 @@ def read_metrics(directory: str | Path) -> list[dict]:
         raise InputError(f"{path} is not UTF-8 text (not a log pontryx wrote)") from None
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror}") from None
-    rows = []
-    for i, line in enumerate(text.splitlines()):
+    rows, lines = [], text.splitlines()
+    for i, line in enumerate(lines):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            break
+            if i == len(lines) - 1 and not text.endswith("\n"):
+                break  # torn
+            raise InputError(f"{path}: line {i + 1} is not a JSON line") from None
         except RecursionError:  # nested too deep to be a record
             raise InputError(f"{path}: line {i + 1} is not a record pontryx wrote") from None
         if not _is_record(row):
