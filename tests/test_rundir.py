@@ -128,11 +128,36 @@ def test_marker_lists_written_entries_and_legacy_runs_are_recognised(tmp_path):
 
 
 def test_stale_temporaries_are_removed(tmp_path):
+    """Those pontryx's atomic writes leave (``.NAME.PID.tmp`` of its own entries,
+    anything of that form inside its own folders), and no ``.tmp`` of a user's."""
     run = tmp_path / "run"
-    rd = _run(run, "config.yaml")
-    (run / ".model.npz.1234.tmp").write_text("half")
+    rd = _run(run, "config.yaml", "checkpoints")
+    ours = [".model.npz.1234.tmp", ".pontryx/.run.json.77.tmp", "checkpoints/.state.npz.5.tmp"]
+    theirs = [".draft.tmp", ".vimrc.tmp", ".notes.txt.12.tmp", "mine/.draft.1.tmp"]
+    (run / "mine").mkdir()
+    for name in ours + theirs:
+        (run / name).write_text("half")
     rd.remove_stale_temporaries()
-    assert not (run / ".model.npz.1234.tmp").exists()
+    assert not [name for name in ours if (run / name).exists()]
+    assert all((run / name).read_text() == "half" for name in theirs)
+
+
+def test_a_pontryx_folder_that_is_a_link_is_refused(tmp_path):
+    """``.pontryx`` holds the marker and the lock: a link there would make pontryx
+    write (and an overwrite move files) elsewhere; resume, overwrite and analyze's
+    attach refuse it."""
+    run = tmp_path / "run"
+    _run(run, "config.yaml", "summary.json")
+    elsewhere = tmp_path / "elsewhere"
+    os.replace(run / ".pontryx", elsewhere)
+    os.symlink(elsewhere, run / ".pontryx")
+    before = (elsewhere / "run.json").read_text()
+    for resume in (True, False):
+        with pytest.raises(InputError, match=r"\.pontryx' is a symbolic link"):
+            check_run_directory(run, resume=resume, overwrite=not resume)
+    with pytest.raises(InputError, match="is a symbolic link"):
+        RunDirectory(run).attach("analysis")
+    assert (elsewhere / "run.json").read_text() == before
 
 
 def _listing(path):

@@ -192,6 +192,7 @@ class RunDirectory:
                 "to replace its results",
                 "directory",
             )
+        self._check_own_folder("directory")
         if not self.is_run():
             flags = "--resume and --overwrite only act" if resumable else "--overwrite only acts"
             raise InputError(
@@ -200,6 +201,7 @@ class RunDirectory:
                 "directory",
             )
         mode = "resume" if resume else "overwrite"
+        self._check_own_folder(mode)
         listed = self.listed(key=mode)
         for name in KINDS:
             if (path / name).is_symlink():
@@ -211,6 +213,18 @@ class RunDirectory:
         # an overwrite moves the listed entries aside; the others are written into
         self._check_kinds(skip=listed if mode == "overwrite" else ())
         return mode
+
+    def _check_own_folder(self, key: str) -> None:
+        """``.pontryx`` (marker, lock, an overwrite's old run) is absent or a
+        folder — not a link, through which pontryx would write elsewhere."""
+        st = _lstat(self.path / ".pontryx")
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
+            raise InputError(
+                f"{str(self.path / '.pontryx')!r} is {what}; pontryx keeps its marker and "
+                "lock there and writes through no link — remove it",
+                key,
+            )
 
     def _check_kinds(self, skip) -> None:
         """Every entry pontryx may write into is of its kind (a folder or a regular
@@ -323,6 +337,7 @@ class RunDirectory:
         the lock for the moment: a run that is writing the directory is refused)
         and return its path, for what a command adds to a finished run (``pontryx
         analyze``'s ``analysis/``). Rank 0."""
+        self._check_own_folder("directory")
         if not self.is_run():
             raise InputError(f"{str(self.path)!r} is not a pontryx run directory", "directory")
         entry = self.path / name
@@ -343,11 +358,25 @@ class RunDirectory:
             self._lock_file = None
 
     def remove_stale_temporaries(self) -> None:
-        """Delete temporary files a killed run left (``.NAME.PID.tmp``). Rank 0."""
-        for tmp in self.path.rglob(".*.tmp"):
-            if tmp.is_file() and not tmp.is_symlink():
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+        """Delete the temporary files a killed run left: ``.NAME.PID.tmp`` of an
+        entry NAME of :data:`KINDS` in the run directory and of the marker in
+        ``.pontryx/``, and any ``.NAME.PID.tmp`` inside the folders the marker lists
+        as pontryx's own — nothing of a user's (a ``.draft.tmp`` of theirs, in
+        the run directory or a folder of theirs, stays). Rank 0."""
+        own = {f".{name}" for name in KINDS} | {f".{MARKER.name}"}
+        places = [(self.path, own), (self.path / ".pontryx", own)]
+        places += [(self.path / n, None) for n in self.listed() if KINDS.get(n)]
+        for folder, names in places:
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            found = folder.glob(".*.tmp") if names is not None else folder.rglob(".*.tmp")
+            for tmp in found:
+                stem, _, pid = tmp.name[: -len(".tmp")].rpartition(".")
+                if not (pid.isdigit() and stem and (names is None or stem in names)):
+                    continue
+                if tmp.is_file() and not tmp.is_symlink():
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
 
 
 def check_run_directory(directory: Path, *, resume: bool, overwrite: bool) -> str:
