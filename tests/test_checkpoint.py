@@ -134,6 +134,27 @@ def test_none_intact_is_a_one_line_error(mpi_tmp_path, comm):
     assert messages == [] and "\n" not in str(e.value)
 
 
+def test_an_entry_of_a_checkpoints_name_that_is_no_folder_is_damaged(mpi_tmp_path, comm):
+    """A file named like a checkpoint is none pontryx wrote: alone it is a one-line
+    error (--resume does not start afresh over it); beside an older intact one it
+    is skipped with a warning. A folder without a manifest (cut while written) is
+    no checkpoint at all."""
+    net, ck = _setup(mpi_tmp_path, Layout.create(comm))
+    folder = mpi_tmp_path / "checkpoints"
+    if comm.rank == 0:
+        folder.mkdir()
+        (folder / "iter-00000005").write_text("x")
+        (folder / "iter-00000007").mkdir()
+    comm.Barrier()
+    with pytest.raises(InputError, match=r"the newest, iter-00000005, is damaged \(not a folder"):
+        ck.latest(warn=_say([]))
+    ck.save(3, *_state(net, 3)[1:])
+    messages = []
+    assert ck.latest(warn=_say(messages))["iteration"] == 3
+    if comm.rank == 0:
+        assert len(messages) == 1 and "iter-00000005 is damaged (not a folder)" in messages[0]
+
+
 def test_the_shapes_of_another_network_are_named(mpi_tmp_path, comm):
     """A checkpoint of 3 layers onto 2: the message shows the two different shapes."""
     net, ck = _setup(mpi_tmp_path, Layout.create(comm))

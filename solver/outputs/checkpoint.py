@@ -204,14 +204,17 @@ class Checkpoints:
                 shutil.rmtree(path, ignore_errors=True)
 
     # -- finding and verifying ------------------------------------------------------------
-    def list(self) -> list[tuple[int, Path]]:
-        """Checkpoints with a manifest file, oldest first."""
+    def list(self, everything: bool = False) -> list[tuple[int, Path]]:
+        """Checkpoints with a manifest file, oldest first (a folder without one is
+        a checkpoint cut while it was written); with ``everything`` also the
+        entries of a checkpoint's name that are no folder (a file, a link)."""
         if not self.directory.is_dir():
             return []
         found = []
         for path in self.directory.iterdir():
             m = _DIR.match(path.name)
-            if m and path.is_dir() and (path / "manifest.json").is_file():
+            real = path.is_dir() and not path.is_symlink()
+            if m and ((real and (path / "manifest.json").is_file()) or (everything and not real)):
                 found.append((int(m.group(1)), path))
         return sorted(found)
 
@@ -287,7 +290,10 @@ class Checkpoints:
         result = None
         if self.comm.rank == 0:
             damaged = []  # (iteration, path, why), newest first
-            for it, path in reversed(self.list()):
+            for it, path in reversed(self.list(everything=True)):
+                if not path.is_dir() or path.is_symlink():  # not what pontryx writes
+                    damaged.append((it, path, ValueError("not a folder")))
+                    continue
                 try:
                     found = {**self.verify(path), "path": str(path)}
                 except ValueError as e:
