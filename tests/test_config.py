@@ -187,6 +187,8 @@ def test_overrides_index_lists_as_errors_name_them():
         apply_override(raw, "training.levels.2.layers=1")
     with pytest.raises(InputError, match=r"^training.levels: is a list: index it with 0, 1"):
         apply_override(raw, "training.levels.first.layers=1")
+    with pytest.raises(InputError, match=r"^training.levels: is not in the file, so it has no ent"):
+        apply_override({"training": {}}, "training.levels.0.layers=1")  # not a mapping {0: …}
 
 
 def test_flatten_petsc():

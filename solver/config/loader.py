@@ -207,6 +207,12 @@ def apply_override(raw: dict, assignment: str) -> None:
     for i, part in enumerate(parts[:-1]):
         index = _step(node, part, ".".join(parts[:i]), key)
         child = node.get(index) if isinstance(node, dict) else node[index]
+        if child is None and parts[i + 1].isdigit() and parts[i + 1].isascii():
+            raise InputError(  # a list the file does not have: no entry to set
+                f"is not in the file, so it has no entry {parts[i + 1]}: give the whole list "
+                f"(--set '{'.'.join(parts[: i + 1])}=[...]')",
+                ".".join(parts[: i + 1]),
+            )
         if child is None:
             child = node[index] = {}
         if not isinstance(child, dict | list):
