@@ -201,3 +201,13 @@ def test_not_converged_exits_4(config, tmp_path):
     assert proc.returncode == 4, proc.stderr
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["status"] == "not_converged", summary
+
+
+def test_a_file_name_of_other_bytes_than_utf8_runs(tmp_path):
+    """``pontryx validate c\\xff.yaml``: DOLFINx's logger takes the arguments as
+    UTF-8 strings and refused such a name (a TypeError in every command)."""
+    name = os.fsdecode(b"c\xff.yaml")
+    (tmp_path / name).write_text(CONFIG)
+    cmd = [*PONTRYX, "validate", os.fsencode(tmp_path / name)]
+    out = subprocess.run(cmd, capture_output=True, env=clean_env(), cwd=ROOT, timeout=240)
+    assert out.returncode == 0 and b": valid" in out.stdout, out.stderr.decode(errors="replace")

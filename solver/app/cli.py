@@ -770,9 +770,33 @@ def _fail(agreement: _Agreement, code: int, message: str, *, expected: bool) -> 
     return code
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _import_dolfinx() -> None:
+    """Import DOLFINx with a ``sys.argv`` it can take: it hands the arguments to its
+    logger as UTF-8 strings, which a file name of other bytes (kept by Python as
+    surrogate escapes) is not — every command failed with a TypeError. The
+    arguments themselves are used as given."""
+    given = sys.argv
+    if "dolfinx" in sys.modules or all(a.isascii() or _utf8(a) for a in given):
+        return
+    sys.argv = [a.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for a in given]
+    try:
+        import dolfinx  # noqa: F401
+    finally:
+        sys.argv = given
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script exits with it)."""
     args = _parser().parse_args(argv)
+    _import_dolfinx()
     agreement = _Agreement()
     try:
         try:
