@@ -1048,6 +1048,12 @@ BAD = [
         "use coarser levels or fewer layers in training.levels",
     ),
     ("epsilon-negative", _with("model.epsilon", -0.1), [], "model.epsilon"),
+    (  # overflowed M_L + Δt ε A: MUMPS failed in the first layer, after an overwrite
+        "epsilon-overflows",
+        _with("model.epsilon", 1e308),
+        [],
+        "model.epsilon: expected Δt ε ‖A‖_∞ ≤ 1e+300",
+    ),
     ("activation", _with("model.activation", "relu"), [], "model.activation"),
     ("scheme", _with("model.scheme", "dopri5"), [], "model.scheme"),
     ("kernel-type", _with("model.kernel", {"type": "gaussian"}), [], "model.kernel.type"),

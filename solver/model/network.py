@@ -63,6 +63,8 @@ class ContinuumNetwork:
         self.n_in, self.n_out = int(n_in), int(n_out)
         self.T, self.layers, self.epsilon = float(T), int(layers), float(epsilon)
         self.dt = self.T / self.layers
+        if self.epsilon > 0:
+            self._check_diffusion(space)
         try:
             self.kernel = (
                 kernel
@@ -94,6 +96,25 @@ class ContinuumNetwork:
         )
 
     # -- set-up --------------------------------------------------------------
+    #: the largest Δt ε ‖A‖_∞ of the diffusion matrices M_L + cΔtεA (c ≤ 1): their
+    #: entries and a factorisation's sums of them stay finite below it
+    MAX_DIFFUSION = 1e300
+
+    def _check_diffusion(self, space) -> None:
+        """Δt ε ‖A‖_∞ ≤ :data:`MAX_DIFFUSION` (ε = 10³⁰⁸ overflowed the matrix and
+        MUMPS failed in the first layer, after the run had started). Collective."""
+        import math
+
+        from petsc4py import PETSc
+
+        size = self.dt * self.epsilon * space.A.norm(PETSc.NormType.INFINITY)
+        if not (math.isfinite(size) and size <= self.MAX_DIFFUSION):
+            raise InputError(
+                f"expected Δt ε ‖A‖_∞ ≤ {self.MAX_DIFFUSION:g} (the diffusion matrix "
+                f"M_L + Δt ε A must stay finite), got ε = {self.epsilon:g}, Δt = {self.dt:g}",
+                "epsilon",
+            )
+
     def _embedding_matrix(self, kind) -> np.ndarray:
         lo, hi = self.space.bounding_box
         shape = self.input_shape if len(self.input_shape) == 2 else None
