@@ -998,6 +998,29 @@ def test_diverging_method_stops_with_exit_code_3(capsys, small, mpi_tmp_path):
     assert summary["test"] == pytest.approx(initial["test"])
 
 
+@pytest.mark.serial  # the fault is raised on rank 0 alone
+def test_an_overwrite_that_fails_before_its_first_iteration_keeps_the_old_run(
+    capsys, small, tmp_path, monkeypatch
+):
+    """An internal error before the new run's first iteration is logged (here an
+    injected one, in the first iteration) puts the overwritten run back byte for
+    byte; once an iteration is logged the old run is gone (README: an overwrite
+    deletes the old run once the new one has started)."""
+    run = tmp_path / "run"
+    code, _, err = cli(capsys, "train", small, "--output", run, "--quiet")
+    assert code == 0, err
+    before = _snapshot(run)
+    monkeypatch.setenv("PONTRYX_FAULT_INJECT", "0:1")
+    code, _, err = cli(capsys, "train", small, "--output", run, "--quiet", "--overwrite")
+    assert code == 1 and "injected fault" in err
+    assert _snapshot(run) == before
+    monkeypatch.setenv("PONTRYX_FAULT_INJECT", "0:2")
+    code, _, err = cli(capsys, "train", small, "--output", run, "--quiet", "--overwrite")
+    assert code == 1 and "injected fault" in err
+    assert [r["iteration"] for r in read_metrics(run)] == [1]
+    assert not (run / "summary.json").exists() and not (run / ".pontryx" / "replaced").exists()
+
+
 def test_bad_fault_hook_is_bad_input(capsys, small, mpi_tmp_path, monkeypatch):
     monkeypatch.setenv("PONTRYX_FAULT_INJECT", "soon")
     code, _, err = cli(capsys, "train", small, "--output", mpi_tmp_path / "r")

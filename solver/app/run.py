@@ -236,7 +236,7 @@ class TrainingRun:
         self.config, self.run_dir, self.source, self.comm = config, run_dir, source, comm
         self.root = comm.rank == 0
         self.faults = fault_plan()
-        self.directory = RunDirectory(run_dir)
+        self.directory, self._started = RunDirectory(run_dir), False
         self.mode = check_directory(self.directory, comm, resume=resume, overwrite=overwrite)
         t = config.training
         check_memory(config, comm, max_memory)  # before anything large exists
@@ -417,8 +417,20 @@ class TrainingRun:
             f"  method: {c.training.method}, {c.training.max_iterations} iterations, "
             f"checkpoint every {c.output.checkpoint_every}{resuming}"
         )
-        if self.root:
-            self.directory.discard_replaced()  # the new run has started: the old one goes
+
+    def started(self) -> None:
+        """The new run has a result (its first iteration, or a summary): an old run
+        it overwrites goes. Until then an error puts it back (:meth:`abandon`)."""
+        if not self._started:
+            self._started = True
+            if self.root:
+                self.directory.discard_replaced()
+
+    def abandon(self) -> None:
+        """The run failed before it started: an overwritten old run is put back as
+        it was (the new run's files deleted). Rank 0; nothing collective."""
+        if self.root and not self._started and self.mode == "overwrite":
+            self.directory.restore_replaced()
 
     def handle(self, rec) -> None:
         """Log one iteration (the loop hands each over once, with its test metric),
@@ -438,6 +450,7 @@ class TrainingRun:
         rec.time = self.elapsed()
         row = rec.as_dict()
         self.metrics.append(row)
+        self.started()
         self.progress.record(row)
         every = self.config.output.trajectory_every
         if every and rec.iteration % every == 0:
@@ -534,6 +547,7 @@ class TrainingRun:
             if last is not None
             else "no checkpoint was written"
         )
+        self.started()
         reported = type(error)(f"{error}; training stopped, {where}")
         summary = self._summary(status, reason, scored=False)
         summary.update(scores())
@@ -559,6 +573,7 @@ class TrainingRun:
         """Every rank finished the same iteration: a checkpoint (methods that resume
         only at chunk boundaries resume from the last one), model.npz, summary."""
         trainer = self.trainer
+        self.started()
         fine = not self.in_levels  # not stopped in the coarse levels
         if fine and trainer.resumable_anywhere and trainer.iteration != self.last_checkpoint:
             self._checkpoint(trainer, "interrupted", False)
@@ -642,6 +657,7 @@ class TrainingRun:
 
     def finish(self, reason: str) -> dict:
         """Final evaluation, model.npz, ParaView files, plots and summary.json."""
+        self.started()
         self.metrics.close()
         out = self.config.output
         status = status_of(reason, self.trainer)

@@ -71,5 +71,8 @@ def train(
                     raise
                 raise run.solve_failed(failed) from None
         return run.finish(reason)
+    except BaseException:
+        run.abandon()  # an overwrite that never started: the old run back as it was
+        raise
     finally:
         run.destroy()

@@ -22,7 +22,8 @@ pontryx 0.1); pontryx deletes only what its marker lists as written by it,
 never follows a symbolic link when deleting and refuses a run directory that is
 one or that holds one in place of its own entries; an overwrite first moves the
 old run's entries into ``.pontryx/replaced/`` (one rename each) and deletes them
-only once the new run has started, so an interrupted overwrite never leaves a
+only once the new run has started (:meth:`RunDirectory.restore_replaced` puts
+them back if it fails before), so an interrupted overwrite never leaves a
 half-deleted run; while a run writes, it holds ``.pontryx/lock``, and a second
 run into the same directory fails at once. Before anything is written,
 :meth:`RunDirectory.check` also refuses a path that cannot be looked up or
@@ -155,6 +156,7 @@ class RunDirectory:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.written: set[str] = set()
+        self.moved_aside = False  # by this object's open("overwrite")
         self._lock_file = None
 
     # -- checks (nothing is created) --------------------------------------------------
@@ -317,12 +319,34 @@ class RunDirectory:
             entry = self.path / name
             if entry.is_symlink() or entry.exists():
                 os.replace(entry, replaced / name)  # one rename, never through a link
+        self.moved_aside = True
 
     def discard_replaced(self) -> None:
         """Delete the old run's entries once the new run has started. Rank 0."""
         replaced = self.path / _REPLACED
         if replaced.is_dir() and not replaced.is_symlink():
             shutil.rmtree(replaced, ignore_errors=True)
+
+    def restore_replaced(self) -> bool:
+        """Undo an overwrite whose new run failed before it started (an error before
+        its first iteration): delete the entries the new run wrote and move the old
+        run's back from ``.pontryx/replaced/``; whether there was one. Rank 0."""
+        replaced = self.path / _REPLACED
+        if not self.moved_aside or not replaced.is_dir() or replaced.is_symlink():
+            return False
+        for name in self.written:  # the new run's own entries, never through a link
+            entry = self.path / name
+            if entry.is_symlink() or (entry.exists() and not entry.is_dir()):
+                entry.unlink()
+            elif entry.is_dir():
+                shutil.rmtree(entry)
+        old = [entry.name for entry in replaced.iterdir()]
+        for name in old:
+            os.replace(replaced / name, self.path / name)
+        replaced.rmdir()
+        self.written = {name for name in old if name in KINDS}
+        self.register()
+        return True
 
     def register(self, *names: str) -> None:
         """Record entries as written by pontryx (in the marker, atomically)."""
