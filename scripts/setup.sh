@@ -31,6 +31,8 @@ fi
 stamp="$venv/.pontryx-installed"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
     "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet -e "$root[wheels,test]"
+    # the pure dependencies at the versions of docker/constraints.txt (the image's)
+    "$venv/bin/python" -m pip install --quiet --constraint "$root/docker/constraints.txt" \
+        -e "$root[wheels,test]"
     touch "$stamp"
 fi

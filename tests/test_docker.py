@@ -1,15 +1,20 @@
 """HPC packaging in docker/: the Dockerfile lints clean under hadolint, the
 DOLFINx and pontryx versions agree across Dockerfile, pyproject, Apptainer
-definition and READMEs, the batch scripts parse (``bash -n``) and every option
-they pass to ``pontryx train`` exists in the CLI.
+definition and READMEs, constraints.txt pins the test venv's versions, the batch
+scripts parse (``bash -n``), every option they pass to ``pontryx train`` exists in
+the CLI, and the scripts behave as docker/README.md says when run with stand-ins
+for pontryx, the MPI launcher and the batch system's commands.
 
 Nothing here builds an image or needs MPI; it all runs on one rank."""
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -350,3 +355,357 @@ def test_container_smoke_tests_train_for_real():
         assert "training.max_iterations=3" in text, where
         assert "pontryx --version" in text, where
     assert "-e " not in runs.split("pip install", 1)[1].split("&&", 1)[0], "editable install"
+
+
+# ------------------------------------------- batch scripts with stand-ins ---
+#
+# The scripts run for real, with stand-ins on PATH: a fake venv whose `pontryx`
+# follows pontryx's run-directory rule for `--output DIR --resume` (a fresh run
+# only in a new or empty DIR, a resume only of a pontryx run directory) and whose
+# `mpiexec`/`mpirun` start one copy of the command, and `qsub`/`qdel`/`scontrol`
+# that only log their arguments.
+
+FAKE_PONTRYX = r"""#!/bin/bash
+out=""
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    if [ "${args[i]}" = --output ]; then out="${args[i + 1]}"; fi
+done
+if [ -d "$out" ] && [ -n "$(ls -A "$out")" ] && [ ! -f "$out/.pontryx/run.json" ]; then
+    echo "config error: --output: '$out' is not a pontryx run directory (no .pontryx/run.json)" >&2
+    exit 2
+fi
+mkdir -p "$out/.pontryx" && echo '{}' > "$out/.pontryx/run.json"
+case "${FAKE_PONTRYX:-finish}" in
+    finish) exit 0 ;;
+    stop)  # checkpoints and exits with 143 on SIGTERM
+        trap 'echo "fake pontryx: interrupted"; exit 143' TERM
+        echo $$ > "$FAKE_READY"
+        for _ in $(seq 600); do sleep 0.1; done
+        exit 1 ;;
+    busy)  # still writing for a long time after SIGTERM
+        trap 'echo "fake pontryx: SIGTERM, still busy"' TERM
+        echo $$ > "$FAKE_READY"
+        for _ in $(seq 600); do sleep 0.1; done
+        exit 143 ;;
+esac
+"""
+
+FAKE_LAUNCHER = r"""#!/bin/bash
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -n | -machinefile) shift 2 ;;
+        *) break ;;
+    esac
+done
+exec "$@"
+"""
+
+STUB_QSUB = r"""#!/bin/bash
+n=$(grep -c '^qsub ' "$STUB_LOG" 2> /dev/null || true)
+echo "qsub $*" >> "$STUB_LOG"
+echo "$((9001 + ${n:-0})).server"
+"""
+
+
+def _executable(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def batch_env(tmp_path):
+    """A submission directory with run.yaml, the fake venv and the stub commands;
+    returns the environment for the scripts (``STUB_LOG``: the stubs' log)."""
+    venv = tmp_path / "fakevenv"
+    _executable(venv / "bin" / "pontryx", FAKE_PONTRYX)
+    _executable(venv / "bin" / "mpiexec", FAKE_LAUNCHER)
+    _executable(venv / "bin" / "mpirun", FAKE_LAUNCHER)
+    stubs = tmp_path / "stubs"
+    _executable(stubs / "qsub", STUB_QSUB)
+    for name in ("qdel", "scontrol"):
+        _executable(stubs / name, f'#!/bin/bash\necho "{name} $*" >> "$STUB_LOG"\n')
+    (tmp_path / "run.yaml").write_text("training: {max_iterations: 3}\n")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PBS_", "SLURM_", "PONTRYX_", "FAKE_"))
+    }
+    env.update(
+        PATH=f"{stubs}:{env.get('PATH', '/usr/bin:/bin')}",
+        PONTRYX_VENV=str(venv),
+        PONTRYX_NP="2",
+        STUB_LOG=str(tmp_path / "stubs.log"),
+        FAKE_READY=str(tmp_path / "ready"),
+        PBS_O_WORKDIR=str(tmp_path),
+        SLURM_SUBMIT_DIR=str(tmp_path),
+    )
+    return env
+
+
+def _stub_calls(env) -> list[str]:
+    log = Path(env["STUB_LOG"])
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def _run_script(script: Path, env, *args, **extra) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(script), *args],
+        env=dict(env, **extra),
+        cwd=env["PBS_O_WORKDIR"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+class _Background:
+    """A batch script started in its own session (so that its children can be
+    cleaned up), with its output in a file."""
+
+    def __init__(self, script: Path, env, *args, **extra):
+        self.out = Path(env["PBS_O_WORKDIR"]) / f"{script.name}.out"
+        self.ready = Path(env["FAKE_READY"])
+        self.ready.unlink(missing_ok=True)
+        with self.out.open("w") as fh:
+            self.proc = subprocess.Popen(
+                ["bash", str(script), *args],
+                env=dict(env, **extra),
+                cwd=env["PBS_O_WORKDIR"],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_until_pontryx_runs(self, timeout: float = 30.0) -> int:
+        """The fake pontryx's pid once it has set its SIGTERM trap."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.ready.read_text().strip() if self.ready.exists() else ""
+            if text:
+                return int(text)
+            assert self.proc.poll() is None, self.output()
+            time.sleep(0.05)
+        pytest.fail(f"pontryx did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.out.read_text()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+PBS_SCRIPT, SLURM_SCRIPT = BATCH_SCRIPTS[1], BATCH_SCRIPTS[0]
+
+
+def _pbs_markers(runs: Path) -> set[str]:
+    return {p.name for p in runs.iterdir() if "pbs-successor" in p.name}
+
+
+def test_pbs_first_start_with_successor_chaining(batch_env, tmp_path):
+    """The default (chaining on) first start: the successor is submitted and its
+    id kept next to the run directory, pontryx gets an empty run directory (so
+    --resume starts a fresh run), and on success the successor is deleted."""
+    proc = _run_script(PBS_SCRIPT, batch_env, PBS_JOBID="9000.server", PONTRYX_RUN_DIR="runs/r4")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = _stub_calls(batch_env)
+    assert len(calls) == 2, calls
+    assert calls[0].startswith("qsub -W depend=afterany:9000.server -v ")
+    assert f"PONTRYX_RUN_DIR={tmp_path / 'runs' / 'r4'}," in calls[0]
+    assert "PONTRYX_CHAIN=19" in calls[0]
+    assert calls[1] == "qdel 9001.server"
+    # Only what pontryx wrote is in the run directory; the marker is gone.
+    assert sorted(p.name for p in (tmp_path / "runs" / "r4").iterdir()) == [".pontryx"]
+    assert _pbs_markers(tmp_path / "runs") == set()
+
+
+def test_pbs_first_start_removes_markers_of_older_script_versions(batch_env, tmp_path):
+    """A run directory that holds nothing but a successor file of an older
+    version of the script (which kept it inside) starts fresh as well."""
+    run_dir = tmp_path / "runs" / "r4"
+    run_dir.mkdir(parents=True)
+    (run_dir / ".pbs-successor-8000.server").write_text("8001.server\n")
+    proc = _run_script(PBS_SCRIPT, batch_env, PBS_JOBID="8001.server", PONTRYX_RUN_DIR="runs/r4")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == [".pontryx"]
+
+
+def test_pbs_killed_job_rerun_and_successor(batch_env, tmp_path):
+    """A killed job leaves its successor running and its id next to the run
+    directory; a rerun of that job submits no second successor; the successor
+    resumes the run, deletes the killed job's file and, when pontryx finishes,
+    its own successor."""
+    runs = tmp_path / "runs"
+    job = _Background(
+        PBS_SCRIPT,
+        batch_env,
+        PBS_JOBID="9000.server",
+        PONTRYX_RUN_DIR="runs/r4",
+        FAKE_PONTRYX="stop",
+    )
+    try:
+        job.wait_until_pontryx_runs()
+        job.proc.send_signal(signal.SIGTERM)
+        assert job.proc.wait(timeout=30) == 143, job.output()
+    finally:
+        job.close()
+    assert "fake pontryx: interrupted" in job.output()
+    assert _stub_calls(batch_env) == [
+        f"qsub -W depend=afterany:9000.server -v PONTRYX_CONFIG={tmp_path / 'run.yaml'},"
+        f"PONTRYX_RUN_DIR={runs / 'r4'},PONTRYX_CHAIN=19,"
+        f"PONTRYX_VENV={batch_env['PONTRYX_VENV']},PONTRYX_NP=2 {PBS_SCRIPT}"
+    ]
+    assert _pbs_markers(runs) == {".r4.pbs-successor-9000.server"}
+    assert (runs / ".r4.pbs-successor-9000.server").read_text() == "9001.server\n"
+    assert sorted(p.name for p in (runs / "r4").iterdir()) == [".pontryx"]
+
+    # PBS reruns the same job (node failure, qrerun): no second successor.
+    proc = _run_script(PBS_SCRIPT, batch_env, PBS_JOBID="9000.server", PONTRYX_RUN_DIR="runs/r4")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _stub_calls(batch_env)[1:] == ["qdel 9001.server"]
+    assert _pbs_markers(runs) == set()
+
+    # Killed again, then the successor starts (as PBS would, with qsub's -v).
+    job = _Background(
+        PBS_SCRIPT,
+        batch_env,
+        PBS_JOBID="9000.server",
+        PONTRYX_RUN_DIR="runs/r4",
+        FAKE_PONTRYX="stop",
+    )
+    try:
+        job.wait_until_pontryx_runs()
+        job.proc.send_signal(signal.SIGTERM)
+        assert job.proc.wait(timeout=30) == 143, job.output()
+    finally:
+        job.close()
+    assert _pbs_markers(runs) == {".r4.pbs-successor-9000.server"}
+    successor = (runs / ".r4.pbs-successor-9000.server").read_text().strip()
+    assert successor == "9002.server"
+    proc = _run_script(
+        PBS_SCRIPT,
+        batch_env,
+        PBS_JOBID=successor,
+        PONTRYX_RUN_DIR=str(runs / "r4"),
+        PONTRYX_CHAIN="19",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = _stub_calls(batch_env)[3:]
+    assert len(calls) == 2, calls
+    assert calls[0].startswith(f"qsub -W depend=afterany:{successor} -v ")
+    assert "PONTRYX_CHAIN=18" in calls[0]
+    assert calls[1] == "qdel 9003.server"
+    assert _pbs_markers(runs) == set()
+    assert sorted(p.name for p in (runs / "r4").iterdir()) == [".pontryx"]
+
+
+def _slurm_requeue(batch_env, tmp_path, grace: int, fake: str) -> tuple[_Background, float]:
+    """Start train.sbatch, send SIGUSR1 once pontryx runs and return the job and
+    the seconds from the signal to `scontrol requeue`."""
+    job = _Background(
+        SLURM_SCRIPT,
+        batch_env,
+        "run.yaml",
+        "runs/s1",
+        PONTRYX_LAUNCHER="mpirun",
+        SLURM_JOB_ID="778",
+        PONTRYX_GRACE=str(grace),
+        FAKE_PONTRYX=fake,
+    )
+    job.wait_until_pontryx_runs()
+    start = time.monotonic()
+    job.proc.send_signal(signal.SIGUSR1)
+    while not _stub_calls(batch_env):
+        assert time.monotonic() - start < grace + 30, f"no requeue:\n{job.output()}"
+        assert job.proc.poll() is None, job.output()
+        time.sleep(0.05)
+    return job, time.monotonic() - start
+
+
+def test_slurm_requeue_when_pontryx_outlives_the_grace_time(batch_env, tmp_path):
+    """SIGUSR1: pontryx gets SIGTERM and PONTRYX_GRACE seconds; still running
+    then, the job is requeued all the same (before the time limit), and the
+    script waits for pontryx afterwards."""
+    grace = 2
+    job, elapsed = _slurm_requeue(batch_env, tmp_path, grace, fake="busy")
+    try:
+        assert grace - 0.5 <= elapsed < grace + 5, (elapsed, job.output())
+        assert _stub_calls(batch_env) == ["scontrol requeue 778"]
+        time.sleep(0.5)
+        assert job.proc.poll() is None, "the script stopped waiting for pontryx"
+        pid = int(Path(batch_env["FAKE_READY"]).read_text())
+        os.kill(pid, signal.SIGKILL)  # what Slurm does after KillWait
+        assert job.proc.wait(timeout=30) == 0, job.output()
+    finally:
+        job.close()
+    out = job.output()
+    assert "fake pontryx: SIGTERM, still busy" in out
+    assert "still running after PONTRYX_GRACE=2 s: requeueing anyway" in out
+    assert out.index("requeued 778") < out.index("pontryx exited with status 137")
+
+
+def test_slurm_requeue_as_soon_as_pontryx_has_stopped(batch_env, tmp_path):
+    """pontryx checkpoints and exits on SIGTERM: the requeue follows at once,
+    without waiting out PONTRYX_GRACE."""
+    job, elapsed = _slurm_requeue(batch_env, tmp_path, 60, fake="stop")
+    try:
+        assert elapsed < 10, (elapsed, job.output())
+        assert job.proc.wait(timeout=30) == 0, job.output()
+    finally:
+        job.close()
+    out = job.output()
+    assert _stub_calls(batch_env) == ["scontrol requeue 778"]
+    assert out.index("pontryx exited with status 143") < out.index("requeued 778")
+
+
+def test_docker_readme_constraints_sentence_names_real_dependencies():
+    """docker/README.md's list of the pinned dependencies is pyproject's
+    [project] dependencies without the image's stack."""
+    text = " ".join(DOCKER_README.read_text().split())
+    m = re.search(r"pins only pontryx's pure dependencies \(([^)]*)\)", text)
+    assert m, "docker/README.md no longer says which dependencies constraints.txt pins"
+    listed = re.split(r",\s*|\s+and\s+", m.group(1).split(" and theirs")[0])
+    named = {re.sub(r"[-_.]+", "-", n.strip().lower()) for n in listed if n.strip()}
+    deps = set()
+    for req in pyproject()["project"]["dependencies"]:
+        name = re.match(r"[A-Za-z0-9_.\-]+", req).group(0)
+        deps.add(re.sub(r"[-_.]+", "-", name.lower()))
+    assert named == deps - IMAGE_STACK
+
+
+def test_constraints_are_the_test_venv_versions():
+    """constraints.txt says its versions are those the test suite runs with, and
+    pins pontryx's dependencies and theirs (all but packaging and the image's
+    stack)."""
+    from importlib import metadata
+
+    requirements = pytest.importorskip("packaging.requirements")
+    pins = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[re.sub(r"[-_.]+", "-", name.strip().lower())] = version.strip()
+    installed = {}
+    todo = list(pyproject()["project"]["dependencies"])
+    while todo:
+        req = requirements.Requirement(todo.pop())
+        if req.marker and not req.marker.evaluate({"extra": ""}):
+            continue
+        name = re.sub(r"[-_.]+", "-", req.name.lower())
+        if name in installed or name in IMAGE_STACK:
+            continue
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            pytest.skip(f"{req.name} is not installed here (not scripts/setup.sh's venv)")
+        installed[name] = dist.version
+        todo.extend(dist.requires or [])
+    installed.pop("packaging", None)
+    wrong = {n: (pins.get(n), v) for n, v in installed.items() if pins.get(n) != v}
+    assert not wrong, f"constraints.txt (pinned, installed) differ: {wrong}"
+    assert set(pins) == set(installed), f"pinned but not needed: {set(pins) - set(installed)}"
