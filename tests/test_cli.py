@@ -1101,6 +1101,12 @@ BAD = [
         [],
         "training.levels.0.mesh.h: unknown key",
     ),
+    (  # another kind: not the fine mesh's keys (its cell: was "unknown key cell")
+        "level-mesh-other-kind",
+        _with("training.levels", [{"mesh": {"kind": "interval", "n": 2}, "max_iterations": 1}]),
+        [],
+        "training.levels.0.mesh: expected a mesh of the fine mesh's dimension (2D cells",
+    ),
     ("level-layers", _with("training.levels", [{"layers": 0}]), [], "training.levels.0.layers"),
     ("level-iterations", _with("training.levels", [{}]), [], "training.levels.0.max_iterations"),
     ("seed-negative", _with("model.init", {"seed": -1}), [], "model.init.seed"),

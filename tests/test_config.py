@@ -355,3 +355,17 @@ def test_the_schema_bounds_the_matern_exponent_as_the_fields_do():
     from pontryx.solver.model import fields
 
     assert MAX_SMOOTHNESS == fields.MAX_SMOOTHNESS
+
+
+def test_a_level_of_another_mesh_kind_does_not_take_the_fine_meshs_keys():
+    """``{kind: rectangle, n: [2, 2]}`` under a unit_square with ``cell``: the
+    level's keys alone (a rectangle's own defaults), not unit_square's merged in."""
+    from pontryx.solver.config.schema import level_mesh
+
+    fine = {"kind": "unit_square", "n": 8, "diagonal": "left"}
+    assert level_mesh(fine, {"n": 4}) == {"kind": "unit_square", "n": 4, "diagonal": "left"}
+    assert level_mesh(fine, {"kind": "rectangle", "n": [2, 2]}) == {
+        "kind": "rectangle",
+        "n": [2, 2],
+    }
+    assert level_mesh({"n": 8}, {"kind": "unit_square", "n": 2}) == {"kind": "unit_square", "n": 2}

@@ -175,8 +175,23 @@ def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
     )
     for i in range(len(t.levels)):  # built (and so checked) before anything is written
         with section(f"training.levels.{i}"):
-            problem.levels.append(build_problem(c.level(i), comm, layout=layout, dataset=dataset))
+            level = build_problem(c.level(i), comm, layout=layout, dataset=dataset)
+            problem.levels.append(level)
+            _check_same_dimension(level.space.mesh, space.mesh)
     return problem
+
+
+def _check_same_dimension(coarse, fine) -> None:
+    """A coarse level's mesh has the fine mesh's cell and coordinate dimensions (its
+    controls are interpolated onto the fine mesh: :mod:`.prolongation`)."""
+    dims = [(m.topology.dim, m.geometry.dim) for m in (coarse, fine)]
+    if dims[0] != dims[1]:
+        raise InputError(
+            f"expected a mesh of the fine mesh's dimension ({dims[1][0]}D cells in "
+            f"{dims[1][1]}D, as its controls are interpolated onto it), got {dims[0][0]}D cells "
+            f"in {dims[0][1]}D",
+            "mesh",  # under training.levels.i
+        )
 
 
 def train_coarse_levels(problem: Problem, on_level=None, on_record=None) -> list:

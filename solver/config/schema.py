@@ -271,6 +271,15 @@ def _checkpointing(v):
     raise _field("", f"expected null, 'sqrt', 'reverse' or an integer ≥ 1, got {show(v)}")
 
 
+def level_mesh(mesh: Mapping, level: Mapping) -> dict:
+    """A coarse level's mesh: its keys over ``mesh``'s, or its keys alone when it
+    names another ``kind`` (whose keys ``mesh``'s need not be)."""
+    kind = mesh.get("kind", DEFAULT_KIND)
+    if level.get("kind", kind) != kind:
+        return dict(level)
+    return {**mesh, **level}
+
+
 class LevelSection(Section):
     """A coarse level of multilevel training (:mod:`pontryx.solver.training.levels`):
     what differs from the configured problem."""
@@ -715,7 +724,7 @@ class Config(Section):
             )
         for i, level in enumerate(t.levels):
             try:
-                merged = {**self.mesh, **level.mesh}
+                merged = level_mesh(self.mesh, level.mesh)
                 resolve(merged, MESH_KINDS, "kind", default=DEFAULT_KIND, what="mesh kind")
             except InputError as e:
                 raise e.under(f"training.levels.{i}.mesh") from None
@@ -817,7 +826,7 @@ class Config(Section):
         mesh keys merged into ``mesh``, its layers and iterations, no levels."""
         lv = self.training.levels[index]
         r = self.resolved()
-        r["mesh"] = {**r["mesh"], **lv.mesh}
+        r["mesh"] = level_mesh(r["mesh"], lv.mesh)
         r["model"]["layers"] = lv.layers or self.model.layers
         r["training"]["levels"] = []
         r["training"]["max_iterations"] = lv.max_iterations
