@@ -42,7 +42,7 @@ def interval(
 ) -> dolfinx.mesh.Mesh:
     """The interval [lower, upper] with ``n`` equal cells (gdim 1)."""
     (nx,) = chk.counts(n, 1)
-    (lo,), (up,) = chk.bounds(lower, upper, 1)
+    (lo,), (up,) = chk.bounds(lower, upper, 1, (nx,))
     return dolfinx.mesh.create_interval(comm, nx, [lo, up])
 
 
@@ -66,7 +66,7 @@ def rectangle(
     is ``right``, ``left``, ``right_left``, ``left_right`` or ``crossed``.
     """
     nxy = chk.counts(n, 2)
-    lo, up = chk.bounds(lower, upper, 2)
+    lo, up = chk.bounds(lower, upper, 2, nxy)
     cell_type = _cell(cell, 2)
     diag = _diagonal(diagonal, cell_type)
     return dolfinx.mesh.create_rectangle(
@@ -95,7 +95,7 @@ def box(
 ) -> dolfinx.mesh.Mesh:
     """The box [lower, upper] with nx×ny×nz cells; ``tetrahedron`` or ``hexahedron``."""
     nxyz = chk.counts(n, 3)
-    lo, up = chk.bounds(lower, upper, 3)
+    lo, up = chk.bounds(lower, upper, 3, nxyz)
     cell_type = _cell(cell, 3)
     return dolfinx.mesh.create_box(comm, [list(lo), list(up)], list(nxyz), cell_type)
 

@@ -160,15 +160,61 @@ def point(value: object, dim: int, key: str) -> tuple[float, ...]:
     raise InputError(f"expected {what}, got {show(value)}", key)
 
 
-def bounds(lower: object, upper: object, dim: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Opposite corners of an axis-aligned box, checked ``upper > lower`` per coordinate."""
+#: The largest magnitude of a box corner's coordinate: a width is then at most 2e50
+#: and the measure of a 3D box at most 8e150, so squared measures (a squared
+#: readout integral ∫ C u, the measure of Ω × Ω under a kernel) stay finite in float64.
+COORD_MAX = 1e50
+#: The smallest width of a box (DOLFINx itself takes a width below 2.2e-16 as zero).
+WIDTH_MIN = 1e-12
+#: The smallest cell width relative to the magnitude of the coordinates: float64
+#: then places every vertex to within about 1e-6 of a cell width (rounding is
+#: 1.1e-16 of the magnitude), so no two vertices collapse and no cell degenerates.
+CELL_RESOLUTION = 1e-10
+
+
+def _sci(x: float) -> str:
+    return f"{x:g}".replace("e+", "e")
+
+
+def bounds(
+    lower: object, upper: object, dim: int, cells: Sequence[int] | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Opposite corners of an axis-aligned box, checked per coordinate: magnitudes at
+    most :data:`COORD_MAX`, ``upper > lower``, a width of at least :data:`WIDTH_MIN`,
+    and (given the cells per direction) cells at least :data:`CELL_RESOLUTION` of
+    the coordinates' magnitude wide. Errors are keyed ``lower`` or ``upper``."""
     lo, up = point(lower, dim, "lower"), point(upper, dim, "upper")
+    for key, given, corner in (("lower", lower, lo), ("upper", upper, up)):
+        if any(abs(x) > COORD_MAX for x in corner):
+            raise InputError(
+                f"expected coordinates of magnitude at most {_sci(COORD_MAX)} (so measures of "
+                f"the domain and their squares stay finite), got {show(given)}",
+                key,
+            )
     if not all(u > l for l, u in zip(lo, up)):
         raise InputError(
             f"expected upper > lower in every coordinate, got lower={show(lower)}, "
             f"upper={show(upper)}",
             "upper",
         )
+    widths = [u - l for l, u in zip(lo, up)]
+    for i, w in enumerate(widths):
+        if w < WIDTH_MIN:
+            where = "" if dim == 1 else f" in coordinate {i + 1}"
+            raise InputError(
+                f"expected a width upper − lower of at least {_sci(WIDTH_MIN)} in every "
+                f"coordinate, got {w:.3g}{where}",
+                "upper",
+            )
+    for w, n, l, u in zip(widths, cells or (), lo, up):
+        scale, cell = max(abs(l), abs(u)), w / float(min(n, 10**300))
+        if cell < CELL_RESOLUTION * scale:
+            raise InputError(
+                f"cells {cell:.3g} wide at coordinates of magnitude {scale:.3g} are not "
+                f"resolved in float64: expected cells at least {_sci(CELL_RESOLUTION)} × the "
+                f"coordinates' magnitude wide (fewer cells, or a domain nearer the origin)",
+                "upper",
+            )
     return lo, up
 
 

@@ -84,7 +84,9 @@ def read_msh(
 
     The cells are the elements of the highest dimension; if they have no
     physical group, all of them are taken. ``gdim`` defaults to the smallest
-    dimension holding the node coordinates (at least the cell dimension).
+    dimension holding the node coordinates (at least the cell dimension); a
+    given ``gdim`` must be at least the cell dimension and keep every coordinate
+    that varies (a constant one, a plane z = c, may be dropped).
     """
     path = _path(path)
     if gdim is not None and (
@@ -105,11 +107,26 @@ def read_msh(
         tdim = dims[0]
         if not model.getPhysicalGroups(tdim):
             model.addPhysicalGroup(tdim, [t for _, t in model.getEntities(tdim)], 1)
-        if gdim is not None:
-            return gdim
         x = np.asarray(model.mesh.getNodes()[1]).reshape(-1, 3)
-        used = np.flatnonzero(np.abs(x).max(axis=0) > 0) if len(x) else []
-        return max(tdim, int(used[-1]) + 1 if len(used) else 1)
+        if gdim is None:
+            used = np.flatnonzero(np.abs(x).max(axis=0) > 0) if len(x) else []
+            return max(tdim, int(used[-1]) + 1 if len(used) else 1)
+        if gdim < tdim:
+            raise InputError(
+                f"expected at least {tdim}, the dimension of the cells of {path.absolute()} "
+                f"(a {tdim}D mesh needs {tdim} coordinates), got {gdim}",
+                "gdim",
+            )
+        varying = [a for a in range(gdim, 3) if len(x) and np.ptp(x[:, a]) > 0]
+        if varying:
+            name = "xyz"[varying[0]]
+            raise InputError(
+                f"the nodes of {path.absolute()} have varying {name} coordinates, which "
+                f"gdim {gdim} would drop (flattening the mesh); expected at least "
+                f"{varying[-1] + 1} or null",
+                "gdim",
+            )
+        return gdim
 
     return distribute_gmsh(build, comm, f"reading {path}")
 

@@ -218,12 +218,18 @@ def test_analyze_refuses_a_damaged_trajectory(capsys, recorded, mpi_tmp_path):
     lines = (recorded / "trajectory.jsonl").read_text().splitlines(keepends=True)
     nan = json.loads(lines[2])
     nan["projection"][3] = float("nan")
+    huge = json.loads(lines[2])  # finite, but its squared distances overflow
+    huge["projection"][0], huge["projection"][1] = 1e308, -1e308
     cases = {
         "bytes": (b"\xff\xfe{{{\n", "line 1: not UTF-8 text"),
         "list": (b"[1, 2]\n[3]\n", "line 1: expected the header of a pontryx-trajectory"),
         "record": ((lines[0] + lines[1] + "[3]\n").encode(), "line 3: expected a record"),
         "nan": ((lines[0] + lines[1] + json.dumps(nan) + "\n").encode(), "line 3: projection"),
         "garbage": ((lines[0] + "{{\n" + lines[1]).encode(), "line 2: not a JSON line"),
+        "huge": (
+            (lines[0] + lines[1] + json.dumps(huge) + "\n").encode(),
+            "line 3: projection: a value of magnitude 1e+308, above 1e150",
+        ),
         "loss": (
             (lines[0] + lines[1].replace('"loss": ', '"loss": 1e999, "x": ')).encode(),
             "line 2: loss",

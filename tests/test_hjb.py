@@ -202,15 +202,73 @@ def test_hjb_offers_only_its_own_flags(capsys, mpi_tmp_path):
         ({"hjb": {"grid": {"n": 1}}}, "hjb.grid.n"),
         ({"hjb": {"grid": {"controls": 10**11}}}, "hjb.grid.controls"),  # was a MemoryError
         ({"hjb": None}, "hjb"),  # was "data: required key is missing"
+        # values for which the study cannot be finite (were tracebacks, exit 3 with a
+        # half-written run, or warnings on stderr)
+        ({"hjb": {"bound": 1e308}}, "hjb.bound"),
+        ({"hjb": {"offset": 1e308}}, "hjb.offset"),
+        ({"hjb": {"target": 1e200}}, "hjb.target"),
+        ({"hjb": {"readout": [1e308, -1e308]}}, "hjb.readout"),
+        ({"hjb": {"readout": [1e148, 1e148]}}, "hjb.readout"),  # its gradient overflows
+        ({"hjb": {"kernel": [[0, -1e300], [1e300, 0]]}}, "hjb.kernel"),
+        ({"hjb": {"grid": {"lower": [-1e308, -1e308]}}}, "hjb.grid.lower"),
+        ({"hjb": {"grid": {"upper": [1e200, 1e200]}}}, "hjb.grid.upper"),
+        ({"training": {"alpha": 1e308}}, "training.alpha"),
+        ({"model": {"T": 1e300}}, "model.T"),
+        ({"model": {"activation": "softplus"}, "hjb": {"bound": 1e149}}, "hjb.bound"),
+        # the width mesh's own keys (were keyed hjb.upper / a RuntimeError)
+        ({"mesh": {"kind": "interval", "n": 1, "lower": 5}}, "mesh.upper"),
+        ({"mesh": {"kind": "interval", "n": 1, "upper": 1e-300}}, "mesh.upper"),
+        ({"mesh": {"kind": "interval", "n": 1, "lower": -1e308, "upper": 1e308}}, "mesh.lower"),
     ],
 )
 def test_hjb_bad_input(capsys, mpi_tmp_path, change, key):
     raw = merge(json.loads(json.dumps(SMALL)), change)
-    code, _, err = cli(
+    code, out, err = cli(
         capsys, "hjb", write(mpi_tmp_path / "bad.yaml", raw), "-o", mpi_tmp_path / "o"
     )
-    assert code == 2 and err.strip().startswith(f"config error: {key}:"), err
+    assert code == 2 and err.startswith(f"config error: {key}:"), err
+    assert err.count("\n") == 1 and not out, err
     assert not (mpi_tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["validate", "check-gradient"])
+def test_validate_refuses_what_hjb_cannot_compute(capsys, mpi_tmp_path, command):
+    for change, key in (
+        ({"hjb": {"bound": 1e308}}, "hjb.bound"),
+        ({"hjb": {"offset": 1e308}}, "hjb.offset"),
+        ({"hjb": {"grid": {"lower": [-1e308, -1e308]}}}, "hjb.grid.lower"),
+    ):
+        raw = merge(json.loads(json.dumps(SMALL)), change)
+        code, _, err = cli(capsys, command, write(mpi_tmp_path / "bad.yaml", raw))
+        assert code == 2 and err.startswith(f"config error: {key}:"), err
+        assert err.count("\n") == 1, err
+
+
+def test_extreme_accepted_values_stay_finite(capsys, mpi_tmp_path):
+    """Just inside the ranges: the study runs, no warning, every number finite."""
+    raw = merge(
+        json.loads(json.dumps(SMALL)),
+        {
+            "hjb": {"bound": 1e140, "target": 1e140, "grid": {"n": 4}},
+            "training": {"max_iterations": 3},
+        },
+    )
+    run = mpi_tmp_path / "run"
+    code, _, err = cli(capsys, "hjb", write(mpi_tmp_path / "x.yaml", raw), "-o", run, "--quiet")
+    assert code in (0, 4) and "Warning" not in err, err
+    text = (run / "summary.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+
+
+def test_evaluate_names_an_hjb_run(capsys, mpi_tmp_path):
+    """evaluate on a finished hjb run: not 'the run has not finished'."""
+    raw = merge(json.loads(json.dumps(SMALL)), {"hjb": {"grid": {"n": 4}}})
+    run = mpi_tmp_path / "run"
+    code, _, err = cli(capsys, "hjb", write(mpi_tmp_path / "h.yaml", raw), "-o", run, "--quiet")
+    assert code in (0, 4), err
+    code, out, err = cli(capsys, "evaluate", run)
+    assert code == 2 and err.startswith("config error: evaluate: ") and "hjb run" in err, err
+    assert "not finished" not in err and err.count("\n") == 1 and not out
 
 
 def test_hjb_without_an_hjb_section(capsys, mpi_tmp_path):

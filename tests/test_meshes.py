@@ -185,6 +185,76 @@ def test_msh_round_trip(comm, mpi_tmp_path, dim, groups):
     assert not gmsh.isInitialized()
 
 
+def test_extreme_accepted_extents_build(comm):
+    """At the limits (coordinates ±1e50, widths 1e-12): a mesh with the exact measure."""
+    wide = create_mesh({"kind": "box", "n": 1, "lower": [-1e50] * 3, "upper": [1e50] * 3}, comm)
+    assert measure(wide) == pytest.approx(8e150, rel=1e-12)
+    thin = create_mesh({"kind": "rectangle", "n": 2, "upper": [1.0, 1e-12]}, comm)
+    assert measure(thin) == pytest.approx(1e-12, rel=1e-12)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_msh_gdim_below_the_cell_dimension(comm, mpi_tmp_path, dim):
+    """gdim 1 for a 2D mesh, 2 for a 3D one: keyed gdim, not UFL's ValueError."""
+    path = mpi_tmp_path / "omega.msh"
+    _write_msh(comm, path, dim, True)
+    with pytest.raises(InputError) as info:
+        create_mesh({"kind": "file", "path": str(path), "gdim": dim - 1}, comm)
+    assert info.value.key == "gdim" and f"expected at least {dim}" in str(info.value)
+    assert "\n" not in str(info.value) and not gmsh.isInitialized()
+    assert read_msh(path, gdim=dim, comm=comm).geometry.dim == dim
+
+
+def test_msh_gdim_that_drops_a_varying_coordinate(comm, mpi_tmp_path):
+    """A surface that is not flat (a tilted square) cannot take gdim 2; a flat one
+    off the plane z = 0 can (its constant z is dropped)."""
+    tilted, flat = mpi_tmp_path / "tilted.msh", mpi_tmp_path / "flat.msh"
+    if comm.rank == 0:
+        for path, z in ((tilted, (0.0, 0.0, 1.0, 1.0)), (flat, (2.0,) * 4)):
+            with gmsh_session() as g:
+                geo = g.model.geo
+                pts = [
+                    geo.addPoint(x, y, zz)
+                    for (x, y), zz in zip(((0, 0), (1, 0), (1, 1), (0, 1)), z, strict=True)
+                ]
+                lines = [geo.addLine(pts[i], pts[(i + 1) % 4]) for i in range(4)]
+                geo.addPlaneSurface([geo.addCurveLoop(lines)])
+                geo.synchronize()
+                g.model.mesh.generate(2)
+                g.write(str(path))
+    comm.barrier()
+    with pytest.raises(InputError) as info:
+        create_mesh({"kind": "file", "path": str(tilted), "gdim": 2}, comm)
+    assert info.value.key == "gdim" and "varying z" in str(info.value)
+    assert create_mesh({"kind": "file", "path": str(flat), "gdim": 2}, comm).geometry.dim == 2
+
+
+def test_cli_refuses_a_bad_gdim_and_a_zero_width(capsys, mpi_tmp_path):
+    """validate, train: one line keyed mesh.*, exit 2, nothing written."""
+    from test_cli import cli, write
+
+    path = mpi_tmp_path / "omega.msh"
+    _write_msh(MPI.COMM_WORLD, path, 2, True)
+    base = (
+        "model: {layers: 2, T: 1.0}\n"
+        "data: {name: ellipses, n_train: 8, n_test: 4}\n"
+        "training: {method: lmvm, max_iterations: 1}\n"
+        "output: {plots: false, paraview: false}\n"
+    )
+    for mesh, key in (
+        (f"{{kind: file, path: {path}, gdim: 1}}", "mesh.gdim"),
+        ("{kind: interval, n: 3, lower: 0, upper: 1e-300}", "mesh.upper"),
+        ("{kind: interval, n: 3, lower: -1e308, upper: 1e308}", "mesh.lower"),
+    ):
+        cfg = write(mpi_tmp_path / "c.yaml", f"mesh: {mesh}\n{base}")
+        for command in ("validate", "train"):
+            extra = ["--output", mpi_tmp_path / "o"] if command == "train" else []
+            code, _, err = cli(capsys, command, cfg, *extra)
+            assert code == 2 and err.startswith(f"config error: {key}: "), (command, err)
+            assert err.count("\n") == 1 and "Traceback" not in err, err
+            assert not (mpi_tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize(
     ("name", "content"),
     [
@@ -228,6 +298,14 @@ INVALID = [
     ({"kind": "rectangle", "lower": [0]}, "mesh.lower"),
     ({"kind": "rectangle", "upper": ["a", 1]}, "mesh.upper"),
     ({"kind": "interval", "lower": float("nan")}, "mesh.lower"),
+    # widths that pass upper > lower but are not a usable extent (were DOLFINx
+    # RuntimeErrors, or a MUMPS error of the random-field solver)
+    ({"kind": "interval", "n": 3, "lower": 0, "upper": 1e-300}, "mesh.upper"),
+    ({"kind": "rectangle", "upper": [1, 1e-300]}, "mesh.upper"),
+    ({"kind": "box", "upper": [1, 1, 1e-320]}, "mesh.upper"),
+    ({"kind": "interval", "n": 3, "lower": -1e308, "upper": 1e308}, "mesh.lower"),
+    ({"kind": "rectangle", "lower": [0, 0], "upper": [1, 1e60]}, "mesh.upper"),
+    ({"kind": "interval", "n": 3, "lower": 1e16, "upper": 1.0000000000000004e16}, "mesh.upper"),
     ({"kind": "unit_square", "cell": "tetrahedron"}, "mesh.cell"),
     ({"kind": "unit_cube", "cell": "triangle"}, "mesh.cell"),
     ({"kind": "unit_square", "cell": "quadrilateral", "diagonal": "crossed"}, "mesh.diagonal"),

@@ -94,8 +94,14 @@ def check_options(
         raise InputError(f"expected a finite diffusion time t > 0, got {show(t)}", "--time")
 
 
-def _non_finite(row) -> str | None:
-    """The first entry of a record (loss, projection, norms) with a non-finite value."""
+#: The largest magnitude of a feature (a projection or a norm) that is embedded: the
+#: squared distances between iterates, Σ (y_i − y'_i)² ≤ 4·1e300·D, then stay finite
+FEATURE_MAX = 1e150
+
+
+def _bad_value(row) -> str | None:
+    """What is wrong with the first bad entry of a record (loss, projection, norms):
+    a non-finite value, or a feature too large to embed; None if nothing."""
     norms = [x for v in row["norms"].values() for x in (v if isinstance(v, list) else [v])]
     for name, values in (
         ("loss", [row["loss"]]),
@@ -103,7 +109,12 @@ def _non_finite(row) -> str | None:
         ("norms", norms),
     ):
         if not all(math.isfinite(v) for v in values):
-            return name
+            return f"{name}: a non-finite value (a diverging run's iterate cannot be embedded)"
+        if name != "loss" and (big := max(map(abs, values), default=0.0)) > FEATURE_MAX:
+            return (
+                f"{name}: a value of magnitude {big:.3g}, above 1e150 (the squared "
+                "distances between iterates would overflow: such an iterate cannot be embedded)"
+            )
     return None
 
 
@@ -122,12 +133,8 @@ def load_paths(run_dirs) -> list[RecordedPath]:
         except InputError as e:
             raise e.under("analyze") from None
         for i, row in enumerate(rows):
-            if (name := _non_finite(row)) is not None:
-                raise InputError(
-                    f"{d / FILE}, line {i + 2}: {name}: a non-finite value (a diverging "
-                    "run's iterate cannot be embedded)",
-                    "analyze",
-                )
+            if (problem := _bad_value(row)) is not None:
+                raise InputError(f"{d / FILE}, line {i + 2}: {problem}", "analyze")
         if header is None or not rows:
             raise InputError(
                 f"{str(d)!r} has no {FILE}: record one with output.trajectory_every: k",

@@ -41,6 +41,7 @@ from pontryx.solver.app.memory import format_bytes, least_available
 from pontryx.solver.app.network import section, use_blas
 from pontryx.solver.errors import EXIT_NOT_CONVERGED
 from pontryx.solver.hjb.compare import ReducedNetwork
+from pontryx.solver.hjb.ranges import check_ranges
 from pontryx.solver.hjb.scheme import ValueFunction
 from pontryx.solver.outputs.atomic import atomic_path, write_json, write_text
 from pontryx.solver.outputs.rundir import RunDirectory
@@ -48,8 +49,28 @@ from pontryx.solver.outputs.rundir import RunDirectory
 __all__ = ["run_hjb"]
 
 
-#: where an argument of :class:`ReducedNetwork` comes from in the configuration
-_KEYS = {"width_mesh": "mesh", "alpha": "training.alpha", "W": "hjb.kernel", "bound": "hjb.bound"}
+#: where an argument of :class:`ReducedNetwork` (or of :func:`check_ranges`) comes from
+#: in the configuration; any other key ``k`` is ``hjb.k``
+_KEYS = {
+    "width_mesh": "mesh",
+    "alpha": "training.alpha",
+    "W": "hjb.kernel",
+    "C": "hjb.readout",
+    "d": "hjb.offset",
+    "y": "hjb.target",
+    "bound": "hjb.bound",
+    "T": "model.T",
+}
+
+
+def _config_key(key: str | None) -> str:
+    """The configuration key of an argument key (``width_mesh.upper`` → ``mesh.upper``)."""
+    head, dot, rest = (key or "").partition(".")
+    if head in _KEYS:
+        return _KEYS[head] + dot + rest
+    return f"hjb.{key}" if key else "hjb"
+
+
 #: bytes per grid node beside the K + 1 time levels of 8 bytes: the DOLFINx grid and
 #: Q1 space, the node arrays, the upwind differences and the control search of a step
 #: with the default 41 candidates (measured 2.6–3.2 kB at 201² and 401² nodes; rounded up)
@@ -96,7 +117,12 @@ def _build(config, comm):
             width_mesh=config.mesh,
         )
     except InputError as e:
-        raise InputError(e.message, _KEYS.get(e.key, f"hjb.{e.key}")) from None
+        raise InputError(e.message, _config_key(e.key)) from None
+    try:  # every quantity of the study finite, before the grid is built
+        check_ranges(reduced, h.grid.lower, h.grid.upper, h.grid.n, m.T)
+    except InputError as e:
+        reduced.destroy()
+        raise InputError(e.message, _config_key(e.key)) from None
     try:  # a lower bound first (at least one time level per layer), the exact count after
         _check_memory(h.grid, m.layers + 1, comm)
         vf = ValueFunction(

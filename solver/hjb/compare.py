@@ -84,7 +84,11 @@ class ReducedNetwork:
     ):
         comm = MPI.COMM_SELF if comm is None else comm
         desc = {"kind": "interval", "n": 1} if width_mesh is None else dict(width_mesh)
-        self.space = WidthSpace(create_mesh(desc, comm))
+        try:
+            mesh = create_mesh(desc, comm)
+        except InputError as e:
+            raise e.under("width_mesh") from None
+        self.space = WidthSpace(mesh)
         if self.space.N != 2:
             self.space.destroy()
             raise InputError(

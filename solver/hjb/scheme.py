@@ -48,6 +48,7 @@ import numpy as np
 import scipy.optimize
 
 from pontryx.forms.operators import row_sum_form
+from pontryx.meshes import errors as chk
 from pontryx.meshes.errors import InputError, show
 
 __all__ = ["ValueFunction", "minimise_component"]
@@ -128,12 +129,10 @@ class ValueFunction:
         controls: int = 41,
         comm: MPI.Comm = MPI.COMM_SELF,
     ):
-        lower, upper = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
         given, n = n, np.broadcast_to(np.asarray(n, dtype=int), 2).copy()
-        if lower.shape != (2,) or upper.shape != (2,) or np.any(upper <= lower):
-            raise InputError(f"expected lower < upper in R², got {show(lower.tolist())}", "grid")
         if np.any(n < 2):
             raise InputError(f"expected at least 2 cells per axis, got {show(given)}", "n")
+        lower, upper = (np.array(v) for v in chk.bounds(lower, upper, 2, tuple(n.tolist())))
         if not 0 < cfl <= 1:
             raise InputError(f"expected 0 < cfl ≤ 1, got {show(cfl)}", "cfl")
         if not T > 0:
