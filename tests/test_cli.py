@@ -189,6 +189,12 @@ def test_train_writes_the_run_directory(capsys, small, mpi_tmp_path):
     assert code == 0 and "40 samples" in out
     code, _, err = cli(capsys, "evaluate", run, "--data", "n_test=-1")
     assert code == 2 and err.startswith("config error: data.n_test")
+    # another data set starts from its own defaults (the configured one's keys stay behind)
+    other = ["--data", "name=swiss_roll", "--data", "n_test=30"]
+    code, out, err = cli(capsys, "evaluate", run, *other)
+    assert code == 0 and "Swiss roll" in out and "30 samples" in out, err
+    code, _, err = cli(capsys, "evaluate", run, "--data", "name=digits")
+    assert code == 2 and "has 64 features, the model takes 2" in err, err
     code, _, err = cli(capsys, "evaluate", run, "--data", "n_test=100000000000")  # MemoryError
     assert code == 2 and err.startswith("config error: memory: ") and "data.n_test" in err, err
     code, _, err = cli(capsys, "evaluate", mpi_tmp_path / "nothing")

@@ -431,3 +431,54 @@ def test_npz_with_both_x_y_and_a_split_is_refused(mpi_tmp_path):
     path = _write(MPI.COMM_WORLD, mpi_tmp_path / "both.npz", write)
     with pytest.raises(InputError, match="both X, y and X_train"):
         load_dataset({"name": "file", "path": str(path)})
+
+
+def test_huge_csv_class_label_is_called_too_large_in_a_short_line(mpi_tmp_path):
+    """A class label of 401 digits is a finite integer beyond a float: the message
+    says so (not "non-finite") and echoes at most 60 characters of it; "inf" and
+    "nan" are still non-finite."""
+    from mpi4py import MPI
+
+    huge = "1" + "0" * 400
+
+    def write(p):
+        p.write_text("".join(f"0.{i},0.5,{huge if i % 2 else 0}\n" for i in range(1, 7)))
+
+    path = _write(MPI.COMM_WORLD, mpi_tmp_path / "huge.csv", write)
+    with pytest.raises(InputError) as exc:
+        load_dataset({"name": "file", "path": str(path)})
+    msg = str(exc.value)
+    assert exc.value.key == "target" and "\n" not in msg
+    assert "too large" in msg and "non-finite" not in msg and "(401 characters)" in msg, msg
+    assert huge[:80] not in msg and "line 1 of" in msg, msg
+
+    def write_nan(p):
+        p.write_text("0.1,0.5,0\n0.2,0.5,-nan\n")
+
+    path = _write(MPI.COMM_WORLD, mpi_tmp_path / "nan.csv", write_nan)
+    with pytest.raises(InputError, match="non-finite class label '-nan' in column '2', line 2"):
+        load_dataset({"name": "file", "path": str(path)})
+
+
+def test_huge_csv_feature_and_a_label_beyond_2_53_are_one_line_errors(mpi_tmp_path):
+    """A feature of 401 digits is "too large", shown in at most 60 characters; a
+    class label of 1e19 would wrap in int64 (from 2⁶³) and float64 no longer
+    separates neighbouring integers from 2⁵³: refused."""
+    from mpi4py import MPI
+
+    huge = "1" + "0" * 400
+
+    def write(p):
+        p.write_text(f"{huge},0.5,0\n0.1,0.2,1\n")
+
+    path = _write(MPI.COMM_WORLD, mpi_tmp_path / "feature.csv", write)
+    with pytest.raises(InputError, match=r"feature too large '1000.*line 1 of") as exc:
+        load_dataset({"name": "file", "path": str(path)})
+    assert huge[:80] not in str(exc.value)
+
+    def write_label(p):
+        p.write_text("0.1,0.5,1e19\n0.1,0.2,1\n")
+
+    path = _write(MPI.COMM_WORLD, mpi_tmp_path / "label.csv", write_label)
+    with pytest.raises(InputError, match=r"class label 1e\+19 is not an integer below 2⁵³"):
+        load_dataset({"name": "file", "path": str(path)})

@@ -415,6 +415,11 @@ def _data_overrides(config, specs) -> tuple[dict, str | None]:
             f"or the other, got {show(files[0])} and {show(overrides[0])}",
             "--data",
         )
+    if overrides and data.get("name") != dict(config.data).get("name"):
+        holder = {"data": {}}  # another data set: its defaults and the overrides, not the
+        for spec in overrides:  # keys of the configured one (a seed digits does not take)
+            apply_override(holder, "data." + spec)
+        data = holder["data"]
     return data, str(Path(files[0]).resolve()) if files else None
 
 
@@ -481,11 +486,17 @@ def cmd_evaluate(args) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise InputError(f"{run_dir / 'config.yaml'} not found (not a run directory)", "evaluate")
+    raw = read_yaml(run_dir / "config.yaml")
+    if isinstance(raw, dict) and raw.get("hjb") is not None:
+        raise InputError(
+            f"{run_dir} is a pontryx hjb run (its results are summary.json and value.npz): "
+            "evaluate applies to trained models (pontryx train, inverse)",
+            "evaluate",
+        )
     if not (run_dir / "model.npz").is_file():
         raise InputError(
             f"{run_dir / 'model.npz'} not found (the run has not finished)", "evaluate"
         )
-    raw = read_yaml(run_dir / "config.yaml")
     given = raw.get("parallel")  # its library and exchange kept (and checked)
     kept = dict(given) if isinstance(given, dict) else {}
     raw["parallel"] = {**kept, "width": None, "data": None, "depth": 1}  # any number of ranks
@@ -501,8 +512,21 @@ def cmd_evaluate(args) -> int:
     model = run_dir / "model.npz"
     try:
         arrays = model_io.load_model(model)
+        bad = model_io.nonfinite(arrays)  # the same file on every rank: the same verdict
+        if bad:
+            raise NonFiniteError(f"{model} holds non-finite values (in {', '.join(bad)})")
         fits = args.data and file is None  # KEY=VALUE overrides built another data set
         misfit = _data_fits_model(problem.dataset, arrays) if fits else None
+        own = problem.dataset if not args.data and config.inverse is None else None
+        if not misfit:  # (the same verdict on every rank: check_model is collective)
+            model_io.check_model(
+                problem.net,
+                arrays,
+                task=own.task if own is not None else None,
+                input_shape=own.input_shape if own is not None else None,
+                classes=own.classes if own is not None else None,
+                noise=problem.noise if config.inverse is None else None,
+            )
         controls = None if misfit else model_io.controls_from_model(problem.net, arrays)
     except InputError as e:  # keyed by the entry of the model file, if one
         raise InputError(f"{model}: {e}", "evaluate") from None

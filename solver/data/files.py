@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pontryx.meshes.errors import show
 from pontryx.solver.data.dataset import DATASET_KEYS, TASKS, Dataset, _error, check_float, check_int
 from pontryx.solver.npz import read_npz
 
@@ -46,14 +47,16 @@ def _numeric_columns(rows, cols, names, shown, key, what, what_nonfinite) -> np.
             if v is None:
                 raise _error(
                     key,
-                    f"non-numeric {what} {row[j]!r} in column {names[j]!r}, "
+                    f"non-numeric {what} {show(row[j])} in column {names[j]!r}, "
                     f"line {line} of {shown!r}",
                 )
             if not math.isfinite(v):
+                spelled = "nan" in row[j].lower() or "inf" in row[j].lower()
+                kind = f"non-finite {what_nonfinite}" if spelled else f"{what_nonfinite} too large"
                 raise _error(
                     key,
-                    f"non-finite {what_nonfinite} {row[j]!r} in column {names[j]!r}, "
-                    f"line {line} of {shown!r}",
+                    f"{kind} {show(row[j])} in column {names[j]!r}, line {line} of {shown!r}"
+                    + ("" if spelled else " (beyond ±1.8e308, the largest float)"),
                 )
             out[i, jj] = v
     return out
@@ -142,11 +145,19 @@ def _csv_arrays(path, shown, desc, task):
         Y = _numeric_columns(rows, tcols, names, shown, "target", "regression target", "target")
     else:
         for line, row in rows:
-            v = _number(row[tcols[0]])
+            label = row[tcols[0]]
+            v = _number(label)
             if v is not None and not math.isfinite(v):
+                if any(word in label.lower() for word in ("nan", "inf")):
+                    what = f"non-finite class label {show(label)}"
+                else:  # finite, but beyond a float (1e400, or an integer of 309 digits)
+                    what = (
+                        f"class label {show(label)} ({len(label)} characters) is too large "
+                        "(beyond ±1.8e308, the largest float)"
+                    )
                 raise _error(
                     "target",
-                    f"non-finite class label {row[tcols[0]]!r}, line {line} of {shown!r}",
+                    f"{what} in column {show(names[tcols[0]])}, line {line} of {shown!r}",
                 )
         Y = np.array([row[tcols[0]] for _, row in rows], dtype=str)
     return X, Y
@@ -227,6 +238,11 @@ def _encode_labels(ys: Sequence[np.ndarray]) -> tuple[tuple, list[np.ndarray]]:
             bad = next(v for y in raw for v in np.ravel(y) if v != np.round(v))
             raise _error(
                 "target", f"class label {bad:g} is not an integer (labels: integers or strings)"
+            )
+        big = next((v for y in raw for v in np.ravel(y) if abs(v) >= 2.0**53), None)
+        if big is not None:  # int64 would wrap from 2⁶³, and float64 no longer tells
+            raise _error(  # neighbouring integers apart from 2⁵³
+                "target", f"class label {big:g} is not an integer below 2⁵³ in magnitude"
             )
         raw = [y.astype(np.int64) for y in raw]
     classes, codes = np.unique(np.concatenate(raw), return_inverse=True)

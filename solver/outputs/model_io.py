@@ -36,6 +36,7 @@ Load with ``numpy.load(path, allow_pickle=False)``; nothing in it needs pickle.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -54,10 +55,12 @@ from pontryx.solver.outputs.canonical import from_canonical
 __all__ = [
     "FORMAT",
     "VERSION",
+    "check_model",
     "controls_from_model",
     "load_model",
     "mesh_arrays",
     "model_arrays",
+    "nonfinite",
     "save_model",
 ]
 
@@ -357,6 +360,164 @@ def load_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
     _check_shapes(arrays)
     _decode(arrays, weights)
     return arrays
+
+
+def nonfinite(arrays: dict[str, np.ndarray]) -> list[str]:
+    """The entries of model arrays holding a NaN or ±inf, sorted (README: a model
+    with non-finite values, exit 3). A discrete kernel's scales are named by their
+    control (:func:`load_model` has folded them into its values)."""
+    bad = {
+        k.removesuffix("_scale") if k.endswith("_scale") and k[:-6] in arrays else k
+        for k, a in arrays.items()
+        if a.dtype.kind in "fc" and not np.all(np.isfinite(a))
+    }
+    return sorted(bad)
+
+
+#: relative round-off allowed between a file's real numbers (m, x, dt, …) and the
+#: ones rebuilt from config.yaml (assembly on another number of ranks)
+ROUNDOFF = 1e-10
+
+
+def _close(have, want) -> float | None:
+    """None if ``have`` equals ``want`` to round-off, else the largest difference."""
+    have, want = np.asarray(have, dtype=float), np.asarray(want, dtype=float)
+    if have.shape != want.shape:
+        return math.inf
+    err = float(np.max(np.abs(have - want), initial=0.0))
+    scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
+    return None if err <= ROUNDOFF * scale else err
+
+
+def _check_entry(arrays, key: str, want, *, optional: bool = False) -> None:
+    """The 0-d entry ``key`` against the value ``want`` rebuilt from config.yaml
+    (strings and integers equal, real numbers to round-off)."""
+    if key not in arrays:
+        if optional:
+            return
+        raise InputError(f"missing (the network of config.yaml has {show(want)})", key)
+    a = arrays[key]
+    if a.ndim != 0:
+        raise InputError(f"expected a 0-d value, got shape {a.shape}", key)
+    have = a.item()
+    if isinstance(want, str) or isinstance(have, str):
+        same = isinstance(have, str) and isinstance(want, str) and have == want
+    elif isinstance(want, bool | int | np.integer):
+        same = a.dtype.kind in "iu" and int(have) == int(want)
+    else:
+        same = a.dtype.kind in "iuf" and _close(have, want) is None
+    if not same:
+        raise InputError(f"the file has {show(have)}, the network has {show(want)}", key)
+
+
+def _check_classes(arrays, want) -> None:
+    """``classes``: numbers or strings, distinct, in increasing order (the order in
+    which the data reader numbers them); equal to the run's classes ``want``
+    (None: not known here, e.g. evaluated on other data)."""
+    c = arrays["classes"]
+    if c.size == 0:
+        return
+    if c.dtype.kind not in "iufU":
+        raise InputError(f"expected numbers or strings, got {c.dtype}", "classes")
+    if not np.all(c[1:] > c[:-1]):
+        raise InputError(
+            f"expected distinct labels in increasing order, got {show(c.tolist())}", "classes"
+        )
+    if want is None or len(want) == 0:
+        return
+    w = np.asarray(list(want))
+    numeric = c.dtype.kind in "iuf"
+    same = len(c) == len(w) and (
+        (numeric and w.dtype.kind in "iuf" and bool(np.all(c == w)))
+        or (not numeric and w.dtype.kind == "U" and bool(np.all(c == w)))
+    )
+    if not same:
+        raise InputError(
+            f"the file has {show(c.tolist())}, the data set of config.yaml has {show(list(want))}",
+            "classes",
+        )
+
+
+def _same_cells(have, want) -> bool:
+    """The same cells (each a set of dofs; the order within a cell and of the cells
+    aside, which the partition may change)."""
+    if have.shape != want.shape:
+        return False
+
+    def canonical(c):
+        c = np.sort(c, axis=1)
+        return c[np.lexsort(c.T[::-1])] if c.size else c
+
+    return bool(np.array_equal(canonical(have), canonical(want)))
+
+
+def check_model(
+    net,
+    arrays: dict[str, np.ndarray],
+    *,
+    task: str | None = None,
+    input_shape=None,
+    classes=None,
+    noise=None,
+) -> None:
+    """A loaded model file (:func:`load_model`) against the network rebuilt from
+    the run's config.yaml: every 0-d entry of README's table (strings and integers
+    equal, real numbers such as ``dt`` to round-off), the mesh (``x``, ``m`` to
+    round-off, ``cells``, ``cell_type``), the noise entries against ``noise`` (the
+    run's :class:`DepthNoise`, None: none, g = 0), the labels in ``classes``
+    (numbers or strings, distinct, sorted; and equal to ``classes`` if given), and
+    ``task`` and ``input_shape`` if given (``weights`` is not compared: a
+    discrete kernel's codes and scales evaluate as the values c_n T they are).
+    InputError keyed by the entry. Non-finite values are the caller's
+    (:func:`nonfinite`) and are to be refused first. Collective (width comm: the
+    mesh arrays are gathered)."""
+    mesh = mesh_arrays(net.space)  # on every width rank: the same verdict everywhere
+    entries = {
+        "cell_type": str(mesh["cell_type"]),
+        "degree": int(mesh["degree"]),
+        "gdim": int(mesh["gdim"]),
+        "kernel": net.kernel.name,
+        "kernel_rank": int(getattr(net.kernel, "rank", 0)),
+        "scheme": net.scheme.name,
+        "activation": net.activation.name,
+        "embedding": net.embedding_kind,
+        "smooth_relu_delta": float(SMOOTH_RELU_DELTA),
+        "epsilon": float(net.epsilon),
+        "T": float(net.T),
+        "layers": int(net.layers),
+        "dt": float(net.dt),
+        "n_in": int(net.n_in),
+        "n_out": int(net.n_out),
+    }
+    if task is not None:
+        entries["task"] = str(task)
+    for key, want in entries.items():
+        _check_entry(arrays, key, want)
+    for key in ("x", "m"):
+        err = _close(arrays[key], mesh[key])
+        if err is not None:
+            raise InputError(
+                f"differs from the mesh of config.yaml (by up to {err:.3g}; allowed: "
+                f"round-off, {ROUNDOFF:g} relative)",
+                key,
+            )
+    if not _same_cells(arrays["cells"], mesh["cells"]):
+        raise InputError("differs from the cells of the mesh of config.yaml", "cells")
+    if input_shape is not None:
+        have = tuple(arrays["input_shape"].tolist())
+        if have != tuple(input_shape):
+            raise InputError(
+                f"the file has {show(list(have))}, the data set of config.yaml has "
+                f"{show(list(input_shape))}",
+                "input_shape",
+            )
+    _check_classes(arrays, classes)
+    expected = noise.arrays() if noise is not None else {"noise_amplitude": np.array(0.0)}
+    for key, want in expected.items():
+        _check_entry(arrays, key, want.item(), optional=noise is None)
+    extra = sorted(k for k in arrays if k.startswith("noise_") and k not in expected)
+    if extra:
+        raise InputError("the run of config.yaml has no noise in depth (model.noise)", extra[0])
 
 
 def controls_from_model(net, arrays: dict[str, np.ndarray]):
