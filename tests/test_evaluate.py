@@ -79,7 +79,7 @@ def test_evaluate_checks_every_entry_against_config(capsys, run):
         ({"smooth_relu_delta": np.array(-1.0)}, "smooth_relu_delta: the file has -1.0"),
         ({"kernel_rank": np.array(5)}, "kernel_rank: the file has 5, the network has 0"),
         ({"noise_amplitude": np.array(0.5)}, "noise_amplitude: the file has 0.5"),
-        ({"noise_seed": np.array(3)}, "noise_seed: the run of config.yaml has no noise"),
+        ({"noise_seed": np.array(3)}, "noise_seed: the network of config.yaml has no noise"),
         ({"m": good["m"] * 1.001}, "m: differs from the mesh of config.yaml"),
         ({"x": good["x"][::-1]}, "x: differs from the mesh of config.yaml"),
         ({"x": good["x"] * 2}, "x: differs from the mesh of config.yaml"),

@@ -517,7 +517,7 @@ def check_model(
         _check_entry(arrays, key, want.item(), optional=noise is None)
     extra = sorted(k for k in arrays if k.startswith("noise_") and k not in expected)
     if extra:
-        raise InputError("the run of config.yaml has no noise in depth (model.noise)", extra[0])
+        raise InputError("the network of config.yaml has no noise in depth", extra[0])
 
 
 def controls_from_model(net, arrays: dict[str, np.ndarray]):
