@@ -534,12 +534,8 @@ def test_pbs_first_start_removes_markers_of_older_script_versions(batch_env, tmp
     assert sorted(p.name for p in run_dir.iterdir()) == [".pontryx"]
 
 
-def test_pbs_killed_job_rerun_and_successor(batch_env, tmp_path):
-    """A killed job leaves its successor running and its id next to the run
-    directory; a rerun of that job submits no second successor; the successor
-    resumes the run, deletes the killed job's file and, when pontryx finishes,
-    its own successor."""
-    runs = tmp_path / "runs"
+def _kill_pbs_job(batch_env) -> _Background:
+    """Job 9000 on runs/r4, killed (SIGTERM) once pontryx runs: exit 143."""
     job = _Background(
         PBS_SCRIPT,
         batch_env,
@@ -553,6 +549,16 @@ def test_pbs_killed_job_rerun_and_successor(batch_env, tmp_path):
         assert job.proc.wait(timeout=30) == 143, job.output()
     finally:
         job.close()
+    return job
+
+
+def test_pbs_killed_job_rerun_and_successor(batch_env, tmp_path):
+    """A killed job leaves its successor running and its id next to the run
+    directory; a rerun of that job submits no second successor; the successor
+    resumes the run, deletes the killed job's file and, when pontryx finishes,
+    its own successor."""
+    runs = tmp_path / "runs"
+    job = _kill_pbs_job(batch_env)
     assert "fake pontryx: interrupted" in job.output()
     assert _stub_calls(batch_env) == [
         f"qsub -W depend=afterany:9000.server -v PONTRYX_CONFIG={tmp_path / 'run.yaml'},"
@@ -570,19 +576,7 @@ def test_pbs_killed_job_rerun_and_successor(batch_env, tmp_path):
     assert _pbs_markers(runs) == set()
 
     # Killed again, then the successor starts (as PBS would, with qsub's -v).
-    job = _Background(
-        PBS_SCRIPT,
-        batch_env,
-        PBS_JOBID="9000.server",
-        PONTRYX_RUN_DIR="runs/r4",
-        FAKE_PONTRYX="stop",
-    )
-    try:
-        job.wait_until_pontryx_runs()
-        job.proc.send_signal(signal.SIGTERM)
-        assert job.proc.wait(timeout=30) == 143, job.output()
-    finally:
-        job.close()
+    job = _kill_pbs_job(batch_env)
     assert _pbs_markers(runs) == {".r4.pbs-successor-9000.server"}
     successor = (runs / ".r4.pbs-successor-9000.server").read_text().strip()
     assert successor == "9002.server"

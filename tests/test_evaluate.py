@@ -11,8 +11,7 @@ from mpi4py import MPI
 
 import numpy as np
 import pytest
-
-from pontryx.solver.app.cli import main
+from test_cli import cli
 
 SMALL = """
 mesh: {kind: unit_square, n: 3}
@@ -21,20 +20,6 @@ data: {name: ellipses, n_train: 20, n_test: 10}
 training: {method: lmvm, max_iterations: 2}
 output: {checkpoint_every: 1, plots: false, paraview: false}
 """
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    comm = MPI.COMM_WORLD
-    codes = comm.allgather(code)
-    assert len(set(codes)) == 1, f"ranks disagree on the exit code: {codes}"
-    out, err = comm.bcast((out, err) if comm.rank == 0 else None, root=0)
-    return code, out, err
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from mpi4py import MPI
 
 import numpy as np
 import pytest
+from test_cli import cli
 
 from pontryx.meshes.errors import InputError
-from pontryx.solver.app.cli import main
 from pontryx.solver.app.memory import _rows
 from pontryx.solver.npz import npz_headers, read_npz
 
@@ -134,19 +134,6 @@ def test_observations_file_with_a_bad_header(mpi_tmp_path):
     msg = str(exc.value)
     assert exc.value.key == "file" and "obs.npz" in msg and "its member 'points'" in msg, msg
     assert "\n" not in msg
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    comm = MPI.COMM_WORLD
-    assert len(set(comm.allgather(code))) == 1
-    out, err = comm.bcast((out, err) if comm.rank == 0 else None, root=0)
-    return code, out, err
 
 
 @pytest.mark.parametrize("case", ["unclosed", "huge"])
