@@ -7,6 +7,8 @@ rank instead of leaving some ranks waiting in a collective read.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -71,10 +73,35 @@ def read_xdmf(path: str | os.PathLike, name: str = "mesh", *, comm: MPI.Comm) ->
 
     _check_on_root(comm, check)
     try:
-        with XDMFFile(comm, str(path), "r") as f:
+        with _quiet_hdf5(), XDMFFile(comm, str(path), "r") as f:
             return f.read_mesh(name=name)
     except RuntimeError as e:
         raise InputError(f"cannot read {path.absolute()}: {e}", "path") from None
+
+
+@contextlib.contextmanager
+def _quiet_hdf5():
+    """HDF5's own error stack off while DOLFINx reads (a damaged .h5 printed some 20
+    lines of HDF5-DIAG before pontryx's one-line error); back on after. A no-op
+    where the library is not found by name (another build of DOLFINx)."""
+    lib = None
+    with contextlib.suppress(ImportError, OSError, AttributeError):
+        import dolfinx_solver  # the PyPI wheel's libraries
+
+        found = sorted(Path(dolfinx_solver.__file__).parent.glob("lib/libhdf5.so*"))
+        lib = ctypes.CDLL(str(found[0])) if found else None
+    if lib is None:
+        yield
+        return
+    func, data = ctypes.c_void_p(), ctypes.c_void_p()
+    default = ctypes.c_int64(0)  # H5E_DEFAULT
+    saved = lib.H5Eget_auto2(default, ctypes.byref(func), ctypes.byref(data)) >= 0
+    lib.H5Eset_auto2(default, None, None)
+    try:
+        yield
+    finally:
+        if saved:
+            lib.H5Eset_auto2(default, func, data)
 
 
 def read_msh(

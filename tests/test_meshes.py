@@ -155,6 +155,24 @@ def test_xdmf_round_trip(comm, mpi_tmp_path):
         create_mesh({"kind": "file", "path": str(path)}, comm)
 
 
+def test_xdmf_with_a_damaged_h5_is_one_line(comm, mpi_tmp_path, capfd):
+    """A truncated .h5 beside its .xdmf: one InputError, and none of the HDF5-DIAG
+    lines HDF5's own error stack printed to stderr before it."""
+    mesh = rectangle([3, 2], [0, 0], [2, 1], "triangle", comm=comm)
+    path = mpi_tmp_path / "omega.xdmf"
+    with XDMFFile(comm, str(path), "w") as f:
+        f.write_mesh(mesh)
+    comm.Barrier()
+    if comm.rank == 0:
+        h5 = path.with_suffix(".h5")
+        h5.write_bytes(h5.read_bytes()[:200])
+    comm.Barrier()
+    capfd.readouterr()
+    with pytest.raises(InputError, match=r"^path: cannot read .*omega\.xdmf"):
+        read_xdmf(path, "mesh", comm=comm)
+    assert "HDF5-DIAG" not in capfd.readouterr().err
+
+
 def _write_msh(comm, path, dim, groups):
     """Mesh a coarse rectangle [0,2]×[0,1] (dim 2) or box [0,1]²×[0,2] (dim 3) on rank 0."""
     if comm.rank == 0:
