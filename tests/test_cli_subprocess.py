@@ -211,3 +211,37 @@ def test_a_file_name_of_other_bytes_than_utf8_runs(tmp_path):
     cmd = [*PONTRYX, "validate", os.fsencode(tmp_path / name)]
     out = subprocess.run(cmd, capture_output=True, env=clean_env(), cwd=ROOT, timeout=240)
     assert out.returncode == 0 and b": valid" in out.stdout, out.stderr.decode(errors="replace")
+
+
+def test_a_second_signal_ends_the_process_during_a_long_c_call():
+    """Two SIGTERMs 0.1 s apart while the main thread is in one long C call (as
+    TAO between two callbacks): CPython would run the handler once, afterwards,
+    for both; the first delivery restores the default action (SA_RESETHAND), so
+    the second ends the process at once, killed by it."""
+    code = (
+        "import sys, time\n"
+        "from mpi4py import MPI\n"
+        "import numpy as np\n"
+        "from pontryx.solver.app.signals import StopRequest\n"
+        "a = np.random.default_rng(0).standard_normal((1500, 1500))\n"
+        "with StopRequest(MPI.COMM_WORLD):\n"
+        "    print('ready', flush=True)\n"
+        "    for _ in range(100):\n"
+        "        np.linalg.eigvals(a)  # about a second each, no Python in between\n"
+        "    sys.exit(0)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, env=clean_env(), cwd=ROOT
+    )
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == -signal.SIGTERM
+        assert time.monotonic() - start < 0.5
+    finally:
+        proc.kill()
+        proc.wait()
