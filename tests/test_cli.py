@@ -1020,6 +1020,11 @@ def test_an_overwrite_that_fails_before_its_first_iteration_keeps_the_old_run(
     code, _, err = cli(capsys, "train", small, "--output", run, "--quiet", "--overwrite")
     assert code == 1 and "injected fault" in err
     assert _snapshot(run) == before
+    # a non-finite J at θ₀ (exit 3) has no result either: the old run back too
+    monkeypatch.delenv("PONTRYX_FAULT_INJECT")
+    args = ("--quiet", "--overwrite", "--set", "model.T=1e308")
+    code, _, err = cli(capsys, "train", small, "--output", run, *args)
+    assert code == 3 and "non-finite" in err and _snapshot(run) == before, err
     monkeypatch.setenv("PONTRYX_FAULT_INJECT", "0:2")
     code, _, err = cli(capsys, "train", small, "--output", run, "--quiet", "--overwrite")
     assert code == 1 and "injected fault" in err
@@ -1077,6 +1082,12 @@ BAD = [
         "use coarser levels or fewer layers in training.levels",
     ),
     ("epsilon-negative", _with("model.epsilon", -0.1), [], "model.epsilon"),
+    (  # the memory estimate's area overflowed (an OverflowError)
+        "disk-radius-huge",
+        _with("mesh", {"kind": "disk", "radius": 1e308}),
+        [],
+        "mesh.radius: expected a length from 1e-12 to 1e+50",
+    ),
     (  # overflowed M_L + Δt ε A: MUMPS failed in the first layer, after an overwrite
         "epsilon-overflows",
         _with("model.epsilon", 1e308),

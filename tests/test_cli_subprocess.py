@@ -211,6 +211,15 @@ def test_a_file_name_of_other_bytes_than_utf8_runs(tmp_path):
     cmd = [*PONTRYX, "validate", os.fsencode(tmp_path / name)]
     out = subprocess.run(cmd, capture_output=True, env=clean_env(), cwd=ROOT, timeout=240)
     assert out.returncode == 0 and b": valid" in out.stdout, out.stderr.decode(errors="replace")
+    # train from it into a run directory of such a name (its config.yaml and train.log
+    # name both, escaped), and resume it
+    run_dir = os.fsencode(tmp_path / os.fsdecode(b"r\xff"))
+    cmd = [*PONTRYX, "train", os.fsencode(tmp_path / name), "--output", run_dir]
+    for extra in ([b"training.max_iterations=2"], [b"training.max_iterations=4", b"--resume"]):
+        args = [*cmd, b"--set", *extra]
+        out = subprocess.run(args, capture_output=True, env=clean_env(), cwd=ROOT, timeout=240)
+        assert out.returncode == 0, out.stderr.decode(errors="replace")
+    assert [r["iteration"] for r in read_metrics(os.fsdecode(run_dir))] == [1, 2, 3, 4]
 
 
 def test_a_second_signal_ends_the_process_during_a_long_c_call():

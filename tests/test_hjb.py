@@ -191,6 +191,7 @@ def test_hjb_offers_only_its_own_flags(capsys, mpi_tmp_path):
         ({"hjb": {"initial_states": [[3.0, 0.0]]}}, "hjb.initial_states.0"),
         ({"hjb": {"grid": {"lower": [1, 1], "upper": [0, 2]}}}, "hjb.grid.upper"),
         ({"hjb": {"bound": -1}}, "hjb.bound"),
+        ({"hjb": {"grid": {"cfl": 1e-308}}}, "hjb.grid.cfl"),  # 8e307 steps: an OverflowError
         ({"data": {"name": "ellipses"}}, "data"),
         ({"model": {"degree": 2}}, "model.degree"),
         ({"training": {"beta": 0.1}}, "training.beta"),

@@ -108,7 +108,7 @@ class Progress:
 
     def open_log(self, path: Path) -> None:
         if self.root:
-            self.log = open(path, "a", encoding="utf-8")
+            self.log = open(path, "a", encoding="utf-8", errors="backslashreplace")
 
     def close(self) -> None:
         if self.log is not None:
@@ -419,8 +419,9 @@ class TrainingRun:
         )
 
     def started(self) -> None:
-        """The new run has a result (its first iteration, or a summary): an old run
-        it overwrites goes. Until then an error puts it back (:meth:`abandon`)."""
+        """The new run has a result (its first iteration logged, or a finished or
+        interrupted summary): an old run it overwrites goes. Until then an error —
+        a non-finite J or a failed solve at θ₀ too — puts it back (:meth:`abandon`)."""
         if not self._started:
             self._started = True
             if self.root:
@@ -547,7 +548,6 @@ class TrainingRun:
             if last is not None
             else "no checkpoint was written"
         )
-        self.started()
         reported = type(error)(f"{error}; training stopped, {where}")
         summary = self._summary(status, reason, scored=False)
         summary.update(scores())

@@ -53,6 +53,9 @@ from pontryx.meshes.errors import InputError, show
 
 __all__ = ["ValueFunction", "minimise_component"]
 
+#: the most time steps of a value-function solve (each one a sweep over the grid)
+MAX_STEPS = 1e9
+
 
 def _root(psi) -> float | None:
     """z₀ with ψ(z₀) = 0 (None if ψ has no sign change)."""
@@ -170,7 +173,14 @@ class ValueFunction:
         )
         bound = cfl / max(float(np.sum(self.speed / self.h)), 1e-300)
         multiple = max(int(multiple), 1)
-        self.steps = multiple * max(1, math.ceil(self.T / (multiple * bound)))
+        ratio = self.T / (multiple * bound) if bound > 0 else math.inf
+        if not ratio <= MAX_STEPS:  # a cfl near 0 asked for more steps than can be taken
+            raise InputError(
+                f"expected a cfl for which the horizon takes at most {MAX_STEPS:g} time "
+                f"steps, got {show(cfl)} ({ratio:.3g} steps)",
+                "cfl",
+            )
+        self.steps = multiple * max(1, math.ceil(ratio))
         self.dt = self.T / self.steps
         self.levels: np.ndarray | None = None
         self.minimisers: np.ndarray | None = None  # b*(t_0, nodes), (2, n₁+1, n₂+1)
