@@ -158,6 +158,13 @@ def test_a_pontryx_folder_that_is_a_link_is_refused(tmp_path):
     with pytest.raises(InputError, match="is a symbolic link"):
         RunDirectory(run).attach("analysis")
     assert (elsewhere / "run.json").read_text() == before
+    (run / ".pontryx").unlink()
+    os.replace(elsewhere, run / ".pontryx")
+    (run / ".pontryx" / "lock").unlink(missing_ok=True)
+    os.symlink(tmp_path / "outside", run / ".pontryx" / "lock")  # the lock is not followed
+    with pytest.raises(InputError, match="lock': a symbolic link"):
+        RunDirectory(run).open("resume")
+    assert not (tmp_path / "outside").exists()
 
 
 def _listing(path):

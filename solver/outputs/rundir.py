@@ -291,12 +291,13 @@ class RunDirectory:
         self.register()
 
     def _lock(self) -> None:
-        try:
-            f = open(self.path / _LOCK, "a+")
-        except OSError as e:  # a folder in its place, no permission: nothing written yet
-            raise InputError(
-                f"cannot open {str(self.path / _LOCK)!r}: {e.strerror}", "directory"
-            ) from None
+        try:  # never through a link (O_NOFOLLOW: ELOOP)
+            fd = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            f = os.fdopen(fd, "a+")
+        except OSError as e:  # a folder or link in its place, no permission: nothing written
+            why = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
+            lock = str(self.path / _LOCK)
+            raise InputError(f"cannot open {lock!r}: {why}", "directory") from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
