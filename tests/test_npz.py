@@ -15,18 +15,11 @@ from mpi4py import MPI
 import numpy as np
 import pytest
 from test_cli import cli
+from test_evaluate import SMALL
 
 from pontryx.meshes.errors import InputError
 from pontryx.solver.app.memory import _rows
 from pontryx.solver.npz import npz_headers, read_npz
-
-SMALL = """
-mesh: {kind: unit_square, n: 3}
-model: {layers: 2, T: 1.0}
-data: {name: ellipses, n_train: 20, n_test: 10}
-training: {method: lmvm, max_iterations: 2}
-output: {checkpoint_every: 1, plots: false, paraview: false}
-"""
 
 
 def _npy(header: str, data: bytes = b"\0" * 64) -> bytes:
