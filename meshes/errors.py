@@ -225,6 +225,20 @@ def positive(value: object, key: str) -> float:
     raise InputError(f"expected a positive number, got {show(value)}", key)
 
 
+def length(value: object, key: str) -> float:
+    """A length of a domain (a radius, a mesh size ``h``): a number from
+    :data:`WIDTH_MIN` to :data:`COORD_MAX`, as the box kinds' widths and
+    coordinates (areas and their squares stay finite)."""
+    v = positive(value, key)
+    if not WIDTH_MIN <= v <= COORD_MAX:
+        raise InputError(
+            f"expected a length from {WIDTH_MIN:g} to {COORD_MAX:g} (areas and their squares "
+            f"stay finite), got {show(value)}",
+            key,
+        )
+    return v
+
+
 def choice(value: object, choices: Sequence[str], key: str) -> str:
     """One of ``choices`` (strings)."""
     if isinstance(value, str) and value in choices:

@@ -111,7 +111,7 @@ def _mesh_surface(gmsh, h: float) -> int:
 
 def disk(radius: float = 1.0, h: float = 0.1, *, comm: MPI.Comm):
     """The disk of ``radius`` centred at the origin."""
-    r, h = chk.positive(radius, "radius"), chk.positive(h, "h")
+    r, h = chk.length(radius, "radius"), chk.length(h, "h")
 
     def build(gmsh):
         gmsh.model.occ.addDisk(0.0, 0.0, 0.0, r, r)
@@ -128,8 +128,8 @@ def annulus(
     comm: MPI.Comm,
 ):
     """The annulus inner_radius < |x| < outer_radius centred at the origin."""
-    r0, r1 = chk.positive(inner_radius, "inner_radius"), chk.positive(outer_radius, "outer_radius")
-    h = chk.positive(h, "h")
+    r0, r1 = chk.length(inner_radius, "inner_radius"), chk.length(outer_radius, "outer_radius")
+    h = chk.length(h, "h")
     if r0 >= r1:
         raise InputError(
             f"expected inner_radius < outer_radius, got {r0:g} >= {r1:g}", "inner_radius"
@@ -145,7 +145,7 @@ def annulus(
 
 def lshape(h: float = 0.1, *, comm: MPI.Comm):
     """The L-shape [0, 1]² minus [0.5, 1]² (area 3/4, re-entrant corner at (0.5, 0.5))."""
-    h = chk.positive(h, "h")
+    h = chk.length(h, "h")
 
     def build(gmsh):
         occ = gmsh.model.occ
@@ -159,7 +159,7 @@ def lshape(h: float = 0.1, *, comm: MPI.Comm):
 
 def hole(radius: float = 0.25, h: float = 0.1, *, comm: MPI.Comm):
     """The unit square [0, 1]² minus the disk of ``radius`` < 0.5 centred at (0.5, 0.5)."""
-    r, h = chk.positive(radius, "radius"), chk.positive(h, "h")
+    r, h = chk.length(radius, "radius"), chk.length(h, "h")
     if r >= 0.5:
         raise InputError(
             f"expected 0 < radius < 0.5 (hole inside the unit square), got {r:g}", "radius"

@@ -534,10 +534,6 @@ def cmd_evaluate(args) -> int:
         raise InputError(f"cannot read {model}: {e}", "evaluate") from None
     if misfit:
         raise InputError(misfit, "--data")
-    bad = [k for k, v in controls.items() if not np.all(np.isfinite(v))]
-    if comm.allreduce(bad, op=MPI.SUM):
-        names = sorted(set(comm.allreduce(bad, op=MPI.SUM)))
-        raise NonFiniteError(f"{model} holds non-finite values (in {', '.join(names)})")
     if config.inverse is not None:
         return _print_inverse(args, run_dir, problem, controls)
     if file is not None:
@@ -794,23 +790,16 @@ def _fail(agreement: _Agreement, code: int, message: str, *, expected: bool) -> 
     return code
 
 
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _import_dolfinx() -> None:
     """Import DOLFINx with a ``sys.argv`` it can take: it hands the arguments to its
     logger as UTF-8 strings, which a file name of other bytes (kept by Python as
     surrogate escapes) is not — every command failed with a TypeError. The
     arguments themselves are used as given."""
     given = sys.argv
-    if "dolfinx" in sys.modules or all(a.isascii() or _utf8(a) for a in given):
+    printable = [a.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for a in given]
+    if "dolfinx" in sys.modules or printable == given:
         return
-    sys.argv = [a.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for a in given]
+    sys.argv = printable
     try:
         import dolfinx  # noqa: F401
     finally:

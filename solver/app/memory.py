@@ -85,8 +85,7 @@ def dofs(mesh: dict, degree: int) -> int:
     and the element size ``h`` for the gmsh domains, 0 (unknown) for files. The
     values it reads are checked as the mesh builders check them (the same
     :class:`InputError`, keyed within the description: ``n``, ``h``, …)."""
-    from pontryx.meshes import errors as chk
-    from pontryx.meshes.errors import counts, positive, resolve, show
+    from pontryx.meshes.errors import counts, length, resolve
     from pontryx.meshes.kinds import DEFAULT_KIND, MESH_KINDS
 
     p = resolve(mesh, MESH_KINDS, "kind", default=DEFAULT_KIND, what="kind")
@@ -102,15 +101,8 @@ def dofs(mesh: dict, degree: int) -> int:
         return (k * nx + 1) * (k * ny + 1) * (k * nz + 1)
     if kind == "file":
         return 0
-    r = {key: positive(p[key], key) for key in ("radius", "inner_radius", "outer_radius", "h")
+    r = {key: length(p[key], key) for key in ("radius", "inner_radius", "outer_radius", "h")
          if key in p}  # fmt: skip
-    for key, v in r.items():  # as the box kinds' extents (pontryx.meshes.errors.bounds)
-        if not chk.WIDTH_MIN <= v <= chk.COORD_MAX:
-            raise InputError(
-                f"expected a length from {chk.WIDTH_MIN:g} to {chk.COORD_MAX:g} (areas and "
-                f"their squares stay finite), got {show(p[key])}",
-                key,
-            )
     areas = {
         "disk": lambda: math.pi * r["radius"] ** 2,
         "annulus": lambda: math.pi * abs(r["outer_radius"] ** 2 - r["inner_radius"] ** 2),

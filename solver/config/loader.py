@@ -176,12 +176,17 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return raw
 
 
+def _is_index(part: str) -> bool:
+    """Whether a part of a key path is a list position (0, 1, …)."""
+    return part.isdigit() and part.isascii()
+
+
 def _step(node, part: str, path: str, key: str):
     """The index into ``node`` that ``part`` names: the key of a mapping, or the
     position (0, 1, …) in a list, which must exist (``--set training.levels.0.layers=2``)."""
     if isinstance(node, dict):
         return part
-    if not (part.isdigit() and part.isascii()):
+    if not _is_index(part):
         raise InputError(f"is a list: index it with 0, 1, … (--set {key})", path)
     if int(part) >= len(node):
         entries = "1 entry" if len(node) == 1 else f"{len(node)} entries"
@@ -207,7 +212,7 @@ def apply_override(raw: dict, assignment: str) -> None:
     for i, part in enumerate(parts[:-1]):
         index = _step(node, part, ".".join(parts[:i]), key)
         child = node.get(index) if isinstance(node, dict) else node[index]
-        if child is None and parts[i + 1].isdigit() and parts[i + 1].isascii():
+        if child is None and _is_index(parts[i + 1]):
             raise InputError(  # a list the file does not have: no entry to set
                 f"is not in the file, so it has no entry {parts[i + 1]}: give the whole list "
                 f"(--set '{'.'.join(parts[: i + 1])}=[...]')",

@@ -473,18 +473,12 @@ def check_model(
     mesh arrays are gathered)."""
     mesh = mesh_arrays(net.space)  # on every width rank: the same verdict everywhere
     entries = {
+        **_stepping(net),
         "cell_type": str(mesh["cell_type"]),
-        "degree": int(mesh["degree"]),
         "gdim": int(mesh["gdim"]),
-        "kernel": net.kernel.name,
         "kernel_rank": int(getattr(net.kernel, "rank", 0)),
-        "scheme": net.scheme.name,
-        "activation": net.activation.name,
         "embedding": net.embedding_kind,
         "smooth_relu_delta": float(SMOOTH_RELU_DELTA),
-        "epsilon": float(net.epsilon),
-        "T": float(net.T),
-        "layers": int(net.layers),
         "dt": float(net.dt),
         "n_in": int(net.n_in),
         "n_out": int(net.n_out),
@@ -520,19 +514,25 @@ def check_model(
         raise InputError("the network of config.yaml has no noise in depth", extra[0])
 
 
+def _stepping(net) -> dict:
+    """The 0-d entries that say how the network steps (checked by
+    :func:`controls_from_model` before the controls are used, and by
+    :func:`check_model` with the rest)."""
+    return {
+        "kernel": net.kernel.name,
+        "layers": int(net.layers),
+        "scheme": net.scheme.name,
+        "activation": net.activation.name,
+        "degree": int(net.space.degree),
+        "T": float(net.T),
+        "epsilon": float(net.epsilon),
+    }
+
+
 def controls_from_model(net, arrays: dict[str, np.ndarray]):
     """The network's controls (this rank's rows) from model arrays (keyed by the
     entry that does not fit the network)."""
-    network = (
-        ("kernel", net.kernel.name),
-        ("layers", net.layers),
-        ("scheme", net.scheme.name),
-        ("activation", net.activation.name),
-        ("degree", net.space.degree),
-        ("T", net.T),
-        ("epsilon", net.epsilon),
-    )
-    for key, want in network:  # what the file says it is against what will step it
+    for key, want in _stepping(net).items():  # what the file says it is, what will step it
         if key in arrays and arrays[key].item() != want:
             raise InputError(f"the file has {arrays[key].item()!r}, the network has {want!r}", key)
     if str(arrays.get("weights", "real")) != "real":

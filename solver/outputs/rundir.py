@@ -203,7 +203,6 @@ class RunDirectory:
                 "directory",
             )
         mode = "resume" if resume else "overwrite"
-        self._check_own_folder(mode)
         listed = self.listed(key=mode)
         for name in KINDS:
             if (path / name).is_symlink():
