@@ -15,7 +15,10 @@
    tests of a non-blocking barrier, so its core is free for rank 0's second
    thread). On this machine the 1-rank time of separate runs moved by up to
    30 %, which put the efficiencies of separate runs anywhere in 82–120 %; each
-   round's pair shares the machine's state of that moment.
+   round's pair shares the machine's state of that moment. The data axis's
+   efficiency is split into the half-size problem's own (one rank alone on S/2
+   samples against t₁/2: what the products of S/2 columns lose) and the axis's
+   (that time against the data axis's: the Allreduce and two busy cores).
 3. Cost exponents: t ≈ c N^p, c S^q, c N_t^r fitted in log–log (expected p ≈ 2,
    q ≈ 1, r ≈ 1).
 
@@ -80,6 +83,8 @@ def side_by_side(cfg: dict) -> dict:
     for axis in ("data", "width"):  # first: collective (PETSc starts on every rank here)
         problems[axis] = C.problem(n, S, L, layout=Layout.create(world, **{axis: 2}))
     solo = C.problem(n, S, L, comm=MPI.COMM_SELF) if world.rank == 0 else None
+    # one data rank's own work: the problem of S/2 samples on one rank alone
+    half = C.problem(n, S // 2, L, comm=MPI.COMM_SELF) if world.rank == 0 else None
     N = problems["data"][0].N
     gemm = C.gemm_call(N, S // 2)
 
@@ -87,10 +92,10 @@ def side_by_side(cfg: dict) -> dict:
         for _ in range(3 * L):
             gemm()
 
-    def alone(threads, fn=None):
+    def alone(threads, fn=None, problem=None):
         t = 0.0
         if world.rank == 0:
-            _, _, theta, rf, _ = solo
+            _, _, theta, rf, _ = problem or solo
             with C.limit_threads(threads):
                 t = C.now()
                 fn() if fn is not None else rf.value_and_gradient(theta)
@@ -114,6 +119,7 @@ def side_by_side(cfg: dict) -> dict:
     if cfg["threads"] >= 2:
         runs["threads"] = lambda: alone(2)
     runs["data"] = lambda: together(gradient(problems["data"]))
+    runs["half alone"] = lambda: alone(1, problem=half)
     runs["width"] = lambda: together(gradient(problems["width"]))
     runs["gemm alone"] = lambda: alone(1, gemms)
     runs["gemm both"] = lambda: together(gemms)
@@ -190,6 +196,10 @@ def main(argv=None) -> str:
         "width": "2 ranks on the width axis",
     }
     machine = [a / b for a, b in zip(times.pop("gemm alone"), times.pop("gemm both"))]
+    half = times.pop("half alone")
+    # the data axis's efficiency t₁/(2 t_data) = (t₁/(2 t_half)) · (t_half/t_data) per round
+    own = [a / (2 * b) for a, b in zip(t1, half)]
+    axis = [a / b for a, b in zip(half, times["data"])]
     scale_rows = []
     for run, ts in times.items():
         cores = 1 if run == "serial" else 2
@@ -229,6 +239,14 @@ def main(argv=None) -> str:
         f"{min(machine):.2f}–{max(machine):.2f}): two busy cores deliver "
         f"{100 * statistics.median(machine):.0f} % of twice one busy core's rate, a ceiling "
         "of every efficiency above."
+        + "\n\nThe data axis's efficiency in two factors, t₁/(2 t_data) = (t₁/(2 t_half)) · "
+        "(t_half/t_data), with t_half the gradient of one data rank's share (S/2 samples) "
+        "on rank 0 alone, in the same rounds (medians; ranges): the half-size problem's "
+        f"own efficiency t₁/(2 t_half) = {100 * statistics.median(own):.0f} % "
+        f"({100 * min(own):.0f}–{100 * max(own):.0f} %), what the sweep loses on products "
+        f"of S/2 columns; the axis itself t_half/t_data = {100 * statistics.median(axis):.0f} % "
+        f"({100 * min(axis):.0f}–{100 * max(axis):.0f} %), the gradient's Allreduce and "
+        "two busy cores."
         + "\n\n**Cost exponents** (t ≈ c·x^p, least squares in log–log over the sweep, "
         f"the others fixed at N = {runs[n0, S0, L0]['N']}, S = {S0}, N_t = {L0}).\n\n"
         + C.table(["x", "values", "fitted p", "expected"], fits)

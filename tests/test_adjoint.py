@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tiny import assert_same_value_and_gradient
 
-from pontryx.meshes import create_mesh
+from pontryx.meshes import InputError, create_mesh
 from pontryx.solver import (
     ContinuumNetwork,
     Layout,
@@ -361,3 +361,83 @@ def test_same_gradient_on_any_number_of_ranks(axis, kernel, options):
     assert_same_value_and_gradient(
         run(Layout.create(MPI.COMM_SELF)), run(Layout.create(world, **kw))
     )
+
+
+def _bad(key, match, **change):
+    """ReducedFunctional with one argument of the tiny problem changed raises keyed ``key``."""
+    net, _, _ = _problem()
+    rng = np.random.default_rng(2)
+    args = {"X": rng.standard_normal((8, 2)), "y": rng.integers(0, 2, 8)}
+    args |= {"task": "classification", "alpha": 0.0}
+    args |= change
+    task = args.pop("task")
+    with pytest.raises(InputError, match=match) as e:
+        ReducedFunctional(net, args.pop("X"), args.pop("y"), task, **args)
+    assert e.value.key == key
+
+
+@pytest.mark.parametrize(
+    "key,match,change",
+    [
+        ("task", "classification, regression", {"task": "clasification"}),
+        ("X", r"shape \(S_local, 2\)", {"X": np.zeros((2, 8))}),
+        ("X", r"shape \(S_local, 2\)", {"X": np.zeros((8, 3))}),
+        ("X", "non-finite", {"X": np.full((8, 2), np.nan)}),
+        ("X", "numeric", {"X": [["a", "b"]] * 8}),
+        ("y", "8 labels", {"y": np.zeros(7, int)}),
+        ("y", "labels 0 … 1", {"y": np.full(8, 5)}),
+        ("y", "labels 0 … 1", {"y": np.full(8, -1)}),  # not NumPy's last class
+        ("y", "labels 0 … 1", {"y": np.full(8, 0.5)}),  # not truncated to 0
+        ("y", "numbers", {"y": np.array(["0"] * 8)}),
+        ("y", r"shape \(8, 2\)", {"task": "regression", "y": np.zeros((8, 3))}),
+        ("y", "non-finite", {"task": "regression", "y": np.full((8, 2), np.inf)}),
+        ("alpha", "≥ 0", {"alpha": -1.0}),
+        ("alpha", "≥ 0", {"alpha": np.nan}),
+    ],
+)
+def test_reduced_functional_checks_its_arguments(key, match, change):
+    """X, y, task and the weights are checked (an InputError keyed by the argument),
+    on every rank alike; labels are never wrapped or truncated."""
+    _bad(key, match, **change)
+
+
+def test_one_rank_with_bad_samples_fails_every_data_rank():
+    """The data ranks agree on the error: a bad label on one rank only is raised on
+    all of them, instead of the others waiting in a collective."""
+    world = MPI.COMM_WORLD
+    layout = Layout.create(world, width=1, data=world.size)
+    net, _, _ = _problem(MPI.COMM_SELF)
+    y = np.zeros(4, int)
+    if world.rank == world.size - 1:
+        y[0] = 7
+    with pytest.raises(InputError, match="labels") as e:
+        ReducedFunctional(net, np.zeros((4, 2)), y, "classification", layout=layout)
+    assert e.value.key == "y"
+
+
+def test_min_rate_fails_on_nan_and_non_finite_remainders():
+    """min_rate is NaN (so ``>= 1.95`` fails) when a remainder is 0/0 or not finite;
+    fewer than two steps give no rate and are refused."""
+    from pontryx.solver.adjoint.taylor import TaylorResult
+
+    h = [1.0, 0.5, 0.25, 0.125]
+    assert TaylorResult(h, [1] * 4, [4.0, 1.0, 0.25, 0.0625]).min_rate == pytest.approx(2.0)
+    assert np.isnan(TaylorResult(h, [1] * 4, [4.0, 1.0, 0.0, 0.0]).min_rate)  # was 2
+    assert np.isnan(TaylorResult(h, [1] * 4, [4.0, 1.0, np.nan, 0.0625]).min_rate)
+    assert np.isnan(TaylorResult(h, [1] * 4, [np.inf, 1.0, 0.25, 0.0625]).min_rate)
+    _, theta, rf = _problem()
+    d = _direction(theta, ["W", "d"])
+    for steps in (1, 0, 2.5):
+        with pytest.raises(ValueError, match="steps"):
+            taylor_test(rf, theta, d, steps=steps)
+    with pytest.raises(ValueError, match="h0"):
+        taylor_test(rf, theta, d, h0=0.0)
+
+
+@pytest.mark.parametrize("scheme", ["rk4", "verlet"])
+def test_explicit_schemes_refuse_epsilon_in_python_too(scheme):
+    """rk4 and verlet take ε = 0: ε > 0 is refused by the network, not dropped."""
+    sp = WidthSpace(create_mesh({"kind": "unit_square", "n": 2}, MPI.COMM_WORLD))
+    with pytest.raises(InputError, match=f"the {scheme} scheme needs epsilon = 0") as e:
+        ContinuumNetwork(sp, 2, 2, scheme=scheme, epsilon=0.5)
+    assert e.value.key == "epsilon"

@@ -149,8 +149,24 @@ def test_dof_prediction_and_parse_size():
     assert dofs({"kind": "interval", "n": 32}, 3) == 97
     assert 85 <= dofs({"kind": "disk", "h": 0.25}, 1) < 200  # gmsh makes 85 vertices
     assert parse_size("8G") == 8 * 2**30 and parse_size("1.5m") == 1.5 * 2**20
-    with pytest.raises(InputError):
-        parse_size("-3G")
+    assert parse_size("1e9") == 1e9 and parse_size("2E3M") == 2000 * 2**20  # as its message says
+    for bad in ("-3G", "0e5", "1e999", "1e-400", "e9"):
+        with pytest.raises(InputError):
+            parse_size(bad)
+
+
+@pytest.mark.parametrize("n", [3, [2, 5]])
+@pytest.mark.parametrize("degree", [1, 2, 3])
+@pytest.mark.parametrize("diagonal", ["right", "crossed"])
+def test_dof_prediction_is_exact_for_every_diagonal(n, degree, diagonal):
+    """crossed diagonals put a vertex at each square's centre: the estimate counts it."""
+    import dolfinx.fem
+
+    from pontryx.meshes import create_mesh
+
+    description = {"kind": "unit_square", "n": n, "diagonal": diagonal}
+    V = dolfinx.fem.functionspace(create_mesh(description, MPI.COMM_WORLD), ("Lagrange", degree))
+    assert dofs(description, degree) == V.dofmap.index_map.size_global
 
 
 def test_estimate_is_an_upper_range_figure():

@@ -160,3 +160,20 @@ def test_log_view_prints_the_summary(mpi_tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Performance Summary" in proc.stdout + proc.stderr
     assert "PetscFinalize() failed" not in proc.stderr and MPI.COMM_WORLD.size == 1
+
+
+@pytest.mark.parametrize("method, bad", [("lmvm", "tao_foo"), ("msa", "tao_foo")])
+def test_minimize_refuses_petsc_options_nothing_reads(method, bad):
+    """The library's ``minimize`` checks ``petsc_options`` as ``pontryx train`` does
+    (README: its methods and options are those of the YAML), before any iteration."""
+    from tiny import ellipses_problem
+
+    from pontryx.meshes import InputError
+    from pontryx.solver import minimize
+
+    rf, theta = ellipses_problem()
+    before = theta.copy()
+    with pytest.raises(InputError, match="no such option") as e:
+        minimize(rf, theta, method, {"petsc_options": {bad: 1}}, max_iterations=2)
+    assert e.value.key == f"petsc_options.{bad}"
+    assert all((theta[k] == before[k]).all() for k in theta)

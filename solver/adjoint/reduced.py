@@ -35,6 +35,7 @@ from mpi4py import MPI
 
 import numpy as np
 
+from pontryx.meshes.errors import InputError
 from pontryx.solver.adjoint import split
 from pontryx.solver.adjoint.riesz import RieszMap
 from pontryx.solver.adjoint.sweep import Sweep
@@ -260,10 +261,52 @@ def _weight(name: str, doc: str) -> property:
     return property(get, set, doc=doc)
 
 
+def _samples(net, X, y, task, weights):
+    """(X as float (S_local × n_in), y as int64 labels 0 … n_out − 1 or float
+    (S_local × n_out)) after checking them and the regulariser's weights; a bad
+    one is an :class:`InputError` keyed ``X``, ``y``, ``task`` or the weight."""
+    if task not in LOSSES:
+        raise InputError(f"expected one of {', '.join(LOSSES)}, got {task!r}", "task")
+    for name, w in weights.items():
+        if not (isinstance(w, (int, float, np.number)) and 0 <= float(w) < math.inf):
+            raise InputError(f"expected a finite number ≥ 0, got {w!r}", name)
+    try:
+        X = np.asarray(X, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError("expected a numeric array (S_local × n_in)", "X") from None
+    if X.ndim != 2 or X.shape[1] != net.n_in:
+        raise InputError(f"expected shape (S_local, {net.n_in}), got {X.shape}", "X")
+    if not np.isfinite(X).all():
+        raise InputError("has non-finite values", "X")
+    S = len(X)
+    yv = np.asarray(y)
+    if yv.dtype.kind not in "biuf" or yv.dtype.kind == "b":
+        raise InputError(f"expected numbers, got an array of {yv.dtype}", "y")
+    if task == "classification":
+        if yv.shape != (S,):
+            raise InputError(f"expected {S} labels (one per row of X), got shape {yv.shape}", "y")
+        f = yv.astype(float)
+        bad = ~(np.isfinite(f) & (f == np.floor(f)) & (f >= 0) & (f < net.n_out))
+        if bad.any():
+            raise InputError(
+                f"expected class labels 0 … {net.n_out - 1}, got {yv[bad][0].item()!r}", "y"
+            )
+        return X, yv.astype(np.int64)
+    if yv.shape not in ((S, net.n_out), (S,) if net.n_out == 1 else ()):
+        raise InputError(f"expected shape ({S}, {net.n_out}), got {yv.shape}", "y")
+    yv = yv.astype(float).reshape(S, net.n_out)
+    if not np.isfinite(yv).all():
+        raise InputError("has non-finite values", "y")
+    return X, yv
+
+
 class ReducedFunctional:
     """θ ↦ J(θ) for a network, a local block of samples and a loss.
 
-    ``X`` (S_local × n_in) and ``y`` hold this data group's samples; ``S`` is
+    ``X`` (S_local × n_in) and ``y`` hold this data group's samples (class
+    labels 0 … n_out − 1, or targets S_local × n_out; checked, as are ``task``
+    and the weights α, β, γ, δ ≥ 0: an :class:`InputError` keyed by the
+    argument, raised on every data rank); ``S`` is
     the global number of samples (default: the sum over the data ranks).
     ``layout`` gives the data communicator (``None``: no data split);
     ``checkpoint`` the storage of the adjoint sweep (:func:`.sweep.storage`);
@@ -295,15 +338,20 @@ class ReducedFunctional:
             raise ValueError(f"threads: expected 'samples' or 'rows', got {threads!r}")
         self.threads, self._split = threads, None
         self.net = net
-        self.X = np.ascontiguousarray(np.asarray(X, dtype=float).T)
-        self.task = task
-        if task == "classification":
-            self.y = np.asarray(y, dtype=np.int64)
-        else:
-            self.y = np.asarray(y, dtype=float).reshape(len(y), -1).T.copy()
-        self.regulariser = Regulariser(net, alpha, beta, gamma, delta)
         self.layout = layout
         self.data_comm = layout.data if layout is not None else MPI.COMM_SELF
+        weights = {"alpha": alpha, "beta": beta, "gamma": gamma, "delta": delta}
+        try:  # every data rank checks its samples; all raise the first rank's error
+            problem, X, y = None, *_samples(net, X, y, task, weights)
+        except InputError as e:
+            problem = e
+        problem = next((e for e in self.data_comm.allgather(problem) if e is not None), None)
+        if problem is not None:
+            raise problem
+        self.X = np.ascontiguousarray(X.T)
+        self.task = task
+        self.y = y if task == "classification" else np.ascontiguousarray(y.T)
+        self.regulariser = Regulariser(net, alpha, beta, gamma, delta)
         self.S = int(S) if S is not None else self.data_comm.allreduce(self.X.shape[1])
         self.checkpoint = checkpoint
         Sweep(net, None, checkpoint)  # check the storage strategy now

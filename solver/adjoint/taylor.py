@@ -49,7 +49,12 @@ class TaylorResult:
 
     @property
     def min_rate(self) -> float:
-        return min(self.rates)
+        """The smallest rate of r¹, and NaN if a remainder is not finite or a rate is
+        NaN (0/0), so that ``min_rate >= 1.95`` fails there."""
+        rates = self.rates
+        if not all(np.isfinite(self.r1)) or any(np.isnan(rates)):
+            return float("nan")
+        return min(rates)
 
     def table(self) -> str:
         lines = [f"{'h':>10} {'|J(θ+hδ)−J|':>14} {'rate':>6} {'|…−h⟨∇J,δ⟩|':>14} {'rate':>6}"]
@@ -67,6 +72,10 @@ def taylor_test(
     """Taylor remainders of ``rf`` at ``controls`` along ``direction`` (a Controls
     with a subset of the trainable names); with ``hessian`` also the
     second-order remainders r² from :meth:`ReducedFunctional.hessian_action`."""
+    if int(steps) != steps or steps < 2:
+        raise ValueError(f"steps must be an integer ≥ 2 (a rate needs two remainders), got {steps}")
+    if not 0 < h0 < np.inf:
+        raise ValueError(f"h0 must be positive and finite, got {h0}")
     J0, grad = rf.value_and_gradient(controls)
     dJ = grad.subset(direction.keys()).dot(direction)
     d2J = None

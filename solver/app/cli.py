@@ -1,9 +1,9 @@
-"""The ``pontryx`` command line (entry point ``pontryx.solver.cli:main``).
+"""The ``pontryx`` command line (entry point ``pontryx.solver.app.cli:main``).
 
 Commands::
 
     pontryx train CONFIG.yaml [--output DIR] [--set KEY.PATH=VALUE ...]
-                  [--resume | --overwrite] [--quiet]
+                  [--resume | --overwrite] [--max-memory SIZE] [--quiet]
     pontryx evaluate RUN_DIR [--data KEY=VALUE ... | --data FILE] [--json]
     pontryx check-gradient CONFIG.yaml [--set ...] [--seed S] [--h0 H] [--steps K]
     pontryx validate CONFIG.yaml [--set ...]
@@ -181,8 +181,8 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="first step, 0 < h0 ≤ 1 (δ has the RMS size of each control; default: chosen "
-        "from the problem — the largest 2^-k from which the remainder |…−h⟨∇J,δ⟩| falls at "
-        "rate 2 ± 0.05 over two halvings)",
+        "from J alone — the deepest window of steps 2^-k where J's second differences fall "
+        "at rate 2 ± 0.05 and the last remainder stands above round-off)",
     )
     g.add_argument(
         "--steps",

@@ -70,9 +70,11 @@ DIGITS_IMAGES = 1797
 
 
 def parse_size(text: str) -> float:
-    """``"8G"``, ``"512M"``, ``"2.5g"``, ``"1000000"`` (bytes) → bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", str(text))
-    if m is None or float(m.group(1)) <= 0:
+    """``"8G"``, ``"512M"``, ``"2.5g"``, ``"1e9"``, ``"1000000"`` (bytes) → bytes."""
+    m = re.fullmatch(
+        r"\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", str(text)
+    )
+    if m is None or not 0 < float(m.group(1)) < math.inf:
         raise InputError(
             f"expected a size such as 8G, 512M or 1e9 bytes, got {text!r}", "--max-memory"
         )
@@ -95,7 +97,12 @@ def dofs(mesh: dict, degree: int) -> int:
         return k * nx + 1
     if kind in ("rectangle", "unit_square"):
         nx, ny = counts(p["n"], 2)
-        return (k * nx + 1) * (k * ny + 1)
+        if p.get("diagonal") != "crossed":
+            return (k * nx + 1) * (k * ny + 1)
+        # crossed: a vertex at each square's centre, 4 triangles per square
+        vertices = (nx + 1) * (ny + 1) + nx * ny
+        edges = nx * (ny + 1) + ny * (nx + 1) + 4 * nx * ny
+        return vertices + (k - 1) * edges + (k - 1) * (k - 2) // 2 * 4 * nx * ny
     if kind in ("box", "unit_cube"):
         nx, ny, nz = counts(p["n"], 3)
         return (k * nx + 1) * (k * ny + 1) * (k * nz + 1)

@@ -30,7 +30,7 @@ class ContinuumNetwork:
 
     Parameters mirror the YAML ``model:`` section: ``kernel`` (a name or a
     :class:`Kernel`), ``kernel_options`` (e.g. ``{"rank": 8}``), ``activation``,
-    ``scheme`` (imex_euler | midpoint | verlet), ``epsilon`` (width diffusion ε ≥ 0),
+    ``scheme`` (imex_euler | midpoint | verlet | rk4), ``epsilon`` (width diffusion ε ≥ 0),
     ``embedding`` (bump | coordinate | image) and whether the embedding E and
     readout C, d are trainable.
     """

@@ -134,15 +134,18 @@ def minimize(
     """Minimise ``rf`` over ``controls`` (in place) with ``method`` — the library's
     one call: the trainer of :func:`~pontryx.solver.training.make_trainer` (kept
     in ``bounds``, a :class:`~pontryx.solver.model.bounds.Bounds`, if given),
-    restored from ``state`` (a :meth:`Trainer.state`) if given, run by
+    its PETSc objects probed first (an option of ``petsc_options`` they do not read
+    is an :class:`~pontryx.meshes.errors.InputError` keyed by it, as for ``pontryx
+    train``), restored from ``state`` (a :meth:`Trainer.state`) if given, run by
     :func:`train` (``loop``: its keywords ``chunk``, ``test_rf``, ``test_every``,
     ``on_record``, ``on_chunk``)."""
     from pontryx.solver.training import make_trainer
 
     trainer = make_trainer(method, rf, controls, options, bounds)
-    if state is not None:
-        trainer.restore(state)
     try:
+        trainer.probe()  # a bad PETSc option fails here, as in ``pontryx train``
+        if state is not None:
+            trainer.restore(state)
         return train(trainer, max_iterations, **loop)
     finally:
         trainer.destroy()

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pontryx.meshes.errors import InputError
 from pontryx.solver.model.diffusion import DiffusionSolver
 
 __all__ = ["AdjointRecord", "Scheme", "vjp2"]
@@ -78,6 +79,8 @@ class Scheme:
     assigns: ClassVar[bool] = False
 
     def __init__(self, space, kernel, activation, dt: float, epsilon: float):
+        if self.needs_zero_epsilon and epsilon != 0.0:
+            raise InputError(f"the {self.name} scheme needs epsilon = 0", "epsilon")
         self.space, self.kernel, self.sigma = space, kernel, activation
         self.dt, self.epsilon = float(dt), float(epsilon)
         self.solvers: dict[float, DiffusionSolver] = {}

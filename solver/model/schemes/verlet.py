@@ -21,7 +21,6 @@ adjoint lines do not change.
 
 from __future__ import annotations
 
-from pontryx.meshes.errors import InputError
 from pontryx.solver.model.schemes.base import Scheme, vjp2
 from pontryx.solver.model.workspace import HEAP
 
@@ -36,11 +35,6 @@ class Verlet(Scheme):
     needs_zero_epsilon = True
     implicit_fractions = ()
     records = 4
-
-    def __init__(self, space, kernel, activation, dt, epsilon):
-        if epsilon != 0.0:
-            raise InputError("the verlet scheme needs epsilon = 0", "epsilon")
-        super().__init__(space, kernel, activation, dt, epsilon)
 
     def initial_state(self, U0):
         return (U0, 0.0 * U0)
