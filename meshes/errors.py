@@ -23,6 +23,15 @@ import numpy as np
 __all__ = ["InputError", "file_problem", "show", "yaml_float"]
 
 
+def _printable(text: str) -> str:
+    """``text`` on one line: each character that does not print (a newline, a tab, a
+    control character) as its escape, ``\\n``."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class InputError(ValueError):
     """Bad input: ``key`` names the argument (a dotted path once put under a
     section), ``message`` says what is wrong. ``str(error)`` is one line,
@@ -30,7 +39,7 @@ class InputError(ValueError):
 
     def __init__(self, message: str, key: str | None = None):
         self.message = " ".join(str(message).split())
-        self.key = key or None
+        self.key = _printable(key) if key else None
         super().__init__(f"{self.key}: {self.message}" if self.key else self.message)
 
     def __reduce__(self):  # keep key and message when pickled (MPI broadcast)
@@ -58,11 +67,14 @@ def yaml_float(value: object) -> object:
 
 def file_problem(path) -> str | None:
     """Why ``path`` cannot be read as a file: ``"does not exist"``, ``"is not a
-    regular file"`` (a directory, a device), or None."""
+    regular file"`` (a directory, a device), ``"is a symbolic link that leads
+    nowhere"`` (dangling, or a loop), or None."""
     p = Path(path)
     if p.is_file():
         return None
-    return "is not a regular file" if p.exists() else "does not exist"
+    if p.exists():
+        return "is not a regular file"
+    return "is a symbolic link that leads nowhere" if p.is_symlink() else "does not exist"
 
 
 def show(value: object, limit: int = 60) -> str:

@@ -201,6 +201,8 @@ def test_analyze_refuses_bad_flags_before_writing(capsys, recorded, mpi_tmp_path
         (["--output", mpi_tmp_path / "afile"], "--output"),
         (["--output", mpi_tmp_path / "afile" / "below"], "--output"),
         (["--output", "/proc/pontryx-analysis"], "--output"),
+        (["--output", mpi_tmp_path / ("a" * 300)], "--output"),  # a name too long: was exit 5
+        (["--output", mpi_tmp_path / "new" / ("a" * 300) / "b"], "--output"),
     ):
         code, out, err = cli(capsys, "analyze", recorded, *flags)
         assert code == 2 and err.startswith(f"config error: {key}: "), (flags, err)

@@ -54,6 +54,12 @@ def test_methods_name_prints_its_options_with_defaults(capsys):
     assert table["emsa"]["options"] == json.loads(json.dumps(cls.defaults, default=str))
 
 
+def test_methods_with_an_empty_name_is_an_unknown_method(capsys):
+    code, out, err = cli(capsys, "methods", "")
+    assert code == 2 and err.startswith("config error: methods: unknown method ''"), err
+    assert err.count("\n") == 1 and not out
+
+
 def test_methods_help(capsys):
     code, out, _ = cli(capsys, "methods", "--help")
     assert code == 0 and "usage: pontryx methods [-h] [--json] [NAME]" in out

@@ -254,3 +254,22 @@ def test_a_second_signal_ends_the_process_during_a_long_c_call():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_closed_stdout_ends_the_output_not_the_command(config, tmp_path):
+    """``pontryx … | head``: a reader that goes away ends the printing, not the
+    command (PETSc's SIGPIPE handler printed a signal dump and aborted; train died
+    with a half-written run directory)."""
+    run_dir = tmp_path / "run"
+    for args in (("methods",), ("train", config, "--output", run_dir)):
+        with open(tmp_path / "stderr", "w+b") as err:
+            p = subprocess.Popen(
+                command(1, *args), stdout=subprocess.PIPE, stderr=err, env=clean_env(), cwd=ROOT
+            )
+            p.stdout.close()  # before the first line is written
+            assert p.wait(timeout=240) == 0, args
+            err.seek(0)
+            text = err.read().decode()
+        assert "PETSC ERROR" not in text and "Traceback" not in text and "Broken" not in text, text
+    assert json.loads((run_dir / "summary.json").read_text())["status"]
+    assert (run_dir / "model.npz").is_file()

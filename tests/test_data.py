@@ -482,3 +482,27 @@ def test_huge_csv_feature_and_a_label_beyond_2_53_are_one_line_errors(mpi_tmp_pa
     path = _write(MPI.COMM_WORLD, mpi_tmp_path / "label.csv", write_label)
     with pytest.raises(InputError, match=r"class label 1e\+19 is not an integer below 2⁵³"):
         load_dataset({"name": "file", "path": str(path)})
+
+
+@pytest.mark.parametrize("name", ["ellipses", "sine"])
+def test_noise_is_bounded_where_it_is_read(name):
+    """data.noise above 1e150 is refused keyed data.noise (1e308 overflowed the draws:
+    a RuntimeWarning, then an error keyed training.X)."""
+    base = {"name": name, "n_train": 8, "n_test": 4}
+    with pytest.raises(InputError, match=r"noise: must be at most 1e\+150"):
+        load_dataset({**base, "noise": 1e308})
+    assert np.isfinite(load_dataset({**base, "noise": 1e150}).X_train).all()
+
+
+def test_a_data_path_that_loops_is_one_line(tmp_path):
+    """A data.path that is a symbolic link loop (or dangling) is named as such, not a
+    RuntimeError traceback from resolving it."""
+    from pontryx.solver.config import validate_config
+
+    (tmp_path / "loop.csv").symlink_to("loop.csv")
+    (tmp_path / "gone.csv").symlink_to("nowhere.csv")
+    for name, why in (("loop.csv", "is a symbolic link that leads nowhere"),
+                      ("gone.csv", "does not exist")):  # fmt: skip
+        raw = {"data": {"name": "file", "path": name}}
+        with pytest.raises(InputError, match=f"^data.path: file '{name}' {why}$"):
+            validate_config(raw, base_dir=tmp_path)

@@ -152,6 +152,19 @@ def test_pontryx_hjb_run(capsys, mpi_tmp_path):
     assert code == 2 and "--output" in err
 
 
+def test_hjb_follows_the_output_switches(capsys, mpi_tmp_path):
+    """output.plots and output.paraview decide on the figures and the VTX file, as
+    for train; the other outputs are always written."""
+    raw = merge(json.loads(json.dumps(SMALL)), {"hjb": {"grid": {"n": 4}}})
+    raw["output"] = {"plots": False, "paraview": False}
+    run = mpi_tmp_path / "run"
+    code, _, err = cli(capsys, "hjb", write(mpi_tmp_path / "h.yaml", raw), "--output", run)
+    assert code == 0, err
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".pontryx", "config.yaml", "summary.json", "value.npz"
+    ]  # fmt: skip
+
+
 def test_hjb_offers_only_its_own_flags(capsys, mpi_tmp_path):
     """hjb has no --resume: a run directory in the way offers --overwrite alone."""
     cfg = write(
@@ -220,6 +233,17 @@ def test_hjb_offers_only_its_own_flags(capsys, mpi_tmp_path):
         ({"mesh": {"kind": "interval", "n": 1, "lower": 5}}, "mesh.upper"),
         ({"mesh": {"kind": "interval", "n": 1, "upper": 1e-300}}, "mesh.upper"),
         ({"mesh": {"kind": "interval", "n": 1, "lower": -1e308, "upper": 1e308}}, "mesh.lower"),
+        # the open-loop method is checked as train checks it, before anything is written
+        # (were: a half-written run, a traceback, or silently ignored)
+        ({"training": {"options": {"learning_rate": 0.1}}}, "training.options.learning_rate"),
+        ({"training": {"options": {"petsc_options": {"tao_ls_type": "nosuch"}}}}, "petsc"),
+        ({"petsc": {"pontryx_tao": {"tao_type": "nosuch"}}}, "petsc"),
+        ({"petsc": {"pontryx_tao": {"gatol": 1}}}, "petsc.pontryx_tao.gatol"),
+        ({"data": {"n_train": 2**64}}, "data.n_train"),
+        # train's checks of keys hjb does not use hold too (validate passed them)
+        ({"model": {"init": {"smoothness": 40}}}, "model.init.smoothness"),
+        ({"training": {"checkpointing": "reverse"}}, "training.checkpointing"),
+        ({"parallel": {"depth": 2}}, "parallel.depth"),
     ],
 )
 def test_hjb_bad_input(capsys, mpi_tmp_path, change, key):

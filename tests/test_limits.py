@@ -348,5 +348,6 @@ def test_absurd_counts_and_steps_are_refused_before_the_run(capsys, mpi_tmp_path
     non-finite loss at iteration 0): one line, exit 2, nothing written."""
     config = write(mpi_tmp_path / "s.yaml", SMALL)
     code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "r", "--set", override)
-    assert code == 2 and err.startswith(f"config error: {key}: expected") and err.count("\n") == 1
+    assert code == 2 and err.startswith(f"config error: {key}: ") and err.count("\n") == 1
+    assert f"{key}: expected" in err or f"{key}: an integer beyond 64 bits" in err, err
     assert not (mpi_tmp_path / "r").exists()

@@ -211,15 +211,26 @@ def test_a_marker_pontryx_did_not_write_is_refused_whole(tmp_path, written):
 
 def test_entries_of_the_wrong_kind_are_refused_before_anything_is_written(tmp_path):
     """A file where pontryx writes a folder (checkpoints) or a folder where it writes
-    a file (metrics.jsonl): refused for --resume; for --overwrite only if the marker
-    does not list it (listed entries are moved aside whole)."""
+    a file (metrics.jsonl): refused for --resume and --overwrite, listed by the
+    marker or not — it is not what pontryx wrote, and an overwrite would delete it
+    (a user's folder of files at metrics.jsonl was lost)."""
     run = tmp_path / "run"
     _run(run, "config.yaml", "metrics.jsonl", "checkpoints")
     (run / "checkpoints" / "inside.txt").unlink()
     (run / "checkpoints").rmdir()
     (run / "checkpoints").write_text("x")
-    with pytest.raises(InputError, match=r"^directory: .*checkpoints' is not a folder"):
-        check_run_directory(run, resume=True, overwrite=False)
+    for flags in ({"resume": True, "overwrite": False}, {"resume": False, "overwrite": True}):
+        with pytest.raises(InputError, match=r"^directory: .*checkpoints' is not a folder"):
+            check_run_directory(run, **flags)
+    (run / "checkpoints").unlink()
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").mkdir()
+    (run / "metrics.jsonl" / "mine.txt").write_text("precious")
+    with pytest.raises(InputError, match=r"metrics.jsonl' is not a regular file"):
+        check_run_directory(run, resume=False, overwrite=True)
+    assert (run / "metrics.jsonl" / "mine.txt").read_text() == "precious"
+    (run / "metrics.jsonl" / "mine.txt").unlink()
+    (run / "metrics.jsonl").rmdir()
     assert check_run_directory(run, resume=False, overwrite=True) == "overwrite"
     (run / "model.npz").mkdir()  # not listed: the new run would write into it
     for flags in ({"resume": True, "overwrite": False}, {"resume": False, "overwrite": True}):
@@ -276,3 +287,16 @@ def test_entries_inside_the_folders_of_the_wrong_kind_are_refused(tmp_path):
     with pytest.raises(InputError, match=r"plots/curves.png' is not a regular file"):
         RunDirectory(run).check_contents("overwrite", entries)
     RunDirectory(tmp_path / "new").check_contents("fresh", entries)
+
+
+def test_a_marker_that_is_not_a_file_is_refused(tmp_path):
+    """.pontryx/run.json as a folder (or a link): refused in one line (exit 2), not an
+    error writing the run directory (exit 5) half-way."""
+    run = tmp_path / "run"
+    _run(run, "config.yaml", "metrics.jsonl")
+    (run / MARKER).unlink()
+    (run / MARKER).mkdir()
+    for flags in ({"resume": True, "overwrite": False}, {"resume": False, "overwrite": True}):
+        with pytest.raises(InputError, match=r"run.json' is not a regular file"):
+            check_run_directory(run, **flags)
+    assert (run / "metrics.jsonl").is_file()

@@ -31,6 +31,8 @@ import argparse
 import inspect
 import json
 import math
+import os
+import signal
 import sys
 import time
 import traceback
@@ -661,7 +663,7 @@ def cmd_methods(args) -> int:
     from pontryx.solver.registry import METHODS
     from pontryx.solver.training import method_class
 
-    names = [args.name] if args.name else list(METHODS)
+    names = [args.name] if args.name is not None else list(METHODS)
     table = {}
     for name in names:
         try:
@@ -806,10 +808,52 @@ def _import_dolfinx() -> None:
         sys.argv = given
 
 
+class _Stdout:
+    """sys.stdout for a reader that may go away (``pontryx train … | head``): the
+    first write or flush that finds the pipe closed points file descriptor 1 at
+    /dev/null, and the command goes on — the run's log is in its run directory —
+    instead of dying half-way on SIGPIPE (PETSc's handler) or a BrokenPipeError."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def _gone(self):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, self._stream.fileno())
+        os.close(null)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _tolerate_closed_stdout() -> None:
+    """SIGPIPE ignored (PETSc's handler printed a signal dump and aborted every rank
+    on it), so a closed stdout is an EPIPE that :class:`_Stdout` absorbs."""
+    from petsc4py import PETSc  # noqa: F401  (initialised now: its handler is set, then replaced)
+
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    if not isinstance(sys.stdout, _Stdout) and sys.stdout is not None:
+        sys.stdout = _Stdout(sys.stdout)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script exits with it)."""
     args = _parser().parse_args(argv)
     _import_dolfinx()
+    _tolerate_closed_stdout()
     agreement = _Agreement()
     try:
         try:

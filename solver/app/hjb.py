@@ -17,6 +17,9 @@ run directory is written (the rules of :mod:`pontryx.solver.outputs.rundir`):
   open-loop (pontryx) trajectories from every u₀; ``plots/feedback.png`` — b*(0, ·);
 * ``paraview/value.bp`` — V_h(t_n, ·) on the DOLFINx grid (VTX time series).
 
+The plots and the ParaView file follow ``output.plots`` and ``output.paraview``, as
+for ``pontryx train``.
+
 Exit code 0, or 4 when an open-loop solve did not converge (its tolerance not
 met within ``training.max_iterations``, or a line-search failure: the comparison
 is then against a cost that is not the open-loop minimum); bad input is one line
@@ -36,11 +39,14 @@ import numpy as np
 import yaml
 
 from pontryx.meshes.errors import InputError
+from pontryx.solver.app import petsc_options
 from pontryx.solver.app.directory import check_directory
 from pontryx.solver.app.memory import format_bytes, least_available
 from pontryx.solver.app.network import section, use_blas
+from pontryx.solver.app.problem import probed_trainer
+from pontryx.solver.config.schema import petsc_key_paths
 from pontryx.solver.errors import EXIT_NOT_CONVERGED
-from pontryx.solver.hjb.compare import ReducedNetwork
+from pontryx.solver.hjb.compare import ReducedNetwork, open_loop_options
 from pontryx.solver.hjb.ranges import check_ranges
 from pontryx.solver.hjb.scheme import ValueFunction
 from pontryx.solver.outputs.atomic import atomic_path, write_json, write_text
@@ -99,6 +105,29 @@ def _check_memory(grid, levels: int, comm) -> None:
         )
 
 
+def _check_open_loop(config, reduced, comm) -> None:
+    """The open-loop method as ``pontryx train`` checks one: the ``petsc:`` options
+    inserted, the method with ``training.options`` made and its PETSc objects
+    probed, then every ``petsc:`` option checked (one nothing read under the TAO's
+    prefix is an error, one of a solver the study does not have a warning)."""
+    t = config.training
+    petsc_options.apply(config.petsc_options)
+    try:
+        rf = reduced.functional()
+        controls = reduced.controls(config.hjb.initial_states[0])
+        options = open_loop_options(dict(t.options))
+        probed_trainer(t.method, rf, controls, options, reduced.bounds).destroy()
+        quiet = comm.rank != 0
+        petsc_options.check_used(
+            config.petsc_options,
+            petsc_key_paths(config.petsc),
+            say=(lambda *a, **k: None) if quiet else print,
+        )
+    except BaseException:
+        petsc_options.remove(config.petsc_options)
+        raise
+
+
 def _build(config, comm):
     h, m, t = config.hjb, config.model, config.training
     with section("parallel"):  # the library asked for must exist, as for train
@@ -139,7 +168,18 @@ def _build(config, comm):
     except InputError as e:
         reduced.destroy()
         raise e.under("hjb.grid") from None
+    try:  # last: from here the petsc: options are in PETSc's database (_release)
+        _check_open_loop(config, reduced, comm)
+    except BaseException:
+        reduced.destroy()
+        raise
     return reduced, vf
+
+
+def _release(config, reduced) -> None:
+    """Free what :func:`_build` made and take the ``petsc:`` options out again."""
+    reduced.destroy()
+    petsc_options.remove(config.petsc_options)
 
 
 class HJBProblem:
@@ -170,7 +210,7 @@ class HJBProblem:
         ]
 
     def destroy(self) -> None:
-        self.reduced.destroy()
+        _release(self.config, self.reduced)
 
 
 def run_hjb(config, run_dir: Path, *, overwrite=False, quiet=False, source="", comm=None) -> dict:
@@ -202,7 +242,7 @@ def run_hjb(config, run_dir: Path, *, overwrite=False, quiet=False, source="", c
     finally:
         if root:
             directory.close()
-        reduced.destroy()
+        _release(config, reduced)
 
 
 def _study(config, reduced, vf, say) -> dict:
@@ -276,8 +316,6 @@ def _controls(reduced, controls) -> list:
 
 
 def _outputs(run_dir: Path, directory, config, reduced, vf, summary) -> None:
-    from pontryx.solver.outputs.plots import _pyplot, _save
-
     times = [n * reduced.net.dt for n in range(reduced.layers + 1)]
     with atomic_path(run_dir / "value.npz") as tmp, open(tmp, "wb") as f:
         np.savez(
@@ -290,9 +328,21 @@ def _outputs(run_dir: Path, directory, config, reduced, vf, summary) -> None:
             closed=np.array([r["closed_trajectory"] for r in summary["initial_states"]]),
             open=np.array([r["open_trajectory"] for r in summary["initial_states"]]),
         )
-    (run_dir / "paraview").mkdir(exist_ok=True)
-    vf.write_paraview(run_dir / "paraview" / "value.bp", times)
-    plots = run_dir / "plots"
+    written = ["summary.json", "value.npz"]
+    if config.output.paraview.enabled:
+        (run_dir / "paraview").mkdir(exist_ok=True)
+        vf.write_paraview(run_dir / "paraview" / "value.bp", times)
+        written.append("paraview")
+    if config.output.plots:
+        _plots(run_dir / "plots", config, vf, summary)
+        written.append("plots")
+    write_json(run_dir / "summary.json", summary)
+    directory.register(*written)
+
+
+def _plots(plots: Path, config, vf, summary) -> None:
+    from pontryx.solver.outputs.plots import _pyplot, _save
+
     plots.mkdir(exist_ok=True)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 5.4))
@@ -319,5 +369,3 @@ def _outputs(run_dir: Path, directory, config, reduced, vf, summary) -> None:
         ax.set_xlabel("u₁")
         ax.set_ylabel("u₂")
     _save(fig, plots / "feedback.png")
-    write_json(run_dir / "summary.json", summary)
-    directory.register("summary.json", "value.npz", "paraview", "plots")

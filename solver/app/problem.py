@@ -223,6 +223,32 @@ def train_coarse_levels(problem: Problem, on_level=None, on_record=None) -> list
     return results
 
 
+def probed_trainer(method: str, rf, controls, options: dict, bounds):
+    """The trainer of ``method`` with ``options`` on ``rf`` and ``controls``, kept in
+    ``bounds`` (the ``training.bounds`` mapping, or a :class:`Bounds`), its PETSc
+    objects probed; an error is keyed as in the configuration (``training.options.…``,
+    ``training.bounds.…``, ``petsc``, or ``parallel.depth``)."""
+    try:
+        if not isinstance(bounds, Bounds):
+            try:
+                bounds = Bounds(bounds, rf.net.trainable)
+            except InputError as e:
+                raise e.under("bounds") from None
+        trainer = make_trainer(method, rf, controls, options, bounds)
+        with petsc_options.errors(f"the {method} method's PETSc objects"):
+            trainer.probe()
+    except InputError as e:
+        if e.key == "petsc":
+            raise
+        if e.key == "depth":  # the layout's depth axis (the one-shot's layer blocks)
+            raise e.under("parallel") from None
+        head = (e.key or "").split(".")[0]
+        raise e.under(
+            "training" if head in TrainingSection.model_fields else "training.options"
+        ) from None
+    return trainer
+
+
 def make_method(problem: Problem, say=None):
     """The configured trainer on the problem's functional and controls, its PETSc
     objects probed, and the ``petsc:`` options checked (every object of the run
@@ -238,26 +264,10 @@ def make_method(problem: Problem, say=None):
             f"(got depth = {problem.layout.n_depth})",
             "parallel.depth",
         )
-    try:
-        try:
-            bounds = Bounds(t.bounds, problem.rf.net.trainable)
-        except InputError as e:
-            raise e.under("bounds") from None
-        options = dict(t.options)
-        if hasattr(problem, "method_options"):  # an inverse problem's defaults
-            options = problem.method_options(t.method, options)
-        trainer = make_trainer(t.method, problem.rf, problem.controls, options, bounds)
-        with petsc_options.errors(f"the {t.method} method's PETSc objects"):
-            trainer.probe()
-    except InputError as e:
-        if e.key == "petsc":
-            raise
-        if e.key == "depth":  # the layout's depth axis (the one-shot's layer blocks)
-            raise e.under("parallel") from None
-        head = (e.key or "").split(".")[0]
-        raise e.under(
-            "training" if head in TrainingSection.model_fields else "training.options"
-        ) from None
+    options = dict(t.options)
+    if hasattr(problem, "method_options"):  # an inverse problem's defaults
+        options = problem.method_options(t.method, options)
+    trainer = probed_trainer(t.method, problem.rf, problem.controls, options, t.bounds)
     quiet = problem.layout.world.rank != 0 or say is False
     petsc_options.check_used(
         c.petsc_options, petsc_key_paths(c.petsc), say=(lambda *a, **k: None) if quiet else print

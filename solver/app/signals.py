@@ -86,6 +86,9 @@ class StopRequest:
         from petsc4py import PETSc
 
         PETSc.Sys.popSignalHandler()  # PETSc's handler would abort with its own message
+        # (popping it resets every signal PETSc caught to the default: SIGPIPE back to
+        # Python's "ignore", so a closed stdout is an EPIPE the command line absorbs)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         for s in SIGNALS:
             self._previous[s] = signal.signal(s, self._handle)
             _reset_on_delivery(s)

@@ -3,8 +3,8 @@
 :func:`read_yaml` reads with a ``yaml.SafeLoader`` that refuses duplicate keys
 (``{layers: 2, layers: 3}``: YAML says keys are unique, PyYAML would keep the
 last) and bounds what a file may hold: at most :data:`MAX_BYTES` bytes, nesting
-at most :data:`MAX_DEPTH` deep and at most :data:`MAX_NODES` values once aliases
-are expanded (a "billion laughs" alias bomb is refused, not walked). Every
+at most :data:`MAX_DEPTH` deep, at most :data:`MAX_NODES` values once aliases
+are expanded, integers within 64 bits (a "billion laughs" alias bomb is refused, not walked). Every
 problem is an :class:`~pontryx.meshes.errors.InputError` with a one-line message
 naming the key path or the file.
 """
@@ -25,6 +25,7 @@ from pontryx.solver.config.schema import SECTIONS, Config, first_message
 __all__ = [
     "MAX_BYTES",
     "MAX_DEPTH",
+    "MAX_INT",
     "MAX_NODES",
     "apply_override",
     "load_config",
@@ -36,6 +37,9 @@ __all__ = [
 MAX_BYTES = 1 << 20  # 1 MiB
 MAX_DEPTH = 32
 MAX_NODES = 100_000
+#: the largest integer a parameter file may hold (int64: seeds and counts are
+#: stored as int64, and Python's ints beyond a float overflow in arithmetic)
+MAX_INT = 2**63 - 1
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -61,17 +65,23 @@ class _StrictLoader(yaml.SafeLoader):
 
     def construct_yaml_int(self, node):
         try:
-            return super().construct_yaml_int(node)
+            value = super().construct_yaml_int(node)
         except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
-            raise _HugeInteger(node) from None
+            limit = sys.get_int_max_str_digits()
+            digits = len(node.value.lstrip("+-").replace("_", ""))
+            message = f"an integer of {digits} digits (Python reads at most {limit})"
+            raise _HugeInteger(node, message) from None
+        if abs(value) > MAX_INT:  # no key takes one; seeds and counts are stored as int64
+            raise _HugeInteger(node, f"an integer beyond 64 bits: {show(value)} (at most 2^63 − 1)")
+        return value
 
 
 class _HugeInteger(yaml.constructor.ConstructorError):
-    """An integer with more digits than Python converts; ``node`` is where."""
+    """An integer no key can take (``message`` says why); ``node`` is where."""
 
-    def __init__(self, node):
-        super().__init__(None, None, "an integer with too many digits", node.start_mark)
-        self.node = node
+    def __init__(self, node, message: str):
+        super().__init__(None, None, message, node.start_mark)
+        self.node, self.message = node, message
 
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
@@ -117,8 +127,9 @@ def _check_size(value, where: str) -> None:
 
 def parse_yaml(text: str, where: str, key: str | None = None):
     """The value of a YAML text (safe, strict, bounded); ``where`` names it in
-    errors. A value Python cannot hold (an integer of more than
-    ``sys.get_int_max_str_digits()`` digits) is an error keyed by its key path
+    errors. An integer Python cannot hold (more than
+    ``sys.get_int_max_str_digits()`` digits) or beyond 64 bits (:data:`MAX_INT`)
+    is an error keyed by its key path
     below ``key`` (the key of the text's root; ``where`` when there is none)."""
     if len(text.encode("utf-8", "replace")) > MAX_BYTES:
         raise InputError(f"{where}: larger than {MAX_BYTES // 1024} KiB")
@@ -128,13 +139,8 @@ def parse_yaml(text: str, where: str, key: str | None = None):
         root = loader.get_single_node()
         value = loader.construct_document(root) if root is not None else None
     except _HugeInteger as e:
-        digits = len(e.node.value.lstrip("+-").replace("_", ""))
         path = [*([key] if key else []), *(_node_path(root, e.node) or [])]
-        limit = sys.get_int_max_str_digits()
-        raise InputError(
-            f"an integer of {digits} digits (Python reads at most {limit})",
-            ".".join(path) or where,
-        ) from None
+        raise InputError(e.message, ".".join(path) or where) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -208,6 +214,8 @@ def apply_override(raw: dict, assignment: str) -> None:
             raise  # a value Python cannot hold, keyed by its key
         raise InputError(f"the value {show(text)} is not a YAML value ({e.message})", key) from None
     parts = key.split(".")
+    if len(parts) > MAX_DEPTH:  # as deep in a file is refused too
+        raise InputError(f"nested more than {MAX_DEPTH} levels deep (--set {key})", key)
     node = raw
     for i, part in enumerate(parts[:-1]):
         index = _step(node, part, ".".join(parts[:i]), key)
@@ -226,6 +234,7 @@ def apply_override(raw: dict, assignment: str) -> None:
             )
         node = child
     node[_step(node, parts[-1], ".".join(parts[:-1]), key)] = value
+    _check_size(raw, f"--set {key}")  # the file with the value in place, as a file is bounded
 
 
 def validate_config(raw: Mapping, *, ranks: int | None = None, base_dir=None) -> Config:

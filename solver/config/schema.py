@@ -176,6 +176,17 @@ class InitSection(Section):
         None, description="τ: layers correlated by exp(−|t − t′|/τ); 0: independent; null: one draw"
     )
 
+    @model_validator(mode="after")
+    def check_smoothness(self):
+        # here, not only where the fields are drawn: a run that draws none (pontryx
+        # hjb) refuses it too
+        if self.smoothness > MAX_SMOOTHNESS:
+            raise _field(
+                "smoothness",
+                f"expected an integer 1 ≤ β ≤ {MAX_SMOOTHNESS}, got {self.smoothness}",
+            )
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def gain_is_gone(cls, v):
@@ -452,7 +463,12 @@ def _relative_to(path: Any, base: Path | None) -> Any:
     if not isinstance(path, str) or not path or base is None:
         return path
     p = Path(os.path.expanduser(path))
-    return str(p if p.is_absolute() else (base / p).resolve())
+    if p.is_absolute():
+        return str(p)
+    try:
+        return str((base / p).resolve())
+    except (OSError, RuntimeError):  # a symlink loop: the file check below names it
+        return os.path.normpath(base / p)
 
 
 def _described(v: Any, info: ValidationInfo, table, selector, default, what) -> dict:
@@ -706,16 +722,16 @@ class Config(Section):
     @model_validator(mode="after")
     def check_consistent(self):
         m, t = self.model, self.training
-        if self.hjb is not None:
-            self._check_hjb()
-            return self
-        self._check_inverse()
         if t.checkpointing == "reverse" and not load(SCHEMES, m.scheme).reversible:
             reversible = [name for name in SCHEMES if load(SCHEMES, name).reversible]
             raise _field(
                 "training.checkpointing",
                 f"'reverse' needs a reversible scheme ({', '.join(reversible)}), not {m.scheme}",
             )
+        if self.hjb is not None:
+            self._check_hjb()
+            return self
+        self._check_inverse()
         depth = self.parallel.depth
         if m.layers < depth:  # every depth rank holds a layer (oneshot, msa/emsa jacobi)
             ranks = "1 depth rank" if m.layers == 1 else f"{m.layers} depth ranks"
@@ -768,6 +784,7 @@ class Config(Section):
             ("training.gamma", t.gamma == 0, "0 (its running cost is (α/2)‖b‖²_{M_L} alone)"),
             ("training.delta", t.delta == 0, "0 (its running cost is (α/2)‖b‖²_{M_L} alone)"),
             ("training.levels", not t.levels, "no levels (one grid, one network)"),
+            ("parallel.depth", self.parallel.depth == 1, "1 (its open loop keeps every layer)"),
         ):
             if not ok:
                 raise _field(key, f"an hjb run needs {want}")

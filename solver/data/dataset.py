@@ -159,8 +159,17 @@ def check_float(desc, key) -> float:
     return float(v)
 
 
+#: the largest ``noise`` std: noisy values stay below about 10¹⁵¹, so their squares
+#: (norms, the loss) stay finite
+MAX_NOISE = 1e150
+
+
 def check_noise(desc) -> float:
     v = check_float(desc, "noise")
     if not (math.isfinite(v) and v >= 0.0):
         raise _error("noise", f"must be a finite number >= 0, got {v}")
+    if v > MAX_NOISE:
+        raise _error(
+            "noise", f"must be at most {MAX_NOISE:g} (the noisy values must stay finite), got {v:g}"
+        )
     return v

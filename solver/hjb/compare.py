@@ -36,7 +36,12 @@ from pontryx.solver.model.network import ContinuumNetwork
 from pontryx.solver.model.width import WidthSpace
 from pontryx.solver.training.loop import minimize
 
-__all__ = ["FixedKernel", "ReducedNetwork"]
+__all__ = ["FixedKernel", "ReducedNetwork", "open_loop_options"]
+
+
+def open_loop_options(options: dict | None) -> dict:
+    """The open-loop method's options: ``options`` over a tight TAO tolerance."""
+    return {"gatol": 1e-10, **(options or {})}
 
 
 class FixedKernel(ReducedFunctional):
@@ -144,7 +149,7 @@ class ReducedNetwork:
         """(J, controls, TrainResult): pontryx minimises J over b in the box."""
         controls = self.controls(u0)
         rf = self.functional()
-        opts = {"gatol": 1e-10, **(options or {})}
+        opts = open_loop_options(options)
         result = minimize(
             rf, controls, method, opts, max_iterations=max_iterations, bounds=self.bounds
         )

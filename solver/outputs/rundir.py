@@ -100,8 +100,9 @@ def _lstat(path: Path) -> os.stat_result | None:
         raise InputError(f"cannot use {str(path)!r}: {e.strerror}", "directory") from None
 
 
-def _check_new_names(path: Path, parent: Path) -> None:
-    """The names ``path`` adds below its existing ``parent`` fit the file system."""
+def check_new_names(path: Path, parent: Path, key: str = "directory") -> None:
+    """The names ``path`` adds below its existing ``parent`` fit the file system
+    (an :class:`InputError` keyed ``key`` if one is too long)."""
     try:
         limit = os.pathconf(parent, "PC_NAME_MAX")
     except (OSError, ValueError):
@@ -110,7 +111,7 @@ def _check_new_names(path: Path, parent: Path) -> None:
         if len(os.fsencode(name)) > limit:
             raise InputError(
                 f"cannot create {str(path)!r}: a name in it is longer than {limit} bytes",
-                "directory",
+                key,
             )
 
 
@@ -181,7 +182,7 @@ class RunDirectory:
         if st is None:
             if parent is None or not os.access(parent, os.W_OK | os.X_OK):
                 raise InputError(f"cannot create {str(path)!r} (not writable)", "directory")
-            _check_new_names(path, parent)
+            check_new_names(path, parent)
             return "fresh"
         if not os.access(path, os.W_OK | os.X_OK):
             raise InputError(f"{str(path)!r} is not writable", "directory")
@@ -203,7 +204,7 @@ class RunDirectory:
                 "directory",
             )
         mode = "resume" if resume else "overwrite"
-        listed = self.listed(key=mode)
+        self.listed(key=mode)  # the marker read and checked (one not pontryx's is refused)
         for name in KINDS:
             if (path / name).is_symlink():
                 raise InputError(
@@ -211,8 +212,10 @@ class RunDirectory:
                     "its own entries only — remove the link",
                     "directory",
                 )
-        # an overwrite moves the listed entries aside; the others are written into
-        self._check_kinds(skip=listed if mode == "overwrite" else ())
+        # every entry of pontryx's names is of the kind pontryx writes: one of another
+        # kind (a folder where it writes metrics.jsonl) is not pontryx's, and neither
+        # --resume writes into it nor --overwrite deletes it
+        self._check_kinds(skip=())
         return mode
 
     def _check_own_folder(self, key: str) -> None:
@@ -224,6 +227,14 @@ class RunDirectory:
             raise InputError(
                 f"{str(self.path / '.pontryx')!r} is {what}; pontryx keeps its marker and "
                 "lock there and writes through no link — remove it",
+                key,
+            )
+        st = _lstat(self.path / MARKER)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+            raise InputError(
+                f"{str(self.path / MARKER)!r} is {what}; pontryx writes its marker there "
+                "— remove it",
                 key,
             )
 
