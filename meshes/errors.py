@@ -34,11 +34,12 @@ def _printable(text: str) -> str:
 
 class InputError(ValueError):
     """Bad input: ``key`` names the argument (a dotted path once put under a
-    section), ``message`` says what is wrong. ``str(error)`` is one line,
+    section), ``message`` says what is wrong (both printed on one line, control
+    characters escaped: a value relayed from PETSc too). ``str(error)`` is one line,
     ``"key: message"`` (just the message without a key)."""
 
     def __init__(self, message: str, key: str | None = None):
-        self.message = " ".join(str(message).split())
+        self.message = _printable(" ".join(str(message).split()))
         self.key = _printable(key) if key else None
         super().__init__(f"{self.key}: {self.message}" if self.key else self.message)
 
@@ -68,13 +69,17 @@ def yaml_float(value: object) -> object:
 def file_problem(path) -> str | None:
     """Why ``path`` cannot be read as a file: ``"does not exist"``, ``"is not a
     regular file"`` (a directory, a device), ``"is a symbolic link that leads
-    nowhere"`` (dangling, or a loop), or None."""
+    nowhere"`` (dangling, or a loop), ``"cannot be looked up (…)"`` (a name too
+    long, no permission), or None."""
     p = Path(path)
-    if p.is_file():
-        return None
-    if p.exists():
-        return "is not a regular file"
-    return "is a symbolic link that leads nowhere" if p.is_symlink() else "does not exist"
+    try:
+        if p.is_file():
+            return None
+        if p.exists():
+            return "is not a regular file"
+        return "is a symbolic link that leads nowhere" if p.is_symlink() else "does not exist"
+    except OSError as e:  # a name too long, no permission on a folder above it
+        return f"cannot be looked up ({e.strerror or e})"
 
 
 def show(value: object, limit: int = 60) -> str:

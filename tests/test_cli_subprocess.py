@@ -259,7 +259,8 @@ def test_a_second_signal_ends_the_process_during_a_long_c_call():
 def test_a_closed_stdout_ends_the_output_not_the_command(config, tmp_path):
     """``pontryx … | head``: a reader that goes away ends the printing, not the
     command (PETSc's SIGPIPE handler printed a signal dump and aborted; train died
-    with a half-written run directory)."""
+    with a half-written run directory); so does an output on a full disk (exit 5,
+    "cannot write the run directory", before)."""
     run_dir = tmp_path / "run"
     for args in (("methods",), ("train", config, "--output", run_dir)):
         with open(tmp_path / "stderr", "w+b") as err:
@@ -273,3 +274,10 @@ def test_a_closed_stdout_ends_the_output_not_the_command(config, tmp_path):
         assert "PETSC ERROR" not in text and "Traceback" not in text and "Broken" not in text, text
     assert json.loads((run_dir / "summary.json").read_text())["status"]
     assert (run_dir / "model.npz").is_file()
+    full = tmp_path / "full"  # an output that fails with ENOSPC: ended, not the run
+    with open("/dev/full", "w") as out:
+        cmd = command(1, "train", config, "--output", full)
+        r = subprocess.run(
+            cmd, stdout=out, stderr=subprocess.PIPE, env=clean_env(), cwd=ROOT, timeout=240
+        )
+    assert r.returncode == 0 and (full / "summary.json").is_file(), r.stderr

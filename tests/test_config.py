@@ -320,6 +320,24 @@ def test_keys_are_shown_on_one_line():
     error = InputError("unknown key", "model.lay\ners")
     assert str(error) == "model.lay\\ners: unknown key"
     assert str(InputError("bad", "a\tb\x07")) == "a\\tb\\x07: bad"
+    # a message too (a value PETSc relays: an escape sequence reached the terminal)
+    assert (
+        str(InputError("type \x1b[31mred\nunknown", "petsc")) == "petsc: type \\x1b[31mred unknown"
+    )
+
+
+def test_paths_that_cannot_be_looked_up_are_keyed(tmp_path):
+    """A path with a name longer than the file system takes (ENAMETOOLONG) is bad
+    input keyed by its key, not an error writing the run directory (exit 5)."""
+    long = "x" * 300
+    for raw, key in (
+        ({"data": {"name": "file", "path": f"{long}.csv"}}, "data.path"),
+        ({**MINIMAL, "mesh": {"kind": "file", "path": f"{long}.msh"}}, "mesh.path"),
+    ):
+        with pytest.raises(InputError, match=rf"^{key}: file '{long}.*' cannot be looked up"):
+            validate_config(raw, base_dir=tmp_path)
+    with pytest.raises(InputError, match="cannot be looked up"):
+        read_yaml(tmp_path / f"{long}.yaml")
 
 
 def test_integers_python_cannot_read_are_keyed(tmp_path):

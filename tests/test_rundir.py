@@ -264,8 +264,8 @@ def test_an_overwrite_clears_whatever_is_left_in_replaced(tmp_path):
 
 def test_entries_inside_the_folders_of_the_wrong_kind_are_refused(tmp_path):
     """check_contents: what a run will write inside plots/ and paraview/ is absent
-    or of its kind; an overwrite moves the folders the marker lists aside whole,
-    so does not look into them; a fresh directory holds nothing."""
+    or of its kind, for an overwrite too (moving plots/ aside deleted a user's folder
+    at plots/curves.png); a fresh directory holds nothing."""
     entries = {"plots/curves.png": False, "paraview/states.bp": True}
     run = tmp_path / "run"
     _run(run, "config.yaml", "plots", "paraview")
@@ -277,7 +277,10 @@ def test_entries_inside_the_folders_of_the_wrong_kind_are_refused(tmp_path):
         rd.check_contents("resume", entries)
     with pytest.raises(InputError, match=r"paraview/states.bp' is not a folder"):
         rd.check_contents("resume", {"paraview/states.bp": True})
-    rd.check_contents("overwrite", entries)  # both folders are moved aside
+    (run / "plots" / "curves.png" / "mine.txt").write_text("precious")
+    with pytest.raises(InputError, match=r"plots/curves.png' is not a regular"):
+        rd.check_contents("overwrite", entries)
+    (run / "plots" / "curves.png" / "mine.txt").unlink()
     (run / "plots" / "curves.png").rmdir()
     (run / "plots" / "curves.png").symlink_to(run / "config.yaml")
     with pytest.raises(InputError, match=r"plots/curves.png' is not a regular file"):

@@ -809,10 +809,12 @@ def _import_dolfinx() -> None:
 
 
 class _Stdout:
-    """sys.stdout for a reader that may go away (``pontryx train … | head``): the
-    first write or flush that finds the pipe closed points file descriptor 1 at
-    /dev/null, and the command goes on — the run's log is in its run directory —
-    instead of dying half-way on SIGPIPE (PETSc's handler) or a BrokenPipeError."""
+    """sys.stdout for an output that may fail (``pontryx train … | head``, a batch
+    job's output file on a full disk): the first write or flush that fails (a
+    closed pipe, no space) points file descriptor 1 at /dev/null, and the command
+    goes on — the run's log is in its run directory — instead of dying half-way on
+    SIGPIPE (PETSc's handler), a BrokenPipeError or an ENOSPC taken for the run
+    directory's."""
 
     def __init__(self, stream):
         self._stream = stream
@@ -820,14 +822,14 @@ class _Stdout:
     def write(self, text):
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
+        except OSError:
             self._gone()
             return len(text)
 
     def flush(self):
         try:
             self._stream.flush()
-        except BrokenPipeError:
+        except OSError:
             self._gone()
 
     def _gone(self):

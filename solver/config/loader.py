@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from pontryx.meshes.errors import InputError, show
+from pontryx.meshes.errors import InputError, file_problem, show
 from pontryx.solver.config.schema import SECTIONS, Config, first_message
 
 __all__ = [
@@ -161,9 +161,9 @@ def read_yaml(path: str | os.PathLike) -> dict:
     """The mapping in a YAML file; an error for a missing, unreadable, oversized
     or malformed file, or a top level that is not a mapping."""
     p = Path(path)
-    if not p.is_file():
-        what = f"file {str(path)!r} not found" if not p.exists() else f"{str(path)!r} is not a file"
-        raise InputError(what)
+    if (why := file_problem(p)) is not None:
+        missing = why == "does not exist"
+        raise InputError(f"file {str(path)!r} not found" if missing else f"{str(path)!r} {why}")
     try:
         if p.stat().st_size > MAX_BYTES:
             raise InputError(f"{p.name}: larger than {MAX_BYTES // 1024} KiB")

@@ -262,14 +262,13 @@ class RunDirectory:
         """The entries a run will write inside its folders (``"plots/curves.png":
         False`` for a file, True for a folder such as ``"paraview/states.bp"``) are
         absent or of their kind, checked before anything is written (as
-        :meth:`check` does for the entries of the run directory itself); the
-        folders an overwrite moves aside are not looked into. Rank 0."""
+        :meth:`check` does for the entries of the run directory itself), for
+        ``--overwrite`` too: one of another kind is not pontryx's, and moving its
+        folder aside would delete it. Rank 0."""
         if mode == "fresh":  # a new or empty directory
             return
-        aside = set(self.listed(key=mode)) if mode == "overwrite" else set()
         for name, folder in entries.items():
-            if Path(name).parts[0] not in aside:
-                self._check_kind(name, folder)
+            self._check_kind(name, folder)
 
     def is_run(self) -> bool:
         return (self.path / MARKER).is_file() or _is_legacy_run(self.path)
