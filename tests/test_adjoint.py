@@ -393,6 +393,14 @@ def _bad(key, match, **change):
         ("y", "non-finite", {"task": "regression", "y": np.full((8, 2), np.inf)}),
         ("alpha", "≥ 0", {"alpha": -1.0}),
         ("alpha", "≥ 0", {"alpha": np.nan}),
+        # were OverflowError/TypeError on one rank (the others waited), or accepted
+        ("alpha", "≥ 0", {"alpha": 10**400}),
+        ("alpha", "≥ 0", {"alpha": True}),
+        ("alpha", "≥ 0", {"alpha": 1 + 2j}),
+        ("task", "classification, regression", {"task": ["classification"]}),
+        ("X", "numeric array", {"X": np.array([[10**400, 1]] * 8, dtype=object)}),
+        ("X", "complex", {"X": np.zeros((8, 2)) + 1j}),
+        ("y", "numbers", {"y": np.ones(8, bool)}),
     ],
 )
 def test_reduced_functional_checks_its_arguments(key, match, change):

@@ -263,3 +263,33 @@ def test_noise_configuration_errors(capsys, mpi_tmp_path, override, key):
     cfg = write(mpi_tmp_path / "noisy.yaml", NOISY)
     code, _, err = cli(capsys, "validate", cfg, "--set", override)
     assert code == 2 and key in err, err
+
+
+@pytest.mark.parametrize("method", ["adam", "sgd"])
+def test_a_data_rank_with_an_empty_share_of_a_minibatch(capsys, mpi_tmp_path, method):
+    """Minibatches of 2 of 5 samples over the data ranks leave a rank with no column:
+    the noise and the width diffusion solve nothing there (MUMPS refused 0 right-hand
+    sides: a traceback on 2 ranks)."""
+    from test_cli import cli, write
+
+    cfg = write(mpi_tmp_path / "tiny.yaml", NOISY)
+    code, _, err = cli(
+        capsys, "train", cfg, "--output", mpi_tmp_path / "run", "--quiet",
+        "--set", "data.n_train=5", "--set", f"training.method={method}",
+        "--set", "training.options.batch_size=2", "--set", "training.max_iterations=3",
+        "--set", "parallel.width=1",
+    )  # fmt: skip
+    assert code == 0, err
+
+
+def test_the_diffusion_solve_of_no_columns(comm):
+    """DiffusionSolver.solve of an n × 0 block is an n × 0 block, without a solve."""
+    from pontryx.meshes import create_mesh
+    from pontryx.solver import WidthSpace
+    from pontryx.solver.model.diffusion import DiffusionSolver
+
+    space = WidthSpace(create_mesh({"kind": "unit_square", "n": 3}, comm))
+    solver = DiffusionSolver(space, 0.1)
+    assert solver.solve(np.zeros((space.n, 0))).shape == (space.n, 0)
+    solver.destroy()
+    space.destroy()

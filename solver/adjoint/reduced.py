@@ -35,7 +35,7 @@ from mpi4py import MPI
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.adjoint import split
 from pontryx.solver.adjoint.riesz import RieszMap
 from pontryx.solver.adjoint.sweep import Sweep
@@ -265,22 +265,29 @@ def _samples(net, X, y, task, weights):
     """(X as float (S_local × n_in), y as int64 labels 0 … n_out − 1 or float
     (S_local × n_out)) after checking them and the regulariser's weights; a bad
     one is an :class:`InputError` keyed ``X``, ``y``, ``task`` or the weight."""
-    if task not in LOSSES:
-        raise InputError(f"expected one of {', '.join(LOSSES)}, got {task!r}", "task")
+    if not isinstance(task, str) or task not in LOSSES:
+        raise InputError(f"expected one of {', '.join(LOSSES)}, got {show(task)}", "task")
     for name, w in weights.items():
-        if not (isinstance(w, (int, float, np.number)) and 0 <= float(w) < math.inf):
-            raise InputError(f"expected a finite number ≥ 0, got {w!r}", name)
+        real = isinstance(w, int | float | np.integer | np.floating) and not isinstance(w, bool)
+        try:
+            ok = real and 0 <= float(w) < math.inf
+        except OverflowError:  # an int beyond a float
+            ok = False
+        if not ok:
+            raise InputError(f"expected a finite number ≥ 0, got {show(w)}", name)
+    if np.iscomplexobj(X):
+        raise InputError("expected real numbers, got complex ones", "X")
     try:
         X = np.asarray(X, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError("expected a numeric array (S_local × n_in)", "X") from None
+    except (TypeError, ValueError, OverflowError):
+        raise InputError("expected a numeric array (S_local × n_in) of floats", "X") from None
     if X.ndim != 2 or X.shape[1] != net.n_in:
         raise InputError(f"expected shape (S_local, {net.n_in}), got {X.shape}", "X")
     if not np.isfinite(X).all():
         raise InputError("has non-finite values", "X")
     S = len(X)
     yv = np.asarray(y)
-    if yv.dtype.kind not in "biuf" or yv.dtype.kind == "b":
+    if yv.dtype.kind not in "iuf":  # not bool, complex, object or text
         raise InputError(f"expected numbers, got an array of {yv.dtype}", "y")
     if task == "classification":
         if yv.shape != (S,):
@@ -345,6 +352,8 @@ class ReducedFunctional:
             problem, X, y = None, *_samples(net, X, y, task, weights)
         except InputError as e:
             problem = e
+        except Exception as e:  # anything else too: no rank left waiting below
+            problem = InputError(f"{type(e).__name__}: {e}", "X, y")
         problem = next((e for e in self.data_comm.allgather(problem) if e is not None), None)
         if problem is not None:
             raise problem

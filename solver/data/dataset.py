@@ -170,6 +170,6 @@ def check_noise(desc) -> float:
         raise _error("noise", f"must be a finite number >= 0, got {v}")
     if v > MAX_NOISE:
         raise _error(
-            "noise", f"must be at most {MAX_NOISE:g} (the noisy values must stay finite), got {v:g}"
+            "noise", f"must be at most {MAX_NOISE:g} (the noisy values must stay finite), got {v!r}"
         )
     return v

@@ -55,8 +55,12 @@ class DiffusionSolver:
         self._converged = Converged(self.ksp, what)
 
     def solve(self, R: np.ndarray) -> np.ndarray:
-        """X = B⁻¹ R (same shape as R)."""
+        """X = B⁻¹ R (same shape as R). No columns (a data rank's empty share of a
+        minibatch; the width ranks of a data group hold the same columns, so they
+        all skip): nothing to solve (MUMPS refuses 0 right-hand sides)."""
         n, S = R.shape
+        if S == 0:
+            return np.zeros_like(R)
         N = self.space.N
         comm = self.space.comm
         Rf = np.asfortranarray(R)

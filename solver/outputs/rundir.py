@@ -304,7 +304,7 @@ class RunDirectory:
             fd = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             f = os.fdopen(fd, "a+")
         except OSError as e:  # a folder or link in its place, no permission: nothing written
-            why = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
+            why = "a symbolic link" if e.errno == errno.ELOOP else (e.strerror or str(e))
             lock = str(self.path / _LOCK)
             raise InputError(f"cannot open {lock!r}: {why}", "directory") from None
         try:
