@@ -160,6 +160,16 @@ class ReadoutSection(Section):
     trainable: bool = Field(True, description="train the readout C, d")
 
 
+def _bounded_smoothness(section):
+    """``section`` if its Matérn exponent β (``smoothness``) is ≤ :data:`MAX_SMOOTHNESS`."""
+    if section.smoothness > MAX_SMOOTHNESS:
+        raise _field(
+            "smoothness",
+            f"expected an integer 1 ≤ β ≤ {MAX_SMOOTHNESS}, got {section.smoothness}",
+        )
+    return section
+
+
 class InitSection(Section):
     """The random-field law of the initial controls (:class:`pontryx.solver.model.fields.FieldLaw`).
     ``gain`` (the scale of the former white noise on the nodes, whose L² size grew
@@ -180,12 +190,7 @@ class InitSection(Section):
     def check_smoothness(self):
         # here, not only where the fields are drawn: a run that draws none (pontryx
         # hjb) refuses it too
-        if self.smoothness > MAX_SMOOTHNESS:
-            raise _field(
-                "smoothness",
-                f"expected an integer 1 ≤ β ≤ {MAX_SMOOTHNESS}, got {self.smoothness}",
-            )
-        return self
+        return _bounded_smoothness(self)
 
     @model_validator(mode="before")
     @classmethod
@@ -230,12 +235,7 @@ class NoiseSection(Section):
     @model_validator(mode="after")
     def check_smoothness(self):
         # checked with the noise off too (it is refused once on), as model.init's is
-        if self.smoothness > MAX_SMOOTHNESS:
-            raise _field(
-                "smoothness",
-                f"expected an integer 1 ≤ β ≤ {MAX_SMOOTHNESS}, got {self.smoothness}",
-            )
-        return self
+        return _bounded_smoothness(self)
 
     @property
     def enabled(self) -> bool:

@@ -220,23 +220,18 @@ class RunDirectory:
 
     def _check_own_folder(self, key: str) -> None:
         """``.pontryx`` (marker, lock, an overwrite's old run) is absent or a
-        folder — not a link, through which pontryx would write elsewhere."""
-        st = _lstat(self.path / ".pontryx")
-        if st is not None and not stat.S_ISDIR(st.st_mode):
-            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
-            raise InputError(
-                f"{str(self.path / '.pontryx')!r} is {what}; pontryx keeps its marker and "
-                "lock there and writes through no link — remove it",
-                key,
-            )
-        st = _lstat(self.path / MARKER)
-        if st is not None and not stat.S_ISREG(st.st_mode):
-            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
-            raise InputError(
-                f"{str(self.path / MARKER)!r} is {what}; pontryx writes its marker there "
-                "— remove it",
-                key,
-            )
+        folder, and its marker absent or a regular file — not a link, through which
+        pontryx would write elsewhere."""
+        for name, folder, use in (
+            (Path(".pontryx"), True, "keeps its marker and lock there and writes through no link"),
+            (MARKER, False, "writes its marker there"),
+        ):
+            st = _lstat(self.path / name)
+            if st is None or (stat.S_ISDIR if folder else stat.S_ISREG)(st.st_mode):
+                continue
+            kind = "not a folder" if folder else "not a regular file"
+            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else kind
+            raise InputError(f"{str(self.path / name)!r} is {what}; pontryx {use} — remove it", key)
 
     def _check_kinds(self, skip) -> None:
         """Every entry pontryx may write into is of its kind (a folder or a regular
