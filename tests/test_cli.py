@@ -870,8 +870,9 @@ def test_outputs_in_the_way_inside_plots_and_paraview_are_refused_at_once(capsys
     """A folder where the run writes plots/curves.png, a file where it writes
     paraview/states.bp (a folder), a link in place of paraview/controls.json:
     --resume refuses before training (one line, exit 2, naming the entry, nothing
-    written); with plots and ParaView turned off they are not in the way, and
-    --overwrite moves pontryx's plots/ and paraview/ aside whole."""
+    written); with plots and ParaView turned off they are not in the way; --overwrite
+    refuses them too (moving plots/ aside deleted a user's folder at curves.png), and
+    overwrites once they are gone."""
     raw = yaml.safe_load(_tiny())
     raw["output"].update(plots=True, paraview={"samples": 1, "kernel_rows": 1})
     cfg = write(mpi_tmp_path / "outputs.yaml", yaml.safe_dump(raw))
@@ -899,6 +900,14 @@ def test_outputs_in_the_way_inside_plots_and_paraview_are_refused_at_once(capsys
     code, _, err = cli(capsys, "train", cfg, "--output", run, "--quiet", "--resume", *more, *off)
     assert code == 0, err
     assert (run / "plots" / "curves.png").is_dir()  # left as it is
+    before = _snapshot(run)
+    code, out, err = cli(capsys, "train", cfg, "--output", run, "--quiet", "--overwrite")
+    assert code == 2 and "' is not a" in err and err.count("\n") == 1, err
+    assert _unchanged(run, before)
+    if root:
+        for k, (name, _) in enumerate(IN_THE_WAY):
+            _put_back(run, name, mpi_tmp_path / f"saved{k}")
+    MPI.COMM_WORLD.Barrier()
     code, _, err = cli(capsys, "train", cfg, "--output", run, "--quiet", "--overwrite")
     assert code == 0, err
     assert (run / "plots" / "curves.png").is_file() and (run / "paraview" / "states.bp").is_dir()
