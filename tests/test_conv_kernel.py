@@ -75,6 +75,18 @@ def test_operator_is_its_definition(comm):
     assert np.sum(V * expected) == pytest.approx(np.sum(KtV * U_full), rel=1e-12)
 
 
+def test_no_columns(comm):
+    """K and Kᵀ of an n × 0 block (a data rank's empty share of a minibatch) are
+    n × 0 blocks (Kᵀ's reshape of no columns failed: adam with batch_size 1 on
+    the data axis crashed)."""
+    sp = _space(comm)
+    K = make_kernel(sp, "conv")
+    a = np.random.default_rng(7).standard_normal((sp.n, K.K, K.L))
+    ctx = K.layer({"a": a})
+    assert K.apply(ctx, np.zeros((sp.n, 0))).shape == (sp.n, 0)
+    assert K.apply_T(ctx, np.zeros((sp.n, 0))).shape == (sp.n, 0)
+
+
 def test_plane_operators_differentiate():
     """On the interior of the plane, D_1 = ℓ∂_x, D_3 = ℓ²∂_xx and D_5 = ℓ²∂_xy are
     exact on quadratics (Q1, uniform grid)."""

@@ -260,7 +260,7 @@ class ConvKernel(Kernel):
         S = D.shape[1]
         Dg = self._on_grid(D)[: self.Np]
         R = np.zeros((self.Np + 1, 9, self.L, S))
-        np.matmul(ctx["W"].transpose(0, 2, 1), Dg, out=R[: self.Np].reshape(self.Np, -1, S))
+        np.matmul(ctx["W"].transpose(0, 2, 1), Dg, out=R[: self.Np].reshape(self.Np, 9 * self.L, S))
         # Kᵀ gathers R[p, j] at q = nbr[p, j], i.e. from p = nbr[q, 8 − j]
         Yg = np.zeros((self.Np, self.L, S))
         for j in range(9):
