@@ -234,8 +234,10 @@ def test_option_errors():
         EMSA(rf, th, rho=0.0)
     with pytest.raises(ValueError, match=r"^inner_iterations: "):
         EMSA(rf, th, inner_iterations=0)
-    with pytest.raises(ValueError, match=r"^batch_size: "):
-        MSA(rf, th, batch_size=100)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=r"^batch_size: "):
+            MSA(rf, th, batch_size=bad)
+    assert MSA(rf, th, batch_size=100).batch_size is None  # ≥ the samples: full, as sgd/adam
     with pytest.raises(ValueError, match=r"^rho: not an option"):
         MSA(rf, th, rho=1.0)
     with pytest.raises(ValueError, match=r"^metric: expected one of"):

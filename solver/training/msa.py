@@ -245,7 +245,8 @@ class EMSA(Trainer):
     ``petsc_options`` (further TAO options without the prefix), ``metric``
     (``l2``, default: the block solves in the L²(M_L) metric of the
     regulariser, mesh-independent; ``euclidean``: in nodal coordinates),
-    ``batch_size`` (samples per sweep; None: the full batch), ``seed`` (the
+    ``batch_size`` (samples per sweep; None, or at least the samples: the full
+    batch, as for sgd/adam), ``seed`` (the
     minibatch stream of :class:`~pontryx.solver.data.sampler.Minibatches`,
     checkpointed), ``weights`` (``real``, default; ``ternary`` or ``binary``:
     discrete kernel values, see :mod:`.discrete`; the latent kernel is
@@ -336,7 +337,8 @@ class EMSA(Trainer):
                 "order",
             )
         self.gaps: list[float] = []  # the last sweep's maximum-principle gaps, by layer
-        self.batch_size = opts["batch_size"]
+        bs = opts["batch_size"]  # as sgd/adam: a batch of all samples or more is the full one
+        self.batch_size = None if bs is None or bs >= rf.S else bs
         self.step_control = bool(opts["step_control"])
         self.metric = check_metric(opts["metric"])  # also the metric of ‖∇J‖ in the records
         self.batches = (
@@ -375,12 +377,8 @@ class EMSA(Trainer):
             isinstance(memory, bool) or not (isinstance(memory, int) and memory >= 1)
         ):
             raise InputError(f"expected null or an integer ≥ 1, got {show(memory)}", "nonmonotone")
-        if bs is not None and (
-            isinstance(bs, bool) or not (isinstance(bs, int) and 1 <= bs <= self.rf.S)
-        ):
-            raise InputError(
-                f"expected null or 1 … {self.rf.S} (the samples), got {show(bs)}", "batch_size"
-            )
+        if bs is not None and (isinstance(bs, bool) or not (isinstance(bs, int) and bs >= 1)):
+            raise InputError(f"expected null or a positive integer, got {show(bs)}", "batch_size")
         for key, allowed in (
             ("curvature", ("gauss_newton", "none")),
             ("order", ("gauss_seidel", "jacobi")),
