@@ -35,7 +35,7 @@ import numpy as np
 from pontryx.meshes.errors import InputError, show
 from pontryx.solver.analysis.diffusion_maps import DisconnectedError, diffusion_map
 from pontryx.solver.outputs.atomic import atomic_path
-from pontryx.solver.outputs.rundir import RunDirectory, check_new_names
+from pontryx.solver.outputs.rundir import RunDirectory, check_new_names, lstat
 from pontryx.solver.outputs.trajectory import FILE, norm_layout, read_trajectory
 
 __all__ = ["FEATURES", "RecordedPath", "analyze", "load_paths"]
@@ -182,12 +182,7 @@ def check_output(output: Path, key: str = "--output") -> None:
     """That ``output`` is, or can be made, a writable directory (nothing is created;
     errors keyed ``key``)."""
     output = Path(output)
-    try:  # a name too long, a loop, no permission: nothing can be looked up there
-        os.lstat(output)
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    except OSError as e:
-        raise InputError(f"cannot use {str(output)!r}: {e.strerror}", key) from None
+    lstat(output, key)  # a name too long, a loop, no permission: nothing can be looked up
     if output.exists() and not output.is_dir():
         raise InputError(f"{str(output)!r} exists and is not a directory", key)
     parent = next((p for p in output.absolute().parents if p.exists()), None)

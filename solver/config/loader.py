@@ -4,7 +4,8 @@
 (``{layers: 2, layers: 3}``: YAML says keys are unique, PyYAML would keep the
 last) and bounds what a file may hold: at most :data:`MAX_BYTES` bytes, nesting
 at most :data:`MAX_DEPTH` deep, at most :data:`MAX_NODES` values once aliases
-are expanded, integers within 64 bits (a "billion laughs" alias bomb is refused, not walked). Every
+are expanded (a "billion laughs" alias bomb is refused, not walked), integers
+within 64 bits (:data:`MAX_INT`); ``--set`` overrides are bounded alike. Every
 problem is an :class:`~pontryx.meshes.errors.InputError` with a one-line message
 naming the key path or the file.
 """

@@ -58,7 +58,9 @@ __all__ = [
     "KINDS",
     "MARKER",
     "RunDirectory",
+    "check_new_names",
     "check_run_directory",
+    "lstat",
     "prepare_run_directory",
 ]
 
@@ -89,15 +91,16 @@ _LOCK = Path(".pontryx") / "lock"
 _REPLACED = Path(".pontryx") / "replaced"
 
 
-def _lstat(path: Path) -> os.stat_result | None:
+def lstat(path: Path, key: str = "directory") -> os.stat_result | None:
     """``os.lstat(path)``, or None if nothing is there; a path that cannot be
-    looked up at all (a name too long, a loop, no permission) is an error."""
+    looked up at all (a name too long, a loop, no permission) is an error keyed
+    ``key``."""
     try:
         return os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
-        raise InputError(f"cannot use {str(path)!r}: {e.strerror}", "directory") from None
+        raise InputError(f"cannot use {str(path)!r}: {e.strerror}", key) from None
 
 
 def check_new_names(path: Path, parent: Path, key: str = "directory") -> None:
@@ -169,10 +172,10 @@ class RunDirectory:
             raise InputError("resume and overwrite exclude each other", "resume")
         path = self.path
         parents = path.absolute().parents
-        parent = next((p for p in parents if _lstat(p) is not None), None)
+        parent = next((p for p in parents if lstat(p) is not None), None)
         if parent is not None and not parent.is_dir():
             raise InputError(f"{str(parent)!r} is not a directory", "directory")
-        st = _lstat(path)
+        st = lstat(path)
         if st is not None and stat.S_ISLNK(st.st_mode):
             raise InputError(
                 f"{str(path)!r} is a symbolic link; give the directory it points to", "directory"
@@ -215,7 +218,7 @@ class RunDirectory:
         # every entry of pontryx's names is of the kind pontryx writes: one of another
         # kind (a folder where it writes metrics.jsonl) is not pontryx's, and neither
         # --resume writes into it nor --overwrite deletes it
-        self._check_kinds(skip=())
+        self._check_kinds()
         return mode
 
     def _check_own_folder(self, key: str) -> None:
@@ -226,24 +229,23 @@ class RunDirectory:
             (Path(".pontryx"), True, "keeps its marker and lock there and writes through no link"),
             (MARKER, False, "writes its marker there"),
         ):
-            st = _lstat(self.path / name)
+            st = lstat(self.path / name)
             if st is None or (stat.S_ISDIR if folder else stat.S_ISREG)(st.st_mode):
                 continue
             kind = "not a folder" if folder else "not a regular file"
             what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else kind
             raise InputError(f"{str(self.path / name)!r} is {what}; pontryx {use} — remove it", key)
 
-    def _check_kinds(self, skip) -> None:
+    def _check_kinds(self) -> None:
         """Every entry pontryx may write into is of its kind (a folder or a regular
         file), so that a run does not fail on it half-way."""
         for name, folder in KINDS.items():
-            if name not in skip:
-                self._check_kind(name, folder)
+            self._check_kind(name, folder)
 
     def _check_kind(self, name: str, folder: bool) -> None:
         """``name`` (relative to the run directory) is absent or of its kind: a
         folder, or a regular file (not a link, device, …)."""
-        st = _lstat(self.path / name)
+        st = lstat(self.path / name)
         if st is None or (stat.S_ISDIR if folder else stat.S_ISREG)(st.st_mode):
             return
         kind = "folder" if folder else "regular file"
