@@ -35,6 +35,7 @@ __all__ = [
     "configure",
     "destroy",
     "ineffective",
+    "input_errors",
     "pushed_options",
     "read_when_run",
     "reproducible",
@@ -46,6 +47,30 @@ __all__ = [
 ACTIVE_PREFIXES: set[str] = set()
 
 REPRODUCIBLE = {"vec_mdot_use_gemv": "false", "vec_maxpy_use_gemv": "false"}
+
+
+@contextlib.contextmanager
+def input_errors(
+    what: str, given: Mapping[str, object] | None = None, key: str = "petsc"
+) -> Iterator[None]:
+    """A PETSc error raised inside the block (an unknown type, a bad value while an
+    object reads its options) as a one-line :class:`InputError` about ``what``,
+    without PETSc's traceback. Keyed by the option whose value the message quotes,
+    where exactly one of ``given`` (key path → value) is quoted (``Input string abc
+    has no integer value``, ``… requested TAO type nosuchtao``), else by ``key``."""
+    PETSc.Sys.pushErrorHandler("python")
+    try:
+        yield
+    except PETSc.Error as e:
+        lines = [ln.split("] ", 1)[-1].strip() for ln in str(e).splitlines()]
+        lines = [ln for ln in lines if ln and not ln.startswith(("error code", "See https"))]
+        found = [ln for ln in lines if "type" in ln.lower() or "invalid" in ln.lower()]
+        reason = " ".join((found or lines or [f"PETSc error code {e.ierr}"])[-1].split())
+        words = set(re.split(r"[\s:;,!?()\[\]'\"]+", " ".join(lines)))
+        quoted = [k for k, v in (given or {}).items() if v is not None and str(v) in words]
+        raise InputError(f"{what}: {reason}", quoted[0] if len(quoted) == 1 else key) from None
+    finally:
+        PETSc.Sys.popErrorHandler()
 
 
 def read_when_run(name: str) -> bool:

@@ -236,8 +236,11 @@ def test_hjb_offers_only_its_own_flags(capsys, mpi_tmp_path):
         # the open-loop method is checked as train checks it, before anything is written
         # (were: a half-written run, a traceback, or silently ignored)
         ({"training": {"options": {"learning_rate": 0.1}}}, "training.options.learning_rate"),
-        ({"training": {"options": {"petsc_options": {"tao_ls_type": "nosuch"}}}}, "petsc"),
-        ({"petsc": {"pontryx_tao": {"tao_type": "nosuch"}}}, "petsc"),
+        (
+            {"training": {"options": {"petsc_options": {"tao_ls_type": "nosuch"}}}},
+            "training.options.petsc_options.tao_ls_type",
+        ),
+        ({"petsc": {"pontryx_tao": {"tao_type": "nosuch"}}}, "petsc.pontryx_tao.tao_type"),
         ({"petsc": {"pontryx_tao": {"gatol": 1}}}, "petsc.pontryx_tao.gatol"),
         ({"data": {"n_train": 2**64}}, "data.n_train"),
         # train's checks of keys hjb does not use hold too (validate passed them)

@@ -54,11 +54,25 @@ def test_line_search_and_history_options_change_the_iterates(capsys, mpi_tmp_pat
     "petsc, extra, needle",
     [
         ("{pontryx_tao: {gatol: 1.0e-9}}", (), "petsc.pontryx_tao.gatol: -pontryx_tao_gatol"),
-        ("{pontryx_tao: {tao_type: nosuchtao}}", (), "petsc: the lmvm method's PETSc objects"),
+        (
+            "{pontryx_tao: {tao_type: nosuchtao}}",
+            (),
+            "petsc.pontryx_tao.tao_type: the lmvm method's PETSc objects",
+        ),
+        (
+            "{pontryx_tao: {tao_max_funcs: abc}}",
+            (),
+            "petsc.pontryx_tao.tao_max_funcs: the lmvm method's PETSc objects: Input string abc",
+        ),
+        (
+            "{}",
+            ("--set", "training.options.petsc_options.tao_max_funcs=abc"),
+            "training.options.petsc_options.tao_max_funcs: the lmvm method's PETSc objects",
+        ),
         (
             "{pontryx_diffusion: {ksp_type: nosuchksp}}",
             ("--set", "model.epsilon=0.1"),
-            "petsc: the width-diffusion solver",
+            "petsc.pontryx_diffusion.ksp_type: the width-diffusion solver",
         ),
         (
             "{pontryx_diffusion: {ksp_typo: cg}}",
@@ -66,13 +80,17 @@ def test_line_search_and_history_options_change_the_iterates(capsys, mpi_tmp_pat
             "petsc.pontryx_diffusion.ksp_typo",
         ),
         # the initial controls' solver (a PETSc traceback) and the noise KSP (keyed
-        # model.noise.petsc): keyed petsc, as every other solver
-        ("{pontryx_init: {ksp_type: nosuchksp}}", (), "petsc: the random-field solver"),
+        # model.noise.petsc): keyed by the option, as for every other solver
+        (
+            "{pontryx_init: {ksp_type: nosuchksp}}",
+            (),
+            "petsc.pontryx_init.ksp_type: the random-field solver",
+        ),
         ("{pontryx_init: {ksp_typo: cg}}", (), "petsc.pontryx_init.ksp_typo"),
         (
             "{pontryx_noise: {ksp_type: nosuchksp}}",
             ("--set", "model.noise.amplitude=0.1"),
-            "petsc: the noise KSP (prefix pontryx_noise_): Unable to find requested KSP type",
+            "petsc.pontryx_noise.ksp_type: the noise KSP (prefix pontryx_noise_): Unable to find",
         ),
     ],
 )
@@ -86,11 +104,11 @@ def test_bad_options_fail_before_anything_is_written(capsys, mpi_tmp_path, petsc
 @pytest.mark.parametrize(
     "option, needle",
     [
-        ("ksp_type=nosuchksp", "petsc: the PDE solver (prefix pontryx_pde_): Unable to find"),
+        ("ksp_type=nosuchksp", "petsc.pontryx_pde.ksp_type: the PDE solver (prefix pontryx_pde_)"),
         ("ksp_typo=cg", "petsc.pontryx_pde.ksp_typo: -pontryx_pde_ksp_typo was not read by"),
     ],
 )
-def test_bad_options_of_the_inverse_pde_are_keyed_petsc(capsys, mpi_tmp_path, option, needle):
+def test_bad_inverse_pde_options_are_keyed_by_the_option(capsys, mpi_tmp_path, option, needle):
     code, _, err = cli(capsys, "train", INVERSE, "--output", mpi_tmp_path / "run",
                        "--set", f"petsc.pontryx_pde.{option}")  # fmt: skip
     assert code == 2 and err.startswith(f"config error: {needle}"), err
@@ -176,4 +194,29 @@ def test_minimize_refuses_petsc_options_nothing_reads(method, bad):
     with pytest.raises(InputError, match="no such option") as e:
         minimize(rf, theta, method, {"petsc_options": {bad: 1}}, max_iterations=2)
     assert e.value.key == f"petsc_options.{bad}"
+    assert all((theta[k] == before[k]).all() for k in theta)
+
+
+@pytest.mark.parametrize(
+    "method, option, value, needle",
+    [
+        ("lmvm", "tao_max_funcs", "abc", "Input string abc has no integer value"),
+        ("lmvm", "tao_type", "nosuchtao", "Unable to find requested Tao type nosuchtao"),
+        ("msa", "tao_max_it", "x", "Input string x has no integer value"),
+    ],
+)
+def test_minimize_refuses_petsc_option_values_in_one_line(method, option, value, needle):
+    """A value PETSc refuses is an ``InputError`` keyed by its option (was PETSc's
+    own multi-line error), on every rank, before any iteration."""
+    from tiny import ellipses_problem
+
+    from pontryx.meshes import InputError
+    from pontryx.solver import minimize
+
+    rf, theta = ellipses_problem()
+    before = theta.copy()
+    with pytest.raises(InputError) as e:
+        minimize(rf, theta, method, {"petsc_options": {option: value}}, max_iterations=2)
+    assert e.value.key == f"petsc_options.{option}" and needle in str(e.value)
+    assert "\n" not in str(e.value)
     assert all((theta[k] == before[k]).all() for k in theta)

@@ -111,7 +111,7 @@ def _check_open_loop(config, reduced, comm) -> None:
     probed, then every ``petsc:`` option checked (one nothing read under the TAO's
     prefix is an error, one of a solver the study does not have a warning)."""
     t = config.training
-    petsc_options.apply(config.petsc_options)
+    petsc_options.apply(config.petsc_options, petsc_key_paths(config.petsc))
     try:
         rf = reduced.functional()
         controls = reduced.controls(config.hjb.initial_states[0])

@@ -27,6 +27,7 @@ from pontryx.meshes.errors import InputError
 from pontryx.meshes.factory import create_mesh, mesh_summary
 from pontryx.solver.app import petsc_options
 from pontryx.solver.app.network import build_network, section, use_blas
+from pontryx.solver.config.schema import petsc_key_paths
 from pontryx.solver.inverse.expressions import expression
 from pontryx.solver.inverse.functional import InverseFunctional, KappaError
 from pontryx.solver.inverse.misfit import ReducedMisfit, relative_error
@@ -216,7 +217,7 @@ def _build(config, comm: MPI.Comm) -> InverseProblem:
         layout = Layout.create(comm, *c.parallel.sizes(comm.size), depth=c.parallel.depth)
     if layout.n_depth > 1:
         raise InputError("an inverse run has no depth axis", "parallel.depth")
-    petsc_options.apply(c.petsc_options)
+    petsc_options.apply(c.petsc_options, petsc_key_paths(c.petsc))
     with section("inverse.domain"):
         phys_mesh = create_mesh(inv.domain, comm)
     gdim = phys_mesh.geometry.dim

@@ -18,14 +18,18 @@ here, so PETSc prints the performance summary when the run ends.
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Iterator
 
 from petsc4py import PETSc
 
 from pontryx.meshes.errors import InputError
-from pontryx.solver.petsc import ACTIVE_PREFIXES, REPRODUCIBLE, read_when_run, reproducible
+from pontryx.solver.petsc import (
+    ACTIVE_PREFIXES,
+    REPRODUCIBLE,
+    input_errors,
+    read_when_run,
+    reproducible,
+)
 
 __all__ = ["GLOBAL", "apply", "check_used", "errors", "remove"]
 
@@ -64,10 +68,17 @@ SOLVERS = {
 }
 
 
-def apply(options: dict[str, str | None]) -> None:
+#: The run's ``petsc:`` options by key path (for the key of an error about one).
+_GIVEN: dict[str, object] = {}
+
+
+def apply(options: dict[str, str | None], key_paths: dict[str, str] | None = None) -> None:
     """Insert the ``petsc:`` options (before any solver is created), after the
-    reproducibility defaults, which they may override; ``log_view`` starts logging."""
+    reproducibility defaults, which they may override; ``log_view`` starts logging.
+    ``key_paths`` (option name → YAML key path) names them in :func:`errors`."""
     ACTIVE_PREFIXES.clear()  # a new run in this process: only its own objects count
+    _GIVEN.clear()
+    _GIVEN.update({(key_paths or {}).get(k, f"petsc.{k}"): v for k, v in options.items()})
     db = PETSc.Options()
     for name, value in options.items():
         db.setValue(name, value)
@@ -86,22 +97,12 @@ def remove(options: dict[str, str | None]) -> None:
             db.delValue(name)
 
 
-@contextlib.contextmanager
-def errors(what: str) -> Iterator[None]:
+def errors(what: str, given: dict[str, object] | None = None):
     """A PETSc error raised while ``what`` is configured (an unknown type, a bad
-    value) as a one-line :class:`InputError` keyed ``petsc``, without PETSc's
-    traceback."""
-    PETSc.Sys.pushErrorHandler("python")
-    try:
-        yield
-    except PETSc.Error as e:
-        lines = [ln.split("] ", 1)[-1].strip() for ln in str(e).splitlines()]
-        lines = [ln for ln in lines if ln and not ln.startswith(("error code", "See https"))]
-        found = [ln for ln in lines if "type" in ln.lower() or "invalid" in ln.lower()]
-        reason = " ".join((found or lines or [f"PETSc error code {e.ierr}"])[-1].split())
-        raise InputError(f"{what}: {reason}", "petsc") from None
-    finally:
-        PETSc.Sys.popErrorHandler()
+    value) as a one-line :class:`InputError` without PETSc's traceback, keyed by
+    the option whose value it quotes: one of the ``petsc:`` section (given to
+    :func:`apply`) or of ``given`` (key path → value), else ``petsc``."""
+    return input_errors(what, {**_GIVEN, **(given or {})})
 
 
 def check_used(options: dict[str, str | None], key_paths: dict[str, str], say=print) -> None:

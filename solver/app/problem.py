@@ -128,7 +128,7 @@ def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
         with section("parallel"):
             use_blas(c.parallel.blas)
             layout = Layout.create(comm, *c.parallel.sizes(comm.size), depth=c.parallel.depth)
-        petsc_options.apply(c.petsc_options)
+        petsc_options.apply(c.petsc_options, petsc_key_paths(c.petsc))
     if dataset is None:
         with section("data"):
             dataset = load_dataset(c.data)
@@ -235,10 +235,12 @@ def probed_trainer(method: str, rf, controls, options: dict, bounds):
             except InputError as e:
                 raise e.under("bounds") from None
         trainer = make_trainer(method, rf, controls, options, bounds)
-        with petsc_options.errors(f"the {method} method's PETSc objects"):
+        given = (options or {}).get("petsc_options") or {}
+        given = {f"petsc_options.{k}": v for k, v in given.items()}
+        with petsc_options.errors(f"the {method} method's PETSc objects", given):
             trainer.probe()
     except InputError as e:
-        if e.key == "petsc":
+        if e.key == "petsc" or (e.key or "").startswith("petsc."):
             raise
         if e.key == "depth":  # the layout's depth axis (the one-shot's layer blocks)
             raise e.under("parallel") from None

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pontryx.meshes.errors import InputError
 from pontryx.solver.errors import NonFiniteError
 from pontryx.solver.model.controls import Controls
+from pontryx.solver.petsc import input_errors
 from pontryx.solver.training.base import Callback, Record, Trainer
 from pontryx.solver.training.common import check_finite
 
@@ -134,16 +135,21 @@ def minimize(
     """Minimise ``rf`` over ``controls`` (in place) with ``method`` — the library's
     one call: the trainer of :func:`~pontryx.solver.training.make_trainer` (kept
     in ``bounds``, a :class:`~pontryx.solver.model.bounds.Bounds`, if given),
-    its PETSc objects probed first (an option of ``petsc_options`` they do not read
-    is an :class:`~pontryx.meshes.errors.InputError` keyed by it, as for ``pontryx
-    train``), restored from ``state`` (a :meth:`Trainer.state`) if given, run by
-    :func:`train` (``loop``: its keywords ``chunk``, ``test_rf``, ``test_every``,
-    ``on_record``, ``on_chunk``)."""
+    its PETSc objects probed first (an option of ``petsc_options`` they do not read,
+    or whose value they refuse, is an :class:`~pontryx.meshes.errors.InputError`
+    keyed by it, as for ``pontryx train``), restored from ``state`` (a
+    :meth:`Trainer.state`) if given, run by :func:`train` (``loop``: its keywords
+    ``chunk``, ``test_rf``, ``test_every``, ``on_record``, ``on_chunk``)."""
     from pontryx.solver.training import make_trainer
 
     trainer = make_trainer(method, rf, controls, options, bounds)
+    given = (options or {}).get("petsc_options") or {}
     try:
-        trainer.probe()  # a bad PETSc option fails here, as in ``pontryx train``
+        with input_errors(  # a bad PETSc option fails here, as in ``pontryx train``
+            f"the {method} method's PETSc objects",
+            {f"petsc_options.{k}": v for k, v in given.items()},
+        ):
+            trainer.probe()
         if state is not None:
             trainer.restore(state)
         return train(trainer, max_iterations, **loop)
