@@ -199,8 +199,8 @@ def estimate(config, ranks: int, copies: float = 4.0, method_bytes: int = 0) -> 
         samples, tests = _keyed(_samples, "data", config.data)
     else:  # (an hjb configuration has no data: pontryx train refuses it later)
         samples = 1
-    S = max(1, math.ceil(samples / data_ranks))
-    S_test = math.ceil(tests / data_ranks)
+    S = max(1, -(-samples // data_ranks))  # ⌈samples / ranks⌉ in integers (exact at 2⁶³)
+    S_test = -(-tests // data_ranks)
     L = m.layers
     noise = 0
     if m.noise.enabled:
