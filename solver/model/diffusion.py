@@ -9,6 +9,17 @@ defaults are pushed only while the KSP is configured (:func:`pontryx.solver.pets
 A solve that does not converge (in any column) raises
 :class:`~pontryx.solver.errors.SolveError`: its result is not the B⁻¹ R the
 gradient assumes.
+
+MUMPS's parallel factorisation is not reproducible bit for bit: on several
+ranks its dynamic scheduling adds the fronts' contributions in the order they
+arrive, so two runs differ at round-off (measured: the initial controls of a
+2-rank run differed in the last bits from process to process). Where that
+matters more than the cost — the random fields of ``model.init`` and of the
+noise in depth, drawn in the canonical dof order so that a draw does not depend
+on the partition — ``redundant=True`` solves on every rank with the whole
+matrix in the canonical order on ``PETSc.COMM_SELF`` (the same prefix, options
+and defaults; sequential MUMPS): every rank solves all columns, and the draws
+repeat bit for bit from run to run on any number of ranks.
 """
 
 from __future__ import annotations
@@ -36,8 +47,10 @@ class DiffusionSolver:
         prefix: str = PREFIX,
         matrix: PETSc.Mat | None = None,
         what: str = "the width-diffusion solve",
+        redundant: bool = False,
     ):
         self.space = space
+        self.redundant = redundant and space.comm.size > 1
         self.c = float(c)
         if matrix is not None:  # B assembled elsewhere (from a UFL form); owned from here on
             self.B = matrix
@@ -48,7 +61,14 @@ class DiffusionSolver:
             m.array[:] = space.m
             self.B.setDiagonal(m, addv=PETSc.InsertMode.ADD_VALUES)
             m.destroy()
-        self.ksp = PETSc.KSP().create(space.comm)
+        if self.redundant:  # the whole matrix in the canonical order on every rank
+            _ = space.canonical  # collective: made on every rank before rank 0 needs it
+            csr = space.comm.bcast(space.canonical_csr(self.B), root=0)
+            self.B.destroy()
+            self.B = PETSc.Mat().createAIJ(
+                (space.N, space.N), csr=(csr.indptr, csr.indices, csr.data), comm=PETSc.COMM_SELF
+            )
+        self.ksp = PETSc.KSP().create(self.B.getComm())
         self.ksp.setOperators(self.B)
         configure(self.ksp, prefix, DEFAULTS)
         self.ksp.setUp()
@@ -58,11 +78,16 @@ class DiffusionSolver:
         """X = B⁻¹ R (same shape as R). No columns (a data rank's empty share of a
         minibatch; the width ranks of a data group hold the same columns, so they
         all skip): nothing to solve (MUMPS refuses 0 right-hand sides)."""
-        n, S = R.shape
-        if S == 0:
+        if R.shape[1] == 0:
             return np.zeros_like(R)
+        if self.redundant:  # all columns, canonical order, on every rank; keep our rows
+            sp = self.space
+            return sp.from_canonical(self._solve(sp.to_canonical(R), PETSc.COMM_SELF))
+        return self._solve(R, self.space.comm)
+
+    def _solve(self, R: np.ndarray, comm) -> np.ndarray:
+        n, S = R.shape
         N = self.space.N
-        comm = self.space.comm
         Rf = np.asfortranarray(R)
         Xf = np.empty_like(Rf, order="F")
         RB = PETSc.Mat().createDense(((n, N), (None, S)), array=Rf, comm=comm)

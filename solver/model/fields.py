@@ -20,7 +20,9 @@ with N (nodal white noise, the former initial law, has ‖ξ‖²_{L²} ≈ N). 
 drawn in the canonical dof order (:mod:`.random`), so a draw is the same on any
 number of ranks. K⁻¹ is one KSP with the options prefix ``pontryx_init_``
 (default: MUMPS LU, :class:`~.diffusion.DiffusionSolver`), applied to whole
-multivectors.
+multivectors; on several ranks every rank solves with the whole matrix in the
+canonical order (``redundant``: MUMPS's parallel factorisation does not repeat
+bit for bit), so a run's draws repeat exactly.
 
 A kernel w(x, y) on Ω × Ω is drawn from the tensor-product field, the SPDE
 applied in x and in y,
@@ -155,7 +157,9 @@ class MaternField:
         self.noise = noise if noise is not None else WhiteNoise(space)
         # K = κ² (M_L + κ⁻² A): one factorisation, reused for every draw
         what = "the Matérn solve of the initial controls"
-        self.solver = DiffusionSolver(space, 1.0 / self.kappa**2, prefix=PREFIX, what=what)
+        self.solver = DiffusionSolver(
+            space, 1.0 / self.kappa**2, prefix=PREFIX, what=what, redundant=True
+        )
 
     def _T(self, B: np.ndarray) -> np.ndarray:
         """(K⁻¹ M_L)^{β−1} K⁻¹ B / σ_M for row-distributed columns B (n × k)."""

@@ -85,8 +85,12 @@ class MaternFactor:
         self.space = space
         self.sqrt_m = np.sqrt(space.m)[:, None]
         # K = κ² (M_L + κ⁻² A): one factorisation, reused for every layer and sample
-        self.solver = DiffusionSolver(
-            space, 1.0 / self.kappa**2, prefix=prefix, what="the Matérn solve of the noise in depth"
+        self.solver = DiffusionSolver(  # redundant: draws that repeat bit for bit
+            space,
+            1.0 / self.kappa**2,
+            prefix=prefix,
+            what="the Matérn solve of the noise in depth",
+            redundant=True,
         )
 
     def __call__(self, Xi: np.ndarray) -> np.ndarray:
