@@ -207,7 +207,9 @@ class _Preconditioner:
 
 
 class OneShot(Trainer):
-    """Full-space Newton–Krylov solve of the Euler–Lagrange (KKT) system.
+    """Newton solve of the Euler–Lagrange (KKT) system: by default a reduced-space
+    Newton trust-region method on the KKT sweeps (globalisation: trust_region), or
+    the full-space Newton–Krylov iteration with a line search (line_search).
 
     See the module docstring. Running out of iterations before the KKT residual
     meets its tolerance is ``not_converged`` (exit 4).
