@@ -4,6 +4,7 @@ the reproducibility defaults set for library use too."""
 
 from mpi4py import MPI
 
+import numpy as np
 import pytest
 from petsc4py import PETSc
 
@@ -53,6 +54,29 @@ def test_diffusion_solver_defaults_do_not_stay_in_the_database(comm):
     finally:
         PETSc.Options().delValue("pontryx_diffusion_ksp_type")
         PETSc.Options().delValue("pontryx_diffusion_pc_type")
+    space.destroy()
+
+
+@pytest.mark.parametrize("factor", ["mumps", "superlu_dist"])
+@pytest.mark.parametrize("redundant", [False, True])
+def test_diffusion_solves_with_every_direct_solver(comm, factor, redundant):
+    """B⁻¹R, B = M_L + 0.1 A, by MUMPS and SuperLU_DIST (which aborted in KSPMatSolve
+    on 2 ranks: it now solves by columns), distributed or redundant (the whole
+    matrix in canonical order on every rank): the residual of B X = R at round-off."""
+    space = WidthSpace(create_mesh({"kind": "unit_square", "n": 6}, comm))
+    Rc = np.random.default_rng(1).standard_normal((space.N, 5))
+    db = PETSc.Options()
+    db["pontryx_diffusion_pc_factor_mat_solver_type"] = factor
+    try:
+        solver = DiffusionSolver(space, 0.1, redundant=redundant)
+        X = space.to_canonical(solver.solve(space.from_canonical(Rc)))
+        solver.destroy()
+    finally:
+        db.delValue("pontryx_diffusion_pc_factor_mat_solver_type")
+    m, A = space.to_canonical(space.m), space.canonical_csr(space.A)
+    if comm.rank == 0:
+        residual = np.abs(m[:, None] * X + 0.1 * (A @ X) - Rc).max()
+        assert residual < 1e-12 * np.abs(Rc).max(), residual
     space.destroy()
 
 

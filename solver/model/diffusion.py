@@ -20,6 +20,10 @@ on the partition — ``redundant=True`` solves on every rank with the whole
 matrix in the canonical order on ``PETSc.COMM_SELF`` (the same prefix, options
 and defaults; sequential MUMPS): every rank solves all columns, and the draws
 repeat bit for bit from run to run on any number of ranks.
+
+SuperLU_DIST (``pc_factor_mat_solver_type: superlu_dist``) on several ranks
+aborts in ``KSPMatSolve`` (glibc: "double free or corruption", PETSc 3.25 of
+the binary wheels, 2 ranks); it solves column by column instead.
 """
 
 from __future__ import annotations
@@ -73,6 +77,9 @@ class DiffusionSolver:
         configure(self.ksp, prefix, DEFAULTS)
         self.ksp.setUp()
         self._converged = Converged(self.ksp, what)
+        pc = self.ksp.getPC()
+        factor = pc.getFactorSolverType() if pc.getType() in ("lu", "cholesky") else None
+        self._by_column = factor == "superlu_dist"
 
     def solve(self, R: np.ndarray) -> np.ndarray:
         """X = B⁻¹ R (same shape as R). No columns (a data rank's empty share of a
@@ -90,10 +97,19 @@ class DiffusionSolver:
         N = self.space.N
         Rf = np.asfortranarray(R)
         Xf = np.empty_like(Rf, order="F")
-        RB = PETSc.Mat().createDense(((n, N), (None, S)), array=Rf, comm=comm)
-        XB = PETSc.Mat().createDense(((n, N), (None, S)), array=Xf, comm=comm)
-        self.ksp.matSolve(RB, XB)
-        destroy(RB, XB)
+        if self._by_column and comm.size > 1:
+            r = PETSc.Vec().createMPI((n, N), comm=comm)
+            x = r.duplicate()
+            for j in range(S):
+                r.array[:] = Rf[:, j]
+                self.ksp.solve(r, x)
+                Xf[:, j] = x.array_r
+            destroy(r, x)
+        else:
+            RB = PETSc.Mat().createDense(((n, N), (None, S)), array=Rf, comm=comm)
+            XB = PETSc.Mat().createDense(((n, N), (None, S)), array=Xf, comm=comm)
+            self.ksp.matSolve(RB, XB)
+            destroy(RB, XB)
         self._converged.check()
         return np.ascontiguousarray(Xf)
 
