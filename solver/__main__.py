@@ -2,6 +2,6 @@
 
 import sys
 
-from pontryx.solver.app.cli import main
+from pontryx.solver.app.console import console
 
-sys.exit(main())
+sys.exit(console())

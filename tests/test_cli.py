@@ -610,6 +610,57 @@ def test_a_signal_in_the_coarse_levels_stops_without_a_checkpoint(
     assert code == 0 and "level 1/1" in out, err
 
 
+def test_a_signal_while_the_outputs_are_written_lets_them_finish(
+    capsys, small, mpi_tmp_path, monkeypatch
+):
+    """A signal after the last iteration, while model, plots and summary are being
+    written, is noted and the outputs finished: the run ends as it finished (it
+    had been raised between collectives on one rank: 2 ranks hung, and 1 rank
+    ended 130 without a summary)."""
+    import os
+    import signal
+
+    from pontryx.solver.app.run import TrainingRun
+
+    finish = TrainingRun.finish
+
+    def signalled(self, reason):
+        os.kill(os.getpid(), signal.SIGTERM if MPI.COMM_WORLD.rank == 0 else signal.SIGINT)
+        return finish(self, reason)
+
+    monkeypatch.setattr(TrainingRun, "finish", signalled)
+    run = mpi_tmp_path / "run"
+    code, _, err = cli(capsys, "train", small, "--output", run, "--quiet")
+    assert code == 0, err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "max_iterations" and (run / "model.npz").exists()
+
+
+@pytest.mark.parametrize("signum, code", [("SIGTERM", 143), ("SIGUSR1", 138), ("SIGINT", 130)])
+def test_a_signal_before_training_is_one_line(
+    capsys, small, mpi_tmp_path, monkeypatch, signum, code
+):
+    """SIGTERM, SIGUSR1 or SIGINT while the problem is built (before the training
+    loop takes them) ends the command with 128 + the signal and one line from rank
+    0 (each rank had printed "[rank r/2] interrupted" and aborted; SIGTERM hit
+    PETSc's handler, a signal dump)."""
+    import os
+    import signal
+
+    from pontryx.solver.app import run as run_module
+
+    build = run_module.build_problem
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), getattr(signal, signum))
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "build_problem", signalled)
+    run = mpi_tmp_path / "run"
+    got, out, err = cli(capsys, "train", small, "--output", run, "--quiet")
+    assert got == code and err == "interrupted\n" and not out, (got, err)
+
+
 def test_oneshot_resumed_on_another_layout_says_it_drops_its_kkt_state(capsys, small, mpi_tmp_path):
     """The one-shot's KKT vector and L-BFGS pairs are bound to the layout: resumed on
     another one it continues from the controls and a warning line says so."""

@@ -1,4 +1,4 @@
-"""The ``pontryx`` command line (entry point ``pontryx.solver.app.cli:main``).
+"""The ``pontryx`` command line (entry point :func:`.console.console`).
 
 Commands::
 
@@ -42,6 +42,7 @@ from mpi4py import MPI
 
 from pontryx.meshes.errors import InputError, file_problem, show
 from pontryx.solver.app.faults import abort
+from pontryx.solver.app.signals import SIGNALS
 from pontryx.solver.errors import (
     EXIT_NON_FINITE,
     EXIT_NOT_CONVERGED,
@@ -851,14 +852,35 @@ def _tolerate_closed_stdout() -> None:
         sys.stdout = _Stdout(sys.stdout)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (the console script exits with it)."""
+class _Signalled(KeyboardInterrupt):
+    """A stop signal where no training loop takes it (the set-up, other commands)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+def _signalled(signum, frame):
+    raise _Signalled(signum)
+
+
+def main(argv: list[str] | None = None, *, finally_ignore: bool = False) -> int:
+    """Run the command line; returns the exit code.
+
+    SIGTERM, SIGUSR1 and SIGINT outside a training loop (which stops after its
+    iteration, :mod:`.signals`) end the command with 128 + the signal and one line,
+    ``interrupted``, printed by rank 0 where every rank took it. The handlers are
+    restored at the end (``finally_ignore``: the signals ignored instead, for the
+    console script, :mod:`.console`)."""
     args = _parser().parse_args(argv)
-    _import_dolfinx()
-    _tolerate_closed_stdout()
+    previous = {s: signal.signal(s, _signalled) for s in SIGNALS}
     agreement = _Agreement()
     try:
         try:
+            _import_dolfinx()
+            _tolerate_closed_stdout()  # PETSc is initialised: its handlers replaced ours
+            for s in SIGNALS:
+                signal.signal(s, _signalled)
             return args.func(args)
         except InputError as e:
             return _fail(agreement, EXIT_BAD_INPUT, f"config error: {e}", expected=True)
@@ -868,8 +890,9 @@ def main(argv: list[str] | None = None) -> int:
             where = f" ({e.filename})" if e.filename else ""
             text = f"error: cannot write the run directory{where}: {e.strerror or e}"
             return _fail(agreement, EXIT_IO, text, expected=False)
-    except KeyboardInterrupt:
-        return _fail(agreement, 130, "interrupted", expected=False)
+    except KeyboardInterrupt as e:
+        code = 128 + getattr(e, "signum", signal.SIGINT)
+        return _fail(agreement, code, "interrupted", expected=True)
     except BaseException as e:
         if isinstance(e, SystemExit) and e.code in (0, None):
             raise
@@ -882,9 +905,11 @@ def main(argv: list[str] | None = None) -> int:
             agreement, EXIT_INTERNAL, f"pontryx: error: {type(e).__name__}: {text}", expected=False
         )
     finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_IGN if finally_ignore else handler)
         if agreement.comm is not None:
             agreement.comm.Free()
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(main(finally_ignore=True))

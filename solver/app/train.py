@@ -70,7 +70,9 @@ def train(
                 if failed is None:
                     raise
                 raise run.solve_failed(failed) from None
-        return run.finish(reason)
+            # a signal from here on is noted and the outputs are finished: the run
+            # ends as it finished (a second signal ends the process at once)
+            return run.finish(reason)
     except BaseException:
         run.abandon()  # an overwrite that never started: the old run back as it was
         raise

@@ -1,0 +1,40 @@
+"""The ``pontryx`` console script (and ``python -m pontryx.solver``).
+
+Light on purpose: it sets the stop signals' start-up handlers before the command
+line's modules load (NumPy, PETSc, DOLFINx: about a second), so that Ctrl-C or a
+batch system's SIGTERM then ends the command at once with 128 + the signal and
+one line, not a traceback of an import; :func:`.cli.main` then takes the signals
+over, and once it returns they are ignored while the interpreter, PETSc and MPI
+finalise (the command is over and its exit code decided: a signal there killed a
+rank with it, "BAD TERMINATION" under ``mpirun``, a finished run's exit code lost).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+__all__ = ["console"]
+
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+def _starting(signum, frame):
+    if os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")) == "0":
+        print("interrupted", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
+def console() -> int:
+    """Run ``pontryx`` with ``sys.argv``; returns its exit code."""
+    for s in SIGNALS:
+        signal.signal(s, _starting)
+    import petsc4py  # (after mpi4py: pontryx.solver's __init__ loaded it)
+
+    # PETSc's own handler (a signal dump and an abort) would replace ours while
+    # DOLFINx initialises PETSc; the command line handles the signals itself
+    petsc4py.init([sys.argv[0], "-no_signal_handler"])
+    from pontryx.solver.app.cli import main
+
+    return main(finally_ignore=True)
