@@ -303,3 +303,68 @@ def test_a_marker_that_is_not_a_file_is_refused(tmp_path):
         with pytest.raises(InputError, match=r"run.json' is not a regular file"):
             check_run_directory(run, **flags)
     assert (run / "metrics.jsonl").is_file()
+
+
+def test_a_cut_overwrite_is_put_back_by_the_next_resume_or_overwrite(tmp_path):
+    """An overwrite killed before its new run's first iteration leaves the old run in
+    .pontryx/replaced/ (only a started run deletes it): the next --resume (which had
+    started afresh and deleted it) or --overwrite first puts it back, the cut run's
+    own entries gone; not while a run holds the lock."""
+    for mode in ("resume", "overwrite"):
+        run = tmp_path / mode
+        _run(run, "config.yaml", "summary.json", "checkpoints")
+        (run / "notes.txt").write_text("mine")
+        cut = RunDirectory(run)
+        cut.open("overwrite")  # the old run moved aside; then killed after one file
+        (run / "config.yaml").write_text("the cut run's")
+        cut.register("config.yaml")
+        cut.close()
+        assert not (run / "summary.json").exists()
+        other = RunDirectory(run)
+        other._lock()  # a run in progress: nothing is put back
+        with pytest.raises(InputError, match="another pontryx run is writing"):
+            RunDirectory(run).check(resume=mode == "resume", overwrite=mode == "overwrite")
+        other.close()
+        rd = RunDirectory(run)
+        assert rd.check(resume=mode == "resume", overwrite=mode == "overwrite") == mode
+        assert (run / "config.yaml").read_text() == "config.yaml"
+        assert (run / "checkpoints" / "inside.txt").read_text() == "checkpoints"
+        assert (run / "summary.json").exists() and (run / "notes.txt").read_text() == "mine"
+        assert not (run / ".pontryx" / "replaced").exists()
+        assert sorted(rd.listed()) == ["checkpoints", "config.yaml", "summary.json"]
+
+
+def test_a_failed_move_aside_is_undone(tmp_path, monkeypatch):
+    """A rename that fails while the old run is moved aside (a mount point: EBUSY)
+    moves back what had moved: the old run stays whole (half of it had stayed in
+    .pontryx/replaced/, and a --resume then deleted it)."""
+    run = tmp_path / "run"
+    _run(run, "config.yaml", "summary.json", "plots")
+    real = os.replace
+
+    def busy(src, dst):
+        if str(src).endswith("plots"):
+            raise OSError(16, "Device or resource busy", str(src))
+        return real(src, dst)
+
+    rd = RunDirectory(run)
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", busy)
+        with pytest.raises(OSError, match="busy"):
+            rd.open("overwrite")
+    rd.close()
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".pontryx", "config.yaml", "plots", "summary.json"
+    ]  # fmt: skip
+    assert not (run / ".pontryx" / "replaced").exists()
+
+
+@pytest.mark.parametrize("inside", ["plots", "checkpoints/iter-00000099", ".pontryx"])
+def test_a_run_inside_another_runs_own_folder_is_refused(tmp_path, inside):
+    """--output inside plots/ or checkpoints/ of a run: an overwrite of that run would
+    delete it whole (it was accepted without a word)."""
+    run = tmp_path / "run"
+    _run(run, "config.yaml", "plots", "checkpoints")
+    with pytest.raises(InputError, match=r"inside .* of the pontryx run"):
+        check_run_directory(run / inside / "sub", resume=False, overwrite=False)
+    assert check_run_directory(tmp_path / "elsewhere" / "sub", resume=False, overwrite=False)

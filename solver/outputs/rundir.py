@@ -23,9 +23,12 @@ never follows a symbolic link when deleting and refuses a run directory that is
 one or that holds one in place of its own entries; an overwrite first moves the
 old run's entries into ``.pontryx/replaced/`` (one rename each) and deletes them
 only once the new run has started (:meth:`RunDirectory.restore_replaced` puts
-them back if it fails before), so an interrupted overwrite never leaves a
-half-deleted run; while a run writes, it holds ``.pontryx/lock``, and a second
-run into the same directory fails at once. Before anything is written,
+them back if it fails before, the move itself is undone if a rename fails, and a
+later ``--resume`` or ``--overwrite`` puts back an old run an overwrite killed
+before its first iteration left there: :meth:`RunDirectory.recover_cut_overwrite`),
+so an interrupted overwrite never leaves a half-deleted run; while a run
+writes, it holds ``.pontryx/lock``, and a second run into the same directory
+fails at once. Before anything is written,
 :meth:`RunDirectory.check` also refuses a path that cannot be looked up or
 created (a name too long), a marker that is not pontryx's (not a JSON object
 whose ``written`` lists names of :data:`KINDS`: a hand-edited ``"."``, ``".."``,
@@ -172,6 +175,7 @@ class RunDirectory:
             raise InputError("resume and overwrite exclude each other", "resume")
         path = self.path
         parents = path.absolute().parents
+        self._check_not_inside_a_run(parents)
         parent = next((p for p in parents if lstat(p) is not None), None)
         if parent is not None and not parent.is_dir():
             raise InputError(f"{str(parent)!r} is not a directory", "directory")
@@ -199,6 +203,7 @@ class RunDirectory:
                 "directory",
             )
         self._check_own_folder("directory")
+        self.recover_cut_overwrite()
         if not self.is_run():
             flags = "--resume and --overwrite only act" if resumable else "--overwrite only acts"
             raise InputError(
@@ -220,6 +225,40 @@ class RunDirectory:
         # --resume writes into it nor --overwrite deletes it
         self._check_kinds()
         return mode
+
+    def _check_not_inside_a_run(self, parents) -> None:
+        """The run directory is not inside a folder of another run's own (its
+        ``plots/``, ``checkpoints/``, …, ``.pontryx/``), which an overwrite of that
+        run would replace with everything in it."""
+        here = self.path.absolute()
+        for run in parents:
+            own = here.relative_to(run).parts[0]
+            if (KINDS.get(own) or own == ".pontryx") and (run / MARKER).is_file():
+                raise InputError(
+                    f"{str(self.path)!r} is inside {own}/ of the pontryx run {str(run)!r}, "
+                    "which an overwrite of that run replaces; choose another --output",
+                    "directory",
+                )
+
+    def recover_cut_overwrite(self) -> bool:
+        """Put back the old run of an overwrite that was cut (killed, or a node lost,
+        before its new run's first iteration): its entries still wait in
+        ``.pontryx/replaced/``, which only a started run deletes. The cut run's own
+        entries (those its marker lists) go, the old run's come back, as
+        :meth:`restore_replaced` does for an overwrite that fails. Not while a run
+        holds the lock (an overwrite in progress): that is refused as by
+        :meth:`open`. Whether there was one. Rank 0."""
+        replaced = self.path / _REPLACED
+        if replaced.is_symlink() or not replaced.is_dir() or not any(replaced.iterdir()):
+            return False
+        self._lock()
+        try:
+            self.written = set(self.listed())
+            self.moved_aside = True
+            return self.restore_replaced()
+        finally:
+            self.moved_aside = False
+            self.close()
 
     def _check_own_folder(self, key: str) -> None:
         """``.pontryx`` (marker, lock, an overwrite's old run) is absent or a
@@ -322,10 +361,18 @@ class RunDirectory:
             replaced.unlink()  # pontryx's own name, never followed
         shutil.rmtree(replaced, ignore_errors=True)  # a previous overwrite that was cut
         replaced.mkdir(parents=True)
-        for name in self.listed():
-            entry = self.path / name
-            if entry.is_symlink() or entry.exists():
-                os.replace(entry, replaced / name)  # one rename, never through a link
+        moved = []
+        try:
+            for name in self.listed():
+                entry = self.path / name
+                if entry.is_symlink() or entry.exists():
+                    os.replace(entry, replaced / name)  # one rename, never through a link
+                    moved.append(name)
+        except OSError:  # (a mount point, a permission): what moved goes back
+            for name in moved:
+                os.replace(replaced / name, self.path / name)
+            replaced.rmdir()
+            raise
         self.moved_aside = True
 
     def discard_replaced(self) -> None:
