@@ -824,6 +824,9 @@ def _unchanged(run, before) -> bool:
 DAMAGED_RUNS = [
     ("metrics-not-utf8", "metrics", ["--resume"], "--resume", "metrics.jsonl is not UTF-8"),
     ("metrics-bad-line", "metrics-line", ["--resume"], "--resume", "line 1 is not a JSON line"),
+    # emptied or cut before the checkpoint's iteration (metrics.csv was cut back to it)
+    ("metrics-emptied", "metrics-empty", ["--resume"], "--resume", "no record of iteration 1"),
+    ("metrics-cut", "metrics-cut", ["--resume"], "--resume", "no record of iteration 2"),
     ("checkpoints-a-file", "checkpoints", ["--resume"], "--output", "checkpoints' is not a fold"),
     ("log-a-folder", "train.log", ["--resume"], "--output", "train.log' is not a regular"),
     ("marker-a-list", "marker-list", ["--overwrite"], "--overwrite", "not a pontryx run marker"),
@@ -847,6 +850,11 @@ def _damage(run, what):
     elif what == "metrics-line":  # a damaged line before the others (dropped them all)
         lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
         (run / "metrics.jsonl").write_text("not a record\n" + "".join(lines[1:]))
+    elif what == "metrics-empty":
+        (run / "metrics.jsonl").write_text("")
+    elif what == "metrics-cut":  # in the middle of the second record
+        text = (run / "metrics.jsonl").read_text()
+        (run / "metrics.jsonl").write_text(text[: text.index("\n") + 20])
     elif what == "checkpoints":
         shutil.rmtree(run / "checkpoints")
         (run / "checkpoints").write_text("x")

@@ -351,7 +351,15 @@ class TrainingRun:
         """The records of metrics.jsonl (and trajectory.jsonl) a resumed run keeps,
         read and checked before anything is written. Rank 0."""
         try:
-            self.kept["metrics"] = read_metrics(self.run_dir)
+            self.kept["metrics"] = rows = read_metrics(self.run_dir)
+            k = self.manifest["iteration"]
+            logged = {r.get("iteration") for r in rows}
+            missing = next((i for i in range(1, k + 1) if i not in logged), None)
+            if missing is not None:  # emptied or cut: the kept rows would be lost
+                raise InputError(
+                    f"{self.run_dir / 'metrics.jsonl'} has no record of iteration {missing}, "
+                    f"before the checkpoint of iteration {k} (a damaged log)"
+                )
             if self.config.output.trajectory_every:
                 path = self.run_dir / TRAJECTORY
                 header, self.kept["trajectory"] = read_trajectory(self.run_dir)
