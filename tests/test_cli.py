@@ -243,6 +243,45 @@ def test_evaluate_on_a_data_file(capsys, small, mpi_tmp_path):
         assert "pickle" not in err  # NumPy's own message would suggest loading it unsafely
 
 
+def test_evaluate_edge_files(capsys, small, mpi_tmp_path):
+    """One sample is evaluated (a split's 2-sample minimum had been applied); a loss
+    that overflows is exit 3 in one line (was "Infinity" in --json, exit 0, NumPy's
+    warnings); boolean and byte-string labels train and evaluate (were refused by
+    evaluate); a run that ended without a model says how it ended."""
+    comm = MPI.COMM_WORLD
+    d = load_dataset({"name": "ellipses", "n_train": 30, "n_test": 1, "seed": 5})
+    if comm.rank == 0:
+        (mpi_tmp_path / "one.csv").write_text("a,b,label\n0.1,-0.1,1\n")
+        rows = "".join(f"{a}e308,{b}e308,{c}\n" for a, b, c in ((1, 1, 0), (1, 1, 1), (-1, 1, 0)))
+        (mpi_tmp_path / "huge.csv").write_text("a,b,label\n" + rows)
+        np.savez(mpi_tmp_path / "bool.npz", X=d.X_train, y=d.y_train.astype(bool))
+        np.savez(mpi_tmp_path / "bytes.npz", X=d.X_train, y=np.where(d.y_train, b"b", b"a"))
+    comm.Barrier()
+    run = mpi_tmp_path / "run"
+    code, _, err = cli(capsys, "train", small, "--output", run, "--quiet",
+                       "--set", "model.activation=softplus")  # fmt: skip
+    assert code == 0, err
+    code, out, err = cli(capsys, "evaluate", run, "--data", mpi_tmp_path / "one.csv", "--json")
+    assert code == 0 and json.loads(out)["file"]["samples"] == 1, err
+    code, out, err = cli(capsys, "evaluate", run, "--data", mpi_tmp_path / "huge.csv", "--json")
+    assert code == 3 and not out and err.count("\n") == 1, (out, err)
+    assert "the loss on" in err and "is not finite" in err and "Warning" not in err
+    for labels in ("bool", "bytes"):
+        data = mpi_tmp_path / f"{labels}.npz"
+        own = mpi_tmp_path / labels
+        code, _, err = cli(capsys, "train", small, "--output", own, "--quiet",
+                           "--set", f"data={{name: file, path: {data}}}")  # fmt: skip
+        assert code == 0, err
+        assert cli(capsys, "evaluate", own)[0] == 0
+        code, _, err = cli(capsys, "evaluate", own, "--data", data)
+        assert code == 0, err
+    if comm.rank == 0:
+        (run / "model.npz").unlink()
+    comm.Barrier()
+    code, _, err = cli(capsys, "evaluate", run)
+    assert code == 2 and "the run ended with status 'max_iterations' without one" in err, err
+
+
 def test_evaluate_a_csv_trained_model_on_an_npz_file(capsys, small, mpi_tmp_path):
     """The training CSV's column keys (target, header) do not follow --data to an NPZ
     file (they used to be copied and refused there); samples of another shape than

@@ -497,9 +497,9 @@ def cmd_evaluate(args) -> int:
             "evaluate",
         )
     if not (run_dir / "model.npz").is_file():
-        raise InputError(
-            f"{run_dir / 'model.npz'} not found (the run has not finished)", "evaluate"
-        )
+        status = _status(run_dir)
+        why = f"the run ended {status} without one" if status else "the run has not finished"
+        raise InputError(f"{run_dir / 'model.npz'} not found ({why})", "evaluate")
     given = raw.get("parallel")  # its library and exchange kept (and checked)
     kept = dict(given) if isinstance(given, dict) else {}
     raw["parallel"] = {**kept, "width": None, "data": None, "depth": 1}  # any number of ranks
@@ -539,12 +539,20 @@ def cmd_evaluate(args) -> int:
         raise InputError(misfit, "--data")
     if config.inverse is not None:
         return _print_inverse(args, run_dir, problem, controls)
-    if file is not None:
-        classes = tuple(np.asarray(arrays.get("classes", [])).tolist())
-        results = _file_results(problem, controls, file, classes)
-        description = f"every sample of {file}"
-    else:
-        results, description = evaluate(problem, controls), problem.dataset.description
+    with np.errstate(all="ignore"):  # a non-finite loss is reported below, once
+        if file is not None:
+            classes = tuple(np.asarray(arrays.get("classes", [])).tolist())
+            results = _file_results(problem, controls, file, classes)
+            description = f"every sample of {file}"
+        else:
+            results, description = evaluate(problem, controls), problem.dataset.description
+    bad = _nonfinite_entry(results)
+    if bad is not None:
+        problem.destroy()
+        raise NonFiniteError(
+            f"{run_dir}: the {bad.removeprefix('file ')} on {file or 'its data'} is not "
+            "finite (the network overflows on these inputs)"
+        )
     if args.json:
         _say(json.dumps({"run_dir": str(run_dir), "metric": problem.metric_name, **results}))
     else:
@@ -567,6 +575,28 @@ def cmd_evaluate(args) -> int:
                 )
     problem.destroy()
     return 0
+
+
+def _status(run_dir: Path) -> str | None:
+    """The status summary.json records ("status 'non-finite'"), if it can be read."""
+    try:
+        status = json.loads((run_dir / "summary.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return f"with status {status!r}" if isinstance(status, str) else None
+
+
+def _nonfinite_entry(results: dict, where: str = "") -> str | None:
+    """The first number of ``results`` (nested) that is not finite, as "test loss"."""
+    for key, value in results.items():
+        name = f"{where} {key}".strip()
+        if isinstance(value, dict):
+            found = _nonfinite_entry(value, name)
+            if found is not None:
+                return found
+        elif isinstance(value, float) and not math.isfinite(value):
+            return name
+    return None
 
 
 def _print_inverse(args, run_dir, problem, controls) -> int:

@@ -137,8 +137,8 @@ def _csv_arrays(path, shown, desc, task):
     fcols = [j for j in range(width) if j not in tcols]
     if not fcols:
         raise _error("target", f"no feature columns left in {shown!r}")
-    if len(rows) < 2:
-        raise _error("path", f"{shown!r} needs at least 2 samples, has {len(rows)}")
+    if not rows:  # (a split needs 2: file_dataset; evaluate --data takes 1)
+        raise _error("path", f"{shown!r} has no samples")
     names = header if header is not None else [str(j) for j in range(width)]
     X = _numeric_columns(rows, fcols, names, shown, "path", "feature", "feature")
     if task == "regression":
@@ -219,6 +219,15 @@ def _check_y(y, n, task, shown, part):
         raise _error(
             "path", f"class labels in {part} of {shown!r} must be integers or strings ({y.dtype})"
         )
+    elif y.dtype.kind == "b":  # False, True: the classes 0, 1 (model.npz stores numbers)
+        y = y.astype(np.int64)
+    elif y.dtype.kind == "S":  # bytes: their text, as evaluate compares labels to classes
+        try:
+            y = y.astype(str)
+        except UnicodeDecodeError:
+            raise _error(
+                "path", f"class labels in {part} of {shown!r} are bytes that are not text"
+            ) from None
     return y
 
 
