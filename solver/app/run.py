@@ -27,6 +27,7 @@ import datetime
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from mpi4py import MPI
@@ -772,12 +773,17 @@ def write_plots(problem: Problem, controls, directory: Path, rows: list[dict]) -
     files are those of :meth:`TrainingRun._output_entries`."""
     net, d = problem.net, problem.dataset
     draw = problem.space.comm.rank == 0
-    if draw:
-        directory.mkdir(parents=True, exist_ok=True)
-        plots.plot_curves(rows, directory / "curves.png", problem.metric_name)
-        plots.plot_hamiltonian(rows, directory / "hamiltonian.png")
-    plots.plot_decision_boundary(net, controls, d, directory / "decision_boundary.png", draw=draw)
-    plots.plot_features(net, controls, d, directory / "features.png", draw=draw)
-    if _draws_digits(problem):
-        mesh = model_io.mesh_arrays(net.space)
-        plots.plot_digits(net, controls, d, mesh, directory / "digits.png", draw=draw)
+    # huge values (a loss of 1e300 on a log axis) draw what they can, without
+    # NumPy's or matplotlib's overflow warnings on the terminal
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if draw:
+            directory.mkdir(parents=True, exist_ok=True)
+            plots.plot_curves(rows, directory / "curves.png", problem.metric_name)
+            plots.plot_hamiltonian(rows, directory / "hamiltonian.png")
+        boundary, features = directory / "decision_boundary.png", directory / "features.png"
+        plots.plot_decision_boundary(net, controls, d, boundary, draw=draw)
+        plots.plot_features(net, controls, d, features, draw=draw)
+        if _draws_digits(problem):
+            mesh = model_io.mesh_arrays(net.space)
+            plots.plot_digits(net, controls, d, mesh, directory / "digits.png", draw=draw)
