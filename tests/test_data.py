@@ -148,6 +148,16 @@ def test_csv_with_header_string_labels(comm, mpi_tmp_path):
     assert not np.array_equal(f.X_train, d.X_train)
 
 
+def test_csv_target_named_twice_in_the_header_is_refused(comm, mpi_tmp_path):
+    """target: b where the header reads a,b,b: which column is meant? (the first was
+    taken, a feature column, and the labels then failed as "not an integer")."""
+    rows = [f"{i / 10},{-i / 7},{i % 2}" for i in range(10)]
+    path = _write_text(comm, mpi_tmp_path / "d.csv", "a,b,b\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InputError, match="column 'b' appears 2 times") as e:
+        load_dataset({"name": "file", "path": str(path), "target": "b"})
+    assert e.value.key == "target"
+
+
 def test_csv_without_header_numeric_labels(comm, mpi_tmp_path):
     rows = [f"{[10, 2, 7][i % 3]},{i},{i * i}" for i in range(30)]
     path = _write_text(comm, mpi_tmp_path / "d.csv", "\n".join(rows))

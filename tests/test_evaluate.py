@@ -55,7 +55,7 @@ def test_evaluate_checks_every_entry_against_config(capsys, run):
     assert code == 0 and "accuracy" in out, err
     mismatches = (
         ({"dt": np.array(0.7)}, "dt: the file has 0.7, the network has 0.5"),
-        ({"dt": good["dt"] * (1 + 1e-6)}, "dt: the file has"),
+        ({"dt": good["dt"] * (1 + 1e-6)}, "dt: the file has 0.5000005, the network has 0.5"),
         ({"task": np.array("regression")}, "task: the file has 'regression'"),
         ({"task": np.array("bogus")}, "task: the file has 'bogus'"),
         ({"cell_type": np.array("tetrahedron")}, "cell_type: the file has 'tetrahedron'"),

@@ -110,6 +110,10 @@ def _column_index(target, header, width, shown) -> int:
             raise _error("target", f"column {target!r} given by name but {shown!r} has no header")
         if target not in header:
             raise _error("target", f"no column {target!r} in {shown!r} (columns: {header})")
+        if header.count(target) > 1:
+            raise _error(
+                "target", f"column {target!r} appears {header.count(target)} times in {shown!r}"
+            )
         return header.index(target)
     if not -width <= target < width:
         raise _error("target", f"column {target} out of range for {width} columns of {shown!r}")
