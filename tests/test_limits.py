@@ -141,6 +141,10 @@ def test_max_memory(capsys, mpi_tmp_path):
     code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "r",
                        "--max-memory", "lots")  # fmt: skip
     assert code == 2 and "expected a size such as 8G" in err
+    for value in ("-5G", "-1", "-.5", "-inf"):  # argparse had said "expected one argument"
+        code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "r",
+                           "--max-memory", value)  # fmt: skip
+        assert code == 2 and f"expected a size such as 8G, 512M or 1e9 bytes, got '{value}'" in err
     code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "r", "--quiet",
                        "--max-memory", "2G")  # fmt: skip
     assert code == 0, err

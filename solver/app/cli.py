@@ -32,6 +32,7 @@ import inspect
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -62,6 +63,8 @@ TAYLOR_RATE = 1.95
 #: round-off), the rates must also be at most this: an error of the other sign
 #: than the curvature first raises them towards a cancellation
 TAYLOR_RATE_MAX = 2.05
+#: a value that starts like a negative number (-5G, -.5, -inf), not like an option
+NEGATIVE = re.compile(r"-(\d|\.\d|inf|nan)", re.IGNORECASE)
 #: the most steps h0, h0/2, …, h0/2^(K−1) of a Taylor test: the remainder r¹ ∝ h² falls
 #: by 4^(K−1), and 4^26 = 2^52 is the inverse machine epsilon — further steps measure round-off
 MAX_TAYLOR_STEPS = 27
@@ -882,6 +885,19 @@ def _tolerate_closed_stdout() -> None:
         sys.stdout = _Stdout(sys.stdout)
 
 
+def _negative_values(argv: list[str]) -> list[str]:
+    """``--flag -5G`` as ``--flag=-5G``: argparse takes a value that starts with "-"
+    and is not a plain number for an option, and said "expected one argument";
+    joined, the flag's own check names what is wrong with the value."""
+    out: list[str] = []
+    for a in map(str, argv):
+        if out and out[-1].startswith("--") and "=" not in out[-1] and NEGATIVE.match(a):
+            out[-1] += "=" + a
+        else:
+            out.append(a)
+    return out
+
+
 class _Signalled(KeyboardInterrupt):
     """A stop signal where no training loop takes it (the set-up, other commands)."""
 
@@ -902,7 +918,7 @@ def main(argv: list[str] | None = None, *, finally_ignore: bool = False) -> int:
     ``interrupted``, printed by rank 0 where every rank took it. The handlers are
     restored at the end (``finally_ignore``: the signals ignored instead, for the
     console script, :mod:`.console`)."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_negative_values(sys.argv[1:] if argv is None else argv))
     previous = {s: signal.signal(s, _signalled) for s in SIGNALS}
     agreement = _Agreement()
     try:
