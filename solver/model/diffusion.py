@@ -13,13 +13,13 @@ gradient assumes.
 MUMPS's parallel factorisation is not reproducible bit for bit: on several
 ranks its dynamic scheduling adds the fronts' contributions in the order they
 arrive, so two runs differ at round-off (measured: the initial controls of a
-2-rank run differed in the last bits from process to process). Where that
-matters more than the cost — the random fields of ``model.init`` and of the
+2-rank run differed in the last bits from process to process). Where a result
+should repeat exactly — the random fields of ``model.init`` and of the
 noise in depth, drawn in the canonical dof order so that a draw does not depend
 on the partition — ``redundant=True`` solves on every rank with the whole
 matrix in the canonical order on ``PETSc.COMM_SELF`` (the same prefix, options
-and defaults; sequential MUMPS): every rank solves all columns, and the draws
-repeat bit for bit from run to run on any number of ranks.
+and defaults; sequential MUMPS), the columns split over the ranks, and the
+draws repeat bit for bit from run to run on a given number of ranks.
 
 SuperLU_DIST (``pc_factor_mat_solver_type: superlu_dist``) on several ranks
 aborts in ``KSPMatSolve`` (glibc: "double free or corruption", PETSc 3.25 of
@@ -27,6 +27,8 @@ the binary wheels, 2 ranks); it solves column by column instead.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 from petsc4py import PETSc
@@ -87,10 +89,26 @@ class DiffusionSolver:
         all skip): nothing to solve (MUMPS refuses 0 right-hand sides)."""
         if R.shape[1] == 0:
             return np.zeros_like(R)
-        if self.redundant:  # all columns, canonical order, on every rank; keep our rows
-            sp = self.space
-            return sp.from_canonical(self._solve(sp.to_canonical(R), PETSc.COMM_SELF))
+        if self.redundant:
+            return self._split_solve(R)
         return self._solve(R, self.space.comm)
+
+    def _split_solve(self, R: np.ndarray) -> np.ndarray:
+        """The redundant solve: the columns in the canonical order, split over the
+        ranks in contiguous blocks; each rank solves its block with the whole matrix
+        (``PETSc.COMM_SELF``), the blocks are gathered, and each keeps its rows."""
+        sp = self.space
+        comm = sp.comm
+        full = sp.to_canonical(R)  # N × S, every rank
+        N, S = full.shape
+        edges = [S * k // comm.size for k in range(comm.size + 1)]
+        lo, hi = edges[comm.rank], edges[comm.rank + 1]
+        mine = np.empty((0, N))  # the block's columns as rows, for one Allgatherv
+        if hi > lo:
+            mine = np.ascontiguousarray(self._solve(full[:, lo:hi], PETSc.COMM_SELF).T)
+        XT = np.empty((S, N))
+        comm.Allgatherv(mine, [XT, [(b - a) * N for a, b in itertools.pairwise(edges)]])
+        return sp.from_canonical(XT.T)
 
     def _solve(self, R: np.ndarray, comm) -> np.ndarray:
         n, S = R.shape
