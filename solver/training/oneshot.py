@@ -207,11 +207,12 @@ class _Preconditioner:
 
 
 class OneShot(Trainer):
-    """Newton solve of the Euler–Lagrange (KKT) system: by default a reduced-space
-    Newton trust-region method on the KKT sweeps (globalisation: trust_region), or
-    the full-space Newton–Krylov iteration with a line search (line_search).
+    """Newton on the KKT system: reduced-space trust region (default), or full-space line search.
 
-    See the module docstring. Running out of iterations before the KKT residual
+    The Euler–Lagrange (KKT) system solved by a reduced-space Newton trust-region
+    method on the KKT sweeps (``globalisation: trust_region``) or by the full-space
+    Newton–Krylov iteration with a line search (``line_search``); see the module
+    docstring. Running out of iterations before the KKT residual
     meets its tolerance is ``not_converged`` (exit 4).
 
     Options: ``warm_start`` (L-BFGS iterations first, default 20), ``memory``
