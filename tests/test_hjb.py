@@ -152,6 +152,52 @@ def test_pontryx_hjb_run(capsys, mpi_tmp_path):
     assert code == 2 and "--output" in err
 
 
+@pytest.mark.parametrize("stage", ["value_function", "open_loop", "outputs"])
+def test_hjb_overwrite_stopped_by_a_signal_keeps_the_old_run(
+    capsys, mpi_tmp_path, monkeypatch, stage
+):
+    """A signal during the study of an --overwrite stops it between its stages (exit
+    143, one line) and puts the old run back as it was (it had been deleted as the
+    new run began: one config.yaml was left); one while the outputs are written is
+    noted and they are finished. A signal inside TAO's callbacks had been a
+    traceback."""
+    import os
+    import signal
+
+    from pontryx.solver.app import hjb as hjb_app
+
+    cfg = write(mpi_tmp_path / "h.yaml", SMALL)
+    run = mpi_tmp_path / "run"
+    assert cli(capsys, "hjb", cfg, "--output", run, "--quiet")[0] == 0
+    before = _files(run)
+    target = {
+        "value_function": (ValueFunction, "solve"),
+        "open_loop": (ReducedNetwork, "open_loop"),
+        "outputs": (hjb_app, "_outputs"),
+    }[stage]
+    real = getattr(*target)
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(*target, signalled)
+    code, out, err = cli(capsys, "hjb", cfg, "--output", run, "--quiet", "--overwrite")
+    if stage == "outputs":
+        assert code == 0, err
+        return
+    assert code == 143 and err == "interrupted\n" and not out, (code, err)
+    assert _files(run) == before
+
+
+def _files(run):
+    """The run's files and their bytes (rank 0; None elsewhere), but the lock."""
+    if MPI.COMM_WORLD.rank != 0:
+        return None
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
+            if p.is_file() and p.name != "lock"}  # fmt: skip
+
+
 def test_hjb_follows_the_output_switches(capsys, mpi_tmp_path):
     """output.plots and output.paraview decide on the figures and the VTX file, as
     for train; the other outputs are always written."""

@@ -368,3 +368,21 @@ def test_a_run_inside_another_runs_own_folder_is_refused(tmp_path, inside):
     with pytest.raises(InputError, match=r"inside .* of the pontryx run"):
         check_run_directory(run / inside / "sub", resume=False, overwrite=False)
     assert check_run_directory(tmp_path / "elsewhere" / "sub", resume=False, overwrite=False)
+
+
+def test_a_failed_overwrite_removes_what_it_made_before_registering_it(tmp_path):
+    """An overwrite that fails after making one of the old run's names but before
+    registering it (hjb's paraview/ and plots/ while its outputs were written):
+    putting the old run back removes it first (the move back had failed on the
+    non-empty folder, exit 5, the old run left in .pontryx/replaced/)."""
+    run = tmp_path / "run"
+    _run(run, "config.yaml", "plots", "summary.json")
+    rd = RunDirectory(run)
+    rd.open("overwrite")
+    (run / "plots").mkdir()
+    (run / "plots" / "half.png").write_text("new")
+    assert rd.restore_replaced()
+    rd.close()
+    assert (run / "plots" / "inside.txt").read_text() == "plots"
+    assert not (run / "plots" / "half.png").exists()
+    assert sorted(RunDirectory(run).listed()) == ["config.yaml", "plots", "summary.json"]

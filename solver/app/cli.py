@@ -43,7 +43,7 @@ from mpi4py import MPI
 
 from pontryx.meshes.errors import InputError, file_problem, show
 from pontryx.solver.app.faults import abort
-from pontryx.solver.app.signals import SIGNALS
+from pontryx.solver.app.signals import SIGNALS, Interrupted
 from pontryx.solver.errors import (
     EXIT_NON_FINITE,
     EXIT_NOT_CONVERGED,
@@ -932,6 +932,8 @@ def main(argv: list[str] | None = None, *, finally_ignore: bool = False) -> int:
             return _fail(agreement, EXIT_BAD_INPUT, f"config error: {e}", expected=True)
         except NonFiniteError as e:
             return _fail(agreement, EXIT_NON_FINITE, f"error: {e}", expected=True)
+        except Interrupted as e:  # a stage of hjb, on every rank together
+            return _fail(agreement, e.exit_code, "interrupted", expected=True)
         except OSError as e:  # the run directory: no space left, permissions, …
             where = f" ({e.filename})" if e.filename else ""
             text = f"error: cannot write the run directory{where}: {e.strerror or e}"

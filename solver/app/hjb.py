@@ -44,6 +44,7 @@ from pontryx.solver.app.directory import check_directory
 from pontryx.solver.app.memory import format_bytes, least_available
 from pontryx.solver.app.network import section, use_blas
 from pontryx.solver.app.problem import probed_trainer
+from pontryx.solver.app.signals import StopRequest
 from pontryx.solver.config.schema import petsc_key_paths
 from pontryx.solver.errors import EXIT_NOT_CONVERGED
 from pontryx.solver.hjb.compare import ReducedNetwork, open_loop_options
@@ -223,7 +224,9 @@ def run_hjb(config, run_dir: Path, *, overwrite=False, quiet=False, source="", c
     reduced, vf = _build(config, comm)
     root = comm.rank == 0
     say = print if root and not quiet else (lambda *a, **k: None)
+    stop = StopRequest(comm)
     try:
+        stop.__enter__()  # a signal is noted and taken between the stages of the study
         if root:
             directory.open(mode)
             stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -233,19 +236,26 @@ def run_hjb(config, run_dir: Path, *, overwrite=False, quiet=False, source="", c
                 head + yaml.safe_dump(config.resolved(), sort_keys=False, allow_unicode=True),
             )
             directory.register("config.yaml")
-            directory.discard_replaced()
-        summary = _study(config, reduced, vf, say)
+        summary = _study(config, reduced, vf, say, stop.check)
         if root:
             _outputs(run_dir, directory, config, reduced, vf, summary)
+            directory.discard_replaced()  # only now: the old run stays until then
         comm.Barrier()
         return summary
+    except BaseException:  # a failure or a signal: an overwritten old run back as it was
+        if root:
+            directory.restore_replaced()
+        raise
     finally:
+        stop.__exit__(None, None, None)
         if root:
             directory.close()
         _release(config, reduced)
 
 
-def _study(config, reduced, vf, say) -> dict:
+def _study(config, reduced, vf, say, check=lambda: None) -> dict:
+    """The value function, then the closed and open loops of every initial state
+    (``check`` after each stage: a signal stops the study there, collectively)."""
     h, t = config.hjb, config.training
     say(
         f"pontryx hjb: V(t, u) of the two-dof network on [{h.grid.lower[0]:g}, "
@@ -255,6 +265,7 @@ def _study(config, reduced, vf, say) -> dict:
     )
     t0 = time.perf_counter()
     vf.solve()
+    check()
     t_solve = time.perf_counter() - t0
     say(f"  value function: {t_solve:.1f} s")
     rows, failed = [], False
@@ -264,6 +275,7 @@ def _study(config, reduced, vf, say) -> dict:
         t_closed = time.perf_counter() - t1
         t1 = time.perf_counter()
         Jo, co, result = reduced.open_loop(u0, t.method, dict(t.options), t.max_iterations)
+        check()
         t_open = time.perf_counter() - t1
         failed |= not result.converged
         V0 = vf.value(0.0, u0)

@@ -388,13 +388,15 @@ class RunDirectory:
         replaced = self.path / _REPLACED
         if not self.moved_aside or not replaced.is_dir() or replaced.is_symlink():
             return False
-        for name in self.written:  # the new run's own entries, never through a link
+        old = [entry.name for entry in replaced.iterdir()]
+        # the new run's own entries, and what it made at the old run's names before
+        # registering them (it came after the move aside), never through a link
+        for name in self.written | {name for name in old if name in KINDS}:
             entry = self.path / name
             if entry.is_symlink() or (entry.exists() and not entry.is_dir()):
                 entry.unlink()
             elif entry.is_dir():
                 shutil.rmtree(entry)
-        old = [entry.name for entry in replaced.iterdir()]
         for name in old:
             os.replace(replaced / name, self.path / name)
         replaced.rmdir()
