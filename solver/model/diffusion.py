@@ -19,7 +19,8 @@ noise in depth, drawn in the canonical dof order so that a draw does not depend
 on the partition — ``redundant=True`` solves on every rank with the whole
 matrix in the canonical order on ``PETSc.COMM_SELF`` (the same prefix, options
 and defaults; sequential MUMPS), the columns split over the ranks, and the
-draws repeat bit for bit from run to run on a given number of ranks.
+draws repeat bit for bit from run to run on a given number of ranks — up to
+:data:`REDUNDANT_MAX_DOFS` dofs; a larger width mesh is solved distributed.
 
 SuperLU_DIST (``pc_factor_mat_solver_type: superlu_dist``) on several ranks
 aborts in ``KSPMatSolve`` (glibc: "double free or corruption", PETSc 3.25 of
@@ -39,6 +40,10 @@ __all__ = ["PREFIX", "DiffusionSolver"]
 
 PREFIX = "pontryx_diffusion_"
 DEFAULTS = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
+#: Above this many dofs a redundant solve is distributed instead: every rank would
+#: factorise the whole matrix (a 2-D P1 Laplacian of 2·10⁵ dofs: about 10⁷ factor
+#: entries, 0.1 GB), which does not scale with the ranks.
+REDUNDANT_MAX_DOFS = 200_000
 
 
 class DiffusionSolver:
@@ -56,7 +61,7 @@ class DiffusionSolver:
         redundant: bool = False,
     ):
         self.space = space
-        self.redundant = redundant and space.comm.size > 1
+        self.redundant = redundant and 1 < space.comm.size and space.N <= REDUNDANT_MAX_DOFS
         self.c = float(c)
         if matrix is not None:  # B assembled elsewhere (from a UFL form); owned from here on
             self.B = matrix
