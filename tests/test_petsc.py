@@ -117,3 +117,22 @@ def test_a_diffusion_solve_that_does_not_converge_raises_in_any_column(comm):
     solver.solve(np.zeros_like(R))  # nothing left over from the failures
     solver.destroy()
     space.destroy()
+
+
+def test_a_redundant_solve_is_distributed_above_its_size(comm, monkeypatch):
+    """Above REDUNDANT_MAX_DOFS every rank would factorise the whole matrix: the
+    solve is distributed instead (the same numbers up to round-off)."""
+    from pontryx.solver.model import diffusion
+
+    space = WidthSpace(create_mesh({"kind": "unit_square", "n": 4}, comm))
+    R = np.random.default_rng(2).standard_normal((space.n, 3))
+    small = DiffusionSolver(space, 0.1, redundant=True)
+    assert small.redundant == (comm.size > 1)
+    X = small.solve(R)
+    small.destroy()
+    monkeypatch.setattr(diffusion, "REDUNDANT_MAX_DOFS", space.N - 1)
+    large = DiffusionSolver(space, 0.1, redundant=True)
+    assert not large.redundant
+    assert np.allclose(large.solve(R), X, rtol=1e-12, atol=1e-14)
+    large.destroy()
+    space.destroy()
