@@ -12,6 +12,7 @@ from tiny import assert_same_value_and_gradient
 from pontryx.meshes import InputError, create_mesh
 from pontryx.solver import (
     ContinuumNetwork,
+    Controls,
     Layout,
     ReducedFunctional,
     Sweep,
@@ -435,11 +436,20 @@ def test_min_rate_fails_on_nan_and_non_finite_remainders():
     assert np.isnan(TaylorResult(h, [1] * 4, [np.inf, 1.0, 0.25, 0.0625]).min_rate)
     _, theta, rf = _problem()
     d = _direction(theta, ["W", "d"])
-    for steps in (1, 0, 2.5):
-        with pytest.raises(ValueError, match="steps"):
+    for steps in (1, 0, 2.5, 3.0, "3", True):  # 3.0 passed, then crashed in range()
+        with pytest.raises(InputError, match="integer ≥ 2") as e:
             taylor_test(rf, theta, d, steps=steps)
-    with pytest.raises(ValueError, match="h0"):
-        taylor_test(rf, theta, d, h0=0.0)
+        assert e.value.key == "steps"
+    for h0 in (0.0, -1.0, np.inf, np.nan, "a", None):
+        with pytest.raises(InputError, match="positive finite") as e:
+            taylor_test(rf, theta, d, h0=h0)
+        assert e.value.key == "h0"
+    with pytest.raises(InputError, match="true or false"):
+        taylor_test(rf, theta, d, hessian="no")  # truthy: it computed the Hessian
+    odd = Controls({"W": d["W"], "Q": np.zeros(3)}, theta.comm)  # (E untrained: KeyError)
+    with pytest.raises(InputError, match="Q: not trainable") as e:
+        taylor_test(rf, theta, odd)
+    assert e.value.key == "direction"
 
 
 @pytest.mark.parametrize("scheme", ["rk4", "verlet"])

@@ -256,32 +256,38 @@ def _weight(name: str, doc: str) -> property:
         return getattr(self.regulariser, name)
 
     def set(self, value: float) -> None:
+        _check_weight(name, value)
         setattr(self.regulariser, name, float(value))
 
     return property(get, set, doc=doc)
 
 
-def _samples(net, X, y, task, weights):
+def _check_weight(name: str, w) -> None:
+    """A weight of the regulariser is a finite number ≥ 0 (an InputError keyed by it)."""
+    real = isinstance(w, int | float | np.integer | np.floating) and not isinstance(w, bool)
+    try:
+        ok = real and 0 <= float(w) < math.inf
+    except OverflowError:  # an int beyond a float
+        ok = False
+    if not ok:
+        raise InputError(f"expected a finite number ≥ 0, got {show(w)}", name)
+
+
+def _samples(net, X, y, task, weights, empty=False):
     """(X as float (S_local × n_in), y as int64 labels 0 … n_out − 1 or float
     (S_local × n_out)) after checking them and the regulariser's weights; a bad
     one is an :class:`InputError` keyed ``X``, ``y``, ``task`` or the weight."""
     if not isinstance(task, str) or task not in LOSSES:
         raise InputError(f"expected one of {', '.join(LOSSES)}, got {show(task)}", "task")
     for name, w in weights.items():
-        real = isinstance(w, int | float | np.integer | np.floating) and not isinstance(w, bool)
-        try:
-            ok = real and 0 <= float(w) < math.inf
-        except OverflowError:  # an int beyond a float
-            ok = False
-        if not ok:
-            raise InputError(f"expected a finite number ≥ 0, got {show(w)}", name)
+        _check_weight(name, w)
     if np.iscomplexobj(X):
         raise InputError("expected real numbers, got complex ones", "X")
     try:
         X = np.asarray(X, dtype=float)
     except (TypeError, ValueError, OverflowError):
         raise InputError("expected a numeric array (S_local × n_in) of floats", "X") from None
-    if X.ndim != 2 or X.shape[1] != net.n_in:
+    if X.ndim != 2 or X.shape[1] != net.n_in or (X.shape[0] == 0 and not empty):
         raise InputError(f"expected shape (S_local, {net.n_in}), got {X.shape}", "X")
     if not np.isfinite(X).all():
         raise InputError("has non-finite values", "X")
@@ -342,14 +348,14 @@ class ReducedFunctional:
         threads="samples",
     ):
         if threads not in ("samples", "rows"):
-            raise ValueError(f"threads: expected 'samples' or 'rows', got {threads!r}")
+            raise InputError(f"expected 'samples' or 'rows', got {show(threads)}", "threads")
         self.threads, self._split = threads, None
         self.net = net
         self.layout = layout
         self.data_comm = layout.data if layout is not None else MPI.COMM_SELF
         weights = {"alpha": alpha, "beta": beta, "gamma": gamma, "delta": delta}
         try:  # every data rank checks its samples; all raise the first rank's error
-            problem, X, y = None, *_samples(net, X, y, task, weights)
+            problem, X, y = None, *_samples(net, X, y, task, weights, empty=layout is not None)
         except InputError as e:
             problem = e
         except Exception as e:  # anything else too: no rank left waiting below
@@ -361,7 +367,16 @@ class ReducedFunctional:
         self.task = task
         self.y = y if task == "classification" else np.ascontiguousarray(y.T)
         self.regulariser = Regulariser(net, alpha, beta, gamma, delta)
-        self.S = int(S) if S is not None else self.data_comm.allreduce(self.X.shape[1])
+        total = self.data_comm.allreduce(self.X.shape[1])
+        if S is not None and not (
+            isinstance(S, int | np.integer) and not isinstance(S, bool) and S >= total > 0
+        ):
+            raise InputError(
+                f"expected the global number of samples, an integer ≥ {total} (the samples "
+                f"of the data ranks), got {show(S)}",
+                "S",
+            )
+        self.S = int(S) if S is not None else total
         self.checkpoint = checkpoint
         Sweep(net, None, checkpoint)  # check the storage strategy now
         self._loss = LOSSES[task]
@@ -454,6 +469,7 @@ class ReducedFunctional:
     _misfit = misfit
 
     def sweep(self, controls: Controls, workspace=None) -> Sweep:
+        self.net.check_controls(controls)
         return Sweep(
             self.net, controls, self.checkpoint, noise=self.increments(), workspace=workspace
         )
@@ -546,6 +562,8 @@ class ReducedFunctional:
         """∇²J(θ) · dθ over the trainable controls (names missing from
         ``direction`` do not move): one tangent and one second-order adjoint sweep,
         summed over the data ranks, plus the regulariser's Hessian."""
+        self.net.check_controls(controls)
+        self.net.check_controls(direction, names=list(direction), key="direction")
 
         def hvp(Yhat, V):
             return self._loss.hvp(Yhat, V, self.S * self.paths)
@@ -622,6 +640,8 @@ class ReducedFunctional:
     def metric(self, stat: float | None = None) -> float:
         """Accuracy (classification) or root-mean-square error (regression), over
         the M paths of every sample with noise in depth."""
+        if stat is None and self.last is None:
+            raise InputError("no evaluation yet: call J(θ) or value_and_gradient first", "metric")
         stat = self.last["stat"] if stat is None else stat
         count = self.S * self.paths
         if self.task == "classification":

@@ -8,26 +8,59 @@ tests and optimisers see one consistent vector space on any number of ranks.
 
 from __future__ import annotations
 
+import math
+
 from mpi4py import MPI
 
 import numpy as np
+
+from pontryx.meshes.errors import InputError
 
 __all__ = ["Controls"]
 
 REPLICATED = frozenset({"d"})
 
 
+def _array(name, value) -> np.ndarray:
+    """A control's values as a C-ordered float64 array (the same object where it is
+    one already): the optimisers write through flat views, which of a Fortran-ordered
+    or strided array would be copies, and the writes lost (the control never
+    trained); numbers of other kinds are converted, complex ones refused."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "biuf":
+        raise InputError(f"expected real numbers, got an array of {a.dtype}", name)
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
 class Controls(dict):
-    """dict name → ndarray with vector-space operations over the width comm."""
+    """dict name → ndarray with vector-space operations over the width comm. Every
+    array is kept C-ordered float64 (given otherwise, a converted copy is kept)."""
 
     def __init__(self, arrays, comm: MPI.Comm):
-        super().__init__(arrays)
+        super().__init__({k: _array(k, v) for k, v in dict(arrays).items()})
         self.comm = comm
+
+    def __setitem__(self, name, value) -> None:
+        super().__setitem__(name, _array(name, value))
+
+    def update(self, *args, **kwargs) -> None:
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
+    def _same_shapes(self, other: Controls) -> None:
+        """``other``'s arrays have the shapes of this one's (of the same network)."""
+        for k, v in other.items():
+            if k not in self or np.shape(v) != self[k].shape:
+                want = self[k].shape if k in self else "no such control"
+                raise InputError(
+                    f"controls of another network: shape {np.shape(v)}, expected {want}", k
+                )
 
     def _local_weight(self, name):
         return 1.0 if name not in REPLICATED or self.comm.rank == 0 else 0.0
 
     def dot(self, other: Controls) -> float:
+        Controls._same_shapes(other, self)
         local = sum(self._local_weight(k) * float(np.vdot(v, other[k])) for k, v in self.items())
         return self.comm.allreduce(local, op=MPI.SUM)
 
@@ -35,8 +68,11 @@ class Controls(dict):
         return float(np.sqrt(self.dot(self)))
 
     def max_abs(self) -> float:
-        local = max((float(np.max(np.abs(v))) for v in self.values() if v.size), default=0.0)
-        return self.comm.allreduce(local, op=MPI.MAX)
+        """max |θ| over every array and rank; NaN if any value is NaN."""
+        values = [float(np.max(np.abs(v))) for v in self.values() if v.size]
+        if self.comm.allreduce(any(math.isnan(x) for x in values), op=MPI.LOR):
+            return math.nan
+        return self.comm.allreduce(max(values, default=0.0), op=MPI.MAX)
 
     def copy(self) -> Controls:
         return Controls({k: v.copy() for k, v in self.items()}, self.comm)
@@ -49,6 +85,7 @@ class Controls(dict):
 
     def axpy(self, a: float, x: Controls) -> Controls:
         """self += a·x (in place; names of x only)."""
+        self._same_shapes(x)
         for k, v in x.items():
             self[k] += a * v
         return self
@@ -63,6 +100,12 @@ class Controls(dict):
         return Controls({k: a * v for k, v in self.items()}, self.comm)
 
     __rmul__ = __mul__
+
+    def __neg__(self):
+        return self * -1.0
+
+    def __truediv__(self, a: float):
+        return self * (1.0 / a)
 
     # -- flat local vectors (for PETSc Vecs and optimisers) ------------------
     def local_size(self) -> int:

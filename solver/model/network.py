@@ -8,21 +8,45 @@ blocks of V_h, outputs Ŷ are (n_out × S) on every width rank.
 
 from __future__ import annotations
 
+import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import dolfinx.fem
 import numpy as np
 
 from pontryx.forms.activations import get_activation
 from pontryx.forms.embedding import embedding_functions
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.model.controls import Controls
 from pontryx.solver.model.kernels import Kernel, make_kernel
 from pontryx.solver.model.schemes import make_scheme
 from pontryx.solver.model.workspace import Workspace
 
 __all__ = ["ContinuumNetwork"]
+
+#: The most layers a network takes (each holds its controls and, in a gradient, a state).
+MAX_LAYERS = 10**7
+
+
+def _count(value, name: str, most: int = 2**31 - 1, minimum: int = 1) -> None:
+    """An integer in [minimum, most] (an InputError keyed ``name``)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | np.integer)
+        or not (minimum <= value <= most)
+    ):
+        raise InputError(f"expected an integer from {minimum} to {most}, got {show(value)}", name)
+
+
+def _number(value, name: str, positive: bool = False) -> None:
+    """A finite real number ≥ 0 (> 0 if ``positive``)."""
+    real = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    ok = real and math.isfinite(float(value)) and (value > 0 if positive else value >= 0)
+    if not ok:
+        raise InputError(
+            f"expected a finite number {'>' if positive else '≥'} 0, got {show(value)}", name
+        )
 
 
 class ContinuumNetwork:
@@ -53,12 +77,39 @@ class ContinuumNetwork:
         train_embedding: bool = False,
         train_readout: bool = True,
     ):
-        if not T > 0:
-            raise InputError(f"expected T > 0, got {T}", "T")
-        if int(layers) < 1:
-            raise InputError(f"expected at least 1 layer, got {layers}", "layers")
-        if not epsilon >= 0:
-            raise InputError(f"expected ε ≥ 0, got {epsilon}", "epsilon")
+        if not hasattr(space, "V") or not hasattr(space, "comm"):
+            raise InputError(f"expected a WidthSpace, got {show(space)}", "space")
+        _count(n_in, "n_in")
+        _count(n_out, "n_out")
+        _count(layers, "layers", MAX_LAYERS)
+        _number(T, "T", positive=True)
+        _number(epsilon, "epsilon")
+        for name, value in (("kernel", kernel), ("activation", activation), ("scheme", scheme)):
+            if not isinstance(value, str) and not (name == "kernel" and isinstance(value, Kernel)):
+                raise InputError(f"expected a name, got {show(value)}", name)
+        if isinstance(kernel, Kernel) and kernel.space is not space:
+            raise InputError("a kernel built on another width space", "kernel")
+        if kernel_options is not None and not isinstance(kernel_options, Mapping):
+            raise InputError(
+                f"expected a mapping of options, got {show(kernel_options)}", "kernel_options"
+            )
+        for name, flag in (("train_embedding", train_embedding), ("train_readout", train_readout)):
+            if not isinstance(flag, bool | np.bool_):
+                raise InputError(f"expected true or false, got {show(flag)}", name)
+        if input_shape is not None:
+            shape = list(input_shape) if isinstance(input_shape, Sequence) else None
+            if (
+                not shape
+                or not all(
+                    isinstance(d, int | np.integer) and not isinstance(d, bool) and d > 0
+                    for d in shape
+                )
+                or math.prod(shape) != int(n_in)
+            ):
+                raise InputError(
+                    f"expected sizes > 0 whose product is n_in = {n_in}, got {show(input_shape)}",
+                    "input_shape",
+                )
         self.space = space
         self.n_in, self.n_out = int(n_in), int(n_out)
         self.T, self.layers, self.epsilon = float(T), int(layers), float(epsilon)
@@ -136,6 +187,8 @@ class ContinuumNetwork:
         Without: white noise on the nodes, W (or A, G, or κ, a, r) gain-normalised
         normal, b = 0, E from the embedding family, C normal, d = 0 — its L² size
         grows with N (‖W‖²_{L²} ≈ gain² N); kept for tests and comparisons."""
+        _count(seed, "seed", 2**64 - 1, minimum=0)
+        _number(gain, "gain")
         if law is not None:
             from pontryx.solver.model.fields import field_controls
 
@@ -153,6 +206,27 @@ class ContinuumNetwork:
         arrays["C"] = sp.from_canonical(Cc)
         arrays["d"] = np.zeros(self.n_out)
         return Controls(arrays, sp.comm)
+
+    def control_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of every control array on this rank (what :meth:`init_controls`
+        gives): the layer controls stacked over depth, E, C and d."""
+        n, L = self.space.n, self.layers
+        shapes = {k: (L, *shape) for k, shape in self.kernel.shapes().items()}
+        shapes.update(b=(L, n), E=(n, self.n_in), C=(n, self.n_out), d=(self.n_out,))
+        return shapes
+
+    def check_controls(self, controls, names=None, key: str = "controls") -> None:
+        """``controls`` (all names, or ``names``) have this network's shapes: an
+        InputError keyed by the first that does not (controls of another network, a
+        subset, a plain dict)."""
+        if not isinstance(controls, Controls):
+            raise InputError(f"expected Controls, got {show(controls)}", key)
+        shapes = self.control_shapes()
+        for k in shapes if names is None else names:
+            if k not in shapes or k not in controls or controls[k].shape != shapes[k]:
+                got = controls[k].shape if k in controls else "missing"
+                want = shapes.get(k, "no such control")
+                raise InputError(f"{got}, expected {want} (controls of another network?)", k)
 
     def controls_from_fields(self, controls, w=None, b=None, c=None, stage: float = 0.5):
         """Set controls from continuous fields, sampled at t_n + stage·Δt:

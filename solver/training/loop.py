@@ -19,10 +19,13 @@ method met its tolerance, e.g. ``converged: CONVERGED_GATOL``), ``"stopped:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from pontryx.meshes.errors import InputError
+import numpy as np
+
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.errors import NonFiniteError
 from pontryx.solver.model.controls import Controls
 from pontryx.solver.petsc import input_errors
@@ -74,10 +77,13 @@ def train(
     or until it stops by itself; see the module docstring. A non-finite loss or
     gradient raises :class:`NonFiniteError` with the trainer's controls at the
     last finite iterate; the error carries ``history``."""
-    if int(max_iterations) < 0:
-        raise InputError(f"expected ≥ 0, got {max_iterations}", "max_iterations")
-    if int(test_every) < 0 or (chunk is not None and int(chunk) < 1):
-        raise InputError("expected test_every ≥ 0 and chunk ≥ 1", "test_every")
+    for name, value, least in (
+        ("max_iterations", max_iterations, 0),
+        ("test_every", test_every, 0),
+        ("chunk", 1 if chunk is None else chunk, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+            raise InputError(f"expected an integer ≥ {least}, got {show(value)}", name)
     history: list[Record] = []
     seen: set[int] = set()
 
@@ -142,6 +148,19 @@ def minimize(
     ``chunk``, ``test_rf``, ``test_every``, ``on_record``, ``on_chunk``)."""
     from pontryx.solver.training import make_trainer
 
+    if not isinstance(method, str):
+        raise InputError(f"expected a method name, got {show(method)}", "method")
+    if options is not None and not isinstance(options, Mapping):
+        raise InputError(f"expected a mapping of options, got {show(options)}", "options")
+    if not isinstance(controls, Controls):
+        raise InputError(f"expected Controls, got {show(controls)}", "controls")
+    if not math.isfinite(controls.max_abs()):  # every method alike (collective)
+        error = NonFiniteError(
+            "training: non-finite loss at iteration 0 (the initial controls hold a "
+            "non-finite value)"
+        )
+        error.history = []
+        raise error
     trainer = make_trainer(method, rf, controls, options, bounds)
     given = (options or {}).get("petsc_options") or {}
     try:
