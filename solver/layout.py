@@ -94,7 +94,7 @@ class Layout:
         return cls(world, width_comm, data_comm, depth_comm)
 
     def describe(self) -> str:
-        text = f"{self.world.size} ranks = {self.n_width} width × {self.n_data} data"
+        text = f"{_ranks(self.world.size)} = {self.n_width} width × {self.n_data} data"
         return text + (f" × {self.n_depth} depth" if self.n_depth > 1 else "")
 
     def destroy(self) -> None:
@@ -102,3 +102,8 @@ class Layout:
         for comm in (self.width, self.data, self.depth):
             if comm != MPI.COMM_NULL and comm not in (MPI.COMM_WORLD, MPI.COMM_SELF):
                 comm.Free()
+
+
+def _ranks(n: int) -> str:
+    """ "1 rank", "2 ranks"."""
+    return f"{n} rank{'' if n == 1 else 's'}"

@@ -150,3 +150,24 @@ def test_train_with_mkl_records_it_and_matches_numpy(library, capsys, mpi_tmp_pa
         assert summaries[name]["blas"] == name
     a, b = (summaries[k]["train"]["loss"] for k in ("numpy", "mkl"))
     assert abs(a - b) <= 1e-8 * abs(a), (a, b)
+
+
+@needs_mkl
+@pytest.mark.serial
+def test_mkl_under_an_ilp64_interface_layer():
+    """MKL_INTERFACE_LAYER=ILP64 made MKL read cblas_dgemm's 32-bit sizes as 64-bit
+    ones (a segmentation fault after the run directory was opened): pontryx sets
+    the LP64 layer it calls with."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from pontryx.solver.model import blas; blas.use('mkl');"
+        "A = np.arange(6.0).reshape(2, 3); B = np.ones((3, 2));"
+        "assert np.array_equal(blas.matmul(A, B), A @ B); print('ok')"
+    )
+    env = dict(os.environ, MKL_INTERFACE_LAYER="ILP64", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-800:]

@@ -28,7 +28,9 @@ ends instead of the other ranks waiting forever in a collective.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
+import io
 import json
 import math
 import os
@@ -689,8 +691,19 @@ def cmd_check_gradient(args) -> int:
 
 
 def _summary(cls) -> str:
-    """The summary of a class: its docstring's first paragraph, on one line."""
-    return " ".join(inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].split())
+    """The summary of a class: its docstring's first paragraph, on one line (read
+    from its source where ``python -OO`` dropped the docstrings)."""
+    doc = cls.__doc__
+    if doc is None:
+        import ast
+        import textwrap
+
+        try:
+            node = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+            doc = ast.get_docstring(node)
+        except (OSError, TypeError, SyntaxError, IndexError):
+            doc = None
+    return " ".join(inspect.cleandoc(doc or "").split("\n\n")[0].split())
 
 
 def cmd_methods(args) -> int:
@@ -875,6 +888,48 @@ class _Stdout:
         return getattr(self._stream, name)
 
 
+def _start_petsc() -> None:
+    """PETSc initialised without its signal handler (a signal dump and an abort,
+    which would replace the command line's handlers while DOLFINx loads); an error
+    of its start-up (PETSC_OPTIONS' -options_file, a .petscrc, a working directory
+    that is gone) as one line."""
+    if "petsc4py.PETSc" in sys.modules:
+        return
+    import tempfile
+
+    import petsc4py
+
+    sys.stderr.flush()
+    saved, caught = os.dup(2), tempfile.TemporaryFile()
+    os.dup2(caught.fileno(), 2)  # PETSc's own error banner, kept for the one line
+    failed = None
+    try:
+        petsc4py.init([sys.argv[0] if sys.argv else "pontryx", "-no_signal_handler"])
+        from petsc4py import PETSc  # noqa: F401  (PETSc starts here)
+    except Exception as e:
+        failed = " ".join(str(e).split()) or type(e).__name__
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        caught.seek(0)
+        text = caught.read().decode("utf-8", "replace")
+        caught.close()
+    if failed is None:
+        sys.stderr.write(text)  # PETSc's warnings, if any
+        return
+    why = failed  # the banner's last message line before its "See https://…"
+    for line in (ln.split("PETSC ERROR: ", 1)[-1].strip() for ln in text.splitlines()):
+        if line.startswith("See "):
+            break
+        if line and not line.startswith("-"):
+            why = line
+    raise InputError(
+        f"PETSc could not start: {why} (PETSC_OPTIONS, .petscrc and ~/.petscrc are read, "
+        "from the working directory)",
+        "petsc",
+    )
+
+
 def _tolerate_closed_stdout() -> None:
     """SIGPIPE ignored (PETSc's handler printed a signal dump and aborted every rank
     on it), so a closed stdout is an EPIPE that :class:`_Stdout` absorbs."""
@@ -918,11 +973,17 @@ def main(argv: list[str] | None = None, *, finally_ignore: bool = False) -> int:
     ``interrupted``, printed by rank 0 where every rank took it. The handlers are
     restored at the end (``finally_ignore``: the signals ignored instead, for the
     console script, :mod:`.console`)."""
-    args = _parser().parse_args(_negative_values(sys.argv[1:] if argv is None else argv))
+    argv = _negative_values(sys.argv[1:] if argv is None else argv)
+    if MPI.COMM_WORLD.rank == 0:
+        args = _parser().parse_args(argv)
+    else:  # --help, --version and argparse's errors from rank 0 only (all exit alike)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            args = _parser().parse_args(argv)
     previous = {s: signal.signal(s, _signalled) for s in SIGNALS}
     agreement = _Agreement()
     try:
         try:
+            _start_petsc()
             _import_dolfinx()
             _tolerate_closed_stdout()  # PETSc is initialised: its handlers replaced ours
             for s in SIGNALS:

@@ -30,11 +30,9 @@ def console() -> int:
     """Run ``pontryx`` with ``sys.argv``; returns its exit code."""
     for s in SIGNALS:
         signal.signal(s, _starting)
-    import petsc4py  # (after mpi4py: pontryx.solver's __init__ loaded it)
-
-    # PETSc's own handler (a signal dump and an abort) would replace ours while
-    # DOLFINx initialises PETSc; the command line handles the signals itself
-    petsc4py.init([sys.argv[0], "-no_signal_handler"])
+    for stream in (sys.stdout, sys.stderr):  # θ, →, ‖∇J‖ on an ASCII terminal: escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     from pontryx.solver.app.cli import main
 
     return main(finally_ignore=True)

@@ -414,7 +414,8 @@ class TrainingRun:
             self.progress.say(text, error=True)
         say, c = self.progress.say, self.config
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-        say(f"pontryx train {self.source} → {self.run_dir}  ({stamp}, {self.comm.size} ranks)")
+        ranks = f"{self.comm.size} rank{'' if self.comm.size == 1 else 's'}"
+        say(f"pontryx train {self.source} → {self.run_dir}  ({stamp}, {ranks})")
         for line in self.problem.describe():
             say("  " + line)
         resuming = ""

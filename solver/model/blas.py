@@ -22,6 +22,7 @@ as :mod:`pontryx.solver` sets ``OPENBLAS_THREAD_TIMEOUT`` for OpenBLAS.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -69,6 +70,11 @@ def _load_mkl():
             lib = ctypes.CDLL(name)
         except OSError:
             continue
+        # 32-bit integers in the calls below: the LP64 interface, whatever
+        # MKL_INTERFACE_LAYER says (ILP64 read them as 64-bit: a segmentation fault)
+        with contextlib.suppress(AttributeError):
+            lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
+            lib.MKL_Set_Interface_Layer(0)  # MKL_INTERFACE_LP64
         f = lib.cblas_dgemm
         c_int, c_double, ptr = ctypes.c_int, ctypes.c_double, ctypes.c_void_p
         f.argtypes = [c_int] * 6 + [c_double, ptr, c_int, ptr, c_int, c_double, ptr, c_int]
