@@ -386,3 +386,12 @@ def test_a_failed_overwrite_removes_what_it_made_before_registering_it(tmp_path)
     assert (run / "plots" / "inside.txt").read_text() == "plots"
     assert not (run / "plots" / "half.png").exists()
     assert sorted(RunDirectory(run).listed()) == ["config.yaml", "plots", "summary.json"]
+
+
+def test_a_path_without_room_for_pontryx_names_is_refused(tmp_path):
+    """An --output near PATH_MAX failed half-way through the run (a checkpoint's
+    temporary name too long: exit 5, a half-written run)."""
+    deep = tmp_path.joinpath(*["x" * 200] * (4096 // 201))
+    with pytest.raises(InputError, match="too long a path"):
+        check_run_directory(deep, resume=False, overwrite=False)
+    assert not (tmp_path / ("x" * 200)).exists()

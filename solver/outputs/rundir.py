@@ -90,6 +90,9 @@ KINDS = {
     "value.npz": False,
 }
 MARKER = Path(".pontryx") / "run.json"
+#: The longest relative name a run writes (with margin): an overwrite's old
+#: ``.pontryx/replaced/checkpoints/iter-XXXXXXXX/.local-RRRR.npz.PID.tmp``, ParaView's files.
+LONGEST_NAME = 128
 _LOCK = Path(".pontryx") / "lock"
 _REPLACED = Path(".pontryx") / "replaced"
 
@@ -176,6 +179,7 @@ class RunDirectory:
         path = self.path
         parents = path.absolute().parents
         self._check_not_inside_a_run(parents)
+        self._check_path_length()
         parent = next((p for p in parents if lstat(p) is not None), None)
         if parent is not None and not parent.is_dir():
             raise InputError(f"{str(parent)!r} is not a directory", "directory")
@@ -225,6 +229,22 @@ class RunDirectory:
         # --resume writes into it nor --overwrite deletes it
         self._check_kinds()
         return mode
+
+    def _check_path_length(self) -> None:
+        """Room below the run directory for the longest name pontryx writes there
+        (``.pontryx/replaced/checkpoints/iter-…/.rows-….npz.PID.tmp``): a path near
+        PATH_MAX failed half-way through the run (exit 5, a half-written run)."""
+        here = os.fsencode(str(self.path.absolute()))
+        try:
+            most = os.pathconf("/", "PC_PATH_MAX")
+        except (OSError, ValueError):
+            most = 4096
+        if len(here) + 1 + LONGEST_NAME >= most:
+            raise InputError(
+                f"{show(str(self.path))} is too long a path ({len(here)} bytes): pontryx writes "
+                f"names of up to {LONGEST_NAME} bytes below it, within the {most} of PATH_MAX",
+                "directory",
+            )
 
     def _check_not_inside_a_run(self, parents) -> None:
         """The run directory is not inside a folder of another run's own (its
