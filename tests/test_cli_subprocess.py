@@ -304,8 +304,9 @@ def test_a_closed_stdout_ends_the_output_not_the_command(config, tmp_path):
 def test_unusual_environments_are_one_line_or_work(config, tmp_path):
     """An ASCII-only output (Unicode escaped, the run whole: it was a traceback and a
     half-written run), --version under mpirun (once), PETSc that cannot start (one
-    line: was PETSc's banner and a traceback), python -OO (the methods' summaries,
-    which came from the dropped docstrings)."""
+    line: was PETSc's banner and a traceback), a JIT cache that cannot be written
+    (was "cannot write the run directory", exit 5; tracebacks on 2 ranks), python
+    -OO (the methods' summaries, which came from the dropped docstrings)."""
     proc = run([*PONTRYX, "train", config, "--output", tmp_path / "a",
                 "--set", "training.max_iterations=2"], PYTHONIOENCODING="ascii")  # fmt: skip
     assert proc.returncode == 0 and "\\u2192" in proc.stdout, proc.stderr
@@ -315,6 +316,9 @@ def test_unusual_environments_are_one_line_or_work(config, tmp_path):
     proc = run([*PONTRYX, "validate", config], PETSC_OPTIONS="-options_file /nonexistent/x")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "PETSc could not start: Unable to open options file /nonexistent/x" in proc.stderr
+    proc = run([*PONTRYX, "validate", config], XDG_CACHE_HOME="/proc/no-cache")  # was exit 5
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("config error: XDG_CACHE_HOME: the forms are compiled into")
     plain, optimised = run([*PONTRYX, "methods"]), run([*PONTRYX, "methods"], PYTHONOPTIMIZE="2")
     assert plain.returncode == optimised.returncode == 0
     assert plain.stdout == optimised.stdout

@@ -888,6 +888,32 @@ class _Stdout:
         return getattr(self._stream, name)
 
 
+def _jit_cache() -> Path:
+    """The FFCx/DOLFINx JIT cache, as dolfinx.jit finds it."""
+    return Path(os.getenv("XDG_CACHE_HOME", default=Path.home() / ".cache")).expanduser() / "fenics"
+
+
+def _jit_cache_problem(e: BaseException) -> bool:
+    """Whether ``e`` is the JIT compiler failing on its cache: an OSError on a path in
+    it, or DOLFINx's RuntimeError of a failed compilation or cache load (a rank whose
+    cache failed makes the others fail with "JIT compilation failed on rank r")."""
+    if isinstance(e, OSError) and e.filename is not None:
+        cache = _jit_cache()
+        return (
+            Path(os.fsdecode(e.filename)) in (cache, *cache.parents)
+            or cache in Path(os.fsdecode(e.filename)).parents
+        )
+    return isinstance(e, RuntimeError) and "JIT" in str(e)
+
+
+def _jit_cache_message(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return (
+        f"config error: XDG_CACHE_HOME: the forms are compiled into {_jit_cache()}, which "
+        f"failed ({text}); set XDG_CACHE_HOME to a writable directory"
+    )
+
+
 def _start_petsc() -> None:
     """PETSc initialised without its signal handler (a signal dump and an abort,
     which would replace the command line's handlers while DOLFINx loads); an error
@@ -996,6 +1022,8 @@ def main(argv: list[str] | None = None, *, finally_ignore: bool = False) -> int:
         except Interrupted as e:  # a stage of hjb, on every rank together
             return _fail(agreement, e.exit_code, "interrupted", expected=True)
         except OSError as e:  # the run directory: no space left, permissions, …
+            if _jit_cache_problem(e):
+                return _fail(agreement, EXIT_BAD_INPUT, _jit_cache_message(e), expected=True)
             where = f" ({e.filename})" if e.filename else ""
             text = f"error: cannot write the run directory{where}: {e.strerror or e}"
             return _fail(agreement, EXIT_IO, text, expected=False)
@@ -1005,6 +1033,8 @@ def main(argv: list[str] | None = None, *, finally_ignore: bool = False) -> int:
     except BaseException as e:
         if isinstance(e, SystemExit) and e.code in (0, None):
             raise
+        if _jit_cache_problem(e):
+            return _fail(agreement, EXIT_BAD_INPUT, _jit_cache_message(e), expected=True)
         failed = caused_by(e, SolveError)  # itself, or a PETSc solve's error caused by it
         if failed is not None:
             return _fail(agreement, EXIT_NOT_CONVERGED, f"error: {failed}", expected=True)
