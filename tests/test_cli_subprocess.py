@@ -243,8 +243,8 @@ def test_a_file_name_of_other_bytes_than_utf8_runs(tmp_path):
 def test_a_second_signal_ends_the_process_during_a_long_c_call():
     """Two SIGTERMs 0.1 s apart while the main thread is in one long C call (as
     TAO between two callbacks): CPython would run the handler once, afterwards,
-    for both; the first delivery restores the default action (SA_RESETHAND), so
-    the second ends the process at once, killed by it."""
+    for both; the watcher thread sees the second delivery and ends the process at
+    once, killed by it."""
     code = (
         "import sys, time\n"
         "from mpi4py import MPI\n"
@@ -272,6 +272,22 @@ def test_a_second_signal_ends_the_process_during_a_long_c_call():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_one_signal_delivered_twice_stops_cleanly(config, tmp_path):
+    """coreutils' timeout signals the command, then its process group: two SIGTERMs
+    microseconds apart are one request (the second killed the run, nothing saved)."""
+    run_dir = tmp_path / "r"
+    cmd = [*PONTRYX, "train", config, "--output", run_dir, "--quiet",
+           "--set", "training.method=adam", "--set", "training.max_iterations=100000",
+           "--set", "output.checkpoint_every=4"]  # fmt: skip
+    proc = _start_and_await_checkpoint(cmd, run_dir, 4)
+    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and (run_dir / "model.npz").is_file()
 
 
 def test_a_closed_stdout_ends_the_output_not_the_command(config, tmp_path):

@@ -7,21 +7,33 @@ PETSc's own signal handler (which would print ``Caught signal number 15`` and
 abort) by handlers that only note the signal; :meth:`StopRequest.requested`,
 called by the training loop after every iteration, agrees over all ranks (one
 Allreduce) so that every rank stops after the same iteration. A second signal
-of the same kind ends the process at once (exit status 128 + signal): the first
-one's delivery restores the default action (SA_RESETHAND), so this holds while
-the main thread is in a long C call too.
+of the same kind ends the process at once (killed by it: exit status 128 +
+signal), also while the main thread is in a long C call, where CPython runs its
+handlers only afterwards: a watcher thread reads every delivery from the wakeup
+socket the C-level handler writes to (:func:`signal.set_wakeup_fd`). A second
+delivery within :data:`DUPLICATE` seconds of the first is the same request sent
+twice, not a second one: coreutils' ``timeout`` signals the command and then its
+process group, and under a batch system the launcher forwards a signal the
+ranks already received (the first delivery had reset the handler, SA_RESETHAND,
+and such a duplicate killed the process with nothing saved).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import socket
+import threading
+import time
 
 from mpi4py import MPI
 
-__all__ = ["SIGNALS", "Interrupted", "StopRequest"]
+__all__ = ["DUPLICATE", "SIGNALS", "Interrupted", "StopRequest"]
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+#: seconds within which a second delivery of a signal is the first one sent twice
+DUPLICATE = 0.05
 
 
 class Interrupted(Exception):
@@ -36,37 +48,17 @@ class Interrupted(Exception):
         return 128 + self.signum
 
 
-#: sigaction's flag that restores the default action as a signal is delivered
-SA_RESETHAND = 0x80000000
-
-
-def _reset_on_delivery(signum: int) -> bool:
-    """Add SA_RESETHAND to the installed handler of ``signum`` (Linux, glibc's
-    ``struct sigaction``: handler, 1024-bit mask, flags): the kernel restores the
-    default action as the first signal is delivered, so a second one ends the
-    process at once (killed by it: exit status 128 + signal) even while the main
-    thread is in a long C call — PETSc's TAO between two callbacks, a GEMM —
-    where Python would run its handler only later, for both signals together
-    (CPython notes a pending signal once). Whether it was set; where it cannot
-    be (another platform), :meth:`StopRequest._handle` ends the process on the
-    second signal it sees."""
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
+def _die_by(signum: int) -> None:
+    """End the process at once, killed by ``signum`` (its default action restored
+    through libc: Python's signal.signal works in the main thread only)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        size = ctypes.sizeof(ctypes.c_void_p) + 128 + 8 + ctypes.sizeof(ctypes.c_void_p)
-        action = ctypes.create_string_buffer(size)
-        if libc.sigaction(signum, None, action) != 0:
-            return False
-        offset = ctypes.sizeof(ctypes.c_void_p) + 128  # after the handler and the mask
-        flags = ctypes.c_int.from_buffer(action, offset)
-        flags.value |= ctypes.c_int(SA_RESETHAND).value
-        return libc.sigaction(signum, action, None) == 0
-    except (OSError, AttributeError):
-        return False
+        libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        libc.signal(signum, None)  # SIG_DFL
+        os.kill(os.getpid(), signum)
+        time.sleep(1.0)  # (delivered to some thread meanwhile)
+    finally:
+        os._exit(128 + signum)
 
 
 class StopRequest:
@@ -78,9 +70,24 @@ class StopRequest:
         self._previous = {}
 
     def _handle(self, signum, frame):
-        if self.signum == signum:  # the second time (where the reset was not made): now
-            os._exit(128 + signum)
         self.signum = self.signum or signum
+
+    def _watch(self, wakeup: socket.socket) -> None:
+        """Every delivery, as the C-level handler wrote it: a second one of a signal
+        later than :data:`DUPLICATE` after its first ends the process."""
+        first: dict[int, float] = {}
+        with wakeup:
+            while True:
+                try:
+                    data = wakeup.recv(64)
+                except OSError:
+                    return
+                if not data:  # the writer closed by __exit__
+                    return
+                now = time.monotonic()
+                for signum in data:
+                    if signum in SIGNALS and now - first.setdefault(signum, now) > DUPLICATE:
+                        _die_by(signum)
 
     def __enter__(self) -> StopRequest:
         from petsc4py import PETSc
@@ -91,13 +98,18 @@ class StopRequest:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         for s in SIGNALS:
             self._previous[s] = signal.signal(s, self._handle)
-            _reset_on_delivery(s)
+        reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)
+        self._wakeup_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, args=(reader,), daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous.clear()
+        signal.set_wakeup_fd(self._wakeup_fd)
+        self._writer.close()  # the watcher's recv ends
 
     def requested(self) -> int:
         """The signal any rank received (0: none). Collective."""
