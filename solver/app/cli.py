@@ -987,8 +987,13 @@ class _Signalled(KeyboardInterrupt):
         self.signum = int(signum)
 
 
+_SIGNALLED: list[int] = []
+
+
 def _signalled(signum, frame):
-    raise _Signalled(signum)
+    if not _SIGNALLED:  # once: a duplicate delivery (coreutils' timeout) is the same
+        _SIGNALLED.append(signum)
+        raise _Signalled(signum)
 
 
 def main(argv: list[str] | None = None, *, finally_ignore: bool = False) -> int:
@@ -1005,6 +1010,7 @@ def main(argv: list[str] | None = None, *, finally_ignore: bool = False) -> int:
     else:  # --help, --version and argparse's errors from rank 0 only (all exit alike)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             args = _parser().parse_args(argv)
+    _SIGNALLED.clear()
     previous = {s: signal.signal(s, _signalled) for s in SIGNALS}
     agreement = _Agreement()
     try:
