@@ -83,7 +83,10 @@ def taylor_test(
         raise InputError(f"expected a positive finite number, got {show(h0)}", "h0")
     if not isinstance(hessian, bool | np.bool_):
         raise InputError(f"expected true or false, got {show(hessian)}", "hessian")
-    unknown = sorted(set(direction) - set(rf.net.trainable))
+    trainable = getattr(getattr(rf, "net", None), "trainable", None)  # (a network's)
+    unknown = (
+        sorted(set(direction) - set(trainable)) if trainable and hasattr(direction, "keys") else []
+    )
     if unknown:
         raise InputError(
             f"{', '.join(unknown)}: not trainable (trainable: {', '.join(rf.net.trainable)})",

@@ -216,10 +216,10 @@ class ContinuumNetwork:
         return shapes
 
     def check_controls(self, controls, names=None, key: str = "controls") -> None:
-        """``controls`` (all names, or ``names``) have this network's shapes: an
-        InputError keyed by the first that does not (controls of another network, a
-        subset, a plain dict)."""
-        if not isinstance(controls, Controls):
+        """``controls`` (a mapping: all names, or ``names``) have this network's
+        shapes: an InputError keyed by the first that does not (controls of another
+        network, a subset)."""
+        if not isinstance(controls, Mapping):
             raise InputError(f"expected Controls, got {show(controls)}", key)
         shapes = self.control_shapes()
         for k in shapes if names is None else names:
