@@ -355,7 +355,9 @@ class ReducedFunctional:
         self.data_comm = layout.data if layout is not None else MPI.COMM_SELF
         weights = {"alpha": alpha, "beta": beta, "gamma": gamma, "delta": delta}
         try:  # every data rank checks its samples; all raise the first rank's error
-            problem, X, y = None, *_samples(net, X, y, task, weights, empty=layout is not None)
+            # (no local samples: a data rank's empty share, of a minibatch too, with S given)
+            empty = layout is not None or S is not None
+            problem, X, y = None, *_samples(net, X, y, task, weights, empty=empty)
         except InputError as e:
             problem = e
         except Exception as e:  # anything else too: no rank left waiting below
@@ -369,13 +371,15 @@ class ReducedFunctional:
         self.regulariser = Regulariser(net, alpha, beta, gamma, delta)
         total = self.data_comm.allreduce(self.X.shape[1])
         if S is not None and not (
-            isinstance(S, int | np.integer) and not isinstance(S, bool) and S >= total > 0
+            isinstance(S, int | np.integer) and not isinstance(S, bool) and S >= max(total, 1)
         ):
             raise InputError(
-                f"expected the global number of samples, an integer ≥ {total} (the samples "
-                f"of the data ranks), got {show(S)}",
+                f"expected the global number of samples, an integer ≥ {max(total, 1)} (the "
+                f"samples of the data ranks), got {show(S)}",
                 "S",
             )
+        if total == 0 and S is None:
+            raise InputError("no samples on any data rank", "X")
         self.S = int(S) if S is not None else total
         self.checkpoint = checkpoint
         Sweep(net, None, checkpoint)  # check the storage strategy now
