@@ -10,7 +10,9 @@ Allreduce) so that every rank stops after the same iteration. A second signal
 of the same kind ends the process at once (killed by it: exit status 128 +
 signal), also while the main thread is in a long C call, where CPython runs its
 handlers only afterwards: a watcher thread reads every delivery from the wakeup
-socket the C-level handler writes to (:func:`signal.set_wakeup_fd`). A second
+socket the C-level handler writes to (:func:`signal.set_wakeup_fd`), as soon as
+the call releases the interpreter lock (NumPy's BLAS and LAPACK do; one that
+holds it delays the second signal until it returns). A second
 delivery within :data:`DUPLICATE` seconds of the first is the same request sent
 twice, not a second one: coreutils' ``timeout`` signals the command and then its
 process group, and under a batch system the launcher forwards a signal the
