@@ -142,7 +142,7 @@ def show(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# -- argument checks shared by the mesh builders ---------------------------------
+# -- argument checks shared by the mesh builders and the solver's constructors -------
 
 
 def _is_int(v: object) -> bool:
@@ -150,7 +150,10 @@ def _is_int(v: object) -> bool:
 
 
 def _is_real(v: object) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    try:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    except OverflowError:  # an int beyond a float
+        return False
 
 
 def _is_list(v: object) -> bool:
@@ -239,7 +242,23 @@ def positive(value: object, key: str) -> float:
     """A finite number > 0."""
     if _is_real(value) and value > 0:
         return float(value)
-    raise InputError(f"expected a positive number, got {show(value)}", key)
+    raise InputError(f"expected a positive finite number, got {show(value)}", key)
+
+
+def nonnegative(value: object, key: str) -> float:
+    """A finite number ≥ 0."""
+    if _is_real(value) and value >= 0:
+        return float(value)
+    raise InputError(f"expected a finite number ≥ 0, got {show(value)}", key)
+
+
+def integer(value: object, key: str, minimum: int, most: int | None = None, why: str = "") -> int:
+    """An integer (not a bool) from ``minimum`` (up to ``most``); ``why`` follows the
+    bound in the message."""
+    if _is_int(value) and value >= minimum and (most is None or value <= most):
+        return int(value)
+    bound = f"≥ {minimum}" if most is None else f"from {minimum} to {most}"
+    raise InputError(f"expected an integer {bound}{why}, got {show(value)}", key)
 
 
 def length(value: object, key: str) -> float:

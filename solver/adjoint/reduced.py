@@ -35,7 +35,7 @@ from mpi4py import MPI
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError, show
+from pontryx.meshes.errors import InputError, integer, nonnegative, show
 from pontryx.solver.adjoint import split
 from pontryx.solver.adjoint.riesz import RieszMap
 from pontryx.solver.adjoint.sweep import Sweep
@@ -256,21 +256,9 @@ def _weight(name: str, doc: str) -> property:
         return getattr(self.regulariser, name)
 
     def set(self, value: float) -> None:
-        _check_weight(name, value)
-        setattr(self.regulariser, name, float(value))
+        setattr(self.regulariser, name, nonnegative(value, name))
 
     return property(get, set, doc=doc)
-
-
-def _check_weight(name: str, w) -> None:
-    """A weight of the regulariser is a finite number ≥ 0 (an InputError keyed by it)."""
-    real = isinstance(w, int | float | np.integer | np.floating) and not isinstance(w, bool)
-    try:
-        ok = real and 0 <= float(w) < math.inf
-    except OverflowError:  # an int beyond a float
-        ok = False
-    if not ok:
-        raise InputError(f"expected a finite number ≥ 0, got {show(w)}", name)
 
 
 def _samples(net, X, y, task, weights, empty=False):
@@ -280,7 +268,7 @@ def _samples(net, X, y, task, weights, empty=False):
     if not isinstance(task, str) or task not in LOSSES:
         raise InputError(f"expected one of {', '.join(LOSSES)}, got {show(task)}", "task")
     for name, w in weights.items():
-        _check_weight(name, w)
+        nonnegative(w, name)
     if np.iscomplexobj(X):
         raise InputError("expected real numbers, got complex ones", "X")
     try:
@@ -370,14 +358,9 @@ class ReducedFunctional:
         self.y = y if task == "classification" else np.ascontiguousarray(y.T)
         self.regulariser = Regulariser(net, alpha, beta, gamma, delta)
         total = self.data_comm.allreduce(self.X.shape[1])
-        if S is not None and not (
-            isinstance(S, int | np.integer) and not isinstance(S, bool) and S >= max(total, 1)
-        ):
-            raise InputError(
-                f"expected the global number of samples, an integer ≥ {max(total, 1)} (the "
-                f"samples of the data ranks), got {show(S)}",
-                "S",
-            )
+        if S is not None:
+            why = " (the global number of samples: at least the data ranks' samples)"
+            integer(S, "S", max(total, 1), why=why)
         if total == 0 and S is None:
             raise InputError("no samples on any data rank", "X")
         self.S = int(S) if S is not None else total

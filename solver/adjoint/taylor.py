@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError, show
+from pontryx.meshes.errors import InputError, integer, positive, show
 
 __all__ = ["TaylorResult", "first_step", "taylor_test", "taylor_test_map"]
 
@@ -74,13 +74,8 @@ def taylor_test(
     """Taylor remainders of ``rf`` at ``controls`` along ``direction`` (a Controls
     with a subset of the trainable names); with ``hessian`` also the
     second-order remainders r² from :meth:`ReducedFunctional.hessian_action`."""
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 2:
-        raise InputError(
-            f"expected an integer ≥ 2 (a rate needs two remainders), got {show(steps)}", "steps"
-        )
-    real = isinstance(h0, int | float | np.integer | np.floating) and not isinstance(h0, bool)
-    if not (real and 0 < h0 < np.inf):
-        raise InputError(f"expected a positive finite number, got {show(h0)}", "h0")
+    integer(steps, "steps", 2, why=" (a rate needs two remainders)")
+    positive(h0, "h0")
     if not isinstance(hessian, bool | np.bool_):
         raise InputError(f"expected true or false, got {show(hessian)}", "hessian")
     trainable = getattr(getattr(rf, "net", None), "trainable", None)  # (a network's)
@@ -89,7 +84,7 @@ def taylor_test(
     )
     if unknown:
         raise InputError(
-            f"{', '.join(unknown)}: not trainable (trainable: {', '.join(rf.net.trainable)})",
+            f"{', '.join(unknown)}: not trainable (trainable: {', '.join(trainable)})",
             "direction",
         )
     J0, grad = rf.value_and_gradient(controls)

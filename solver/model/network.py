@@ -17,7 +17,7 @@ import numpy as np
 
 from pontryx.forms.activations import get_activation
 from pontryx.forms.embedding import embedding_functions
-from pontryx.meshes.errors import InputError, show
+from pontryx.meshes.errors import InputError, integer, nonnegative, positive, show
 from pontryx.solver.model.controls import Controls
 from pontryx.solver.model.kernels import Kernel, make_kernel
 from pontryx.solver.model.schemes import make_scheme
@@ -27,26 +27,6 @@ __all__ = ["ContinuumNetwork"]
 
 #: The most layers a network takes (each holds its controls and, in a gradient, a state).
 MAX_LAYERS = 10**7
-
-
-def _count(value, name: str, most: int = 2**31 - 1, minimum: int = 1) -> None:
-    """An integer in [minimum, most] (an InputError keyed ``name``)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | np.integer)
-        or not (minimum <= value <= most)
-    ):
-        raise InputError(f"expected an integer from {minimum} to {most}, got {show(value)}", name)
-
-
-def _number(value, name: str, positive: bool = False) -> None:
-    """A finite real number ≥ 0 (> 0 if ``positive``)."""
-    real = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    ok = real and math.isfinite(float(value)) and (value > 0 if positive else value >= 0)
-    if not ok:
-        raise InputError(
-            f"expected a finite number {'>' if positive else '≥'} 0, got {show(value)}", name
-        )
 
 
 class ContinuumNetwork:
@@ -79,11 +59,11 @@ class ContinuumNetwork:
     ):
         if not hasattr(space, "V") or not hasattr(space, "comm"):
             raise InputError(f"expected a WidthSpace, got {show(space)}", "space")
-        _count(n_in, "n_in")
-        _count(n_out, "n_out")
-        _count(layers, "layers", MAX_LAYERS)
-        _number(T, "T", positive=True)
-        _number(epsilon, "epsilon")
+        integer(n_in, "n_in", 1, 2**31 - 1)
+        integer(n_out, "n_out", 1, 2**31 - 1)
+        integer(layers, "layers", 1, MAX_LAYERS)
+        positive(T, "T")
+        nonnegative(epsilon, "epsilon")
         for name, value in (("kernel", kernel), ("activation", activation), ("scheme", scheme)):
             if not isinstance(value, str) and not (name == "kernel" and isinstance(value, Kernel)):
                 raise InputError(f"expected a name, got {show(value)}", name)
@@ -187,8 +167,8 @@ class ContinuumNetwork:
         Without: white noise on the nodes, W (or A, G, or κ, a, r) gain-normalised
         normal, b = 0, E from the embedding family, C normal, d = 0 — its L² size
         grows with N (‖W‖²_{L²} ≈ gain² N); kept for tests and comparisons."""
-        _count(seed, "seed", 2**64 - 1, minimum=0)
-        _number(gain, "gain")
+        integer(seed, "seed", 0, 2**64 - 1)
+        nonnegative(gain, "gain")
         if law is not None:
             from pontryx.solver.model.fields import field_controls
 

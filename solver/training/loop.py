@@ -23,9 +23,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from pontryx.meshes.errors import InputError, show
+from pontryx.meshes.errors import InputError, integer, show
 from pontryx.solver.errors import NonFiniteError
 from pontryx.solver.model.controls import Controls
 from pontryx.solver.petsc import input_errors
@@ -77,13 +75,10 @@ def train(
     or until it stops by itself; see the module docstring. A non-finite loss or
     gradient raises :class:`NonFiniteError` with the trainer's controls at the
     last finite iterate; the error carries ``history``."""
-    for name, value, least in (
-        ("max_iterations", max_iterations, 0),
-        ("test_every", test_every, 0),
-        ("chunk", 1 if chunk is None else chunk, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
-            raise InputError(f"expected an integer ≥ {least}, got {show(value)}", name)
+    integer(max_iterations, "max_iterations", 0)
+    integer(test_every, "test_every", 0)
+    if chunk is not None:
+        integer(chunk, "chunk", 1)
     history: list[Record] = []
     seen: set[int] = set()
 
