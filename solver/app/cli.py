@@ -1015,11 +1015,9 @@ def main(argv: list[str] | None = None, *, finally_ignore: bool = False) -> int:
     agreement = _Agreement()
     try:
         try:
-            _start_petsc()
+            _start_petsc()  # (without PETSc's signal handler, which would replace ours)
             _import_dolfinx()
-            _tolerate_closed_stdout()  # PETSc is initialised: its handlers replaced ours
-            for s in SIGNALS:
-                signal.signal(s, _signalled)
+            _tolerate_closed_stdout()
             return args.func(args)
         except InputError as e:
             return _fail(agreement, EXIT_BAD_INPUT, f"config error: {e}", expected=True)
@@ -1027,9 +1025,12 @@ def main(argv: list[str] | None = None, *, finally_ignore: bool = False) -> int:
             return _fail(agreement, EXIT_NON_FINITE, f"error: {e}", expected=True)
         except Interrupted as e:  # a stage of hjb, on every rank together
             return _fail(agreement, e.exit_code, "interrupted", expected=True)
-        except OSError as e:  # the run directory: no space left, permissions, …
+        except (OSError, RuntimeError) as e:
             if _jit_cache_problem(e):
                 return _fail(agreement, EXIT_BAD_INPUT, _jit_cache_message(e), expected=True)
+            if not isinstance(e, OSError):
+                raise
+            # the run directory: no space left, permissions, …
             where = f" ({e.filename})" if e.filename else ""
             text = f"error: cannot write the run directory{where}: {e.strerror or e}"
             return _fail(agreement, EXIT_IO, text, expected=False)
@@ -1039,8 +1040,6 @@ def main(argv: list[str] | None = None, *, finally_ignore: bool = False) -> int:
     except BaseException as e:
         if isinstance(e, SystemExit) and e.code in (0, None):
             raise
-        if _jit_cache_problem(e):
-            return _fail(agreement, EXIT_BAD_INPUT, _jit_cache_message(e), expected=True)
         failed = caused_by(e, SolveError)  # itself, or a PETSc solve's error caused by it
         if failed is not None:
             return _fail(agreement, EXIT_NOT_CONVERGED, f"error: {failed}", expected=True)

@@ -15,9 +15,9 @@ import os
 import signal
 import sys
 
-__all__ = ["console"]
+from pontryx.solver.app.signals import SIGNALS
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+__all__ = ["console"]
 
 
 def _starting(signum, frame):

@@ -224,30 +224,30 @@ def run_hjb(config, run_dir: Path, *, overwrite=False, quiet=False, source="", c
     reduced, vf = _build(config, comm)
     root = comm.rank == 0
     say = print if root and not quiet else (lambda *a, **k: None)
-    stop = StopRequest(comm)
     try:
-        stop.__enter__()  # a signal is noted and taken between the stages of the study
-        if root:
-            directory.open(mode)
-            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-            head = f"# Resolved configuration, written by pontryx hjb from {source} on {stamp}\n"
-            write_text(
-                run_dir / "config.yaml",
-                head + yaml.safe_dump(config.resolved(), sort_keys=False, allow_unicode=True),
-            )
-            directory.register("config.yaml")
-        summary = _study(config, reduced, vf, say, stop.check)
-        if root:
-            _outputs(run_dir, directory, config, reduced, vf, summary)
-            directory.discard_replaced()  # only now: the old run stays until then
-        comm.Barrier()
-        return summary
+        with StopRequest(comm) as stop:  # a signal is noted, taken between the stages
+            if root:
+                directory.open(mode)
+                stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                head = (
+                    f"# Resolved configuration, written by pontryx hjb from {source} on {stamp}\n"
+                )
+                write_text(
+                    run_dir / "config.yaml",
+                    head + yaml.safe_dump(config.resolved(), sort_keys=False, allow_unicode=True),
+                )
+                directory.register("config.yaml")
+            summary = _study(config, reduced, vf, say, stop.check)
+            if root:
+                _outputs(run_dir, directory, config, reduced, vf, summary)
+                directory.discard_replaced()  # only now: the old run stays until then
+            comm.Barrier()
+            return summary
     except BaseException:  # a failure or a signal: an overwritten old run back as it was
         if root:
             directory.restore_replaced()
         raise
     finally:
-        stop.__exit__(None, None, None)
         if root:
             directory.close()
         _release(config, reduced)

@@ -86,7 +86,7 @@ class DiffusionSolver:
         self._converged = Converged(self.ksp, what)
         pc = self.ksp.getPC()
         factor = pc.getFactorSolverType() if pc.getType() in ("lu", "cholesky") else None
-        self._by_column = factor == "superlu_dist"
+        self._by_column = factor == "superlu_dist" and self.B.getComm().getSize() > 1
 
     def solve(self, R: np.ndarray) -> np.ndarray:
         """X = B⁻¹ R (same shape as R). No columns (a data rank's empty share of a
@@ -120,7 +120,7 @@ class DiffusionSolver:
         N = self.space.N
         Rf = np.asfortranarray(R)
         Xf = np.empty_like(Rf, order="F")
-        if self._by_column and comm.size > 1:
+        if self._by_column:
             r = PETSc.Vec().createMPI((n, N), comm=comm)
             x = r.duplicate()
             for j in range(S):

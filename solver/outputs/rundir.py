@@ -274,11 +274,10 @@ class RunDirectory:
         self._lock()
         try:
             self.written = set(self.listed())
-            self.moved_aside = True
-            return self.restore_replaced()
+            self._put_back(replaced)
         finally:
-            self.moved_aside = False
             self.close()
+        return True
 
     def _check_own_folder(self, key: str) -> None:
         """``.pontryx`` (marker, lock, an overwrite's old run) is absent or a
@@ -408,6 +407,12 @@ class RunDirectory:
         replaced = self.path / _REPLACED
         if not self.moved_aside or not replaced.is_dir() or replaced.is_symlink():
             return False
+        self._put_back(replaced)
+        return True
+
+    def _put_back(self, replaced: Path) -> None:
+        """The old run's entries from ``replaced`` back in place, the entries the new
+        run wrote (``written``) deleted first; the marker lists the old run's."""
         old = [entry.name for entry in replaced.iterdir()]
         # the new run's own entries, and what it made at the old run's names before
         # registering them (it came after the move aside), never through a link
@@ -422,7 +427,6 @@ class RunDirectory:
         replaced.rmdir()
         self.written = {name for name in old if name in KINDS}
         self.register()
-        return True
 
     def register(self, *names: str) -> None:
         """Record entries as written by pontryx (in the marker, atomically)."""
