@@ -22,7 +22,7 @@ from mpi4py import MPI
 
 from pontryx.meshes.errors import InputError
 
-__all__ = ["Layout"]
+__all__ = ["Layout", "ranks"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class Layout:
         return cls(world, width_comm, data_comm, depth_comm)
 
     def describe(self) -> str:
-        text = f"{_ranks(self.world.size)} = {self.n_width} width × {self.n_data} data"
+        text = f"{ranks(self.world.size)} = {self.n_width} width × {self.n_data} data"
         return text + (f" × {self.n_depth} depth" if self.n_depth > 1 else "")
 
     def destroy(self) -> None:
@@ -104,6 +104,6 @@ class Layout:
                 comm.Free()
 
 
-def _ranks(n: int) -> str:
+def ranks(n: int) -> str:
     """ "1 rank", "2 ranks"."""
     return f"{n} rank{'' if n == 1 else 's'}"

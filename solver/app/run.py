@@ -49,6 +49,7 @@ from pontryx.solver.app.problem import (
 from pontryx.solver.app.signals import Interrupted
 from pontryx.solver.config.schema import Config
 from pontryx.solver.errors import EXIT_NON_FINITE, EXIT_NOT_CONVERGED, NonFiniteError, SolveError
+from pontryx.solver.layout import ranks
 from pontryx.solver.model import blas
 from pontryx.solver.outputs import (
     Checkpoints,
@@ -414,8 +415,7 @@ class TrainingRun:
             self.progress.say(text, error=True)
         say, c = self.progress.say, self.config
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-        ranks = f"{self.comm.size} rank{'' if self.comm.size == 1 else 's'}"
-        say(f"pontryx train {self.source} → {self.run_dir}  ({stamp}, {ranks})")
+        say(f"pontryx train {self.source} → {self.run_dir}  ({stamp}, {ranks(self.comm.size)})")
         for line in self.problem.describe():
             say("  " + line)
         resuming = ""
