@@ -87,6 +87,24 @@ def test_no_columns(comm):
     assert K.apply_T(ctx, np.zeros((sp.n, 0))).shape == (sp.n, 0)
 
 
+@pytest.mark.parametrize(
+    "upper",
+    [[1e4, 1e4, 1e-5], [1e-3, 1e-3, 1e3], [1.0, 1.0, 1.0]],
+    ids=["thin-channels", "thin-plane", "cube"],
+)
+def test_grid_of_an_anisotropic_box(comm, upper):
+    """Each axis's levels are told apart on its own scale: the channel levels and
+    their trapezoid weights ω_Z are exact to round-off, and a plane much smaller
+    than the channel axis is a uniform grid (rounding to 10⁻¹⁰ of the largest
+    extent had put ω_Z 10 % off on the thin box and refused the thin plane)."""
+    mesh = {"kind": "box", "n": [2, 2, 3], "upper": upper, "cell": "hexahedron"}
+    K = make_kernel(_space(comm, mesh), "conv")
+    h = upper[2] / 3
+    assert np.allclose(K.zs, h * np.arange(4), rtol=1e-14, atol=1e-14 * h)
+    assert np.allclose(K.wz, h * np.array([0.5, 1, 1, 0.5]), rtol=1e-14, atol=0)
+    assert np.allclose(K.xs, upper[0] / 2 * np.arange(3), rtol=1e-14, atol=1e-14 * upper[0])
+
+
 def test_plane_operators_differentiate():
     """On the interior of the plane, D_1 = ℓ∂_x, D_3 = ℓ²∂_xx and D_5 = ℓ²∂_xy are
     exact on quadratics (Q1, uniform grid)."""
@@ -94,7 +112,9 @@ def test_plane_operators_differentiate():
     K = make_kernel(sp, "conv", length=0.5)
     x, y = np.meshgrid(K.xs, K.ys)
     x, y = x.ravel(), y.ravel()
-    inner = (x > 0) & (x < 1) & (y > 0) & (y < 1)
+    i, j = np.meshgrid(np.arange(K.xs.size), np.arange(K.ys.size))  # by index: the
+    i, j = i.ravel(), j.ravel()  # levels are mesh coordinates, 0 and 1 up to round-off
+    inner = (i > 0) & (i < K.xs.size - 1) & (j > 0) & (j < K.ys.size - 1)
     D = K.D.toarray().reshape(K.K, K.Np, K.Np)
     f = x**2 + 3 * x * y - y**2
     assert np.allclose((D[1] @ f)[inner], 0.5 * (2 * x + 3 * y)[inner])

@@ -40,6 +40,7 @@ import dolfinx.mesh
 import numpy as np
 
 from pontryx.meshes.errors import InputError, show
+from pontryx.meshes.levels import lexicographic
 from pontryx.solver.inverse.expressions import require_finite
 from pontryx.solver.npz import read_npz
 
@@ -352,11 +353,7 @@ def check_truth(truth, values, points, comm, where: str = "") -> None:
 
 
 def canonical_index(points: np.ndarray) -> np.ndarray:
-    """The index of every point in the lexicographic order of its coordinates
-    (rounded to 1e-10 of the extent): a numbering that no partition changes."""
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    scale = max(float(np.max(hi - lo)), 1.0)
-    order = np.lexsort(np.round((points - lo) / scale, 10).T[::-1])
-    index = np.empty(len(points), dtype=np.int64)
-    index[order] = np.arange(len(points))
-    return index
+    """The index of every point in the lexicographic order of its coordinates (up
+    to round-off, :func:`pontryx.meshes.levels.lexicographic`): a numbering that no
+    partition changes."""
+    return lexicographic(points)

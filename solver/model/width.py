@@ -29,6 +29,7 @@ from petsc4py import PETSc
 
 from pontryx.forms.operators import function_space, mass_form, row_sum_form, stiffness_form
 from pontryx.meshes.errors import InputError
+from pontryx.meshes.levels import lexicographic
 from pontryx.solver.model.shared import SharedRows
 from pontryx.solver.model.workspace import HEAP, Workspace
 from pontryx.solver.registry import EXCHANGES, LUMPINGS
@@ -166,16 +167,11 @@ class WidthSpace:
     def canonical(self) -> np.ndarray:
         """``canonical[i]`` = partition-independent index of global dof i (all N).
 
-        Dofs are ordered lexicographically by their coordinates, rounded to
-        1e-10 of the domain size, so every partition gives the same numbering."""
-        X = self.allgather(self.x)
-        lo, hi = self.bounding_box
-        scale = max(float(np.max(hi - lo)), 1.0)
-        key = np.round((X - lo) / scale, 10)
-        order = np.lexsort(key.T[::-1])
-        canon = np.empty(self.N, dtype=np.int64)
-        canon[order] = np.arange(self.N)
-        return canon
+        Dofs are ordered lexicographically by their coordinates, each axis's
+        values told apart up to round-off on its own scale
+        (:func:`pontryx.meshes.levels.lexicographic`), so every partition gives the
+        same numbering."""
+        return lexicographic(self.allgather(self.x))
 
     @property
     def owned_canonical(self) -> np.ndarray:

@@ -25,6 +25,7 @@ import dolfinx.fem
 import dolfinx.io
 import numpy as np
 
+from pontryx.meshes.levels import levels
 from pontryx.solver.outputs.atomic import atomic_path
 from pontryx.solver.outputs.model_io import mesh_arrays
 from pontryx.solver.outputs.plots import _pyplot, _save, _triangles, column, objective_panel
@@ -103,10 +104,9 @@ def write_paraview(problem, controls, directory: Path) -> None:
 def _slice(x: np.ndarray):
     """Dofs of a 3D mesh on the plane z = const nearest the middle (a boolean mask)."""
     z = x[:, 2]
-    levels = np.unique(np.round(z, 10))
-    mid = 0.5 * (z.min() + z.max())
-    level = levels[np.argmin(np.abs(levels - mid))]
-    return np.abs(z - level) < 1e-9 * max(1.0, float(np.ptp(z))), level
+    zs, index, _ = levels(z)
+    i = int(np.argmin(np.abs(zs - 0.5 * (z.min() + z.max()))))
+    return index == i, zs[i]
 
 
 def _field(ax, fields, values, title, plt, **kw):

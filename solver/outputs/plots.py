@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pontryx.meshes.levels import levels
+
 __all__ = [
     "plot_curves",
     "plot_decision_boundary",
@@ -272,9 +274,10 @@ def plot_digits(net, controls, dataset, mesh: dict, path: Path, *, draw: bool, c
         )
         rows = [("u(0, x)", U0, slice(None)), ("u(T, x)", UT, slice(None))]
     else:
-        zs = np.unique(np.round(x[:, 2], 10))
-        picks = sorted({zs[0], zs[len(zs) // 2], zs[-1]})
-        on = [np.flatnonzero(np.isclose(x[:, 2], z)) for z in picks]
+        zs, level, _ = levels(x[:, 2])
+        picks = sorted({0, len(zs) // 2, len(zs) - 1})
+        on = [np.flatnonzero(level == i) for i in picks]
+        picks = [zs[i] for i in picks]
         order = [i[np.lexsort((x[i, 0], x[i, 1]))] for i in on]  # the same plane order
         tri = mtri.Triangulation(x[order[0], 0], x[order[0], 1])
         rows = [(f"u(0, x, z = {picks[0]:.2g})", U0, order[0])]

@@ -47,6 +47,7 @@ import ufl
 from pontryx.forms.kernels import plane_operators
 from pontryx.forms.operators import function_space, row_sum_form
 from pontryx.meshes.errors import InputError, show
+from pontryx.meshes.levels import levels
 from pontryx.solver.model.kernels.base import Kernel, Option
 from pontryx.solver.model.workspace import HEAP
 
@@ -69,13 +70,6 @@ def _flag(value) -> bool:
     if not isinstance(value, bool):
         raise InputError(f"expected true or false, got {show(value)}")
     return value
-
-
-def _levels(values: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct values (rounded to 1e-10·scale) and each value's index among them."""
-    key = np.round(values / scale, 10)
-    distinct, index = np.unique(key, return_inverse=True)
-    return distinct * scale, index
 
 
 class ConvKernel(Kernel):
@@ -105,11 +99,9 @@ class ConvKernel(Kernel):
                 f"the conv kernel needs a 3D box (plane × channels), got a {X.shape[1]}D mesh",
                 "type",  # the kernel chosen for this mesh (model.kernel.type)
             )
-        lo, hi = sp.bounding_box
-        scale = max(float(np.max(hi - lo)), 1.0)
-        self.xs, ix = _levels(X[:, 0], scale)
-        self.ys, iy = _levels(X[:, 1], scale)
-        self.zs, il = _levels(X[:, 2], scale)
+        self.xs, ix, self._xtol = levels(X[:, 0])
+        self.ys, iy, self._ytol = levels(X[:, 1])
+        self.zs, il, _ = levels(X[:, 2])
         nx, ny, L = self.xs.size, self.ys.size, self.zs.size
         p = iy * nx + ix  # plane points row by row
         grid = np.full((nx * ny, L), -1, dtype=np.int64)
@@ -153,11 +145,12 @@ class ConvKernel(Kernel):
         )
         V = function_space(plane, deg)
         x = V.tabulate_dof_coordinates()[:, :2]
-        ix = np.searchsorted(self.xs, x[:, 0] - 1e-9 * (self.xs[-1] - self.xs[0]))
-        iy = np.searchsorted(self.ys, x[:, 1] - 1e-9 * (self.ys[-1] - self.ys[0]))
+        tx, ty = 2 * self._xtol, 2 * self._ytol  # the plane mesh's own round-off
+        ix = np.searchsorted(self.xs, x[:, 0] - tx)
+        iy = np.searchsorted(self.ys, x[:, 1] - ty)
         ok = (ix < nx) & (iy < ny)
-        ok &= np.isclose(self.xs[np.minimum(ix, nx - 1)], x[:, 0])
-        ok &= np.isclose(self.ys[np.minimum(iy, ny - 1)], x[:, 1])
+        ok &= np.abs(self.xs[np.minimum(ix, nx - 1)] - x[:, 0]) <= tx
+        ok &= np.abs(self.ys[np.minimum(iy, ny - 1)] - x[:, 1]) <= ty
         if x.shape[0] != self.Np or not ok.all():
             raise InputError(
                 "the conv kernel needs a uniform grid in the plane (a box mesh)", "type"
