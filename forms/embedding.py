@@ -4,8 +4,10 @@ Fixed families of embedding functions e_j on Ω, as callables x ↦ e_j(x) on a
 (gdim, n_points) coordinate array (the form DOLFINx interpolation takes):
 
 * ``bump``: Gaussian bumps e_j(x) = exp(−|x − c_j|² / (2 w²)) with centres c_j
-  evenly spaced on a circle of radius 0.3·diam(Ω) around the centre of Ω's
-  bounding box (on the middle segment in 1D), width w = 0.25·diam(Ω);
+  evenly spaced on a circle of radius 0.3·diam(Ω)/√d around the centre of Ω's
+  bounding box, in the plane of its first two axes (one input: the centre; in 1D
+  evenly on the middle 60 % of the interval), width w = 0.25·diam(Ω), diam(Ω)
+  the diagonal of the bounding box;
 * ``coordinate``: e_j(x) = (x_{j mod d} − x̄_{j mod d}) / diam(Ω), the linear lift;
 * ``image``: for an input that is an h × w image, u_s(0, ·) is the image as a
   function on Ω's bounding box: pixel (r, c) sits at the centre of its cell, row
