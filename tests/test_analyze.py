@@ -213,6 +213,35 @@ def test_analyze_refuses_bad_flags_before_writing(capsys, recorded, mpi_tmp_path
     assert "analysis" in json.loads((recorded / ".pontryx" / "run.json").read_text())["written"]
 
 
+def test_analyze_keeps_the_users_files(capsys, recorded, mpi_tmp_path):
+    """An --output holding a diffusion_map.png or .npz that analyze did not write,
+    or a run directory itself, is refused (exit 2, one line, nothing changed: the
+    files had been replaced, and a run directory got entries its marker did not
+    list); an earlier analysis there is replaced, and a run's own analysis/ named
+    with --output is that run's entry, as the default."""
+    mine = mpi_tmp_path / "mine"
+    other = mpi_tmp_path / "other"
+    if MPI.COMM_WORLD.rank == 0:
+        mine.mkdir()
+        (mine / "diffusion_map.png").write_text("USER DATA")
+        other.mkdir()
+        np.savez(other / "diffusion_map.npz", x=np.zeros(3))
+    MPI.COMM_WORLD.Barrier()
+    for target in (mine, other, recorded):
+        before = _tree(target)
+        code, out, err = cli(capsys, "analyze", recorded, "--output", target)
+        assert code == 2 and err.startswith("config error: --output: "), err
+        assert err.count("\n") == 1 and not out, err
+        assert _same(target, before), target
+    again = mpi_tmp_path / "again"
+    for _ in range(2):  # an earlier analysis is replaced
+        code, out, err = cli(capsys, "analyze", recorded, "--output", again)
+        assert code == 0 and (again / "diffusion_map.png").exists(), err
+    code, out, err = cli(capsys, "analyze", recorded, "--output", recorded / "analysis")
+    assert code == 0, err
+    assert "analysis" in json.loads((recorded / ".pontryx" / "run.json").read_text())["written"]
+
+
 def test_analyze_refuses_a_damaged_trajectory(capsys, recorded, mpi_tmp_path):
     """Bytes that are not UTF-8, JSON that is not a record, non-finite values: one line
     naming the file and the line, exit 2, nothing written; a torn last line (a run cut

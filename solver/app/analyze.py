@@ -195,6 +195,44 @@ def check_output(output: Path, key: str = "--output") -> None:
         check_new_names(output, parent, key)
 
 
+#: what ``analyze`` writes into its output directory
+OUTPUTS = ("diffusion_map.npz", "diffusion_map.png")
+#: the members that make a ``diffusion_map.npz`` one that ``analyze`` wrote
+_MEMBERS = {"coordinates", "eigenvalues", "iteration", "runs", "methods"}
+
+
+def _written_by_analyze(npz: Path) -> bool:
+    try:
+        with np.load(npz, allow_pickle=False) as f:
+            return _MEMBERS <= set(f.files)
+    except Exception:  # not an NPZ file at all: the user's
+        return False
+
+
+def check_own_outputs(output: Path, key: str = "--output") -> None:
+    """That writing :data:`OUTPUTS` into ``output`` (a directory the user named)
+    replaces nothing but an earlier analysis: not a run directory itself (its
+    diffusion maps go into its ``analysis/``), and no file of those names that
+    ``analyze`` did not write (an earlier analysis: a ``diffusion_map.npz`` with
+    its members; the figure goes with it)."""
+    if RunDirectory(output).is_run():
+        raise InputError(
+            f"{str(output)!r} is a pontryx run directory: its diffusion map goes into its "
+            "analysis/ (the default for the first run), or choose another --output",
+            key,
+        )
+    npz = output / OUTPUTS[0]
+    ours = npz.is_file() and not npz.is_symlink() and _written_by_analyze(npz)
+    for name in OUTPUTS:
+        path = output / name
+        if not ours and (path.exists() or path.is_symlink()):
+            raise InputError(
+                f"{str(path)!r} exists and is not the output of an earlier pontryx analyze; "
+                "move it, or choose another --output",
+                key,
+            )
+
+
 def analyze(
     run_dirs,
     output: Path | None = None,
@@ -234,13 +272,21 @@ def analyze(
     key = "analyze" if output is None else "--output"
     output = paths[0].directory / "analysis" if output is None else Path(output)
     check_output(output, key)
+    # a run's own analysis/ named with --output is that run's entry, as the default
+    owner = output.parent if output.name == "analysis" else None
+    if owner is not None and not RunDirectory(owner).is_run():
+        owner = None
     if key == "analyze":
+        owner = paths[0].directory
+    elif owner is None:
+        check_own_outputs(output, key)
+    if owner is not None:
         try:
-            RunDirectory(paths[0].directory).attach("analysis")
+            RunDirectory(owner).attach("analysis")
         except InputError as e:
             raise InputError(e.message, key) from None
         except OSError as e:  # its marker or lock cannot be written
-            where = e.filename or paths[0].directory
+            where = e.filename or owner
             raise InputError(f"cannot write {str(where)!r}: {e.strerror or e}", key) from None
     names = [str(p.directory) for p in paths]
     methods = [p.methods for p in paths]
