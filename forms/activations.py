@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import ufl
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 
 __all__ = ["ACTIVATIONS", "Activation", "get_activation"]
 
@@ -143,5 +143,5 @@ def get_activation(name: str) -> Activation:
         return ACTIVATIONS[name]
     except KeyError:
         raise InputError(
-            f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}", "name"
+            f"unknown activation {show(name)}; expected one of {', '.join(ACTIVATIONS)}", "name"
         ) from None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 
 __all__ = ["EMBEDDINGS", "embedding_functions"]
 
@@ -83,4 +83,5 @@ def embedding_functions(kind: str, n_in: int, lo, hi, input_shape=None):
         if int(np.prod(input_shape)) != n_in:
             raise InputError(f"image shape {input_shape} ≠ {n_in} inputs", "input_shape")
         return _bilinear_hats(tuple(input_shape), lo, hi)
-    raise InputError(f"unknown embedding {kind!r}; expected one of {', '.join(EMBEDDINGS)}", "kind")
+    expected = ", ".join(EMBEDDINGS)
+    raise InputError(f"unknown embedding {show(kind)}; expected one of {expected}", "kind")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ufl
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 
 __all__ = [
     "DEGREES",
@@ -36,7 +36,7 @@ def function_space(mesh, degree: int = 1):
     import dolfinx.fem
 
     if degree not in DEGREES:
-        raise InputError(f"expected 1, 2 or 3, got {degree!r}", "degree")
+        raise InputError(f"expected 1, 2 or 3, got {show(degree)}", "degree")
     element = basix.ufl.element("Lagrange", mesh.basix_cell(), degree)
     return dolfinx.fem.functionspace(mesh, element)
 
@@ -69,7 +69,7 @@ def lumped_weights(element, lumping: str = "rowsum"):
     if lumping == "hrz":
         diag = weights @ phi**2
         return diag * weights.sum() / diag.sum()
-    raise InputError(f"expected rowsum or hrz, got {lumping!r}", "lumping")
+    raise InputError(f"expected rowsum or hrz, got {show(lumping)}", "lumping")
 
 
 def lumped_measure(V, lumping: str = "rowsum"):

@@ -303,11 +303,13 @@ def resolve(desc: object, table: Mapping, selector: str, *, default=None, what: 
     for key in desc:
         if key != selector and key not in accepted:
             allowed = ", ".join([selector, *accepted])
-            raise InputError(f"unknown key for {what} {choice!r} (allowed: {allowed})", str(key))
+            raise InputError(
+                f"unknown key for {what} {show(choice)} (allowed: {allowed})", str(key)
+            )
     out = {selector: choice, **accepted, **{k: v for k, v in desc.items() if k != selector}}
     for key, value in out.items():
         if value is ... or repr(value) == "REQUIRED":
-            raise InputError(f"required for {what} {choice!r}", key)
+            raise InputError(f"required for {what} {show(choice)}", key)
         if _takes_numbers(accepted.get(key)):
             out[key] = [yaml_float(v) for v in value] if _is_list(value) else yaml_float(value)
     return out

@@ -66,11 +66,33 @@ def input_errors(
         lines = [ln for ln in lines if ln and not ln.startswith(("error code", "See https"))]
         found = [ln for ln in lines if "type" in ln.lower() or "invalid" in ln.lower()]
         reason = " ".join((found or lines or [f"PETSc error code {e.ierr}"])[-1].split())
-        words = set(re.split(r"[\s:;,!?()\[\]'\"]+", " ".join(lines)))
-        quoted = [k for k, v in (given or {}).items() if v is not None and str(v) in words]
+        text = " ".join(" ".join(lines).split())
+        quoted = [k for k, v in (given or {}).items() if _quotes(text, v)]
+        # a long value (PETSc quotes up to 256 characters of it) as README's 60
+        reason = " ".join(w if len(w) <= SHOWN else w[: SHOWN - 3] + "..." for w in reason.split())
         raise InputError(f"{what}: {reason}", quoted[0] if len(quoted) == 1 else key) from None
     finally:
         PETSc.Sys.popErrorHandler()
+
+
+#: the characters of a value an error message shows (:func:`pontryx.meshes.errors.show`)
+SHOWN = 60
+
+
+def _quotes(text: str, value: object) -> bool:
+    """Whether PETSc's message ``text`` quotes ``value`` as a whole (words of it
+    separated by single spaces, as the message is normalised), or a long value's
+    first characters (PETSc cuts it)."""
+    if value is None:
+        return False
+    v = " ".join(str(value).split())
+    sep = r"[\s:;,!?()\[\]'\"]"
+    if v and re.search(rf"(^|{sep}){re.escape(v)}($|{sep})", text) is not None:
+        return True
+    # PETSc cuts a long string to its buffer (PETSC_MAX_PATH_LEN and the like)
+    return len(v) > SHOWN and any(
+        len(w) > SHOWN and v.startswith(w) for w in re.split(rf"{sep}+", text)
+    )
 
 
 def read_when_run(name: str) -> bool:

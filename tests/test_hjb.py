@@ -279,6 +279,10 @@ def test_hjb_offers_only_its_own_flags(capsys, mpi_tmp_path):
         ({"mesh": {"kind": "interval", "n": 1, "lower": 5}}, "mesh.upper"),
         ({"mesh": {"kind": "interval", "n": 1, "upper": 1e-300}}, "mesh.upper"),
         ({"mesh": {"kind": "interval", "n": 1, "lower": -1e308, "upper": 1e308}}, "mesh.lower"),
+        # the network's model keys (were keyed hjb.layers), and a bound the masses of
+        # the width mesh dominate, not the default kernel 1 (was keyed hjb.kernel)
+        ({"model": {"layers": 10**8}}, "model.layers"),
+        ({"mesh": {"kind": "interval", "n": 1, "upper": 1e40}}, "mesh"),
         # the open-loop method is checked as train checks it, before anything is written
         # (were: a half-written run, a traceback, or silently ignored)
         ({"training": {"options": {"learning_rate": 0.1}}}, "training.options.learning_rate"),

@@ -359,3 +359,29 @@ def test_absurd_counts_and_steps_are_refused_before_the_run(capsys, mpi_tmp_path
     assert code == 2 and err.startswith(f"config error: {key}: ") and err.count("\n") == 1
     assert f"{key}: expected" in err or f"{key}: an integer beyond 64 bits" in err, err
     assert not (mpi_tmp_path / "r").exists()
+
+
+LONG = "q" * 5000
+
+
+@pytest.mark.parametrize(
+    "sets, key",
+    [  # printed whole until mended (lines of 5 000 characters)
+        (
+            ["training.method=langevin", f"training.options.schedule={LONG}"],
+            "training.options.schedule",
+        ),
+        ([f"training.options.metric={LONG}"], "training.options.metric"),
+        ([f"training.options.hessian={LONG}"], "training.options.hessian"),
+        (["training.method=tao", f"training.options.type={LONG}"], "training.options.type"),
+        ([f"model.kernel.type={LONG}"], "model.kernel"),
+        ([f"training.checkpointing={LONG}"], "training.checkpointing"),
+    ],
+)
+def test_long_values_are_shown_in_60_characters(capsys, mpi_tmp_path, sets, key):
+    """README: error messages print at most 60 characters of a value."""
+    config = write(mpi_tmp_path / "c.yaml", SMALL)
+    flags = [a for s in sets for a in ("--set", s)]
+    code, _, err = cli(capsys, "validate", config, *flags)
+    assert code == 2 and err.startswith(f"config error: {key}"), err[:300]
+    assert err.count("\n") == 1 and "q" * 61 not in err, err[:300]

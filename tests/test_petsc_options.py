@@ -87,6 +87,26 @@ def test_line_search_and_history_options_change_the_iterates(capsys, mpi_tmp_pat
             "petsc.pontryx_init.ksp_type: the random-field solver",
         ),
         ("{pontryx_init: {ksp_typo: cg}}", (), "petsc.pontryx_init.ksp_typo"),
+        # a value with a space, and one longer than PETSc quotes whole (256
+        # characters), keyed by their option too (were keyed petsc), the long one
+        # shown in 60 characters
+        (
+            '{pontryx_tao: {tao_type: "nls x"}}',
+            (),
+            "petsc.pontryx_tao.tao_type: the lmvm method's PETSc objects: Unable to find "
+            "requested Tao type nls x",
+        ),
+        (
+            "{}",
+            ("--set", 'training.options.petsc_options={tao_ls_type: "more thuente"}'),
+            "training.options.petsc_options.tao_ls_type: ",
+        ),
+        (
+            "{pontryx_tao: {tao_ls_type: " + "a" * 300 + "}}",
+            (),
+            "petsc.pontryx_tao.tao_ls_type: the lmvm method's PETSc objects: Unable to find "
+            "requested TaoLineSearch type " + "a" * 57 + "...\n",
+        ),
         (
             "{pontryx_noise: {ksp_type: nosuchksp}}",
             ("--set", "model.noise.amplitude=0.1"),

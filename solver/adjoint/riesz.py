@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.model.controls import REPLICATED, Controls
 
 __all__ = ["METRICS", "RieszMap", "check_metric", "l2_weights"]
@@ -27,7 +27,7 @@ METRICS = ("l2", "euclidean")
 def check_metric(metric) -> str:
     """The option ``metric``: ``l2`` or ``euclidean``; anything else is keyed ``metric``."""
     if metric not in METRICS:
-        raise InputError(f"expected one of {', '.join(METRICS)}, got {metric!r}", "metric")
+        raise InputError(f"expected one of {', '.join(METRICS)}, got {show(metric)}", "metric")
     return metric
 
 

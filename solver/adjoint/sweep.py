@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.model.controls import Controls
 from pontryx.solver.model.workspace import HEAP
 
@@ -127,7 +127,8 @@ class Every(Storage):
     def __init__(self, k: int | str = "sqrt"):
         if k != "sqrt" and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise InputError(
-                f"expected 'sqrt', 'reverse', null or an integer k ≥ 1, got {k!r}", "checkpointing"
+                f"expected 'sqrt', 'reverse', null or an integer k ≥ 1, got {show(k)}",
+                "checkpointing",
             )
         self.k = k
 

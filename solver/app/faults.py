@@ -18,7 +18,7 @@ import traceback
 
 from mpi4py import MPI
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.errors import NonFiniteError
 
 __all__ = ["abort", "abort_on_error", "fault_plan"]
@@ -44,7 +44,7 @@ def fault_plan() -> tuple[int | str, int] | None:
     m = re.fullmatch(r"(\d+|nan):(\d+)", text)
     if m is None:
         raise InputError(
-            f"expected RANK:ITERATION or nan:ITERATION, got {text!r}", "PONTRYX_FAULT_INJECT"
+            f"expected RANK:ITERATION or nan:ITERATION, got {show(text)}", "PONTRYX_FAULT_INJECT"
         )
     who = m.group(1) if m.group(1) == "nan" else int(m.group(1))
     return who, int(m.group(2))

@@ -67,6 +67,8 @@ _KEYS = {
     "y": "hjb.target",
     "bound": "hjb.bound",
     "T": "model.T",
+    "layers": "model.layers",
+    "activation": "model.activation",
 }
 
 

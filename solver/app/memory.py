@@ -47,7 +47,7 @@ from pathlib import Path
 
 from mpi4py import MPI
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 
 __all__ = [
     "available_bytes",
@@ -76,7 +76,7 @@ def parse_size(text: str) -> float:
     )
     if m is None or not 0 < float(m.group(1)) < math.inf:
         raise InputError(
-            f"expected a size such as 8G, 512M or 1e9 bytes, got {text!r}", "--max-memory"
+            f"expected a size such as 8G, 512M or 1e9 bytes, got {show(text)}", "--max-memory"
         )
     return float(m.group(1)) * _UNITS[m.group(2).lower()]
 

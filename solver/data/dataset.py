@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 
 __all__ = [
     "DATASETS",
@@ -146,7 +146,7 @@ def shard(n: int, rank: int, size: int) -> slice:
 def check_int(desc, key, *, minimum: int) -> int:
     v = desc[key]
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise _error(key, f"expected an integer, got {v!r}")
+        raise _error(key, f"expected an integer, got {show(v)}")
     if v < minimum:
         raise _error(key, f"must be >= {minimum}, got {v}")
     return int(v)
@@ -155,7 +155,7 @@ def check_int(desc, key, *, minimum: int) -> int:
 def check_float(desc, key) -> float:
     v = desc[key]
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise _error(key, f"expected a number, got {v!r}")
+        raise _error(key, f"expected a number, got {show(v)}")
     return float(v)
 
 
@@ -170,6 +170,7 @@ def check_noise(desc) -> float:
         raise _error("noise", f"must be a finite number >= 0, got {v}")
     if v > MAX_NOISE:
         raise _error(
-            "noise", f"must be at most {MAX_NOISE:g} (the noisy values must stay finite), got {v!r}"
+            "noise",
+            f"must be at most {MAX_NOISE:g} (the noisy values must stay finite), got {show(v)}",
         )
     return v

@@ -107,12 +107,14 @@ def _read_csv(
 def _column_index(target, header, width, shown) -> int:
     if isinstance(target, str):
         if header is None:
-            raise _error("target", f"column {target!r} given by name but {shown!r} has no header")
+            raise _error(
+                "target", f"column {show(target)} given by name but {shown!r} has no header"
+            )
         if target not in header:
-            raise _error("target", f"no column {target!r} in {shown!r} (columns: {header})")
+            raise _error("target", f"no column {show(target)} in {shown!r} (columns: {header})")
         if header.count(target) > 1:
             raise _error(
-                "target", f"column {target!r} appears {header.count(target)} times in {shown!r}"
+                "target", f"column {show(target)} appears {header.count(target)} times in {shown!r}"
             )
         return header.index(target)
     if not -width <= target < width:
@@ -134,7 +136,7 @@ def _csv_arrays(path, shown, desc, task):
         raise _error("target", "classification takes exactly one target column")
     for t in targets:
         if isinstance(t, bool) or not isinstance(t, str | numbers.Integral):
-            raise _error("target", f"expected a column name or index, got {t!r}")
+            raise _error("target", f"expected a column name or index, got {show(t)}")
     tcols = [_column_index(t, header, width, shown) for t in targets]
     if len(set(tcols)) != len(tcols):
         raise _error("target", "a target column is given twice")
@@ -281,7 +283,7 @@ def _read_parts(desc: Mapping, base_dir):
         raise _error("path", f"{shown!r} is not a file")
     task = desc["task"]
     if task not in TASKS:
-        raise _error("task", f"must be one of {', '.join(TASKS)}, got {task!r}")
+        raise _error("task", f"must be one of {', '.join(TASKS)}, got {show(task)}")
     frac = check_float(desc, "test_fraction")
     if not 0.0 < frac < 1.0:
         raise _error("test_fraction", f"must lie in (0, 1), got {frac}")
@@ -291,7 +293,7 @@ def _read_parts(desc: Mapping, base_dir):
         raise _error("header", f"expected true, false or null (auto), got {header!r}")
     t = desc["target"]
     if isinstance(t, bool) or not isinstance(t, str | numbers.Integral | list | tuple):
-        raise _error("target", f"expected a column name or index, got {t!r}")
+        raise _error("target", f"expected a column name or index, got {show(t)}")
 
     kind = file_kind(path)
     if kind == "csv":

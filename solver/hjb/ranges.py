@@ -80,6 +80,13 @@ def check_ranges(reduced, lower, upper, n, T: float) -> None:
     m = np.asarray(reduced.space.to_canonical(reduced.space.m), dtype=float)
     kn = float(np.max(np.sum(np.abs(reduced.W * m[None, :]), axis=1)))
     cn = float(np.sum(np.abs(reduced.C * m)))
+    # K = W M_L and c = C M_L: blamed on the width mesh where its masses dominate
+    # (W = 1 on an interval of length 10⁴⁰ is the mesh's doing, not the kernel's)
+    heaviest = float(np.max(m))
+    with np.errstate(over="ignore"):  # inf is a size too
+        wn, cw = float(np.max(np.sum(np.abs(reduced.W), axis=1))), float(np.sum(np.abs(reduced.C)))
+    w_key = "W" if wn >= heaviest else "width_mesh"
+    c_key = "C" if cw >= heaviest else "width_mesh"
     d, y, alpha, mass = abs(reduced.d), abs(reduced.y), reduced.alpha, float(np.sum(m))
     beta = float(max(np.max(np.abs(system.lo)), np.max(np.abs(system.hi))))
     T, N = float(T), reduced.layers
@@ -108,17 +115,17 @@ def check_ranges(reduced, lower, upper, n, T: float) -> None:
     else:
         U = (U0 + T * (1.0 + beta)) * _exp(growth)
         push = "bound" if beta > 1.0 else "T"
-        states = {grid: _log(U0), push: _log(T * (1.0 + beta)), "W": growth}
+        states = {grid: _log(U0), push: _log(T * (1.0 + beta)), w_key: growth}
     check("the states u(t)", U, MAGNITUDE, states)
     u_key = _largest(states)
     # the activation arguments: |W M_L u + b| ≤ Z (also the speeds of an unbounded σ)
     Z = kn * U + beta
-    speed = "bound" if beta >= kn * U else _largest({"W": _log(kn), u_key: _log(U)})
+    speed = "bound" if beta >= kn * U else _largest({w_key: _log(kn), u_key: _log(U)})
     check("the activation arguments W M_L u + b", Z, MAGNITUDE, {speed: 0.0})
     # the terminal residual: |Cᵀ M_L u + d − y| ≤ E
     E = cn * U + d + y
     if cn * U >= d + y:
-        terms = {"C": _log(cn), u_key: _log(U)}
+        terms = {c_key: _log(cn), u_key: _log(U)}
     else:
         terms = {"d": _log(d), "y": _log(y)}
     check("the terminal residual Cᵀ M_L u + d − y", E, MAGNITUDE, terms)
@@ -135,7 +142,7 @@ def check_ranges(reduced, lower, upper, n, T: float) -> None:
     # (σ' ≤ 1), and α Δt m_i b_i; over the N_t layers at most T times these
     back, reg = E * cn * _exp(growth), alpha * mass * beta
     if back >= reg:
-        blame = _merge((_largest(terms), _log(E)), ("C", _log(cn)), ("W", growth))
+        blame = _merge((_largest(terms), _log(E)), (c_key, _log(cn)), (w_key, growth))
     else:
         blame = {k: v for k, v in running.items() if k != "T"}
     check("the gradient of the open-loop cost J(b)", T * (back + reg), MAGNITUDE, blame)

@@ -126,12 +126,14 @@ def _check(node, gdim: int, key: str) -> None:
                 continue
             if sub.id in _COORDS:
                 if _COORDS[sub.id] >= gdim:
-                    raise InputError(f"{sub.id!r} is not a coordinate of a {gdim}D domain", key)
+                    raise InputError(f"{show(sub.id)} is not a coordinate of a {gdim}D domain", key)
                 continue
             if sub.id in FUNCTIONS and id(sub) in called:
                 continue
             names = ", ".join([*_COORDS, *_CONSTANTS, *FUNCTIONS])
-            raise InputError(f"unknown name {sub.id!r} in the expression; expected {names}", key)
+            raise InputError(
+                f"unknown name {show(sub.id)} in the expression; expected {names}", key
+            )
         elif isinstance(sub, ast.Subscript):
             index = sub.slice
             ok = isinstance(sub.value, ast.Name) and sub.value.id == "x"

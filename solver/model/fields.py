@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.model.controls import Controls
 from pontryx.solver.model.diffusion import DiffusionSolver
 
@@ -113,13 +113,13 @@ def matern(d: int, correlation_length, smoothness) -> tuple[int, float, float, f
     the floating-point range). Errors keyed ``correlation_length`` and ``smoothness``."""
     rho = correlation_length
     if isinstance(rho, bool) or not isinstance(rho, numbers.Real) or not 0 < rho < math.inf:
-        raise InputError(f"expected a length > 0, got {rho!r}", "correlation_length")
+        raise InputError(f"expected a length > 0, got {show(rho)}", "correlation_length")
     beta = smoothness
     if isinstance(beta, bool) or not isinstance(beta, numbers.Integral):
         beta = None
     if beta is None or not 1 <= beta <= MAX_SMOOTHNESS:
         raise InputError(
-            f"expected an integer 1 ≤ β ≤ {MAX_SMOOTHNESS}, got {smoothness!r}", "smoothness"
+            f"expected an integer 1 ≤ β ≤ {MAX_SMOOTHNESS}, got {show(smoothness)}", "smoothness"
         )
     beta, rho = int(beta), float(rho)
     nu = 2 * beta - d / 2  # > 0 for β ≥ 1 and d ≤ 3
@@ -140,7 +140,7 @@ def matern(d: int, correlation_length, smoothness) -> tuple[int, float, float, f
         sigma = math.exp(0.5 * log_var) if abs(log_var) < 1400 else math.nan
     if not (0 < sigma < math.inf and 0 < kappa**-2 < math.inf):
         raise InputError(
-            f"{rho!r} is too {'small' if kappa > 1 else 'large'} a length for β = {beta} "
+            f"{show(rho)} is too {'small' if kappa > 1 else 'large'} a length for β = {beta} "
             "(the field's scale leaves the floating-point range)",
             "correlation_length",
         )

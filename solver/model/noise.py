@@ -62,7 +62,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.model.diffusion import DiffusionSolver
 from pontryx.solver.model.fields import matern
 
@@ -153,11 +153,11 @@ class DepthNoise:
         resample: bool = False,
     ):
         if not (isinstance(amplitude, int | float) and amplitude >= 0):
-            raise InputError(f"expected g ≥ 0, got {amplitude!r}", "amplitude")
+            raise InputError(f"expected g ≥ 0, got {show(amplitude)}", "amplitude")
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise InputError(f"expected an integer M ≥ 1, got {samples!r}", "samples")
+            raise InputError(f"expected an integer M ≥ 1, got {show(samples)}", "samples")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise InputError(f"expected an integer ≥ 0, got {seed!r}", "seed")
+            raise InputError(f"expected an integer ≥ 0, got {show(seed)}", "seed")
         self.space, self.amplitude = space, float(amplitude)
         self.samples, self.seed, self.resample = int(samples), int(seed), bool(resample)
         self.factor = MaternFactor(space, correlation_length, smoothness)

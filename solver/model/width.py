@@ -28,7 +28,7 @@ import scipy.sparse
 from petsc4py import PETSc
 
 from pontryx.forms.operators import function_space, mass_form, row_sum_form, stiffness_form
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.meshes.levels import lexicographic
 from pontryx.solver.model.shared import SharedRows
 from pontryx.solver.model.workspace import HEAP, Workspace
@@ -53,7 +53,7 @@ class WidthSpace:
     def __init__(self, mesh, degree: int = 1, lumping: str = "auto", exchange: str = "shared"):
         if exchange not in EXCHANGES:
             expected = ", ".join(EXCHANGES)
-            raise InputError(f"expected one of {expected}, got {exchange!r}", "exchange")
+            raise InputError(f"expected one of {expected}, got {show(exchange)}", "exchange")
         self.mesh = mesh
         self.comm: MPI.Comm = mesh.comm
         self.V = function_space(mesh, degree)
@@ -78,7 +78,8 @@ class WidthSpace:
 
     def _lump(self, lumping: str) -> str:
         if lumping not in LUMPINGS:
-            raise InputError(f"expected one of {', '.join(LUMPINGS)}, got {lumping!r}", "lumping")
+            expected = ", ".join(LUMPINGS)
+            raise InputError(f"expected one of {expected}, got {show(lumping)}", "lumping")
         rowsum = self._assemble_vector(row_sum_form(self.V))
         positive = self.comm.allreduce(bool(np.all(rowsum > 0)), op=MPI.LAND)
         if lumping == "rowsum" and not positive:

@@ -19,7 +19,7 @@ Euler–Lagrange solve (:mod:`.oneshot`: ``oneshot``). Multilevel training
 
 from __future__ import annotations
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.errors import NonFiniteError
 from pontryx.solver.registry import METHODS, load
 from pontryx.solver.training.base import Callback, Record, Trainer
@@ -42,7 +42,8 @@ __all__ = [
 def method_class(name: str) -> type[Trainer]:
     """The Trainer class of method ``name``; an unknown name is keyed ``method``."""
     if name not in METHODS:
-        raise InputError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}", "method")
+        expected = ", ".join(METHODS)
+        raise InputError(f"unknown method {show(name)}; expected one of {expected}", "method")
     return load(METHODS, name)
 
 

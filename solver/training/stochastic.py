@@ -297,7 +297,7 @@ class Adam(StochasticTrainer):
             ("epsilon", self.eps > 0, "ε > 0"),
         ):
             if not ok:
-                raise InputError(f"expected {want}, got {o[key]!r}", key)
+                raise InputError(f"expected {want}, got {show(o[key])}", key)
 
     def step(self, theta, g):
         k = self.iteration + 1
@@ -331,7 +331,8 @@ class Langevin(StochasticTrainer):
         o = self.options
         if o["schedule"] not in ("exponential", "inverse"):
             raise InputError(
-                f"unknown schedule {o['schedule']!r}; expected exponential or inverse", "schedule"
+                f"unknown schedule {show(o['schedule'])}; expected exponential or inverse",
+                "schedule",
             )
         for key, ok, want in (
             ("temperature", o["temperature"] >= 0, "T₀ ≥ 0"),
@@ -339,7 +340,7 @@ class Langevin(StochasticTrainer):
             ("tau", o["tau"] > 0, "τ > 0"),
         ):
             if not ok:
-                raise InputError(f"expected {want}, got {o[key]!r}", key)
+                raise InputError(f"expected {want}, got {show(o[key])}", key)
 
     def temperature(self, k: int) -> float:
         """T_k = T₀ decay^k or T₀ / (1 + k/τ)."""

@@ -81,7 +81,7 @@ from mpi4py import MPI
 import numpy as np
 from petsc4py import PETSc
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.adjoint.riesz import RieszMap
 from pontryx.solver.errors import NonFiniteError, SolveError, caused_by
 from pontryx.solver.petsc import configure, destroy, ineffective, unread
@@ -191,7 +191,7 @@ class TaoTrainer(Trainer):
         self.type = opts.get("type", self.tao_type)
         if self.type not in GRADIENT_TYPES + NEWTON_TYPES:
             raise InputError(
-                f"TAO type {self.type!r} is not supported; expected one of "
+                f"TAO type {show(self.type)} is not supported; expected one of "
                 f"{', '.join(GRADIENT_TYPES + NEWTON_TYPES)}",
                 "type",
             )
@@ -207,9 +207,9 @@ class TaoTrainer(Trainer):
             ),
         ):
             if not ok:
-                raise InputError(f"expected {want}, got {opts[key]!r}", key)
+                raise InputError(f"expected {want}, got {show(opts[key])}", key)
         if opts["hessian"] not in ("exact", "fd"):
-            raise InputError(f"expected exact or fd, got {opts['hessian']!r}", "hessian")
+            raise InputError(f"expected exact or fd, got {show(opts['hessian'])}", "hessian")
         if self.bounds is not None and self.type not in BOUND_TYPES:
             #: the type asked for, when bounds made it run as its bounded variant
             self.requested_type, self.type = self.type, BOUNDED[self.type]

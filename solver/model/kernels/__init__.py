@@ -3,7 +3,7 @@
 one :class:`Kernel` interface of :mod:`.base`; :func:`make_kernel` builds one
 by its registry name (:data:`pontryx.solver.registry.KERNELS`)."""
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.model.kernels.base import Kernel, Option
 from pontryx.solver.model.kernels.dense import DenseKernel
 from pontryx.solver.model.kernels.local import LocalKernel
@@ -24,6 +24,7 @@ __all__ = [
 def make_kernel(space, type: str = "dense", **options) -> Kernel:
     """The kernel called ``type`` on ``space``; errors keyed ``type`` or by the option."""
     if type not in KERNELS:
-        raise InputError(f"unknown kernel {type!r}; expected one of {', '.join(KERNELS)}", "type")
+        expected = ", ".join(KERNELS)
+        raise InputError(f"unknown kernel {show(type)}; expected one of {expected}", "type")
     cls = load(KERNELS, type)
     return cls(space, **cls.check_options(options))

@@ -4,7 +4,7 @@
 :func:`make_scheme` builds one by its registry name
 (:data:`pontryx.solver.registry.SCHEMES`)."""
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.model.schemes.base import Scheme
 from pontryx.solver.model.schemes.imex_euler import IMEXEuler
 from pontryx.solver.model.schemes.midpoint import IMEXMidpoint
@@ -19,6 +19,6 @@ def make_scheme(name, space, kernel, activation, dt, epsilon) -> Scheme:
     """The depth scheme called ``name``; an unknown name is keyed ``scheme``."""
     if name not in SCHEMES:
         raise InputError(
-            f"unknown depth scheme {name!r}; expected one of {', '.join(SCHEMES)}", "scheme"
+            f"unknown depth scheme {show(name)}; expected one of {', '.join(SCHEMES)}", "scheme"
         )
     return load(SCHEMES, name)(space, kernel, activation, dt, epsilon)
