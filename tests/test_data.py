@@ -470,6 +470,20 @@ def test_huge_csv_class_label_is_called_too_large_in_a_short_line(mpi_tmp_path):
         load_dataset({"name": "file", "path": str(path)})
 
 
+def test_missing_csv_class_label_is_refused(mpi_tmp_path):
+    """An empty label cell is refused with its line, as an empty feature is (it had
+    become a class '' of its own, and the model one output more)."""
+    from mpi4py import MPI
+
+    def write(p):
+        p.write_text("".join(f"0.{i},0.5,{i % 2}\n" for i in range(1, 7)) + "0.1,0.2,\n")
+
+    path = _write(MPI.COMM_WORLD, mpi_tmp_path / "empty_label.csv", write)
+    with pytest.raises(InputError, match="missing class label in column '2', line 7 of") as e:
+        load_dataset({"name": "file", "path": str(path)})
+    assert e.value.key == "target"
+
+
 def test_huge_csv_feature_and_a_label_beyond_2_53_are_one_line_errors(mpi_tmp_path):
     """A feature of 401 digits is "too large", shown in at most 60 characters; a
     class label of 1e19 would wrap in int64 (from 2⁶³) and float64 no longer

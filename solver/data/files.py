@@ -152,6 +152,12 @@ def _csv_arrays(path, shown, desc, task):
     else:
         for line, row in rows:
             label = row[tcols[0]]
+            if not label:  # (a missing feature is refused too; "" was a class of its own)
+                raise _error(
+                    "target",
+                    f"missing class label in column {show(names[tcols[0]])}, line {line} "
+                    f"of {shown!r}",
+                )
             v = _number(label)
             if v is not None and not math.isfinite(v):
                 if any(word in label.lower() for word in ("nan", "inf")):
