@@ -1213,6 +1213,7 @@ BAD = [
     ),
     ("rank-on-dense", _with("model.kernel", {"type": "dense", "rank": 2}), [], "model.kernel.rank"),
     ("degree", _with("model.degree", 7), [], "model.degree"),
+    ("degree-float", _with("model.degree", 2.0), [], "model.degree"),  # as layers: 2.0
     ("gain-removed", _with("model.init", {"gain": 1}), [], "model.init.gain: removed"),
     ("variance-negative", _with("model.init", {"variance": -1}), [], "model.init.variance"),
     ("length-zero", _with("model.init", {"correlation_length": 0}), [], "model.init.correlation"),
@@ -1233,6 +1234,14 @@ BAD = [
     ),
     ("level-layers", _with("training.levels", [{"layers": 0}]), [], "training.levels.0.layers"),
     ("level-iterations", _with("training.levels", [{}]), [], "training.levels.0.max_iterations"),
+    (  # a key of the whole configuration that fails on a level's mesh: named in the
+        # message (was keyed training.levels.0.model.kernel.rank, a key that is not)
+        "level-rank",
+        _with("training.levels", [{"mesh": {"n": 1}, "max_iterations": 1}]),
+        ["--set", "model.kernel={type: lowrank, rank: 9}"],
+        "training.levels.0: model.kernel.rank: expected 1 ≤ rank ≤ 4 (the number of dofs), "
+        "got 9 (on this coarse level)",
+    ),
     ("seed-negative", _with("model.init", {"seed": -1}), [], "model.init.seed"),
     ("image-embedding", _with("model.embedding", {"type": "image"}), [], "model.embedding.type"),
     ("lumping", _with("model.lumping", "diagonal"), [], "model.lumping"),

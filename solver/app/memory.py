@@ -48,6 +48,7 @@ from pathlib import Path
 from mpi4py import MPI
 
 from pontryx.meshes.errors import InputError, show
+from pontryx.solver.config.schema import at_level
 
 __all__ = [
     "available_bytes",
@@ -303,10 +304,8 @@ def check_memory(
     for i in range(len(getattr(config.training, "levels", None) or ())):
         try:
             part = estimate(config.level(i), comm.size, copies)["bytes"]
-        except InputError as e:  # a level's own mesh keys
-            if (e.key or "").startswith("training.levels"):
-                raise
-            raise e.under(f"training.levels.{i}") from None
+        except InputError as e:
+            raise at_level(e, i) from None
         levels.append(part["total"] - part["data"])
     if levels:
         est["bytes"] = {**est["bytes"], "training.levels": sum(levels)}

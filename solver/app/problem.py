@@ -24,7 +24,7 @@ from pontryx.solver.adjoint.reduced import ReducedFunctional
 from pontryx.solver.app import petsc_options
 from pontryx.solver.app.inverse import build_inverse
 from pontryx.solver.app.network import build_network, section, use_blas
-from pontryx.solver.config.schema import Config, TrainingSection, petsc_key_paths
+from pontryx.solver.config.schema import Config, TrainingSection, at_level, petsc_key_paths
 from pontryx.solver.data import Dataset, load_dataset, shard
 from pontryx.solver.layout import Layout
 from pontryx.solver.model.bounds import Bounds
@@ -174,10 +174,12 @@ def _build(config: Config, comm: MPI.Comm, layout, dataset) -> Problem:
         c, layout, dataset, space, net, controls, rf, rf_test, noise, shared_layout=shared
     )
     for i in range(len(t.levels)):  # built (and so checked) before anything is written
-        with section(f"training.levels.{i}"):
+        try:
             level = build_problem(c.level(i), comm, layout=layout, dataset=dataset)
             problem.levels.append(level)
             _check_same_dimension(level.space.mesh, space.mesh)
+        except InputError as e:
+            raise at_level(e, i) from None
     return problem
 
 

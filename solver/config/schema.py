@@ -97,15 +97,31 @@ Iterations = Annotated[NonNegativeInt, AfterValidator(_iterations)]
 
 
 def _degree(choices):
-    """A Lagrange degree among ``choices``; ``true`` is not 1 (a Literal of ints
-    compares equal to a bool)."""
+    """A Lagrange degree among ``choices``; ``true`` is not 1 and ``2.0`` not 2 (a
+    Literal of ints compares equal to a bool and takes an equal float, where every
+    other integer key refuses one)."""
 
     def check(v):
-        if isinstance(v, bool):
+        if isinstance(v, bool | float):
             raise ValueError(f"expected one of {', '.join(map(str, choices))}, got {show(v)}")
         return v
 
     return Annotated[Literal[tuple(choices)], BeforeValidator(check)]
+
+
+def at_level(e: InputError, index: int) -> InputError:
+    """An error of coarse level ``index`` keyed under ``training.levels.<index>``: a
+    key of the level itself stays as it is; a key of the whole configuration that
+    fails on the level's mesh (``model.kernel.rank`` above the level's dofs) is named
+    in the message (a key ``training.levels.0.model.kernel.rank`` does not exist)."""
+    key = e.key or ""
+    if key.startswith("training.levels"):
+        return e
+    own = {"model.layers": "layers", "training.max_iterations": "max_iterations"}
+    if key in own or key == "mesh" or key.startswith("mesh."):  # the level's own keys
+        return InputError(e.message, f"training.levels.{index}.{own.get(key, key)}")
+    where = f"{key}: " if key else ""
+    return InputError(f"{where}{e.message} (on this coarse level)", f"training.levels.{index}")
 
 
 class Section(BaseModel):
@@ -850,7 +866,7 @@ class Config(Section):
         try:
             return Config.model_validate(r)
         except InputError as e:
-            raise e.under(f"training.levels.{index}") from None
+            raise at_level(e, index) from None
 
     @property
     def petsc_options(self) -> dict[str, str | None]:
