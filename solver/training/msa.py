@@ -629,6 +629,8 @@ class EMSA(Trainer):
             rho = self.rho
             new, decrease = self.sweep(traj, rfb, rho)
             if not self.step_control:
+                if self.bounds is not None:
+                    self.bounds.project(new)
                 self._set(new)
                 self.latent = self._proposal
                 return {"rho": rho, "decrease": decrease, "rejected": 0}
@@ -827,6 +829,8 @@ class MSA(EMSA):
         projection of latent + λ(W_MSA − W_old) (the proposed latent in
         ``self._proposal``)."""
         point = old.copy().axpy(lam, direction)
+        if self.bounds is not None:  # λ = 1 may land an ulp outside (step_control: false)
+            self.bounds.project(point)
         if self.discrete is not None:
             names = self.discrete.names
             self._proposal = self.latent.copy().axpy(lam, direction.subset(names))
