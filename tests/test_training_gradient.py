@@ -3,6 +3,7 @@ Hessian action), SGD/Adam/Langevin, the training loop; descent,
 convergence, reproducibility, bit-for-bit resume, rank independence (width and
 data splits), and an ellipses run to ≥ 99 % test accuracy."""
 
+import itertools
 import time
 
 from mpi4py import MPI
@@ -330,3 +331,18 @@ def test_ellipses_test_accuracy(comm):
     assert res.history[-1].train_metric >= 0.995
     assert accuracy >= 0.99
     assert wall < 30
+
+
+@pytest.mark.parametrize("method", ["sgd", "adam"])
+def test_stochastic_record_is_at_the_point_the_step_left(method):
+    """README (run directory): an sgd/adam row's loss is J at θ_{k−1}, the point
+    step k was taken from (full batch: the next row's loss is J at θ_k)."""
+    rf, theta, _ = _problem(alpha=1e-2)
+    trainer = make_trainer(method, rf, theta, {"learning_rate": 0.05} if method == "adam" else {})
+    start = rf(theta)
+    rows = []
+    for rec in trainer.iterate(3):
+        rows.append((rec.loss, rf(trainer.controls)))
+    assert rows[0][0] == pytest.approx(start, rel=1e-14)
+    for (_, after), (loss, _) in itertools.pairwise(rows):
+        assert loss == pytest.approx(after, rel=1e-14)
