@@ -367,6 +367,10 @@ def test_evaluate_refuses_mixed_data_and_inconsistent_model_files(capsys, small,
         ({**codes, "W_scale": np.ones(2)}, "W_scale: expected 3 scales"),
         ({**codes, "W_scale": -np.ones(3)}, "W_scale: expected scales c_n > 0"),
         ({**codes, "W": 2 * codes["W"], "W_scale": np.ones(3)}, "W: expected codes in"),
+        (  # a 0 code in a binary kernel (was taken)
+            {"weights": np.array("binary"), "W": 0 * codes["W"], "W_scale": np.ones(3)},
+            "W: expected codes in {-1, 1} (weights 'binary')",
+        ),
     ):
         MPI.COMM_WORLD.Barrier()
         if MPI.COMM_WORLD.rank == 0:

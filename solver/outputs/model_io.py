@@ -295,8 +295,8 @@ def _check_shapes(arrays) -> None:
 
 def _decode(arrays, weights: str) -> None:
     """A discrete kernel's int8 codes T → the float values c_n T (in place), checked:
-    every scale ``<name>_scale`` (N_t,) > 0 beside codes in {−1, 0, 1}; a real
-    model has no scales."""
+    every scale ``<name>_scale`` (N_t,) > 0 beside codes in {−1, 0, 1} ({−1, 1}
+    binary); a real model has no scales."""
     scales = [k for k in arrays if k.endswith("_scale")]
     if weights == "real":
         if scales:
@@ -325,6 +325,8 @@ def _decode(arrays, weights: str) -> None:
             )
         if T.size and (T.min() < -1 or T.max() > 1):
             raise InputError("expected codes in {-1, 0, 1}", name)
+        if weights == "binary" and T.size and np.any(T == 0):
+            raise InputError("expected codes in {-1, 1} (weights 'binary')", name)
         arrays[name] = c.reshape(-1, *([1] * (T.ndim - 1))) * T
 
 
