@@ -237,6 +237,23 @@ def test_analyze_keeps_the_users_files(capsys, recorded, mpi_tmp_path):
     for _ in range(2):  # an earlier analysis is replaced
         code, out, err = cli(capsys, "analyze", recorded, "--output", again)
         assert code == 0 and (again / "diffusion_map.png").exists(), err
+    # beside an earlier analysis's NPZ, a figure that is not its own: a user's file, a
+    # folder (the NPZ had been rewritten before the figure failed)
+    for make in (lambda p: p.write_text("MY FIGURE"), lambda p: p.mkdir()):
+        if MPI.COMM_WORLD.rank == 0:
+            png = again / "diffusion_map.png"
+            png.unlink()
+            make(png)
+        MPI.COMM_WORLD.Barrier()
+        before = _tree(again)
+        code, out, err = cli(capsys, "analyze", recorded, "--output", again)
+        assert code == 2 and "diffusion_map.png' exists and is not the output" in err, err
+        assert _same(again, before)
+        MPI.COMM_WORLD.Barrier()
+        if MPI.COMM_WORLD.rank == 0 and (again / "diffusion_map.png").is_dir():
+            (again / "diffusion_map.png").rmdir()
+            (again / "diffusion_map.png").write_text("")
+        MPI.COMM_WORLD.Barrier()
     code, out, err = cli(capsys, "analyze", recorded, "--output", recorded / "analysis")
     assert code == 0, err
     assert "analysis" in json.loads((recorded / ".pontryx" / "run.json").read_text())["written"]

@@ -14,7 +14,9 @@ layerwise L² norms (``features="norms"``: one coordinate per control and layer)
   marker joined in the order of its iterations, and the eigenvalue spectrum;
 * ``diffusion_map.npz``: ``coordinates`` (n × m, λ_k^t ψ_k), ``eigenvalues``
   (λ_0 = 1 first), ``epsilon``, ``alpha``, ``t``, ``run`` (index into ``runs``),
-  ``iteration``, ``loss``, ``features`` (the embedded vectors), ``runs``, ``methods``.
+  ``iteration``, ``loss``, ``features`` (the embedded vectors), ``runs``, ``methods``,
+  ``figure_sha256`` (the figure's SHA-256: a later ``analyze`` into the same
+  ``--output`` replaces only the figure of this analysis).
 
 Bad input (a flag out of its range, a path that is not a run directory, a run
 without a trajectory or with a damaged one, runs of different networks, fewer than
@@ -24,6 +26,8 @@ before anything is written.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import numbers
 import os
@@ -201,36 +205,52 @@ OUTPUTS = ("diffusion_map.npz", "diffusion_map.png")
 _MEMBERS = {"coordinates", "eigenvalues", "iteration", "runs", "methods"}
 
 
-def _written_by_analyze(npz: Path) -> bool:
+def _figure_digest(npz: Path) -> str | None:
+    """The SHA-256 of its figure that an earlier ``analyze`` stored in ``npz``
+    (``figure_sha256``), "" for an analysis without it, None if ``npz`` is not
+    one that ``analyze`` wrote (or not a regular file)."""
+    if npz.is_symlink() or not npz.is_file():
+        return None
     try:
         with np.load(npz, allow_pickle=False) as f:
-            return _MEMBERS <= set(f.files)
+            if not _MEMBERS <= set(f.files):
+                return None
+            return str(f["figure_sha256"]) if "figure_sha256" in f.files else ""
     except Exception:  # not an NPZ file at all: the user's
-        return False
+        return None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def check_own_outputs(output: Path, key: str = "--output") -> None:
     """That writing :data:`OUTPUTS` into ``output`` (a directory the user named)
     replaces nothing but an earlier analysis: not a run directory itself (its
-    diffusion maps go into its ``analysis/``), and no file of those names that
-    ``analyze`` did not write (an earlier analysis: a ``diffusion_map.npz`` with
-    its members; the figure goes with it)."""
+    diffusion maps go into its ``analysis/``), no ``diffusion_map.npz`` that
+    ``analyze`` did not write (its members), and no ``diffusion_map.png`` but the
+    figure of that analysis (a regular file whose SHA-256 the NPZ holds)."""
     if RunDirectory(output).is_run():
         raise InputError(
-            f"{str(output)!r} is a pontryx run directory: its diffusion map goes into its "
+            f"{show(str(output))} is a pontryx run directory: its diffusion map goes into its "
             "analysis/ (the default for the first run), or choose another --output",
             key,
         )
-    npz = output / OUTPUTS[0]
-    ours = npz.is_file() and not npz.is_symlink() and _written_by_analyze(npz)
-    for name in OUTPUTS:
-        path = output / name
-        if not ours and (path.exists() or path.is_symlink()):
-            raise InputError(
-                f"{str(path)!r} exists and is not the output of an earlier pontryx analyze; "
-                "move it, or choose another --output",
-                key,
-            )
+    npz, png = (output / name for name in OUTPUTS)
+    digest = _figure_digest(npz) if npz.exists() or npz.is_symlink() else ""
+    foreign = []
+    if digest is None:
+        foreign.append(npz)
+    if png.exists() or png.is_symlink():
+        regular = png.is_file() and not png.is_symlink()
+        if not (digest and regular and _sha256(png) == digest):
+            foreign.append(png)
+    if foreign:
+        raise InputError(
+            f"{show(str(foreign[0]))} exists and is not the output of an earlier pontryx "
+            "analyze; move it, or choose another --output",
+            key,
+        )
 
 
 def analyze(
@@ -290,6 +310,15 @@ def analyze(
             raise InputError(f"cannot write {str(where)!r}: {e.strerror or e}", key) from None
     names = [str(p.directory) for p in paths]
     methods = [p.methods for p in paths]
+    figure = render_diffusion_map(
+        coords,
+        dm.eigenvalues,
+        run,
+        iteration,
+        loss,
+        [f"{Path(n).name} ({m})" for n, m in zip(names, methods, strict=True)],
+        features,
+    )
     try:
         output.mkdir(parents=True, exist_ok=True)
         with atomic_path(output / "diffusion_map.npz") as tmp, open(tmp, "wb") as f:
@@ -306,17 +335,10 @@ def analyze(
                 features=Y,
                 runs=np.array(names),
                 methods=np.array(methods),
+                figure_sha256=np.array(hashlib.sha256(figure).hexdigest()),
             )
-        plot_diffusion_map(
-            output / "diffusion_map.png",
-            coords,
-            dm.eigenvalues,
-            run,
-            iteration,
-            loss,
-            [f"{Path(n).name} ({m})" for n, m in zip(names, methods, strict=True)],
-            features,
-        )
+        with atomic_path(output / "diffusion_map.png") as tmp, open(tmp, "wb") as f:
+            f.write(figure)
     except OSError as e:  # no space left, a file system that refuses (/proc)
         where = e.filename or output
         raise InputError(f"cannot write {str(where)!r}: {e.strerror or e}", key) from None
@@ -342,8 +364,8 @@ def analyze(
     }
 
 
-def plot_diffusion_map(path, coords, eigenvalues, run, iteration, loss, labels, features):
-    """(ψ₁, ψ₂) coloured by iteration and by loss, and the spectrum."""
+def render_diffusion_map(coords, eigenvalues, run, iteration, loss, labels, features) -> bytes:
+    """The PNG of (ψ₁, ψ₂) coloured by iteration and by loss, and the spectrum."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -402,6 +424,7 @@ def plot_diffusion_map(path, coords, eigenvalues, run, iteration, loss, labels, 
     axes[2].set_title("diffusion spectrum")
     fig.suptitle(f"Diffusion map of optimiser paths ({features})", fontsize=11)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
+    return buffer.getvalue()
