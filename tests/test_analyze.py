@@ -236,10 +236,12 @@ def test_analyze_keeps_the_users_files(capsys, recorded, mpi_tmp_path):
     again = mpi_tmp_path / "again"
     for _ in range(2):  # an earlier analysis is replaced
         code, out, err = cli(capsys, "analyze", recorded, "--output", again)
+        MPI.COMM_WORLD.Barrier()  # rank 0 writes
         assert code == 0 and (again / "diffusion_map.png").exists(), err
     # beside an earlier analysis's NPZ, a figure that is not its own: a user's file, a
     # folder (the NPZ had been rewritten before the figure failed)
     for make in (lambda p: p.write_text("MY FIGURE"), lambda p: p.mkdir()):
+        MPI.COMM_WORLD.Barrier()  # every rank has looked at the files before rank 0 changes them
         if MPI.COMM_WORLD.rank == 0:
             png = again / "diffusion_map.png"
             png.unlink()
@@ -255,6 +257,7 @@ def test_analyze_keeps_the_users_files(capsys, recorded, mpi_tmp_path):
             (again / "diffusion_map.png").write_text("")
         MPI.COMM_WORLD.Barrier()
     code, out, err = cli(capsys, "analyze", recorded, "--output", recorded / "analysis")
+    MPI.COMM_WORLD.Barrier()
     assert code == 0, err
     assert "analysis" in json.loads((recorded / ".pontryx" / "run.json").read_text())["written"]
 
