@@ -67,8 +67,14 @@ def input_errors(
         found = [ln for ln in lines if "type" in ln.lower() or "invalid" in ln.lower()]
         reason = " ".join((found or lines or [f"PETSc error code {e.ierr}"])[-1].split())
         text = " ".join(" ".join(lines).split())
-        quoted = [k for k, v in (given or {}).items() if _quotes(text, v)]
-        # a long value (PETSc quotes up to 256 characters of it) as README's 60
+        quoted = []
+        for k, v in (given or {}).items():
+            shown = _quoted(text, v)
+            if shown is not None:
+                quoted.append(k)
+                if len(shown) > SHOWN:  # a long value (PETSc quotes ≤ 256 characters) in 60
+                    reason = reason.replace(shown, shown[: SHOWN - 3] + "...")
+        # and any other long word PETSc quotes
         reason = " ".join(w if len(w) <= SHOWN else w[: SHOWN - 3] + "..." for w in reason.split())
         raise InputError(f"{what}: {reason}", quoted[0] if len(quoted) == 1 else key) from None
     finally:
@@ -79,20 +85,24 @@ def input_errors(
 SHOWN = 60
 
 
-def _quotes(text: str, value: object) -> bool:
-    """Whether PETSc's message ``text`` quotes ``value`` as a whole (words of it
-    separated by single spaces, as the message is normalised), or a long value's
-    first characters (PETSc cuts it)."""
+def _quoted(text: str, value: object) -> str | None:
+    """The part of PETSc's message ``text`` that quotes ``value``: the value whole
+    (its words separated by single spaces, as the message is normalised), or the
+    longest start of a long value (PETSc cuts it to its buffer, PETSC_MAX_PATH_LEN
+    and the like); None if it is not quoted."""
     if value is None:
-        return False
+        return None
     v = " ".join(str(value).split())
     sep = r"[\s:;,!?()\[\]'\"]"
     if v and re.search(rf"(^|{sep}){re.escape(v)}($|{sep})", text) is not None:
-        return True
-    # PETSc cuts a long string to its buffer (PETSC_MAX_PATH_LEN and the like)
-    return len(v) > SHOWN and any(
-        len(w) > SHOWN and v.startswith(w) for w in re.split(rf"{sep}+", text)
-    )
+        return v
+    if len(v) <= SHOWN or v[: SHOWN + 1] not in text:
+        return None
+    lo, hi = SHOWN + 1, len(v)  # the longest start of v in text (a start of one is too)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if v[:mid] in text else (lo, mid - 1)
+    return v[:lo]
 
 
 def read_when_run(name: str) -> bool:

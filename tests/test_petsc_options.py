@@ -107,6 +107,12 @@ def test_line_search_and_history_options_change_the_iterates(capsys, mpi_tmp_pat
             "petsc.pontryx_tao.tao_ls_type: the lmvm method's PETSc objects: Unable to find "
             "requested TaoLineSearch type " + "a" * 57 + "...\n",
         ),
+        (  # words, beyond what PETSc quotes: keyed and cut to 60 characters as well
+            '{pontryx_tao: {tao_ls_type: "' + "a b " * 100 + '"}}',
+            (),
+            "petsc.pontryx_tao.tao_ls_type: the lmvm method's PETSc objects: Unable to find "
+            "requested TaoLineSearch type " + ("a b " * 15)[:57] + "...\n",
+        ),
         (
             "{pontryx_noise: {ksp_type: nosuchksp}}",
             ("--set", "model.noise.amplitude=0.1"),
