@@ -82,6 +82,18 @@ def file_problem(path) -> str | None:
         return f"cannot be looked up ({e.strerror or e})"
 
 
+def bounded(message: str, limit: int = 60) -> str:
+    """``message`` with every single-quoted part longer than ``limit`` characters
+    (a path, a name, a value some message quoted whole) cut to its first and last
+    characters, ``limit`` in all — README's bound on what an error shows of a
+    value; a file name keeps its end. Apostrophes inside words (``method's``) do
+    not open a quote."""
+    head = (limit - 3) // 2
+    tail = limit - 3 - head
+    quoted = re.compile(r"(?<![\w'])'([^'\n]{" + str(limit + 1) + r",})'(?![\w])")
+    return quoted.sub(lambda m: f"'{m[1][:head]}...{m[1][-tail:]}'", message)
+
+
 def show(value: object, limit: int = 60) -> str:
     """A short one-line rendering of a user value (YAML spelling: null, true,
     1e-05), at most ``limit`` characters. Bounded in time and memory too: huge or

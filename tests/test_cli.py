@@ -1246,6 +1246,12 @@ BAD = [
         "training.levels.0: model.kernel.rank: expected 1 ≤ rank ≤ 4 (the number of dofs), "
         "got 9 (on this coarse level)",
     ),
+    (  # a check across sections on a level (a pydantic traceback)
+        "level-dt-subnormal",
+        _with("training.levels", [{"mesh": {"n": 2}, "layers": 100, "max_iterations": 1}]),
+        ["--set", "model.T=1e-307"],
+        "training.levels.0: model.T: expected T/layers = Δt ≥ 2.23e-308",
+    ),
     ("seed-negative", _with("model.init", {"seed": -1}), [], "model.init.seed"),
     ("image-embedding", _with("model.embedding", {"type": "image"}), [], "model.embedding.type"),
     ("lumping", _with("model.lumping", "diagonal"), [], "model.lumping"),
@@ -1347,6 +1353,23 @@ def test_bad_input_exit_2_one_line_no_run_directory(capsys, mpi_tmp_path, text, 
     assert "Traceback" not in err
     assert not run.exists()
     assert len(BAD) >= 30
+
+
+def test_run_directory_errors_name_where_it_was_given(capsys, small, mpi_tmp_path):
+    """Keyed output.directory where the configuration gives it (was --output); a
+    name too long shown in 60 characters, and for evaluate and analyze exit 2
+    keyed by the command (was exit 5, "cannot write the run directory", whole)."""
+    code, _, err = cli(capsys, "train", small, "--set", "output.directory=/proc/pontryx-x")
+    assert code == 2 and err.startswith("config error: output.directory: cannot create"), err
+    long = mpi_tmp_path / ("q" * 300)
+    for command in ("evaluate", "analyze"):
+        code, _, err = cli(capsys, command, long)
+        assert code == 2 and err.startswith(f"config error: {command}: cannot use '"), err
+        assert err.count("\n") == 1 and "q" * 61 not in err, err
+    code, _, err = cli(capsys, "train", small, "--output", long)
+    assert code == 2 and err.startswith("config error: --output: ") and "q" * 61 not in err
+    code, _, err = cli(capsys, "check-gradient", small, "--h0", "q" * 5000)
+    assert code == 2 and "q" * 61 not in err and err.count("\n") == 1, err
 
 
 def test_status_of_a_solve_to_tolerance():

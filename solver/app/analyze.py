@@ -128,6 +128,7 @@ def load_paths(run_dirs) -> list[RecordedPath]:
         raise InputError("expected at least one run directory", "analyze")
     paths = []
     for d in map(Path, run_dirs):
+        lstat(d, "analyze")  # a name too long, a loop: one line (was exit 5)
         if not d.is_dir():
             raise InputError(f"{str(d)!r} is not a directory", "analyze")
         if not RunDirectory(d).is_run():

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from mpi4py import MPI
 
-from pontryx.meshes.errors import InputError, file_problem, show
+from pontryx.meshes.errors import InputError, bounded, file_problem, show
 from pontryx.solver.app.faults import abort
 from pontryx.solver.app.signals import SIGNALS, Interrupted
 from pontryx.solver.errors import (
@@ -92,7 +92,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         if MPI.COMM_WORLD.rank == 0:
-            text = " ".join(message.split())
+            text = bounded(" ".join(message.split()))
             print(f"{self.prog}: error: {text} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
 
@@ -310,9 +310,13 @@ def _output(value: str | None) -> Path | None:
 
 
 def _run_dir(args, config) -> Path:
+    from pontryx.solver.app.directory import given_by
+
+    given_by("--output")
     if args.output is not None:
         return _output(args.output)
     if config.output.directory:
+        given_by("output.directory")
         return Path(config.output.directory)
     return Path("runs") / Path(args.config).stem
 
@@ -489,9 +493,11 @@ def cmd_evaluate(args) -> int:
     from pontryx.solver.app.problem import build_problem, evaluate
     from pontryx.solver.config import read_yaml, validate_config
     from pontryx.solver.outputs import model_io
+    from pontryx.solver.outputs.rundir import lstat
 
     comm = MPI.COMM_WORLD
     run_dir = Path(args.run_dir)
+    lstat(run_dir, "evaluate")  # a name too long, a loop: one line, exit 2 (was exit 5)
     if not (run_dir / "config.yaml").is_file():
         raise InputError(f"{run_dir / 'config.yaml'} not found (not a run directory)", "evaluate")
     raw = read_yaml(run_dir / "config.yaml")
@@ -828,6 +834,7 @@ def _fail(agreement: _Agreement, code: int, message: str, *, expected: bool) -> 
     """Report and leave: if every rank failed the same expected way, rank 0
     prints and all return ``code``; otherwise this rank prints and aborts."""
     world = MPI.COMM_WORLD
+    message = bounded(message)  # README: at most 60 characters of a value
     if expected and agreement.all_failed():
         if world.rank == 0:
             print(message, file=sys.stderr, flush=True)

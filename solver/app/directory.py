@@ -26,9 +26,20 @@ def on_root(comm: MPI.Comm, action):
     return result
 
 
+#: where the run directory was given: ``--output`` (or the default), or the
+#: configuration's ``output.directory`` (set by the command line, :func:`given_by`)
+_DIRECTORY = {"key": "--output"}
+
+
+def given_by(key: str) -> None:
+    """Key the errors about the run directory by ``key`` from now on."""
+    _DIRECTORY["key"] = key
+
+
 def flag_key(e: InputError) -> InputError:
-    """A run-directory error keyed by the command-line flag it is about."""
-    return InputError(e.message, "--output" if e.key == "directory" else f"--{e.key}")
+    """A run-directory error keyed by what gave the directory (``--output`` or
+    ``output.directory``), or by the command-line flag it is about."""
+    return InputError(e.message, _DIRECTORY["key"] if e.key == "directory" else f"--{e.key}")
 
 
 def by_flag(action):

@@ -38,6 +38,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -867,6 +868,9 @@ class Config(Section):
             return Config.model_validate(r)
         except InputError as e:
             raise at_level(e, index) from None
+        except ValidationError as e:  # a check across sections (Δt = T/layers subnormal)
+            key, text = first_message(e.errors())
+            raise at_level(InputError(text, key), index) from None
 
     @property
     def petsc_options(self) -> dict[str, str | None]:

@@ -278,7 +278,7 @@ def _read_parts(desc: Mapping, base_dir):
     if p is ... or p is None:
         raise _error("path", "missing: the data file to read")
     if not isinstance(p, str | os.PathLike):
-        raise _error("path", f"expected a file name, got {p!r}")
+        raise _error("path", f"expected a file name, got {show(p)}")
     shown = os.fspath(p)
     path = Path(p).expanduser()
     if not path.is_absolute() and base_dir is not None:
@@ -296,7 +296,7 @@ def _read_parts(desc: Mapping, base_dir):
     check_int(desc, "seed", minimum=0)
     header = desc["header"]
     if header is not None and not isinstance(header, bool):
-        raise _error("header", f"expected true, false or null (auto), got {header!r}")
+        raise _error("header", f"expected true, false or null (auto), got {show(header)}")
     t = desc["target"]
     if isinstance(t, bool) or not isinstance(t, str | numbers.Integral | list | tuple):
         raise _error("target", f"expected a column name or index, got {show(t)}")
@@ -416,7 +416,9 @@ def file_dataset(desc: Mapping, base_dir) -> Dataset:
         if not isinstance(shape_opt, list | tuple) or not all(
             isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape_opt
         ):
-            raise _error("input_shape", f"expected a list of positive integers, got {shape_opt!r}")
+            raise _error(
+                "input_shape", f"expected a list of positive integers, got {show(shape_opt)}"
+            )
         if math.prod(shape_opt) != X_train.shape[1]:
             raise _error(
                 "input_shape",
