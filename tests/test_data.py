@@ -483,6 +483,14 @@ def test_missing_csv_class_label_is_refused(mpi_tmp_path):
         load_dataset({"name": "file", "path": str(path)})
     assert e.value.key == "target"
 
+    def write_npz(p):  # '' among string labels of an NPZ file, refused the same way
+        np.savez(p, X=np.arange(12.0).reshape(6, 2), y=np.array(["a", "b", "", "a", "b", "a"]))
+
+    path = _write(MPI.COMM_WORLD, mpi_tmp_path / "empty_label.npz", write_npz)
+    with pytest.raises(InputError, match=r"empty class label in y of .* \(sample 2\)") as e:
+        load_dataset({"name": "file", "path": str(path)})
+    assert e.value.key == "path"
+
 
 def test_huge_csv_feature_and_a_label_beyond_2_53_are_one_line_errors(mpi_tmp_path):
     """A feature of 401 digits is "too large", shown in at most 60 characters; a

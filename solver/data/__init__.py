@@ -98,8 +98,10 @@ def _augment(data: Dataset, spec) -> Dataset:
         return data
     X, y = augmented(data.X_train, data.y_train, data.input_shape, spec)
     parts = [f"shifts up to {spec['shifts']} px"] if spec["shifts"] else []
-    if spec["rotations"]:
-        parts.append(f"rotations {list(spec['rotations'])} deg")
+    if (angles := list(spec["rotations"])) and len(angles) <= 6:
+        parts.append(f"rotations {angles} deg")
+    elif angles:  # a summary line, not thousands of angles
+        parts.append(f"{len(angles)} rotations from {min(angles):g} to {max(angles):g} deg")
     copies = len(X) // data.n_train - 1
     text = f"{data.description}; training set augmented ({', '.join(parts) or 'no copies'}: "
     text += f"{copies} copies of each image, {len(X)} samples)"

@@ -240,6 +240,10 @@ def _check_y(y, n, task, shown, part):
             raise _error(
                 "path", f"class labels in {part} of {shown!r} are bytes that are not text"
             ) from None
+    if task == "classification" and y.dtype.kind == "U" and y.size:
+        empty = np.flatnonzero(np.char.strip(y) == "")
+        if empty.size:  # as an empty CSV cell: not a class of its own
+            raise _error("path", f"empty class label in {part} of {shown!r} (sample {empty[0]})")
     return y
 
 
