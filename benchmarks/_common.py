@@ -29,7 +29,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "out"
-VENV = ROOT / ".venv"
+#: the environment running the benchmarks (``.venv``, or wherever PONTRYX_VENV put
+#: it): its mpirun and pontryx, whatever the checkout holds
+VENV = Path(sys.prefix)
 MPIRUN = VENV / "bin" / "mpirun"
 PYTHON = sys.executable
 

@@ -21,5 +21,5 @@ Results of the run are in $root/$run_dir:
   paraview/*.bp         u(t, x) over depth and the learned controls (open in ParaView)
   model.npz             the trained model (NumPy arrays; see README.md, "The model file")
   config.yaml           the resolved configuration; checkpoints/ for --resume
-Evaluate it again with:  $venv/bin/pontryx evaluate $run_dir
+Evaluate it again with:  $venv/bin/pontryx evaluate $root/$run_dir
 MSG

@@ -9,7 +9,15 @@ venv="${PONTRYX_VENV:-$root/.venv}"
 
 find_python() {
     local c
-    for c in "${PONTRYX_PYTHON:-}" python3.12 python3.13 python3; do
+    if [ -n "${PONTRYX_PYTHON:-}" ]; then  # an explicit choice: that one or an error
+        if command -v "$PONTRYX_PYTHON" >/dev/null 2>&1 &&
+            "$PONTRYX_PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then
+            command -v "$PONTRYX_PYTHON"; return 0
+        fi
+        echo "setup: PONTRYX_PYTHON=$PONTRYX_PYTHON is not a Python >= 3.12" >&2
+        return 2
+    fi
+    for c in python3.12 python3.13 python3; do
         [ -n "$c" ] || continue
         if command -v "$c" >/dev/null 2>&1 &&
             "$c" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then
@@ -24,12 +32,27 @@ find_python() {
 }
 
 if [ ! -x "$venv/bin/python" ]; then
-    py="$(find_python)" || { echo "setup: no Python >= 3.12 found (set PONTRYX_PYTHON)" >&2; exit 1; }
+    status=0
+    py="$(find_python)" || status=$?
+    if [ "$status" -ne 0 ]; then
+        [ "$status" -eq 2 ] || echo "setup: no Python >= 3.12 found (set PONTRYX_PYTHON)" >&2
+        exit 1
+    fi
     echo "setup: creating $venv with $py" >&2
-    "$py" -m venv "$venv"
+    "$py" -m venv "$venv" || {
+        echo "setup: '$py -m venv' failed (on Debian/Ubuntu: apt install python3.12-venv);" \
+            "remove $venv and run again" >&2
+        exit 1
+    }
+fi
+if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+    echo "setup: $venv has no pip (a half-created environment?): remove it and run again" \
+        "(on Debian/Ubuntu first: apt install python3.12-venv)" >&2
+    exit 1
 fi
 stamp="$venv/.pontryx-installed"
-if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ] ||
+    [ "$root/setup.py" -nt "$stamp" ] || [ "$root/docker/constraints.txt" -nt "$stamp" ]; then
     "$venv/bin/python" -m pip install --quiet --upgrade pip
     # the pure dependencies at the versions of docker/constraints.txt (the image's)
     "$venv/bin/python" -m pip install --quiet --constraint "$root/docker/constraints.txt" \

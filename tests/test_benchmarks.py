@@ -89,3 +89,13 @@ def test_gradient_cost_width_axis_with_both_exchanges():
     rows = [r for r in proc.stdout.splitlines() if r.startswith("| 2 ranks")]
     assert sum("width axis · MPI collectives | dense" in r for r in rows) == 1
     assert sum("width axis | dense" in r for r in rows) == 1
+
+
+def test_benchmarks_use_the_environment_that_runs_them():
+    """mpirun and pontryx come from the running interpreter's environment (setup.sh's
+    PONTRYX_VENV may put it anywhere), not from a .venv the checkout may lack: 8 of
+    the 20 scripts had failed with FileNotFoundError there."""
+    import _common as C
+
+    assert Path(sys.prefix) == C.VENV
+    assert C.MPIRUN == Path(sys.prefix) / "bin" / "mpirun" and C.MPIRUN.exists()

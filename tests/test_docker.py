@@ -209,6 +209,8 @@ def test_dockerfile_user_entrypoint_and_examples():
         if p.strip() and not p.lstrip().startswith("#")
     }
     assert {".venv", ".git", "runs"} <= ignored
+    # the benchmark peers' environments (run_all.py --setup-peers) and docker save's tar
+    assert {"benchmarks/.venv-*", "*.tar"} <= ignored
     assert not {"examples", "docker", "solver", "forms", "meshes", "pyproject.toml"} & ignored
 
 
@@ -703,3 +705,30 @@ def test_constraints_are_the_test_venv_versions():
     wrong = {n: (pins.get(n), v) for n, v in installed.items() if pins.get(n) != v}
     assert not wrong, f"constraints.txt (pinned, installed) differ: {wrong}"
     assert set(pins) == set(installed), f"pinned but not needed: {set(pins) - set(installed)}"
+
+
+@pytest.mark.parametrize("python", ["/nonexistent/python3.12", "python3.11"])
+def test_setup_refuses_an_interpreter_it_was_told_to_use_and_cannot(tmp_path, python):
+    """PONTRYX_PYTHON is a choice, not a hint: one that is not a Python ≥ 3.12 is an
+    error (it was passed over for another interpreter without a word)."""
+    env = {**os.environ, "PONTRYX_VENV": str(tmp_path / "venv"), "PONTRYX_PYTHON": python}
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "setup.sh")], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert f"PONTRYX_PYTHON={python} is not a Python >= 3.12" in proc.stderr
+    assert not (tmp_path / "venv").exists()
+
+
+def test_setup_names_a_half_created_environment(tmp_path):
+    """A venv without pip (Debian's venv without python3.12-venv leaves one) is
+    named, with what to do, instead of failing at pip on every run."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    env = {**os.environ, "PONTRYX_VENV": str(venv)}
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "setup.sh")], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "has no pip (a half-created environment?)" in proc.stderr
