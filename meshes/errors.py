@@ -83,15 +83,22 @@ def file_problem(path) -> str | None:
 
 
 def bounded(message: str, limit: int = 60) -> str:
-    """``message`` with every single-quoted part longer than ``limit`` characters
-    (a path, a name, a value some message quoted whole) cut to its first and last
-    characters, ``limit`` in all — README's bound on what an error shows of a
-    value; a file name keeps its end. Apostrophes inside words (``method's``) do
-    not open a quote."""
+    """``message`` with every quoted part (in single quotes, or in double quotes as
+    Python shows a text with an apostrophe) and every unquoted word longer than
+    ``limit`` characters (a path, a name, a number, a value some message showed
+    whole) cut to its first and last characters, ``limit`` in all — README's bound
+    on what an error shows of a value; a file name keeps its end. Apostrophes inside
+    words (``method's``) do not open a quote."""
     head = (limit - 3) // 2
     tail = limit - 3 - head
-    quoted = re.compile(r"(?<![\w'])'([^'\n]{" + str(limit + 1) + r",})'(?![\w])")
-    return quoted.sub(lambda m: f"'{m[1][:head]}...{m[1][-tail:]}'", message)
+
+    def cut(text: str) -> str:
+        return f"{text[:head]}...{text[-tail:]}"
+
+    for q in ("'", '"'):
+        quoted = re.compile(rf"(?<![\w{q}]){q}([^{q}\n]{{{limit + 1},}}){q}(?![\w])")
+        message = quoted.sub(lambda m, q=q: f"{q}{cut(m[1])}{q}", message)
+    return re.sub(rf"[^\s'\"]{{{limit + 1},}}", lambda m: cut(m[0]), message)
 
 
 def show(value: object, limit: int = 60) -> str:

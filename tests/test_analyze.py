@@ -226,8 +226,12 @@ def test_analyze_keeps_the_users_files(capsys, recorded, mpi_tmp_path):
         (mine / "diffusion_map.png").write_text("USER DATA")
         other.mkdir()
         np.savez(other / "diffusion_map.npz", x=np.zeros(3))
+        alike = mpi_tmp_path / "alike"  # another tool's NPZ with analyze's array names
+        alike.mkdir()
+        names = ("coordinates", "eigenvalues", "iteration", "runs", "methods", "mydata")
+        np.savez(alike / "diffusion_map.npz", **{k: np.zeros(2) for k in names})
     MPI.COMM_WORLD.Barrier()
-    for target in (mine, other, recorded):
+    for target in (mine, other, mpi_tmp_path / "alike", recorded):
         before = _tree(target)
         code, out, err = cli(capsys, "analyze", recorded, "--output", target)
         assert code == 2 and err.startswith("config error: --output: "), err

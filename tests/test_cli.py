@@ -371,6 +371,10 @@ def test_evaluate_refuses_mixed_data_and_inconsistent_model_files(capsys, small,
             {"weights": np.array("binary"), "W": 0 * codes["W"], "W_scale": np.ones(3)},
             "W: expected codes in {-1, 1} (weights 'binary')",
         ),
+        (  # codes of another integer type than README's int8 (int16 was taken)
+            {**codes, "W": codes["W"].astype(np.int16), "W_scale": np.ones(3)},
+            "W: expected int8 codes",
+        ),
     ):
         MPI.COMM_WORLD.Barrier()
         if MPI.COMM_WORLD.rank == 0:

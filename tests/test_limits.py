@@ -385,3 +385,27 @@ def test_long_values_are_shown_in_60_characters(capsys, mpi_tmp_path, sets, key)
     code, _, err = cli(capsys, "validate", config, *flags)
     assert code == 2 and err.startswith(f"config error: {key}"), err[:300]
     assert err.count("\n") == 1 and "q" * 61 not in err, err[:300]
+
+
+def test_printed_errors_bound_every_long_value():
+    """The bound the error printers apply (README: at most 60 characters of a
+    value): single- and double-quoted values (Python shows a text with an
+    apostrophe in double quotes), unquoted paths and numbers; a file name keeps
+    its end, and pontryx's own words and short values are left alone."""
+    from pontryx.meshes.errors import bounded
+
+    apostrophe = "q" * 150 + "'" + "r" * 150 + ".csv"
+    cases = [
+        f"data.path: file '{'q' * 300}.csv' does not exist",
+        f'data.path: file "{apostrophe}" cannot be looked up',
+        f"evaluate: afile/{'n' * 300}/config.yaml not found (not a run directory)",
+        f"unrecognized arguments: --max-memory {'9' * 400}",
+        f"model.{'q' * 300}: unknown key",
+    ]
+    for message in cases:
+        out = bounded(message)
+        assert max(map(len, re.split(r"[\s'\"]", out))) <= 60, out
+        assert len(out) < 160, out
+    assert bounded(cases[0]).endswith(".csv' does not exist")
+    short = "the lmvm method's PETSc objects: Unable to find requested Tao type 'nosuch'"
+    assert bounded(short) == short

@@ -203,21 +203,22 @@ def check_output(output: Path, key: str = "--output") -> None:
 #: what ``analyze`` writes into its output directory
 OUTPUTS = ("diffusion_map.npz", "diffusion_map.png")
 #: the members that make a ``diffusion_map.npz`` one that ``analyze`` wrote
-_MEMBERS = {"coordinates", "eigenvalues", "iteration", "runs", "methods"}
+_MEMBERS = {"coordinates", "eigenvalues", "iteration", "runs", "methods", "figure_sha256"}
 
 
 def _figure_digest(npz: Path) -> str | None:
     """The SHA-256 of its figure that an earlier ``analyze`` stored in ``npz``
-    (``figure_sha256``), "" for an analysis without it, None if ``npz`` is not
-    one that ``analyze`` wrote (or not a regular file)."""
+    (``figure_sha256``, beside the other members it writes), or None if ``npz`` is
+    not one that ``analyze`` wrote (or not a regular file)."""
     if npz.is_symlink() or not npz.is_file():
         return None
     try:
         with np.load(npz, allow_pickle=False) as f:
             if not _MEMBERS <= set(f.files):
                 return None
-            return str(f["figure_sha256"]) if "figure_sha256" in f.files else ""
-    except Exception:  # not an NPZ file at all: the user's
+            digest = f["figure_sha256"]
+            return str(digest) if digest.shape == () and digest.dtype.kind == "U" else None
+    except Exception:  # not an NPZ file at all, or without the digest: not analyze's
         return None
 
 

@@ -22,7 +22,7 @@ import sys
 
 from petsc4py import PETSc
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, bounded
 from pontryx.solver.petsc import (
     ACTIVE_PREFIXES,
     REPRODUCIBLE,
@@ -119,11 +119,12 @@ def check_used(options: dict[str, str | None], key_paths: dict[str, str], say=pr
             continue  # a viewer of an object of this run: read when it solves
         if prefix is not None:
             raise InputError(
-                f"-{name} was not read by the {SOLVERS.get(prefix, prefix)}: no such option "
-                f"(check its spelling; options of the object with prefix {prefix!r} follow "
-                "it without the dash, e.g. tao_gatol, ksp_type)",
+                f"-{name} was not read by the {SOLVERS.get(prefix, prefix)}: no such option, "
+                "or not one its type reads (ksp_rtol of the default ksp_type preonly; check "
+                f"the spelling and the type; options of the object with prefix {prefix!r} "
+                "follow it without the dash, e.g. tao_gatol, ksp_type)",
                 key,
             )
         solver = next((what for p, what in SOLVERS.items() if name.startswith(p)), None)
         where = f"this run has no {solver}" if solver else "no solver of this run reads it"
-        say(f"warning: {key}: -{name} is not used ({where})", file=sys.stderr)
+        say(bounded(f"warning: {key}: -{name} is not used ({where})"), file=sys.stderr)

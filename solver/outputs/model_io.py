@@ -319,14 +319,14 @@ def _decode(arrays, weights: str) -> None:
             )
         if np.any(np.isfinite(c) & (c <= 0)):
             raise InputError("expected scales c_n > 0", key)
-        if T.dtype.kind not in "iu" or T.ndim < 1 or len(T) != layers:
+        if T.dtype != np.int8 or T.ndim < 1 or len(T) != layers:
             raise InputError(
                 f"expected int8 codes (N_t = {layers}, …), got {T.dtype} {T.shape}", name
             )
-        if T.size and (T.min() < -1 or T.max() > 1):
-            raise InputError("expected codes in {-1, 0, 1}", name)
-        if weights == "binary" and T.size and np.any(T == 0):
-            raise InputError("expected codes in {-1, 1} (weights 'binary')", name)
+        binary = weights == "binary"
+        if T.size and (T.min() < -1 or T.max() > 1 or (binary and np.any(T == 0))):
+            allowed = "{-1, 1} (weights 'binary')" if binary else "{-1, 0, 1}"
+            raise InputError(f"expected codes in {allowed}", name)
         arrays[name] = c.reshape(-1, *([1] * (T.ndim - 1))) * T
 
 
