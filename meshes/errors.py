@@ -82,7 +82,11 @@ def file_problem(path) -> str | None:
         return f"cannot be looked up ({e.strerror or e})"
 
 
-def bounded(message: str, limit: int = 60) -> str:
+#: the characters of a user value an error message shows (README)
+SHOWN = 60
+
+
+def bounded(message: str, limit: int = SHOWN) -> str:
     """``message`` with every quoted part (in single quotes, or in double quotes as
     Python shows a text with an apostrophe) and every unquoted word longer than
     ``limit`` characters (a path, a name, a number, a value some message showed
@@ -101,7 +105,7 @@ def bounded(message: str, limit: int = 60) -> str:
     return re.sub(rf"[^\s'\"]{{{limit + 1},}}", lambda m: cut(m[0]), message)
 
 
-def show(value: object, limit: int = 60) -> str:
+def show(value: object, limit: int = SHOWN) -> str:
     """A short one-line rendering of a user value (YAML spelling: null, true,
     1e-05), at most ``limit`` characters. Bounded in time and memory too: huge or
     deeply nested values (a YAML alias bomb) are walked only as far as the

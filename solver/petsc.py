@@ -25,7 +25,7 @@ from mpi4py import MPI  # noqa: F401  (libmpi before PETSc, with the binary whee
 
 from petsc4py import PETSc
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import SHOWN, InputError, bounded
 from pontryx.solver.errors import SolveError
 
 __all__ = [
@@ -74,15 +74,10 @@ def input_errors(
                 quoted.append(k)
                 if len(shown) > SHOWN:  # a long value (PETSc quotes ≤ 256 characters) in 60
                     reason = reason.replace(shown, shown[: SHOWN - 3] + "...")
-        # and any other long word PETSc quotes
-        reason = " ".join(w if len(w) <= SHOWN else w[: SHOWN - 3] + "..." for w in reason.split())
+        reason = bounded(reason)  # and any other long word PETSc quotes
         raise InputError(f"{what}: {reason}", quoted[0] if len(quoted) == 1 else key) from None
     finally:
         PETSc.Sys.popErrorHandler()
-
-
-#: the characters of a value an error message shows (:func:`pontryx.meshes.errors.show`)
-SHOWN = 60
 
 
 def _quoted(text: str, value: object) -> str | None:

@@ -239,10 +239,8 @@ def check_own_outputs(output: Path, key: str = "--output") -> None:
             key,
         )
     npz, png = (output / name for name in OUTPUTS)
-    digest = _figure_digest(npz) if npz.exists() or npz.is_symlink() else ""
-    foreign = []
-    if digest is None:
-        foreign.append(npz)
+    digest = _figure_digest(npz)  # None: no NPZ, or not one analyze wrote
+    foreign = [npz] if (npz.exists() or npz.is_symlink()) and digest is None else []
     if png.exists() or png.is_symlink():
         regular = png.is_file() and not png.is_symlink()
         if not (digest and regular and _sha256(png) == digest):
@@ -294,13 +292,12 @@ def analyze(
     key = "analyze" if output is None else "--output"
     output = paths[0].directory / "analysis" if output is None else Path(output)
     check_output(output, key)
-    # a run's own analysis/ named with --output is that run's entry, as the default
-    owner = output.parent if output.name == "analysis" else None
-    if owner is not None and not RunDirectory(owner).is_run():
-        owner = None
+    owner = None  # the run whose analysis/ this is (recorded as one of its entries)
     if key == "analyze":
         owner = paths[0].directory
-    elif owner is None:
+    elif output.name == "analysis" and RunDirectory(output.parent).is_run():
+        owner = output.parent  # a run's own analysis/ named with --output, as the default
+    else:
         check_own_outputs(output, key)
     if owner is not None:
         try:
