@@ -17,7 +17,7 @@ from mpi4py import MPI
 
 import dolfinx.mesh
 
-from .errors import resolve
+from .errors import InputError, resolve, show
 from .kinds import DEFAULT_KIND, MESH_KINDS, builder
 
 __all__ = ["create_mesh", "mesh_summary"]
@@ -29,6 +29,8 @@ def create_mesh(desc: Mapping[str, Any] | None, comm: MPI.Comm):
     Collective on ``comm``; validation is identical on every rank, so invalid
     descriptions raise :class:`InputError` everywhere before any communication.
     """
+    if not isinstance(comm, MPI.Comm):
+        raise InputError(f"expected an MPI communicator, got {show(comm)}", "comm")
     params = resolve(
         {} if desc is None else desc, MESH_KINDS, "kind", default=DEFAULT_KIND, what="kind"
     )

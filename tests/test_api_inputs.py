@@ -141,3 +141,86 @@ def test_minimize_arguments():
         minimize(rf, theta, "lmvm", [1])
     assert e.value.key == "options"
     rf.net.destroy()
+
+
+@pytest.mark.parametrize("method", ["lmvm", "adam", "msa", "oneshot", "langevin"])
+def test_minimize_refuses_controls_of_another_network(method):
+    """Controls of another network (another mesh, or other layers) were refused by rf
+    and taylor_test but reached the trainers: numpy broadcast errors, a PETSc error,
+    an IndexError."""
+    rf, theta = ellipses_problem()
+    fewer = ContinuumNetwork(rf.net.space, 2, 2, layers=2).init_controls(seed=0)
+    for other in (fewer, ellipses_problem(mesh={"kind": "unit_square", "n": 2})[1]):
+        with pytest.raises(InputError, match="controls of another network") as e:
+            minimize(rf, other, method, max_iterations=1)
+        assert e.value.key == "W"
+    for bad in (None, 1, rf.net):
+        with pytest.raises(InputError) as e:
+            minimize(bad, theta, method, max_iterations=1)
+        assert e.value.key == "rf"
+    with pytest.raises(InputError) as e:
+        minimize(rf, dict(theta), method, max_iterations=1)
+    assert e.value.key == "controls"
+    rf.net.destroy()
+
+
+def test_controls_convert_in_every_way_of_storing():
+    """``theta |= {…}`` and ``setdefault`` stored a Fortran-ordered array as given,
+    which training then never updated."""
+    rf, theta = ellipses_problem()
+    theta |= {"W": np.asfortranarray(theta["W"])}
+    assert isinstance(theta, Controls) and theta["W"].flags.c_contiguous
+    shape = theta.pop("b").shape
+    assert theta.setdefault("b", np.zeros(shape, np.float32)).dtype == np.float64
+    assert theta["b"].flags.c_contiguous and theta["b"].dtype == np.float64
+    rf.net.destroy()
+
+
+def test_library_arguments_of_the_wrong_kind_are_keyed():
+    """Each escaped as an AttributeError, KeyError or TypeError (or was keyed by
+    another argument)."""
+    from pontryx.solver import taylor_test
+    from pontryx.solver.config import read_yaml, validate_config
+
+    rf, theta = ellipses_problem()
+    cases = [
+        ("mesh", lambda: WidthSpace(None)),
+        ("comm", lambda: create_mesh({"kind": "unit_square", "n": 2}, None)),
+        ("net", lambda: ReducedFunctional(None, np.zeros((4, 2)), np.zeros(4, int))),
+        ("W", lambda: rf({"W": 1})),
+        ("nope", lambda: theta.subset(["nope"])),
+        ("direction", lambda: rf.hessian_action(theta, None)),
+        ("direction", lambda: taylor_test(rf, theta, None)),
+        ("law", lambda: rf.net.init_controls(law="x")),
+        ("path", lambda: read_yaml(None)),
+        ("ranks", lambda: validate_config({}, ranks=0)),
+        ("ranks", lambda: validate_config({}, ranks=2.5)),
+        ("config", lambda: validate_config(None)),
+    ]
+    for key, call in cases:
+        with pytest.raises(InputError) as e:
+            call()
+        assert e.value.key == key and "\n" not in str(e.value), (key, str(e.value))
+    rf.net.destroy()
+
+
+def test_train_levels_checks_its_levels():
+    """A 1D level after a 2D one ended in DOLFINx's "Missing IndexMap"; levels that
+    are not Levels, or controls of another network, in numpy errors."""
+    from pontryx.solver.training.levels import Level, train_levels
+
+    rf2, theta2 = ellipses_problem(mesh={"kind": "unit_square", "n": 2})
+    rf1, theta1 = ellipses_problem()
+    cases = [
+        ("levels.0", [1, 2]),
+        ("levels", []),
+        ("levels.0.rf", [Level(rf2.net, rf1, 1, controls=theta2)]),
+        ("levels.0.controls.W", [Level(rf2.net, rf2, 1, controls=theta1)]),
+        ("levels.1", [Level(rf2.net, rf2, 1, controls=theta2), Level(rf1.net, rf1, 1)]),
+    ]
+    for key, levels in cases:
+        with pytest.raises(InputError) as e:
+            train_levels(levels)
+        assert e.value.key == key, str(e.value)
+    rf1.net.destroy()
+    rf2.net.destroy()

@@ -27,8 +27,10 @@ mesh: {kind: unit_square, n: 3}
 model: {layers: 3, T: 2.0, init: {variance: 3.0}}
 data: {name: ellipses, n_train: 24, n_test: 12}
 training: {method: lmvm, max_iterations: 6, test_every: 2}
-output: {checkpoint_every: 2, paraview: {samples: 2, kernel_rows: 1}}
+output: {checkpoint_every: 2, plots: false, paraview: {samples: 2, kernel_rows: 1}}
 """
+#: the tests that look at the plots turn them on (they are most of a small run's time)
+PLOTS = ("--set", "output.plots=true")
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
@@ -105,7 +107,7 @@ def test_validate(capsys, small):
 
 def test_train_writes_the_run_directory(capsys, small, mpi_tmp_path):
     run = mpi_tmp_path / "run"
-    code, out, err = cli(capsys, "train", small, "--output", run)
+    code, out, err = cli(capsys, "train", small, "--output", run, *PLOTS)
     assert code == 0, err
     assert out.count("\niter ") + out.startswith("iter ") == 6  # one line per iteration
     assert "results in" in out
@@ -420,7 +422,7 @@ def test_train_with_bounds(capsys, small, mpi_tmp_path):
 def test_emsa_reports_the_maximum_principle_gap(capsys, small, mpi_tmp_path):
     run = mpi_tmp_path / "emsa"
     code, _, err = cli(
-        capsys, "train", small, "--output", run, "--quiet", "--set", "training.method=emsa"
+        capsys, "train", small, "--output", run, "--quiet", "--set", "training.method=emsa", *PLOTS
     )
     assert code == 0, err
     rows = read_metrics(run)
@@ -677,7 +679,7 @@ def test_a_signal_while_the_outputs_are_written_lets_them_finish(
 
     monkeypatch.setattr(TrainingRun, "finish", signalled)
     run = mpi_tmp_path / "run"
-    code, _, err = cli(capsys, "train", small, "--output", run, "--quiet")
+    code, _, err = cli(capsys, "train", small, "--output", run, "--quiet", *PLOTS)
     assert code == 0, err
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "max_iterations" and (run / "model.npz").exists()
@@ -1399,3 +1401,22 @@ def test_summary_says_how_the_width_ranks_exchanged(capsys, small, mpi_tmp_path)
         assert code == 0, err
         summary = json.loads((run / "summary.json").read_text())
         assert summary["exchange"] == exchange and summary["layout"]["width"] == 2
+
+
+def test_non_finite_in_a_coarse_level_names_the_level(capsys, small, mpi_tmp_path):
+    """A non-finite stop inside training.levels named "iteration 10", an iteration
+    the run (0 iterations in summary.json) does not have."""
+    run = mpi_tmp_path / "run"
+    sets = [
+        "training.levels=[{mesh: {n: 2}, max_iterations: 30}]",
+        "training.method=sgd",
+        "training.options={learning_rate: 1.0e3}",
+        "model.activation=softplus",
+    ]
+    args = [a for s in sets for a in ("--set", s)]
+    code, _, err = cli(capsys, "train", small, "--output", run, "--quiet", *args)
+    assert code == 3 and err.count("\n") == 1, err
+    assert "of coarse level 1/1 (training.levels)" in err, err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "non-finite" and summary["iterations"] == 0
+    assert "of coarse level 1/1" in summary["reason"]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+from collections.abc import Mapping
 
 from mpi4py import MPI
 
@@ -337,6 +338,8 @@ class ReducedFunctional:
     ):
         if threads not in ("samples", "rows"):
             raise InputError(f"expected 'samples' or 'rows', got {show(threads)}", "threads")
+        if not callable(getattr(net, "check_controls", None)):
+            raise InputError(f"expected a ContinuumNetwork, got {show(net)}", "net")
         self.threads, self._split = threads, None
         self.net = net
         self.layout = layout
@@ -550,6 +553,8 @@ class ReducedFunctional:
         ``direction`` do not move): one tangent and one second-order adjoint sweep,
         summed over the data ranks, plus the regulariser's Hessian."""
         self.net.check_controls(controls)
+        if not isinstance(direction, Mapping):
+            raise InputError(f"expected Controls, got {show(direction)}", "direction")
         self.net.check_controls(direction, names=list(direction), key="direction")
 
         def hvp(Yhat, V):

@@ -15,6 +15,7 @@ directional derivative (the tangent-linear sweep: rate 2).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,6 +79,8 @@ def taylor_test(
     positive(h0, "h0")
     if not isinstance(hessian, bool | np.bool_):
         raise InputError(f"expected true or false, got {show(hessian)}", "hessian")
+    if not isinstance(direction, Mapping):
+        raise InputError(f"expected Controls, got {show(direction)}", "direction")
     trainable = getattr(getattr(rf, "net", None), "trainable", None)  # (a network's)
     unknown = (
         sorted(set(direction) - set(trainable)) if trainable and hasattr(direction, "keys") else []

@@ -537,6 +537,9 @@ class TrainingRun:
         """Close the log, write the summary (the iterations done, and the scores of
         the last finite iterate if it has finite ones); the error to report (exit
         code 3). Collective."""
+        if self.in_levels:  # the iteration is the coarse level's, not the run's
+            k, count = len(self.levels_summary) + 1, len(self.config.training.levels)
+            error = type(error)(f"{error} of coarse level {k}/{count} (training.levels)")
         reason = str(error).removeprefix("training: ")
         return self._stopped(error, "non-finite", reason, EXIT_NON_FINITE, self._finite_scores)
 

@@ -47,6 +47,15 @@ class Controls(dict):
         for k, v in dict(*args, **kwargs).items():
             self[k] = v
 
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def setdefault(self, name, default=None):
+        if name not in self:
+            self[name] = default
+        return self[name]
+
     def _same_shapes(self, other: Controls) -> None:
         """``other``'s arrays have the shapes of this one's (of the same network)."""
         for k, v in other.items():
@@ -81,6 +90,10 @@ class Controls(dict):
         return Controls({k: np.zeros_like(v) for k, v in self.items()}, self.comm)
 
     def subset(self, names) -> Controls:
+        """The arrays of ``names`` (the same objects)."""
+        names = [names] if isinstance(names, str) else list(names)
+        if missing := [k for k in names if k not in self]:
+            raise InputError(f"no such control (have {', '.join(self)})", str(missing[0]))
         return Controls({k: self[k] for k in names}, self.comm)
 
     def axpy(self, a: float, x: Controls) -> Controls:

@@ -170,8 +170,10 @@ class ContinuumNetwork:
         integer(seed, "seed", 0, 2**64 - 1)
         nonnegative(gain, "gain")
         if law is not None:
-            from pontryx.solver.model.fields import field_controls
+            from pontryx.solver.model.fields import FieldLaw, field_controls
 
+            if not isinstance(law, FieldLaw):
+                raise InputError(f"expected a FieldLaw, got {show(law)}", "law")
             return field_controls(self, law, seed)
         sp, K = self.space, self.kernel
 
@@ -203,8 +205,8 @@ class ContinuumNetwork:
             raise InputError(f"expected Controls, got {show(controls)}", key)
         shapes = self.control_shapes()
         for k in shapes if names is None else names:
-            if k not in shapes or k not in controls or controls[k].shape != shapes[k]:
-                got = controls[k].shape if k in controls else "missing"
+            if k not in shapes or k not in controls or np.shape(controls[k]) != shapes[k]:
+                got = np.shape(controls[k]) if k in controls else "missing"
                 want = shapes.get(k, "no such control")
                 raise InputError(f"{got}, expected {want} (controls of another network?)", k)
 

@@ -36,7 +36,7 @@ import scipy.sparse
 from pontryx.meshes.errors import InputError
 from pontryx.solver.model.controls import REPLICATED, Controls
 
-__all__ = ["Prolongation", "prolong_controls", "prolong_depth"]
+__all__ = ["Prolongation", "check_prolongable", "prolong_controls", "prolong_depth"]
 
 
 def _blocked(space, block: int):
@@ -129,11 +129,10 @@ def prolong_depth(values: np.ndarray, layers: int) -> np.ndarray:
     return (1.0 - s) * values[j] + s * values[j + 1]
 
 
-def prolong_controls(coarse_net, controls: Controls, fine_net, prolongation=None) -> Controls:
-    """The controls of ``coarse_net`` as controls of ``fine_net`` (same kernel type
-    and options, same inputs and outputs, same T): depth by :func:`prolong_depth`,
-    width by :class:`Prolongation` (given, or built here). E is prolonged when
-    both networks train it, else the fine network's own; d is copied. Collective."""
+def check_prolongable(coarse_net, fine_net) -> None:
+    """The controls of ``coarse_net`` can be prolonged to ``fine_net``: the same
+    kernel (type and rank), inputs and outputs, and width domains of one dimension
+    (an InputError keyed ``kernel`` or ``fine_net`` otherwise)."""
     kc, kf = coarse_net.kernel, fine_net.kernel
     if kc.name != kf.name or getattr(kc, "rank", None) != getattr(kf, "rank", None):
         raise InputError(
@@ -141,6 +140,23 @@ def prolong_controls(coarse_net, controls: Controls, fine_net, prolongation=None
         )
     if (coarse_net.n_in, coarse_net.n_out) != (fine_net.n_in, fine_net.n_out):
         raise InputError("the networks have different inputs or outputs", "fine_net")
+    mc, mf = coarse_net.space.mesh, fine_net.space.mesh
+    dims = [(m.topology.dim, m.geometry.dim) for m in (mc, mf)]
+    if dims[0] != dims[1]:
+        raise InputError(
+            f"the width domains differ in dimension ({dims[0][0]}D and {dims[1][0]}D meshes)",
+            "fine_net",
+        )
+
+
+def prolong_controls(coarse_net, controls: Controls, fine_net, prolongation=None) -> Controls:
+    """The controls of ``coarse_net`` as controls of ``fine_net`` (same kernel type
+    and options, same inputs and outputs, same T): depth by :func:`prolong_depth`,
+    width by :class:`Prolongation` (given, or built here). E is prolonged when
+    both networks train it, else the fine network's own; d is copied. Collective."""
+    check_prolongable(coarse_net, fine_net)
+    coarse_net.check_controls(controls)
+    kf = fine_net.kernel
     P = prolongation or Prolongation(coarse_net.space, fine_net.space)
     out = {}
     for name in fine_net.layer_names:

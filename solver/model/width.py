@@ -23,6 +23,7 @@ from mpi4py import MPI
 
 import dolfinx.fem
 import dolfinx.fem.petsc
+import dolfinx.mesh
 import numpy as np
 import scipy.sparse
 from petsc4py import PETSc
@@ -54,6 +55,8 @@ class WidthSpace:
         if exchange not in EXCHANGES:
             expected = ", ".join(EXCHANGES)
             raise InputError(f"expected one of {expected}, got {show(exchange)}", "exchange")
+        if not isinstance(mesh, dolfinx.mesh.Mesh):
+            raise InputError(f"expected a dolfinx mesh, got {show(mesh)}", "mesh")
         self.mesh = mesh
         self.comm: MPI.Comm = mesh.comm
         self.V = function_space(mesh, degree)

@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.solver.model.controls import Controls
-from pontryx.solver.model.prolongation import prolong_controls
+from pontryx.solver.model.prolongation import check_prolongable, prolong_controls
 from pontryx.solver.training.base import Record
-from pontryx.solver.training.loop import TrainResult, minimize
+from pontryx.solver.training.loop import TrainResult, check_problem, minimize
 
 __all__ = ["Level", "LevelResult", "train_levels"]
 
@@ -73,8 +73,23 @@ def train_levels(
     ``on_record(k, record)`` sees every record, ``on_level(k, result)`` every
     finished level. Returns one :class:`LevelResult` per level; the last one's
     controls are the trained network."""
-    if not levels:
-        raise InputError("expected at least one level", "levels")
+    if isinstance(levels, str | bytes) or not isinstance(levels, Sequence) or not levels:
+        raise InputError(f"expected a sequence of at least one Level, got {show(levels)}", "levels")
+    for k, level in enumerate(levels):
+        if not isinstance(level, Level):
+            raise InputError(f"expected a Level, got {show(level)}", f"levels.{k}")
+        if getattr(level.rf, "net", None) is not level.net:
+            raise InputError("its rf is not a functional of its net", f"levels.{k}.rf")
+        try:
+            if level.controls is not None:
+                check_problem(level.rf, level.controls)
+        except InputError as e:
+            raise e.under(f"levels.{k}.controls") from None
+        try:
+            if k > 0:
+                check_prolongable(levels[k - 1].net, level.net)
+        except InputError as e:
+            raise InputError(e.message, f"levels.{k}") from None
     if levels[0].controls is None:
         raise InputError("the first level needs initial controls", "levels")
     out: list[LevelResult] = []

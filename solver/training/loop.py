@@ -122,6 +122,20 @@ def train(
     return result
 
 
+def check_problem(rf, controls) -> None:
+    """``rf`` is a reduced functional (a network's ``net`` and ``value_and_gradient``)
+    and ``controls`` are :class:`Controls` of its network: InputErrors keyed ``rf`` or
+    by the first control of another shape."""
+    net = getattr(rf, "net", None)
+    if not callable(getattr(rf, "value_and_gradient", None)) or not callable(
+        getattr(net, "check_controls", None)
+    ):
+        raise InputError(f"expected a ReducedFunctional, got {show(rf)}", "rf")
+    if not isinstance(controls, Controls):
+        raise InputError(f"expected Controls, got {show(controls)}", "controls")
+    net.check_controls(controls)
+
+
 def minimize(
     rf,
     controls: Controls,
@@ -147,8 +161,7 @@ def minimize(
         raise InputError(f"expected a method name, got {show(method)}", "method")
     if options is not None and not isinstance(options, Mapping):
         raise InputError(f"expected a mapping of options, got {show(options)}", "options")
-    if not isinstance(controls, Controls):
-        raise InputError(f"expected Controls, got {show(controls)}", "controls")
+    check_problem(rf, controls)
     if not math.isfinite(controls.max_abs()):  # every method alike (collective)
         error = NonFiniteError(
             "training: non-finite loss at iteration 0 (the initial controls hold a "
