@@ -57,8 +57,14 @@ def _into(out, value):
     return out
 
 
+def _array_out(z, out):
+    """``out``, or a new float array of z's shape (also for a number or a 0-d array,
+    where NumPy's ufuncs would return a scalar the in-place steps cannot write)."""
+    return np.empty(np.shape(z)) if out is None else out
+
+
 def _tanh_df(z, out=None):
-    t = np.tanh(z, out=out)  # 1 − tanh², in place (same rounding as 1.0 − t * t)
+    t = np.tanh(z, out=_array_out(z, out))  # 1 − tanh², in place (as 1.0 − t * t)
     np.multiply(t, t, out=t)
     return np.subtract(1.0, t, out=t)
 
@@ -75,7 +81,7 @@ def _tanh_d2f(z):
 
 def _sigmoid(z, out=None):
     # Stable for large |z|: 0.5 (1 + tanh(z/2)), in place.
-    s = np.multiply(z, 0.5, out=out)
+    s = np.multiply(z, 0.5, out=_array_out(z, out))
     np.tanh(s, out=s)
     s += 1.0
     s *= 0.5

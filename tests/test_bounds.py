@@ -86,17 +86,18 @@ def test_bounded_minimiser_meets_kkt(method, comm):
     assert abs(rf1(theta1) - rf(theta)) < 1e-10
 
 
-@pytest.mark.parametrize("method, norm", [("blmvm", 1e-6), ("emsa", 1e-5)])
-def test_entries_at_a_bound_are_on_it(method, norm, comm):
+@pytest.mark.parametrize("method, norm, iterations", [("blmvm", 1e-6, 300), ("emsa", 1e-4, 60)])
+def test_entries_at_a_bound_are_on_it(method, norm, iterations, comm):
     """An entry TAO holds at its bound (√ω lo in its variables) is exactly lo once
     mapped back, not an ulp inside: counted free, 51 (blmvm) and 92 (emsa) such
     entries had made the reported projected gradient 10⁻³ where TAO converged at
-    gatol 10⁻⁶ (the problem of the audit that found it)."""
+    gatol 10⁻⁶ (the problem of the audit that found it). E-MSA converges slowly
+    here (3.7·10⁻⁵ after 60 sweeps, 10⁻⁶ after 300): 60 sweeps tell 10⁻³ apart."""
     rf, theta, _ = _problem(comm, {"kind": "unit_square", "n": 3}, n=60, layers=3)
     bounds = Bounds({"W": 0.2, "b": [-0.05, 0.1], "C": 1.0}, rf.net.trainable)
-    res = minimize(rf, theta, method, {"gatol": 1e-6}, max_iterations=300, bounds=bounds)
+    res = minimize(rf, theta, method, {"gatol": 1e-6}, max_iterations=iterations, bounds=bounds)
     assert res.history[-1].grad_norm <= norm, res.history[-1].grad_norm
-    assert res.converged or method == "emsa", res.reason  # emsa: 1.0033e-6 at 300
+    assert res.converged or method == "emsa", res.reason
     for name, (lo, hi) in bounds.limits.items():
         t = theta[name]
         for bound in (lo, hi):

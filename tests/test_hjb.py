@@ -190,6 +190,47 @@ def test_hjb_overwrite_stopped_by_a_signal_keeps_the_old_run(
     assert _files(run) == before
 
 
+@pytest.mark.parametrize("where", ["new", "empty"])
+def test_hjb_fresh_run_stopped_by_a_signal_keeps_nothing(capsys, mpi_tmp_path, monkeypatch, where):
+    """README: a signal stops the study with "nothing of the new run kept" — a fresh
+    run had left config.yaml and .pontryx/, and the same command was then refused
+    (not empty). An empty directory given stays, empty; a new one goes."""
+    import os
+    import signal
+
+    cfg = write(mpi_tmp_path / "h.yaml", SMALL)
+    run = mpi_tmp_path / "run"
+    if where == "empty" and MPI.COMM_WORLD.rank == 0:
+        run.mkdir()
+    MPI.COMM_WORLD.Barrier()
+    real = ValueFunction.solve
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(ValueFunction, "solve", signalled)
+        code, _, err = cli(capsys, "hjb", cfg, "--output", run, "--quiet")
+    assert code == 143 and err == "interrupted\n", (code, err)
+    if MPI.COMM_WORLD.rank == 0:
+        assert (list(run.iterdir()) == []) if where == "empty" else not run.exists()
+    MPI.COMM_WORLD.Barrier()
+    assert cli(capsys, "hjb", cfg, "--output", run, "--quiet")[0] == 0
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "softplus", "smooth_relu"])
+def test_hjb_runs_with_every_activation(capsys, mpi_tmp_path, activation):
+    """sigmoid (and softplus, whose σ' is the sigmoid) was a TypeError traceback: the
+    component minimisation evaluates σ on 0-d arrays."""
+    raw = merge(json.loads(json.dumps(SMALL)), {"hjb": {"grid": {"n": 4}}})
+    raw["model"]["activation"] = activation
+    raw["output"] = {"plots": False, "paraview": False}
+    cfg = write(mpi_tmp_path / "h.yaml", raw)
+    code, _, err = cli(capsys, "hjb", cfg, "--output", mpi_tmp_path / "run", "--quiet")
+    assert code == 0, err
+
+
 def _files(run):
     """The run's files and their bytes (rank 0; None elsewhere), but the lock."""
     if MPI.COMM_WORLD.rank != 0:

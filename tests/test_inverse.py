@@ -31,6 +31,7 @@ from pontryx.solver.inverse.observations import (
     synthetic,
 )
 from pontryx.solver.inverse.pde import EllipticPDE
+from pontryx.solver.outputs import read_metrics
 from pontryx.solver.outputs.canonical import random_direction
 
 SMALL = {
@@ -353,6 +354,27 @@ def test_bad_observation_files(capsys, mpi_tmp_path, rows, text):
     assert code == 2 and "config error: inverse.observations.file:" in err and text in err, err
 
 
+@pytest.mark.parametrize(
+    "points, values, text",
+    [
+        (np.array([["a", "b"]]), np.ones(1), "'points' holds string values"),
+        (np.full((1, 2), 0.5), np.ones(1, complex), "'values' holds complex values"),
+        (np.full((1, 2), 0.5, object), np.ones(1), "'points' is an object array"),
+    ],
+    ids=["string", "complex", "object"],
+)
+def test_observation_npz_of_other_than_real_numbers(capsys, mpi_tmp_path, points, values, text):
+    """A string array was a traceback (exit 1); complex values were taken with their
+    imaginary part dropped (exit 0, NumPy's warning)."""
+    raw = json.loads(json.dumps(SMALL))
+    raw["inverse"]["observations"] = {"file": "obs.npz"}
+    if MPI.COMM_WORLD.rank == 0:
+        np.savez(mpi_tmp_path / "obs.npz", points=points, values=values)
+    MPI.COMM_WORLD.Barrier()
+    code, _, err = cli(capsys, "validate", write(mpi_tmp_path / "bad.yaml", raw))
+    assert code == 2 and "config error: inverse.observations.file:" in err and text in err, err
+
+
 # -- the run ---------------------------------------------------------------------------------------
 def test_train_resume_evaluate_check_gradient(capsys, mpi_tmp_path):
     cfg = write(mpi_tmp_path / "inv.yaml", json.loads(json.dumps(SMALL)))
@@ -388,6 +410,14 @@ def test_train_resume_evaluate_check_gradient(capsys, mpi_tmp_path):
     assert json.loads((run / "summary.json").read_text())["iterations"] == 6
     code, out, err = cli(capsys, "evaluate", run)
     assert code == 0 and "discrepancy" in out and "κ" in out, out + err
+    # the misfit Φ = ½ M · discrepancy²; metrics.csv's misfit Φ + the H¹ terms (it was
+    # Φ alone there, and Φ − the H¹ terms in evaluate and summary.json)
+    code, out, err = cli(capsys, "evaluate", run, "--json")
+    train = json.loads(out)["train"]
+    assert train["misfit"] == pytest.approx(0.5 * 20 * train["discrepancy"] ** 2, rel=1e-12)
+    assert train["regulariser_h1"] > 0
+    last = read_metrics(run)[-1]
+    assert last["misfit"] == pytest.approx(train["misfit"] + train["regulariser_h1"], rel=1e-12)
     code, out, err = cli(capsys, "check-gradient", cfg)
     assert code == 0 and "PASS" in out, out + err
 

@@ -13,6 +13,7 @@ preconditioner, the Newton–Krylov trainer and the depth axis.
 """
 
 import itertools
+import math
 
 from mpi4py import MPI
 
@@ -710,8 +711,18 @@ def test_continuation_resume_and_errors(comm):
         ({"alpha0": 1e-3}, "alpha0: a weight above the target"),
         ({"alpha0": 1.0, "factor": 1.0}, "factor"),
         ({"alpha0": 1.0, "stage_rtol": 1.0}, "stage_rtol"),
+        ({"alpha0": math.inf}, "alpha0: a weight above"),  # looped forever
+        ({"alpha0": 1.0, "factor": math.inf}, "factor"),
     ):  # fmt: skip
         with pytest.raises(InputError, match=rf"^continuation: expected .*{want}"):
             OneShot(rf, th, continuation=value)
+    with pytest.raises(InputError, match=r"^continuation: 6.95e\+06 stages .* at most 1000$"):
+        OneShot(rf, th, continuation={"alpha0": 1e300, "factor": 1.0001})
+    # numbers as YAML 1.1 reads them (strings), as every other option takes them
+    t = OneShot(
+        rf, th.copy(), continuation={"alpha0": "1e0", "factor": "2e0", "stage_rtol": "1e-1"}
+    )
+    assert t.alphas[:2] == [1.0, 0.5]
+    t.destroy()
     with pytest.raises(InputError, match=r"^continuation: expected null with globalisation"):
         OneShot(rf, th, continuation={}, globalisation="line_search")

@@ -245,9 +245,12 @@ def run_hjb(config, run_dir: Path, *, overwrite=False, quiet=False, source="", c
                 directory.discard_replaced()  # only now: the old run stays until then
             comm.Barrier()
             return summary
-    except BaseException:  # a failure or a signal: an overwritten old run back as it was
-        if root:
-            directory.restore_replaced()
+    except BaseException:  # a failure or a signal: nothing of the new run kept, an
+        if root:  # overwritten old run back as it was
+            if mode == "fresh":
+                directory.remove_new_run()
+            else:
+                directory.restore_replaced()
         raise
     finally:
         if root:

@@ -105,8 +105,15 @@ class InverseFunctional:
     def __call__(self, controls) -> float:
         """J(θ): one forward sweep and one state solve."""
         value, _ = self.misfit.value_and_gradient(self.parameter(controls), gradient=False)
-        self.last = dict(self.misfit.last)
+        self.last = self._last()
         return float(value + self.regulariser(controls))
+
+    def _last(self) -> dict:
+        """The misfit's record with ``misfit`` = Φ + R (the misfit functional j(m) of
+        the network's output, as metrics.csv's ``misfit``), ``regulariser`` = R."""
+        last = dict(self.misfit.last)
+        last["misfit"] = float(last["misfit"] + last["regulariser"])
+        return last
 
     def value_and_gradient(self, controls):
         """(J(θ), ∇J(θ)): a forward sweep, a state and an adjoint solve, an adjoint sweep."""
@@ -119,7 +126,7 @@ class InverseFunctional:
         grad = res.gradient
         self._data_sum(grad)
         J = float(res.misfit + self.regulariser(controls, grad))
-        self.last = {**self.misfit.last, "J": J, "gradient": grad}
+        self.last = {**self._last(), "J": J, "gradient": grad}
         self._grad = grad
         return J, grad
 

@@ -56,6 +56,10 @@ __all__ = [
 
 
 # -- reading ------------------------------------------------------------------------------------
+#: the NumPy dtype kinds an observation file may not hold, by name
+_KINDS = {"U": "string", "S": "bytes", "O": "object", "c": "complex", "b": "boolean"}
+
+
 def read_observations(path, gdim: int) -> tuple[np.ndarray, np.ndarray]:
     """(points (M × gdim), values (M,)) from a CSV file (columns x[, y[, z]], value;
     an optional header line) or an NPZ file (arrays ``points`` and ``values``).
@@ -74,6 +78,13 @@ def read_observations(path, gdim: int) -> tuple[np.ndarray, np.ndarray]:
                 "file",
             )
         points, values = np.asarray(arrays["points"]), np.asarray(arrays["values"])
+        for name, a in (("points", points), ("values", values)):
+            if a.dtype.kind not in "iuf":  # strings, objects, complex (its imaginary part
+                raise InputError(  # would be dropped), booleans
+                    f"{path.name}: {name!r} holds {_KINDS.get(a.dtype.kind, str(a.dtype))} "
+                    "values, expected real numbers",
+                    "file",
+                )
         if points.ndim == 1 and gdim == 1:
             points = points[:, None]
     else:

@@ -167,6 +167,7 @@ class RunDirectory:
         self.path = Path(path)
         self.written: set[str] = set()
         self.moved_aside = False  # by this object's open("overwrite")
+        self.created = False  # the directory itself, by this object's open()
         self._lock_file = None
 
     # -- checks (nothing is created) --------------------------------------------------
@@ -341,6 +342,7 @@ class RunDirectory:
         """Create the directory, take the lock (or fail at once), and for an
         overwrite move the old run's entries aside. Rank 0."""
         try:
+            self.created = not self.path.exists()
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / ".pontryx").mkdir(exist_ok=True)
         except OSError as e:
@@ -409,6 +411,23 @@ class RunDirectory:
             return False
         self._put_back(replaced)
         return True
+
+    def remove_new_run(self) -> None:
+        """Delete what a fresh run (one opened in an empty or new directory) wrote —
+        its registered entries and ``.pontryx/``, and the directory if this object
+        made it — when it failed or was stopped before its outputs were complete
+        (``pontryx hjb``: nothing of such a run is kept). Rank 0."""
+        self.close()
+        for name in [*self.written, ".pontryx"]:
+            entry = self.path / name
+            if entry.is_symlink() or (entry.exists() and not entry.is_dir()):
+                entry.unlink()
+            elif entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+        self.written = set()
+        if self.created:
+            with contextlib.suppress(OSError):  # (unless something else was put there)
+                self.path.rmdir()
 
     def _put_back(self, replaced: Path) -> None:
         """The old run's entries from ``replaced`` back in place, the entries the new

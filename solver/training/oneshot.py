@@ -153,7 +153,7 @@ from mpi4py import MPI
 import numpy as np
 from petsc4py import PETSc
 
-from pontryx.meshes.errors import InputError, show
+from pontryx.meshes.errors import InputError, show, yaml_float
 from pontryx.solver.petsc import configure, destroy, ineffective, unread
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.kkt import KKT
@@ -178,8 +178,12 @@ _ETA1, _ETA2, _ETA3 = 1e-4, 0.25, 0.75
 CONTINUATION = {"alpha0": 1e-2, "factor": 10.0, "stage_rtol": 1e-3}
 
 
+#: the most stages of a continuation in α (``continuation``)
+MAX_STAGES = 1000
+
+
 def _positive(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+    return isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < math.inf
 
 
 def _count(v, low: int = 0) -> bool:
@@ -332,7 +336,7 @@ class OneShot(Trainer):
         unknown = sorted(set(spec) - set(CONTINUATION))
         if unknown:
             raise InputError(f"expected {want}, got the unknown key {unknown[0]}", "continuation")
-        c = CONTINUATION | spec
+        c = CONTINUATION | {k: yaml_float(v) for k, v in spec.items()}  # (1e-3: a string)
         target = rf.regulariser.alpha
         checks = (
             ("alpha0", _positive(c["alpha0"]) and c["alpha0"] > target,
@@ -355,6 +359,13 @@ class OneShot(Trainer):
         for key, ok, want in checks:
             if not ok:
                 raise InputError(f"expected {key}: {want}, got {show(c[key])}", "continuation")
+        stages = math.log(c["alpha0"] / target) / math.log(c["factor"])
+        if stages > MAX_STAGES:
+            raise InputError(
+                f"{stages:.3g} stages from alpha0 = {c['alpha0']:g} to α = {target:g} by the "
+                f"factor {c['factor']:g}; at most {MAX_STAGES}",
+                "continuation",
+            )
         alphas, a = [], float(c["alpha0"])
         while a > target * (1 + 1e-12):
             alphas.append(a)
