@@ -1378,6 +1378,21 @@ def test_run_directory_errors_name_where_it_was_given(capsys, small, mpi_tmp_pat
     assert code == 2 and "q" * 61 not in err and err.count("\n") == 1, err
 
 
+def test_the_directory_key_is_the_callers(small, mpi_tmp_path):
+    """train() keys run-directory errors by its ``directory_key`` (default --output):
+    the key had been module state, left by the last command line (a library call
+    after ``pontryx train`` with output.directory was keyed output.directory)."""
+    from pontryx.meshes import InputError
+    from pontryx.solver.app.train import train
+    from pontryx.solver.config import load_config
+
+    config = load_config(small, ranks=MPI.COMM_WORLD.size)
+    for given in ({}, {"directory_key": "output.directory"}):
+        with pytest.raises(InputError) as e:
+            train(config, Path("/proc/pontryx-x"), quiet=True, **given)
+        assert e.value.key == given.get("directory_key", "--output")
+
+
 def test_status_of_a_solve_to_tolerance():
     """The one-shot KKT solve that runs out of iterations has not converged (exit 4);
     an iterative method that does is at max_iterations (exit 0)."""

@@ -309,16 +309,14 @@ def _output(value: str | None) -> Path | None:
     return None if value is None else Path(value)
 
 
-def _run_dir(args, config) -> Path:
-    from pontryx.solver.app.directory import given_by
-
-    given_by("--output")
+def _run_dir(args, config) -> tuple[Path, str]:
+    """The run directory and what gave it (the key of its errors): ``--output``, the
+    configuration's ``output.directory``, or the default runs/NAME (``--output``'s)."""
     if args.output is not None:
-        return _output(args.output)
+        return _output(args.output), "--output"
     if config.output.directory:
-        given_by("output.directory")
-        return Path(config.output.directory)
-    return Path("runs") / Path(args.config).stem
+        return Path(config.output.directory), "output.directory"
+    return Path("runs") / Path(args.config).stem, "--output"
 
 
 # --------------------------------------------------------------- commands ---
@@ -330,14 +328,16 @@ def cmd_train(args) -> int:
 
     max_memory = parse_size(args.max_memory) if args.max_memory is not None else None
     config = _load(args.config, args.set)
+    run_dir, key = _run_dir(args, config)
     summary = train(
         config,
-        _run_dir(args, config),
+        run_dir,
         resume=args.resume,
         overwrite=args.overwrite,
         quiet=args.quiet,
         source=args.config,
         max_memory=max_memory,
+        directory_key=key,
     )
     return int(summary.get("exit_code", 0))
 
@@ -346,12 +346,14 @@ def cmd_hjb(args) -> int:
     from pontryx.solver.app.hjb import run_hjb
 
     config = _load(args.config, args.set, section="hjb")
+    run_dir, key = _run_dir(args, config)
     summary = run_hjb(
         config,
-        _run_dir(args, config),
+        run_dir,
         overwrite=args.overwrite,
         quiet=args.quiet,
         source=args.config,
+        directory_key=key,
     )
     return int(summary["exit_code"])
 

@@ -9,7 +9,7 @@ from mpi4py import MPI
 from pontryx.meshes.errors import InputError
 from pontryx.solver.outputs.rundir import RunDirectory
 
-__all__ = ["by_flag", "check_directory", "flag_key", "on_root"]
+__all__ = ["OUTPUT", "by_flag", "check_directory", "flag_key", "on_root"]
 
 
 def on_root(comm: MPI.Comm, action):
@@ -26,40 +26,42 @@ def on_root(comm: MPI.Comm, action):
     return result
 
 
-#: where the run directory was given: ``--output`` (or the default), or the
-#: configuration's ``output.directory`` (set by the command line, :func:`given_by`)
-_DIRECTORY = {"key": "--output"}
+#: what gives the run directory by default (``--output``, or its default ``runs/NAME``);
+#: ``output.directory`` where the configuration gives it
+OUTPUT = "--output"
 
 
-def given_by(key: str) -> None:
-    """Key the errors about the run directory by ``key`` from now on."""
-    _DIRECTORY["key"] = key
+def flag_key(e: InputError, key: str = OUTPUT) -> InputError:
+    """A run-directory error keyed by what gave the directory (``key``: ``--output``
+    or ``output.directory``), or by the command-line flag it is about."""
+    return InputError(e.message, key if e.key == "directory" else f"--{e.key}")
 
 
-def flag_key(e: InputError) -> InputError:
-    """A run-directory error keyed by what gave the directory (``--output`` or
-    ``output.directory``), or by the command-line flag it is about."""
-    return InputError(e.message, _DIRECTORY["key"] if e.key == "directory" else f"--{e.key}")
-
-
-def by_flag(action):
+def by_flag(action, key: str = OUTPUT):
     """``action`` with its run-directory errors keyed by :func:`flag_key`."""
 
     def keyed():
         try:
             return action()
         except InputError as e:
-            raise flag_key(e) from None
+            raise flag_key(e, key) from None
 
     return keyed
 
 
 def check_directory(
-    directory: RunDirectory, comm: MPI.Comm, *, resume: bool, overwrite: bool, resumable=True
+    directory: RunDirectory,
+    comm: MPI.Comm,
+    *,
+    resume: bool,
+    overwrite: bool,
+    resumable=True,
+    key: str = OUTPUT,
 ):
     """:meth:`RunDirectory.check` on rank 0, its mode (or its error, keyed by
-    :func:`flag_key`) on every rank. Collective."""
-    return on_root(
-        comm,
-        by_flag(lambda: directory.check(resume=resume, overwrite=overwrite, resumable=resumable)),
-    )
+    :func:`flag_key` with ``key``) on every rank. Collective."""
+
+    def check():
+        return directory.check(resume=resume, overwrite=overwrite, resumable=resumable)
+
+    return on_root(comm, by_flag(check, key))

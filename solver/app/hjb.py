@@ -40,7 +40,7 @@ import yaml
 
 from pontryx.meshes.errors import InputError
 from pontryx.solver.app import petsc_options
-from pontryx.solver.app.directory import check_directory
+from pontryx.solver.app.directory import OUTPUT, check_directory
 from pontryx.solver.app.memory import format_bytes, least_available
 from pontryx.solver.app.network import section, use_blas
 from pontryx.solver.app.problem import probed_trainer
@@ -216,13 +216,25 @@ class HJBProblem:
         _release(self.config, self.reduced)
 
 
-def run_hjb(config, run_dir: Path, *, overwrite=False, quiet=False, source="", comm=None) -> dict:
-    """One ``pontryx hjb``; returns the summary (``exit_code`` inside)."""
+def run_hjb(
+    config,
+    run_dir: Path,
+    *,
+    overwrite=False,
+    quiet=False,
+    source="",
+    comm=None,
+    directory_key: str = OUTPUT,
+) -> dict:
+    """One ``pontryx hjb``; returns the summary (``exit_code`` inside). Errors about
+    the run directory are keyed by ``directory_key`` (what gave it)."""
     comm = MPI.COMM_WORLD if comm is None else comm
     if config.hjb is None:
         raise InputError("this configuration has no hjb: section (pontryx train runs it)", "hjb")
     directory = RunDirectory(run_dir)
-    mode = check_directory(directory, comm, resume=False, overwrite=overwrite, resumable=False)
+    mode = check_directory(
+        directory, comm, resume=False, overwrite=overwrite, resumable=False, key=directory_key
+    )
     reduced, vf = _build(config, comm)
     root = comm.rank == 0
     say = print if root and not quiet else (lambda *a, **k: None)

@@ -36,7 +36,7 @@ import numpy as np
 import yaml
 
 from pontryx.meshes.errors import InputError
-from pontryx.solver.app.directory import by_flag, check_directory, on_root
+from pontryx.solver.app.directory import OUTPUT, by_flag, check_directory, on_root
 from pontryx.solver.app.faults import abort_on_error, fault_plan
 from pontryx.solver.app.memory import check_memory
 from pontryx.solver.app.problem import (
@@ -234,12 +234,16 @@ class TrainingRun:
         source,
         comm,
         max_memory: float | None = None,
+        directory_key: str = OUTPUT,
     ):
         self.config, self.run_dir, self.source, self.comm = config, run_dir, source, comm
+        self.directory_key = directory_key  # what gave run_dir: errors are keyed by it
         self.root = comm.rank == 0
         self.faults = fault_plan()
         self.directory, self._started = RunDirectory(run_dir), False
-        self.mode = check_directory(self.directory, comm, resume=resume, overwrite=overwrite)
+        self.mode = check_directory(
+            self.directory, comm, resume=resume, overwrite=overwrite, key=directory_key
+        )
         t = config.training
         check_memory(config, comm, max_memory)  # before anything large exists
         self.problem = build_problem(config, comm)
@@ -289,7 +293,10 @@ class TrainingRun:
         """The files the run will write inside plots/ and paraview/ are not in the
         way (:meth:`RunDirectory.check_contents`), before anything is written.
         Collective."""
-        check = by_flag(lambda: self.directory.check_contents(self.mode, self._output_entries()))
+        check = by_flag(
+            lambda: self.directory.check_contents(self.mode, self._output_entries()),
+            self.directory_key,
+        )
         on_root(self.comm, check)
 
     def _output_entries(self) -> dict[str, bool]:
@@ -390,7 +397,7 @@ class TrainingRun:
             self.directory.register(TRAJECTORY)
 
     def open(self) -> None:
-        on_root(self.comm, by_flag(self._open_directory))
+        on_root(self.comm, by_flag(self._open_directory, self.directory_key))
         m = self.manifest
         if self.state is not None:
             self.trainer.restore(self.state, controls_only=self.controls_only)

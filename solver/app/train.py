@@ -35,9 +35,12 @@ def train(
     source: str = "",
     comm: MPI.Comm = MPI.COMM_WORLD,
     max_memory: float | None = None,
+    directory_key: str = "--output",
 ) -> dict:
     """A complete training run into ``run_dir``; returns the summary (on every rank),
-    whose ``exit_code`` is what ``pontryx train`` exits with.
+    whose ``exit_code`` is what ``pontryx train`` exits with. Errors about the run
+    directory are keyed by ``directory_key`` (what gave it: ``--output`` or
+    ``output.directory``).
 
     Bad input raises InputError before anything is written; a non-finite loss or
     gradient raises NonFiniteError, and an inner PETSc solve that does not converge
@@ -53,6 +56,7 @@ def train(
         source=source,
         comm=comm,
         max_memory=max_memory,
+        directory_key=directory_key,
     )
     try:
         with StopRequest(comm) as run.stop:
