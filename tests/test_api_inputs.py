@@ -224,3 +224,73 @@ def test_train_levels_checks_its_levels():
         assert e.value.key == key, str(e.value)
     rf1.net.destroy()
     rf2.net.destroy()
+
+
+def test_more_library_arguments_are_keyed():
+    """The re-audit's variants: each had escaped as a TypeError, AttributeError,
+    KeyError or UFuncTypeError (minimize's callbacks only after iterations)."""
+    from types import MappingProxyType
+
+    from pontryx.solver import taylor_test
+    from pontryx.solver.app.problem import build_problem
+    from pontryx.solver.config import validate_config
+
+    rf, theta = ellipses_problem()
+    cases = [
+        ("names", lambda: theta.subset(None)),
+        ("other", lambda: theta.dot(None)),
+        ("other", lambda: theta.axpy(1.0, None)),
+        ("a", lambda: theta.axpy("a", theta)),
+        ("arrays", lambda: Controls(5, MPI.COMM_WORLD)),
+        ("comm", lambda: Controls({"d": np.zeros(2)}, None)),
+        ("rf", lambda: taylor_test(None, theta, theta.subset(["b"]))),
+        ("test_rf", lambda: minimize(rf, theta, "adam", max_iterations=1, test_rf=5)),
+        ("on_record", lambda: minimize(rf, theta, "adam", max_iterations=1, on_record=5)),
+        ("bounds", lambda: minimize(rf, theta, "lmvm", max_iterations=1, bounds={"W": 1.0})),
+        ("state", lambda: minimize(rf, theta, "adam", max_iterations=1, state=5)),
+        ("state", lambda: minimize(rf, theta, "adam", max_iterations=1, state={})),
+        ("nonsense", lambda: minimize(rf, theta, "adam", max_iterations=1, nonsense=1)),
+        ("layout", lambda: ReducedFunctional(rf.net, np.zeros((4, 2)), np.zeros(4, int), layout=5)),
+        ("config", lambda: build_problem(None, MPI.COMM_WORLD)),
+        ("comm", lambda: build_problem(validate_config({"data": {"name": "ellipses"}}), None)),
+        ("base_dir", lambda: validate_config({}, base_dir=5)),
+    ]
+    before = theta.copy()
+    for key, call in cases:
+        with pytest.raises(InputError) as e:
+            call()
+        assert e.value.key == key and "\n" not in str(e.value), (key, str(e.value))
+    assert all(np.array_equal(theta[k], before[k]) for k in theta)  # refused before a step
+    # what works: a dict of arrays (or lists) where Controls are read, NumPy scalars as
+    # options, any mapping as a configuration
+    J = rf(dict(theta))
+    assert rf.value_and_gradient(dict(theta))[0] == J
+    direction = {"W": (0.1 * theta["W"]).tolist()}
+    assert taylor_test(rf, theta, direction).min_rate >= 1.95
+    options = {"learning_rate": np.float32(0.01), "batch_size": np.int64(8)}
+    minimize(rf, theta, "adam", MappingProxyType(options), max_iterations=np.int64(2))
+    config = validate_config(MappingProxyType({"data": MappingProxyType({"name": "ellipses"})}))
+    assert config.data["name"] == "ellipses"
+    rf.net.destroy()
+
+
+def test_train_levels_checks_every_level_before_training():
+    """Level 1's bad max_iterations or rf_test was found after level 0 had trained
+    (its controls changed in place), and keyed without the level."""
+    from pontryx.solver.training.levels import Level, train_levels
+
+    rf2, theta2 = ellipses_problem(mesh={"kind": "unit_square", "n": 2})
+    rf3, _ = ellipses_problem(mesh={"kind": "unit_square", "n": 3})
+    before = theta2.copy()
+    for key, second in (
+        ("levels.1.max_iterations", Level(rf3.net, rf3, -1)),
+        ("levels.1.rf_test", Level(rf3.net, rf3, 1, rf_test=5)),
+        ("levels.1.rf_test", Level(rf3.net, rf3, 1, rf_test=rf2)),
+        ("levels.1.rf", Level(None, None, 1)),
+    ):
+        with pytest.raises(InputError) as e:
+            train_levels([Level(rf2.net, rf2, 2, controls=theta2), second])
+        assert e.value.key == key, str(e.value)
+    assert all(np.array_equal(theta2[k], before[k]) for k in theta2)
+    rf2.net.destroy()
+    rf3.net.destroy()

@@ -718,6 +718,9 @@ def test_continuation_resume_and_errors(comm):
             OneShot(rf, th, continuation=value)
     with pytest.raises(InputError, match=r"^continuation: 6.95e\+06 stages .* at most 1000$"):
         OneShot(rf, th, continuation={"alpha0": 1e300, "factor": 1.0001})
+    huge = OneShot(rf, th.copy(), continuation={"alpha0": 1e306})  # α₀/α overflowed: "inf stages"
+    assert len(huge.alphas) == 309
+    huge.destroy()
     # numbers as YAML 1.1 reads them (strings), as every other option takes them
     t = OneShot(
         rf, th.copy(), continuation={"alpha0": "1e0", "factor": "2e0", "stage_rtol": "1e-1"}

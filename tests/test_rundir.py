@@ -395,3 +395,30 @@ def test_a_path_without_room_for_pontryx_names_is_refused(tmp_path):
     with pytest.raises(InputError, match="too long a path"):
         check_run_directory(deep, resume=False, overwrite=False)
     assert not (tmp_path / ("x" * 200)).exists()
+
+
+def test_removing_a_new_run_keeps_another_runs_and_the_parents_it_did_not_make(tmp_path):
+    """remove_new_run (a stopped fresh ``pontryx hjb``): a second run that lost the
+    race for the lock deleted the first run's .pontryx/ (lock and marker: the first
+    then failed, exit 5); the parent folders the run made stayed."""
+    first = RunDirectory(tmp_path / "run")
+    first.open(first.check(resume=False, overwrite=False))
+    first.register("config.yaml")
+    second = RunDirectory(tmp_path / "run")
+    with pytest.raises(InputError, match="another pontryx run is writing"):
+        second.open("fresh")
+    second.remove_new_run()  # it took no lock: nothing of the first run's goes
+    assert (tmp_path / "run" / MARKER).is_file()
+    first.remove_new_run()
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "keep").mkdir()
+    nested = RunDirectory(tmp_path / "keep" / "a" / "b" / "run")
+    nested.open(nested.check(resume=False, overwrite=False))
+    nested.remove_new_run()
+    assert list((tmp_path / "keep").iterdir()) == []  # a/, b/ and run/ went, keep/ stays
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    given = RunDirectory(empty)
+    given.open(given.check(resume=False, overwrite=False))
+    given.remove_new_run()
+    assert empty.is_dir() and list(empty.iterdir()) == []

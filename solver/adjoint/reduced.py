@@ -342,6 +342,8 @@ class ReducedFunctional:
             raise InputError(f"expected a ContinuumNetwork, got {show(net)}", "net")
         self.threads, self._split = threads, None
         self.net = net
+        if layout is not None and not isinstance(getattr(layout, "data", None), MPI.Comm):
+            raise InputError(f"expected a Layout or None, got {show(layout)}", "layout")
         self.layout = layout
         self.data_comm = layout.data if layout is not None else MPI.COMM_SELF
         weights = {"alpha": alpha, "beta": beta, "gamma": gamma, "delta": delta}
@@ -492,8 +494,18 @@ class ReducedFunctional:
         """The Riesz map x = √ω θ for controls shaped like ``like``."""
         return RieszMap(self.net, like, metric)
 
+    def _controls(self, controls, key: str = "controls") -> Controls:
+        """``controls`` as :class:`Controls` (a mapping of arrays is taken as one, on
+        the network's width communicator); an InputError keyed ``key`` otherwise."""
+        if isinstance(controls, Controls):
+            return controls
+        if not isinstance(controls, Mapping):
+            raise InputError(f"expected Controls, got {show(controls)}", key)
+        return Controls(controls, self.net.space.comm)
+
     def __call__(self, controls: Controls) -> float:
         """J(θ) (forward sweep only)."""
+        controls = self._controls(controls)
         chunks = self._sample_split()
         if chunks is None:
             Yhat = self.sweep(controls).forward(self._Xc)[0]
@@ -508,6 +520,7 @@ class ReducedFunctional:
 
     def value_and_gradient(self, controls: Controls):
         """(J(θ), ∇J(θ)) with one forward and one adjoint sweep."""
+        controls = self._controls(controls)
         spare = self._spare_gradient()
         chunks = self._sample_split()
         if chunks is None:
@@ -545,6 +558,8 @@ class ReducedFunctional:
         """The gradient sweep keeping every state and costate (Pontryagin methods),
         with ``sensitivities`` also ∂Ŷ_k/∂Uⁿ: the :class:`~.sweep.SweepResult`
         (local, not reduced)."""
+        controls = self._controls(controls)
+        self.net.check_controls(controls)
         sweep = Sweep(self.net, controls, noise=self.increments())
         return sweep.gradient(self._Xc, self.misfit, trajectory=True, sensitivities=sensitivities)
 
@@ -552,9 +567,9 @@ class ReducedFunctional:
         """∇²J(θ) · dθ over the trainable controls (names missing from
         ``direction`` do not move): one tangent and one second-order adjoint sweep,
         summed over the data ranks, plus the regulariser's Hessian."""
+        controls = self._controls(controls)
         self.net.check_controls(controls)
-        if not isinstance(direction, Mapping):
-            raise InputError(f"expected Controls, got {show(direction)}", "direction")
+        direction = self._controls(direction, "direction")
         self.net.check_controls(direction, names=list(direction), key="direction")
 
         def hvp(Yhat, V):

@@ -18,9 +18,12 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from mpi4py import MPI
+
 import numpy as np
 
 from pontryx.meshes.errors import InputError, integer, positive, show
+from pontryx.solver.model.controls import Controls
 
 __all__ = ["TaylorResult", "first_step", "taylor_test", "taylor_test_map"]
 
@@ -79,8 +82,12 @@ def taylor_test(
     positive(h0, "h0")
     if not isinstance(hessian, bool | np.bool_):
         raise InputError(f"expected true or false, got {show(hessian)}", "hessian")
+    if not callable(getattr(rf, "value_and_gradient", None)):
+        raise InputError(f"expected a ReducedFunctional, got {show(rf)}", "rf")
     if not isinstance(direction, Mapping):
         raise InputError(f"expected Controls, got {show(direction)}", "direction")
+    if not isinstance(direction, Controls):  # a dict of arrays (or lists): as Controls
+        direction = Controls(direction, getattr(controls, "comm", MPI.COMM_WORLD))
     trainable = getattr(getattr(rf, "net", None), "trainable", None)  # (a network's)
     unknown = (
         sorted(set(direction) - set(trainable)) if trainable and hasattr(direction, "keys") else []

@@ -129,7 +129,7 @@ class InverseProblem:
         out = {
             "train": {
                 "loss": float(J),
-                "misfit": float(last["misfit"] - last["regulariser"]),
+                "misfit": float(last["phi"]),
                 "regulariser_h1": float(last["regulariser"]),
                 "discrepancy": self.rf.metric(last["stat"]),
                 "samples": int(self.observations.count),

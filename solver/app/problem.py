@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from mpi4py import MPI
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 from pontryx.meshes.factory import mesh_summary
 from pontryx.solver.adjoint.reduced import ReducedFunctional
 from pontryx.solver.app import petsc_options
@@ -108,6 +108,12 @@ def build_problem(config: Config, comm: MPI.Comm, *, layout=None, dataset=None) 
     coarse level of multilevel training shares the ``layout``, PETSc options and
     ``dataset`` of its problem. A configuration with an ``inverse:`` section
     builds an :class:`~.inverse.InverseProblem` instead."""
+    if not isinstance(config, Config):
+        raise InputError(
+            f"expected a validated Config (validate_config), got {show(config)}", "config"
+        )
+    if not isinstance(comm, MPI.Comm):
+        raise InputError(f"expected an MPI communicator, got {show(comm)}", "comm")
     if config.hjb is not None:
         raise InputError("an hjb: configuration is run by pontryx hjb", "hjb")
     if config.inverse is not None:

@@ -191,7 +191,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
     p = Path(os.fsdecode(path))
     if (why := file_problem(p)) is not None:
         missing = why == "does not exist"
-        raise InputError(f"file {str(path)!r} not found" if missing else f"{str(path)!r} {why}")
+        raise InputError(f"file {str(p)!r} not found" if missing else f"{str(p)!r} {why}")
     try:
         if p.stat().st_size > MAX_BYTES:
             raise InputError(f"{p.name}: larger than {MAX_BYTES // 1024} KiB")
@@ -265,6 +265,15 @@ def apply_override(raw: dict, assignment: str) -> None:
     _check_size(raw, f"--set {key}")  # the file with the value in place, as a file is bounded
 
 
+def _as_dicts(value):
+    """``value`` with every mapping a dict (nested; lists as lists)."""
+    if isinstance(value, Mapping):
+        return {k: _as_dicts(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_dicts(v) for v in value]
+    return value
+
+
 def validate_config(raw: Mapping, *, ranks: int | None = None, base_dir=None) -> Config:
     """Validate a raw mapping; an InputError (the first problem) otherwise.
     ``ranks``: the MPI ranks the run will have (None: not checked against them)."""
@@ -273,6 +282,9 @@ def validate_config(raw: Mapping, *, ranks: int | None = None, base_dir=None) ->
         raise InputError(f"expected a number of ranks ≥ 1, got {show(ranks)}", "ranks")
     if not isinstance(raw, Mapping):
         raise InputError(f"expected a mapping of sections, got {show(raw)}", "config")
+    raw = _as_dicts(raw)  # (a MappingProxyType or ChainMap: as the dict it reads as)
+    if base_dir is not None and not isinstance(base_dir, str | os.PathLike):
+        raise InputError(f"expected a directory path or None, got {show(base_dir)}", "base_dir")
     context = {"ranks": ranks, "base_dir": Path(base_dir) if base_dir is not None else None}
     try:
         return Config.model_validate(raw, context=context)

@@ -110,8 +110,10 @@ class InverseFunctional:
 
     def _last(self) -> dict:
         """The misfit's record with ``misfit`` = Φ + R (the misfit functional j(m) of
-        the network's output, as metrics.csv's ``misfit``), ``regulariser`` = R."""
+        the network's output, as metrics.csv's ``misfit``), ``phi`` = Φ and
+        ``regulariser`` = R."""
         last = dict(self.misfit.last)
+        last["phi"] = float(last["misfit"])
         last["misfit"] = float(last["misfit"] + last["regulariser"])
         return last
 

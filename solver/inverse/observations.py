@@ -57,7 +57,8 @@ __all__ = [
 
 # -- reading ------------------------------------------------------------------------------------
 #: the NumPy dtype kinds an observation file may not hold, by name
-_KINDS = {"U": "string", "S": "bytes", "O": "object", "c": "complex", "b": "boolean"}
+_KINDS = {"U": "string", "S": "bytes", "O": "object", "c": "complex", "b": "boolean",
+          "V": "structured", "M": "datetime", "m": "timedelta"}  # fmt: skip
 
 
 def read_observations(path, gdim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +82,7 @@ def read_observations(path, gdim: int) -> tuple[np.ndarray, np.ndarray]:
         for name, a in (("points", points), ("values", values)):
             if a.dtype.kind not in "iuf":  # strings, objects, complex (its imaginary part
                 raise InputError(  # would be dropped), booleans
-                    f"{path.name}: {name!r} holds {_KINDS.get(a.dtype.kind, str(a.dtype))} "
+                    f"{path.name}: {name!r} holds {_KINDS.get(a.dtype.kind, 'non-numeric')} "
                     "values, expected real numbers",
                     "file",
                 )

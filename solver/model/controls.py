@@ -9,12 +9,14 @@ tests and optimisers see one consistent vector space on any number of ranks.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
+from numbers import Real
 
 from mpi4py import MPI
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError
+from pontryx.meshes.errors import InputError, show
 
 __all__ = ["Controls"]
 
@@ -37,6 +39,10 @@ class Controls(dict):
     array is kept C-ordered float64 (given otherwise, a converted copy is kept)."""
 
     def __init__(self, arrays, comm: MPI.Comm):
+        if not isinstance(arrays, Mapping):
+            raise InputError(f"expected a mapping name → array, got {show(arrays)}", "arrays")
+        if not isinstance(comm, MPI.Comm):
+            raise InputError(f"expected an MPI communicator, got {show(comm)}", "comm")
         super().__init__({k: _array(k, v) for k, v in dict(arrays).items()})
         self.comm = comm
 
@@ -58,6 +64,8 @@ class Controls(dict):
 
     def _same_shapes(self, other: Controls) -> None:
         """``other``'s arrays have the shapes of this one's (of the same network)."""
+        if not isinstance(other, Mapping):
+            raise InputError(f"expected Controls, got {show(other)}", "other")
         for k, v in other.items():
             if k not in self or np.shape(v) != self[k].shape:
                 want = self[k].shape if k in self else "no such control"
@@ -69,6 +77,8 @@ class Controls(dict):
         return 1.0 if name not in REPLICATED or self.comm.rank == 0 else 0.0
 
     def dot(self, other: Controls) -> float:
+        if not isinstance(other, Mapping):
+            raise InputError(f"expected Controls, got {show(other)}", "other")
         Controls._same_shapes(other, self)
         local = sum(self._local_weight(k) * float(np.vdot(v, other[k])) for k, v in self.items())
         return self.comm.allreduce(local, op=MPI.SUM)
@@ -91,6 +101,8 @@ class Controls(dict):
 
     def subset(self, names) -> Controls:
         """The arrays of ``names`` (the same objects)."""
+        if not isinstance(names, str | Iterable):
+            raise InputError(f"expected control names, got {show(names)}", "names")
         names = [names] if isinstance(names, str) else list(names)
         if missing := [k for k in names if k not in self]:
             raise InputError(f"no such control (have {', '.join(self)})", str(missing[0]))
@@ -98,6 +110,8 @@ class Controls(dict):
 
     def axpy(self, a: float, x: Controls) -> Controls:
         """self += a·x (in place; names of x only)."""
+        if isinstance(a, bool) or not isinstance(a, Real):
+            raise InputError(f"expected a number, got {show(a)}", "a")
         self._same_shapes(x)
         for k, v in x.items():
             self[k] += a * v

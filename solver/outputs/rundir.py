@@ -167,7 +167,8 @@ class RunDirectory:
         self.path = Path(path)
         self.written: set[str] = set()
         self.moved_aside = False  # by this object's open("overwrite")
-        self.created = False  # the directory itself, by this object's open()
+        self.created: Path | None = None  # the first folder open() made (this or a parent)
+        self.opened = False  # open() took the lock: the directory is this object's run's
         self._lock_file = None
 
     # -- checks (nothing is created) --------------------------------------------------
@@ -342,7 +343,8 @@ class RunDirectory:
         """Create the directory, take the lock (or fail at once), and for an
         overwrite move the old run's entries aside. Rank 0."""
         try:
-            self.created = not self.path.exists()
+            missing = [p for p in [self.path, *self.path.absolute().parents] if lstat(p) is None]
+            self.created = missing[-1] if missing else None
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / ".pontryx").mkdir(exist_ok=True)
         except OSError as e:
@@ -350,6 +352,7 @@ class RunDirectory:
                 f"cannot create {str(self.path)!r}: {e.strerror}", "directory"
             ) from None
         self._lock()
+        self.opened = True
         if mode == "resume":
             self.written.update(self.listed())
         if mode == "overwrite":
@@ -416,7 +419,10 @@ class RunDirectory:
         """Delete what a fresh run (one opened in an empty or new directory) wrote —
         its registered entries and ``.pontryx/``, and the directory if this object
         made it — when it failed or was stopped before its outputs were complete
-        (``pontryx hjb``: nothing of such a run is kept). Rank 0."""
+        (``pontryx hjb``: nothing of such a run is kept); nothing if open() did not
+        take the lock (another run's directory). Rank 0."""
+        if not self.opened:
+            return
         self.close()
         for name in [*self.written, ".pontryx"]:
             entry = self.path / name
@@ -425,9 +431,14 @@ class RunDirectory:
             elif entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
         self.written = set()
-        if self.created:
+        if self.created is not None:  # the folders open() made, up to the first of them
+            folder = self.path
             with contextlib.suppress(OSError):  # (unless something else was put there)
-                self.path.rmdir()
+                while True:
+                    folder.rmdir()
+                    if folder.absolute() == self.created.absolute():
+                        break
+                    folder = folder.parent
 
     def _put_back(self, replaced: Path) -> None:
         """The old run's entries from ``replaced`` back in place, the entries the new

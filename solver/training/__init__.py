@@ -19,6 +19,10 @@ Euler–Lagrange solve (:mod:`.oneshot`: ``oneshot``). Multilevel training
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
+
 from pontryx.meshes.errors import InputError, show
 from pontryx.solver.errors import NonFiniteError
 from pontryx.solver.registry import METHODS, load
@@ -50,5 +54,16 @@ def method_class(name: str) -> type[Trainer]:
 def make_trainer(name: str, rf, controls, options: dict | None = None, bounds=None) -> Trainer:
     """The trainer called ``name`` on (rf, controls), keeping them in ``bounds`` (a
     :class:`~pontryx.solver.model.bounds.Bounds`, or None); option errors keyed by
-    the option, a method without bounds refuses them (keyed ``bounds``)."""
-    return method_class(name)(rf, controls, bounds=bounds, **(options or {}))
+    the option, a method without bounds refuses them (keyed ``bounds``). NumPy
+    scalars among the options are taken as the Python numbers they hold, and any
+    mapping as a dict (``np.float32(0.01)`` had been refused as "not a number")."""
+    return method_class(name)(rf, controls, bounds=bounds, **_plain(dict(options or {})))
+
+
+def _plain(value):
+    """``value`` with NumPy scalars as Python numbers and mappings as dicts (nested)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pontryx.meshes.errors import InputError, show
+from pontryx.meshes.errors import InputError, integer, show
 from pontryx.solver.model.controls import Controls
 from pontryx.solver.model.prolongation import check_prolongable, prolong_controls
 from pontryx.solver.training.base import Record
@@ -78,8 +78,20 @@ def train_levels(
     for k, level in enumerate(levels):
         if not isinstance(level, Level):
             raise InputError(f"expected a Level, got {show(level)}", f"levels.{k}")
-        if getattr(level.rf, "net", None) is not level.net:
-            raise InputError("its rf is not a functional of its net", f"levels.{k}.rf")
+        for name in ("rf", "rf_test"):
+            rf = getattr(level, name)
+            if rf is None and name == "rf_test":
+                continue
+            if not callable(getattr(rf, "value_and_gradient", None)):
+                raise InputError(
+                    f"expected a ReducedFunctional, got {show(rf)}", f"levels.{k}.{name}"
+                )
+            if getattr(rf, "net", None) is not level.net:
+                raise InputError(f"its {name} is not a functional of its net", f"levels.{k}.{name}")
+        try:
+            integer(level.max_iterations, "max_iterations", 0)
+        except InputError as e:
+            raise e.under(f"levels.{k}") from None
         try:
             if level.controls is not None:
                 check_problem(level.rf, level.controls)
@@ -92,6 +104,9 @@ def train_levels(
             raise InputError(e.message, f"levels.{k}") from None
     if levels[0].controls is None:
         raise InputError("the first level needs initial controls", "levels")
+    for name, f in (("on_record", on_record), ("on_level", on_level)):
+        if f is not None and not callable(f):
+            raise InputError(f"expected a function or None, got {show(f)}", name)
     out: list[LevelResult] = []
     controls = levels[0].controls
     for k, level in enumerate(levels):

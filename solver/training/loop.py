@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from pontryx.meshes.errors import InputError, integer, show
 from pontryx.solver.errors import NonFiniteError
+from pontryx.solver.model.bounds import Bounds
 from pontryx.solver.model.controls import Controls
 from pontryx.solver.petsc import input_errors
 from pontryx.solver.training.base import Callback, Record, Trainer
@@ -122,6 +123,10 @@ def train(
     return result
 
 
+#: the keywords of :func:`minimize` that go to :func:`train`
+LOOP_KEYWORDS = frozenset({"chunk", "test_rf", "test_every", "on_record", "on_chunk"})
+
+
 def check_problem(rf, controls) -> None:
     """``rf`` is a reduced functional (a network's ``net`` and ``value_and_gradient``)
     and ``controls`` are :class:`Controls` of its network: InputErrors keyed ``rf`` or
@@ -155,13 +160,31 @@ def minimize(
     keyed by it, as for ``pontryx train``), restored from ``state`` (a
     :meth:`Trainer.state`) if given, run by :func:`train` (``loop``: its keywords
     ``chunk``, ``test_rf``, ``test_every``, ``on_record``, ``on_chunk``)."""
-    from pontryx.solver.training import make_trainer
+    from pontryx.solver.training import make_trainer, method_class
 
     if not isinstance(method, str):
         raise InputError(f"expected a method name, got {show(method)}", "method")
     if options is not None and not isinstance(options, Mapping):
         raise InputError(f"expected a mapping of options, got {show(options)}", "options")
     check_problem(rf, controls)
+    method_class(method)  # an unknown method before anything else
+    unknown = sorted(set(loop) - LOOP_KEYWORDS)
+    if unknown:
+        expected = ", ".join(sorted(LOOP_KEYWORDS))
+        raise InputError(f"unknown argument (expected one of {expected})", unknown[0])
+    for name in ("on_record", "on_chunk"):
+        if loop.get(name) is not None and not callable(loop[name]):
+            raise InputError(f"expected a function or None, got {show(loop[name])}", name)
+    if loop.get("test_rf") is not None:
+        try:
+            check_problem(loop["test_rf"], controls)
+        except InputError as e:
+            keyed = e.under("test_rf") if e.key != "rf" else InputError(e.message, "test_rf")
+            raise keyed from None
+    if bounds is not None and not isinstance(bounds, Bounds):
+        raise InputError(f"expected a Bounds or None, got {show(bounds)}", "bounds")
+    if state is not None and not isinstance(state, Mapping):
+        raise InputError(f"expected a trainer's state or None, got {show(state)}", "state")
     if not math.isfinite(controls.max_abs()):  # every method alike (collective)
         error = NonFiniteError(
             "training: non-finite loss at iteration 0 (the initial controls hold a "
@@ -178,7 +201,16 @@ def minimize(
         ):
             trainer.probe()
         if state is not None:
-            trainer.restore(state)
+            try:
+                trainer.restore(state)
+            except (KeyError, TypeError, ValueError, IndexError) as e:
+                if isinstance(e, InputError):
+                    raise
+                raise InputError(
+                    f"not a state of this {method} trainer on these controls ({type(e).__name__}: "
+                    f"{show(str(e))})",
+                    "state",
+                ) from None
         return train(trainer, max_iterations, **loop)
     finally:
         trainer.destroy()

@@ -359,7 +359,7 @@ class OneShot(Trainer):
         for key, ok, want in checks:
             if not ok:
                 raise InputError(f"expected {key}: {want}, got {show(c[key])}", "continuation")
-        stages = math.log(c["alpha0"] / target) / math.log(c["factor"])
+        stages = (math.log(c["alpha0"]) - math.log(target)) / math.log(c["factor"])
         if stages > MAX_STAGES:
             raise InputError(
                 f"{stages:.3g} stages from alpha0 = {c['alpha0']:g} to α = {target:g} by the "
