@@ -84,10 +84,10 @@ def taylor_test(
         raise InputError(f"expected true or false, got {show(hessian)}", "hessian")
     if not callable(getattr(rf, "value_and_gradient", None)):
         raise InputError(f"expected a ReducedFunctional, got {show(rf)}", "rf")
-    if not isinstance(direction, Mapping):
+    if isinstance(direction, Mapping) and not isinstance(direction, Controls):
+        direction = Controls(direction, getattr(controls, "comm", MPI.COMM_WORLD))  # (arrays)
+    elif not callable(getattr(direction, "dot", None)):  # Controls, or a vector like them
         raise InputError(f"expected Controls, got {show(direction)}", "direction")
-    if not isinstance(direction, Controls):  # a dict of arrays (or lists): as Controls
-        direction = Controls(direction, getattr(controls, "comm", MPI.COMM_WORLD))
     trainable = getattr(getattr(rf, "net", None), "trainable", None)  # (a network's)
     unknown = (
         sorted(set(direction) - set(trainable)) if trainable and hasattr(direction, "keys") else []
