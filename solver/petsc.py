@@ -89,7 +89,8 @@ def _quoted(text: str, value: object) -> str | None:
         return None
     v = " ".join(str(value).split())
     sep = r"[\s:;,!?()\[\]'\"]"
-    if v and re.search(rf"(^|{sep}){re.escape(v)}($|{sep})", text) is not None:
+    end = rf"($|{sep}|\.(\s|$))"  # (a sentence's full stop after it: "value nan.")
+    if v and re.search(rf"(^|{sep}){re.escape(v)}{end}", text) is not None:
         return v
     if len(v) <= SHOWN or v[: SHOWN + 1] not in text:
         return None

@@ -248,10 +248,11 @@ def test_kernel_rows_are_at_most_all_rows():
     from pontryx.solver.outputs.paraview import kernel_rows
 
     space = SimpleNamespace(N=9)
-    assert kernel_rows(space, 3).tolist() == [2, 4, 6]
-    for count in (9, 10, 10**30):
-        rows = kernel_rows(space, count)
-        assert 0 < len(rows) <= 9 and rows.min() >= 0 and rows.max() <= 8
+    assert kernel_rows(space, 3).tolist() == [1, 4, 7]  # the middles of three parts
+    for count in (9, 10, 10**30):  # all N (the rows 0 and N − 1 had never been written)
+        assert kernel_rows(space, count).tolist() == list(range(9))
+    for count in range(1, 10):
+        assert len(set(kernel_rows(space, count).tolist())) == count
 
 
 def test_trajectory_of_a_diverging_run_is_read(tmp_path):

@@ -51,11 +51,14 @@ def write_states(path: str | Path, net, controls, X: np.ndarray, labels=None) ->
 
 
 def kernel_rows(space, count: int) -> np.ndarray:
-    """``count`` canonical dof indices evenly spread over 0 … N−1 (at most all N)."""
+    """``count`` canonical dof indices evenly spread over 0 … N−1, the middles of
+    ``count`` equal parts, ⌊(j + ½) N / count⌋ (all N for count ≥ N: the rows at
+    both ends had never been written)."""
     if count <= 0:
         return np.zeros(0, dtype=np.int64)
-    count = min(count, space.N)  # output.paraview.kernel_rows may be any count
-    return np.unique(np.linspace(0, space.N - 1, count + 2)[1:-1].round().astype(np.int64))
+    N = space.N
+    count = min(count, N)  # output.paraview.kernel_rows may be any count
+    return ((2 * np.arange(count, dtype=np.int64) + 1) * N) // (2 * count)
 
 
 def write_controls(path: str | Path, net, controls, rows: int = 3) -> list[tuple[str, list]]:
