@@ -108,6 +108,30 @@ def read_when_run(name: str) -> bool:
     return re.search(r"(^|_)view(_[a-z_]+)?$", name) is not None
 
 
+#: PETSc options that pontryx sets on its objects after they read the options
+#: database (an iteration count or tolerance the method decides): given, they would
+#: be read and then overwritten, so they are refused, naming what sets them
+SET_BY_PONTRYX = {
+    "pontryx_tao_tao_max_it": "training.max_iterations (with the checkpoint chunks)",
+    "pontryx_msa_tao_max_it": "training.options.inner_iterations",
+    "pontryx_msa_tao_gatol": "the layer solves' forcing (training.options.forcing)",
+    "pontryx_msa_tao_grtol": "the layer solves' forcing (training.options.forcing)",
+    "pontryx_msa_tao_gttol": "the layer solves' forcing (training.options.forcing)",
+    "pontryx_snes_ksp_rtol": "the one-shot's forcing (training.options.forcing)",
+    "pontryx_snes_ksp_atol": "the one-shot's forcing (training.options.forcing)",
+    "pontryx_snes_ksp_max_it": "training.options.krylov_max_it",
+}
+
+
+def set_by_pontryx(name: str, key: str) -> None:
+    """An InputError keyed ``key`` if the option ``name`` (full, without the dash) is
+    one pontryx sets itself (:data:`SET_BY_PONTRYX`)."""
+    if name in SET_BY_PONTRYX:
+        raise InputError(
+            f"-{name} is set by pontryx from {SET_BY_PONTRYX[name]}; give that instead", key
+        )
+
+
 def ineffective(prefix: str, given, unused) -> list[str]:
     """The names of a method's ``petsc_options`` ``given`` (without ``prefix``) that
     take no effect: not read by ``setFromOptions`` (``unused``, :func:`configure`'s
@@ -166,6 +190,8 @@ def configure(
     pushed for the call only. Returns the names of ``defaults`` and ``extra`` the
     object did not read (the check that a user's option is no misspelling)."""
     reproducible()
+    for k in defaults or {}:
+        set_by_pontryx(prefix + k, f"petsc_options.{k}")
     obj.setOptionsPrefix(prefix)
     ACTIVE_PREFIXES.add(prefix)
     options = {prefix + k: v for k, v in (defaults or {}).items()}

@@ -228,7 +228,9 @@ def test_minimize_refuses_petsc_options_nothing_reads(method, bad):
     [
         ("lmvm", "tao_max_funcs", "abc", "Input string abc has no integer value"),
         ("lmvm", "tao_type", "nosuchtao", "Unable to find requested Tao type nosuchtao"),
-        ("msa", "tao_max_it", "x", "Input string x has no integer value"),
+        ("msa", "tao_max_funcs", "x", "Input string x has no integer value"),
+        ("lmvm", "tao_gatol", float("nan"), "Newly set value nan."),  # was keyed petsc
+        ("lmvm", "tao_gatol", float("inf"), "Newly set value inf."),
     ],
 )
 def test_minimize_refuses_petsc_option_values_in_one_line(method, option, value, needle):
@@ -246,3 +248,25 @@ def test_minimize_refuses_petsc_option_values_in_one_line(method, option, value,
     assert e.value.key == f"petsc_options.{option}" and needle in str(e.value)
     assert "\n" not in str(e.value)
     assert all((theta[k] == before[k]).all() for k in theta)
+
+
+@pytest.mark.parametrize(
+    "method, option, what",
+    [
+        ("lmvm", "tao_max_it", "training.max_iterations"),
+        ("msa", "tao_gatol", "forcing"),
+        ("emsa", "tao_max_it", "inner_iterations"),
+    ],
+)
+def test_options_pontryx_sets_itself_are_refused(method, option, what):
+    """An option the method overwrites after setFromOptions (TAO's iteration count,
+    the layer solves' tolerances) had been read and silently undone."""
+    from tiny import ellipses_problem
+
+    from pontryx.meshes import InputError
+    from pontryx.solver import minimize
+
+    rf, theta = ellipses_problem()
+    with pytest.raises(InputError, match=f"set by pontryx from .*{what}") as e:
+        minimize(rf, theta, method, {"petsc_options": {option: 1}}, max_iterations=2)
+    assert e.value.key == f"petsc_options.{option}"

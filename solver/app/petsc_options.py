@@ -29,6 +29,7 @@ from pontryx.solver.petsc import (
     input_errors,
     read_when_run,
     reproducible,
+    set_by_pontryx,
 )
 
 __all__ = ["GLOBAL", "apply", "check_used", "errors", "remove"]
@@ -110,6 +111,8 @@ def check_used(options: dict[str, str | None], key_paths: dict[str, str], say=pr
     this run that nothing read is an error keyed by its YAML path; an option of a
     solver this run does not have, or of none, a one-line warning (``say``)."""
     db = PETSc.Options()
+    for name in options:
+        set_by_pontryx(name, key_paths.get(name, "petsc"))
     for name in options:
         if name in GLOBAL or db.used(name):
             continue
