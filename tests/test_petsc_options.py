@@ -270,3 +270,19 @@ def test_options_pontryx_sets_itself_are_refused(method, option, what):
     with pytest.raises(InputError, match=f"set by pontryx from .*{what}") as e:
         minimize(rf, theta, method, {"petsc_options": {option: 1}}, max_iterations=2)
     assert e.value.key == f"petsc_options.{option}"
+
+
+def test_one_option_in_two_spellings_is_refused():
+    """``pontryx_tao_tao_gatol`` beside ``pontryx_tao: {tao_gatol: …}`` flatten to one
+    option: the later had silently won."""
+    from pontryx.meshes import InputError
+    from pontryx.solver.config import validate_config
+
+    for petsc in (
+        {"pontryx_tao_tao_gatol": 1, "pontryx_tao": {"tao_gatol": 1e-9}},
+        {"pontryx_tao": {"tao_gatol": 1e-9}, "pontryx_tao_tao_gatol": 1},
+        {"pontryx_tao": {"tao": {"gatol": 1}, "tao_gatol": 2}},
+    ):
+        with pytest.raises(InputError, match="is given twice") as e:
+            validate_config({"data": {"name": "ellipses"}, "petsc": petsc})
+        assert e.value.key.startswith("petsc.pontryx_tao") and "\n" not in str(e.value)

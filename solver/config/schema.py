@@ -533,10 +533,16 @@ def flatten_petsc(tree: Mapping, prefix: str = "") -> dict[str, str | None]:
         name = f"{prefix}_{key}" if prefix else key
         if isinstance(value, Mapping):
             try:
-                out.update(flatten_petsc(value, name))
+                inner = flatten_petsc(value, name)
             except InputError as e:
                 raise e.under(key) from None
-        elif value is None:
+            if twice := next((n for n in inner if n in out), None):
+                raise _field(key, f"-{twice} is given twice (two spellings of one option)")
+            out.update(inner)
+            continue
+        if name in out:
+            raise _field(key, f"-{name} is given twice (two spellings of one option)")
+        if value is None:
             out[name] = None
         elif isinstance(value, bool):
             out[name] = "true" if value else "false"
