@@ -729,3 +729,17 @@ def test_continuation_resume_and_errors(comm):
     t.destroy()
     with pytest.raises(InputError, match=r"^continuation: expected null with globalisation"):
         OneShot(rf, th, continuation={}, globalisation="line_search")
+
+
+def test_trust_region_has_no_ksp_for_petsc_options():
+    """The trust region solves with its own Steihaug CG: a KSP option of
+    ``petsc_options`` was read by a KSP it never used (silently without effect);
+    the line search's KSP reads them."""
+    from pontryx.solver import minimize
+
+    rf, th = _problem()
+    with pytest.raises(InputError, match="trust_region solves with its own Steihaug CG") as e:
+        minimize(rf, th.copy(), "oneshot", {"petsc_options": {"ksp_type": "cg"}}, max_iterations=1)
+    assert e.value.key == "petsc_options.ksp_type"
+    options = {"globalisation": "line_search", "petsc_options": {"ksp_type": "fgmres"}}
+    minimize(rf, th.copy(), "oneshot", options, max_iterations=1)

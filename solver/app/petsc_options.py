@@ -60,7 +60,7 @@ GLOBAL = frozenset(
 #: The prefixes of pontryx's solvers, and what they are (for the messages).
 SOLVERS = {
     "pontryx_tao_": "TAO solver (the TAO methods)",
-    "pontryx_snes_": "SNES solver (the one-shot method)",
+    "pontryx_snes_": "KSP of the one-shot line search (globalisation: line_search)",
     "pontryx_msa_": "MSA layer solver",
     "pontryx_diffusion_": "width-diffusion KSP (ε > 0)",
     "pontryx_init_": "random-field KSP (model.init)",

@@ -471,7 +471,19 @@ class OneShot(Trainer):
     def probe(self) -> None:
         """Create the KSP (options prefix ``pontryx_snes_``) once, so that a bad
         option shows before training, and free it; an option of ``petsc_options``
-        that the KSP did not read is an error keyed by it."""
+        that the KSP did not read is an error keyed by it. The trust region has no
+        KSP (its Steihaug CG is pontryx's): ``petsc_options`` are refused, and the
+        ``petsc:`` section's ``pontryx_snes_`` options get the warning of a solver
+        the run does not have."""
+        if self.options["globalisation"] == "trust_region":
+            if self.options["petsc_options"]:
+                name = next(iter(self.options["petsc_options"]))
+                raise InputError(
+                    "not read: globalisation: trust_region solves with its own Steihaug CG "
+                    "(petsc_options configure the KSP of globalisation: line_search)",
+                    f"petsc_options.{name}",
+                )
+            return
         if self.ksp is None:
             self.ksp = self._make_ksp()
             self.destroy()
@@ -881,5 +893,5 @@ class OneShot(Trainer):
         if "oneshot/x" in state:
             self.x = state["oneshot/x"].copy()
             self._linearise()
-            if self.ksp is None:
+            if self.ksp is None and self.options["globalisation"] == "line_search":
                 self.ksp = self._make_ksp()
