@@ -288,3 +288,16 @@ def test_one_option_in_two_spellings_is_refused():
         with pytest.raises(InputError, match="is given twice") as e:
             validate_config({"data": {"name": "ellipses"}, "petsc": petsc})
         assert e.value.key.startswith("petsc.pontryx_tao") and "\n" not in str(e.value)
+
+
+def test_a_misspelling_under_lmvm_matrix_prefix_is_an_error(capsys, mpi_tmp_path):
+    """PETSc gives lmvm's L-BFGS matrix the fixed prefix tao_lmvm_: a misspelling there
+    had been a warning ("no solver of this run reads it") and the run went on."""
+    config = write(mpi_tmp_path / "c.yaml", SMALL)
+    good = ("--set", "petsc={tao_lmvm_mat_lmvm_hist_size: 3}", "--set", "training.max_iterations=1")
+    code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "a", "--quiet", *good)
+    assert code == 0 and "warning" not in err, err
+    bad = ("--set", "petsc={tao_lmvm_mat_lmvm_hist_sizo: 3}")
+    code, _, err = cli(capsys, "train", config, "--output", mpi_tmp_path / "b", *bad)
+    assert code == 2 and err.startswith("config error: petsc.tao_lmvm_mat_lmvm_hist_sizo: "), err
+    assert not (mpi_tmp_path / "b").exists()

@@ -62,6 +62,7 @@ SOLVERS = {
     "pontryx_tao_": "TAO solver (the TAO methods)",
     "pontryx_snes_": "KSP of the one-shot line search (globalisation: line_search)",
     "pontryx_msa_": "MSA layer solver",
+    "tao_lmvm_": "L-BFGS matrix of lmvm (PETSc's fixed prefix tao_lmvm_)",
     "pontryx_diffusion_": "width-diffusion KSP (ε > 0)",
     "pontryx_init_": "random-field KSP (model.init)",
     "pontryx_noise_": "noise-in-depth KSP (model.noise)",
