@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["InputError", "file_problem", "show", "yaml_float"]
+__all__ = ["DTYPE_WORDS", "InputError", "file_problem", "show", "show_dtype", "yaml_float"]
 
 
 def _printable(text: str) -> str:
@@ -84,6 +84,19 @@ def file_problem(path) -> str | None:
 
 #: the characters of a user value an error message shows (README)
 SHOWN = 60
+
+#: NumPy dtype kinds by the word an error message names them with
+DTYPE_WORDS = {"b": "boolean", "i": "integer", "u": "unsigned integer", "f": "floating-point",
+               "c": "complex", "U": "string", "S": "bytes", "O": "object", "V": "structured",
+               "M": "datetime", "m": "timedelta"}  # fmt: skip
+
+
+def show_dtype(dtype) -> str:
+    """A NumPy dtype in a message: its name (``float64``, ``<U5``, ``int8``), or
+    ``structured`` for one with fields or a subarray, whose name lists every field
+    (thousands of characters for a file with many)."""
+    d = np.dtype(dtype)
+    return DTYPE_WORDS["V"] if d.fields or d.subdtype else str(d)
 
 
 def bounded(message: str, limit: int = SHOWN) -> str:

@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pontryx.meshes.errors import show_dtype
+
 __all__ = ["Header", "npz_headers", "read_npz"]
 
 #: the first bytes of a zip archive (a local file header, or an empty archive's end)
@@ -92,7 +94,7 @@ def _header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> Header:
     held = info.file_size - start
     if claimed != held:
         raise ValueError(
-            f"{what} has a malformed .npy header: shape {_short(shape)} of {dtype} "
+            f"{what} has a malformed .npy header: shape {_short(shape)} of {show_dtype(dtype)} "
             f"is {claimed} bytes but the member holds {held}"
         )
     return Header(tuple(shape), dtype, bool(fortran), start)
@@ -148,7 +150,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
                     arrays[name] = _read_data(zf, info, h)
                 except MemoryError:
                     raise ValueError(
-                        f"its member {name!r} (shape {_short(h.shape)} of {h.dtype}) "
+                        f"its member {name!r} (shape {_short(h.shape)} of {show_dtype(h.dtype)}) "
                         "does not fit in memory"
                     ) from None
                 except _ARCHIVE_ERRORS as e:

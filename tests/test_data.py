@@ -538,3 +538,15 @@ def test_a_data_path_that_loops_is_one_line(tmp_path):
         raw = {"data": {"name": "file", "path": name}}
         with pytest.raises(InputError, match=f"^data.path: file '{name}' {why}$"):
             validate_config(raw, base_dir=tmp_path)
+
+
+def test_a_structured_dtype_is_named_in_a_word(tmp_path):
+    """The message printed a structured dtype whole: 547 characters for 30 fields
+    (README: at most 60 characters of a value)."""
+    dt = np.dtype([(f"f{i}", "<f8") for i in range(30)])
+    path = tmp_path / "s.npz"
+    np.savez(path, X_train=np.zeros((3, 2), dt), y_train=np.zeros(3, int),
+             X_test=np.zeros((3, 2), dt), y_test=np.zeros(3, int))  # fmt: skip
+    with pytest.raises(InputError, match=r"non-numeric features \(structured\)") as e:
+        load_dataset({"name": "file", "path": str(path)})
+    assert len(str(e.value)) < 150

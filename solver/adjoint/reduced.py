@@ -36,7 +36,7 @@ from mpi4py import MPI
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError, integer, nonnegative, show
+from pontryx.meshes.errors import InputError, integer, nonnegative, show, show_dtype
 from pontryx.solver.adjoint import split
 from pontryx.solver.adjoint.riesz import RieszMap
 from pontryx.solver.adjoint.sweep import Sweep
@@ -283,7 +283,7 @@ def _samples(net, X, y, task, weights, empty=False):
     S = len(X)
     yv = np.asarray(y)
     if yv.dtype.kind not in "iuf":  # not bool, complex, object or text
-        raise InputError(f"expected numbers, got an array of {yv.dtype}", "y")
+        raise InputError(f"expected numbers, got an array of {show_dtype(yv.dtype)}", "y")
     if task == "classification":
         if yv.shape != (S,):
             raise InputError(f"expected {S} labels (one per row of X), got shape {yv.shape}", "y")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pontryx.meshes.errors import show
+from pontryx.meshes.errors import show, show_dtype
 from pontryx.solver.data.dataset import DATASET_KEYS, TASKS, Dataset, _error, check_float, check_int
 from pontryx.solver.npz import read_npz
 
@@ -203,7 +203,7 @@ def _check_X(X, shown, part):
     if X.ndim < 2 or X.shape[0] == 0 or math.prod(X.shape[1:]) == 0:
         raise _error("path", f"{part} in {shown!r} must be samples × features, has shape {X.shape}")
     if X.dtype.kind not in "biuf":
-        raise _error("path", f"non-numeric features ({X.dtype}) in {part} of {shown!r}")
+        raise _error("path", f"non-numeric features ({show_dtype(X.dtype)}) in {part} of {shown!r}")
     X = X.astype(np.float64).reshape(X.shape[0], -1)
     bad = ~np.isfinite(X)
     if bad.any():
@@ -221,7 +221,9 @@ def _check_y(y, n, task, shown, part):
         raise _error("path", f"{part} in {shown!r} has shape {y.shape}, expected {want}, S={n}")
     if task == "regression":
         if y.dtype.kind not in "biuf":
-            raise _error("path", f"non-numeric regression targets ({y.dtype}) in {shown!r}")
+            raise _error(
+                "path", f"non-numeric regression targets ({show_dtype(y.dtype)}) in {shown!r}"
+            )
         y = y.astype(np.float64).reshape(n, -1)
         if not np.isfinite(y).all():
             raise _error("path", f"NaN or inf in {part} of {shown!r}")
@@ -229,7 +231,9 @@ def _check_y(y, n, task, shown, part):
         y.dtype.kind == "f" and np.isfinite(y).all() and np.all(y == np.round(y))
     ):
         raise _error(
-            "path", f"class labels in {part} of {shown!r} must be integers or strings ({y.dtype})"
+            "path",
+            f"class labels in {part} of {shown!r} must be integers or strings "
+            f"({show_dtype(y.dtype)})",
         )
     elif y.dtype.kind == "b":  # False, True: the classes 0, 1 (model.npz stores numbers)
         y = y.astype(np.int64)

@@ -39,7 +39,7 @@ import dolfinx.la
 import dolfinx.mesh
 import numpy as np
 
-from pontryx.meshes.errors import InputError, show
+from pontryx.meshes.errors import DTYPE_WORDS, InputError, show
 from pontryx.meshes.levels import lexicographic
 from pontryx.solver.inverse.expressions import require_finite
 from pontryx.solver.npz import read_npz
@@ -56,11 +56,6 @@ __all__ = [
 
 
 # -- reading ------------------------------------------------------------------------------------
-#: the NumPy dtype kinds an observation file may not hold, by name
-_KINDS = {"U": "string", "S": "bytes", "O": "object", "c": "complex", "b": "boolean",
-          "V": "structured", "M": "datetime", "m": "timedelta"}  # fmt: skip
-
-
 def read_observations(path, gdim: int) -> tuple[np.ndarray, np.ndarray]:
     """(points (M × gdim), values (M,)) from a CSV file (columns x[, y[, z]], value;
     an optional header line) or an NPZ file (arrays ``points`` and ``values``).
@@ -82,7 +77,7 @@ def read_observations(path, gdim: int) -> tuple[np.ndarray, np.ndarray]:
         for name, a in (("points", points), ("values", values)):
             if a.dtype.kind not in "iuf":  # strings, objects, complex (its imaginary part
                 raise InputError(  # would be dropped), booleans
-                    f"{path.name}: {name!r} holds {_KINDS.get(a.dtype.kind, 'non-numeric')} "
+                    f"{path.name}: {name!r} holds {DTYPE_WORDS[a.dtype.kind]} "
                     "values, expected real numbers",
                     "file",
                 )

@@ -16,7 +16,7 @@ from mpi4py import MPI
 
 import numpy as np
 
-from pontryx.meshes.errors import InputError, show
+from pontryx.meshes.errors import InputError, show, show_dtype
 
 __all__ = ["Controls"]
 
@@ -30,7 +30,7 @@ def _array(name, value) -> np.ndarray:
     trained); numbers of other kinds are converted, complex ones refused."""
     a = np.asarray(value)
     if a.dtype.kind not in "biuf":
-        raise InputError(f"expected real numbers, got an array of {a.dtype}", name)
+        raise InputError(f"expected real numbers, got an array of {show_dtype(a.dtype)}", name)
     return np.ascontiguousarray(a, dtype=np.float64)
 
 

@@ -46,7 +46,7 @@ from mpi4py import MPI
 import numpy as np
 
 from pontryx.forms.activations import SMOOTH_RELU_DELTA
-from pontryx.meshes.errors import InputError, show
+from pontryx.meshes.errors import InputError, show, show_dtype
 from pontryx.solver.model.controls import REPLICATED
 from pontryx.solver.npz import read_npz
 from pontryx.solver.outputs.atomic import atomic_path
@@ -245,7 +245,9 @@ def _scalar(arrays, key: str, kind: str):
     a = arrays[key]
     ok = {"text": "U", "integer": "iu", "number": "iuf"}[kind]
     if a.ndim != 0 or a.dtype.kind not in ok:
-        raise InputError(f"expected a 0-d {kind}, got {a.dtype} of shape {a.shape}", key)
+        raise InputError(
+            f"expected a 0-d {kind}, got {show_dtype(a.dtype)} of shape {a.shape}", key
+        )
     return a.item()
 
 
@@ -315,13 +317,15 @@ def _decode(arrays, weights: str) -> None:
             raise InputError(f"scales of a control {name!r} the file does not hold", key)
         if c.shape != (layers,) or c.dtype.kind != "f":
             raise InputError(
-                f"expected {layers} scales (one per layer), got {c.dtype} {c.shape}", key
+                f"expected {layers} scales (one per layer), got {show_dtype(c.dtype)} {c.shape}",
+                key,
             )
         if np.any(np.isfinite(c) & (c <= 0)):
             raise InputError("expected scales c_n > 0", key)
         if T.dtype != np.int8 or T.ndim < 1 or len(T) != layers:
             raise InputError(
-                f"expected int8 codes (N_t = {layers}, …), got {T.dtype} {T.shape}", name
+                f"expected int8 codes (N_t = {layers}, …), got {show_dtype(T.dtype)} {T.shape}",
+                name,
             )
         binary = weights == "binary"
         if T.size and (T.min() < -1 or T.max() > 1 or (binary and np.any(T == 0))):
@@ -355,7 +359,7 @@ def load_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
             _scalar(arrays, key, kind)
     for key, a in arrays.items():
         if key not in (*TEXT, "weights", "classes") and a.dtype.kind not in "iuf":
-            raise InputError(f"expected numbers, got {a.dtype}", key)
+            raise InputError(f"expected numbers, got {show_dtype(a.dtype)}", key)
     weights = str(arrays.get("weights", "real"))
     if weights not in WEIGHTS:
         raise InputError(f"expected one of {', '.join(WEIGHTS)}, got {show(weights)}", "weights")
@@ -423,7 +427,7 @@ def _check_classes(arrays, want) -> None:
     if c.size == 0:
         return
     if c.dtype.kind not in "iufU":
-        raise InputError(f"expected numbers or strings, got {c.dtype}", "classes")
+        raise InputError(f"expected numbers or strings, got {show_dtype(c.dtype)}", "classes")
     if not np.all(c[1:] > c[:-1]):
         raise InputError(
             f"expected distinct labels in increasing order, got {show(c.tolist())}", "classes"
