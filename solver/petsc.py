@@ -182,13 +182,20 @@ def pushed_options(defaults: Mapping[str, object]) -> Iterator[None]:
             db.delValue(name)
 
 
+#: PETSc's fixed options prefix of a TAO ``lmvm``'s L-BFGS matrix (not the TAO's own:
+#: ``blmvm``'s and ``bqnls``'s matrices follow the TAO's prefix)
+LMVM_PREFIX = "tao_lmvm_"
+
+
 def configure(
     obj, prefix: str, defaults: Mapping[str, object] | None = None, extra=None
 ) -> list[str]:
     """``obj.setOptionsPrefix(prefix)`` and ``obj.setFromOptions()`` with
     ``defaults`` (names relative to ``prefix``) and ``extra`` (full names)
     pushed for the call only. Returns the names of ``defaults`` and ``extra`` the
-    object did not read (the check that a user's option is no misspelling)."""
+    object did not read (the check that a user's option is no misspelling). A TAO
+    of type ``lmvm`` makes :data:`LMVM_PREFIX` one of the run's prefixes too: its
+    L-BFGS matrix reads the options under it."""
     reproducible()
     for k in defaults or {}:
         set_by_pontryx(prefix + k, f"petsc_options.{k}")
@@ -199,6 +206,8 @@ def configure(
     db = PETSc.Options()
     with pushed_options(options):
         obj.setFromOptions()
+        if isinstance(obj, PETSc.TAO) and obj.getType() == "lmvm":
+            ACTIVE_PREFIXES.add(LMVM_PREFIX)
         return [name for name in options if not db.used(name)]
 
 

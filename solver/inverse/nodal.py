@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from petsc4py import PETSc
 
-from pontryx.solver.petsc import configure, destroy
+from pontryx.solver.petsc import LMVM_PREFIX, configure, destroy
 
 __all__ = ["PREFIX", "NodalResult", "reconstruct"]
 
@@ -82,7 +82,7 @@ def reconstruct(
     tao.setTolerances(gatol=gatol, grtol=grtol)
     tao.setMaximumIterations(max_iterations)
     defaults = {"tao_ls_type": "armijo", **(options or {})}
-    configure(tao, PREFIX, defaults, {"tao_lmvm_mat_type": "lmvmdbfgs"})
+    configure(tao, PREFIX, defaults, {f"{LMVM_PREFIX}mat_type": "lmvmdbfgs"})
     tao.setObjectiveGradient(objective_gradient)
     tao.setMonitor(monitor)
     tao.setSolution(x)

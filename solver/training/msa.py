@@ -116,7 +116,7 @@ from pontryx.solver.data.sampler import Minibatches
 from pontryx.solver.errors import NonFiniteError
 from pontryx.solver.model.controls import Controls
 from pontryx.solver.model.loss import LOSSES
-from pontryx.solver.petsc import ACTIVE_PREFIXES, configure, destroy, ineffective, unread
+from pontryx.solver.petsc import LMVM_PREFIX, configure, destroy, ineffective, unread
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.common import check_finite
 from pontryx.solver.training.discrete import (
@@ -137,8 +137,6 @@ __all__ = ["EMSA", "MSA", "PREFIX", "BlockSolver"]
 
 # -- the block solves: PETSc TAO ------------------------------------------------------
 PREFIX = "pontryx_msa_"
-#: PETSc's fixed options prefix of an ``lmvm`` block solve's L-BFGS matrix
-LMVM_PREFIX = "tao_lmvm_"
 INNER_TYPES = ("lmvm", "blmvm", "bqnls", "bncg", "cg")
 _BOUNDED = {"lmvm": "blmvm", "cg": "bncg"}
 
@@ -170,11 +168,13 @@ class BlockSolver:
         self.tao.setType(tao_type)
         extra = {}
         if tao_type in ("lmvm", "blmvm", "bqnls"):  # lmvm's matrix has the fixed prefix tao_lmvm_
-            key = "tao_lmvm_mat_type" if tao_type == "lmvm" else f"{PREFIX}tao_{tao_type}_mat_type"
+            key = (
+                f"{LMVM_PREFIX}mat_type"
+                if tao_type == "lmvm"
+                else f"{PREFIX}tao_{tao_type}_mat_type"
+            )
             extra[key] = "lmvmdbfgs"
         self.unused = configure(self.tao, PREFIX, options, extra)
-        if tao_type == "lmvm":  # its matrix read the options of its fixed prefix
-            ACTIVE_PREFIXES.add(LMVM_PREFIX)
         self.tao.setObjectiveGradient(self._objective_gradient)
         self.box = []
         if self.bounds is not None:

@@ -84,7 +84,7 @@ from petsc4py import PETSc
 from pontryx.meshes.errors import InputError, show
 from pontryx.solver.adjoint.riesz import RieszMap
 from pontryx.solver.errors import NonFiniteError, SolveError, caused_by
-from pontryx.solver.petsc import ACTIVE_PREFIXES, configure, destroy, ineffective, unread
+from pontryx.solver.petsc import LMVM_PREFIX, configure, destroy, ineffective, unread
 from pontryx.solver.registry import GRADIENT_TYPES, NEWTON_TYPES
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.common import check_finite
@@ -92,8 +92,6 @@ from pontryx.solver.training.common import check_finite
 __all__ = ["PREFIX", "TAO_TRAINERS", "TaoTrainer"]
 
 PREFIX = "pontryx_tao_"
-#: PETSc's fixed options prefix of ``lmvm``'s L-BFGS matrix
-LMVM_PREFIX = "tao_lmvm_"
 #: the largest count PETSc takes (its PetscInt)
 PETSC_INT_MAX = int(np.iinfo(PETSc.IntType).max)
 QUASI_NEWTON = ("lmvm", "blmvm", "bqnls")  # their L-BFGS matrix defaults to lmvmdbfgs
@@ -297,12 +295,12 @@ class TaoTrainer(Trainer):
         extra = {}
         if self.type in QUASI_NEWTON:  # PETSc gives lmvm's matrix the fixed prefix tao_lmvm_
             key = (
-                "tao_lmvm_mat_type" if self.type == "lmvm" else f"{PREFIX}tao_{self.type}_mat_type"
+                f"{LMVM_PREFIX}mat_type"
+                if self.type == "lmvm"
+                else f"{PREFIX}tao_{self.type}_mat_type"
             )
             extra[key] = "lmvmdbfgs"
         unused = configure(tao, PREFIX, self.options["petsc_options"], extra)
-        if self.type == "lmvm":  # its matrix read the options of its fixed prefix
-            ACTIVE_PREFIXES.add(LMVM_PREFIX)
         self._unused = ineffective(PREFIX, self.options["petsc_options"], unused)
         tao.setMaximumIterations(max_it)
         tao.setObjectiveGradient(self._objective_gradient)
