@@ -312,11 +312,13 @@ def _output(value: str | None) -> Path | None:
 def _run_dir(args, config) -> tuple[Path, str]:
     """The run directory and what gave it (the key of its errors): ``--output``, the
     configuration's ``output.directory``, or the default runs/NAME (``--output``'s)."""
+    from pontryx.solver.app.directory import OUTPUT
+
     if args.output is not None:
-        return _output(args.output), "--output"
+        return _output(args.output), OUTPUT
     if config.output.directory:
         return Path(config.output.directory), "output.directory"
-    return Path("runs") / Path(args.config).stem, "--output"
+    return Path("runs") / Path(args.config).stem, OUTPUT
 
 
 # --------------------------------------------------------------- commands ---

@@ -16,6 +16,7 @@ from mpi4py import MPI
 
 import numpy as np
 
+from pontryx.solver.app.directory import OUTPUT
 from pontryx.solver.app.inverse_run import InverseRun
 from pontryx.solver.app.run import TrainingRun
 from pontryx.solver.app.signals import Interrupted, StopRequest
@@ -35,7 +36,7 @@ def train(
     source: str = "",
     comm: MPI.Comm = MPI.COMM_WORLD,
     max_memory: float | None = None,
-    directory_key: str = "--output",
+    directory_key: str = OUTPUT,
 ) -> dict:
     """A complete training run into ``run_dir``; returns the summary (on every rank),
     whose ``exit_code`` is what ``pontryx train`` exits with. Errors about the run

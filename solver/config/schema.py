@@ -533,23 +533,20 @@ def flatten_petsc(tree: Mapping, prefix: str = "") -> dict[str, str | None]:
         name = f"{prefix}_{key}" if prefix else key
         if isinstance(value, Mapping):
             try:
-                inner = flatten_petsc(value, name)
+                flat = flatten_petsc(value, name)
             except InputError as e:
                 raise e.under(key) from None
-            if twice := next((n for n in inner if n in out), None):
-                raise _field(key, f"-{twice} is given twice (two spellings of one option)")
-            out.update(inner)
-            continue
-        if name in out:
-            raise _field(key, f"-{name} is given twice (two spellings of one option)")
-        if value is None:
-            out[name] = None
+        elif value is None:
+            flat = {name: None}
         elif isinstance(value, bool):
-            out[name] = "true" if value else "false"
+            flat = {name: "true" if value else "false"}
         elif isinstance(value, str | int | float):
-            out[name] = str(value)
+            flat = {name: str(value)}
         else:
             raise _field(key, f"expected a string, number, boolean or null, got {show(value)}")
+        if twice := next((n for n in flat if n in out), None):
+            raise _field(key, f"-{twice} is given twice (two spellings of one option)")
+        out.update(flat)
     return out
 
 

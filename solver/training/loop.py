@@ -203,9 +203,9 @@ def minimize(
         if state is not None:
             try:
                 trainer.restore(state)
+            except InputError:
+                raise
             except (KeyError, TypeError, ValueError, IndexError) as e:
-                if isinstance(e, InputError):
-                    raise
                 raise InputError(
                     f"not a state of this {method} trainer on these controls ({type(e).__name__}: "
                     f"{show(str(e))})",
