@@ -75,6 +75,27 @@ def test_operator_is_its_definition(comm):
     assert np.sum(V * expected) == pytest.approx(np.sum(KtV * U_full), rel=1e-12)
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_column_blocks_change_nothing(comm, monkeypatch, shared):
+    """K U, Kᵀ D and the gradient ∂⟨D, K U⟩/∂a over column blocks of 2 samples (2, 2
+    and 1 of S = 5) equal those of one block, to round-off."""
+    sp = _space(comm)
+    K = make_kernel(sp, "conv", shared=shared)
+    rng = np.random.default_rng(5)
+    ctx = K.layer({"a": rng.standard_normal((sp.n, K.K, K.L))})
+    U, D = rng.standard_normal((2, sp.n, 5))
+
+    def outputs():
+        g = {"a": np.zeros((sp.n, K.K, K.L))}
+        K.vjp(ctx, U, D, g)
+        return K.apply(ctx, U), K.apply_T(ctx, D), g["a"]
+
+    whole = outputs()
+    monkeypatch.setattr(K, "CHUNK", 2)
+    for one, blocked in zip(whole, outputs(), strict=True):
+        assert np.allclose(blocked, one, rtol=1e-13, atol=1e-13)
+
+
 def test_no_columns(comm):
     """K and Kᵀ of an n × 0 block (a data rank's empty share of a minibatch) are
     n × 0 blocks (Kᵀ's reshape of no columns failed: adam with batch_size 1 on
