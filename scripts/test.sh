@@ -12,9 +12,11 @@ export PATH="$venv/bin:$PATH"
 cd "$root"
 # The one-rank suite runs in pytest-xdist workers, one per core (at most 4;
 # PONTRYX_TEST_WORKERS overrides, 0 = in this process): each worker is one MPI rank.
+# worksteal: an idle worker takes queued tests from a busy one (a few long tests
+# otherwise end the run on one worker while the other waits).
 workers="${PONTRYX_TEST_WORKERS:-$(python -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')}"
 echo "== pytest, 1 rank ($workers workers)"
-python -m pytest -q -n "$workers" "$@"
+python -m pytest -q -n "$workers" --dist worksteal "$@"
 echo "== pytest, 2 ranks (rank 0 reports; rank 1's log is shown if it fails)"
 log="$(mktemp)"
 status=0
