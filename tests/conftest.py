@@ -25,8 +25,9 @@ def _petsc_garbage_cleanup():
 
     What survives the collection is frozen (``gc.freeze``), so the next test's
     collection scans only the objects made since; a full collection of the
-    multi-million-object heap of UFL, DOLFINx and matplotlib after every test
-    took most of the suite's time (0.14 s a test). An object that outlives its
+    whole heap (UFL, DOLFINx, matplotlib and all that earlier tests keep) after
+    every test took about a third of the suite's time (0.14 s a test on 2
+    ranks). An object that outlives its
     test and only later becomes cyclic garbage (a module fixture's) is
     collected after its module, by ``_full_collection_per_module``."""
     yield
