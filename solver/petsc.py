@@ -185,6 +185,20 @@ def pushed_options(defaults: Mapping[str, object]) -> Iterator[None]:
 #: PETSc's fixed options prefix of a TAO ``lmvm``'s L-BFGS matrix (not the TAO's own:
 #: ``blmvm``'s and ``bqnls``'s matrices follow the TAO's prefix)
 LMVM_PREFIX = "tao_lmvm_"
+#: the quasi-Newton TAO types, whose L-BFGS matrix pontryx makes ``lmvmdbfgs``
+QUASI_NEWTON = ("lmvm", "blmvm", "bqnls")
+
+
+def quasi_newton_matrix(prefix: str, tao_type: str) -> dict[str, str]:
+    """For a quasi-Newton TAO under ``prefix``, its L-BFGS matrix as ``lmvmdbfgs``
+    (full option name → value, for :func:`configure`'s ``extra``; PETSc's default
+    ``lmvmbfgs`` is not bit-reproducible in 3.25): ``lmvm``'s matrix under the fixed
+    :data:`LMVM_PREFIX`, ``blmvm``'s and ``bqnls``'s under the TAO's own. Empty for
+    other types."""
+    if tao_type not in QUASI_NEWTON:
+        return {}
+    key = f"{LMVM_PREFIX}mat_type" if tao_type == "lmvm" else f"{prefix}tao_{tao_type}_mat_type"
+    return {key: "lmvmdbfgs"}
 
 
 def configure(

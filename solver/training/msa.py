@@ -116,7 +116,13 @@ from pontryx.solver.data.sampler import Minibatches
 from pontryx.solver.errors import NonFiniteError
 from pontryx.solver.model.controls import Controls
 from pontryx.solver.model.loss import LOSSES
-from pontryx.solver.petsc import LMVM_PREFIX, configure, destroy, ineffective, unread
+from pontryx.solver.petsc import (
+    configure,
+    destroy,
+    ineffective,
+    quasi_newton_matrix,
+    unread,
+)
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.common import check_finite
 from pontryx.solver.training.discrete import (
@@ -166,14 +172,7 @@ class BlockSolver:
         self.x = PETSc.Vec().createMPI(n, comm=self.comm)
         self.tao = PETSc.TAO().create(comm=self.comm)
         self.tao.setType(tao_type)
-        extra = {}
-        if tao_type in ("lmvm", "blmvm", "bqnls"):  # lmvm's matrix has the fixed prefix tao_lmvm_
-            key = (
-                f"{LMVM_PREFIX}mat_type"
-                if tao_type == "lmvm"
-                else f"{PREFIX}tao_{tao_type}_mat_type"
-            )
-            extra[key] = "lmvmdbfgs"
+        extra = quasi_newton_matrix(PREFIX, tao_type)
         self.unused = configure(self.tao, PREFIX, options, extra)
         self.tao.setObjectiveGradient(self._objective_gradient)
         self.box = []

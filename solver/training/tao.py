@@ -84,7 +84,13 @@ from petsc4py import PETSc
 from pontryx.meshes.errors import InputError, show
 from pontryx.solver.adjoint.riesz import RieszMap
 from pontryx.solver.errors import NonFiniteError, SolveError, caused_by
-from pontryx.solver.petsc import LMVM_PREFIX, configure, destroy, ineffective, unread
+from pontryx.solver.petsc import (
+    configure,
+    destroy,
+    ineffective,
+    quasi_newton_matrix,
+    unread,
+)
 from pontryx.solver.registry import GRADIENT_TYPES, NEWTON_TYPES
 from pontryx.solver.training.base import Trainer
 from pontryx.solver.training.common import check_finite
@@ -94,7 +100,6 @@ __all__ = ["PREFIX", "TAO_TRAINERS", "TaoTrainer"]
 PREFIX = "pontryx_tao_"
 #: the largest count PETSc takes (its PetscInt)
 PETSC_INT_MAX = int(np.iinfo(PETSc.IntType).max)
-QUASI_NEWTON = ("lmvm", "blmvm", "bqnls")  # their L-BFGS matrix defaults to lmvmdbfgs
 #: the bound-constrained TAO type a type runs as when the controls have bounds
 #: TAO types run as another one: PETSc 3.25's legacy NTL segfaults in its fallback
 #: after a failed line search (seen on examples/sine.yaml); BNTL, TAO's BNK
@@ -292,14 +297,7 @@ class TaoTrainer(Trainer):
         )
         if self.type in NEWTON_TYPES:
             tao.getKSP().setTolerances(max_it=self.options["krylov_max_it"])
-        extra = {}
-        if self.type in QUASI_NEWTON:  # PETSc gives lmvm's matrix the fixed prefix tao_lmvm_
-            key = (
-                f"{LMVM_PREFIX}mat_type"
-                if self.type == "lmvm"
-                else f"{PREFIX}tao_{self.type}_mat_type"
-            )
-            extra[key] = "lmvmdbfgs"
+        extra = quasi_newton_matrix(PREFIX, self.type)
         unused = configure(tao, PREFIX, self.options["petsc_options"], extra)
         self._unused = ineffective(PREFIX, self.options["petsc_options"], unused)
         tao.setMaximumIterations(max_it)
